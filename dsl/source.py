@@ -1,0 +1,125 @@
+"""Stage 1 (dsl): source files, locations and the one user-error type.
+
+Every stage raises `CnncError` for a mistake the user can fix. It carries a
+`Loc` (file, line, column) and renders as the classic compiler diagnostic:
+`file.cnn:LINE:COL: error: message`, the source line, a caret under the
+column, then optional notes and a hint. The CLI prints it and exits 1; nothing
+else is allowed to escape to the user.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a source file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+    end_col: int | None = None  # exclusive end column on the same line, for a wider underline
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class SourceRegistry:
+    """Remembers the text of every file read, so diagnostics can quote lines."""
+
+    _texts: dict[str, str] = {}
+
+    @classmethod
+    def add(cls, name: str, text: str) -> None:
+        cls._texts[name] = text
+
+    @classmethod
+    def line(cls, name: str, line: int) -> str | None:
+        text = cls._texts.get(name)
+        if text is None:
+            try:
+                text = Path(name).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return None
+        lines = text.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+@dataclass
+class Note:
+    """A secondary message, optionally pointing at another place."""
+
+    message: str
+    loc: Loc | None = None
+
+
+@dataclass
+class Diagnostic:
+    severity: str  # "error" or "warning"
+    message: str
+    loc: Loc | None = None
+    hint: str | None = None
+    notes: list[Note] = field(default_factory=list)
+    code: str | None = None  # the lint name, for warnings that can be silenced
+
+    def render(self, color: bool = False) -> str:
+        def paint(text: str, style: str) -> str:
+            if not color:
+                return text
+            codes = {"error": "1;31", "warning": "1;35", "note": "1;36", "bold": "1", "caret": "1;32"}
+            return f"\x1b[{codes[style]}m{text}\x1b[0m"
+
+        head = f"{self.loc}: " if self.loc else "cnnc: "
+        suffix = f" [{self.code}]" if self.code else ""
+        out = [paint(head, "bold") + paint(f"{self.severity}:", self.severity) + f" {self.message}{suffix}"]
+        out += _quote(self.loc, paint)
+        for note in self.notes:
+            where = f"{note.loc}: " if note.loc else ""
+            out.append(f"  {paint('note:', 'note')} {where}{note.message}")
+        if self.hint:
+            out.append(f"  {paint('hint:', 'note')} {self.hint}")
+        return "\n".join(out)
+
+
+def _quote(loc: Loc | None, paint) -> list[str]:
+    if loc is None:
+        return []
+    text = SourceRegistry.line(loc.file, loc.line)
+    if text is None:
+        return []
+    text = text.expandtabs(1)
+    width = max(1, (loc.end_col - loc.col) if loc.end_col and loc.end_col > loc.col else 1)
+    gutter = f"{loc.line:>5} | "
+    return [gutter + text, " " * (len(gutter) + loc.col - 1) + paint("^" + "~" * (width - 1), "caret")]
+
+
+class CnncError(Exception):
+    """A user error: something in the input (file, flag, data) the user can fix."""
+
+    def __init__(self, message: str, loc: Loc | None = None, hint: str | None = None,
+                 notes: list[Note] | None = None):
+        super().__init__(message)
+        self.diagnostic = Diagnostic("error", message, loc, hint, list(notes or []))
+
+    @property
+    def message(self) -> str:
+        return self.diagnostic.message
+
+    @property
+    def loc(self) -> Loc | None:
+        return self.diagnostic.loc
+
+    @property
+    def hint(self) -> str | None:
+        return self.diagnostic.hint
+
+    def add_note(self, message: str, loc: Loc | None = None) -> "CnncError":
+        self.diagnostic.notes.append(Note(message, loc))
+        return self
+
+    def render(self, color: bool = False) -> str:
+        return self.diagnostic.render(color)
+
+    def __str__(self) -> str:
+        return self.render()
