@@ -1,0 +1,154 @@
+"""Stage 2 (compiler): converting evaluated arguments into normalised attributes.
+
+Each `Attr.kind` of the op-spec table has one converter here. A converter
+takes the evaluated value and returns the normalised form (ints, pairs,
+`((top, bottom), (left, right))` padding, numpy weights …) or raises
+`OpError` saying what was expected and what was given.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .ops import OpError, Word
+from .symbolic import Dim
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, Word):
+        return f"the name '{value.name}'"
+    if isinstance(value, Dim):
+        return f"the symbolic size {value}"
+    if isinstance(value, tuple):
+        return f"the tuple {_text(value)}"
+    if isinstance(value, list):
+        return "a list"
+    kind = getattr(value, "kind_name", None)
+    return kind or type(value).__name__
+
+
+def _text(value) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_text(v) for v in value) + ")"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _int(value, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, Dim):
+        raise OpError(f"{name} must be a known integer, but it depends on {', '.join(sorted(value.symbols()))}",
+                      "bind the input size with --input NAME=CxHxW")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OpError(f"{name} must be an integer, got {describe(value)}")
+    if minimum is not None and value < minimum:
+        raise OpError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise OpError(f"{name} must be an integer or a pair (h, w), got {describe(value)}")
+        return (_int(value[0], name, minimum), _int(value[1], name, minimum))
+    v = _int(value, name, minimum)
+    return (v, v)
+
+
+def _is_none(value) -> bool:
+    return value is None or (isinstance(value, Word) and value.name == "none")
+
+
+def _padding(value, name: str):
+    if isinstance(value, (Word, str)):
+        word = value.name if isinstance(value, Word) else value
+        if word in ("same", "valid", "full"):
+            return word
+        raise OpError(f"{name} must be an integer, (h, w), ((top, bottom), (left, right)), same, valid or full; "
+                      f"got {describe(value)}")
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, tuple) for v in value):
+        return tuple(_pair(v, name, 0) for v in value)
+    h, w = _pair(value, name, 0)
+    return ((h, h), (w, w))
+
+
+def _float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OpError(f"{name} must be a number, got {describe(value)}")
+    return float(value)
+
+
+def _weights(value, name: str) -> np.ndarray | None:
+    if _is_none(value):
+        return None
+    try:
+        arr = np.array(_plain(value), dtype=np.float64)
+    except ValueError:
+        raise OpError(f"{name} must be a rectangular nested list of numbers") from None
+    if arr.dtype == object or not np.isfinite(arr).all():
+        raise OpError(f"{name} must be a rectangular nested list of finite numbers")
+    arr = arr.astype(np.float32)
+    arr.setflags(write=False)
+    return arr
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OpError(f"weights must be numbers, got {describe(value)}")
+    return value
+
+
+def convert(kind: str, value: Any, name: str, choices: tuple[str, ...] = ()) -> Any:
+    """The normalised value of one attribute (see ops.Attr.kind)."""
+    if kind == "pos_int":
+        return _int(value, name, 1)
+    if kind == "int":
+        return _int(value, name)
+    if kind == "opt_int":
+        return None if _is_none(value) else _int(value, name, 1)
+    if kind == "pair":
+        return _pair(value, name, 1)
+    if kind == "pair0":
+        return _pair(value, name, 0)
+    if kind == "opt_pair":
+        return None if _is_none(value) else _pair(value, name, 1)
+    if kind == "padding":
+        return _padding(value, name)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise OpError(f"{name} must be true or false, got {describe(value)}")
+        return value
+    if kind == "float":
+        return _float(value, name)
+    if kind == "pos_float":
+        v = _float(value, name)
+        if v <= 0:
+            raise OpError(f"{name} must be positive, got {value}")
+        return v
+    if kind == "prob":
+        v = _float(value, name)
+        if not 0 <= v < 1:
+            raise OpError(f"{name} must satisfy 0 <= {name} < 1, got {value}")
+        return v
+    if kind == "choice":
+        word = value.name if isinstance(value, Word) else value
+        if word not in choices:
+            import difflib
+            close = difflib.get_close_matches(str(word), choices, n=1)
+            raise OpError(f"{name} must be one of {', '.join(choices)}; got {describe(value)}",
+                          f"did you mean '{close[0]}'?" if close else None)
+        return word
+    if kind == "weights":
+        return _weights(value, name)
+    raise AssertionError(f"unknown attribute kind {kind}")

@@ -1,0 +1,707 @@
+"""Stage 2 (compiler): the op-spec table — static semantics of every layer.
+
+One entry per op: its attributes (types, defaults, validation), the shape rule
+(works on ints and on symbolic `Dim`s alike), parameter shapes, MACs and
+FLOPs, what training keeps for the backward pass, and the receptive-field
+contribution. Elaboration, the analyses and the runtime's lowering all read
+this table; adding an op means one entry here and one kernel in
+`runtime/kernels`.
+
+Conventions (see docs/analysis.md): MACs count multiply-adds of conv, deconv,
+local and linear layers, bias excluded. FLOPs are 2 per MAC, plus one per
+bias add, plus one per output element of activations, normalisations, adds
+and multiplies, plus one per window element read by pooling; pure data
+movement (flatten, concat, crop, pad, identity, dropout at inference) costs 0
+by an explicit rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable
+
+import numpy as np
+
+from .graph import ParamSpec
+from .symbolic import Dim, ceildiv, is_symbolic
+
+REQUIRED = object()
+
+
+class OpError(Exception):
+    """A static-semantics error in one layer; elaboration adds the location."""
+
+    def __init__(self, message: str, hint: str | None = None, attr: str | None = None):
+        super().__init__(message)
+        self.message, self.hint, self.attr = message, hint, attr
+
+
+@dataclass(frozen=True)
+class Word:
+    """A bare identifier used as a value (`same`, `nearest`, `cross_entropy`)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    kind: str                 # see _CONVERTERS
+    default: Any = REQUIRED
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class RF:
+    """Receptive-field contribution on one axis: kernel k, stride s, padding p (input units)."""
+
+    k: Fraction
+    s: Fraction
+    p: Fraction
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    family: str
+    attrs: tuple[Attr, ...]
+    shape: Callable[[dict, list], tuple]
+    inputs: int | None = 1                       # tensor inputs; None = one or more
+    params: Callable[[dict, list], dict] = lambda a, ins: {}
+    macs: Callable[[dict, list, tuple], Any] = lambda a, ins, out: 0
+    flops: Callable[[dict, list, tuple], Any] = lambda a, ins, out: 0
+    rf: Callable[[dict, list], tuple[RF, RF] | None] | str = "elementwise"
+    saves: tuple[str, ...] = ("input",)          # what training keeps: "input", "output", "mask"
+    resolve: Callable[[dict, list], dict] = lambda a, ins: a
+    doc: str = ""
+
+    def attr(self, name: str) -> Attr | None:
+        return next((a for a in self.attrs if a.name == name), None)
+
+
+# ---------------------------------------------------------------- utilities
+def numel(shape) -> Any:
+    n = 1
+    for d in shape:
+        n = n * d
+    return n
+
+
+def _spatial(ins, what="this layer") -> tuple:
+    shape = ins[0]
+    if len(shape) != 3:
+        raise OpError(f"{what} needs a [C, H, W] input, got {fmt_shape(shape)}",
+                      "a flat tensor comes from flatten or linear; spatial layers must come before them")
+    return shape
+
+
+def fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def window_out(n, k: int, s: int, pad: tuple, d: int = 1, ceil_mode: bool = False):
+    """floor((n + p_l + p_r - d(k-1) - 1)/s) + 1 (ceil with ceil_mode, PyTorch rule)."""
+    span = n + pad[0] + pad[1] - d * (k - 1) - 1
+    if not ceil_mode:
+        return span // s + 1
+    out = ceildiv(span, s) + 1
+    # PyTorch: the last window must start inside the input or left padding.
+    if not is_symbolic(out) and not is_symbolic(n) and (out - 1) * s >= n + pad[0]:
+        out -= 1
+    return out
+
+
+def _check_fits(n, k: int, pad: tuple, d: int, axis: str) -> None:
+    eff = d * (k - 1) + 1
+    total = n + pad[0] + pad[1]
+    if not is_symbolic(total) and total < eff:
+        raise OpError(f"kernel of size {eff} does not fit the padded input ({axis} = {n}, padded {total})",
+                      "use a smaller kernel, add padding, or pool less before this layer", attr="k")
+
+
+def same_padding(n, k: int, s: int, d: int) -> tuple:
+    """TensorFlow 'same': total = max((ceil(n/s)-1)s + d(k-1)+1 - n, 0), left = total // 2."""
+    eff = d * (k - 1) + 1
+    if is_symbolic(n):
+        if s == 1 or eff >= s:
+            total = (ceildiv(n, s) - 1) * s + eff - n
+        elif eff == 1:
+            total = 0
+        else:
+            raise OpError(f"'same' padding with kernel {eff} < stride {s} depends on the exact size {n}",
+                          "give the padding explicitly, or bind the input size with --input", attr="pad")
+    else:
+        total = max((ceildiv(n, s) - 1) * s + eff - n, 0)
+    left = total // 2
+    return (left, total - left)
+
+
+def _resolve_padding(a: dict, ins: list, key: str = "padding") -> dict:
+    pad = a[key]
+    if isinstance(pad, str):
+        _, h, w = _spatial(ins)
+        kh, kw = a["kernel"]
+        sh, sw = a.get("stride", (1, 1))
+        dh, dw = a.get("dilation", (1, 1))
+        if pad == "valid":
+            pad = ((0, 0), (0, 0))
+        elif pad == "full":
+            pad = ((dh * (kh - 1),) * 2, (dw * (kw - 1),) * 2)
+        else:
+            pad = (same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw))
+    return {**a, key: pad}
+
+
+def _window_shape(a: dict, ins: list, channels, what: str) -> tuple:
+    _, h, w = _spatial(ins, what)
+    (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+    dh, dw = a.get("dilation", (1, 1))
+    (pt, pb), (pl, pr) = a.get("padding", ((0, 0), (0, 0)))
+    _check_fits(h, kh, (pt, pb), dh, "height")
+    _check_fits(w, kw, (pl, pr), dw, "width")
+    ceil_mode = a.get("ceil_mode", False)
+    return (channels, window_out(h, kh, sh, (pt, pb), dh, ceil_mode), window_out(w, kw, sw, (pl, pr), dw, ceil_mode))
+
+
+def _window_rf(a: dict, ins: list) -> tuple[RF, RF]:
+    pads = a.get("padding", ((0, 0), (0, 0)))
+    out = []
+    for axis in (0, 1):
+        k, s = a["kernel"][axis], a["stride"][axis]
+        d = a.get("dilation", (1, 1))[axis]
+        p = pads[axis][0]
+        if is_symbolic(p):  # symbolic 'same': the value when the size divides the stride
+            p = max(d * (k - 1) + 1 - s, 0) // 2
+        out.append(RF(Fraction(d * (k - 1) + 1), Fraction(s), Fraction(p)))
+    return tuple(out)
+
+
+def _need_channels(c, what: str):
+    if is_symbolic(c):
+        raise OpError(f"{what} needs a known number of input channels, got {c}",
+                      "bind the input with --input NAME=CxHxW")
+    return c
+
+
+# ------------------------------------------------------------ convolutions
+_PAD_DOC = "int, (h, w), ((top, bottom), (left, right)), same, valid or full"
+
+CONV_ATTRS = (
+    Attr("out", "pos_int", doc="output channels"),
+    Attr("k", "pair", doc="kernel size, int or (kh, kw)"),
+    Attr("stride", "pair", 1),
+    Attr("pad", "padding", 0, doc=_PAD_DOC),
+    Attr("dilation", "pair", 1),
+    Attr("groups", "pos_int", 1),
+    Attr("bias", "bool", True),
+    Attr("trainable", "bool", True),
+    Attr("weights", "weights", None, doc="fixed initial weights [O, C/groups, kh, kw]"),
+)
+
+
+def _conv_normalise(a: dict, ins: list) -> dict:
+    a = _resolve_padding(a, ins)
+    c = _need_channels(_spatial(ins, "conv")[0], "conv")
+    g = a["groups"]
+    if c % g:
+        raise OpError(f"groups must divide the input channels, but {g} does not divide {c}", attr="groups")
+    if a["out_channels"] % g:
+        raise OpError(f"groups must divide the output channels, but {g} does not divide {a['out_channels']}",
+                      attr="groups")
+    w = a.get("weights")
+    if w is not None:
+        w = _fit_weights(w, (a["out_channels"], c // g, *a["kernel"]))
+        a = {**a, "weights": w}
+    return a
+
+
+def _fit_weights(w: np.ndarray, shape: tuple) -> np.ndarray:
+    if w.shape == shape:
+        return w
+    if w.size == numel(shape):  # e.g. a 2-D kernel for a 1-in, 1-out conv
+        if w.ndim < len(shape) and tuple(s for s in shape if s != 1) == tuple(s for s in w.shape if s != 1):
+            return w.reshape(shape)
+    raise OpError(f"weights have shape {fmt_shape(w.shape)}, but this layer needs {fmt_shape(shape)}",
+                  attr="weights")
+
+
+def _conv_params(a: dict, ins: list) -> dict:
+    c = ins[0][0]
+    kh, kw = a["kernel"]
+    o, g = a["out_channels"], a["groups"]
+    fan_in = c // g * kh * kw
+    fixed = a.get("weights") is not None
+    out = {"weight": ParamSpec((o, c // g, kh, kw), a["trainable"], init="fixed" if fixed else "he_normal",
+                               fan_in=fan_in, fan_out=o // g * kh * kw, value=a.get("weights"))}
+    if a["bias"]:
+        out["bias"] = ParamSpec((o,), a["trainable"], init="zeros", fan_in=fan_in)
+    return out
+
+
+def _conv_macs(a, ins, out):
+    kh, kw = a["kernel"]
+    return numel(out) * (ins[0][0] // a["groups"]) * kh * kw
+
+
+def _bias_flops(a, out):
+    return numel(out) if a.get("bias") else 0
+
+
+CONV = OpSpec(
+    "conv", "convolution", CONV_ATTRS,
+    shape=lambda a, ins: _window_shape(a, ins, a["out_channels"], "conv"),
+    params=_conv_params, macs=_conv_macs,
+    flops=lambda a, ins, out: 2 * _conv_macs(a, ins, out) + _bias_flops(a, out),
+    rf=_window_rf, resolve=_conv_normalise,
+    doc="2-D convolution (cross-correlation, as in every framework)")
+
+
+def _deconv_normalise(a: dict, ins: list) -> dict:
+    if isinstance(a["padding"], str):
+        raise OpError("deconv takes integer padding (removed from the output, as PyTorch ConvTranspose2d)",
+                      attr="pad")
+    c = _need_channels(_spatial(ins, "deconv")[0], "deconv")
+    g = a["groups"]
+    if c % g or a["out_channels"] % g:
+        raise OpError(f"groups must divide the input and output channels ({c} and {a['out_channels']}), "
+                      f"but {g} does not", attr="groups")
+    for axis in (0, 1):
+        op, s, d = a["output_padding"][axis], a["stride"][axis], a["dilation"][axis]
+        if op >= max(s, d):
+            raise OpError(f"output_padding must be smaller than the stride or dilation, got {op}",
+                          attr="output_padding")
+    return a
+
+
+def _deconv_shape(a, ins):
+    _, h, w = _spatial(ins, "deconv")
+    out = []
+    for axis, n in enumerate((h, w)):
+        k, s, d = a["kernel"][axis], a["stride"][axis], a["dilation"][axis]
+        p = a["padding"][axis]
+        size = (n - 1) * s - p[0] - p[1] + d * (k - 1) + 1 + a["output_padding"][axis]
+        if not is_symbolic(size) and size < 1:
+            raise OpError(f"deconv output would be empty ({size}): padding {p} is too large", attr="pad")
+        out.append(size)
+    return (a["out_channels"], *out)
+
+
+def _deconv_params(a, ins):
+    c = ins[0][0]
+    kh, kw = a["kernel"]
+    o, g = a["out_channels"], a["groups"]
+    out = {"weight": ParamSpec((c, o // g, kh, kw), a["trainable"], init="he_normal",
+                               fan_in=c // g * kh * kw, fan_out=o // g * kh * kw)}
+    if a["bias"]:
+        out["bias"] = ParamSpec((o,), a["trainable"])
+    return out
+
+
+def _deconv_macs(a, ins, out):
+    kh, kw = a["kernel"]
+    return numel(ins[0]) * (a["out_channels"] // a["groups"]) * kh * kw
+
+
+def _deconv_rf(a, ins):
+    # A transposed conv is a stride-1 conv over the input upsampled by s: in input
+    # units its stride is 1/s and its kernel spans (d(k-1)+1)/s inputs.
+    out = []
+    for axis in (0, 1):
+        k, s, d = a["kernel"][axis], a["stride"][axis], a["dilation"][axis]
+        eff = d * (k - 1) + 1
+        out.append(RF(Fraction(eff, s), Fraction(1, s), Fraction(eff - 1 - a["padding"][axis][0], s)))
+    return tuple(out)
+
+
+DECONV = OpSpec(
+    "deconv", "convolution",
+    (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
+     Attr("output_padding", "pair0", 0), Attr("dilation", "pair", 1), Attr("groups", "pos_int", 1),
+     Attr("bias", "bool", True), Attr("trainable", "bool", True)),
+    shape=_deconv_shape, params=_deconv_params, macs=_deconv_macs,
+    flops=lambda a, ins, out: 2 * _deconv_macs(a, ins, out) + _bias_flops(a, out),
+    rf=_deconv_rf, resolve=_deconv_normalise, doc="transposed convolution")
+
+
+def _local_normalise(a, ins):
+    a = _resolve_padding(a, ins)
+    _need_channels(_spatial(ins, "local")[0], "local")
+    if a["tile"] is None:
+        _, oh, ow = _window_shape(a, ins, 0, "local")
+        if is_symbolic(oh) or is_symbolic(ow):
+            raise OpError("a locally connected layer needs a known output size",
+                          "bind the input with --input NAME=CxHxW, or give tile = t")
+        a = {**a, "tile": (oh, ow)}
+    return a
+
+
+def _local_params(a, ins):
+    c = ins[0][0]
+    kh, kw = a["kernel"]
+    th, tw = a["tile"]
+    o = a["out_channels"]
+    out = {"weight": ParamSpec((o, th, tw, c, kh, kw), True, init="he_normal", fan_in=c * kh * kw,
+                               fan_out=o * kh * kw)}
+    if a["bias"]:
+        out["bias"] = ParamSpec((o, th, tw), True)
+    return out
+
+
+def _local_macs(a, ins, out):
+    kh, kw = a["kernel"]
+    return numel(out) * ins[0][0] * kh * kw
+
+
+LOCAL = OpSpec(
+    "local", "convolution",
+    (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
+     Attr("tile", "opt_pair", None, doc="tiled convolution: weights repeat every (th, tw) positions"),
+     Attr("bias", "bool", True)),
+    shape=lambda a, ins: _window_shape(a, ins, a["out_channels"], "local"),
+    params=_local_params, macs=_local_macs,
+    flops=lambda a, ins, out: 2 * _local_macs(a, ins, out) + _bias_flops(a, out),
+    rf=_window_rf, resolve=_local_normalise, doc="locally connected (unshared or tiled) convolution")
+
+
+# ----------------------------------------------------------------- pooling
+def _pool_attrs(extra=()):
+    return (Attr("k", "pair"), Attr("stride", "opt_pair", None, doc="defaults to the kernel size"),
+            Attr("pad", "padding", 0), *extra)
+
+
+def _pool_normalise(a, ins):
+    if a["stride"] is None:
+        a = {**a, "stride": a["kernel"]}
+    if "padding" in a:
+        a = _resolve_padding(a, ins)
+        for axis in (0, 1):
+            k = a["kernel"][axis]
+            d = a.get("dilation", (1, 1))[axis]
+            if any(not is_symbolic(p) and p > (d * (k - 1) + 1) // 2 for p in a["padding"][axis]):
+                raise OpError(f"pooling padding must be at most half the kernel, got {a['padding'][axis]} "
+                              f"for kernel {k}", "as in PyTorch: padding > kernel/2 would create windows "
+                              "that see only padding", attr="pad")
+    return a
+
+
+def _pool_flops(a, ins, out):
+    kh, kw = a["kernel"]
+    return numel(out) * kh * kw
+
+
+def _pool_shape(what):
+    return lambda a, ins: _window_shape(a, ins, _spatial(ins, what)[0], what)
+
+
+MAXPOOL = OpSpec(
+    "maxpool", "pooling",
+    _pool_attrs((Attr("dilation", "pair", 1), Attr("ceil_mode", "bool", False))),
+    shape=_pool_shape("maxpool"), flops=_pool_flops, rf=_window_rf, resolve=_pool_normalise,
+    saves=("mask",), doc="max pooling (pads with -inf)")
+
+AVGPOOL = OpSpec(
+    "avgpool", "pooling",
+    _pool_attrs((Attr("ceil_mode", "bool", False), Attr("count_include_pad", "bool", True))),
+    shape=_pool_shape("avgpool"), flops=_pool_flops, rf=_window_rf, resolve=_pool_normalise,
+    saves=(), doc="average pooling")
+
+LPPOOL = OpSpec(
+    "lppool", "pooling",
+    (Attr("k", "pair"), Attr("stride", "opt_pair", None), Attr("p", "pos_float", 2.0),
+     Attr("ceil_mode", "bool", False)),
+    shape=_pool_shape("lppool"), flops=lambda a, ins, out: 3 * _pool_flops(a, ins, out),
+    rf=_window_rf, resolve=_pool_normalise, saves=("input", "output"),
+    doc="power-average (Lp) pooling; p = 2 is L2 pooling")
+
+
+def _global_shape(a, ins):
+    return (_spatial(ins, "global pooling")[0], 1, 1)
+
+
+GLOBAL_AVGPOOL = OpSpec("global_avgpool", "pooling", (), shape=_global_shape,
+                        flops=lambda a, ins, out: numel(ins[0]), rf=None, saves=(),
+                        doc="average over H and W; output [C, 1, 1]")
+GLOBAL_MAXPOOL = OpSpec("global_maxpool", "pooling", (), shape=_global_shape,
+                        flops=lambda a, ins, out: numel(ins[0]), rf=None, saves=("mask",),
+                        doc="maximum over H and W; output [C, 1, 1]")
+
+
+def _adaptive_normalise(a, ins):
+    return {**a, "output": (a["h"], a["w"] if a["w"] is not None else a["h"])}
+
+
+def _adaptive_flops(a, ins, out):
+    c, h, w = ins[0]
+    oh, ow = a["output"]
+    if is_symbolic(h) or is_symbolic(w):
+        return numel(ins[0])
+    bins = lambda n, o: sum(-(-((i + 1) * n) // o) - (i * n) // o for i in range(o))
+    return c * bins(h, oh) * bins(w, ow)
+
+
+ADAPTIVE_AVGPOOL = OpSpec(
+    "adaptive_avgpool", "pooling", (Attr("h", "pos_int"), Attr("w", "opt_int", None)),
+    shape=lambda a, ins: (_spatial(ins, "adaptive_avgpool")[0], *a["output"]),
+    flops=_adaptive_flops, rf=None, saves=(), resolve=_adaptive_normalise,
+    doc="average pooling to a fixed output size (PyTorch bins)")
+
+
+def _unpool_shape(a, ins):
+    return a["of_input_shape"][:1] + a["of_input_shape"][1:] if ins[0] == a["of_shape"] else _unpool_mismatch(a, ins)
+
+
+def _unpool_mismatch(a, ins):
+    raise OpError(f"unpool's input {fmt_shape(ins[0])} must have the shape of {a['of']}'s output "
+                  f"{fmt_shape(a['of_shape'])}", attr="of")
+
+
+def _unpool_rf(a, ins):
+    sh, sw = a["of_stride"]
+    return RF(Fraction(1), Fraction(1, sh), Fraction(0)), RF(Fraction(1), Fraction(1, sw), Fraction(0))
+
+
+UNPOOL = OpSpec(
+    "unpool", "pooling", (Attr("of", "layer", doc="the maxpool layer whose indices place the values"),),
+    shape=_unpool_shape, flops=lambda a, ins, out: 0, rf=_unpool_rf, saves=(),
+    doc="max unpooling with the indices of an earlier maxpool (SegNet)")
+
+
+def _upsample_rf(a, ins):
+    width = Fraction(2) if a["mode"] == "bilinear" else Fraction(1)
+    return tuple(RF(width, Fraction(1, s), Fraction(0)) for s in a["scale"])
+
+
+UPSAMPLE = OpSpec(
+    "upsample", "pooling", (Attr("scale", "pair", 2), Attr("mode", "choice", "nearest", ("nearest", "bilinear"))),
+    shape=lambda a, ins: (_spatial(ins, "upsample")[0], ins[0][1] * a["scale"][0], ins[0][2] * a["scale"][1]),
+    flops=lambda a, ins, out: numel(out) * (4 if a["mode"] == "bilinear" else 0),
+    rf=_upsample_rf, saves=(), doc="upsampling by an integer factor")
+
+
+# -------------------------------------------------------------- activations
+def _same(a, ins):
+    return tuple(ins[0])
+
+
+def _elementwise(name, attrs=(), saves=("output",), cost=1, doc=""):
+    return OpSpec(name, "activation", attrs, shape=_same, flops=lambda a, ins, out: cost * numel(out),
+                  saves=saves, doc=doc)
+
+
+ACTIVATIONS = [
+    _elementwise("relu", saves=("mask",), doc="max(x, 0)"),
+    _elementwise("relu6", saves=("mask",), doc="min(max(x, 0), 6)"),
+    _elementwise("leaky_relu", (Attr("slope", "float", 0.01),), saves=("mask",), doc="x if x > 0 else slope*x"),
+    _elementwise("hardswish", saves=("input",), doc="x * relu6(x + 3) / 6"),
+    _elementwise("sigmoid", doc="1 / (1 + exp(-x))"),
+    _elementwise("tanh", doc="hyperbolic tangent"),
+    _elementwise("swish", saves=("input",), doc="x * sigmoid(x) (SiLU)"),
+    _elementwise("mish", saves=("input",), doc="x * tanh(softplus(x))"),
+    _elementwise("elu", (Attr("alpha", "float", 1.0),), saves=("output",), doc="x if x > 0 else alpha*(exp(x)-1)"),
+    _elementwise("gelu", saves=("input",), doc="x * Phi(x) (erf form)"),
+    _elementwise("softmax", doc="softmax over the channel axis"),
+]
+
+
+# ------------------------------------------------------------ normalisation
+def _norm(name, attrs, params, doc, saves=("input",), resolve=lambda a, ins: a):
+    return OpSpec(name, "normalisation", attrs, shape=_same, params=params,
+                  flops=lambda a, ins, out: numel(out), saves=saves, resolve=resolve, doc=doc)
+
+
+def _affine(a, ins):
+    c = _need_channels(ins[0][0], "normalisation")
+    return {"weight": ParamSpec((c,), True, init="ones"), "bias": ParamSpec((c,), True)}
+
+
+def _bn_params(a, ins):
+    c = ins[0][0]
+    return {**_affine(a, ins),
+            "running_mean": ParamSpec((c,), False, buffer=True),
+            "running_var": ParamSpec((c,), False, buffer=True, init="ones")}
+
+
+def _groupnorm_check(a, ins):
+    c = _need_channels(ins[0][0], "groupnorm")
+    if c % a["groups"]:
+        raise OpError(f"groups must divide the channels, but {a['groups']} does not divide {c}", attr="groups")
+    return a
+
+
+def _instancenorm_check(a, ins):
+    _spatial(ins, "instancenorm")
+    return a
+
+
+NORMS = [
+    _norm("batchnorm", (Attr("eps", "pos_float", 1e-5), Attr("momentum", "prob", 0.1)), _bn_params,
+          "batch normalisation with running statistics for inference"),
+    _norm("layernorm", (Attr("eps", "pos_float", 1e-5),), _affine,
+          "normalises each sample over all its axes; per-channel scale and shift"),
+    _norm("instancenorm", (Attr("eps", "pos_float", 1e-5),), _affine,
+          "normalises each channel of each sample over H and W", resolve=_instancenorm_check),
+    _norm("groupnorm", (Attr("groups", "pos_int"), Attr("eps", "pos_float", 1e-5)), _affine,
+          "normalises groups of channels of each sample", resolve=_groupnorm_check),
+    OpSpec("lrn", "normalisation",
+           (Attr("size", "pos_int", 5), Attr("alpha", "float", 1e-4), Attr("beta", "float", 0.75),
+            Attr("k", "float", 2.0)),
+           shape=_same, flops=lambda a, ins, out: numel(out) * (a["size"] + 3), saves=("input", "output"),
+           doc="local response normalisation across channels (AlexNet)"),
+]
+
+
+# ------------------------------------------------------------ regularisation
+REGULARISATION = [
+    OpSpec("dropout", "regularisation",
+           (Attr("p", "prob", 0.5), Attr("mode", "choice", "upscale_in_train",
+                                         ("upscale_in_train", "downgrade_in_infer"))),
+           shape=_same, flops=lambda a, ins, out: 0, saves=("mask",),
+           doc="zeroes elements with probability p in training"),
+    OpSpec("spatial_dropout", "regularisation", (Attr("p", "prob", 0.5),),
+           shape=lambda a, ins: tuple(_spatial(ins, "spatial_dropout")), flops=lambda a, ins, out: 0,
+           saves=("mask",), doc="zeroes whole channels with probability p in training"),
+]
+
+
+# ---------------------------------------------------------------- structure
+def _linear_shape(a, ins):
+    if len(ins[0]) != 1:
+        raise OpError(f"linear needs a flat input, got {fmt_shape(ins[0])}",
+                      "insert `flatten` before it (or global_avgpool -> flatten)")
+    return (a["out_features"],)
+
+
+def _linear_params(a, ins):
+    f = _need_channels(ins[0][0], "linear")
+    o = a["out_features"]
+    w = a.get("weights")
+    out = {"weight": ParamSpec((o, f), a["trainable"], init="fixed" if w is not None else "xavier_uniform",
+                               fan_in=f, fan_out=o, value=w)}
+    if a["bias"]:
+        out["bias"] = ParamSpec((o,), a["trainable"], fan_in=f)
+    return out
+
+
+def _linear_normalise(a, ins):
+    _linear_shape(a, ins)
+    if a.get("weights") is not None:
+        a = {**a, "weights": _fit_weights(a["weights"], (a["out_features"], ins[0][0]))}
+    return a
+
+
+def _concat_shape(a, ins):
+    first = ins[0]
+    for other in ins[1:]:
+        if len(other) != len(first) or tuple(other[1:]) != tuple(first[1:]):
+            raise OpError(f"concat joins channels, so every other axis must agree: "
+                          f"{fmt_shape(first)} and {fmt_shape(other)}")
+    return (sum(s[0] for s in ins), *first[1:])
+
+
+def broadcast(ins, what: str) -> tuple:
+    first = ins[0]
+    out = list(first)
+    for other in ins[1:]:
+        if len(other) != len(first):
+            raise OpError(f"cannot {what} tensors of shapes {fmt_shape(first)} and {fmt_shape(other)}: "
+                          "their ranks differ")
+        for i, d in enumerate(other):
+            if out[i] == d or d == 1:
+                continue
+            if out[i] == 1:
+                out[i] = d
+            else:
+                raise OpError(f"cannot {what} tensors of shapes {fmt_shape(first)} and {fmt_shape(other)}")
+    return tuple(out)
+
+
+def _crop_shape(a, ins):
+    (c, h, w), like = _spatial(ins, "crop"), ins[1]
+    if len(like) != 3:
+        raise OpError(f"crop(like = …) needs a [C, H, W] tensor, got {fmt_shape(like)}", attr="like")
+    _, lh, lw = like
+    if (not is_symbolic(h - lh) and h - lh < 0) or (not is_symbolic(w - lw) and w - lw < 0):
+        raise OpError(f"cannot crop {fmt_shape(ins[0])} to the larger size {lh}x{lw}", attr="like")
+    return (c, lh, lw)
+
+
+def _crop_rf(a, ins):
+    (_, h, w), (_, lh, lw) = ins[0], ins[1]
+    top, left = (h - lh) // 2, (w - lw) // 2
+    if is_symbolic(top) or is_symbolic(left):
+        return None
+    return RF(Fraction(1), Fraction(1), Fraction(-top)), RF(Fraction(1), Fraction(1), Fraction(-left))
+
+
+def _pad_rf(a, ins):
+    (pt, _), (pl, _) = a["padding"]
+    return RF(Fraction(1), Fraction(1), Fraction(pt)), RF(Fraction(1), Fraction(1), Fraction(pl))
+
+
+def _pad_normalise(a, ins):
+    _spatial(ins, "pad")
+    if isinstance(a["padding"], str):
+        raise OpError("pad takes explicit sizes: an int, (h, w) or ((top, bottom), (left, right))", attr="padding")
+    return a
+
+
+def _flops_per_element(n):
+    return lambda a, ins, out: (n if n >= 0 else len(ins) - 1) * numel(out)
+
+
+STRUCTURE = [
+    OpSpec("flatten", "structure", (), shape=lambda a, ins: (numel(ins[0]),), flops=lambda a, ins, out: 0,
+           rf=None, saves=(), doc="[C, H, W] -> [C*H*W]"),
+    OpSpec("linear", "structure",
+           (Attr("out", "pos_int"), Attr("bias", "bool", True), Attr("trainable", "bool", True),
+            Attr("weights", "weights", None)),
+           shape=_linear_shape, params=_linear_params,
+           macs=lambda a, ins, out: ins[0][0] * a["out_features"],
+           flops=lambda a, ins, out: 2 * ins[0][0] * a["out_features"] + (a["out_features"] if a["bias"] else 0),
+           rf=None, resolve=_linear_normalise, doc="fully connected layer"),
+    OpSpec("concat", "structure", (), inputs=None, shape=_concat_shape, flops=lambda a, ins, out: 0,
+           saves=(), doc="joins tensors along the channel axis"),
+    OpSpec("add", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "add"),
+           flops=_flops_per_element(-1), saves=(), doc="element-wise sum (a + b)"),
+    OpSpec("mul", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "multiply"),
+           flops=_flops_per_element(-1), saves=("input",), doc="element-wise product with broadcasting (a * b)"),
+    OpSpec("identity", "structure", (), shape=_same, flops=lambda a, ins, out: 0, saves=(), doc="passes x on"),
+    OpSpec("pad", "structure", (Attr("padding", "padding"), Attr("value", "float", 0.0)),
+           shape=lambda a, ins: (ins[0][0], ins[0][1] + sum(a["padding"][0]), ins[0][2] + sum(a["padding"][1])),
+           flops=lambda a, ins, out: 0, rf=_pad_rf, saves=(), resolve=_pad_normalise,
+           doc="constant padding of H and W"),
+    OpSpec("crop", "structure", (Attr("like", "tensor"),), shape=_crop_shape, flops=lambda a, ins, out: 0,
+           rf=_crop_rf, saves=(), doc="centre crop to another tensor's height and width"),
+    OpSpec("input", "structure", (), inputs=0, shape=lambda a, ins: a["shape"], rf=None, saves=(),
+           doc="a graph input"),
+]
+
+OPS: dict[str, OpSpec] = {
+    spec.name: spec
+    for spec in [CONV, DECONV, LOCAL, MAXPOOL, AVGPOOL, LPPOOL, GLOBAL_AVGPOOL, GLOBAL_MAXPOOL,
+                 ADAPTIVE_AVGPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE]
+}
+
+# Surface attribute names -> normalised attribute names.
+RENAMES = {"out": None, "k": "kernel", "pad": "padding"}
+
+
+def normalised_name(op: str, attr: str) -> str:
+    if attr == "out":
+        return "out_features" if op == "linear" else "out_channels"
+    return {"k": "kernel", "pad": "padding"}.get(attr, attr)
+
+
+# Layers written by users that lower to other ops (Node.layer keeps the surface name).
+SURFACE: dict[str, tuple[Attr, ...]] = {
+    "depthwise_conv": (Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
+                       Attr("dilation", "pair", 1), Attr("multiplier", "pos_int", 1), Attr("bias", "bool", True)),
+    "separable_conv": (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1),
+                       Attr("pad", "padding", 0), Attr("dilation", "pair", 1), Attr("bias", "bool", True)),
+}
+
+FAMILIES = ("convolution", "pooling", "activation", "normalisation", "regularisation", "structure")
