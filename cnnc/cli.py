@@ -1,0 +1,188 @@
+"""The `cnnc` command line: check, compile, run, predict, viz.
+
+Exit status 0 on success, 1 on a user error (printed as a located
+diagnostic, never a traceback), 2 on bad command-line usage (argparse).
+Set CNNC_DEBUG=1 to see the traceback of an internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .dsl.source import CnncError, Diagnostic  # noqa: E402
+
+EXAMPLES = """examples:
+  cnnc check examples/resnet18.cnn
+  cnnc compile examples/unet.cnn --input x=1x572x572
+  cnnc compile examples/resnet50.cnn --format json > resnet50.json
+  cnnc run examples/lenet5.cnn --epochs 2 --out runs/lenet
+  cnnc viz examples/resnet18.cnn -o resnet18.svg
+"""
+
+
+def _color(stream) -> bool:
+    return stream.isatty() and os.environ.get("NO_COLOR") is None and os.environ.get("TERM") != "dumb"
+
+
+def print_diagnostic(d: Diagnostic) -> None:
+    print(d.render(_color(sys.stderr)), file=sys.stderr)
+
+
+# ------------------------------------------------------------------ parsers
+def _common_compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="the .cnn file")
+    p.add_argument("--network", metavar="NAME", help="which network of the file (default: its only one)")
+    p.add_argument("--input", metavar="NAME=CxHxW", action="append", default=[],
+                   help="bind an input's size, e.g. x=3x224x224 (repeatable)")
+    p.add_argument("--set", metavar="NAME=VALUE", action="append", default=[], dest="params",
+                   help="set a network parameter, e.g. classes=100 (repeatable)")
+    p.add_argument("--allow", metavar="LINT", action="append", default=[],
+                   help="silence a warning by its name, e.g. --allow dropped-pixels, or --allow all")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnc", description="Compile, analyse, train and draw convolutional networks written in .cnn files.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cnnc {__import__('cnnc').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("check", help="parse and check a file; print warnings",
+                       description="Parse a .cnn file, check every shape, print warnings. Exit 1 on an error.")
+    _common_compile_args(p)
+
+    p = sub.add_parser("compile", help="print the per-layer table (or JSON)",
+                       description="Check a network and print per-layer output shape, parameters, MACs and "
+                                   "receptive field, with totals.")
+    _common_compile_args(p)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    p.add_argument("--expand", action="store_true", help="list every layer of repeated blocks")
+    p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N into one row")
+    p.add_argument("--fuse", action="store_true", help="fuse conv-batchnorm-relu groups and list them")
+    p.add_argument("--emit", choices=("numpy",), help="emit the network as a standalone NumPy module")
+    p.add_argument("-o", "--output", metavar="FILE", help="where --emit writes the module")
+
+    p = sub.add_parser("run", help="train (and evaluate) a network",
+                       description="Train a network with its `train` section; flags override its keys.")
+    _common_compile_args(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data", metavar="PATH", help="mnist10k, a .npz file, an MNIST IDX folder, an image folder, "
+                                                   "or synthetic")
+    p.add_argument("--out", metavar="DIR", help="where checkpoints and metrics.jsonl go (default runs/NETWORK)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--eval", metavar="CHECKPOINT", help="only evaluate this checkpoint on the test split")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
+    p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the number of cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("predict", help="predict classes for inputs with a trained checkpoint",
+                       description="Run a trained network on inputs and print its predictions.")
+    _common_compile_args(p)
+    p.add_argument("checkpoint", help="a checkpoint written by cnnc run (.npz)")
+    p.add_argument("inputs", nargs="*", help="image files (.png/.pgm/.ppm) or a .npz/.npy array; "
+                                             "default: the test split of the train data")
+    p.add_argument("--top", type=int, default=1, metavar="K", help="print the K most likely classes")
+    p.add_argument("--limit", type=int, default=10, metavar="N", help="at most N rows of the test split")
+
+    p = sub.add_parser("viz", help="draw a network (.svg, .png, .pdf, .dot)",
+                       description="Draw a network's graph, an architecture figure, receptive fields, or "
+                                   "training curves.")
+    _common_compile_args(p)
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="output file; the extension picks "
+                                                                          "the format")
+    p.add_argument("--style", choices=("graph", "figure", "rf", "rf-grid", "curves"), default="graph",
+                   help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
+                        "rf-grid (one unit's field over the input), curves (from --metrics)")
+    p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N")
+    p.add_argument("--expand", action="store_true", help="draw every repeat instead of folding ×N")
+    p.add_argument("--details", action="store_true", help="add parameters, MACs and receptive field")
+    p.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top-down or left-right")
+    p.add_argument("--fuse", action="store_true", help="mark fused conv-batchnorm-relu groups")
+    p.add_argument("--layer", metavar="NAME", help="for rf-grid: the layer whose unit to show (default: last "
+                                                   "spatial layer)")
+    p.add_argument("--unit", metavar="I,J", help="for rf-grid: the unit's position (default: the centre)")
+    p.add_argument("--metrics", metavar="FILE", help="for curves: a metrics.jsonl written by cnnc run")
+    return parser
+
+
+# --------------------------------------------------------------- commands
+def _compile(args: argparse.Namespace):
+    from .compiler.driver import compile_file, parse_assignment, parse_shape
+    inputs = dict(parse_shape(s) for s in args.input)
+    params = dict(parse_assignment(s) for s in args.params)
+    return compile_file(args.file, args.network, inputs, params, set(args.allow))
+
+
+def cmd_check(args) -> int:
+    c = _compile(args)
+    for w in c.warnings:
+        print_diagnostic(w)
+    n = len(c.warnings)
+    print(f"{args.file}: {c.net.name} is valid ({len(c.net.layers())} layers"
+          + (f", {n} warning{'s' if n != 1 else ''}" if n else "") + ")")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from .compiler import report
+    c = _compile(args)
+    if args.fuse or args.emit:
+        from .compiler import fusion_cli
+        return fusion_cli.run(args, c)
+    if args.format == "json":
+        print(report.json_text(c))
+        return 0
+    for w in c.warnings:
+        print_diagnostic(w)
+    print(report.table(c, expand=args.expand, depth=args.depth))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runtime.cli import run
+    return run(args, _compile(args))
+
+
+def cmd_predict(args) -> int:
+    from .runtime.cli import predict
+    return predict(args, _compile(args))
+
+
+def cmd_viz(args) -> int:
+    from .viz.cli import viz
+    return viz(args, _compile(args))
+
+
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    try:
+        return COMMANDS[args.command](args)
+    except CnncError as err:
+        print_diagnostic(err.diagnostic)
+        return 1
+    except KeyboardInterrupt:
+        print("cnnc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except RecursionError:
+        print("cnnc: error: the program nests too deeply to analyse", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("cnnc: error: out of memory; try a smaller --batch or input size", file=sys.stderr)
+        return 1
+    except Exception as err:  # an internal error: say so plainly, without a traceback unless asked
+        if os.environ.get("CNNC_DEBUG"):
+            raise
+        print(f"cnnc: internal error: {type(err).__name__}: {err}\n"
+              "  this is a bug in cnnc; rerun with CNNC_DEBUG=1 for the traceback", file=sys.stderr)
+        return 70

@@ -1,0 +1,76 @@
+"""Stage 2 (compiler): the compiler's front door, `compile_file`.
+
+Loads a `.cnn` file and its imports, elaborates one network (optionally with
+input sizes bound and network parameters set), validates its `train` section
+and runs every analysis. The CLI, the runtime and viz start from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..dsl.source import CnncError, Diagnostic
+from .analysis import Analysis, analyse
+from .elaborate import elaborate, load
+from .graph import Network
+
+
+@dataclass
+class Compiled:
+    net: Network
+    analysis: Analysis
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return self.analysis.warnings
+
+    def _repr_svg_(self) -> str:  # notebooks show the diagram inline
+        from ..viz import diagram_svg
+        return diagram_svg(self)
+
+
+def compile_file(path: str | Path, network: str | None = None, inputs: dict[str, tuple] | None = None,
+                 args: dict[str, Any] | None = None, allow: set[str] | frozenset = frozenset(),
+                 with_train: bool = True) -> Compiled:
+    """Parse, elaborate, check and analyse one network of a `.cnn` file."""
+    defs = load(path)
+    net = elaborate(defs, network, inputs, args)
+    if with_train and net.name in defs.trains:
+        from .train_spec import validate_train
+        net.train = validate_train(defs.trains[net.name], net)
+    result = Compiled(net, analyse(net))
+    if allow:
+        result.analysis.warnings = [w for w in result.analysis.warnings
+                                    if "all" not in allow and w.code not in allow]
+    return result
+
+
+def parse_shape(text: str, flag: str = "--input") -> tuple[str, tuple[int, ...]]:
+    """'x=3x224x224' -> ('x', (3, 224, 224))."""
+    name, sep, dims = text.partition("=")
+    if not sep or not name.strip():
+        raise CnncError(f"{flag} {text}: expected NAME=CxHxW, e.g. x=3x224x224")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        raise CnncError(f"{flag} {text}: dimensions must be positive integers separated by 'x'") from None
+    if not shape or any(d < 1 for d in shape):
+        raise CnncError(f"{flag} {text}: dimensions must be positive integers separated by 'x'")
+    return name.strip(), shape
+
+
+def parse_assignment(text: str, flag: str = "--set") -> tuple[str, Any]:
+    """'classes=100' -> ('classes', 100); values are ints, floats, true/false or words."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise CnncError(f"{flag} {text}: expected NAME=VALUE")
+    value = value.strip()
+    for convert in (int, float):
+        try:
+            return name.strip(), convert(value)
+        except ValueError:
+            pass
+    if value in ("true", "false"):
+        return name.strip(), value == "true"
+    raise CnncError(f"{flag} {text}: the value must be a number or true/false")
