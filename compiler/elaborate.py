@@ -563,7 +563,7 @@ class Elaborator:
                                 f"{describe(value)}", block.body[-1].loc if block.body else block.loc)
             self._lint_unused(inner)
         except CnncError as err:
-            if len(err.diagnostic.notes) < 8:
+            if len(err.diagnostic.notes) < 12:
                 err.add_note(f"in block '{block.name}', applied here", loc)
             raise
         finally:

@@ -294,8 +294,38 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> CnncError:
     expected = set(err.expected)
     hint = _hint_for(tok, expected)
     end = col + len(str(tok)) if tok.type not in ("_NL", "$END") else None
-    return CnncError(f"unexpected {_token_text(tok)}; expected {_expected_words(expected)}",
-                     Loc(file, line, col, end), hint)
+    out = CnncError(f"unexpected {_token_text(tok)}; expected {_expected_words(expected)}",
+                    Loc(file, line, col, end), hint)
+    if tok.type == "$END":
+        out.diagnostic.hint = "is a closing '}', ')' or ']' missing?"
+    opened = _unclosed_bracket(text, getattr(tok, "start_pos", None), braces=tok.type == "$END")
+    if opened is not None and ({"RPAR", "RSQB", "RBRACE"} & expected or tok.type == "$END"):
+        out.add_note(f"the '{opened[2]}' opened here is not closed", Loc(file, opened[0], opened[1]))
+    return out
+
+
+def _unclosed_bracket(text: str, upto: int | None, braces: bool = False) -> tuple[int, int, str] | None:
+    """(line, col, char) of the innermost bracket still open at offset `upto`."""
+    if upto is None:
+        upto = len(text)
+    stack: list[tuple[int, int, str]] = []
+    line, col, in_comment, in_string = 1, 1, False, False
+    for ch in text[:upto]:
+        if ch == "\n":
+            in_comment, in_string = False, False
+            line, col = line + 1, 1
+            continue
+        if not in_comment and ch == '"':
+            in_string = not in_string
+        elif not in_string and ch == "#":
+            in_comment = True
+        elif not (in_comment or in_string):
+            if ch in ("([{" if braces else "(["):
+                stack.append((line, col, ch))
+            elif ch in (")]}" if braces else ")]") and stack:
+                stack.pop()
+        col += 1
+    return stack[-1] if stack else None
 
 
 def _hint_for(tok: Token, expected: set[str]) -> str | None:

@@ -115,7 +115,13 @@ class CnncError(Exception):
         return self.diagnostic.hint
 
     def add_note(self, message: str, loc: Loc | None = None) -> "CnncError":
-        self.diagnostic.notes.append(Note(message, loc))
+        notes = self.diagnostic.notes
+        if notes and notes[-1].message.split(" (×")[0] == message and notes[-1].loc == loc:
+            # Recursion repeats the same call site: count it instead of repeating it.
+            times = int(notes[-1].message.split(" (×")[1][:-1]) + 1 if " (×" in notes[-1].message else 2
+            notes[-1] = Note(f"{message} (×{times})", loc)
+        else:
+            notes.append(Note(message, loc))
         return self
 
     def render(self, color: bool = False) -> str:
