@@ -12,6 +12,7 @@ fault and the chain of block calls that led there.
 from __future__ import annotations
 
 import difflib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,7 +437,13 @@ class Elaborator:
             try:
                 attrs[key] = convert(attr.kind, value, attr.name, attr.choices)
             except OpError as err:
-                raise CnncError(err.message, vloc, err.hint) from None
+                if isinstance(value, Word) and attr.kind not in ("choice", "padding"):
+                    self.lookup(value.name, frame, vloc)  # an undefined name: say so, with a suggestion
+                hint = err.hint
+                if isinstance(value, Word) and attr.kind == "padding":
+                    close = difflib.get_close_matches(value.name, ["same", "valid", "full"], n=1)
+                    hint = f"did you mean '{close[0]}'?" if close else hint
+                raise CnncError(err.message, vloc, hint) from None
         arg_locs = {normalised_name(name, k): v[1] for k, v in raw.items()}
         return self._node(name, inputs, attrs, loc, frame, label, arg_locs)
 
@@ -614,7 +621,17 @@ class Elaborator:
                             f"{', '.join(sorted(err.expr.symbols()))} ({err.expr})", loc,
                             "bind the input size with --input NAME=CxHxW") from None
         self._check_size(shape, loc, op)
+        self._check_params(spec, attrs, ins, loc)
         return self._new_node(op, inputs, attrs, loc, frame, label, shape, layer, shares, base)
+
+    def _check_params(self, spec: OpSpec, attrs: dict, ins: list, loc: Loc) -> None:
+        try:
+            n = sum(p.size for p in spec.params(attrs, ins).values())
+        except OpError as err:
+            raise CnncError(f"{spec.name}: {err.message}", loc, err.hint) from None
+        if n > MAX_TENSOR_ELEMENTS:
+            raise CnncError(f"{spec.name}: {n:,} parameters in one layer is too many "
+                            f"(the limit is {MAX_TENSOR_ELEMENTS:,})", loc)
 
     def _new_node(self, op, inputs, attrs, loc, frame, label, shape, layer=None, shares=None, base=None):
         if len(self.nodes) >= MAX_NODES:
@@ -994,4 +1011,6 @@ def elaborate(defs: Definitions, network: str | None = None, bindings: dict[str,
               args: dict[str, Any] | None = None) -> Network:
     """Build the checked graph of one network of a loaded program."""
     name = choose_network(defs, network)
+    # Nested block calls recurse in Python (about ten frames a level); make room for MAX_BLOCK_DEPTH.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * MAX_BLOCK_DEPTH + 2000))
     return Elaborator(defs, bindings, args).network(name)
