@@ -1,0 +1,114 @@
+"""The command line: exit statuses, diagnostics on stderr, the JSON contract, help texts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnc.cli import build_parser, main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run(*argv: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnc", *argv], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_check_ok_and_warnings_on_stderr():
+    r = run("check", str(EXAMPLES / "lenet5.cnn"))
+    assert r.returncode == 0
+    assert "LeNet5 is valid (12 layers, 1 warning)" in r.stdout
+    assert "warning: 4 sigmoid/tanh activations" in r.stderr
+
+
+def test_user_error_exits_1_with_a_located_diagnostic_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("network N {\n    input x: [1, 28, 28]\n    x -> conv(6, 5) -> maxpol(2)\n}\n")
+    r = run("compile", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{bad}:3:24: error: unknown name 'maxpol'")
+    assert "^~~~~~" in r.stderr and "did you mean 'maxpool'?" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "missing.cnn"], "missing.cnn: no such file"),
+    (["compile", "{lenet}", "--input", "x=1x28"], "--input x=1x28 has 2 dimensions"),
+    (["compile", "{lenet}", "--input", "x=axb"], "--input x=axb: dimensions must be positive integers"),
+    (["compile", "{lenet}", "--set", "classes=ten"], "--set classes=ten: the value must be a number"),
+    (["compile", "{lenet}", "--network", "LeNet"], "--network LeNet: no network of that name"),
+    (["compile", str(EXAMPLES)], "is a directory"),
+])
+def test_flag_and_file_errors_name_their_cause(argv, message):
+    argv = [a.replace("{lenet}", str(EXAMPLES / "lenet5.cnn")) for a in argv]
+    r = run(*argv)
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_usage_exits_2():
+    r = run("compile")
+    assert r.returncode == 2 and "usage:" in r.stderr
+    assert run("compile", "x.cnn", "--format", "xml").returncode == 2
+
+
+def test_help_on_every_command(capsys):
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == {"check", "compile", "run", "predict", "viz"}
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert f"usage: cnnc {name}" in capsys.readouterr().out
+
+
+def test_json_follows_the_contract(capsys):
+    assert main(["compile", str(EXAMPLES / "resnet18.cnn"), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["network"] == "ResNet18" and doc["inputs"] == {"x": [3, 224, 224]}
+    stem = doc["layers"][0]
+    assert stem == {"name": "stem.conv", "op": "conv", "inputs": ["x"], "shape": [64, 112, 112],
+                    "params": 9408, "macs": 118013952, "flops": 236027904,
+                    "rf": {"size": [7, 7], "stride": [2, 2], "padding": [3, 3]},
+                    "loc": f"{EXAMPLES / 'resnet18.cnn'}:4:5", "block": "stem"}
+    assert all({"name", "op", "inputs", "shape", "params", "macs", "flops", "rf", "loc"} <= set(l)
+               for l in doc["layers"])
+    assert doc["outputs"] == {"fc": {"shape": [1000], "rf": None}}
+    t = doc["totals"]
+    assert (t["params"], t["trainable_params"], t["macs"]) == (11689512, 11689512, 1814073344)
+    assert {"flops", "activation_bytes"} <= set(t)
+    assert isinstance(doc["warnings"], list) and all({"loc", "message"} <= set(w) for w in doc["warnings"])
+
+
+def test_json_prints_symbolic_sizes_as_strings(capsys):
+    assert main(["compile", str(EXAMPLES / "unet.cnn"), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["inputs"] == {"x": [1, "H", "W"]}
+    pool = next(l for l in doc["layers"] if l["op"] == "maxpool")
+    assert pool["shape"] == [64, "H//2", "W//2"]
+    assert doc["constraints"]["H"] == {"rule": "H must be a multiple of 16", "smallest": 16}
+
+
+def test_table_fits_100_columns_and_folds_repeats(capsys):
+    assert main(["compile", str(EXAMPLES / "resnet18.cnn"), "--allow", "all"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(l) for l in out.splitlines()) <= 100
+    assert "… 1 more × basic" in out and "basic_2.conv" not in out
+    assert "parameters   11,689,512 (11.69 M)" in out and "MACs         1,814,073,344 (1.81 G)" in out
+    assert main(["compile", str(EXAMPLES / "resnet18.cnn"), "--allow", "all", "--expand"]) == 0
+    assert "basic_2.conv" in capsys.readouterr().out
+    assert main(["compile", str(EXAMPLES / "resnet18.cnn"), "--allow", "all", "--depth", "0"]) == 0
+    rows = capsys.readouterr().out
+    assert "basic_8                          basic (block)" in rows and "basic_8.conv" not in rows
+
+
+def test_input_binding_on_the_command_line(capsys):
+    assert main(["compile", str(EXAMPLES / "unet.cnn"), "--input", "x=1x64x64", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["outputs"]["conv"]["shape"] == [2, 64, 64] and isinstance(doc["totals"]["macs"], int)
+    assert main(["compile", str(EXAMPLES / "unet.cnn"), "--input", "x=1x60x60"]) == 1
+    assert "concat" in capsys.readouterr().err
