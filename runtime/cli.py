@@ -1,0 +1,133 @@
+"""Stage 3 (runtime): `cnnc run` and `cnnc predict`.
+
+Turns command-line flags into `train` overrides (validated by the compiler's
+train-section table, so a flag and a file key fail the same way), runs the
+trainer, evaluates a checkpoint, or prints predictions.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.train_spec import TrainConfig, set_key
+from ..dsl.source import CnncError
+from . import data as data_mod
+from .checkpoint import load_checkpoint
+
+
+def config_from_args(args, compiled) -> TrainConfig:
+    cfg = compiled.net.train or TrainConfig()
+    for key in ("epochs", "batch", "seed", "lr"):
+        value = getattr(args, key, None)
+        if value is not None:
+            try:
+                cfg = set_key(cfg, key, value, None)
+            except CnncError as err:
+                raise CnncError(f"--{key} {value}: {err.message}", hint=err.hint) from None
+    return cfg
+
+
+def _out_dir(args, compiled) -> Path:
+    return Path(args.out) if args.out else Path("runs") / compiled.net.name
+
+
+def _threads(args) -> None:
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise CnncError(f"--threads {args.threads}: must be at least 1")
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
+
+
+def run(args, compiled) -> int:
+    from .train import Trainer
+    _threads(args)
+    cfg = config_from_args(args, compiled)
+    if compiled.net.train is None:
+        print(f"note: {compiled.net.name} has no train section; using defaults "
+              f"(mnist10k, {cfg.epochs} epochs, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
+    progress = not args.quiet and sys.stderr.isatty()
+    trainer = Trainer(compiled, cfg, _out_dir(args, compiled), data_override=args.data, limit=args.limit,
+                      progress=progress)
+    if args.eval:
+        return evaluate_checkpoint(trainer, Path(args.eval))
+    ds = trainer.ds
+    print(f"{compiled.net.name}: {len(ds.train):,} training samples"
+          + (f", {len(ds.val):,} validation" if ds.val is not None else "")
+          + (f", {len(ds.test):,} test" if ds.test is not None else "")
+          + f" from {ds.name}; {cfg.epochs} epochs of batch {cfg.batch}; {cfg.optimizer.name} "
+          f"lr {trainer.base_lr:g}; checkpoints in {trainer.out}")
+    result = trainer.run(resume=args.resume)
+    return 1 if result.stopped and result.stopped.startswith("the loss") else 0
+
+
+def evaluate_checkpoint(trainer, path: Path) -> int:
+    arrays, meta = load_checkpoint(path)
+    trainer.plan.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")}, str(path))
+    split = trainer.ds.test if trainer.ds.test is not None else trainer.ds.val
+    if split is None:
+        raise CnncError(f"the data '{trainer.ds.name}' has no test or validation split to evaluate on")
+    stats = trainer.evaluate(split)
+    acc = f", accuracy {stats.accuracy:.2%}" if stats.accuracy is not None else ""
+    print(f"{path} (epoch {meta.get('epoch')}): loss {stats.mean_loss:.4f}{acc} on {len(split):,} samples")
+    return 0
+
+
+def _load_inputs(paths: list[str]) -> np.ndarray:
+    images = []
+    for p in paths:
+        path = Path(p)
+        if path.suffix.lower() in (".npy", ".npz"):
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise CnncError(f"{path}: cannot read ({err})") from None
+            if isinstance(arr, np.lib.npyio.NpzFile):
+                key = "x" if "x" in arr.files else arr.files[0]
+                arr = arr[key]
+            images.extend(np.asarray(arr))
+        else:
+            images.append(data_mod.read_image(path))
+    x = np.stack([np.asarray(i) for i in images])
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    return x.astype(np.float32)
+
+
+def predict(args, compiled) -> int:
+    from .plan import Plan
+    arrays, meta = load_checkpoint(args.checkpoint)
+    plan = Plan(compiled.net, compiled.analysis.params)
+    plan.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")}, args.checkpoint)
+    shape = compiled.net.shapes[plan.inputs[0]]
+    labels = None
+    if args.inputs:
+        x = _load_inputs(args.inputs)
+        if x.ndim == len(shape):  # [N, H, W] for one-channel images
+            x = x[:, None]
+        names = args.inputs if len(args.inputs) == len(x) else [f"#{i}" for i in range(len(x))]
+    else:
+        from .train import load_data
+        cfg = compiled.net.train or TrainConfig()
+        ds, _ = load_data(cfg, compiled)
+        split = ds.test if ds.test is not None else ds.train
+        x, labels = split.x[:args.limit], split.y[:args.limit]
+        names = [f"test #{i}" for i in range(len(x))]
+    pre = meta.get("preprocess") or {}
+    if "shift" in pre and "scale" in pre and args.inputs:
+        x = (x - np.asarray(pre["shift"], np.float32).reshape(1, -1, *([1] * (x.ndim - 2)))) \
+            * np.asarray(pre["scale"], np.float32).reshape(1, -1, *([1] * (x.ndim - 2)))
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
+    logits = plan.predict(x)
+    k = max(1, min(args.top, logits.shape[1]))
+    z = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    for i, name in enumerate(names):
+        top = np.argsort(-prob[i])[:k]
+        guesses = ", ".join(f"{c} ({prob[i, c]:.1%})" for c in top)
+        truth = f"  [label {int(labels[i])}]" if labels is not None else ""
+        print(f"{name}: {guesses}{truth}")
+    return 0

@@ -1,0 +1,286 @@
+"""Stage 3 (runtime): loss functions and their gradients, with PyTorch semantics.
+
+Every loss is a plain function `loss_fn(pred, target, **options) -> (loss,
+dpred)`: `pred` is the network output (logits for the classification losses),
+`loss` a Python float averaged the way PyTorch's `reduction="mean"` averages
+it, and `dpred` the gradient of that mean with respect to `pred`, in `pred`'s
+dtype. The arithmetic runs in float64 whatever the input dtype, because the
+reductions are cheap next to the network and the extra precision makes the
+reported loss stable across batch sizes. `LOSSES` maps each name to a
+`LossSpec`, which also knows what kind of target the loss expects (used by
+`data.check_dataset`) and how to count "correct" predictions for the accuracy
+the trainer reports; `make_loss(name, **options)` binds options such as
+`label_smoothing` or `ignore_index`.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..dsl.source import CnncError
+
+LossResult = tuple[float, np.ndarray]
+LossFn = Callable[..., LossResult]
+CountFn = Callable[..., tuple[int, int]]
+
+# Target kinds, read by data.check_dataset to validate labels before training.
+CLASS = "class"              # int labels [N] in [0, K)
+PIXEL_CLASS = "pixel_class"  # int labels [N, H, W] in [0, K) (or ignore_index)
+BINARY = "binary"            # 0/1 (or probabilities) [N] / [N, 1]
+MULTILABEL = "multilabel"    # 0/1 [N, K]
+REAL = "real"                # any float targets, same size as the output
+
+
+# ---------------------------------------------------------------- helpers
+
+def _as_float64(pred: np.ndarray) -> np.ndarray:
+    return np.asarray(pred, dtype=np.float64)
+
+
+def _grad_dtype(pred: np.ndarray) -> np.dtype:
+    """Gradients come back in the prediction's float dtype (float64 for ints)."""
+    dtype = np.asarray(pred).dtype
+    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+
+
+def _match_target(pred: np.ndarray, target: np.ndarray, loss: str) -> np.ndarray:
+    """Targets of the same size as pred ([N] vs [N, 1]) are reshaped to pred's shape."""
+    target = np.asarray(target)
+    if target.shape == pred.shape:
+        return target
+    if target.size == pred.size and target.shape[:1] == pred.shape[:1]:
+        return target.reshape(pred.shape)
+    raise CnncError(
+        f"{loss}: the targets have shape {list(target.shape)} but the network output has "
+        f"shape {list(pred.shape)}",
+        hint="the target of each sample must have as many values as the network's last layer")
+
+
+def _int_labels(labels: np.ndarray, loss: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if np.issubdtype(labels.dtype, np.integer):
+        return labels.astype(np.int64, copy=False)
+    if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+        return labels.astype(np.int64)  # integral floats, e.g. labels stored as float32
+    raise CnncError(f"{loss}: class labels must be integers, got dtype {labels.dtype}",
+                    hint="use a regression loss (mse, smooth_l1) for real-valued targets")
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax over the last axis, shifted by the max for stability."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function that never overflows: exp only sees non-positive numbers."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+# ---------------------------------------------------------------- classification
+
+def _softmax_ce_rows(logits: np.ndarray, labels: np.ndarray, label_smoothing: float,
+                     ignore_index: int | None, loss: str) -> tuple[float, np.ndarray]:
+    """Mean CE over rows of `logits` [M, K] whose label is not ignored (PyTorch rules)."""
+    m, k = logits.shape
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise CnncError(f"{loss}: label_smoothing must lie in [0, 1], got {label_smoothing}")
+    valid = np.ones(m, dtype=bool) if ignore_index is None else labels != ignore_index
+    bad = valid & ((labels < 0) | (labels >= k))
+    if bad.any():
+        raise CnncError(f"{loss}: label {int(labels[bad][0])} is outside [0, {k})",
+                        hint=f"the network has {k} outputs, so labels must be 0..{k - 1}")
+    count = int(valid.sum())
+    grad = np.zeros((m, k))
+    if count == 0:
+        # Everything ignored: PyTorch returns nan; a zero loss and gradient keep training sane.
+        return 0.0, grad
+    z, y = logits[valid], labels[valid]
+    logp = _log_softmax(z)
+    # Target distribution: (1 - eps) on the label plus eps spread uniformly over K classes.
+    q = np.full(z.shape, label_smoothing / k)
+    q[np.arange(len(y)), y] += 1.0 - label_smoothing
+    loss_value = float(-(q * logp).sum() / count)
+    grad[valid] = (np.exp(logp) - q) / count
+    return loss_value, grad
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: float = 0.0,
+                  ignore_index: int | None = None) -> LossResult:
+    """Softmax cross-entropy of logits [N, K] against int labels [N] (torch.nn.CrossEntropyLoss)."""
+    z = _as_float64(logits)
+    if z.ndim != 2:
+        raise CnncError(f"cross_entropy: expects logits of shape [N, K], got {list(z.shape)}",
+                        hint="add a `flatten`/`linear` before the loss, or use pixel_cross_entropy")
+    y = _int_labels(labels, "cross_entropy").reshape(-1)
+    if y.shape[0] != z.shape[0]:
+        raise CnncError(f"cross_entropy: {y.shape[0]} labels for {z.shape[0]} samples")
+    value, grad = _softmax_ce_rows(z, y, label_smoothing, ignore_index, "cross_entropy")
+    return value, grad.astype(_grad_dtype(logits))
+
+
+def pixel_cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: float = 0.0,
+                        ignore_index: int | None = None) -> LossResult:
+    """Per-pixel CE: logits [N, K, H, W], int labels [N, H, W]; mean over non-ignored pixels."""
+    z = _as_float64(logits)
+    if z.ndim != 4:
+        raise CnncError(f"pixel_cross_entropy: expects logits [N, K, H, W], got {list(z.shape)}")
+    n, k, h, w = z.shape
+    y = _int_labels(labels, "pixel_cross_entropy")
+    if y.shape != (n, h, w):
+        raise CnncError(f"pixel_cross_entropy: the masks have shape {list(y.shape)} but the "
+                        f"network output needs [N, H, W] = {[n, h, w]}",
+                        hint="each mask must have one class index per output pixel")
+    rows = z.transpose(0, 2, 3, 1).reshape(-1, k)  # class axis last: one row per pixel
+    value, grad = _softmax_ce_rows(rows, y.reshape(-1), label_smoothing, ignore_index,
+                                   "pixel_cross_entropy")
+    grad = grad.reshape(n, h, w, k).transpose(0, 3, 1, 2)
+    return value, np.ascontiguousarray(grad, dtype=_grad_dtype(logits))
+
+
+def _bce_core(z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    # max(z, 0) - z t + log(1 + exp(-|z|)) is log(1 + e^z) - z t without overflow.
+    per = np.maximum(z, 0.0) - z * t + np.log1p(np.exp(-np.abs(z)))
+    return float(per.mean()), (_sigmoid(z) - t) / z.size
+
+
+def bce(logits: np.ndarray, targets: np.ndarray) -> LossResult:
+    """Binary CE on logits (sigmoid inside), targets in [0, 1] (torch BCEWithLogitsLoss)."""
+    z = _as_float64(logits)
+    t = _match_target(z, targets, "bce").astype(np.float64)
+    value, grad = _bce_core(z, t)
+    return value, grad.astype(_grad_dtype(logits))
+
+
+def multilabel_bce(logits: np.ndarray, targets: np.ndarray) -> LossResult:
+    """Independent sigmoid CE per label: logits [N, K], 0/1 targets [N, K], mean over N*K."""
+    z = _as_float64(logits)
+    t = np.asarray(targets)
+    if z.ndim != 2 or t.shape != z.shape:
+        raise CnncError(f"multilabel_bce: expects logits and targets of the same shape [N, K], "
+                        f"got {list(z.shape)} and {list(t.shape)}",
+                        hint="each sample needs one 0/1 target per output")
+    value, grad = _bce_core(z, t.astype(np.float64))
+    return value, grad.astype(_grad_dtype(logits))
+
+
+# ---------------------------------------------------------------- regression
+
+def mse(pred: np.ndarray, targets: np.ndarray) -> LossResult:
+    """Mean squared error (torch.nn.MSELoss)."""
+    p = _as_float64(pred)
+    d = p - _match_target(p, targets, "mse").astype(np.float64)
+    return float((d * d).mean()), (2.0 * d / d.size).astype(_grad_dtype(pred))
+
+
+def smooth_l1(pred: np.ndarray, targets: np.ndarray, *, beta: float = 1.0) -> LossResult:
+    """Huber-like loss (torch.nn.SmoothL1Loss): quadratic below |d| < beta, linear above."""
+    if beta < 0:
+        raise CnncError(f"smooth_l1: beta must be non-negative, got {beta}")
+    p = _as_float64(pred)
+    d = p - _match_target(p, targets, "smooth_l1").astype(np.float64)
+    a = np.abs(d)
+    if beta == 0:  # PyTorch: beta == 0 is exactly L1
+        return float(a.mean()), (np.sign(d) / d.size).astype(_grad_dtype(pred))
+    quad = a < beta
+    per = np.where(quad, 0.5 * d * d / beta, a - 0.5 * beta)
+    grad = np.where(quad, d / beta, np.sign(d)) / d.size
+    return float(per.mean()), grad.astype(_grad_dtype(pred))
+
+
+# ---------------------------------------------------------------- accuracy counters
+
+def _count_argmax(logits: np.ndarray, labels: np.ndarray, *,
+                  ignore_index: int | None = None, **_: Any) -> tuple[int, int]:
+    """(correct, counted) for argmax over axis 1: works for [N, K] and [N, K, H, W]."""
+    guess = np.asarray(logits).argmax(axis=1)
+    labels = np.asarray(labels).reshape(guess.shape)
+    valid = np.ones(guess.shape, dtype=bool) if ignore_index is None else labels != ignore_index
+    return int(((guess == labels) & valid).sum()), int(valid.sum())
+
+
+def _count_threshold(logits: np.ndarray, targets: np.ndarray, **_: Any) -> tuple[int, int]:
+    """(correct, counted) per output value: sigmoid(z) > 0.5 is z > 0, target >= 0.5 is positive."""
+    z = np.asarray(logits)
+    t = np.asarray(targets).reshape(z.shape)
+    return int(((z > 0) == (t >= 0.5)).sum()), int(z.size)
+
+
+# ---------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A named loss: the function, its target kind, and its accuracy counter (None: no accuracy)."""
+
+    name: str
+    fn: LossFn
+    target_kind: str
+    count_correct: CountFn | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray) -> LossResult:
+        return self.fn(pred, target, **self.options)
+
+    def correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
+        """(correct, counted) for summing over batches; None for regression losses."""
+        if self.count_correct is None:
+            return None
+        return self.count_correct(pred, target, **self.options)
+
+    def accuracy(self, pred: np.ndarray, target: np.ndarray) -> float | None:
+        """Fraction correct in [0, 1] for this batch, or None when accuracy is meaningless."""
+        counts = self.correct(pred, target)
+        if counts is None:
+            return None
+        right, total = counts
+        return right / total if total else 0.0
+
+    @property
+    def classification(self) -> bool:
+        return self.target_kind in (CLASS, PIXEL_CLASS)
+
+
+LOSSES: dict[str, LossSpec] = {
+    "cross_entropy": LossSpec("cross_entropy", cross_entropy, CLASS, _count_argmax),
+    "pixel_cross_entropy": LossSpec("pixel_cross_entropy", pixel_cross_entropy, PIXEL_CLASS,
+                                    _count_argmax),
+    "bce": LossSpec("bce", bce, BINARY, _count_threshold),
+    "multilabel_bce": LossSpec("multilabel_bce", multilabel_bce, MULTILABEL, _count_threshold),
+    "mse": LossSpec("mse", mse, REAL),
+    "smooth_l1": LossSpec("smooth_l1", smooth_l1, REAL),
+}
+
+# Options each loss accepts; anything else is a user typo worth reporting.
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "cross_entropy": ("label_smoothing", "ignore_index"),
+    "pixel_cross_entropy": ("label_smoothing", "ignore_index"),
+    "bce": (),
+    "multilabel_bce": (),
+    "mse": (),
+    "smooth_l1": ("beta",),
+}
+
+
+def get_loss(name: str) -> LossSpec:
+    """The registered spec for `name`, or a CnncError suggesting the closest known name."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, LOSSES, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "known losses: " + ", ".join(LOSSES)
+        raise CnncError(f"unknown loss '{name}'", hint=hint) from None
+
+
+def make_loss(name: str, **options: Any) -> LossSpec:
+    """A spec with options bound, e.g. make_loss("cross_entropy", label_smoothing=0.1)."""
+    spec = get_loss(name)
+    unknown = sorted(set(options) - set(_OPTIONS[name]))
+    if unknown:
+        allowed = ", ".join(_OPTIONS[name]) or "none"
+        raise CnncError(f"loss '{name}' has no option '{unknown[0]}'", hint=f"its options: {allowed}")
+    return LossSpec(spec.name, spec.fn, spec.target_kind, spec.count_correct, dict(options))
+

@@ -1,0 +1,213 @@
+"""Stage 3 (runtime): lowering a checked graph to an execution plan.
+
+A `Plan` is the network's layers in topological order as `Step`s, each bound
+to its kernel (runtime/kernels), its normalised attributes and the keys of
+its parameters in one store (`"{owner}.{param}"`, so layers that share
+weights share arrays). `forward` runs the steps in train or eval mode, frees
+every activation after its last consumer and returns a tape of kernel caches;
+`backward` walks the tape in reverse, summing gradients where a tensor feeds
+several layers. The runtime reads the compiler's graph records, never the
+parser.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..compiler.graph import Network, ParamSpec
+from ..dsl.source import CnncError
+from .kernels import KERNELS, Context, Kernel
+
+RELU_LIKE = {"relu", "relu6", "leaky_relu", "elu", "gelu", "swish", "mish", "hardswish"}
+PASS_THROUGH = {"batchnorm", "dropout", "spatial_dropout", "identity", "maxpool", "avgpool", "flatten",
+                "layernorm", "groupnorm", "instancenorm", "pad", "crop"}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    op: str
+    kernel: Kernel
+    inputs: tuple[str, ...]
+    attrs: Mapping[str, Any]
+    params: tuple[tuple[str, str], ...]  # (kernel's parameter name, store key)
+    needs_input_grad: bool
+
+
+@dataclass
+class Tape:
+    """What a training forward pass leaves for the backward pass."""
+
+    caches: list[tuple[Step, Any]]
+    outputs: dict[str, np.ndarray]
+
+
+class Plan:
+    def __init__(self, net: Network, param_specs: Mapping[str, Mapping[str, ParamSpec]],
+                 seed: int = 0, dtype: type = np.float32):
+        _require_concrete(net)
+        self.net = net
+        self.dtype = dtype
+        self.specs = {f"{owner}.{p}": spec for owner, ps in param_specs.items() for p, spec in ps.items()}
+        self.inputs = tuple(net.inputs)
+        self.outputs = tuple(net.outputs)
+        self.steps = [self._step(node) for node in net.layers()]
+        self.params = initial_parameters(net, param_specs, seed, dtype)
+        self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
+        self._last_use = self._liveness()
+
+    # ------------------------------------------------------------- lowering
+    def _step(self, node) -> Step:
+        kernel = KERNELS.get(node.op)
+        if kernel is None:
+            raise CnncError(f"the runtime has no kernel for '{node.op}' (layer '{node.name}')", node.loc)
+        owner = node.shares or node.name
+        keys = tuple((p, f"{owner}.{p}") for p in self._param_names(owner))
+        needs = any(i not in self.net.inputs for i in node.inputs)
+        return Step(node.name, node.op, kernel, node.inputs, node.attrs, keys, needs)
+
+    def _param_names(self, owner: str) -> list[str]:
+        prefix = owner + "."
+        return [k[len(prefix):] for k in self.specs if k.startswith(prefix) and "." not in k[len(prefix):]]
+
+    def _liveness(self) -> dict[str, int]:
+        last = {}
+        for i, step in enumerate(self.steps):
+            for src in step.inputs:
+                last[src] = i
+        return last
+
+    # ------------------------------------------------------------- running
+    def forward(self, inputs: Mapping[str, np.ndarray] | np.ndarray, training: bool = False,
+                rng: np.random.Generator | None = None, keep_tape: bool | None = None
+                ) -> tuple[dict[str, np.ndarray], Tape | None]:
+        """Run the network on a batch. Returns the outputs by name and, for training, the tape."""
+        values = self._bind_inputs(inputs)
+        keep = training if keep_tape is None else keep_tape
+        ctx = Context(training=training, rng=rng if rng is not None else np.random.default_rng(0))
+        caches: list[tuple[Step, Any]] = []
+        outputs = set(self.outputs)
+        for i, step in enumerate(self.steps):
+            ctx.node, ctx.need_input_grad = step.name, step.needs_input_grad
+            xs = tuple(values[s] for s in step.inputs)
+            params = {p: self.params[k] for p, k in step.params}
+            y, cache = step.kernel.forward(xs, params, step.attrs, ctx)
+            values[step.name] = y
+            if keep:
+                caches.append((step, cache))
+            for s in set(step.inputs):  # free what no later step reads
+                if self._last_use.get(s) == i and s not in outputs:
+                    del values[s]
+        result = {o: values[o] for o in self.outputs}
+        return result, (Tape(caches, result) if keep else None)
+
+    def backward(self, tape: Tape, output_grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Gradients of the loss w.r.t. every trainable parameter, by store key."""
+        grads: dict[str, np.ndarray] = {k: g for k, g in output_grads.items()}
+        param_grads: dict[str, np.ndarray] = {}
+        for step, cache in reversed(tape.caches):
+            dy = grads.pop(step.name, None)
+            if dy is None:
+                continue  # nothing downstream of this layer reaches the loss
+            dxs, dparams = step.kernel.backward(dy, cache)
+            for src, dx in zip(step.inputs, dxs):
+                if dx is None or src in self.net.inputs:
+                    continue
+                grads[src] = dx if src not in grads else grads[src] + dx
+            for p, key in step.params:
+                g = dparams.get(p)
+                if g is None or key not in self.trainable:
+                    continue
+                param_grads[key] = g if key not in param_grads else param_grads[key] + g
+        return param_grads
+
+    def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        """The first output for every sample of x, in eval mode, batch by batch."""
+        out = [self.forward({self.inputs[0]: x[i:i + batch]})[0][self.outputs[0]] for i in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.zeros((0,) + tuple(self.net.shapes[self.outputs[0]]), self.dtype)
+
+    def _bind_inputs(self, inputs) -> dict[str, np.ndarray]:
+        if isinstance(inputs, np.ndarray):
+            if len(self.inputs) != 1:
+                raise CnncError(f"the network has inputs {', '.join(self.inputs)}; give each by name")
+            inputs = {self.inputs[0]: inputs}
+        values = {}
+        for name in self.inputs:
+            if name not in inputs:
+                raise CnncError(f"no data for the network's input '{name}'")
+            x = np.asarray(inputs[name], dtype=self.dtype)
+            expected = tuple(self.net.shapes[name])
+            if tuple(x.shape[1:]) != expected:
+                raise CnncError(f"input '{name}' has per-sample shape {list(x.shape[1:])}, "
+                                f"but the network declares {list(expected)}")
+            values[name] = x
+        return values
+
+    # ------------------------------------------------------------ state
+    def state(self) -> dict[str, np.ndarray]:
+        return dict(self.params)
+
+    def load_state(self, arrays: Mapping[str, np.ndarray], source: str = "checkpoint") -> None:
+        missing = [k for k in self.params if k not in arrays]
+        if missing:
+            raise CnncError(f"{source} does not fit this network: it has no '{missing[0]}'"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                            hint="was it written for another network or another version of this file?")
+        for k, v in self.params.items():
+            a = arrays[k]
+            if a.shape != v.shape:
+                raise CnncError(f"{source} does not fit this network: '{k}' has shape {list(a.shape)}, "
+                                f"the network needs {list(v.shape)}")
+            v[...] = a
+
+
+def _require_concrete(net: Network) -> None:
+    for name, shape in net.shapes.items():
+        if not all(isinstance(d, int) for d in shape):
+            raise CnncError(f"the runtime needs concrete sizes, but '{name}' has shape "
+                            f"[{', '.join(map(str, shape))}]",
+                            hint="bind the input with --input NAME=CxHxW (or let the data decide it)")
+
+
+# ------------------------------------------------------------ initialisation
+def _followed_by_relu(net: Network, name: str) -> bool:
+    """Does the first activation downstream of this layer (through norms, pools, dropout) rectify?"""
+    frontier, seen = [name], set()
+    while frontier:
+        node = frontier.pop()
+        for nxt in net.graph.successors(node):
+            if nxt in seen:
+                continue
+            seen.add(nxt)
+            op = net.node(nxt).op
+            if op in RELU_LIKE:
+                return True
+            if op in PASS_THROUGH or op in ("add", "concat"):
+                frontier.append(nxt)
+    return False
+
+
+def initial_parameters(net: Network, param_specs, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
+    """He-normal before rectifiers, Xavier-uniform otherwise (sigmoid, tanh, logits); biases zero."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for owner, specs in param_specs.items():
+        for pname, spec in specs.items():
+            out[f"{owner}.{pname}"] = _init(spec, pname, _followed_by_relu(net, owner), rng, dtype)
+    return out
+
+
+def _init(spec: ParamSpec, pname: str, relu_next: bool, rng: np.random.Generator, dtype) -> np.ndarray:
+    shape = tuple(int(d) for d in spec.shape)
+    if spec.init == "fixed":
+        return np.array(spec.value, dtype=dtype).reshape(shape)
+    if spec.init == "ones":
+        return np.ones(shape, dtype)
+    if spec.init in ("he_normal", "xavier_uniform") and pname == "weight":
+        if relu_next:
+            return (rng.standard_normal(shape) * np.sqrt(2.0 / spec.fan_in)).astype(dtype)
+        limit = np.sqrt(6.0 / (spec.fan_in + spec.fan_out))
+        return rng.uniform(-limit, limit, shape).astype(dtype)
+    return np.zeros(shape, dtype)
