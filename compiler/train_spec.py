@@ -54,14 +54,14 @@ DATASETS = {"mnist10k": {"val", "limit"}, "idx": {"val", "limit"}, "npz": {"val"
 LOSSES = {"cross_entropy": {"label_smoothing"}, "bce": set(), "multilabel_bce": set(), "mse": set(),
           "smooth_l1": {"beta"}, "pixel_cross_entropy": {"ignore_index"}}
 OPTIMIZERS = {"sgd": {"lr", "momentum", "nesterov", "weight_decay", "dampening"},
-              "adam": {"lr", "betas", "beta1", "beta2", "eps", "weight_decay"},
-              "adamw": {"lr", "betas", "beta1", "beta2", "eps", "weight_decay"},
+              "adam": {"lr", "betas", "eps", "weight_decay", "amsgrad"},
+              "adamw": {"lr", "betas", "eps", "weight_decay", "amsgrad"},
               "adagrad": {"lr", "eps", "weight_decay", "lr_decay", "initial_accumulator_value"},
               "rmsprop": {"lr", "alpha", "eps", "momentum", "weight_decay", "centered"}}
 SCHEDULES = {"step": {"step_size", "gamma", "every"}, "cosine": {"eta_min", "min_lr", "T_max"},
-             "plateau": {"factor", "patience", "threshold", "cooldown", "min_lr"},
+             "plateau": {"factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "mode"},
              "warmup": {"epochs", "then", "start_factor"}, "constant": set()}
-AUGMENTATIONS = {"random_crop": {"padding", "size"}, "random_rotation": {"degrees"},
+AUGMENTATIONS = {"random_crop": {"padding"}, "random_rotation": {"degrees"},
                  "random_resized_crop": {"scale", "ratio"}, "hflip": {"p"},
                  "color_jitter": {"brightness", "contrast", "saturation"}, "gaussian_noise": {"std"}}
 PREPROCESS = {"normalize": {"mean", "std"}, "center": set(), "scale": {"factor"}}
