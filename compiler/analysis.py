@@ -101,6 +101,8 @@ def receptive_fields(net: Network, warnings: list | None = None) -> dict[str, tu
             continue
         spec = OPS[node.op]
         sources = node.inputs[:1] if node.op == "crop" else node.inputs
+        if node.op in ("add", "mul") and len(sources) > 1:
+            sources = _spatial_sources(net, node, sources)
         states = [fields[s] for s in sources]
         if spec.rf is None or any(s is None for s in states):
             fields[node.name] = None
@@ -114,6 +116,15 @@ def receptive_fields(net: Network, warnings: list | None = None) -> dict[str, tu
             continue
         fields[node.name] = tuple(_compose(b, c) for b, c in zip(base, contribution))
     return fields
+
+
+def _spatial_sources(net: Network, node: Node, sources: tuple) -> tuple:
+    """Inputs broadcast over H and W (a squeeze-excitation gate) scale channels, not places:
+    they do not decide which input pixels an output unit sees."""
+    out_shape = net.shapes[node.name]
+    spatial = tuple(s for s in sources if len(net.shapes[s]) != 3 or tuple(net.shapes[s][1:]) != (1, 1)
+                    or tuple(out_shape[1:]) == (1, 1))
+    return spatial or sources
 
 
 def _contribution(node: Node, net: Network) -> tuple[RF, RF] | None:

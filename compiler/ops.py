@@ -307,13 +307,14 @@ def _deconv_macs(a, ins, out):
 
 
 def _deconv_rf(a, ins):
-    # A transposed conv is a stride-1 conv over the input upsampled by s: in input
-    # units its stride is 1/s and its kernel spans (d(k-1)+1)/s inputs.
+    # Output j of a transposed conv reads inputs i with j = i*s - p + t*d, t in [0, k):
+    # i runs from (j + p - d(k-1))/s to (j + p)/s. In input units the stride is 1/s,
+    # the window spans d(k-1)/s + 1 and starts d(k-1-p/d)/s before j/s.
     out = []
     for axis in (0, 1):
         k, s, d = a["kernel"][axis], a["stride"][axis], a["dilation"][axis]
-        eff = d * (k - 1) + 1
-        out.append(RF(Fraction(eff, s), Fraction(1, s), Fraction(eff - 1 - a["padding"][axis][0], s)))
+        span = d * (k - 1)
+        out.append(RF(Fraction(span, s) + 1, Fraction(1, s), Fraction(span - a["padding"][axis][0], s)))
     return tuple(out)
 
 

@@ -177,3 +177,44 @@ def test_squeeze_excite_gate_is_not_a_saturating_stack(compile_src):
     }
     """)
     assert not [w for w in c.warnings if w.code == "saturating-activations"]
+
+
+def test_fields_through_transposed_convs_contain_the_true_dependencies(compile_src):
+    """After upsampling the field is an approximation, but a safe one: measured with PyTorch
+    gradients (all-ones weights), every input row an output unit depends on lies inside it."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    c = compile_src("""
+    network N {
+        input x: [1, 32, 32]
+        x -> conv(1, 3, stride = 2, pad = 1) -> conv(1, 3, stride = 2, pad = 1)
+          -> deconv(1, 2, stride = 2) -> deconv(1, 3, stride = 2, pad = 1, output_padding = 1)
+    }
+    """)
+    f = c.analysis.rf[c.net.outputs[0]][0]
+    assert not f.exact
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, 2, 1), torch.nn.Conv2d(1, 1, 3, 2, 1),
+                            torch.nn.ConvTranspose2d(1, 1, 2, 2), torch.nn.ConvTranspose2d(1, 1, 3, 2, 1, 1))
+    for p in m.parameters():
+        torch.nn.init.constant_(p, 1.0)
+    x = torch.zeros(1, 1, 32, 32, requires_grad=True)
+    y = m(x)
+    for j in range(0, 32, 3):
+        x.grad = None
+        y[0, 0, j, j].backward(retain_graph=True)
+        rows = np.nonzero(x.grad[0, 0].abs().sum(1).numpy())[0]
+        start = -f.padding + j * f.stride
+        assert start <= rows.min() and rows.max() <= start + f.size - 1, j
+
+
+def test_a_broadcast_gate_does_not_make_the_field_global(compile_src):
+    c = compile_src("""
+    network N {
+        input x: [4, 16, 16]
+        y = x -> conv(4, 3, pad = 1)
+        w = y -> global_avgpool -> sigmoid
+        y * w
+    }
+    """)
+    size = c.analysis.rf["mul"][0].size
+    assert size == 3  # the gate rescales channels; where the unit looks is still the conv's 3x3

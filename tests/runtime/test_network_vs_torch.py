@@ -1,0 +1,53 @@
+"""Whole networks against PyTorch: same graph, same weights -> same outputs and gradients."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnc.compiler.driver import compile_file
+from cnnc.runtime.losses import make_loss
+from cnnc.runtime.plan import Plan
+
+torch = pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("torch_reference", ROOT / "bench" / "torch_reference.py")
+torch_reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(torch_reference)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("example, batch", [("lenet5.cnn", 8), ("cifar_resnet20.cnn", 4)])
+@pytest.mark.parametrize("training", [True, False])
+def test_outputs_and_gradients_match_pytorch(example, batch, training):
+    c = compile_file(ROOT / "examples" / example, allow={"all"})
+    plan = Plan(c.net, c.analysis.params, seed=1, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    for key in plan.params:  # non-trivial BN statistics and affine parameters
+        if "running_var" in key:
+            plan.params[key][...] = rng.uniform(0.5, 2.0, plan.params[key].shape)
+        elif "running_mean" in key or key.endswith("bias"):
+            plan.params[key][...] = rng.normal(0, 0.1, plan.params[key].shape)
+    twin = torch_reference.TorchTwin(c, plan.params).double().train(training)
+    x = rng.standard_normal((batch, *c.net.shapes[plan.inputs[0]]))
+    y = rng.integers(0, 10, batch)
+
+    out, tape = plan.forward({plan.inputs[0]: x}, training=training, keep_tape=True)
+    logits = out[plan.outputs[0]]
+    loss, dlogits = make_loss("cross_entropy")(logits, y)
+    grads = plan.backward(tape, {plan.outputs[0]: dlogits})
+
+    t_logits = twin(torch.tensor(x))
+    t_loss = torch.nn.functional.cross_entropy(t_logits, torch.tensor(y))
+    t_loss.backward()
+    np.testing.assert_allclose(logits, t_logits.detach().numpy(), rtol=1e-9, atol=1e-10)
+    assert loss == pytest.approx(t_loss.item(), rel=1e-12)
+    for key in plan.trainable:
+        expected = twin.store[key.replace(".", "__")].grad.numpy()
+        np.testing.assert_allclose(grads[key], expected, rtol=1e-7, atol=1e-10, err_msg=key)
+    if training:  # running statistics move the same way
+        for key in (k for k in plan.params if "running" in k):
+            np.testing.assert_allclose(plan.params[key], getattr(twin, key.replace(".", "__")).numpy(),
+                                       rtol=1e-9, err_msg=key)
