@@ -52,7 +52,9 @@ def test_fractional_stride_after_transposed_conv(compile_src):
     }
     """)
     (deconv_h, _), (up_h, _) = c.analysis.rf["deconv"], c.analysis.rf["upsample"]
-    assert deconv_h.stride == Fraction(1) and deconv_h.size == Fraction(2)
+    # conv 2/2 then deconv 2/2: deconv output j reads conv unit j//2, i.e. input rows 2(j//2)..+1;
+    # the continuous window [j - 1, j + 1] (size 3) contains them
+    assert deconv_h.stride == Fraction(1) and deconv_h.size == Fraction(3) and deconv_h.padding == 1
     assert up_h.stride == Fraction(1, 2) and not up_h.exact
     from cnnc.compiler.report import to_json
     layer = next(l for l in to_json(c)["layers"] if l["name"] == "upsample")
