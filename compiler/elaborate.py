@@ -938,9 +938,9 @@ class Elaborator:
                     repeat = (group.path(), i, n)
                 seg = seg.scope.parent_segment
             nodes.append(Node(names[p.id], p.op, tuple(names[i] for i in p.inputs), attrs, p.loc,
-                              tuple(_scope_path(p.segment)), p.layer,
+                              tuple(s.text() for s in _scope_segments(p.segment)), p.layer,
                               names[p.shares] if p.shares is not None else None, repeat,
-                              p.call_chain))
+                              p.call_chain, tuple(s.base for s in _scope_segments(p.segment))))
         net = Network(name, build_graph(nodes), {n: self.nodes[i].shape for n, i in
                                                  ((names[i], i) for i in self.inputs.values())},
                       tuple(dict.fromkeys(names[t.node] for t in outputs)))
@@ -978,11 +978,12 @@ class Elaborator:
         return out
 
 
-def _scope_path(seg: Segment) -> list[str]:
+def _scope_segments(seg: Segment) -> list[Segment]:
+    """The block-instance segments enclosing `seg`, outermost first."""
     parts = []
     s = seg.scope.parent_segment
     while s is not None:
-        parts.append(s.text())
+        parts.append(s)
         s = s.scope.parent_segment
     return list(reversed(parts))
 

@@ -42,6 +42,7 @@ class Node:
     shares: str | None = None       # parameters are those of this node (weight sharing)
     repeat: tuple[str, int, int] | None = None  # (group id, index, count) for `block * N`
     call_chain: tuple[tuple[str, Loc | None], ...] = ()  # block calls that led here, outermost first
+    scope_blocks: tuple[str, ...] = ()  # the block (or surface layer) of each scope level
 
     def __post_init__(self) -> None:
         if not isinstance(self.attrs, MappingProxyType):

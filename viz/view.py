@@ -128,14 +128,7 @@ def _sole_consumer(net: Network, node: Node) -> Node | None:
 # -------------------------------------------------------------------- view
 def block_name(node: Node, level: int) -> str:
     """The name of the block whose instance is `node.scope[level - 1]`."""
-    if len(node.call_chain) == len(node.scope):
-        return node.call_chain[level - 1][0]
-    return _strip_index(node.scope[level - 1])  # a surface layer (separable_conv) opened a scope
-
-
-def _strip_index(name: str) -> str:
-    stem, _, tail = name.rpartition("_")
-    return stem if tail.isdigit() and stem else name
+    return node.scope_blocks[level - 1]
 
 
 def _instance(node: Node) -> tuple[str, int] | None:

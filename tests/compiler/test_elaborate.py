@@ -248,3 +248,18 @@ def test_several_networks_need_a_choice(write):
     with pytest.raises(CnncError) as info:
         compile_file(path, network="C")
     assert "no network of that name" in info.value.message
+
+
+def test_nodes_know_the_block_of_each_scope_level(compile_src):
+    c = compile_src("""
+    block inner(c) { conv(c, 1) }
+    block outer(c) { stem: inner(c) -> separable_conv(c, 3, pad = 1) }
+    network N {
+        input x: [2, 8, 8]
+        x -> outer(4) * 2
+    }
+    """)
+    node = c.net.node("outer_2.stem.conv")
+    assert node.scope == ("outer_2", "stem") and node.scope_blocks == ("outer", "inner")
+    sep = c.net.node("outer_1.separable_conv.pointwise")
+    assert sep.scope_blocks == ("outer", "separable_conv")
