@@ -15,7 +15,7 @@ from .dsl.source import CnncError, Diagnostic  # noqa: E402
 
 EXAMPLES = """examples:
   cnnc check examples/resnet18.cnn
-  cnnc compile examples/unet.cnn --input x=1x572x572
+  cnnc compile examples/unet.cnn --input x=1x576x576
   cnnc compile examples/resnet50.cnn --format json > resnet50.json
   cnnc run examples/lenet5.cnn --epochs 2 --out runs/lenet
   cnnc viz examples/resnet18.cnn -o resnet18.svg
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse", action="store_true", help="fuse conv-batchnorm-relu groups and list them")
     p.add_argument("--emit", choices=("numpy",), help="emit the network as a standalone NumPy module")
     p.add_argument("-o", "--output", metavar="FILE", help="where --emit writes the module")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights for --emit (a checkpoint written by cnnc run; "
+                                                        "default: the seeded initial weights)")
 
     p = sub.add_parser("run", help="train (and evaluate) a network",
                        description="Train a network with its `train` section; flags override its keys.")
@@ -119,12 +121,17 @@ def _compile(args: argparse.Namespace):
 
 
 def cmd_check(args) -> int:
-    c = _compile(args)
-    for w in c.warnings:
-        print_diagnostic(w)
-    n = len(c.warnings)
-    print(f"{args.file}: {c.net.name} is valid ({len(c.net.layers())} layers"
-          + (f", {n} warning{'s' if n != 1 else ''}" if n else "") + ")")
+    """Check the chosen network, or every network the file defines."""
+    from .compiler.driver import network_names
+    names = [args.network] if args.network else network_names(args.file) or [None]
+    for name in names:
+        args.network = name
+        c = _compile(args)
+        for w in c.warnings:
+            print_diagnostic(w)
+        n = len(c.warnings)
+        print(f"{args.file}: {c.net.name} is valid ({len(c.net.layers())} layers"
+              + (f", {n} warning{'s' if n != 1 else ''}" if n else "") + ")")
     return 0
 
 
@@ -133,7 +140,8 @@ def cmd_compile(args) -> int:
     c = _compile(args)
     if args.fuse or args.emit:
         from .compiler import fusion_cli
-        return fusion_cli.run(args, c)
+        from .runtime import codegen, memory_plan  # runtime services handed to the compiler's report
+        return fusion_cli.run(args, c, memory_plan.plan_memory, codegen.emit, print_diagnostic)
     if args.format == "json":
         print(report.json_text(c))
         return 0

@@ -246,10 +246,12 @@ def _lint_field_exceeds_input(net: Network, fields: dict, out: list) -> None:
             return
         exceeds = lambda ff: ff is not None and (ff[0].size > shape[1] or ff[1].size > shape[2])
         if exceeds(f) and not any(exceeds(s) for s in src):
+            # once per network: parallel branches crossing the size together say the same thing
             out.append(_warn("field-exceeds-input",
                              f"'{node.name}': receptive field {fmt_frac(f[0].size)}x{fmt_frac(f[1].size)} is larger "
                              f"than the input {shape[1]}x{shape[2]} from here on", node.loc,
                              "units at the border see mostly padding; deeper layers add cost, not context"))
+            return
 
 
 def _lint_dropped_pixels(net: Network, node: Node, out: list) -> None:

@@ -35,7 +35,12 @@ def compile_file(path: str | Path, network: str | None = None, inputs: dict[str,
                  with_train: bool = True) -> Compiled:
     """Parse, elaborate, check and analyse one network of a `.cnn` file."""
     defs = load(path)
-    net = elaborate(defs, network, inputs, args)
+    try:
+        net = elaborate(defs, network, inputs, args)
+    except CnncError as err:
+        if inputs:
+            _explain_with_constraints(err, defs, network, args, inputs)
+        raise
     if with_train and net.name in defs.trains:
         from .train_spec import validate_train
         net.train = validate_train(defs.trains[net.name], net)
@@ -44,6 +49,35 @@ def compile_file(path: str | Path, network: str | None = None, inputs: dict[str,
         result.analysis.warnings = [w for w in result.analysis.warnings
                                     if "all" not in allow and w.code not in allow]
     return result
+
+
+def _explain_with_constraints(err: CnncError, defs, network, args, inputs) -> None:
+    """A bound size that breaks the program: say which derived constraint it breaks."""
+    try:
+        symbolic = elaborate(defs, network, None, args)
+    except CnncError:
+        return
+    for name, shape in symbolic.inputs.items():
+        given = inputs.get(name)
+        if given is None or len(given) != len(shape):
+            continue
+        for declared, value in zip(shape, given):
+            sym = str(declared)
+            info = symbolic.symbols.get(sym)
+            if info and info["constraint"] and not _satisfies(symbolic, sym, value):
+                smallest = f" (the smallest valid {sym} is {info['smallest']})" if info["smallest"] else ""
+                err.diagnostic.hint = f"{info['constraint']}, and --input gives {sym} = {value}{smallest}"
+                return
+
+
+def _satisfies(net, sym: str, value: int) -> bool:
+    rule = net.symbols[sym]
+    return value % rule["modulus"] in rule["residues"]
+
+
+def network_names(path: str | Path) -> list[str]:
+    """The networks a file itself defines (not its imports), in order."""
+    return list(load(path).main_networks)
 
 
 def parse_shape(text: str, flag: str = "--input") -> tuple[str, tuple[int, ...]]:

@@ -26,7 +26,7 @@ from .ops import OPS, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name
 from .symbolic import Constraints, Dim, SymbolicComparison, equal_when, is_symbolic
 
 MAX_REPEAT = 10_000
-MAX_NODES = 200_000
+MAX_NODES = 50_000  # ResNet-2000 has 6,669; more is a mistake, not a network
 MAX_BLOCK_DEPTH = 200
 MAX_TENSOR_ELEMENTS = 1 << 31
 MAX_IMPORT_DEPTH = 50
@@ -307,16 +307,34 @@ class Elaborator:
     def _is_application(self, expr: ast.Expr, frame: Frame) -> bool:
         if isinstance(expr, ast.Labeled):
             return self._is_application(expr.expr, frame)
+        if isinstance(expr, ast.Chain):  # `(conv(c, 3) -> relu) * n`
+            return self._is_application(expr.head, frame)
         if isinstance(expr, ast.BinOp) and expr.op == "*":
             return self._is_application(expr.left, frame) and not isinstance(expr.right, ast.Chain)
         if isinstance(expr, ast.Call):
             callee = self.lookup(expr.func, frame, expr.func_loc, quiet=True)
             if isinstance(callee, LayerRef) and callee.name in VARIADIC:
                 return not expr.args  # concat(a, b) produces; a bare concat() would be odd
-            return isinstance(callee, (LayerRef, BlockRef))
+            return isinstance(callee, (LayerRef, BlockRef)) and self._functional_input(expr, frame) is None
         if isinstance(expr, ast.Name):
             return isinstance(self.lookup(expr.id, frame, expr.loc, quiet=True), (LayerRef, BlockRef))
         return False
+
+    def _functional_input(self, expr: ast.Call, frame: Frame) -> Tensor | None:
+        """`relu(x)`, `crop(skip, like = u)`: a layer (not a block) whose first argument
+        names a tensor is applied to that tensor, as in PyTorch's functional style."""
+        if not expr.args or not isinstance(expr.args[0], ast.Name) or expr.func in self.defs.blocks \
+                or expr.func in frame.env:
+            return None
+        value = frame.env.get(expr.args[0].id)
+        if not isinstance(value, Tensor):
+            return None
+        attrs = SURFACE.get(expr.func) or (OPS[expr.func].attrs if expr.func in OPS else ())
+        first = attrs[0] if attrs else None
+        if first is not None and first.kind in ("tensor", "layer") and \
+                not any(k.name in (first.name, "like", "of") for k in expr.kwargs):
+            return None  # `unpool(p1)`, `crop(u)`: the tensor is the attribute, not the input
+        return value
 
     def step(self, expr: ast.Expr, x: Tensor, frame: Frame, label: str | None = None) -> Tensor:
         """Apply the layer/block/repeat that `expr` denotes to the tensor x."""
@@ -335,6 +353,10 @@ class Elaborator:
         if isinstance(expr, ast.IfExpr):
             branch = expr.then if self._condition(expr.cond, frame) else expr.orelse
             return self._tensor(self._inline_body(branch, x, frame), expr)
+        if isinstance(expr, ast.Chain) and self._is_application(expr.head, frame):
+            for part in (expr.head, *expr.steps):
+                x = self.step(part, x, frame)
+            return x
         if isinstance(expr, ast.Name):
             callee = self.lookup(expr.id, frame, expr.loc)
             if isinstance(callee, Tensor):
@@ -764,6 +786,11 @@ class Elaborator:
         if expr.func in FUNCTIONS and expr.func not in frame.env:
             return self._function(expr, frame)
         callee = self.lookup(expr.func, frame, expr.func_loc)
+        source = self._functional_input(expr, frame) if isinstance(callee, LayerRef) else None
+        if source is not None and callee.name not in VARIADIC:
+            frame.used.add(expr.args[0].id)
+            call = ast.Call(expr.loc, expr.func, expr.args[1:], expr.kwargs, expr.func_loc)
+            return self.step(call, source, frame)
         if isinstance(callee, LayerRef) and callee.name in VARIADIC and expr.args:
             if expr.kwargs:
                 raise CnncError(f"'{callee.name}' takes no keyword arguments", expr.kwargs[0].loc)
@@ -973,8 +1000,9 @@ class Elaborator:
         out = {}
         for s in sorted(symbols):
             sources = [loc for n, loc in self.constraint_sources if n == s]
+            modulus, residues = self.constraints.residues.get(s, (1, frozenset({0})))
             out[s] = {"constraint": self.constraints.describe(s), "smallest": self.constraints.smallest(s),
-                      "sources": sources}
+                      "modulus": modulus, "residues": sorted(residues), "sources": sources}
         return out
 
 

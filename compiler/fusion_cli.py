@@ -12,6 +12,7 @@ live in the runtime, which the compiler never imports: the command line
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from typing import Any, Callable
 
@@ -24,7 +25,9 @@ from .symbolic import is_symbolic
 WIDTH = report.WIDTH
 
 
-def run(args, c: Compiled, plan_memory: Callable | None = None, emit: Callable | None = None) -> int:
+def run(args, c: Compiled, plan_memory: Callable | None = None, emit: Callable | None = None,
+        warn: Callable | None = None) -> int:
+    """`cnnc compile --fuse/--emit`; `warn` prints a Diagnostic (default: plain text on stderr)."""
     fusion = fuse(c.net, "eval")
     fused = Compiled(fusion.net, analyse_fused(fusion.net, c.analysis))
     emitted = _emit(args, c, emit) if args.emit else None
@@ -35,9 +38,8 @@ def run(args, c: Compiled, plan_memory: Callable | None = None, emit: Callable |
         print(json.dumps(out, indent=2))
         return 0
     if args.fuse:
-        from ..cli import print_diagnostic  # the app's diagnostic printer (colour, stderr)
         for w in c.warnings:
-            print_diagnostic(w)
+            (warn or _warn)(w)
         print(fusion_text(c, fusion, fused, memory))
         print()
         print(report.table(fused, expand=args.expand, depth=args.depth))
@@ -46,6 +48,10 @@ def run(args, c: Compiled, plan_memory: Callable | None = None, emit: Callable |
         print(f"wrote {emitted['weights']} ({emitted['arrays']} arrays, {report._bytes(emitted['bytes'])}, "
               f"{emitted['source']})")
     return 0
+
+
+def _warn(diagnostic) -> None:
+    print(diagnostic.render(), file=sys.stderr)
 
 
 def _emit(args, c: Compiled, emit: Callable | None) -> dict[str, Any]:
@@ -67,28 +73,40 @@ def _memory(c: Compiled, fused: Compiled, plan_memory: Callable | None) -> dict[
 
 
 # ----------------------------------------------------------------------- text
-def _member_line(g: FusedGroup) -> str:
+def _member_lines(g: FusedGroup) -> list[str]:
+    """Each member's op and file:line:col, wrapped between members (never inside one)."""
     parts = [f"{op} {loc or '?'}" for op, loc in zip(g.ops, g.locs)]
     if g.skip:
-        parts.append(f"(+ residual '{g.skip}')")
-    return textwrap.fill(", ".join(parts), WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6,
-                         break_on_hyphens=False)
+        parts.append(f"(residual: {g.skip})")
+    lines, line = [], " " * 6
+    for part in parts:
+        if line.strip() and len(line) + len(part) + 2 > WIDTH:
+            lines.append(line[:-2] + ",")
+            line = " " * 6
+        line += part + ", "
+    lines.append(line[:-2])
+    return lines
 
 
 def fusion_text(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | None) -> str:
-    lines = [f"{c.net.name}: {len(fusion.groups)} fused group{'s' if len(fusion.groups) != 1 else ''} "
-             "for inference (batchnorm folded into the convolution's weights and bias)"]
+    n = len(fusion.groups)
+    lines = [f"{c.net.name}: {n} fused group{'s' if n != 1 else ''} for inference "
+             "(batchnorm folded into the convolution's weights and bias)",
+             f"  {'group':<40} {'pattern':<18} {'steps':>5} {'activations':>12} {'FLOPs':>14}"]
     for g in fusion.groups:
         s = savings(c.net, c.analysis, fused.net, fused.analysis, g)
-        lines.append(f"  {report._fit(g.name, 40):<40} {g.pattern:<18} saves {s['steps']} step"
-                     f"{'s' if s['steps'] != 1 else ''}, {report._bytes(s['activation_bytes'])}, "
-                     f"{report._count(s['flops'])} FLOPs")
-        lines.append(_member_line(g))
+        lines.append(f"  {report._fit(g.name, 40):<40} {g.pattern:<18} {-s['steps']:>5} "
+                     f"{'-' + report._bytes(s['activation_bytes']):>12} {_signed(s['flops']):>14}")
+        lines += _member_lines(g)
     for s in fusion.skipped:
         lines.append(f"  not fused: {s.start} ({s.pattern}): {s.reason}" + (f"  [{s.loc}]" if s.loc else ""))
     lines.append("")
     lines += _summary(c, fused, memory)
     return "\n".join(report._wrap(line) for line in lines)
+
+
+def _signed(saved: Any) -> str:
+    return report._count(-saved) if saved else "0"
 
 
 def _summary(c: Compiled, fused: Compiled, memory: dict | None) -> list[str]:

@@ -98,10 +98,17 @@ class Network:
         return self.graph.nodes[name]["node"]
 
     def order(self) -> list[Node]:
-        """Nodes in a deterministic topological order (declaration order breaks ties)."""
-        g = self.graph
-        rank = {n: i for i, n in enumerate(g.nodes)}
-        return [g.nodes[n]["node"] for n in nx.lexicographical_topological_sort(g, key=rank.__getitem__)]
+        """Nodes in a deterministic topological order (declaration order breaks ties).
+
+        Computed once: a Network's graph is not changed after construction (rewrites
+        build a new Network)."""
+        cached = self.__dict__.get("_order")
+        if cached is None or len(cached) != len(self.graph):
+            g = self.graph
+            rank = {n: i for i, n in enumerate(g.nodes)}
+            cached = [g.nodes[n]["node"] for n in nx.lexicographical_topological_sort(g, key=rank.__getitem__)]
+            self.__dict__["_order"] = cached
+        return list(cached)
 
     def layers(self) -> list[Node]:
         return [n for n in self.order() if n.op != "input"]

@@ -34,11 +34,8 @@ def _out_dir(args, compiled) -> Path:
 
 
 def _threads(args) -> None:
-    if getattr(args, "threads", None) is not None:
-        if args.threads < 1:
-            raise CnncError(f"--threads {args.threads}: must be at least 1")
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(args.threads)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise CnncError(f"--threads {args.threads}: must be at least 1")
 
 
 def run(args, compiled) -> int:
@@ -50,7 +47,7 @@ def run(args, compiled) -> int:
               f"(mnist10k, {cfg.epochs} epochs, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
     trainer = Trainer(compiled, cfg, _out_dir(args, compiled), data_override=args.data, limit=args.limit,
-                      progress=progress)
+                      progress=progress, threads=args.threads)
     if args.eval:
         return evaluate_checkpoint(trainer, Path(args.eval))
     ds = trainer.ds

@@ -57,6 +57,8 @@ class Plan:
         self.params = initial_parameters(net, param_specs, seed, dtype)
         self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
         self._last_use = self._liveness()
+        # In training, batchnorm couples the samples of a batch; nothing else does.
+        self.batch_independent = not any(s.op == "batchnorm" for s in self.steps)
 
     # ------------------------------------------------------------- lowering
     def _step(self, node) -> Step:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..compiler.train_spec import Spec, TrainConfig
 from ..dsl.source import CnncError
@@ -114,6 +117,7 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
 
 def _synthetic_name(opts: dict, compiled) -> str:
     kind = opts.pop("kind", None)
+    kind = getattr(kind, "name", kind)  # a bare word in the train section arrives as a Spec
     if kind is None:
         out = compiled.net.shapes[compiled.net.outputs[0]]
         kind = "segmentation" if len(out) == 3 else "classes"
@@ -144,12 +148,16 @@ def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
 
 
 SHUFFLE, AUGMENT, DROPOUT = 0, 1, 2
+SHARDS = 2  # a batch of a batch-independent network is computed as this many shards
 
 
 class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
-                 limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print):
+                 limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
+                 threads: int | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
+        self.threads = max(1, threads if threads is not None else min(SHARDS, os.cpu_count() or 1))
+        self._executor: ThreadPoolExecutor | None = None
         self.progress, self.log = progress, log
         self.ds, self.loss = load_data(cfg, compiled, data_override, limit)
         self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed)
@@ -184,14 +192,11 @@ class Trainer:
                                                                rng=_rng(cfg.seed, epoch, SHUFFLE))):
             if self.augment is not None:
                 xb, yb = self.augment(xb, yb, aug_rng)
-            out, tape = plan.forward({self.input: xb}, training=True, rng=drop_rng)
-            pred = out[self.output]
-            loss, dpred = self.loss(pred, yb)
+            loss, pred, grads = self._loss_and_grads(xb, yb, drop_rng)
             extra, pgrads = penalty(plan.params, cfg.l1, cfg.l2, self.is_weight)
             loss += extra
             if not math.isfinite(loss):
                 raise NonFinite(epoch, b, loss)
-            grads = plan.backward(tape, {self.output: dpred})
             for k, g in pgrads.items():
                 if k in grads:
                     grads[k] = grads[k] + g
@@ -202,6 +207,45 @@ class Trainer:
         if self.progress:
             sys.stderr.write("\r\x1b[2K")
         return stats
+
+    def _loss_and_grads(self, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator):
+        """Loss, predictions and parameter gradients of one batch.
+
+        When no layer couples the samples of a batch (no batchnorm), the batch is cut
+        into SHARDS fixed shards run on up to `threads` threads with BLAS held to one
+        thread each: NumPy releases the GIL inside its kernels, so two shards run
+        in parallel. Shards, their random streams and the order gradients are summed
+        in do not depend on the thread count, so results do not either.
+        """
+        if not self.plan.batch_independent or len(xb) < SHARDS:
+            return self._shard(xb, yb, drop_rng, 1.0)
+        parts = np.array_split(np.arange(len(xb)), SHARDS)
+        rngs = [np.random.default_rng(s) for s in drop_rng.integers(0, 2**63 - 1, size=SHARDS)]
+        jobs = [(xb[i], yb[i], r, len(i) / len(xb)) for i, r in zip(parts, rngs)]
+        if self.threads > 1:
+            with threadpool_limits(1):
+                results = list(self._pool().map(lambda job: self._shard(*job), jobs))
+        else:
+            results = [self._shard(*job) for job in jobs]
+        loss = sum(r[0] * w for r, (_, _, _, w) in zip(results, jobs))
+        pred = np.concatenate([r[1] for r in results])
+        grads = dict(results[0][2])
+        for _, _, g in results[1:]:
+            for k, v in g.items():
+                grads[k] = grads[k] + v if k in grads else v
+        return loss, pred, grads
+
+    def _shard(self, xb, yb, rng, weight: float):
+        out, tape = self.plan.forward({self.input: xb}, training=True, rng=rng)
+        pred = out[self.output]
+        loss, dpred = self.loss(pred, yb)
+        grads = self.plan.backward(tape, {self.output: dpred * np.float32(weight) if weight != 1.0 else dpred})
+        return loss, pred, grads
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads)
+        return self._executor
 
     def evaluate(self, split) -> EpochStats:
         stats = EpochStats()

@@ -112,3 +112,11 @@ def test_input_binding_on_the_command_line(capsys):
     assert doc["outputs"]["conv"]["shape"] == [2, 64, 64] and isinstance(doc["totals"]["macs"], int)
     assert main(["compile", str(EXAMPLES / "unet.cnn"), "--input", "x=1x60x60"]) == 1
     assert "concat" in capsys.readouterr().err
+
+
+def test_check_covers_every_network_of_a_file(tmp_path, capsys):
+    f = tmp_path / "two.cnn"
+    f.write_text("network A {\n    input x: [1]\n    x -> relu\n}\nnetwork B {\n    input x: [2]\n    x -> relu\n}\n")
+    assert main(["check", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "A is valid" in out and "B is valid" in out

@@ -263,3 +263,44 @@ def test_nodes_know_the_block_of_each_scope_level(compile_src):
     assert node.scope == ("outer_2", "stem") and node.scope_blocks == ("outer", "inner")
     sep = c.net.node("outer_1.separable_conv.pointwise")
     assert sep.scope_blocks == ("outer", "separable_conv")
+
+
+def test_a_parenthesised_chain_can_be_repeated(compile_src):
+    c = compile_src("""
+    block stage(c, n) { (conv(c, 3, pad = 1) -> relu) * n }
+    network N {
+        input x: [3, 8, 8]
+        x -> stage(4, 3) -> (conv(2, 1) -> sigmoid) * 2
+    }
+    """, allow={"all"})
+    assert [n.op for n in c.net.layers()] == ["conv", "relu"] * 3 + ["conv", "sigmoid"] * 2
+
+
+def test_functional_calls_apply_a_layer_to_a_named_tensor(compile_src):
+    c = compile_src("""
+    block up(c, skip) {
+        u = deconv(c, 2, stride = 2)
+        concat(crop(skip, like = u), u) -> relu
+    }
+    network N {
+        input x: [4, 18, 18]
+        y = relu(x)
+        y -> maxpool(2) -> up(4, x)
+    }
+    """)
+    assert c.net.node("relu").inputs == ("x",)
+    assert c.net.node("up.crop").inputs == ("x", "up.deconv") and c.net.shapes["up.crop"] == (4, 18, 18)
+    assert c.net.shapes["up.concat"] == (8, 18, 18)
+
+
+def test_bound_sizes_that_break_a_derived_constraint_say_so(write):
+    path = write("""
+    network N {
+        input x: [1, H, W]
+        y = x -> maxpool(2) -> maxpool(2) -> upsample(4)
+        concat(x, y)
+    }
+    """)
+    with pytest.raises(CnncError) as info:
+        compile_file(path, inputs={"x": (1, 30, 32)})
+    assert info.value.hint == "H must be a multiple of 4, and --input gives H = 30 (the smallest valid H is 4)"

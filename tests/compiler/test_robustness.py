@@ -73,7 +73,7 @@ def test_absurd_programs_fail_fast(tmp_path, body):
     start = time.perf_counter()
     with pytest.raises(CnncError):
         compile_file(path)
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # a guard against hangs, not a speed test (see bench/)
 
 
 def test_absurd_but_valid_large_program_is_fine(tmp_path):
