@@ -171,7 +171,6 @@ COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     try:
         return COMMANDS[args.command](args)
     except CnncError as err:

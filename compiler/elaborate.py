@@ -31,6 +31,9 @@ MAX_BLOCK_DEPTH = 200
 MAX_TENSOR_ELEMENTS = 1 << 31
 MAX_IMPORT_DEPTH = 50
 VARIADIC = {"concat", "add", "mul"}
+
+# Nested block calls recurse in Python (about ten frames a level): make room for MAX_BLOCK_DEPTH.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * MAX_BLOCK_DEPTH + 2000))
 FUNCTIONS = {"channels", "height", "width", "min", "max"}
 NOT_LAYERS = {"input"}
 
@@ -1040,6 +1043,4 @@ def elaborate(defs: Definitions, network: str | None = None, bindings: dict[str,
               args: dict[str, Any] | None = None) -> Network:
     """Build the checked graph of one network of a loaded program."""
     name = choose_network(defs, network)
-    # Nested block calls recurse in Python (about ten frames a level); make room for MAX_BLOCK_DEPTH.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * MAX_BLOCK_DEPTH + 2000))
     return Elaborator(defs, bindings, args).network(name)
