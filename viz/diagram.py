@@ -153,8 +153,10 @@ def _cluster_id(key: str) -> str:
 def _node_attrs(net: Network, a: Analysis, item: Item, details: bool) -> dict[str, str]:
     if item.kind == "block":
         fill, border = style.BLOCK_COLOURS
-        return {"label": _block_label(net, a, item, details), "shape": "box3d", "style": "filled",
-                "fillcolor": fill, "color": border}
+        # A double border marks a collapsed block (dot does not clip edges at box3d nodes:
+        # they would run through the label).
+        return {"label": _block_label(net, a, item, details), "shape": "box", "style": "filled",
+                "peripheries": "2", "fillcolor": fill, "color": border}
     node = item.nodes[0]
     fill, border = style.colours(node)
     attrs = {"label": _layer_label(net, a, item, details), "fillcolor": fill, "color": border}

@@ -98,7 +98,7 @@ def test_depth_collapses_blocks(resnet18):
     assert zero < one < full
     # x, stem, maxpool, basic_1 (folded ×2), basic_3 … basic_8, global_avgpool, flatten, fc
     assert zero == 13
-    assert '"@basic_3"' in zero_src and "box3d" in zero_src
+    assert '"@basic_3"' in zero_src and "peripheries=2" in zero_src
     assert "9 layers" in zero_src and "230 K params" in zero_src  # basic_3: totals of its layers
     assert "128×28×28" in zero_src
 
