@@ -151,6 +151,43 @@ SHUFFLE, AUGMENT, DROPOUT = 0, 1, 2
 SHARDS = 2  # a batch of a batch-independent network is computed as this many shards
 
 
+def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator,
+                         pool: ThreadPoolExecutor | None = None):
+    """Loss, predictions and parameter gradients of one training batch.
+
+    When no layer couples the samples of a batch (no batchnorm), the batch is cut
+    into SHARDS fixed shards, run on the pool's threads with BLAS held to one
+    thread each: NumPy releases the GIL inside its kernels, so the shards run in
+    parallel. The shards, their random streams and the order their gradients are
+    summed in do not depend on the thread count, so neither do the results.
+    """
+    if not plan.batch_independent or len(xb) < SHARDS:
+        return _shard(plan, loss_fn, xb, yb, drop_rng, 1.0)
+    parts = np.array_split(np.arange(len(xb)), SHARDS)
+    rngs = [np.random.default_rng(s) for s in drop_rng.integers(0, 2**63 - 1, size=SHARDS)]
+    jobs = [(xb[i], yb[i], r, len(i) / len(xb)) for i, r in zip(parts, rngs)]
+    if pool is not None:
+        with threadpool_limits(1):
+            results = list(pool.map(lambda job: _shard(plan, loss_fn, *job), jobs))
+    else:
+        results = [_shard(plan, loss_fn, *job) for job in jobs]
+    loss = sum(r[0] * job[3] for r, job in zip(results, jobs))
+    pred = np.concatenate([r[1] for r in results])
+    grads = dict(results[0][2])
+    for _, _, g in results[1:]:
+        for k, v in g.items():
+            grads[k] = grads[k] + v if k in grads else v
+    return loss, pred, grads
+
+
+def _shard(plan: Plan, loss_fn, xb, yb, rng, weight: float):
+    out, tape = plan.forward({plan.inputs[0]: xb}, training=True, rng=rng)
+    pred = out[plan.outputs[0]]
+    loss, dpred = loss_fn(pred, yb)
+    grads = plan.backward(tape, {plan.outputs[0]: dpred * np.float32(weight) if weight != 1.0 else dpred})
+    return loss, pred, grads
+
+
 class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
@@ -209,43 +246,9 @@ class Trainer:
         return stats
 
     def _loss_and_grads(self, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator):
-        """Loss, predictions and parameter gradients of one batch.
-
-        When no layer couples the samples of a batch (no batchnorm), the batch is cut
-        into SHARDS fixed shards run on up to `threads` threads with BLAS held to one
-        thread each: NumPy releases the GIL inside its kernels, so two shards run
-        in parallel. Shards, their random streams and the order gradients are summed
-        in do not depend on the thread count, so results do not either.
-        """
-        if not self.plan.batch_independent or len(xb) < SHARDS:
-            return self._shard(xb, yb, drop_rng, 1.0)
-        parts = np.array_split(np.arange(len(xb)), SHARDS)
-        rngs = [np.random.default_rng(s) for s in drop_rng.integers(0, 2**63 - 1, size=SHARDS)]
-        jobs = [(xb[i], yb[i], r, len(i) / len(xb)) for i, r in zip(parts, rngs)]
-        if self.threads > 1:
-            with threadpool_limits(1):
-                results = list(self._pool().map(lambda job: self._shard(*job), jobs))
-        else:
-            results = [self._shard(*job) for job in jobs]
-        loss = sum(r[0] * w for r, (_, _, _, w) in zip(results, jobs))
-        pred = np.concatenate([r[1] for r in results])
-        grads = dict(results[0][2])
-        for _, _, g in results[1:]:
-            for k, v in g.items():
-                grads[k] = grads[k] + v if k in grads else v
-        return loss, pred, grads
-
-    def _shard(self, xb, yb, rng, weight: float):
-        out, tape = self.plan.forward({self.input: xb}, training=True, rng=rng)
-        pred = out[self.output]
-        loss, dpred = self.loss(pred, yb)
-        grads = self.plan.backward(tape, {self.output: dpred * np.float32(weight) if weight != 1.0 else dpred})
-        return loss, pred, grads
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
+        if self._executor is None and self.threads > 1:
             self._executor = ThreadPoolExecutor(self.threads)
-        return self._executor
+        return batch_loss_and_grads(self.plan, self.loss, xb, yb, drop_rng, self._executor)
 
     def evaluate(self, split) -> EpochStats:
         stats = EpochStats()

@@ -203,7 +203,8 @@ def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, threads=2)
     x, y = t.ds.train.x[:16], t.ds.train.y[:16]
     loss, _, grads = t._loss_and_grads(x, y, np.random.default_rng(0))
-    whole_loss, _, whole = t._shard(x, y, np.random.default_rng(0), 1.0)
+    from cnnc.runtime.train import _shard
+    whole_loss, _, whole = _shard(t.plan, t.loss, x, y, np.random.default_rng(0), 1.0)
     assert loss == pytest.approx(whole_loss, rel=1e-6)
     for k in whole:
         np.testing.assert_allclose(grads[k], whole[k], rtol=1e-4, atol=1e-6)
