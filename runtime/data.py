@@ -117,8 +117,7 @@ def _split(x: np.ndarray, y: np.ndarray, where: str) -> Split:
 
 def load_mnist10k() -> Dataset:
     """The embedded 10k-sample MNIST subset: 8000 train / 2000 test, [N, 1, 28, 28] in [0, 1]."""
-    # `cnnc.runtime.data` names this module, not the resource folder, so anchor on the package.
-    resource = importlib.resources.files("cnnc.runtime").joinpath("data", "mnist10k.npz")
+    resource = importlib.resources.files("cnnc.runtime").joinpath("datasets", "mnist10k.npz")
     with np.load(io.BytesIO(resource.read_bytes()), allow_pickle=False) as z:
         train = _split(z["x_train"], z["y_train"], "mnist10k")
         test = _split(z["x_test"], z["y_test"], "mnist10k")

@@ -1,0 +1,417 @@
+"""Stage 3 (runtime): kernels for fused graphs, batchnorm folding, and the plan that runs them.
+
+`FUSED_KERNELS` implements the compiler's fused ops (compiler/fusion.py) with
+the `Kernel` protocol: `fused_conv` is a convolution whose per-channel
+epilogue (bias, batchnorm, residual add, activation) runs in place on the
+conv's own output; `fused_linear` and `fused_bn` likewise. In inference a
+folded batchnorm is just the bias. In training the same kernels are the
+recompute steps: the forward keeps only its inputs (the conv input, the
+residual operand) and the per-channel batch statistics, and the backward
+rebuilds the im2col matrix, the conv output, the normalised tensor and the
+activation's mask from them before taking the gradients — one extra
+convolution per step in exchange for not keeping the im2col matrix, the
+batchnorm's normalised tensor and the activation's output. `fold_parameters`
+turns an unfused parameter store into a fused eval graph's store
+(w' = w·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε)+β); `map_parameters` gives a train
+graph's store that shares the unfused arrays. `FusedPlan` is a `Plan` over a
+fused graph (it takes its parameters instead of drawing them), and
+`*_into` write an inference step's output into a given buffer (the memory
+planner's executor uses them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..compiler.fusion import FUSED_OPS, fuse, parameters
+from ..compiler.graph import Network
+from ..dsl.source import CnncError
+from .kernels import KERNELS, Context, Kernel
+from .kernels._core import Attrs, Grads, Params, Tensors
+from .kernels._im2col import Window
+from .kernels.conv import ConvPlan, _weight_cf, _weight_cl, apply, prepare
+from .kernels.conv import backward as conv_backward
+from .plan import Plan, Step
+
+
+# ------------------------------------------------------- epilogue pieces
+def _channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast against [N, C, ...]."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _axes(ndim: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, ndim))
+
+
+def activate(y: np.ndarray, attrs: Attrs) -> np.ndarray:
+    """The fused activation, in place."""
+    act = attrs.get("activation")
+    if act == "relu":
+        np.maximum(y, 0, out=y)
+    elif act == "relu6":
+        np.clip(y, 0, 6, out=y)
+    elif act == "leaky_relu":
+        np.multiply(y, y.dtype.type(attrs.get("slope", 0.01)), out=y, where=y < 0)
+    return y
+
+
+def activation_grad(g: np.ndarray, z: np.ndarray, attrs: Attrs) -> np.ndarray:
+    """dL/dz from dL/dy and the pre-activation z (the unfused kernels' derivative at the kinks)."""
+    act = attrs.get("activation")
+    if act == "relu":
+        return g * (z > 0)
+    if act == "relu6":
+        return g * ((z > 0) & (z < 6))
+    if act == "leaky_relu":
+        return np.where(z > 0, g, g * z.dtype.type(attrs.get("slope", 0.01)))
+    return g
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Per-channel statistics a batchnorm used: what the recompute backward needs."""
+
+    mean: np.ndarray
+    inv_std: np.ndarray
+    batch: bool                 # from the batch (training): the gradient flows through them
+
+
+def batchnorm_(y: np.ndarray, params: Params, prefix: str, attrs: Attrs, training: bool) -> BatchStats:
+    """Normalise y in place: batch statistics in training (updating the running ones with
+    PyTorch's momentum rule, as the batchnorm kernel does), the running ones otherwise."""
+    eps, m = attrs.get("eps", 1e-5), attrs.get("momentum", 0.1)
+    gamma, beta = params[prefix + "weight"], params[prefix + "bias"]
+    if training:
+        count = y.size // y.shape[1]
+        if count < 2:
+            raise ValueError(f"batchnorm needs more than one value per channel in training, got {y.shape}")
+        mean = y.mean(axis=_axes(y.ndim))
+        y -= _channel(mean, y.ndim)
+        var = _channel_dot(y, y) / count        # centred in place: no full-size temporary
+        rm, rv = params[prefix + "running_mean"], params[prefix + "running_var"]
+        rm *= 1 - m
+        rm += m * mean
+        rv *= 1 - m
+        rv += (m * count / (count - 1)) * var
+    else:
+        mean, var = params[prefix + "running_mean"], params[prefix + "running_var"]
+        y -= _channel(mean, y.ndim)
+    stats = BatchStats(mean, 1.0 / np.sqrt(var + eps), training)
+    y *= _channel(stats.inv_std * gamma, y.ndim)
+    y += _channel(beta, y.ndim)
+    return stats
+
+
+def _bn_input_grad(g: np.ndarray, xhat: np.ndarray, gamma: np.ndarray, stats: BatchStats,
+                   dgamma: np.ndarray, dbeta: np.ndarray) -> np.ndarray:
+    """dL/dx of a batchnorm from dL/dy (the closed form of the batchnorm kernel)."""
+    scale = _channel(gamma * stats.inv_std, g.ndim)
+    if not stats.batch:
+        return g * scale
+    count = g.size // g.shape[1]
+    dx = xhat * _channel(dgamma / count, g.ndim)
+    dx += _channel(dbeta / count, g.ndim)
+    np.subtract(g, dx, out=dx)
+    dx *= scale
+    return dx
+
+
+def _channel_sum(g: np.ndarray) -> np.ndarray:
+    return g.sum(axis=_axes(g.ndim))
+
+
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    spec = "nchw,nchw->c" if a.ndim == 4 else "nc,nc->c"
+    return np.einsum(spec, a, b)
+
+
+# ---------------------------------------------------------------- fused_conv
+def _conv_plan(x: np.ndarray, attrs: Attrs) -> ConvPlan:
+    n, c, h, w = x.shape
+    win = Window.of((h, w), attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
+    return ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+
+
+def _unfolded_bn(attrs: Attrs) -> bool:
+    return bool(attrs.get("bn")) and not attrs.get("folded")
+
+
+def _conv_epilogue(y: np.ndarray, xs: Tensors, params: Params, attrs: Attrs, training: bool) -> BatchStats | None:
+    """Bias, batchnorm, residual add and activation, all in place on the conv output."""
+    if attrs["bias"]:
+        y += _channel(params["bias"], 4)
+    stats = None
+    if _unfolded_bn(attrs):
+        stats = batchnorm_(y, params, "bn_", attrs, training)
+    if attrs.get("residual"):
+        y += xs[1]
+    activate(y, attrs)
+    return stats
+
+
+@dataclass(frozen=True)
+class _ConvCache:
+    """Only the inputs and the batch statistics: everything else is recomputed."""
+
+    x: np.ndarray
+    skip: np.ndarray | None
+    stats: BatchStats | None
+    params: dict
+    attrs: Attrs
+    need_dx: bool
+
+
+def _fused_conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _ConvCache]:
+    x = xs[0]
+    plan = _conv_plan(x, attrs)
+    y = apply(prepare(x, plan), params["weight"], plan)   # the im2col matrix is dropped here
+    stats = _conv_epilogue(y, xs, params, attrs, ctx.training)
+    skip = xs[1] if attrs.get("residual") else None
+    return y, _ConvCache(x, skip, stats, dict(params), attrs, ctx.need_input_grad)
+
+
+def _fused_conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:
+    x, p, a = cache.x, cache.params, cache.attrs
+    plan = _conv_plan(x, a)
+    cols = prepare(x, plan)                                # recompute: im2col ...
+    z = apply(cols, p["weight"], plan)                     # ... and the conv output
+    if a["bias"]:
+        z += _channel(p["bias"], 4)
+    grads: dict[str, np.ndarray] = {}
+    xhat = None
+    if cache.stats is not None:
+        xhat = z
+        xhat -= _channel(cache.stats.mean, 4)
+        xhat *= _channel(cache.stats.inv_std, 4)
+        z = xhat * _channel(p["bn_weight"], 4)
+        z += _channel(p["bn_bias"], 4)
+    if cache.skip is not None:
+        z += cache.skip
+    g = activation_grad(dy, z, a)
+    del z
+    dskip = g if cache.skip is not None else None
+    if xhat is not None:
+        grads["bn_bias"] = _channel_sum(g)
+        grads["bn_weight"] = _channel_dot(g, xhat)
+        g = _bn_input_grad(g, xhat, p["bn_weight"], cache.stats, grads["bn_weight"], grads["bn_bias"])
+    trainable = a.get("trainable", True)
+    if a["bias"] and trainable:
+        grads["bias"] = _channel_sum(g)
+    dx, dw = conv_backward(g, p["weight"], cols, plan, cache.need_dx, trainable)
+    if trainable:
+        grads["weight"] = dw
+    return ((dx, dskip) if cache.skip is not None else (dx,)), grads
+
+
+# -------------------------------------------------------------- fused_linear
+@dataclass(frozen=True)
+class _LinearCache:
+    x: np.ndarray           # [N, F]
+    shape: tuple[int, ...]
+    params: dict
+    attrs: Attrs
+    need_dx: bool
+
+
+def _linear(x2: np.ndarray, params: Params, attrs: Attrs, out: np.ndarray | None = None) -> np.ndarray:
+    y = np.matmul(x2, params["weight"].T, out=out)
+    if attrs["bias"]:
+        y += params["bias"]
+    return y
+
+
+def _fused_linear_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _LinearCache]:
+    x = xs[0]
+    x2 = x.reshape(x.shape[0], -1)
+    y = activate(_linear(x2, params, attrs), attrs)
+    return y, _LinearCache(x2, x.shape, dict(params), attrs, ctx.need_input_grad)
+
+
+def _fused_linear_backward(dy: np.ndarray, cache: _LinearCache) -> Grads:
+    g = activation_grad(dy, _linear(cache.x, cache.params, cache.attrs), cache.attrs)
+    grads = {}
+    if cache.attrs.get("trainable", True):
+        grads["weight"] = g.T @ cache.x
+        if cache.attrs["bias"]:
+            grads["bias"] = g.sum(axis=0)
+    dx = (g @ cache.params["weight"]).reshape(cache.shape) if cache.need_dx else None
+    return (dx,), grads
+
+
+# ------------------------------------------------------------------ fused_bn
+@dataclass(frozen=True)
+class _BnCache:
+    x: np.ndarray
+    stats: BatchStats
+    params: dict
+    attrs: Attrs
+
+
+def _fused_bn_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _BnCache]:
+    x = xs[0]
+    y = x.copy()
+    stats = batchnorm_(y, params, "", attrs, ctx.training)
+    return activate(y, attrs), _BnCache(x, stats, dict(params), attrs)
+
+
+def _fused_bn_backward(dy: np.ndarray, cache: _BnCache) -> Grads:
+    p, nd = cache.params, dy.ndim
+    xhat = (cache.x - _channel(cache.stats.mean, nd)) * _channel(cache.stats.inv_std, nd)
+    z = xhat * _channel(p["weight"], nd)
+    z += _channel(p["bias"], nd)
+    g = activation_grad(dy, z, cache.attrs)
+    grads = {"bias": _channel_sum(g), "weight": _channel_dot(g, xhat)}
+    return (_bn_input_grad(g, xhat, p["weight"], cache.stats, grads["weight"], grads["bias"]),), grads
+
+
+FUSED_KERNELS: dict[str, Kernel] = {
+    "fused_conv": Kernel(_fused_conv_forward, _fused_conv_backward),
+    "fused_linear": Kernel(_fused_linear_forward, _fused_linear_backward),
+    "fused_bn": Kernel(_fused_bn_forward, _fused_bn_backward),
+}
+
+
+# ---------------------------------------------------- inference into a buffer
+def _view(buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    n = int(np.prod(shape))
+    return buf[:n].reshape(shape)
+
+
+def _conv_into(x: np.ndarray, w: np.ndarray, plan: ConvPlan, buf: np.ndarray) -> np.ndarray:
+    """The conv output written by the GEMM itself into `buf` (same layouts as the conv kernel)."""
+    cols = prepare(x, plan)
+    oh, ow = plan.win.out_hw
+    if plan.depthwise or (plan.channels_last and plan.groups > 1):
+        y = apply(cols, w, plan)         # no single GEMM writes this layout: copy once
+        out = _view(buf, y.shape)
+        np.copyto(out, y)
+        return out
+    if plan.channels_last:               # [N·P, O] rows: NHWC memory, returned as an NCHW view
+        rows = _view(buf, (plan.rows, plan.c_out))
+        np.matmul(cols[0], _weight_cl(w, plan)[0], out=rows)
+        return rows.reshape(plan.n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
+    out = _view(buf, (plan.n, plan.groups, plan.og, oh * ow))
+    np.matmul(_weight_cf(w, plan), cols, out=out)
+    return out.reshape(plan.n, plan.c_out, oh, ow)
+
+
+def fused_conv_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
+    """Inference `fused_conv` whose output is `buf`; the only temporary is the im2col matrix."""
+    y = _conv_into(xs[0], params["weight"], _conv_plan(xs[0], attrs), buf)
+    _conv_epilogue(y, xs, params, attrs, training=False)
+    return y
+
+
+def fused_linear_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
+    x2 = xs[0].reshape(xs[0].shape[0], -1)
+    out = _view(buf, (x2.shape[0], params["weight"].shape[0]))
+    return activate(_linear(x2, params, attrs, out=out), attrs)
+
+
+def fused_bn_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
+    out = _view(buf, xs[0].shape)
+    np.copyto(out, xs[0])
+    batchnorm_(out, params, "", attrs, training=False)
+    return activate(out, attrs)
+
+
+INTO = {"fused_conv": fused_conv_into, "fused_linear": fused_linear_into, "fused_bn": fused_bn_into}
+
+
+# ------------------------------------------------------------ parameter stores
+def fold_parameters(net: Network, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The store of a fused eval graph from the unfused store: folded convs, shared arrays elsewhere."""
+    out: dict[str, np.ndarray] = {}
+    for owner, specs in parameters(net).items():
+        node = net.node(owner)
+        if node.op == "fused_conv" and node.attrs["folded"]:
+            out.update(_fold(node, params))
+        else:
+            out.update({f"{owner}.{p}": params[f"{owner}.{p}"] for p in specs})
+    return out
+
+
+def _fold(node, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β, computed in float64."""
+    conv, bn = node.attrs["fused_from"][0][0], node.attrs["fused_from"][1][0]
+    w = params[f"{conv}.weight"]
+    gamma, beta = params[f"{bn}.weight"].astype(np.float64), params[f"{bn}.bias"].astype(np.float64)
+    mean, var = params[f"{bn}.running_mean"].astype(np.float64), params[f"{bn}.running_var"].astype(np.float64)
+    scale = gamma / np.sqrt(var + node.attrs["eps"])
+    b = params[f"{conv}.bias"].astype(np.float64) if f"{conv}.bias" in params else np.zeros_like(mean)
+    return {f"{node.name}.weight": gemm_layout((w * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)),
+            f"{node.name}.bias": ((b - mean) * scale + beta).astype(w.dtype)}
+
+
+def gemm_layout(w: np.ndarray) -> np.ndarray:
+    """The same [O, C/g, kh, kw] weights, stored O-kh-kw-C in memory when the conv takes the
+    channels-last GEMM (C/g >= 4): its [kh·kw·C/g, O] matrix is then a view, not a copy per call."""
+    if w.shape[1] < 4:
+        return w
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def source_keys(net: Network) -> dict[str, str]:
+    """For a fused *train* graph: its store key -> the unfused store key holding the same tensor."""
+    out = {}
+    for owner, specs in parameters(net).items():
+        node = net.node(owner)
+        bn = next((name for name, op, _ in node.attrs.get("fused_from", ()) if op == "batchnorm"), None)
+        for pname in specs:
+            if pname.startswith("bn_") and node.op == "fused_conv":
+                out[f"{owner}.{pname}"] = f"{bn}.{pname[3:]}"
+            else:
+                out[f"{owner}.{pname}"] = f"{owner}.{pname}"
+    return out
+
+
+def map_parameters(net: Network, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The store of a fused train graph, sharing the unfused arrays (updates reach both)."""
+    return {k: params[src] for k, src in source_keys(net).items()}
+
+
+# ---------------------------------------------------------------------- plan
+class FusedPlan(Plan):
+    """A `Plan` over a fused graph: fused ops run `FUSED_KERNELS`, parameters are given, not drawn."""
+
+    def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32):
+        # Plan.__init__ would draw random weights (seconds for VGG); the store comes from
+        # fold_parameters / map_parameters instead, so set up the same attributes here.
+        specs = parameters(net)
+        self.net, self.dtype = net, dtype
+        self.specs = {f"{owner}.{p}": spec for owner, ps in specs.items() for p, spec in ps.items()}
+        self.inputs, self.outputs = tuple(net.inputs), tuple(net.outputs)
+        self.steps = [self._step(node) for node in net.layers()]
+        missing = [k for k in self.specs if k not in params]
+        if missing:
+            raise CnncError(f"the parameters do not fit the fused network: no '{missing[0]}'")
+        self.params = {k: params[k] for k in self.specs}
+        self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
+        self._last_use = self._liveness()
+
+    @classmethod
+    def from_plan(cls, plan: Plan, mode: str = "eval") -> "FusedPlan":
+        """Fuse `plan`'s network; eval folds batchnorm into copies, train shares `plan`'s arrays."""
+        net = fuse(plan.net, mode).net
+        store = fold_parameters(net, plan.params) if mode == "eval" else map_parameters(net, plan.params)
+        return cls(net, store, plan.dtype)
+
+    def _step(self, node) -> Step:
+        kernel = FUSED_KERNELS.get(node.op) or KERNELS.get(node.op)
+        if kernel is None:
+            raise CnncError(f"the runtime has no kernel for '{node.op}' (layer '{node.name}')", node.loc)
+        owner = node.shares or node.name
+        keys = tuple((p, f"{owner}.{p}") for p in self._param_names(owner))
+        needs = any(i not in self.net.inputs for i in node.inputs)
+        return Step(node.name, node.op, kernel, node.inputs, node.attrs, keys, needs)
+
+
+def is_fused(op: str) -> bool:
+    return op in FUSED_OPS
+
+
+__all__ = ["FUSED_KERNELS", "FusedPlan", "INTO", "fold_parameters", "map_parameters", "source_keys",
+           "activate", "activation_grad"]

@@ -1,0 +1,381 @@
+"""Stage 3 (runtime): the convolution kernels `conv`, `deconv` and `local`.
+
+All three are BLAS matrix products on im2col matrices built from one
+`as_strided` view of the padded input (`_im2col`). With few channels per
+group the matrix is channels-first ([K, P] per sample, so each row copies a
+contiguous run of output columns); from `_CHANNELS_LAST_MIN` channels on it is
+channels-last ([N·P, K], each row copies contiguous channels, one large GEMM)
+and the result is returned as a channels-first *view* of NHWC memory, which
+the next channels-last conv reads without a transposing copy. Groups are a
+batch axis of `np.matmul`, never a Python loop; depthwise convolutions (one
+input channel per group) skip the matmul: forward, weight and data gradient
+are each one `einsum` over a window view. The forward keeps its im2col matrix
+for the weight gradient. The data gradient is computed offset-major (one
+small product per kernel offset, batched in one matmul) and scattered back
+(col2im) with one contiguous slice-add per offset, never `np.add.at`. A
+transposed convolution (`deconv`) is exactly the data-gradient pass of the
+conv it transposes, and its backward is that conv's forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
+from ._im2col import Window, crop, pad_into, window_view
+
+# Channels per group from which the channels-last im2col wins (measured at
+# batch 64: channels-first is 1.3-5x faster for 1-4 channels, channels-last
+# 1.4x faster at 6, even at 8; bench/bench_kernels.py).
+_CHANNELS_LAST_MIN = 6
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A grouped convolution from `c_in` to `c_out` channels over the sweep `win`."""
+
+    win: Window
+    n: int
+    c_in: int
+    c_out: int
+    groups: int
+
+    @property
+    def cg(self) -> int:
+        return self.c_in // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.c_out // self.groups
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.cg == 1
+
+    @property
+    def channels_last(self) -> bool:
+        return self.depthwise or self.cg >= _CHANNELS_LAST_MIN
+
+    @property
+    def rows(self) -> int:
+        """Output positions over the batch (M of the channels-last GEMM)."""
+        return self.n * self.win.out_hw[0] * self.win.out_hw[1]
+
+
+# --------------------------------------------------------------------- core
+
+def prepare(x: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """What the forward product and the weight gradient read: im2col or padded input.
+
+    Channels-last: [g, N·P, kh·kw·cg]; channels-first: [N, g, cg·kh·kw, P];
+    depthwise: the padded channels-last input [N, eh, ew, C].
+    """
+    win, g = plan.win, plan.groups
+    if plan.depthwise:
+        return pad_into(x, win, 0.0, channels_last=True)
+    (kh, kw), (oh, ow) = win.kernel, win.out_hw
+    k = kh * kw * plan.cg
+    if plan.channels_last:
+        v = window_view(pad_into(x, win, 0.0, channels_last=True), win, channels_last=True)
+        if g > 1:
+            v = v.reshape(plan.n, oh, ow, kh, kw, g, plan.cg).transpose(5, 0, 1, 2, 3, 4, 6)
+        return v.reshape(g, plan.rows, k)
+    v = window_view(pad_into(x, win, 0.0), win)
+    return v.reshape(plan.n, g, k, oh * ow)
+
+
+def _weight_cl(w: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """[O, cg, kh, kw] -> [g, kh·kw·cg, og], matching the channels-last im2col columns."""
+    kh, kw = plan.win.kernel
+    return w.reshape(plan.groups, plan.og, plan.cg, kh, kw).transpose(0, 3, 4, 2, 1) \
+            .reshape(plan.groups, kh * kw * plan.cg, plan.og)
+
+
+def _weight_cf(w: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    return w.reshape(plan.groups, plan.og, -1)
+
+
+def _to_rows(dy: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """[N, O, oh, ow] -> [g, N·P, og] (free when dy is already NHWC in memory)."""
+    rows = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(plan.rows, plan.groups, plan.og)
+    return rows.transpose(1, 0, 2)
+
+
+def _from_rows(y: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """[g, N·P, og] -> channels-first view [N, O, oh, ow] of NHWC memory."""
+    oh, ow = plan.win.out_hw
+    y = y[0] if plan.groups == 1 else y.transpose(1, 0, 2)
+    return y.reshape(plan.n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
+
+
+def apply(saved: np.ndarray, w: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """The convolution output [N, c_out, oh, ow] from `prepare`'s result."""
+    if plan.depthwise:
+        return _depthwise_apply(saved, w, plan)
+    if plan.channels_last:
+        return _from_rows(np.matmul(saved, _weight_cl(w, plan)), plan)
+    oh, ow = plan.win.out_hw
+    return np.matmul(_weight_cf(w, plan), saved).reshape(plan.n, plan.c_out, oh, ow)
+
+
+def backward(dy: np.ndarray, w: np.ndarray, saved: np.ndarray | None, plan: ConvPlan,
+             need_dx: bool, need_dw: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(dx [N, c_in, H, W], dw [c_out, cg, kh, kw]), each None when not asked for."""
+    if plan.depthwise:
+        return _depthwise_backward(dy, w, saved, plan, need_dx, need_dw)
+    if plan.channels_last:
+        rows = _to_rows(dy, plan)
+        dw = _weight_grad_cl(rows, saved, plan) if need_dw else None
+        dx = _col2im_cl(np.matmul(rows[:, None], _weight_by_offset(w, plan)), plan) if need_dx else None
+        return dx, dw
+    oh, ow = plan.win.out_hw
+    dy4 = dy.reshape(plan.n, plan.groups, plan.og, oh * ow)
+    dw = None
+    if need_dw:
+        # One small GEMM per sample, summed: avoids transposing the big im2col matrix.
+        dw = np.matmul(dy4, saved.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+    dx = _col2im_cf(np.matmul(_weight_cf(w, plan).transpose(0, 2, 1), dy4), plan) if need_dx else None
+    return dx, dw
+
+
+def _weight_grad_cl(rows: np.ndarray, cols: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    kh, kw = plan.win.kernel
+    dw = np.matmul(cols.transpose(0, 2, 1), rows)                  # [g, kh·kw·cg, og]
+    dw = dw.reshape(plan.groups, kh, kw, plan.cg, plan.og).transpose(0, 4, 3, 1, 2)
+    return np.ascontiguousarray(dw).reshape(plan.c_out, plan.cg, kh, kw)
+
+
+def _weight_by_offset(w: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """[O, cg, kh, kw] -> [g, kh·kw, og, cg]: one small matrix per kernel offset."""
+    kh, kw = plan.win.kernel
+    wk = w.reshape(plan.groups, plan.og, plan.cg, kh * kw).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(wk)
+
+
+def _col2im_cl(dk: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """Scatter-add the per-offset input gradients [g, kh·kw, N·P, cg] onto the
+    channels-last padded input, then crop. Offset-major columns make every
+    slice-add read one contiguous block (2-3x faster than slicing [N·P, K])."""
+    win, g, cg = plan.win, plan.groups, plan.cg
+    (kh, kw), (oh, ow), (eh, ew) = win.kernel, win.out_hw, win.extent
+    d = dk.reshape(g, kh, kw, plan.n, oh, ow, cg)
+    buf = np.zeros((plan.n, eh, ew, g, cg), dk.dtype)
+    for i, j, rows, cols in win.offsets():
+        buf[:, rows, cols] += d[:, i, j].transpose(1, 2, 3, 0, 4)
+    return crop(buf.reshape(plan.n, eh, ew, plan.c_in), win, channels_last=True)
+
+
+def _col2im_cf(dcols: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """Scatter-add [N, g, cg·kh·kw, P] back onto the channels-first padded input, then crop."""
+    win, g, cg = plan.win, plan.groups, plan.cg
+    (kh, kw), (oh, ow), (eh, ew) = win.kernel, win.out_hw, win.extent
+    d = dcols.reshape(plan.n, g, cg, kh, kw, oh, ow)
+    buf = np.zeros((plan.n, g, cg, eh, ew), dcols.dtype)
+    for i, j, rows, cols in win.offsets():
+        buf[:, :, :, rows, cols] += d[:, :, :, i, j]
+    return crop(buf.reshape(plan.n, plan.c_in, eh, ew), win)
+
+
+def _depthwise_weight(w: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """[C·m, 1, kh, kw] -> [kh, kw, C, m] (output channel c·m + j reads input channel c)."""
+    return np.ascontiguousarray(w.reshape(plan.c_in, plan.og, *plan.win.kernel).transpose(2, 3, 0, 1))
+
+
+def _depthwise_apply(buf: np.ndarray, w: np.ndarray, plan: ConvPlan) -> np.ndarray:
+    """One input channel per group: a single einsum over the window view.
+
+    Summing the kh·kw products inside einsum's loop makes one pass over the
+    output instead of two per kernel offset (memory-bound: ~2.5x faster).
+    """
+    win, (oh, ow) = plan.win, plan.win.out_hw
+    view, wk = window_view(buf, win, channels_last=True), _depthwise_weight(w, plan)
+    if plan.og == 1:        # a trailing length-1 axis would become einsum's inner loop
+        y = np.einsum("nyxijc,ijc->nyxc", view, np.ascontiguousarray(wk[..., 0]))
+    else:
+        y = np.einsum("nyxijc,ijcm->nyxcm", view, wk)
+    return y.reshape(plan.n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
+
+
+def _depthwise_backward(dy: np.ndarray, w: np.ndarray, buf: np.ndarray, plan: ConvPlan,
+                        need_dx: bool, need_dw: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    win, c, og = plan.win, plan.c_in, plan.og
+    (oh, ow), (kh, kw), (sh, sw), (dh, dw_) = win.out_hw, win.kernel, win.stride, win.dilation
+    g = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))                  # [N, oh, ow, C·m]
+    dw = None
+    if need_dw:
+        view = window_view(buf, win, channels_last=True)
+        if og == 1:
+            dw = np.einsum("nyxijc,nyxc->cij", view, g).reshape(w.shape)
+        else:
+            dw = np.einsum("nyxijc,nyxcm->cmij", view, g.reshape(plan.n, oh, ow, c, og)).reshape(w.shape)
+    if not need_dx:
+        return None, dw
+    # The data gradient is a correlation of the (stride-dilated, fully padded)
+    # output gradient with the flipped kernel: again one einsum, no scatter.
+    fh, fw = dh * (kh - 1), dw_ * (kw - 1)
+    gp = np.zeros((plan.n, (oh - 1) * sh + 1 + 2 * fh, (ow - 1) * sw + 1 + 2 * fw, c * og), dy.dtype)
+    gp[:, fh:fh + (oh - 1) * sh + 1:sh, fw:fw + (ow - 1) * sw + 1:sw] = g
+    full = Window(win.kernel, (1, 1), win.dilation, (0, 0), gp.shape[1:3], win.extent)
+    view = window_view(gp, full, channels_last=True)
+    flipped = np.ascontiguousarray(_depthwise_weight(w, plan)[::-1, ::-1])
+    if og == 1:
+        dbuf = np.einsum("nyxijc,ijc->nyxc", view, np.ascontiguousarray(flipped[..., 0]))
+    else:
+        dbuf = np.einsum("nyxijcm,ijcm->nyxc", view.reshape(*view.shape[:5], c, og), flipped)
+    return crop(dbuf, win, channels_last=True), dw
+
+
+# --------------------------------------------------------------------- conv
+
+@dataclass(frozen=True)
+class _ConvCache:
+    plan: ConvPlan
+    saved: Any              # `prepare` result (conv), or the input x (deconv)
+    weight: np.ndarray
+    bias: bool
+    trainable: bool
+    need_dx: bool
+
+
+def _bias_grad(dy: np.ndarray) -> np.ndarray:
+    return dy.sum(axis=(0, 2, 3))
+
+
+def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _ConvCache]:
+    x, w = xs[0], params["weight"]
+    n, c, h, wd = x.shape
+    win = Window.of((h, wd), attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
+    plan = ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+    saved = prepare(x, plan)
+    y = apply(saved, w, plan)
+    if attrs["bias"]:
+        y += params["bias"].reshape(-1, 1, 1)
+    trainable = attrs.get("trainable", True)
+    return y, _ConvCache(plan, saved if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad)
+
+
+def _conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:
+    dx, dw = backward(dy, cache.weight, cache.saved, cache.plan, cache.need_dx, cache.trainable)
+    grads = {}
+    if cache.trainable:
+        grads["weight"] = dw
+        if cache.bias:
+            grads["bias"] = _bias_grad(dy)
+    return (dx,), grads
+
+
+# ------------------------------------------------------------------- deconv
+
+def _deconv_plan(shape: tuple[int, ...], attrs: Attrs) -> ConvPlan:
+    """The conv whose data gradient this transposed conv is: from O channels at the
+    output size back to the C input channels, weight [C, O/g, kh, kw] as is."""
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
+    (pt, pb), (pl, pr) = attrs["padding"]
+    oph, opw = attrs["output_padding"]
+    out_h = (h - 1) * sh + dh * (kh - 1) + 1 + oph - pt - pb
+    out_w = (w - 1) * sw + dw * (kw - 1) + 1 + opw - pl - pr
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"deconv output {out_h}x{out_w} is empty")
+    # Output rows past the full scatter (output_padding > bottom padding) get no
+    # contribution; `pad_into`/`crop` zero-fill them.
+    win = Window((kh, kw), (sh, sw), (dh, dw), (pt, pl), (out_h, out_w), (h, w))
+    return ConvPlan(win, n, attrs["out_channels"], c, attrs["groups"])
+
+
+def _deconv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _ConvCache]:
+    x, w = xs[0], params["weight"]
+    plan = _deconv_plan(x.shape, attrs)
+    y, _ = backward(x, w, None, plan, need_dx=True, need_dw=False)
+    if attrs["bias"]:
+        y += params["bias"].reshape(-1, 1, 1)
+    return y, _ConvCache(plan, x, w, attrs["bias"], attrs.get("trainable", True), ctx.need_input_grad)
+
+
+def _deconv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:
+    plan = cache.plan
+    saved = prepare(dy, plan)
+    dx = apply(saved, cache.weight, plan) if cache.need_dx else None
+    grads = {}
+    if cache.trainable:
+        _, grads["weight"] = backward(cache.saved, cache.weight, saved, plan, need_dx=False, need_dw=True)
+        if cache.bias:
+            grads["bias"] = _bias_grad(dy)
+    return (dx,), grads
+
+
+# -------------------------------------------------------------------- local
+
+@dataclass(frozen=True)
+class _LocalCache:
+    win: Window
+    tile: tuple[int, int]
+    cols: np.ndarray        # [th·tw, N·qh·qw, kh·kw·C]
+    weight: np.ndarray
+    x_shape: tuple[int, ...]
+    bias: bool
+    need_dx: bool
+
+
+def _local_window(x_shape: tuple[int, ...], attrs: Attrs) -> tuple[Window, Window]:
+    """The layer's sweep, and the same sweep extended to whole tiles (extra outputs dropped)."""
+    win = Window.of(x_shape[2:], attrs["kernel"], attrs["stride"], attrs["padding"])
+    (th, tw), (oh, ow) = attrs["tile"], win.out_hw
+    full = (-(-oh // th) * th, -(-ow // tw) * tw)
+    return win, Window(win.kernel, win.stride, win.dilation, win.offset, win.in_hw, full)
+
+
+def _local_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _LocalCache]:
+    x, w = xs[0], params["weight"]                      # w: [O, th, tw, C, kh, kw]
+    n, c = x.shape[:2]
+    win, full = _local_window(x.shape, attrs)
+    (th, tw), (kh, kw), (fh, fw) = attrs["tile"], win.kernel, full.out_hw
+    qh, qw = fh // th, fw // tw
+    # Output (q·th + a, r·tw + b) uses tile (a, b): the tile is a batch axis of one matmul.
+    v = window_view(pad_into(x, full, 0.0, channels_last=True), full, channels_last=True)
+    v = v.reshape(n, qh, th, qw, tw, kh, kw, c).transpose(2, 4, 0, 1, 3, 5, 6, 7)
+    cols = v.reshape(th * tw, n * qh * qw, kh * kw * c)
+    wm = w.transpose(1, 2, 4, 5, 3, 0).reshape(th * tw, kh * kw * c, -1)
+    y = np.matmul(cols, wm).reshape(th, tw, n, qh, qw, -1)
+    if attrs["bias"]:
+        y += params["bias"].transpose(1, 2, 0)[:, :, None, None, None, :]
+    oh, ow = win.out_hw
+    y = y.transpose(2, 5, 3, 0, 4, 1).reshape(n, -1, fh, fw)[:, :, :oh, :ow]
+    return y, _LocalCache(win, (th, tw), cols, w, x.shape, attrs["bias"], ctx.need_input_grad)
+
+
+def _local_backward(dy: np.ndarray, cache: _LocalCache) -> Grads:
+    win, (th, tw), w = cache.win, cache.tile, cache.weight
+    n, c = cache.x_shape[:2]
+    o, (kh, kw), (oh, ow) = w.shape[0], win.kernel, win.out_hw
+    qh, qw = -(-oh // th), -(-ow // tw)
+    g = np.zeros((n, o, qh * th, qw * tw), dy.dtype)
+    g[:, :, :oh, :ow] = dy
+    g = g.reshape(n, o, qh, th, qw, tw).transpose(3, 5, 0, 2, 4, 1).reshape(th * tw, -1, o)
+    dw = np.matmul(cache.cols.transpose(0, 2, 1), g)            # [th·tw, kh·kw·C, O]
+    grads = {"weight": np.ascontiguousarray(
+        dw.reshape(th, tw, kh, kw, c, o).transpose(5, 0, 1, 4, 2, 3))}
+    if cache.bias:
+        grads["bias"] = np.ascontiguousarray(g.sum(axis=1).reshape(th, tw, o).transpose(2, 0, 1))
+    dx = None
+    if cache.need_dx:
+        wm = w.transpose(1, 2, 4, 5, 3, 0).reshape(th * tw, kh * kw * c, o)
+        d = np.matmul(g, wm.transpose(0, 2, 1)).reshape(th, tw, n, qh, qw, kh, kw, c)
+        full = Window(win.kernel, win.stride, win.dilation, win.offset, win.in_hw, (qh * th, qw * tw))
+        eh, ew = full.extent
+        buf = np.zeros((n, eh, ew, c), dy.dtype)
+        for i, j, rows, cols in full.offsets():
+            # The strided slice splits into (q, a) x (r, b) as a view: no transposing copy.
+            buf[:, rows, cols].reshape(n, qh, th, qw, tw, c)[...] += \
+                d[:, :, :, :, :, i, j].transpose(2, 3, 0, 4, 1, 5)
+        dx = crop(buf, full, channels_last=True)
+    return (dx,), grads
+
+
+KERNELS: dict[str, Kernel] = {
+    "conv": Kernel(_conv_forward, _conv_backward),
+    "deconv": Kernel(_deconv_forward, _deconv_backward),
+    "local": Kernel(_local_forward, _local_backward),
+}

@@ -1,0 +1,145 @@
+"""Shared helpers for the kernel tests: running a kernel, finite differences, torch.
+
+The test files load this module by path (tests run with --import-mode=importlib,
+so the test directory is not on sys.path): see `load_helpers` at their top.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from cnnc.runtime.kernels import KERNELS, Context
+
+RTOL_FD = 1e-5          # float64 central differences vs the analytic backward
+RTOL_TORCH = 1e-5       # float32 against PyTorch, relative to the tensor's magnitude
+
+
+def ctx_factory(training: bool = False, seed: int = 0, saved: Mapping | None = None,
+                node: str = "node") -> Callable[[], Context]:
+    """A zero-argument maker of identical fresh contexts (same rng stream every call)."""
+    def make() -> Context:
+        return Context(training=training, rng=np.random.default_rng(seed),
+                       saved=dict(saved or {}), node=node)
+    return make
+
+
+def run(op: str, xs: Sequence[np.ndarray], params: Mapping[str, np.ndarray] | None = None,
+        attrs: Mapping[str, Any] | None = None, ctx: Context | None = None):
+    """(y, cache) of one forward call; params are passed as given (batchnorm mutates them)."""
+    return KERNELS[op].forward(tuple(xs), dict(params or {}), dict(attrs or {}), ctx or Context())
+
+
+def _loss(op, xs, params, attrs, make_ctx, dy) -> float:
+    fresh = {k: v.copy() for k, v in params.items()}    # running statistics must not drift
+    y, _ = run(op, xs, fresh, attrs, make_ctx())
+    return float(np.sum(y * dy))
+
+
+def numeric_grad(op, xs, params, attrs, make_ctx, dy, target: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Central differences of Σ y·dy with respect to every element of `target` (in place, restored)."""
+    g = np.zeros_like(target)
+    for idx in np.ndindex(target.shape):
+        old = target[idx]
+        target[idx] = old + h
+        up = _loss(op, xs, params, attrs, make_ctx, dy)
+        target[idx] = old - h
+        down = _loss(op, xs, params, attrs, make_ctx, dy)
+        target[idx] = old
+        g[idx] = (up - down) / (2 * h)
+    return g
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float, what: str = "",
+                 atol_rel: float | None = None) -> None:
+    """assert_allclose with an absolute floor relative to the expected tensor's magnitude."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    atol = (rtol if atol_rel is None else atol_rel) * max(scale, 1e-3)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def check_grads(op: str, xs: Sequence[np.ndarray], params: Mapping[str, np.ndarray] | None = None,
+                attrs: Mapping[str, Any] | None = None, *, make_ctx: Callable[[], Context] | None = None,
+                inputs: Sequence[int] | None = None, wrt_params: Sequence[str] = (),
+                no_grad_inputs: Sequence[int] = (), seed: int = 0, rtol: float = RTOL_FD) -> None:
+    """Analytic backward against float64 central differences for inputs and parameters."""
+    xs = [np.array(x, dtype=np.float64) for x in xs]
+    params = {k: np.array(v, dtype=np.float64) for k, v in (params or {}).items()}
+    attrs = dict(attrs or {})
+    make_ctx = make_ctx or ctx_factory()
+    y, cache = run(op, xs, {k: v.copy() for k, v in params.items()}, attrs, make_ctx())
+    assert y.dtype == np.float64
+    dy = np.random.default_rng(seed + 1000).standard_normal(y.shape)
+    dxs, dparams = KERNELS[op].backward(dy.copy(), cache)
+    assert len(dxs) == len(xs), f"{op}: {len(dxs)} input gradients for {len(xs)} inputs"
+    for i in no_grad_inputs:
+        assert dxs[i] is None, f"{op}: input {i} must get no gradient"
+    for i in (range(len(xs)) if inputs is None else inputs):
+        if i in no_grad_inputs:
+            continue
+        num = numeric_grad(op, xs, params, attrs, make_ctx, dy, xs[i])
+        assert dxs[i] is not None and dxs[i].dtype == np.float64
+        assert_close(dxs[i], num, rtol, f"{op} d/dx{i}", atol_rel=1e-7)
+    for name in wrt_params:
+        assert name in dparams, f"{op}: no gradient for {name}"
+        num = numeric_grad(op, xs, params, attrs, make_ctx, dy, params[name])
+        assert dparams[name].dtype == np.float64
+        assert_close(dparams[name], num, rtol, f"{op} d/d{name}", atol_rel=1e-7)
+
+
+def spread_values(rng: np.random.Generator, shape: tuple[int, ...], gap: float = 0.01,
+                  low: float = -1.0) -> np.ndarray:
+    """Distinct values at least `gap` apart, shuffled: maxima are unique and FD-stable."""
+    return (low + gap * rng.permutation(int(np.prod(shape)))).reshape(shape)
+
+
+def away_from(x: np.ndarray, points: Sequence[float], gap: float = 0.02) -> np.ndarray:
+    """x with every value within `gap` of a kink moved `gap` away (keeps FD off the kinks)."""
+    x = x.copy()
+    for p in points:
+        near = np.abs(x - p) < gap
+        x[near] = p + np.where(x[near] >= p, gap, -gap)
+    return x
+
+
+# ------------------------------------------------------------------ torch
+
+def torch_compare(op: str, xs: Sequence[np.ndarray], params: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+                  torch_fn: Callable, *, make_ctx: Callable[[], Context] | None = None,
+                  grad_inputs: Sequence[int] | None = None, wrt_params: Sequence[str] = (),
+                  seed: int = 0, rtol: float = RTOL_TORCH) -> None:
+    """Forward and gradients of our float32 kernel against `torch_fn(*inputs, **params)` in float32."""
+    import torch
+
+    xs = [np.asarray(x, dtype=np.float32) for x in xs]
+    params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+    make_ctx = make_ctx or ctx_factory()
+    y, cache = run(op, xs, {k: v.copy() for k, v in params.items()}, attrs, make_ctx())
+    assert y.dtype == np.float32, f"{op} changed float32 to {y.dtype}"
+    grad_inputs = range(len(xs)) if grad_inputs is None else grad_inputs
+    tx = [torch.tensor(x, requires_grad=i in grad_inputs) for i, x in enumerate(xs)]
+    tp = {k: torch.tensor(v, requires_grad=k in wrt_params) for k, v in params.items()}
+    ty = torch_fn(*tx, **tp)
+    assert_close(y, ty.detach().numpy(), rtol, f"{op} forward")
+    dy = np.random.default_rng(seed + 2000).standard_normal(y.shape).astype(np.float32)
+    ty.backward(torch.tensor(dy))
+    dxs, dparams = KERNELS[op].backward(dy, cache)
+    for i in grad_inputs:
+        assert dxs[i].dtype == np.float32
+        assert_close(dxs[i], tx[i].grad.numpy(), rtol, f"{op} d/dx{i}")
+    for name in wrt_params:
+        assert dparams[name].dtype == np.float32
+        assert_close(dparams[name], tp[name].grad.numpy(), rtol, f"{op} d/d{name}")
+
+
+def ref_out_size(size: int, k: int, s: int, d: int, lo: int, hi: int, ceil_mode: bool = False) -> int:
+    """Output length from PyTorch's documented formula (independent of the kernels' helper)."""
+    span = d * (k - 1) + 1
+    frac = (size + lo + hi - span) / s
+    n = (math.ceil(frac) if ceil_mode else math.floor(frac)) + 1
+    if ceil_mode and (n - 1) * s >= size + lo:
+        n -= 1
+    return n
