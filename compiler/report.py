@@ -15,7 +15,6 @@ from typing import Any
 
 from .analysis import FieldState, fmt_frac
 from .driver import Compiled
-from .graph import Node
 from .symbolic import is_symbolic
 
 WIDTH = 100

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from ..dsl.source import CnncError
 from . import data as data_mod
 from .augment import make_augment
 from .checkpoint import load_checkpoint, save_checkpoint
+from .kernels import _shards
 from .losses import make_loss
 from .optim import make_optimizer, penalty, weight_predicate
 from .plan import Plan
@@ -148,25 +150,50 @@ def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
 
 
 SHUFFLE, AUGMENT, DROPOUT = 0, 1, 2
-SHARDS = 2  # a batch of a batch-independent network is computed as this many shards
+SHARDS = 2  # a training batch is computed as this many shards (see batch_loss_and_grads)
 
 
 def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator,
                          pool: ThreadPoolExecutor | None = None):
     """Loss, predictions and parameter gradients of one training batch.
 
-    When no layer couples the samples of a batch (no batchnorm), the batch is cut
-    into SHARDS fixed shards, run on the pool's threads with BLAS held to one
-    thread each: NumPy releases the GIL inside its kernels, so the shards run in
-    parallel. The shards, their random streams and the order their gradients are
-    summed in do not depend on the thread count, so neither do the results.
+    The batch is cut into SHARDS fixed shards, run on the pool's threads with
+    BLAS held to one thread each: NumPy releases the GIL inside its kernels, so
+    the shards run in parallel. When no layer couples the samples of a batch
+    (no batchnorm), the shards are independent and run whether or not there is
+    a pool, so the shards, their random streams and the order their gradients
+    are summed in do not depend on the thread count, and neither do the
+    results. With batchnorm the shards run in lockstep (kernels._shards: they
+    meet inside every batchnorm to sum its statistics over the whole batch),
+    which needs a thread per shard; without a pool the batch runs whole.
     """
-    if not plan.batch_independent or len(xb) < SHARDS:
+    lockstep = not plan.batch_independent
+    if len(xb) < SHARDS or (lockstep and pool is None):
         return _shard(plan, loss_fn, xb, yb, drop_rng, 1.0)
     parts = np.array_split(np.arange(len(xb)), SHARDS)
     rngs = [np.random.default_rng(s) for s in drop_rng.integers(0, 2**63 - 1, size=SHARDS)]
     jobs = [(xb[i], yb[i], r, len(i) / len(xb)) for i, r in zip(parts, rngs)]
-    if pool is not None:
+    if lockstep:
+        group = _shards.ShardGroup(SHARDS)
+
+        def run(i: int):
+            with _shards.member(group, i):
+                return _shard(plan, loss_fn, *jobs[i])
+        with threadpool_limits(1):
+            # Shard 0 runs on this thread, so a pool of one worker is enough.
+            futures = [pool.submit(run, i) for i in range(1, SHARDS)]
+            try:
+                first = run(0)
+            except threading.BrokenBarrierError:
+                for f in futures:
+                    f.result()      # the shard whose error released this one raises it here
+                raise
+            except BaseException:
+                for f in futures:
+                    f.exception()   # released by this shard's error: let them finish
+                raise
+            results = [first, *(f.result() for f in futures)]
+    elif pool is not None:
         with threadpool_limits(1):
             results = list(pool.map(lambda job: _shard(plan, loss_fn, *job), jobs))
     else:

@@ -365,7 +365,7 @@ def _draw_turn(svg: Svg, upper: Row, lower: Row, y_mid: float) -> None:
 
 def figure_svg(compiled: Compiled) -> str:
     """The architecture figure of the main path, as an SVG document."""
-    net, a = compiled.net, compiled.analysis
+    net = compiled.net
     path = main_path(net)
     slabs = slabs_of(net, path)
     env = nominal_env(net)

@@ -35,7 +35,7 @@ def test_lenet5_reaches_the_accuracy_target_on_the_embedded_digits(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("example, args", [
     ("small_resnet.cnn", ["--epochs", "2", "--limit", "2000"]),
-    ("small_inception.cnn", ["--epochs", "2", "--limit", "2000"]),
+    ("small_inception.cnn", ["--epochs", "3", "--limit", "3000"]),
     ("small_unet.cnn", ["--epochs", "3"]),
 ])
 def test_residual_inception_and_unet_examples_learn(tmp_path, example, args):

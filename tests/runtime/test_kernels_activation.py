@@ -1,10 +1,7 @@
 """Kernel tests for the activations and softmax: per-element formulas, finite differences, PyTorch."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +10,7 @@ from cnnc.runtime.kernels import KERNELS
 from cnnc.runtime.kernels._erf import erf
 
 
-def _load_helpers():
-    name = "cnnc_tests_kernel_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kernel_helpers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _load_helpers()
+import kernel_helpers as H  # tests/runtime is on sys.path (pytest `pythonpath`)
 
 
 def _sig(v):

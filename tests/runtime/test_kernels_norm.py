@@ -1,9 +1,6 @@
 """Kernel tests for batch/layer/instance/group norm and LRN: naive loops, finite differences, PyTorch."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,17 +8,7 @@ import pytest
 from cnnc.runtime.kernels import Context
 
 
-def _load_helpers():
-    name = "cnnc_tests_kernel_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kernel_helpers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _load_helpers()
+import kernel_helpers as H  # tests/runtime is on sys.path (pytest `pythonpath`)
 
 
 def _affine_params(rng, c):

@@ -1,7 +1,6 @@
 """Whole networks against PyTorch: same graph, same weights -> same outputs and gradients."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,7 @@ from cnnc.runtime.plan import Plan
 
 torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("torch_reference", ROOT / "bench" / "torch_reference.py")
-torch_reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(torch_reference)
+import torch_reference  # noqa: E402  (bench/ is on sys.path via pytest's `pythonpath`)
 
 
 @pytest.mark.torch

@@ -1,0 +1,169 @@
+"""`--emit numpy`: the generated module imports only NumPy and predicts what the runtime predicts."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnc.cli import main as cli
+from cnnc.compiler.driver import compile_file
+from cnnc.dsl.source import CnncError
+from cnnc.runtime.checkpoint import save_checkpoint
+from cnnc.runtime.codegen import emit, variable_names
+from cnnc.runtime.plan import Plan
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+ZOO = """
+network Zoo(classes = 5) {
+    input x: [4, 12, 12]
+    a = x -> conv(8, 3, pad = ((1, 1), (2, 0))) -> batchnorm -> relu6
+    b = a -> depthwise_conv(3, pad = 1) -> batchnorm -> leaky_relu(0.2)
+    c = b -> conv(8, 3, pad = 2, dilation = 2, groups = 4) -> elu(0.5)
+    d = c -> maxpool(3, stride = 2, pad = 1, ceil_mode = true)
+    e = d -> avgpool(2, stride = 2, ceil_mode = true, count_include_pad = false)
+    u = e -> upsample(2, mode = bilinear) -> deconv(6, 3, stride = 2, pad = 1, output_padding = 1)
+    v = u -> lrn(3) -> groupnorm(2) -> hardswish
+    n = d -> upsample(2) -> pad(((2, 1), (1, 2)), value = 0.5) -> instancenorm -> swish
+    w = n -> crop(like = v)
+    g = concat(v, w) -> layernorm -> mish
+    s = g -> global_maxpool -> sigmoid
+    h = (g * s) + g
+    h -> avgpool(3, stride = 1, pad = 1) -> adaptive_avgpool(3, 2) -> dropout(0.3, mode = downgrade_in_infer)
+      -> spatial_dropout(0.2) -> tanh -> flatten -> linear(16, bias = false) -> batchnorm -> relu
+      -> dropout(0.5) -> linear(classes) -> softmax
+}
+"""
+
+RUNNER = textwrap.dedent("""
+    import importlib.util, json, sys
+    sys.modules["cnnc"] = None            # from here on, any `import cnnc...` raises ImportError
+    import numpy as np
+    for name, module, x, out in json.loads(sys.argv[1]):
+        spec = importlib.util.spec_from_file_location(name, module)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        np.save(out, mod.forward(np.load(x)))
+    cnnc = sorted(m for m, v in sys.modules.items() if m.split(".")[0] == "cnnc" and v is not None)
+    print(json.dumps({"cnnc_modules": cnnc, "torch": "torch" in sys.modules}))
+""")
+
+
+def trained_like(plan: Plan, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Parameters as a checkpoint would hold them: every tensor nonzero, BN statistics away from 0/1."""
+    out = {}
+    for key, v in plan.params.items():
+        name = key.rsplit(".", 1)[1]
+        if name == "running_var":
+            out[key] = rng.uniform(0.5, 2.0, v.shape)
+        elif name in ("running_mean", "bias"):
+            out[key] = rng.normal(0, 0.3, v.shape)
+        elif name == "weight" and v.ndim == 1:
+            out[key] = rng.uniform(0.5, 1.5, v.shape)
+        else:
+            out[key] = v * rng.uniform(0.5, 1.5)
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def checkpoint_for(c, path: Path, seed: int = 0) -> tuple[Plan, Path]:
+    plan = Plan(c.net, c.analysis.params, seed=seed)
+    params = trained_like(plan, np.random.default_rng(seed))
+    save_checkpoint(path, {f"param/{k}": v for k, v in params.items()},
+                    {"format": "cnnc-checkpoint-1", "network": c.net.name, "epoch": 1})
+    plan.load_state(params)
+    return plan, path
+
+
+def run_generated(jobs: list[tuple[str, Path, Path, Path]]) -> dict:
+    spec = json.dumps([[n, str(m), str(x), str(o)] for n, m, x, o in jobs])
+    r = subprocess.run([sys.executable, "-c", RUNNER, spec], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_generated_modules_predict_what_the_runtime_predicts_without_importing_cnnc(tmp_path, write):
+    sources = {"small_resnet": EXAMPLES / "small_resnet.cnn", "small_unet": EXAMPLES / "small_unet.cnn",
+               "small_inception": EXAMPLES / "small_inception.cnn", "lenet5": EXAMPLES / "lenet5.cnn",
+               "zoo": write(ZOO, "zoo.cnn")}
+    jobs, expected = [], {}
+    for i, (name, src) in enumerate(sources.items()):
+        c = compile_file(src)
+        plan, ckpt = checkpoint_for(c, tmp_path / f"{name}.ckpt.npz", seed=i)
+        module = tmp_path / "gen" / f"{name}_model.py"
+        info = emit(c, str(module), str(ckpt))
+        assert info["source"] == f"checkpoint {ckpt}" and Path(info["weights"]).exists()
+        x = np.random.default_rng(i).standard_normal((3, *c.net.shapes[plan.inputs[0]])).astype(np.float32)
+        np.save(tmp_path / f"{name}_x.npy", x)
+        expected[name] = plan.forward(x)[0][plan.outputs[0]]
+        jobs.append((f"{name}_model", module, tmp_path / f"{name}_x.npy", tmp_path / f"{name}_y.npy"))
+    status = run_generated(jobs)
+    assert status == {"cnnc_modules": [], "torch": False}
+    for name, ref in expected.items():
+        got = np.load(tmp_path / f"{name}_y.npy")
+        assert got.shape == ref.shape and got.dtype == np.float32
+        err = np.abs(got - ref).max() / np.abs(ref).max()
+        assert err <= 1e-5, (name, err)
+        if got.ndim == 2:
+            assert (got.argmax(axis=1) == ref.argmax(axis=1)).all(), name
+
+
+def test_the_module_imports_only_numpy_and_reads_straight_line(tmp_path):
+    c = compile_file(EXAMPLES / "resnet18.cnn")
+    info = emit(c, str(tmp_path / "model.py"))
+    text = (tmp_path / "model.py").read_text()
+    imports = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            imports |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imports.add(node.module)
+    assert imports == {"os", "numpy"}
+    assert info["functions"] == ["conv2d", "linear", "relu", "max_pool2d", "global_avg_pool", "flatten"]
+    assert info["source"] == "initial weights, seed 0" and info["arrays"] == 2 * 20 + 2
+    forward = text[text.index("def forward("):]
+    assert forward.count(" = ") >= 24                        # one named variable per fused layer
+    assert 'basic_1_conv = relu(conv2d(basic_1_conv_bn_relu_conv, p["basic_1.conv.weight"]' in forward
+    assert "+ maxpool)" in forward                           # the residual add, folded into the line
+    assert "batchnorm" not in forward.split("# ")[0]         # folded: no batchnorm call anywhere
+    with np.load(tmp_path / "model.npz") as z:
+        assert set(z.files) >= {"stem.conv.weight", "stem.conv.bias", "fc.weight"}
+        assert "stem.batchnorm.running_mean" not in z.files
+
+
+def test_cli_emit_with_a_checkpoint(tmp_path, capsys):
+    c = compile_file(EXAMPLES / "small_resnet.cnn")
+    _, ckpt = checkpoint_for(c, tmp_path / "last.npz")
+    out = tmp_path / "deploy" / "model.py"
+    assert cli(["compile", str(EXAMPLES / "small_resnet.cnn"), "--emit", "numpy", "-o", str(out),
+                "--checkpoint", str(ckpt)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out} (" in printed and f"wrote {out.with_suffix('.npz')} (20 arrays" in printed
+    assert f"checkpoint {ckpt}" in printed and out.exists()
+
+
+def test_emit_refuses_what_it_cannot_write(tmp_path, write):
+    unpool = compile_file(write("network U {\n  input x: [1, 8, 8]\n  x -> p: maxpool(2) -> relu -> unpool(p)\n}\n"))
+    with pytest.raises(CnncError, match="does not support 'unpool'") as info:
+        emit(unpool, str(tmp_path / "u.py"))
+    assert info.value.loc is not None and info.value.loc.line == 3
+    with pytest.raises(CnncError, match="concrete sizes"):
+        emit(compile_file(EXAMPLES / "unet.cnn"), str(tmp_path / "unet.py"))
+    c = compile_file(EXAMPLES / "lenet5.cnn")
+    with pytest.raises(CnncError, match="must be a .py file"):
+        emit(c, str(tmp_path / "model.txt"))
+    other, ckpt = checkpoint_for(compile_file(EXAMPLES / "small_resnet.cnn"), tmp_path / "other.npz")
+    with pytest.raises(CnncError, match="does not fit LeNet5"):
+        emit(c, str(tmp_path / "m.py"), str(ckpt))
+
+
+def test_variable_names_are_distinct_identifiers(compile_src):
+    c = compile_src("network N {\n  input x: [1, 4, 4]\n  x -> relu: conv(2, 1) -> flatten\n}\n")
+    names = variable_names(c.net)
+    assert len(set(names.values())) == len(names)
+    assert all(v.isidentifier() for v in names.values()) and names["relu"] != "relu"
