@@ -16,14 +16,14 @@ by an explicit rule.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
 
 from .graph import ParamSpec
-from .symbolic import Dim, ceildiv, is_symbolic
+from .symbolic import ceildiv, is_symbolic
 
 REQUIRED = object()
 
