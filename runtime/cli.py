@@ -17,6 +17,10 @@ from . import data as data_mod
 from .checkpoint import load_checkpoint
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def config_from_args(args, compiled) -> TrainConfig:
     cfg = compiled.net.train or TrainConfig()
     for key in ("epochs", "batch", "seed", "lr"):
@@ -44,7 +48,7 @@ def run(args, compiled) -> int:
     cfg = config_from_args(args, compiled)
     if compiled.net.train is None:
         print(f"note: {compiled.net.name} has no train section; using defaults "
-              f"(mnist10k, {cfg.epochs} epochs, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
+              f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
     trainer = Trainer(compiled, cfg, _out_dir(args, compiled), data_override=args.data, limit=args.limit,
                       progress=progress, threads=args.threads)
@@ -54,7 +58,7 @@ def run(args, compiled) -> int:
     print(f"{compiled.net.name}: {len(ds.train):,} training samples"
           + (f", {len(ds.val):,} validation" if ds.val is not None else "")
           + (f", {len(ds.test):,} test" if ds.test is not None else "")
-          + f" from {ds.name}; {cfg.epochs} epochs of batch {cfg.batch}; {cfg.optimizer.name} "
+          + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
           f"lr {trainer.base_lr:g}; checkpoints in {trainer.out}")
     result = trainer.run(resume=args.resume)
     return 1 if result.stopped and result.stopped.startswith("the loss") else 0
