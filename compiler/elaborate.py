@@ -477,8 +477,8 @@ class Elaborator:
             raise CnncError(f"unpool needs the label of a maxpool layer, got {describe(value)}", loc,
                             "label the pooling layer: `p1: maxpool(2)` … `unpool(p1)`")
         pool = self.nodes[value.node]
-        return {"of": value.node, "of_shape": pool.shape, "of_input_shape": self.nodes[pool.inputs[0]].shape,
-                "of_stride": pool.attrs["stride"]}
+        return {"of": value.node, "of_name": pool.segment.path(), "of_shape": pool.shape,
+                "of_input_shape": self.nodes[pool.inputs[0]].shape, "of_stride": pool.attrs["stride"]}
 
     def _match_args(self, name: str, attrs: tuple, args: tuple, kwargs: tuple, frame: Frame,
                     loc: Loc) -> dict[str, tuple[Any, Loc]]:
@@ -960,6 +960,7 @@ class Elaborator:
             attrs = dict(p.attrs)
             if p.op == "unpool":
                 attrs["of"] = names[attrs["of"]]
+                attrs.pop("of_name", None)  # only for messages during elaboration
             repeat = None
             seg: Segment | None = p.segment
             while seg is not None:

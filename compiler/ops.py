@@ -452,12 +452,11 @@ ADAPTIVE_AVGPOOL = OpSpec(
 
 
 def _unpool_shape(a, ins):
-    return a["of_input_shape"][:1] + a["of_input_shape"][1:] if ins[0] == a["of_shape"] else _unpool_mismatch(a, ins)
-
-
-def _unpool_mismatch(a, ins):
-    raise OpError(f"unpool's input {fmt_shape(ins[0])} must have the shape of {a['of']}'s output "
-                  f"{fmt_shape(a['of_shape'])}", attr="of")
+    """Unpooling undoes its maxpool: input shaped like the pool's output, output like its input."""
+    if tuple(ins[0]) != tuple(a["of_shape"]):
+        raise OpError(f"unpool's input {fmt_shape(ins[0])} must have the shape of {a.get('of_name', a['of'])}'s output "
+                      f"{fmt_shape(a['of_shape'])}", attr="of")
+    return tuple(a["of_input_shape"])
 
 
 def _unpool_rf(a, ins):
@@ -687,11 +686,8 @@ OPS: dict[str, OpSpec] = {
                  ADAPTIVE_AVGPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE]
 }
 
-# Surface attribute names -> normalised attribute names.
-RENAMES = {"out": None, "k": "kernel", "pad": "padding"}
-
-
 def normalised_name(op: str, attr: str) -> str:
+    """The normalised attribute a surface argument fills: k -> kernel, pad -> padding, out -> ..."""
     if attr == "out":
         return "out_features" if op == "linear" else "out_channels"
     return {"k": "kernel", "pad": "padding"}.get(attr, attr)

@@ -46,6 +46,8 @@ CASES = [
     ("bool-attr", net("x -> conv(8, 3, bias = 1)"), 3, 28, "bias must be true or false, got the integer 1", None),
     ("unpool-needs-maxpool", net("p = x -> avgpool(2)\n    p -> unpool(p)"), 4, 17,
      "unpool needs the label of a maxpool layer", "label the pooling layer"),
+    ("unpool-shape", net("x -> p: maxpool(2) -> conv(8, 3, pad = 1) -> unpool(p)"), 3, 57,
+     "unpool's input [8, 16, 16] must have the shape of p's output [3, 16, 16]", None),
     ("symbolic-condition", "network N {\n    input x: [3, H, W]\n    x -> conv(if height(x) > 8 { 4 } else { 2 }, 1)"
      "\n}\n", 3, 28, "cannot decide '>' on a size that depends on H", "--input"),
     ("in-outside-block", net("in -> relu"), 3, 5, "`in` exists only inside a block", None),
