@@ -7,7 +7,10 @@ for NumPy (it sees NumPy's allocations) and, for PyTorch (whose allocator tracem
 cannot see), the peak of the process's resident memory sampled every
 millisecond during one step, above its level just before the step.
 
-    python bench/bench_train_step.py [--threads N] [--repeats R] [--profile]
+    python bench/bench_train_step.py [--threads N] [--repeats R] [--rounds K] [--only NAME] [--profile]
+
+With --profile, cProfile sees the calling thread only: in a sharded step that
+is shard 0 (the other shards run the same code on the pool's threads).
 """
 from __future__ import annotations
 
@@ -89,6 +92,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved cnnc/torch rounds; the last one is reported")
+    ap.add_argument("--only", default="", help="run only the models whose name contains this (case-insensitive)")
     ap.add_argument("--profile", action="store_true", help="print where cnnc's step spends its time")
     args = ap.parse_args()
 
@@ -100,6 +105,8 @@ def main() -> None:
     print(f"{'model':<20} {'batch':>5} {'cnnc ms':>9} {'torch ms':>9} {'ratio':>7} {'target':>7} "
           f"{'cnnc peak MiB':>14} {'torch peak MiB':>15}")
     for name, path, batch, target in CASES:
+        if args.only.lower() not in name.lower():
+            continue
         c = compile_file(path, allow={"all"})
         plan = Plan(c.net, c.analysis.params, seed=0)
         shape = c.net.shapes[plan.inputs[0]]
@@ -121,7 +128,7 @@ def main() -> None:
             cnnc_step(plan, opt, loss, x, y, pool)
             peak = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
-        for _ in range(2):  # interleave, so load changes hit both sides alike
+        for _ in range(args.rounds):  # interleave, so load changes hit both sides alike
             with threadpool_limits(args.threads):
                 ours = median_ms(lambda: cnnc_step(plan, opt, loss, x, y, pool), args.repeats)
             theirs = median_ms(lambda: torch_step(twin, topt, tx, ty), args.repeats)

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..compiler.train_spec import Spec, TrainConfig
 from ..dsl.source import CnncError
@@ -179,7 +178,7 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
         def run(i: int):
             with _shards.member(group, i):
                 return _shard(plan, loss_fn, *jobs[i])
-        with threadpool_limits(1):
+        with _shards.blas_threads(1):
             # Shard 0 runs on this thread, so a pool of one worker is enough.
             futures = [pool.submit(run, i) for i in range(1, SHARDS)]
             try:
@@ -194,7 +193,7 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
                 raise
             results = [first, *(f.result() for f in futures)]
     elif pool is not None:
-        with threadpool_limits(1):
+        with _shards.blas_threads(1):
             results = list(pool.map(lambda job: _shard(plan, loss_fn, *job), jobs))
     else:
         results = [_shard(plan, loss_fn, *job) for job in jobs]

@@ -9,8 +9,11 @@ and the result is returned as a channels-first *view* of NHWC memory, which
 the next channels-last conv reads without a transposing copy. Groups are a
 batch axis of `np.matmul`, never a Python loop; depthwise convolutions (one
 input channel per group) skip the matmul: forward, weight and data gradient
-are each one `einsum` over a window view. The forward keeps its im2col matrix
-for the weight gradient. The data gradient is computed offset-major (one
+are each one `einsum` over a window view. An ungrouped channels-last `conv`
+runs chunk by chunk of samples (`chunked_forward`/`chunked_backward`: every
+chunk's im2col matrix stays in cache, and the backward pass rebuilds it
+instead of keeping it); otherwise the forward keeps its im2col matrix for the
+weight gradient. The data gradient is computed offset-major (one
 small product per kernel offset, batched in one matmul) and scattered back
 (col2im) with one contiguous slice-add per offset, never `np.add.at`. A
 transposed convolution (`deconv`) is exactly the data-gradient pass of the
@@ -19,17 +22,23 @@ conv it transposes, and its backward is that conv's forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
-from ._im2col import Window, crop, pad_into, window_view
+from ._im2col import Window, _region, crop, pad_into, window_view
 
 # Channels per group from which the channels-last im2col wins (measured at
 # batch 64: channels-first is 1.3-5x faster for 1-4 channels, channels-last
 # 1.4x faster at 6, even at 8; bench/bench_kernels.py).
 _CHANNELS_LAST_MIN = 6
+
+# Bytes of im2col matrix per chunk of samples in the chunked convolution: a
+# chunk's matrix, its GEMMs and its scatter stay in the core's L2/L3 (measured:
+# 1-2 MiB is 1.4-2x faster than whole-batch matrices at ResNet-20's shapes).
+_CHUNK_BYTES = 3 << 19
 
 
 @dataclass(frozen=True)
@@ -227,16 +236,151 @@ def _depthwise_backward(dy: np.ndarray, w: np.ndarray, buf: np.ndarray, plan: Co
     return crop(dbuf, win, channels_last=True), dw
 
 
+# ------------------------------------------------------------- chunked conv
+#
+# An ungrouped channels-last conv runs chunk by chunk of samples: pad the
+# chunk into a small workspace, im2col it into another, one GEMM into the
+# chunk's rows of the output. Nothing of size kh·kw × the input is kept: the
+# cache holds the input itself (already alive as the previous layer's
+# output), and the backward pass rebuilds each chunk's im2col matrix (cheap:
+# it stays in cache) for the weight-gradient GEMM, then computes the chunk's
+# per-offset data gradients and scatters them straight into the unpadded,
+# channels-last input gradient. Chunks are fixed by the shapes, and the
+# per-chunk weight gradients are summed in chunk order: deterministic.
+
+CHUNKED = True      # False: every conv keeps its whole im2col matrix (the pre-chunking path)
+
+
+def chunked(plan: ConvPlan) -> bool:
+    """Does this conv take the chunked path (`chunked_forward`/`chunked_backward`)?"""
+    return CHUNKED and plan.groups == 1 and plan.channels_last
+
+
+def _chunk(plan: ConvPlan) -> int:
+    """Samples per chunk: about _CHUNK_BYTES of im2col each, in chunks of equal size."""
+    (kh, kw), (oh, ow) = plan.win.kernel, plan.win.out_hw
+    total = plan.n * oh * ow * kh * kw * plan.cg * 4
+    chunks = min(plan.n, max(1, round(total / _CHUNK_BYTES)))
+    return -(-plan.n // chunks)
+
+
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    """[N, C, H, W] -> contiguous [N, H, W, C] (free for a channels-last view)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+class _Padder:
+    """Pads chunks of a contiguous NHWC input into one reused zero-bordered workspace."""
+
+    def __init__(self, xn: np.ndarray, win: Window, chunk: int):
+        self.xn, self.win = xn, win
+        self.trivial = win.trivial
+        if not self.trivial:
+            self.region = _region(win)
+            self.buf = np.zeros((chunk, *win.extent, xn.shape[3]), xn.dtype)
+
+    def __call__(self, s0: int, s1: int) -> np.ndarray:
+        if self.trivial:
+            return self.xn[s0:s1]
+        rb, cb, ri, ci = self.region
+        buf = self.buf[:s1 - s0]
+        buf[:, rb, cb] = self.xn[s0:s1, ri, ci]     # the borders stay zero
+        return buf
+
+
+@lru_cache(maxsize=256)
+def _scatter_slices(win: Window) -> tuple[tuple[int, int, tuple, tuple], ...]:
+    """Per kernel offset (i, j): the output window positions whose tap lands inside
+    the unpadded input, and the input positions they land on, as (out, in) slices."""
+    out = []
+    for i, j, _, _ in win.offsets():
+        sl = []
+        for a, k in ((0, i), (1, j)):
+            s, d, top, n, o = win.stride[a], win.dilation[a], win.offset[a], win.in_hw[a], win.out_hw[a]
+            first = max(0, -(-(top - k * d) // s))                  # ceil
+            last = min(o - 1, (n - 1 + top - k * d) // s)
+            if last < first:
+                break
+            start = k * d + first * s - top
+            sl.append((slice(first, last + 1), slice(start, start + (last - first) * s + 1, s)))
+        if len(sl) == 2:
+            out.append((i, j, (sl[0][0], sl[1][0]), (sl[0][1], sl[1][1])))
+    return tuple(out)
+
+
+def chunked_forward(x: np.ndarray, w: np.ndarray, plan: ConvPlan,
+                    bias: np.ndarray | None = None) -> np.ndarray:
+    """The conv output [N, c_out, oh, ow] (a view of NHWC memory), chunk by chunk."""
+    win, n = plan.win, plan.n
+    (kh, kw), (oh, ow) = win.kernel, win.out_hw
+    p, k, s = oh * ow, kh * kw * plan.cg, _chunk(plan)
+    xn = _nhwc(x)
+    pad = _Padder(xn, win, s)
+    wm = _weight_cl(w, plan)[0]                                     # [K, O]
+    y = np.empty((n * p, plan.c_out), x.dtype)
+    cols_ws = np.empty((s * p, k), x.dtype)
+    for s0 in range(0, n, s):
+        s1 = min(n, s0 + s)
+        cols = cols_ws[:(s1 - s0) * p]
+        np.copyto(cols.reshape(s1 - s0, oh, ow, kh, kw, plan.cg), window_view(pad(s0, s1), win, True))
+        out = y[s0 * p:s1 * p]
+        np.matmul(cols, wm, out=out)
+        if bias is not None:
+            out += bias
+    return y.reshape(n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
+
+
+def chunked_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, plan: ConvPlan, need_dx: bool,
+                     need_dw: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(dx [N, c_in, H, W] as a view of NHWC memory, dw [c_out, cg, kh, kw]), None where not asked."""
+    win, n, c = plan.win, plan.n, plan.c_in
+    (kh, kw), (oh, ow), (h, wd) = win.kernel, win.out_hw, win.in_hw
+    p, k, s = oh * ow, kh * kw * c, _chunk(plan)
+    rows = _nhwc(dy).reshape(n * p, plan.c_out)
+    chunks = range(0, n, s)
+    if need_dw:
+        pad = _Padder(_nhwc(x), win, s)
+        cols_ws = np.empty((s * p, k), dy.dtype)
+        dw_parts = np.empty((len(chunks), k, plan.c_out), dy.dtype)
+    if need_dx:
+        wo = _weight_by_offset(w, plan)[0]                          # [kh·kw, O, C]
+        dk_ws = np.empty((kh * kw, s * p, c), dy.dtype)
+        dx = np.empty((n, h, wd, c), dy.dtype)
+        taps = _scatter_slices(win)
+    for ci, s0 in enumerate(chunks):
+        s1 = min(n, s0 + s)
+        m = (s1 - s0) * p
+        r = rows[s0 * p:s1 * p]
+        if need_dw:
+            cols = cols_ws[:m]
+            np.copyto(cols.reshape(s1 - s0, oh, ow, kh, kw, c), window_view(pad(s0, s1), win, True))
+            np.matmul(cols.T, r, out=dw_parts[ci])
+        if need_dx:
+            dk = dk_ws if m == s * p else np.empty((kh * kw, m, c), dy.dtype)
+            np.matmul(r, wo, out=dk)
+            d = dk.reshape(kh, kw, s1 - s0, oh, ow, c)
+            g = dx[s0:s1]
+            g.fill(0)
+            for i, j, (yo, xo), (yi, xi) in taps:
+                g[:, yi, xi] += d[i, j, :, yo, xo]
+    dw = None
+    if need_dw:
+        dwm = dw_parts[0] if len(chunks) == 1 else dw_parts.sum(axis=0)
+        dw = np.ascontiguousarray(dwm.reshape(kh, kw, c, plan.c_out).transpose(3, 2, 0, 1))
+    return (dx.transpose(0, 3, 1, 2) if need_dx else None), dw
+
+
 # --------------------------------------------------------------------- conv
 
 @dataclass(frozen=True)
 class _ConvCache:
     plan: ConvPlan
-    saved: Any              # `prepare` result (conv), or the input x (deconv)
+    saved: Any              # `prepare` result (conv), the input x (chunked conv, deconv)
     weight: np.ndarray
     bias: bool
     trainable: bool
     need_dx: bool
+    chunked: bool = False   # saved is the NHWC input of `chunked_forward`
 
 
 def _bias_grad(dy: np.ndarray) -> np.ndarray:
@@ -248,16 +392,25 @@ def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tu
     n, c, h, wd = x.shape
     win = Window.of((h, wd), attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
     plan = ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+    trainable = attrs.get("trainable", True)
+    if chunked(plan):
+        x = _nhwc(x).transpose(0, 3, 1, 2)       # once: the backward pass reads the same layout
+        y = chunked_forward(x, w, plan, params["bias"] if attrs["bias"] else None)
+        return y, _ConvCache(plan, x if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad,
+                             chunked=True)
     saved = prepare(x, plan)
     y = apply(saved, w, plan)
     if attrs["bias"]:
         y += params["bias"].reshape(-1, 1, 1)
-    trainable = attrs.get("trainable", True)
     return y, _ConvCache(plan, saved if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad)
 
 
 def _conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:
-    dx, dw = backward(dy, cache.weight, cache.saved, cache.plan, cache.need_dx, cache.trainable)
+    plan = cache.plan
+    if cache.chunked:
+        dx, dw = chunked_backward(dy, cache.saved, cache.weight, plan, cache.need_dx, cache.trainable)
+    else:
+        dx, dw = backward(dy, cache.weight, cache.saved, plan, cache.need_dx, cache.trainable)
     grads = {}
     if cache.trainable:
         grads["weight"] = dw

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _shards
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 
 
@@ -31,55 +32,142 @@ def _reduce_axes(x: np.ndarray) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------- batchnorm
+#
+# Per-channel work on channels-last memory would broadcast a C-vector over an
+# inner loop of only C elements (slow in NumPy: ~5x a plain pass at C = 16).
+# `_Layout` instead sees the tensor as [rows, C·k] with the channel vectors
+# tiled k times (inner loops of ~1000), and takes per-channel sums as one
+# BLAS product with a ones vector (~20x faster than `sum(axis=0)` there).
+
+_WIDE = 1024        # target inner length for per-channel broadcasts
+
+
+class _Layout:
+    """How a [N, C, ...] tensor lies in memory, for per-channel sums and affines."""
+
+    def __init__(self, x: np.ndarray):
+        self.shape, c = x.shape, x.shape[1]
+        self.c = c
+        n = x.shape[0]
+        p = x.size // (n * c) if x.size else 0
+        self.count = n * p
+        if x.ndim > 2 and not x.flags.c_contiguous and x.transpose(0, *range(2, x.ndim), 1).flags.c_contiguous:
+            self.last = True            # channels-last memory (a channels-last conv's output)
+        elif x.ndim == 2 or p == 1:
+            self.last = True            # [N, C]: channels are the inner axis already
+        else:
+            self.last = False
+        if self.last:
+            k = 1
+            while k * 2 * c <= _WIDE and self.count % (k * 2) == 0:
+                k *= 2
+            self.k = k
+            self.flat_shape = (self.count // k, c * k)
+        else:
+            self.k = 1
+            self.flat_shape = (n, c, p)
+
+    def flat(self, a: np.ndarray) -> np.ndarray:
+        """a (shaped like x) as the flat view of this layout, copied if laid out otherwise."""
+        if self.last:
+            if a.ndim > 2:
+                a = a.transpose(0, *range(2, a.ndim), 1)
+            return np.ascontiguousarray(a).reshape(self.flat_shape)
+        return np.ascontiguousarray(a).reshape(self.flat_shape)
+
+    def unflat(self, f: np.ndarray) -> np.ndarray:
+        """Inverse of `flat`: the [N, C, ...] view of a flat array."""
+        if self.last:
+            if len(self.shape) == 2:
+                return f.reshape(self.shape)
+            nhwc = (self.shape[0], *self.shape[2:], self.c)
+            return f.reshape(nhwc).transpose(0, len(nhwc) - 1, *range(1, len(nhwc) - 1))
+        return f.reshape(self.shape)
+
+    def vec(self, v: np.ndarray) -> np.ndarray:
+        """A per-channel vector, broadcastable against `flat` arrays."""
+        if self.last:
+            return np.tile(v, self.k)
+        return v.reshape(1, self.c, 1)
+
+    def sums(self, f: np.ndarray) -> np.ndarray:
+        """Per-channel sums of a flat array."""
+        if self.last:
+            s = np.ones(f.shape[0], f.dtype) @ f
+            return s.reshape(self.k, self.c).sum(axis=0) if self.k > 1 else s
+        return (f @ np.ones(f.shape[2], f.dtype)).sum(axis=0)
+
 
 @dataclass(frozen=True)
 class _BatchNormCache:
-    xhat: np.ndarray
+    xc: np.ndarray          # flat (see `_Layout`): x minus the mean (batch or running)
     inv_std: np.ndarray     # [C]
     weight: np.ndarray
+    layout: _Layout
+    count: int              # values per channel over the whole batch (all shards)
     batch_stats: bool       # statistics came from the batch (training): they depend on x
+    shard: tuple | None     # (ShardGroup, index) when the batch runs as lockstep shards
+
+
+def _total(shard, part: np.ndarray) -> np.ndarray:
+    """Σ of `part` over the shards of the batch (itself when unsharded)."""
+    return part if shard is None else shard[0].allreduce(shard[1], part)
 
 
 def _batchnorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _BatchNormCache]:
     x, w, b = xs[0], params["weight"], params["bias"]
     eps, m = attrs.get("eps", 1e-5), attrs.get("momentum", 0.1)
-    shape, axes = _channel_shape(x), _reduce_axes(x)
+    lay = _Layout(x)
+    xf = lay.flat(x)
+    shard = _shards.current() if ctx.training else None
+    count = lay.count
     if ctx.training:
-        count = x.size // x.shape[1]
+        sums = lay.sums(xf)
+        if shard is not None:   # the count travels with the sums (shards may differ in size)
+            s = _total(shard, np.append(sums.astype(np.float64), count))
+            sums, count = s[:-1].astype(xf.dtype), int(s[-1])
         if count < 2:
             raise ValueError(f"batchnorm needs more than one value per channel in training, got {x.shape}")
-        mean = x.mean(axis=axes)
-        xc = x - mean.reshape(shape)
-        var = np.mean(xc * xc, axis=axes)
-        rm, rv = params["running_mean"], params["running_var"]
-        rm *= 1 - m
-        rm += m * mean
-        rv *= 1 - m
-        rv += (m * count / (count - 1)) * var
+        mean = sums / count
+        xc = xf - lay.vec(mean)
+        sq = np.square(xc)
+        var = _total(shard, lay.sums(sq)) / count
+        if shard is None or shard[1] == 0:
+            rm, rv = params["running_mean"], params["running_var"]
+            rm *= 1 - m
+            rm += m * mean
+            rv *= 1 - m
+            rv += (m * count / (count - 1)) * var
     else:
         mean, var = params["running_mean"], params["running_var"]
-        xc = x - mean.reshape(shape)
+        xc = xf - lay.vec(mean)
+        sq = None
     inv_std = 1.0 / np.sqrt(var + eps)
-    xhat = xc
-    xhat *= inv_std.reshape(shape)
-    y = xhat * w.reshape(shape)
-    y += b.reshape(shape)
-    return y, _BatchNormCache(xhat, inv_std, w, ctx.training)
+    y = np.multiply(xc, lay.vec(w * inv_std), out=sq)
+    y += lay.vec(b)
+    return lay.unflat(y), _BatchNormCache(xc, inv_std, w, lay, count, ctx.training, shard)
 
 
 def _batchnorm_backward(dy: np.ndarray, cache: _BatchNormCache) -> Grads:
-    xhat, shape, axes = cache.xhat, _channel_shape(dy), _reduce_axes(dy)
-    db = dy.sum(axis=axes)
-    dw = np.sum(dy * xhat, axis=axes)
-    scale = (cache.weight * cache.inv_std).reshape(shape)
+    lay, xc, inv_std = cache.layout, cache.xc, cache.inv_std
+    g = lay.flat(dy)
+    scale = cache.weight * inv_std
+    t = np.multiply(g, xc)
+    db, dw = lay.sums(g), lay.sums(t) * inv_std          # this shard's part of each
     if not cache.batch_stats:
-        return (dy * scale,), {"weight": dw, "bias": db}
-    count = dy.size // dy.shape[1]
-    dx = xhat * (dw / count).reshape(shape)
-    dx += (db / count).reshape(shape)
-    np.subtract(dy, dx, out=dx)
-    dx *= scale
-    return (dx,), {"weight": dw, "bias": db}
+        return (lay.unflat(np.multiply(g, lay.vec(scale), out=t)),), {"weight": dw, "bias": db}
+    c, n = len(db), cache.count
+    if cache.shard is None:
+        db_all, dw_all = db, dw
+    else:
+        tot = _total(cache.shard, np.concatenate([db, dw]))
+        db_all, dw_all = tot[:c], tot[c:]
+    # dx = γ/σ·(dy − Σdy/n − x̂·Σ(dy·x̂)/n) with x̂ = xc/σ: three per-channel factors.
+    np.multiply(xc, lay.vec(-scale * inv_std * dw_all / n), out=t)
+    dx = np.multiply(g, lay.vec(scale))
+    dx += t
+    dx += lay.vec(-scale * db_all / n)
+    return (lay.unflat(dx),), {"weight": dw, "bias": db}
 
 
 # ------------------------------------------- layer / instance / group norm

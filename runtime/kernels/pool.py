@@ -155,13 +155,16 @@ def _window_counts(size: int, out: int, kernel: int, stride: int, pad: tuple[int
     return np.minimum(end, size) - np.maximum(start, 0)
 
 
+@lru_cache(maxsize=256)
 def _avg_scale(win: Window, padding, include_pad: bool, dtype) -> np.ndarray | float:
     counts = [_window_counts(win.in_hw[a], win.out_hw[a], win.kernel[a], win.stride[a], padding[a], include_pad)
               for a in (0, 1)]
     inv = 1.0 / np.maximum(np.outer(*counts), 1)
     if np.all(inv == inv.flat[0]):
         return float(inv.flat[0])       # a scalar multiply is cheaper than a broadcast one
-    return inv.astype(dtype)
+    inv = inv.astype(dtype)
+    inv.flags.writeable = False         # cached and shared between calls
+    return inv
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,8 @@ def _avgpool_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) ->
     x = xs[0]
     win = Window.of(x.shape[2:], attrs["kernel"], attrs["stride"], attrs["padding"],
                     ceil_mode=attrs.get("ceil_mode", False))
-    scale = _avg_scale(win, attrs["padding"], attrs.get("count_include_pad", True), x.dtype)
+    padding = tuple(tuple(p) for p in attrs["padding"])
+    scale = _avg_scale(win, padding, attrs.get("count_include_pad", True), x.dtype)
     y = _sum_windows(pad_into(x, win, 0.0), win)
     y *= scale
     return y, _AvgCache(win, scale, is_channels_last(x))
