@@ -269,21 +269,24 @@ class Elaborator:
         return t
 
     def _bind_input(self, stmt, declared: tuple, given: tuple) -> tuple:
+        """Bind --input sizes: symbols take their value; a concrete size may be overridden."""
+        text = "x".join(map(str, given))
         if len(given) != len(declared):
-            raise CnncError(f"--input {stmt.name}={'x'.join(map(str, given))} has {len(given)} dimensions, but "
+            raise CnncError(f"--input {stmt.name}={text} has {len(given)} dimensions, but "
                             f"'{stmt.name}' is declared {fmt_shape(declared)}", stmt.loc)
         env: dict[str, int] = {}
         for d, g in zip(declared, given):
-            if isinstance(d, Dim) and len(d.terms) == 1 and d == Dim.symbol(next(iter(d.symbols()))):
-                env[next(iter(d.symbols()))] = g
-        out = []
+            if isinstance(d, Dim) and d == Dim.symbol(next(iter(d.symbols()))):
+                env.setdefault(next(iter(d.symbols())), g)
         for d, g in zip(declared, given):
-            value = d.evaluate(env) if isinstance(d, Dim) else d
-            if value != g:
-                raise CnncError(f"--input {stmt.name}={'x'.join(map(str, given))} does not match the declared "
-                                f"shape {fmt_shape(declared)}", stmt.loc)
-            out.append(g)
-        return tuple(out)
+            if isinstance(d, Dim) and d.symbols() <= set(env) and d.evaluate(env) != g:
+                raise CnncError(f"--input {stmt.name}={text} does not match the declared shape "
+                                f"{fmt_shape(declared)}", stmt.loc,
+                                "the same symbol must take the same value everywhere")
+        if any(not isinstance(d, Dim) and d != g for d, g in zip(declared, given)):
+            self.warn("input-override", f"--input {stmt.name}={text} overrides the declared shape "
+                      f"{fmt_shape(declared)}", stmt.loc)
+        return tuple(given)
 
     # ------------------------------------------------------------ expressions
     def head(self, expr: ast.Expr, frame: Frame) -> Any:

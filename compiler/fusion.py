@@ -9,9 +9,9 @@ linear→activation and batchnorm→activation. A matched chain becomes one new
 node (`fused_conv`, `fused_linear`, `fused_bn`) that takes the first
 layer's name, `loc`, scope and repeat, and records the nodes it replaced
 (`attrs["fused_from"]`: name, op and loc of each). Guards, as torch.fx's
-fuser: every intermediate tensor has exactly one consumer, reads it once, is
-no graph output and no unpool's `of`; a batchnorm folds into weights only
-when neither layer shares weights; the group's last layer is no graph output
+fuser: every intermediate tensor has exactly one consumer, which reads it
+once, and is no graph output and no unpool's `of`; a batchnorm joins a conv
+only when neither shares weights; the group's last layer is no graph output
 (outputs keep their names). In `eval` mode batchnorm folds into the
 convolution (w' = w·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε)+β, done by the runtime
 on the parameter values); in `train` mode it stays a batchnorm inside the
@@ -156,6 +156,8 @@ def check(net: Network, ops: dict[str, OpSpec] = ALL_OPS) -> None:
     """Graph lint after every pass: structure, acyclicity and shapes re-derived from the op table."""
     g = net.graph
     for name in g.nodes:
+        _lint("node" in g.nodes[name], f"'{name}' does not exist (no node record), yet "
+                                       f"{sorted(g.successors(name))} read it")
         node = net.node(name)
         _lint(node.name == name, f"node keyed '{name}' is named '{node.name}'")
         _lint(node.op in ops, f"'{name}' has unknown op '{node.op}'")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from typing import Any, Callable
 
 from ..dsl.source import CnncError
@@ -78,21 +77,27 @@ def _member_lines(g: FusedGroup) -> list[str]:
     parts = [f"{op} {loc or '?'}" for op, loc in zip(g.ops, g.locs)]
     if g.skip:
         parts.append(f"(residual: {g.skip})")
-    lines, line = [], " " * 6
+    lines, current = [], []
     for part in parts:
-        if line.strip() and len(line) + len(part) + 2 > WIDTH:
-            lines.append(line[:-2] + ",")
-            line = " " * 6
-        line += part + ", "
-    lines.append(line[:-2])
+        if current and 6 + len(", ".join(current + [part])) > WIDTH:
+            lines.append(" " * 6 + ", ".join(current) + ",")
+            current = []
+        current.append(part)
+    lines.append(" " * 6 + ", ".join(current))
     return lines
 
 
 def fusion_text(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | None) -> str:
     n = len(fusion.groups)
-    lines = [f"{c.net.name}: {n} fused group{'s' if n != 1 else ''} for inference "
-             "(batchnorm folded into the convolution's weights and bias)",
-             f"  {'group':<40} {'pattern':<18} {'steps':>5} {'activations':>12} {'FLOPs':>14}"]
+    if n:
+        lines = [f"{c.net.name}: {n} fused group{'s' if n != 1 else ''} for inference"
+                 + (" (batchnorm folded into the convolution's weights and bias)"
+                    if any(g.folded for g in fusion.groups) else "")]
+    else:
+        lines = [f"{c.net.name}: nothing to fuse (conv, linear or batchnorm followed by batchnorm or relu/relu6/"
+                 "leaky_relu)"]
+    if n:
+        lines.append(f"  {'group':<40} {'pattern':<18} {'steps':>5} {'activations':>12} {'FLOPs':>14}")
     for g in fusion.groups:
         s = savings(c.net, c.analysis, fused.net, fused.analysis, g)
         lines.append(f"  {report._fit(g.name, 40):<40} {g.pattern:<18} {-s['steps']:>5} "
@@ -101,7 +106,7 @@ def fusion_text(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | Non
     for s in fusion.skipped:
         lines.append(f"  not fused: {s.start} ({s.pattern}): {s.reason}" + (f"  [{s.loc}]" if s.loc else ""))
     lines.append("")
-    lines += _summary(c, fused, memory)
+    lines += _summary(c, fusion, fused, memory)
     return "\n".join(report._wrap(line) for line in lines)
 
 
@@ -109,21 +114,22 @@ def _signed(saved: Any) -> str:
     return report._count(-saved) if saved else "0"
 
 
-def _summary(c: Compiled, fused: Compiled, memory: dict | None) -> list[str]:
+def _summary(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | None) -> list[str]:
     before, after = c.analysis.totals(), fused.analysis.totals()
+    biasless = any(g.folded and not c.net.node(g.name).attrs["bias"] for g in fusion.groups)
     out = [f"steps        {len(c.net.layers())} -> {len(fused.net.layers())}",
            f"activations  {report._bytes(before['activation_bytes'])} -> "
            f"{report._bytes(after['activation_bytes'])} per sample (the fused-away tensors are never written)",
            f"MACs         {report._count(before['macs'])} -> {report._count(after['macs'])}",
-           f"FLOPs        {report._count(before['flops'])} -> {report._count(after['flops'])} (a folded batchnorm's "
-           "FLOP per element becomes the conv's bias add where the conv had no bias)"]
+           f"FLOPs        {report._count(before['flops'])} -> {report._count(after['flops'])}"
+           + (" (a folded batchnorm's FLOP per element becomes the bias add of a conv that had none)"
+              if biasless else "")]
     if memory is None:
         out.append("memory plan  n/a (symbolic sizes: bind them with --input NAME=CxHxW)")
     else:
-        out.append(f"memory plan  naive {report._bytes(memory['naive_unfused_bytes'])} unfused, "
-                   f"{report._bytes(memory['naive_bytes'])} fused; planned arena "
-                   f"{report._bytes(memory['planned_bytes'])} (lower bound {report._bytes(memory['lower_bound_bytes'])})"
-                   " per sample, inputs excluded")
+        b = {k: report._bytes(v) for k, v in memory.items()}
+        out.append(f"memory plan  naive {b['naive_unfused_bytes']} unfused, {b['naive_bytes']} fused; planned arena "
+                   f"{b['planned_bytes']} (lower bound {b['lower_bound_bytes']}) per sample, inputs excluded")
     return out
 
 

@@ -690,6 +690,8 @@ def normalised_name(op: str, attr: str) -> str:
     """The normalised attribute a surface argument fills: k -> kernel, pad -> padding, out -> ..."""
     if attr == "out":
         return "out_features" if op == "linear" else "out_channels"
+    if op == "lrn":  # lrn's k is its additive constant, not a kernel size
+        return attr
     return {"k": "kernel", "pad": "padding"}.get(attr, attr)
 
 

@@ -10,7 +10,7 @@ initial weights the trainer would start from. The generated functions restate
 the runtime kernels' semantics (PyTorch's padding, pooling, bilinear and
 adaptive-pooling rules) in the plainest NumPy; the tests compare the module's
 predictions with the runtime's on the same weights. Ops the generator does not
-cover (unpool, local, lppool, gelu) are refused with the layer's location.
+cover (local, lppool, gelu) are refused with the layer's location.
 """
 from __future__ import annotations
 
@@ -176,6 +176,30 @@ def max_pool2d(x, kernel, stride, padding=((0, 0), (0, 0)), dilation=(1, 1), cei
     """Maximum over each window; padding is -inf."""
     return _windows(x, kernel, stride, padding, dilation, ceil_mode, -np.inf).max(axis=(4, 5))
 '''),
+    "max_pool2d_with_indices": (("_windows",), '''
+def max_pool2d_with_indices(x, kernel, stride, padding=((0, 0), (0, 0)), dilation=(1, 1), ceil_mode=False):
+    """max_pool2d, and the kernel offset i*kw + j of each window's first maximum (for unpooling)."""
+    win = _windows(x, kernel, stride, padding, dilation, ceil_mode, -np.inf)
+    flat = win.reshape(*win.shape[:4], -1)
+    idx = flat.argmax(axis=4)
+    return np.take_along_axis(flat, idx[..., None], axis=4)[..., 0], idx
+'''),
+    "max_unpool2d": ((), '''
+def max_unpool2d(x, idx, shape, kernel, stride, padding=((0, 0), (0, 0)), dilation=(1, 1)):
+    """Each value back where its window's maximum was, in zeros of the pool's input shape [C, H, W]
+    (summed where overlapping windows chose the same element)."""
+    (kh, kw), (sh, sw), (dh, dw), ((pt, _), (pl, _)) = kernel, stride, dilation, padding
+    n, c, oh, ow = x.shape
+    h, w = shape[1:]
+    buf = np.zeros((n, c, max((oh - 1) * sh + dh * (kh - 1) + 1, pt + h),
+                    max((ow - 1) * sw + dw * (kw - 1) + 1, pl + w)), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+            cols = slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)
+            buf[:, :, rows, cols] += np.where(idx == i * kw + j, x, 0)
+    return buf[:, :, pt:pt + h, pl:pl + w]
+'''),
     "avg_pool2d": (("_windows",), '''
 def avg_pool2d(x, kernel, stride, padding=((0, 0), (0, 0)), ceil_mode=False, count_include_pad=True):
     """Mean over each window (PyTorch's divisor: padding counts unless told, a ceil-mode overhang never)."""
@@ -255,6 +279,12 @@ class _Emitter:
 
     def __init__(self, net: Network, names: dict[str, str]):
         self.net, self.names, self.used = net, names, set()
+        self.unpooled = {n.attrs["of"] for n in net.layers() if n.op == "unpool"}
+
+    def target(self, node: Node) -> str:
+        """The variable(s) a node's line assigns: a pool an unpool reads also yields its argmax."""
+        name = self.names[node.name]
+        return f"{name}, {name}_idx" if node.name in self.unpooled else name
 
     def call(self, fn: str, *args: str, **kwargs: Any) -> str:
         self.used.add(fn)
@@ -315,9 +345,8 @@ def _linear(e: _Emitter, node: Node, a, x: list[str]) -> str:
 
 
 def _batchnorm(e: _Emitter, node: Node, a, x: list[str]) -> str:
-    p = lambda n: e.param(node, n)  # noqa: E731
-    expr = e.call("batchnorm", x[0], p("running_mean"), p("running_var"), p("weight"), p("bias"), eps=a["eps"])
-    return e.activation(expr, a.get("activation"), a)
+    stats = [e.param(node, n) for n in ("running_mean", "running_var", "weight", "bias")]
+    return e.activation(e.call("batchnorm", x[0], *stats, eps=a["eps"]), a.get("activation"), a)
 
 
 def _group_norm(groups: Callable[[Network, Node], int]):
@@ -333,12 +362,24 @@ def _dropout(e: _Emitter, node: Node, a, x: list[str]) -> str:
     return x[0]  # inverted dropout is the identity in inference
 
 
+def _window_kwargs(a, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: (tuple(map(tuple, a[k])) if k == "padding" else tuple(a[k]) if isinstance(a[k], tuple) else a[k])
+            for k in keys if k in a}
+
+
 def _pool(fn: str, keys: tuple[str, ...]):
     def rule(e: _Emitter, node: Node, a, x: list[str]) -> str:
-        kw = {k: (tuple(map(tuple, a[k])) if k == "padding" else tuple(a[k]) if isinstance(a[k], tuple) else a[k])
-              for k in keys if k in a}
-        return e.call(fn, x[0], **kw)
+        if fn == "max_pool2d" and node.name in e.unpooled:   # an unpool needs its argmax too
+            return e.call("max_pool2d_with_indices", x[0], **_window_kwargs(a, keys))
+        return e.call(fn, x[0], **_window_kwargs(a, keys))
     return rule
+
+
+def _unpool(e: _Emitter, node: Node, a, x: list[str]) -> str:
+    pool = e.net.node(a["of"])
+    shape = tuple(int(d) for d in e.net.shapes[pool.inputs[0]])
+    kw = _window_kwargs(pool.attrs, ("kernel", "stride", "padding", "dilation"))
+    return e.call("max_unpool2d", x[0], e.names[pool.name] + "_idx", repr(shape), **kw)
 
 
 RULES: dict[str, Callable[[_Emitter, Node, Any, list[str]], str]] = {
@@ -348,10 +389,13 @@ RULES: dict[str, Callable[[_Emitter, Node, Any, list[str]], str]] = {
     "layernorm": _group_norm(lambda net, n: 1),
     "instancenorm": _group_norm(lambda net, n: int(net.shapes[n.inputs[0]][0])),
     "groupnorm": _group_norm(lambda net, n: n.attrs["groups"]),
-    "lrn": lambda e, n, a, x: e.call("lrn", x[0], size=a["size"], alpha=a["alpha"], beta=a["beta"], k=a["k"]),
+    # The compiler normalises lrn's `k` to "kernel" (the rename every windowed op needs).
+    "lrn": lambda e, n, a, x: e.call("lrn", x[0], size=a["size"], alpha=a["alpha"], beta=a["beta"],
+                                     k=a.get("k", a.get("kernel", 2.0))),
     **{op: (lambda e, n, a, x: e.activation(x[0], n.op, a)) for op in ACTIVATIONS},
     "maxpool": _pool("max_pool2d", ("kernel", "stride", "padding", "dilation", "ceil_mode")),
     "avgpool": _pool("avg_pool2d", ("kernel", "stride", "padding", "ceil_mode", "count_include_pad")),
+    "unpool": _unpool,
     "global_avgpool": lambda e, n, a, x: e.call("global_avg_pool", x[0]),
     "global_maxpool": lambda e, n, a, x: e.call("global_max_pool", x[0]),
     "adaptive_avgpool": lambda e, n, a, x: e.call("adaptive_avg_pool", x[0], output=tuple(a["output"])),
@@ -362,7 +406,7 @@ RULES: dict[str, Callable[[_Emitter, Node, Any, list[str]], str]] = {
     "concat": lambda e, n, a, x: f"np.concatenate([{', '.join(x)}], axis=1)",
     "dropout": _dropout, "spatial_dropout": _dropout,
     "identity": lambda e, n, a, x: x[0],
-    "pad": lambda e, n, a, x: e.call("pad2d", x[0], tuple(map(tuple, a["padding"])), value=a["value"]),
+    "pad": lambda e, n, a, x: e.call("pad2d", x[0], padding=tuple(map(tuple, a["padding"])), value=a["value"]),
     "crop": lambda e, n, a, x: e.call("crop", x[0], x[1]),
 }
 
@@ -378,9 +422,9 @@ def variable_names(net: Network) -> dict[str, str]:
         if not base or base[0].isdigit() or keyword.iskeyword(base) or base in taken:
             base = "t_" + base
         name, k = base, 2
-        while name in taken:
+        while name in taken or name + "_idx" in taken:   # `<pool>_idx` holds a pool's argmax
             name, k = f"{base}_{k}", k + 1
-        taken.add(name)
+        taken.update((name, name + "_idx"))
         out[node.name] = name
     return out
 
@@ -397,30 +441,22 @@ def _needed(functions: set[str]) -> list[str]:
     return [f for f in FUNCTIONS if f in need]
 
 
-def module_source(net: Network, weights_name: str, origin: str) -> tuple[str, list[str]]:
-    """The module's text and the op functions it defines."""
-    names = variable_names(net)
-    e = _Emitter(net, names)
-    body = []
-    for node in net.layers():
-        where = f", {node.loc}" if node.loc else ""
-        body.append(f"    # {node.name}: {node.layer or node.op}{where}")
-        body.append(f"    {names[node.name]} = {e.expression(node)}")
-    args = [names[i] for i in net.inputs]
-    outs = [names[o] for o in net.outputs]
-    ret = outs[0] if len(outs) == 1 else "{" + ", ".join(f'"{o}": {names[o]}' for o in net.outputs) + "}"
-    functions = _needed(e.used)
+def _header(net: Network, weights_name: str, origin: str) -> str:
+    """The module docstring, imports, constants and `load`."""
+    stem = Path(weights_name).stem
+    first = ", ".join(str(d) for d in next(iter(net.inputs.values())))
+    returns = "the output" if len(net.outputs) == 1 else "a dict of the outputs"
     shapes = ", ".join(f'"{k}": {tuple(int(d) for d in v)}' for k, v in net.inputs.items())
-    head = textwrap.dedent(f'''\
+    return textwrap.dedent(f'''\
         """{net.name} as a standalone NumPy module, generated by `cnnc compile --emit numpy`.
 
         Source: {net.source}. Inference only: batchnorm is folded into the convolutions.
         Weights: {weights_name} beside this file ({origin}).
 
-            import {Path(weights_name).stem}
-            y = {Path(weights_name).stem}.forward(x)    # x: float32 [N, {', '.join(map(str, next(iter(net.inputs.values()))))}]
+            import {stem}
+            y = {stem}.forward(x)    # x: float32 [N, {first}]
 
-        `forward` returns {"the output" if len(outs) == 1 else "a dict of the outputs"}: {', '.join(net.outputs)}.
+        `forward` returns {returns}: {", ".join(net.outputs)}.
         """
         import os
 
@@ -437,16 +473,36 @@ def module_source(net: Network, weights_name: str, origin: str) -> tuple[str, li
             with np.load(path, allow_pickle=False) as z:
                 return {{k: z[k] for k in z.files}}
         ''')
-    funcs = "\n".join("\n" + FUNCTIONS[f][1].strip("\n") + "\n" for f in functions)
-    forward = (f"\n\ndef forward({', '.join(args)}, params=None):\n"
-               f'    """The network in topological order, one line per (fused) layer."""\n'
-               f"    global _PARAMS\n"
-               f"    if params is None:\n"
-               f"        params = _PARAMS = _PARAMS if _PARAMS is not None else load()\n"
-               f"    p = params\n"
-               + "".join(f"    {a} = np.asarray({a}, dtype=np.float32)\n" for a in args)
-               + "\n".join(body) + f"\n    return {ret}\n")
-    return head + "\n" + funcs + forward, [f for f in functions if not f.startswith("_")]
+
+
+def _forward(net: Network, names: dict[str, str], body: list[str]) -> str:
+    """`forward`: the inputs as float32, then one line per layer, then the output(s)."""
+    args = [names[i] for i in net.inputs]
+    outs = [names[o] for o in net.outputs]
+    ret = outs[0] if len(outs) == 1 else "{" + ", ".join(f'"{o}": {names[o]}' for o in net.outputs) + "}"
+    lines = [f"def forward({', '.join(args)}, params=None):",
+             '    """The network in topological order, one line per (fused) layer."""',
+             "    global _PARAMS",
+             "    if params is None:",
+             "        params = _PARAMS = _PARAMS if _PARAMS is not None else load()",
+             "    p = params"]
+    lines += [f"    {a} = np.asarray({a}, dtype=np.float32)" for a in args]
+    return "\n".join(lines + body + [f"    return {ret}"]) + "\n"
+
+
+def module_source(net: Network, weights_name: str, origin: str) -> tuple[str, list[str]]:
+    """The module's text and the op functions it defines."""
+    names = variable_names(net)
+    e = _Emitter(net, names)
+    body = []
+    for node in net.layers():
+        where = f", {node.loc}" if node.loc else ""
+        body.append(f"    # {node.name}: {node.layer or node.op}{where}")
+        body.append(f"    {e.target(node)} = {e.expression(node)}")
+    functions = _needed(e.used)
+    funcs = "".join("\n\n" + FUNCTIONS[f][1].strip("\n") + "\n" for f in functions)
+    source = _header(net, weights_name, origin) + funcs + "\n\n" + _forward(net, names, body)
+    return source, [f for f in functions if not f.startswith("_")]
 
 
 # -------------------------------------------------------------------- emit

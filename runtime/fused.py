@@ -1,38 +1,36 @@
 """Stage 3 (runtime): kernels for fused graphs, batchnorm folding, and the plan that runs them.
 
 `FUSED_KERNELS` implements the compiler's fused ops (compiler/fusion.py) with
-the `Kernel` protocol: `fused_conv` is a convolution whose per-channel
-epilogue (bias, batchnorm, residual add, activation) runs in place on the
-conv's own output; `fused_linear` and `fused_bn` likewise. In inference a
-folded batchnorm is just the bias. In training the same kernels are the
-recompute steps: the forward keeps only its inputs (the conv input, the
-residual operand) and the per-channel batch statistics, and the backward
-rebuilds the im2col matrix, the conv output, the normalised tensor and the
-activation's mask from them before taking the gradients — one extra
-convolution per step in exchange for not keeping the im2col matrix, the
-batchnorm's normalised tensor and the activation's output. `fold_parameters`
-turns an unfused parameter store into a fused eval graph's store
-(w' = w·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε)+β); `map_parameters` gives a train
-graph's store that shares the unfused arrays. `FusedPlan` is a `Plan` over a
-fused graph (it takes its parameters instead of drawing them), and
-`*_into` write an inference step's output into a given buffer (the memory
-planner's executor uses them).
+the `Kernel` protocol: `fused_conv` is the conv kernel's convolution (used
+through its protocol only) followed by a per-channel epilogue — batchnorm,
+residual add, activation — in place on the conv's own output; `fused_linear`
+and `fused_bn` likewise. In inference a folded batchnorm is just the conv's
+bias. In training the same kernels are the recompute steps: the forward keeps
+only its inputs (the conv input, the residual operand) and the per-channel
+batch statistics, and the backward reruns the conv forward and rebuilds the
+normalised tensor and the activation's mask from them before taking the
+gradients — one extra convolution per step instead of keeping the conv
+kernel's cache, batchnorm's normalised tensor and the activation's output.
+`fold_parameters` turns an unfused parameter store into a fused eval graph's
+store (w' = w·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε)+β); `map_parameters` gives a
+train graph's store that shares the unfused arrays. `FusedPlan` is a `Plan`
+over a fused graph (it takes its parameters instead of drawing them), and the
+`*_into` functions write an inference step's output into a given buffer (for
+the memory planner's executor).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from ..compiler.fusion import FUSED_OPS, fuse, parameters
+from ..compiler.fusion import fuse, parameters
 from ..compiler.graph import Network
 from ..dsl.source import CnncError
-from .kernels import KERNELS, Context, Kernel
+from .kernels import KERNELS, Context, Kernel, _shards
 from .kernels._core import Attrs, Grads, Params, Tensors
-from .kernels._im2col import Window
-from .kernels.conv import ConvPlan, _weight_cf, _weight_cl, apply, prepare
-from .kernels.conv import backward as conv_backward
+from .kernels._im2col import is_channels_last
 from .plan import Plan, Step
 
 
@@ -77,29 +75,43 @@ class BatchStats:
     mean: np.ndarray
     inv_std: np.ndarray
     batch: bool                 # from the batch (training): the gradient flows through them
+    count: int = 0              # values per channel over the whole batch (every shard)
+    shard: tuple | None = None  # (ShardGroup, index) when the batch runs as lockstep shards
+
+
+def _total(shard: tuple | None, part: np.ndarray) -> np.ndarray:
+    """Σ of `part` over the shards of a lockstep batch (kernels._shards), or `part` itself."""
+    return part if shard is None else shard[0].allreduce(shard[1], part)
 
 
 def batchnorm_(y: np.ndarray, params: Params, prefix: str, attrs: Attrs, training: bool) -> BatchStats:
-    """Normalise y in place: batch statistics in training (updating the running ones with
-    PyTorch's momentum rule, as the batchnorm kernel does), the running ones otherwise."""
+    """Normalise y in place: batch statistics in training (over every shard of a lockstep batch,
+    updating the running ones with PyTorch's momentum rule as the batchnorm kernel does), the
+    running ones otherwise."""
     eps, m = attrs.get("eps", 1e-5), attrs.get("momentum", 0.1)
     gamma, beta = params[prefix + "weight"], params[prefix + "bias"]
-    if training:
-        count = y.size // y.shape[1]
-        if count < 2:
-            raise ValueError(f"batchnorm needs more than one value per channel in training, got {y.shape}")
-        mean = y.mean(axis=_axes(y.ndim))
-        y -= _channel(mean, y.ndim)
-        var = _channel_dot(y, y) / count        # centred in place: no full-size temporary
-        rm, rv = params[prefix + "running_mean"], params[prefix + "running_var"]
-        rm *= 1 - m
-        rm += m * mean
-        rv *= 1 - m
-        rv += (m * count / (count - 1)) * var
-    else:
+    if not training:
         mean, var = params[prefix + "running_mean"], params[prefix + "running_var"]
         y -= _channel(mean, y.ndim)
-    stats = BatchStats(mean, 1.0 / np.sqrt(var + eps), training)
+        stats = BatchStats(mean, 1.0 / np.sqrt(var + eps), False)
+    else:
+        shard = _shards.current()
+        sums, count = _channel_sum(y), y.size // y.shape[1]
+        if shard is not None:     # the count travels with the sums: shards may differ in size
+            total = _total(shard, np.append(sums.astype(np.float64), count))
+            sums, count = total[:-1].astype(y.dtype), int(total[-1])
+        if count < 2:
+            raise ValueError(f"batchnorm needs more than one value per channel in training, got {y.shape}")
+        mean = sums / count
+        y -= _channel(mean, y.ndim)
+        var = _total(shard, _channel_dot(y, y)) / count     # centred in place: no full-size temporary
+        if shard is None or shard[1] == 0:                   # one shard updates the running statistics
+            rm, rv = params[prefix + "running_mean"], params[prefix + "running_var"]
+            rm *= 1 - m
+            rm += m * mean
+            rv *= 1 - m
+            rv += (m * count / (count - 1)) * var
+        stats = BatchStats(mean, 1.0 / np.sqrt(var + eps), True, count, shard)
     y *= _channel(stats.inv_std * gamma, y.ndim)
     y += _channel(beta, y.ndim)
     return stats
@@ -107,13 +119,16 @@ def batchnorm_(y: np.ndarray, params: Params, prefix: str, attrs: Attrs, trainin
 
 def _bn_input_grad(g: np.ndarray, xhat: np.ndarray, gamma: np.ndarray, stats: BatchStats,
                    dgamma: np.ndarray, dbeta: np.ndarray) -> np.ndarray:
-    """dL/dx of a batchnorm from dL/dy (the closed form of the batchnorm kernel)."""
+    """dL/dx of a batchnorm from dL/dy (the closed form of the batchnorm kernel); `dgamma`,
+    `dbeta` are this shard's parts, summed over the batch here."""
     scale = _channel(gamma * stats.inv_std, g.ndim)
     if not stats.batch:
         return g * scale
-    count = g.size // g.shape[1]
-    dx = xhat * _channel(dgamma / count, g.ndim)
-    dx += _channel(dbeta / count, g.ndim)
+    if stats.shard is not None:
+        total = _total(stats.shard, np.concatenate([dbeta, dgamma]))
+        dbeta, dgamma = total[:len(dbeta)], total[len(dbeta):]
+    dx = xhat * _channel(dgamma / stats.count, g.ndim)
+    dx += _channel(dbeta / stats.count, g.ndim)
     np.subtract(g, dx, out=dx)
     dx *= scale
     return dx
@@ -129,10 +144,17 @@ def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- fused_conv
-def _conv_plan(x: np.ndarray, attrs: Attrs) -> ConvPlan:
-    n, c, h, w = x.shape
-    win = Window.of((h, w), attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
-    return ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+# The convolution itself is the conv kernel's (through its Kernel protocol only,
+# so any im2col or chunking strategy it uses is the fused step's too).
+CONV = KERNELS["conv"]
+
+
+def _conv(x: np.ndarray, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, object]:
+    """The conv kernel's output (bias included) and its cache."""
+    p = {"weight": params["weight"]}
+    if attrs["bias"]:
+        p["bias"] = params["bias"]
+    return CONV.forward((x,), p, attrs, ctx)
 
 
 def _unfolded_bn(attrs: Attrs) -> bool:
@@ -140,9 +162,7 @@ def _unfolded_bn(attrs: Attrs) -> bool:
 
 
 def _conv_epilogue(y: np.ndarray, xs: Tensors, params: Params, attrs: Attrs, training: bool) -> BatchStats | None:
-    """Bias, batchnorm, residual add and activation, all in place on the conv output."""
-    if attrs["bias"]:
-        y += _channel(params["bias"], 4)
+    """Batchnorm, residual add and activation, all in place on the conv output."""
     stats = None
     if _unfolded_bn(attrs):
         stats = batchnorm_(y, params, "bn_", attrs, training)
@@ -165,21 +185,16 @@ class _ConvCache:
 
 
 def _fused_conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _ConvCache]:
-    x = xs[0]
-    plan = _conv_plan(x, attrs)
-    y = apply(prepare(x, plan), params["weight"], plan)   # the im2col matrix is dropped here
+    y, _ = _conv(xs[0], params, attrs, ctx)               # the conv kernel's own cache is dropped here
     stats = _conv_epilogue(y, xs, params, attrs, ctx.training)
     skip = xs[1] if attrs.get("residual") else None
-    return y, _ConvCache(x, skip, stats, dict(params), attrs, ctx.need_input_grad)
+    return y, _ConvCache(xs[0], skip, stats, dict(params), attrs, ctx.need_input_grad)
 
 
 def _fused_conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:
-    x, p, a = cache.x, cache.params, cache.attrs
-    plan = _conv_plan(x, a)
-    cols = prepare(x, plan)                                # recompute: im2col ...
-    z = apply(cols, p["weight"], plan)                     # ... and the conv output
-    if a["bias"]:
-        z += _channel(p["bias"], 4)
+    p, a = cache.params, cache.attrs
+    # Recompute the conv output (and the conv kernel's cache for its own backward).
+    z, conv_cache = _conv(cache.x, p, a, Context(training=True, need_input_grad=cache.need_dx))
     grads: dict[str, np.ndarray] = {}
     xhat = None
     if cache.stats is not None:
@@ -197,12 +212,9 @@ def _fused_conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:
         grads["bn_bias"] = _channel_sum(g)
         grads["bn_weight"] = _channel_dot(g, xhat)
         g = _bn_input_grad(g, xhat, p["bn_weight"], cache.stats, grads["bn_weight"], grads["bn_bias"])
-    trainable = a.get("trainable", True)
-    if a["bias"] and trainable:
-        grads["bias"] = _channel_sum(g)
-    dx, dw = conv_backward(g, p["weight"], cols, plan, cache.need_dx, trainable)
-    if trainable:
-        grads["weight"] = dw
+        del xhat
+    (dx,), conv_grads = CONV.backward(g, conv_cache)
+    grads.update(conv_grads)
     return ((dx, dskip) if cache.skip is not None else (dx,)), grads
 
 
@@ -280,29 +292,22 @@ def _view(buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return buf[:n].reshape(shape)
 
 
-def _conv_into(x: np.ndarray, w: np.ndarray, plan: ConvPlan, buf: np.ndarray) -> np.ndarray:
-    """The conv output written by the GEMM itself into `buf` (same layouts as the conv kernel)."""
-    cols = prepare(x, plan)
-    oh, ow = plan.win.out_hw
-    if plan.depthwise or (plan.channels_last and plan.groups > 1):
-        y = apply(cols, w, plan)         # no single GEMM writes this layout: copy once
-        out = _view(buf, y.shape)
-        np.copyto(out, y)
-        return out
-    if plan.channels_last:               # [N·P, O] rows: NHWC memory, returned as an NCHW view
-        rows = _view(buf, (plan.rows, plan.c_out))
-        np.matmul(cols[0], _weight_cl(w, plan)[0], out=rows)
-        return rows.reshape(plan.n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
-    out = _view(buf, (plan.n, plan.groups, plan.og, oh * ow))
-    np.matmul(_weight_cf(w, plan), cols, out=out)
-    return out.reshape(plan.n, plan.c_out, oh, ow)
+def like(buf: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A view of `buf` with y's shape and y's memory order (NCHW, or NHWC seen as NCHW), so the
+    ops after it read the layout they would have read from the kernel's own array."""
+    if y.ndim == 4 and is_channels_last(y):
+        n, c, h, w = y.shape
+        return buf[:y.size].reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    return buf[:y.size].reshape(y.shape)
 
 
 def fused_conv_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
-    """Inference `fused_conv` whose output is `buf`; the only temporary is the im2col matrix."""
-    y = _conv_into(xs[0], params["weight"], _conv_plan(xs[0], attrs), buf)
+    """Inference `fused_conv` into `buf`: the conv kernel's output, its epilogue in place, one copy."""
+    y, _ = _conv(xs[0], params, attrs, Context(training=False))
     _conv_epilogue(y, xs, params, attrs, training=False)
-    return y
+    out = like(buf, y)
+    np.copyto(out, y)
+    return out
 
 
 def fused_linear_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
@@ -312,7 +317,7 @@ def fused_linear_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray
 
 
 def fused_bn_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
-    out = _view(buf, xs[0].shape)
+    out = like(buf, xs[0])
     np.copyto(out, xs[0])
     batchnorm_(out, params, "", attrs, training=False)
     return activate(out, attrs)
@@ -378,19 +383,21 @@ class FusedPlan(Plan):
     """A `Plan` over a fused graph: fused ops run `FUSED_KERNELS`, parameters are given, not drawn."""
 
     def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32):
-        # Plan.__init__ would draw random weights (seconds for VGG); the store comes from
-        # fold_parameters / map_parameters instead, so set up the same attributes here.
         specs = parameters(net)
-        self.net, self.dtype = net, dtype
+        self._owned = {owner: list(ps) for owner, ps in specs.items()}
+        # Plan's own set-up with no parameter specs: it draws no weights (seconds for VGG);
+        # the store comes from fold_parameters / map_parameters instead.
+        super().__init__(net, {}, dtype=dtype)
         self.specs = {f"{owner}.{p}": spec for owner, ps in specs.items() for p, spec in ps.items()}
-        self.inputs, self.outputs = tuple(net.inputs), tuple(net.outputs)
-        self.steps = [self._step(node) for node in net.layers()]
         missing = [k for k in self.specs if k not in params]
         if missing:
             raise CnncError(f"the parameters do not fit the fused network: no '{missing[0]}'")
         self.params = {k: params[k] for k in self.specs}
         self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
-        self._last_use = self._liveness()
+        # In training an unfolded batchnorm couples the samples of a batch, fused or not.
+        self.batch_independent = not any(
+            s.op == "batchnorm" or s.op == "fused_bn" or (s.op == "fused_conv" and _unfolded_bn(s.attrs))
+            for s in self.steps)
 
     @classmethod
     def from_plan(cls, plan: Plan, mode: str = "eval") -> "FusedPlan":
@@ -398,6 +405,9 @@ class FusedPlan(Plan):
         net = fuse(plan.net, mode).net
         store = fold_parameters(net, plan.params) if mode == "eval" else map_parameters(net, plan.params)
         return cls(net, store, plan.dtype)
+
+    def _param_names(self, owner: str) -> list[str]:
+        return self._owned.get(owner, [])     # indexed: Plan's scan of every key is quadratic
 
     def _step(self, node) -> Step:
         kernel = FUSED_KERNELS.get(node.op) or KERNELS.get(node.op)
@@ -407,10 +417,6 @@ class FusedPlan(Plan):
         keys = tuple((p, f"{owner}.{p}") for p in self._param_names(owner))
         needs = any(i not in self.net.inputs for i in node.inputs)
         return Step(node.name, node.op, kernel, node.inputs, node.attrs, keys, needs)
-
-
-def is_fused(op: str) -> bool:
-    return op in FUSED_OPS
 
 
 __all__ = ["FUSED_KERNELS", "FusedPlan", "INTO", "fold_parameters", "map_parameters", "source_keys",

@@ -30,7 +30,7 @@ import numpy as np
 from ..compiler.graph import Network
 from ..compiler.ops import numel
 from ..dsl.source import CnncError
-from .fused import INTO
+from .fused import INTO, like
 from .kernels import Context
 from .plan import Plan, Step
 
@@ -148,13 +148,12 @@ def step_scratch(net: Network, name: str, batch: int = 1, itemsize: int = 4) -> 
 
 # ------------------------------------------------------------------ executor
 def _relu_into(xs, params, attrs, buf):
-    out = buf[:xs[0].size].reshape(xs[0].shape)
-    return np.maximum(xs[0], 0, out=out)
+    return np.maximum(xs[0], 0, out=like(buf, xs[0]))
 
 
 def _add_into(xs, params, attrs, buf):
     shape = np.broadcast_shapes(*(x.shape for x in xs))
-    out = buf[:int(np.prod(shape))].reshape(shape)
+    out = like(buf, xs[0]) if xs[0].shape == shape else buf[:int(np.prod(shape))].reshape(shape)
     np.add(xs[0], xs[1], out=out) if len(xs) > 1 else np.copyto(out, xs[0])
     for x in xs[2:]:
         out += x
@@ -203,6 +202,6 @@ class ArenaExecutor:
         if writer is not None:
             return writer(xs, params, step.attrs, buf)
         y, _ = step.kernel.forward(xs, params, step.attrs, ctx)
-        out = buf[:y.size].reshape(y.shape)
+        out = like(buf, y)
         np.copyto(out, y)
         return out

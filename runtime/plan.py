@@ -51,6 +51,7 @@ class Plan:
         self.net = net
         self.dtype = dtype
         self.specs = {f"{owner}.{p}": spec for owner, ps in param_specs.items() for p, spec in ps.items()}
+        self._names_by_owner = {owner: list(ps) for owner, ps in param_specs.items()}
         self.inputs = tuple(net.inputs)
         self.outputs = tuple(net.outputs)
         self.steps = [self._step(node) for node in net.layers()]
@@ -71,8 +72,7 @@ class Plan:
         return Step(node.name, node.op, kernel, node.inputs, node.attrs, keys, needs)
 
     def _param_names(self, owner: str) -> list[str]:
-        prefix = owner + "."
-        return [k[len(prefix):] for k in self.specs if k.startswith(prefix) and "." not in k[len(prefix):]]
+        return self._names_by_owner.get(owner, [])
 
     def _liveness(self) -> dict[str, int]:
         last = {}

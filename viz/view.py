@@ -5,7 +5,7 @@ one per block instance collapsed below `depth`), nested clusters (block
 instances, repeats folded as "×N", fused groups) and edges labelled with the
 shape of the tensor they carry; edges that bypass layers are flagged as skips.
 `main_path` is the longest input-to-output path, the spine of the figure and
-the receptive-field chart. `fusion_groups` is a stand-in for the compiler's
+the receptive-field chart. `fusion_groups` asks the compiler's
 fusion pass. Nothing here mutates the network: the view is a new structure.
 """
 from __future__ import annotations
@@ -92,37 +92,12 @@ def main_path(net: Network) -> list[Node]:
 
 
 # ------------------------------------------------------------------ fusion
-FUSABLE_ACTIVATIONS = ("relu",)
 
 
 def fusion_groups(net: Network) -> list[tuple[str, ...]]:
-    """conv → batchnorm (→ relu) chains whose intermediates have one consumer.
-
-    The guard is torch.fx's: a conv output read by anything else cannot be
-    folded into the batchnorm. A placeholder until the compiler's fusion pass
-    exists; `viz` only needs the groups' node names.
-    """
-    groups = []
-    for node in net.order():
-        if node.op != "conv":
-            continue
-        chain = [node]
-        for wanted in (("batchnorm",), FUSABLE_ACTIVATIONS):
-            nxt = _sole_consumer(net, chain[-1])
-            if nxt is None or nxt.op not in wanted:
-                break
-            chain.append(nxt)
-        if len(chain) >= 2:
-            groups.append(tuple(n.name for n in chain))
-    return groups
-
-
-def _sole_consumer(net: Network, node: Node) -> Node | None:
-    succ = list(net.graph.successors(node.name))
-    if len(succ) != 1 or node.name in net.outputs:
-        return None
-    nxt = net.node(succ[0])
-    return nxt if nxt.inputs == (node.name,) else None
+    """The compiler's fused groups (conv-batchnorm-relu, residual tails, ...) as member names."""
+    from ..compiler.fusion import fusable_groups
+    return [g.members for g in fusable_groups(net)]
 
 
 # -------------------------------------------------------------------- view

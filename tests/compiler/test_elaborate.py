@@ -196,8 +196,12 @@ def test_symbolic_input_constraints_and_binding(write):
 
 def test_input_binding_errors(write):
     path = write("network N {\n    input x: [3, 32, 32]\n    x -> relu\n}\n")
-    with pytest.raises(CnncError, match=r"does not match the declared shape \[3, 32, 32\]"):
-        compile_file(path, inputs={"x": (1, 32, 32)})
+    smaller = compile_file(path, inputs={"x": (3, 16, 16)})  # like torchinfo's input_size: allowed, said
+    assert smaller.net.shapes["relu"] == (3, 16, 16)
+    assert [w.code for w in smaller.warnings] == ["input-override"]
+    square = write("network S {\n    input x: [1, H, H]\n    x -> relu\n}\n", "square.cnn")
+    with pytest.raises(CnncError, match=r"does not match the declared shape \[1, H, H\]"):
+        compile_file(square, inputs={"x": (1, 32, 16)})
     with pytest.raises(CnncError, match="has 2 dimensions"):
         compile_file(path, inputs={"x": (32, 32)})
     with pytest.raises(CnncError, match="no such input"):

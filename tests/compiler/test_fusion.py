@@ -353,3 +353,12 @@ def test_cli_fuse_json_adds_a_fused_object(write, capsys):
 def test_cli_emit_needs_an_output_file(write, capsys):
     assert cli(["compile", str(write(CHAIN)), "--emit", "numpy"]) == 1
     assert "--emit numpy needs -o FILE.py" in capsys.readouterr().err
+
+
+def test_the_fusion_modules_never_import_the_runtime():
+    import subprocess
+    import sys
+    code = ("import sys, cnnc.compiler.fusion, cnnc.compiler.fusion_cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('cnnc.runtime')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

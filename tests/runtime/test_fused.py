@@ -2,7 +2,6 @@
 training-time recompute kernel against the unfused gradients and finite differences."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tracemalloc
@@ -19,10 +18,8 @@ from cnnc.runtime.kernels import Context
 from cnnc.runtime.plan import Plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SLOW = os.environ.get("CNNC_SLOW") == "1"
 # Plans that take seconds just to draw their weights (the 120M-parameter classifiers of VGG-16
-# and FCN-32s, whose conv+relu and linear+relu groups AlexNet's test covers) or to walk 3339
-# layers (ResNet-1001, whose groups are ResNet-152's). CNNC_SLOW=1 runs them too.
+# and FCN-32s) or to walk 3339 layers (ResNet-1001): marked slow (CI runs them; -m "not slow" skips).
 HEAVY = {"fcn32s", "vgg16", "resnet1001"}
 
 
@@ -30,16 +27,16 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
 
 
-def randomise_bn(plan: Plan, rng: np.random.Generator, scale: float = 1.0) -> None:
+def randomise_bn(plan: Plan, rng: np.random.Generator, gamma: tuple[float, float] = (0.5, 1.5)) -> None:
+    """Random running statistics and affine parameters for every batchnorm."""
+    draw = {"running_mean": lambda shape: rng.normal(0, 0.3, shape),
+            "running_var": lambda shape: rng.uniform(0.5, 2.0, shape),
+            "weight": lambda shape: rng.uniform(*gamma, shape),
+            "bias": lambda shape: rng.normal(0, 0.3, shape)}
     for key, v in plan.params.items():
-        owner = plan.net.node(key.rsplit(".", 1)[0])
-        if owner.op != "batchnorm":
-            continue
-        p = key.rsplit(".", 1)[1]
-        v[...] = {"running_mean": lambda: rng.normal(0, 0.5 * scale, v.shape),
-                  "running_var": lambda: rng.uniform(0.3, 3.0, v.shape),
-                  "weight": lambda: rng.uniform(0.5, 1.5, v.shape),
-                  "bias": lambda: rng.normal(0, 0.5, v.shape)}[p]()
+        owner, p = key.rsplit(".", 1)
+        if plan.net.node(owner).op == "batchnorm":
+            v[...] = draw[p](v.shape)
 
 
 # ------------------------------------------------------------ by hand
@@ -90,7 +87,7 @@ def _case(compile_src, name: str, dtype=np.float64, seed: int = 0) -> tuple[Plan
     c = compile_src(f"network C {{\n  input x: [3, 6, 6]\n  {CASES[name]}\n}}\n")
     plan = Plan(c.net, c.analysis.params, seed=seed, dtype=dtype)
     rng = np.random.default_rng(seed)
-    randomise_bn(plan, rng)
+    randomise_bn(plan, rng, gamma=(0.5, 3.0))
     for key in plan.trainable:
         if key.endswith(".bias"):
             plan.params[key] += rng.normal(0, 0.3, plan.params[key].shape).astype(dtype)
@@ -134,10 +131,40 @@ def test_training_recompute_kernels_give_the_unfused_gradients(compile_src, name
         np.testing.assert_allclose(plan.params[k], v, rtol=1e-12)
 
 
+def test_training_fusion_in_the_trainers_lockstep_shards(compile_src):
+    """The trainer cuts a batch into shards on two threads that meet inside every batchnorm;
+    the fused steps take part in that exchange, so shards give the whole batch's gradients."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnc.runtime.losses import make_loss
+    from cnnc.runtime.train import batch_loss_and_grads
+    plan, x = _case(compile_src, "residual")
+    fused = FusedPlan.from_plan(plan, "train")
+    assert not fused.batch_independent
+    labels = np.array([3, 0, 7, 1])
+    loss_fn = make_loss("cross_entropy")
+    before = {k: v.copy() for k, v in plan.params.items()}
+    results = []
+    with ThreadPoolExecutor(1) as pool:
+        for p, threads in ((plan, pool), (fused, pool), (fused, None)):
+            plan.load_state(before)
+            loss, _, grads = batch_loss_and_grads(p, loss_fn, x, labels, np.random.default_rng(0), threads)
+            keys = source_keys(p.net) if p is fused else {k: k for k in grads}
+            results.append((loss, {keys[k]: v for k, v in grads.items()},
+                            {k: plan.params[k].copy() for k in plan.params if "running" in k}))
+    (loss_u, g_u, rs_u), (loss_s, g_s, rs_s), (loss_w, g_w, _) = results
+    assert loss_s == pytest.approx(loss_u, rel=1e-12) and loss_w == pytest.approx(loss_u, rel=1e-12)
+    for k in g_u:
+        np.testing.assert_allclose(g_s[k], g_u[k], rtol=1e-9, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(g_w[k], g_u[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    for k in rs_u:
+        np.testing.assert_allclose(rs_s[k], rs_u[k], rtol=1e-12)
+
+
 def test_training_recompute_kernel_matches_finite_differences(compile_src):
     plan, x = _case(compile_src, "residual", seed=2)
     fused = FusedPlan.from_plan(plan, "train")
-    assert [s.op for s in fused.steps][0] == "fused_conv" and fused.steps[0].attrs["residual"]
+    assert fused.steps[0].op == "fused_conv" and fused.steps[0].attrs["residual"]
     weights = np.random.default_rng(3).standard_normal((4, *plan.net.shapes[plan.outputs[0]]))
     _, grads = _loss_grads(fused, x, weights)
     eps = 1e-6
@@ -153,31 +180,43 @@ def test_training_recompute_kernel_matches_finite_differences(compile_src):
             assert grads[key][idx] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-7), key
 
 
-def test_training_step_keeps_fewer_bytes(compile_src):
+def test_the_training_step_keeps_only_its_inputs_and_statistics(compile_src):
+    plan, x = _case(compile_src, "residual", np.float32)
+    fused = FusedPlan.from_plan(plan, "train")
+    _, tape = fused.forward(x, training=True)
+    step, cache = tape.caches[0]
+    assert step.op == "fused_conv"
+    assert cache.x is x and cache.skip is x            # both operands are the input itself, not copies
+    held = {id(v) for v in vars(cache).values() if isinstance(v, np.ndarray)}
+    assert held == {id(x)}                               # nothing conv-, batchnorm- or relu-output-sized
+    assert cache.stats.mean.shape == cache.stats.inv_std.shape == (3,)
+
+
+def test_training_step_keeps_fewer_bytes():
     """Analytically (the compiler's saves rules) and measured (tracemalloc over one step)."""
-    c = compile_file(EXAMPLES / "small_resnet.cnn")
+    c = compile_file(EXAMPLES / "cifar_resnet20.cnn")
     trained = analyse_fused(fuse(c.net, "train").net, c.analysis).totals()["train_saved_bytes"]
-    assert trained < 0.5 * c.analysis.totals()["train_saved_bytes"]
+    assert trained < 0.6 * c.analysis.totals()["train_saved_bytes"]
     plan = Plan(c.net, c.analysis.params)
     fused = FusedPlan.from_plan(plan, "train")
-    x = np.random.default_rng(0).standard_normal((16, 1, 28, 28)).astype(np.float32)
-    peaks = []
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    measured = []
     for p in (plan, fused):
         p.forward(x, training=True)                      # warm caches (lru, BLAS buffers)
         tracemalloc.start()
         out, tape = p.forward(x, training=True)
-        kept = tracemalloc.get_traced_memory()[0]
+        held = tracemalloc.get_traced_memory()[0]
         p.backward(tape, {"fc": np.ones_like(out["fc"])})
-        peaks.append((kept, tracemalloc.get_traced_memory()[1]))
+        measured.append((held, tracemalloc.get_traced_memory()[1]))
         tracemalloc.stop()
         del tape
-    (kept_u, peak_u), (kept_f, peak_f) = peaks
-    assert kept_f < 0.3 * kept_u and peak_f < 0.6 * peak_u, peaks
+    (held_u, peak_u), (held_f, peak_f) = measured
+    assert held_f < 0.6 * held_u and peak_f < peak_u, measured
 
 
 # ------------------------------------------------------------- stores
 def test_fused_plans_share_unfolded_arrays_and_check_their_store(compile_src):
-    plan, x = _case(compile_src, "linear_relu", np.float32)
+    plan, _ = _case(compile_src, "linear_relu", np.float32)
     fused = FusedPlan.from_plan(plan)
     assert fused.params["linear_1.weight"] is plan.params["linear_1.weight"]
     fused_net = fuse(plan.net).net
@@ -283,9 +322,8 @@ def _step_errors(plan: Plan, fused: FusedPlan, values: dict) -> list[tuple[str, 
 FILES = sorted(EXAMPLES.glob("*.cnn"))
 
 
-@pytest.mark.parametrize("path", [pytest.param(f, marks=[pytest.mark.slow] + (
-    [pytest.mark.skipif(not SLOW, reason="seconds of weight drawing; CNNC_SLOW=1 runs it")]
-    if f.stem in HEAVY else [])) for f in FILES], ids=[f.stem for f in FILES])
+@pytest.mark.parametrize("path", [pytest.param(f, marks=[pytest.mark.slow] if f.stem in HEAVY else [])
+                                  for f in FILES], ids=[f.stem for f in FILES])
 def test_every_example_fused_in_eval_equals_the_unfused_plan(example_dir, path):
     c = small_network(example_dir / path.name)
     plan = Plan(c.net, c.analysis.params)
@@ -296,10 +334,19 @@ def test_every_example_fused_in_eval_equals_the_unfused_plan(example_dir, path):
     errors = _step_errors(plan, fused, values)
     assert max((e for _, e in errors), default=0.0) <= 1e-5, sorted(errors, key=lambda e: -e[1])[:3]
     assert len(fused.steps) <= len(plan.steps)
+    # End to end, with random statistics and γ in (0.2, 0.6) as trained networks have them: with
+    # γ ~ 1 and statistics matched to tiny feature maps these random networks are chaotic, and
+    # float32 itself (unfused against float64) differs by up to 100% at the output (docs/fusion.md).
+    randomise_bn(plan, rng, gamma=(0.2, 0.6))
+    x2 = {k: rng.standard_normal((2, *v)).astype(np.float32) for k, v in c.net.inputs.items()}
+    ref, out = plan.forward(x2)[0], FusedPlan.from_plan(plan).forward(x2)[0]
+    for k in ref:
+        assert rel(out[k], ref[k]) <= 1e-5, (k, rel(out[k], ref[k]))
 
 
 @pytest.mark.parametrize("name", ["cifar_resnet20", "mobilenet_v1", "googlenet"])
 def test_fused_output_equals_unfused_end_to_end_in_float64(example_dir, name):
+    """With the (chaotic) statistics matched to each batchnorm's input: exact up to float64 rounding."""
     c = small_network(example_dir / f"{name}.cnn")
     plan = Plan(c.net, c.analysis.params)
     rng = np.random.default_rng(0)
@@ -309,7 +356,7 @@ def test_fused_output_equals_unfused_end_to_end_in_float64(example_dir, name):
     plan64.load_state({k: v.astype(np.float64) for k, v in plan.params.items()})
     ref, out = plan64.forward(x)[0], FusedPlan.from_plan(plan64).forward(x)[0]
     for k in ref:
-        assert rel(out[k], ref[k]) < 1e-10
+        assert rel(out[k], ref[k]) < 1e-9
 
 
 @pytest.mark.parametrize("name", ["small_resnet", "cifar_resnet20", "small_inception", "small_unet"])
@@ -318,7 +365,7 @@ def test_fused_output_equals_unfused_end_to_end_in_float32(example_dir, name):
     plan = Plan(c.net, c.analysis.params)
     rng = np.random.default_rng(0)
     x = {k: rng.standard_normal((4, *v)).astype(np.float32) for k, v in c.net.inputs.items()}
-    randomise_bn(plan, rng, scale=0.2)
+    randomise_bn(plan, rng)
     ref, out = plan.forward(x)[0], FusedPlan.from_plan(plan).forward(x)[0]
     for k in ref:
         assert rel(out[k], ref[k]) <= 1e-5

@@ -125,3 +125,12 @@ def test_steady_state_allocations_stay_near_the_plan():
 def test_symbolic_sizes_cannot_be_planned():
     with pytest.raises(CnncError, match="concrete sizes"):
         plan_memory(compile_file(EXAMPLES / "unet.cnn").net)
+
+
+def test_the_new_runtime_modules_never_import_the_parser():
+    import subprocess
+    import sys
+    code = ("import sys, cnnc.runtime.fused, cnnc.runtime.memory_plan, cnnc.runtime.codegen; "
+            "print('cnnc.dsl.parser' in sys.modules, 'lark' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -178,3 +178,15 @@ def test_the_runtime_never_imports_the_parser():
             "print('cnnc.dsl.parser' in sys.modules, 'lark' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_lrn_keeps_its_k_constant(compile_src):
+    """`k` means kernel size for windows, but LRN's k is its additive constant (PyTorch's k)."""
+    torch = pytest.importorskip("torch")
+    c = compile_src("network N {\n    input x: [6, 4, 4]\n    x -> lrn(3, alpha = 0.5, k = 1.0)\n}\n")
+    assert c.net.node("lrn").attrs["k"] == 1.0 and "kernel" not in c.net.node("lrn").attrs
+    x = np.random.default_rng(0).standard_normal((2, 6, 4, 4))
+    plan = Plan(c.net, c.analysis.params, dtype=np.float64)
+    ours = plan.forward({"x": x})[0]["lrn"]
+    ref = torch.nn.functional.local_response_norm(torch.tensor(x), 3, alpha=0.5, beta=0.75, k=1.0).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-10)
