@@ -27,11 +27,10 @@ import numpy as np
 
 from ..compiler.fusion import fuse, parameters
 from ..compiler.graph import Network
-from ..dsl.source import CnncError
 from .kernels import KERNELS, Context, Kernel, _shards
 from .kernels._core import Attrs, Grads, Params, Tensors
 from .kernels._im2col import is_channels_last
-from .plan import Plan, Step
+from .plan import Plan
 
 
 # ------------------------------------------------------- epilogue pieces
@@ -383,17 +382,8 @@ class FusedPlan(Plan):
     """A `Plan` over a fused graph: fused ops run `FUSED_KERNELS`, parameters are given, not drawn."""
 
     def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32):
-        specs = parameters(net)
-        self._owned = {owner: list(ps) for owner, ps in specs.items()}
-        # Plan's own set-up with no parameter specs: it draws no weights (seconds for VGG);
-        # the store comes from fold_parameters / map_parameters instead.
-        super().__init__(net, {}, dtype=dtype)
-        self.specs = {f"{owner}.{p}": spec for owner, ps in specs.items() for p, spec in ps.items()}
-        missing = [k for k in self.specs if k not in params]
-        if missing:
-            raise CnncError(f"the parameters do not fit the fused network: no '{missing[0]}'")
-        self.params = {k: params[k] for k in self.specs}
-        self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
+        # The store comes from fold_parameters / map_parameters: nothing is drawn (seconds for VGG).
+        super().__init__(net, parameters(net), dtype=dtype, params=params)
         # In training an unfolded batchnorm couples the samples of a batch, fused or not.
         self.batch_independent = not any(
             s.op == "batchnorm" or s.op == "fused_bn" or (s.op == "fused_conv" and _unfolded_bn(s.attrs))
@@ -406,17 +396,8 @@ class FusedPlan(Plan):
         store = fold_parameters(net, plan.params) if mode == "eval" else map_parameters(net, plan.params)
         return cls(net, store, plan.dtype)
 
-    def _param_names(self, owner: str) -> list[str]:
-        return self._owned.get(owner, [])     # indexed: Plan's scan of every key is quadratic
-
-    def _step(self, node) -> Step:
-        kernel = FUSED_KERNELS.get(node.op) or KERNELS.get(node.op)
-        if kernel is None:
-            raise CnncError(f"the runtime has no kernel for '{node.op}' (layer '{node.name}')", node.loc)
-        owner = node.shares or node.name
-        keys = tuple((p, f"{owner}.{p}") for p in self._param_names(owner))
-        needs = any(i not in self.net.inputs for i in node.inputs)
-        return Step(node.name, node.op, kernel, node.inputs, node.attrs, keys, needs)
+    def _kernel(self, op: str) -> Kernel | None:
+        return FUSED_KERNELS.get(op) or KERNELS.get(op)
 
 
 __all__ = ["FUSED_KERNELS", "FusedPlan", "INTO", "fold_parameters", "map_parameters", "source_keys",

@@ -46,7 +46,8 @@ class Tape:
 
 class Plan:
     def __init__(self, net: Network, param_specs: Mapping[str, Mapping[str, ParamSpec]],
-                 seed: int = 0, dtype: type = np.float32):
+                 seed: int = 0, dtype: type = np.float32, params: Mapping[str, np.ndarray] | None = None):
+        """`params` gives the store (e.g. folded weights); otherwise it is drawn with `seed`."""
         _require_concrete(net)
         self.net = net
         self.dtype = dtype
@@ -55,15 +56,24 @@ class Plan:
         self.inputs = tuple(net.inputs)
         self.outputs = tuple(net.outputs)
         self.steps = [self._step(node) for node in net.layers()]
-        self.params = initial_parameters(net, param_specs, seed, dtype)
+        if params is None:
+            self.params = initial_parameters(net, param_specs, seed, dtype)
+        else:
+            missing = [k for k in self.specs if k not in params]
+            if missing:
+                raise CnncError(f"the parameters do not fit the network: no '{missing[0]}'")
+            self.params = {k: params[k] for k in self.specs}
         self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
         self._last_use = self._liveness()
         # In training, batchnorm couples the samples of a batch; nothing else does.
         self.batch_independent = not any(s.op == "batchnorm" for s in self.steps)
 
     # ------------------------------------------------------------- lowering
+    def _kernel(self, op: str) -> Kernel | None:
+        return KERNELS.get(op)
+
     def _step(self, node) -> Step:
-        kernel = KERNELS.get(node.op)
+        kernel = self._kernel(node.op)
         if kernel is None:
             raise CnncError(f"the runtime has no kernel for '{node.op}' (layer '{node.name}')", node.loc)
         owner = node.shares or node.name
