@@ -778,6 +778,10 @@ class Elaborator:
             return self._binop(expr, frame)
         if isinstance(expr, ast.Call):
             return self._call(expr, frame)
+        if isinstance(expr, ast.Labeled) and not self._is_application(expr, frame):
+            raise CnncError(f"the label '{expr.label}' must name a layer or a block, not "
+                            f"{describe(self.ev(expr.expr, frame))}", expr.loc,
+                            f"write `{expr.label}: conv(...)`, or bind a value with `{expr.label} = ...`")
         if isinstance(expr, ast.Chain) or isinstance(expr, ast.Labeled):
             return self.head(expr, frame)
         if isinstance(expr, ast.IfExpr):

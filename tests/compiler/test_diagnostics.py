@@ -48,6 +48,8 @@ CASES = [
      "unpool needs the label of a maxpool layer", "label the pooling layer"),
     ("unpool-shape", net("x -> p: maxpool(2) -> conv(8, 3, pad = 1) -> unpool(p)"), 3, 57,
      "unpool's input [8, 16, 16] must have the shape of p's output [3, 16, 16]", None),
+    ("label-on-a-value", net("x -> conv(p: width, 1)"), 3, 15, "the label 'p' must name a layer or a block, "
+     "not the name 'width'", "bind a value"),
     ("symbolic-condition", "network N {\n    input x: [3, H, W]\n    x -> conv(if height(x) > 8 { 4 } else { 2 }, 1)"
      "\n}\n", 3, 28, "cannot decide '>' on a size that depends on H", "--input"),
     ("in-outside-block", net("in -> relu"), 3, 5, "`in` exists only inside a block", None),
