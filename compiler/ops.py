@@ -16,7 +16,7 @@ by an explicit rule.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable
 
@@ -78,9 +78,40 @@ class OpSpec:
     saves: tuple[str, ...] = ("input",)          # what training keeps: "input", "output", "mask"
     resolve: Callable[[dict, list], dict] = lambda a, ins: a
     doc: str = ""
+    # What later stages register for this op, by back end ("kernel", "numpy", "torch",
+    # "onnx", ...): see `register` and `implementation`. Not part of the op's identity.
+    impls: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def attr(self, name: str) -> Attr | None:
         return next((a for a in self.attrs if a.name == name), None)
+
+    @property
+    def variadic(self) -> bool:
+        return self.inputs is None
+
+
+# ------------------------------------------------------ back-end registration
+# JAX-style: each later stage registers its rule for an op into the op's own
+# entry (the compiler never imports the runtime). Consumers ask
+# `implementation(op, backend)`; a coverage test per back end walks OPS.
+def register(backend: str, *ops: str) -> Callable[[Any], Any]:
+    """Decorator: `@register("kernel", "relu")` stores the decorated object as relu's kernel."""
+    def store(impl: Any) -> Any:
+        for op in ops:
+            spec = OPS.get(op)
+            if spec is None:
+                raise KeyError(f"cannot register {backend} for unknown op '{op}'")
+            if backend in spec.impls and spec.impls[backend] is not impl:
+                raise KeyError(f"op '{op}' already has a {backend} implementation")
+            spec.impls[backend] = impl
+        return impl
+    return store
+
+
+def implementation(op: str, backend: str) -> Any | None:
+    """What `backend` registered for `op`, or None (the caller reports the layer)."""
+    spec = OPS.get(op)
+    return None if spec is None else spec.impls.get(backend)
 
 
 # ---------------------------------------------------------------- utilities

@@ -1,0 +1,108 @@
+"""The bounded reader and the safe writer (dsl/files.py)."""
+import gzip
+import os
+
+import pytest
+
+from cnnc.dsl import files
+from cnnc.dsl.source import CnncError
+
+
+def test_reads_a_regular_file(tmp_path):
+    p = tmp_path / "a.cnn"
+    p.write_bytes(b"hello")
+    assert files.read_bytes(p, "source file", 10) == b"hello"
+
+
+def test_refuses_a_file_over_the_limit_before_reading(tmp_path):
+    p = tmp_path / "big"
+    p.write_bytes(b"x" * 101)
+    with pytest.raises(CnncError, match=r"source file '.*big' is 101 bytes, more than the limit of 100 bytes"):
+        files.read_bytes(p, "source file", 100)
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null"])
+def test_refuses_devices(path):
+    with pytest.raises(CnncError, match="is not a regular file"):
+        files.read_bytes(path, "data file", 1 << 20)
+
+
+def test_refuses_proc_files_without_quoting_them():
+    with pytest.raises(CnncError) as err:
+        files.read_bytes("/proc/self/environ", "import", 1 << 20)
+    assert "PATH=" not in str(err.value)
+
+
+def test_a_fifo_does_not_block(tmp_path):
+    fifo = tmp_path / "pipe.cnn"
+    os.mkfifo(fifo)
+    with pytest.raises(CnncError, match="not a regular file"):
+        files.read_bytes(fifo, "import", 1 << 20)
+
+
+def test_missing_directory_nul_and_symlink_loop(tmp_path):
+    with pytest.raises(CnncError, match="does not exist"):
+        files.read_bytes(tmp_path / "nope", "data file", 10)
+    with pytest.raises(CnncError, match="is a directory"):
+        files.read_bytes(tmp_path, "data file", 10)
+    with pytest.raises(CnncError, match="NUL byte"):
+        files.read_bytes(str(tmp_path / "a\x00b"), "data file", 10)
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    with pytest.raises(CnncError, match="symbolic links"):
+        files.read_bytes(tmp_path / "l1", "data file", 10)
+
+
+def test_paths_in_messages_are_escaped():
+    assert files.describe_path("a\x1b]0;pwn\x07b\nc") == "a\\x1b]0;pwn\\x07b\\nc"
+
+
+def test_bounded_inflate_stops_at_the_limit():
+    bomb = gzip.compress(b"\0" * (10 << 20))
+    assert len(bomb) < 100_000
+    with pytest.raises(CnncError, match="inflates to more than 1.0 MiB"):
+        files.bounded_inflate([bomb], "labels.gz", 1 << 20)
+    assert files.bounded_inflate([gzip.compress(b"abc")], "x", 10) == b"abc"
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out.svg"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with files.atomic_output(target, "diagram") as f:
+            f.write(b"partial")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.svg"]  # no temp left behind
+    files.write_atomic(target, "new", "diagram")
+    assert target.read_text() == "new"
+
+
+def test_atomic_write_refuses_inputs_symlinks_and_directories(tmp_path):
+    src = tmp_path / "weights.npz"
+    src.write_bytes(b"w")
+    with pytest.raises(CnncError, match="is also an input of this command"):
+        files.write_atomic(src, b"x", "weights", inputs=[src])
+    assert src.read_bytes() == b"w"
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "link").symlink_to(victim)
+    with pytest.raises(CnncError, match="symbolic link"):
+        files.write_atomic(tmp_path / "link", "x", "metrics")
+    assert victim.read_text() == "keep"
+    with pytest.raises(CnncError, match="is a directory"):
+        files.write_atomic(tmp_path, "x", "diagram")
+
+
+def test_write_errors_name_the_file(tmp_path):
+    (tmp_path / "file").write_text("f")
+    with pytest.raises(CnncError, match="cannot write diagram '.*file/x'"):
+        files.write_atomic(tmp_path / "file" / "x", "x", "diagram")
+
+
+def test_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CNNC_MAX_SOURCE", "123")
+    assert files.limit("source", 5) == 123
+    monkeypatch.setenv("CNNC_MAX_SOURCE", "lots")
+    with pytest.raises(CnncError, match="CNNC_MAX_SOURCE"):
+        files.limit("source", 5)
