@@ -8,8 +8,10 @@ else is allowed to escape to the user.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,9 @@ class CnncError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+
+def did_you_mean(word: str, candidates: Iterable[str], fallback: str | None = None) -> str | None:
+    """The hint for a misspelt name: "did you mean 'x'?", else `fallback` (e.g. the list of choices)."""
+    close = difflib.get_close_matches(str(word), sorted(set(candidates)), n=1)
+    return f"did you mean '{close[0]}'?" if close else fallback
