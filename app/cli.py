@@ -7,6 +7,7 @@ Set CNNC_DEBUG=1 to see the traceback of an internal error.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -111,43 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """After stdout failed, point it at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 # --------------------------------------------------------------- commands
 def _compile(args: argparse.Namespace):
-    from .compiler.driver import compile_file, parse_assignment, parse_shape
-    inputs = dict(parse_shape(s) for s in args.input)
-    params = dict(parse_assignment(s) for s in args.params)
-    return compile_file(args.file, args.network, inputs, params, set(args.allow))
+    from .cmd_compile import compile_args
+    return compile_args(args)
 
 
 def cmd_check(args) -> int:
-    """Check the chosen network, or every network the file defines."""
-    from .compiler.driver import network_names
-    names = [args.network] if args.network else network_names(args.file) or [None]
-    for name in names:
-        args.network = name
-        c = _compile(args)
-        for w in c.warnings:
-            print_diagnostic(w)
-        n = len(c.warnings)
-        print(f"{args.file}: {c.net.name} is valid ({len(c.net.layers())} layers"
-              + (f", {n} warning{'s' if n != 1 else ''}" if n else "") + ")")
-    return 0
+    from .cmd_compile import check
+    return check(args, print_diagnostic)
 
 
 def cmd_compile(args) -> int:
-    from .compiler import report
-    c = _compile(args)
-    if args.fuse or args.emit:
-        from .compiler import fusion_cli
-        from .runtime import codegen, memory_plan  # runtime services handed to the compiler's report
-        return fusion_cli.run(args, c, memory_plan.plan_memory, codegen.emit, print_diagnostic)
-    if args.format == "json":
-        print(report.json_text(c))
-        return 0
-    for w in c.warnings:
-        print_diagnostic(w)
-    print(report.table(c, expand=args.expand, depth=args.depth))
-    return 0
+    from .cmd_compile import compile_
+    return compile_(args, print_diagnostic)
 
 
 def cmd_run(args) -> int:
@@ -161,7 +149,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_viz(args) -> int:
-    from .viz.cli import viz
+    from .cmd_viz import check_flags, viz
+    check_flags(args)  # before compiling: a flag mistake is reported first
     return viz(args, _compile(args))
 
 
@@ -171,7 +160,9 @@ COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a full disk or closed pipe surfaces here, not in the interpreter's exit
+        return code
     except CnncError as err:
         print_diagnostic(err.diagnostic)
         return 1
@@ -179,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         print("cnnc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
+            raise
+        _silence_stdout()
+        print(f"cnnc: error: cannot write the output: {err.strerror or err}", file=sys.stderr)
+        return 1
     except RecursionError:
         print("cnnc: error: the program nests too deeply to analyse", file=sys.stderr)
         return 1

@@ -25,10 +25,6 @@ class Compiled:
     def warnings(self) -> list[Diagnostic]:
         return self.analysis.warnings
 
-    def _repr_svg_(self) -> str:  # notebooks show the diagram inline
-        from ..viz import diagram_svg
-        return diagram_svg(self)
-
 
 def compile_file(path: str | Path, network: str | None = None, inputs: dict[str, tuple] | None = None,
                  args: dict[str, Any] | None = None, allow: set[str] | frozenset = frozenset(),

@@ -1,10 +1,13 @@
-"""Stage 2 (compiler): what `cnnc compile` prints — the layer table and the JSON contract.
+"""Stage 2 (compiler): what `cnnc compile` reports — the layer table, the JSON contract, fusion.
 
 The table fits a 100-column terminal and folds the repeats a program wrote
 with `block(...) * N` into one summary row per extra instance group (unless
 `expand=True`); `depth` collapses block instances deeper than N into one row.
 The JSON follows docs/internals.md and the architecture brief's contract:
 field names are stable, figures are per sample, symbolic sizes are strings.
+`fusion_text` and `fused_json` report `--fuse`: each fused group with the
+source location of every member and what it saves, and the memory plan.
+Everything here returns text or JSON values; app/ prints them.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 
 from .analysis import FieldState, fmt_frac
 from .driver import Compiled
+from .fusion import Fusion, FusedGroup, savings
 from .symbolic import is_symbolic
 
 WIDTH = 100
@@ -185,9 +189,9 @@ def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
                  + (f"; buffers {_count(t['buffers'])}" if t["buffers"] else ""))
     lines.append(f"MACs         {_count(t['macs'])}" + ("" if is_symbolic(t["macs"]) else f" ({human(t['macs'])})"))
     lines.append(f"FLOPs        {_count(t['flops'])}" + ("" if is_symbolic(t["flops"]) else f" ({human(t['flops'])})"))
-    lines.append(f"memory       activations {_bytes(t['activation_bytes'])} per sample (float32)")
-    lines.append(f"             kept for backward {_bytes(t['train_saved_bytes'])}")
-    lines.append(f"             inference peak {_bytes(t['inference_peak_bytes'])}")
+    lines.append(f"memory       activations {fmt_bytes(t['activation_bytes'])} per sample (float32)")
+    lines.append(f"             kept for backward {fmt_bytes(t['train_saved_bytes'])}")
+    lines.append(f"             inference peak {fmt_bytes(t['inference_peak_bytes'])}")
     for o in net.outputs:
         lines.append(f"output       {o}: {_shape(net.shapes[o])}, receptive field {_rf(a.rf.get(o))}")
     for s, info in net.symbols.items():
@@ -204,7 +208,7 @@ def _wrap(line: str) -> str:
     return "\n".join(textwrap.wrap(line, WIDTH, subsequent_indent=" " * 13, break_on_hyphens=False))
 
 
-def _bytes(n: Any) -> str:
+def fmt_bytes(n: Any) -> str:
     if n is None:
         return "n/a (symbolic)"
     if is_symbolic(n):
@@ -213,3 +217,90 @@ def _bytes(n: Any) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n} B"
+
+
+# ------------------------------------------------ fusion (cnnc compile --fuse)
+def _member_lines(g: FusedGroup) -> list[str]:
+    """Each member's op and file:line:col, wrapped between members (never inside one)."""
+    parts = [f"{op} {loc or '?'}" for op, loc in zip(g.ops, g.locs)]
+    if g.skip:
+        parts.append(f"(residual: {g.skip})")
+    lines, current = [], []
+    for part in parts:
+        if current and 6 + len(", ".join(current + [part])) > WIDTH:
+            lines.append(" " * 6 + ", ".join(current) + ",")
+            current = []
+        current.append(part)
+    lines.append(" " * 6 + ", ".join(current))
+    return lines
+
+
+def fusion_text(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | None) -> str:
+    n = len(fusion.groups)
+    if n:
+        lines = [f"{c.net.name}: {n} fused group{'s' if n != 1 else ''} for inference"
+                 + (" (batchnorm folded into the convolution's weights and bias)"
+                    if any(g.folded for g in fusion.groups) else "")]
+    else:
+        lines = [f"{c.net.name}: nothing to fuse (conv, linear or batchnorm followed by batchnorm or relu/relu6/"
+                 "leaky_relu)"]
+    if n:
+        lines.append(f"  {'group':<40} {'pattern':<18} {'steps':>5} {'activations':>12} {'FLOPs':>14}")
+    for g in fusion.groups:
+        s = savings(c.net, c.analysis, fused.net, fused.analysis, g)
+        lines.append(f"  {_fit(g.name, 40):<40} {g.pattern:<18} {-s['steps']:>5} "
+                     f"{'-' + fmt_bytes(s['activation_bytes']):>12} {_signed(s['flops']):>14}")
+        lines += _member_lines(g)
+    for s in fusion.skipped:
+        lines.append(f"  not fused: {s.start} ({s.pattern}): {s.reason}" + (f"  [{s.loc}]" if s.loc else ""))
+    lines.append("")
+    lines += _summary(c, fusion, fused, memory)
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _signed(saved: Any) -> str:
+    return _count(-saved) if saved else "0"
+
+
+def _summary(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | None) -> list[str]:
+    before, after = c.analysis.totals(), fused.analysis.totals()
+    biasless = any(g.folded and not c.net.node(g.name).attrs["bias"] for g in fusion.groups)
+    out = [f"steps        {len(c.net.layers())} -> {len(fused.net.layers())}",
+           f"activations  {fmt_bytes(before['activation_bytes'])} -> "
+           f"{fmt_bytes(after['activation_bytes'])} per sample (the fused-away tensors are never written)",
+           f"MACs         {_count(before['macs'])} -> {_count(after['macs'])}",
+           f"FLOPs        {_count(before['flops'])} -> {_count(after['flops'])}"
+           + (" (a folded batchnorm's FLOP per element becomes the bias add of a conv that had none)"
+              if biasless else "")]
+    if memory is None:
+        out.append("memory plan  n/a (symbolic sizes: bind them with --input NAME=CxHxW)")
+    else:
+        b = {k: fmt_bytes(v) for k, v in memory.items()}
+        out.append(f"memory plan  naive {b['naive_unfused_bytes']} unfused, {b['naive_bytes']} fused; planned arena "
+                   f"{b['planned_bytes']} (lower bound {b['lower_bound_bytes']}) per sample, inputs excluded")
+    return out
+
+
+# ----------------------------------------------------------------------- JSON
+def group_json(c: Compiled, fused: Compiled, g: FusedGroup) -> dict[str, Any]:
+    s = savings(c.net, c.analysis, fused.net, fused.analysis, g)
+    return {"name": g.name, "op": g.op, "pattern": g.pattern, "folded_batchnorm": g.folded,
+            "members": [{"name": m, "op": op, "loc": str(loc) if loc else None}
+                        for m, op, loc in zip(g.members, g.ops, g.locs)],
+            "residual": g.skip,
+            "saves": {k: _num(s[k]) for k in ("steps", "activation_bytes", "macs", "flops")},
+            "macs": _num(s["macs_after"]), "flops": _num(s["flops_after"])}
+
+
+def fused_json(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | None,
+               emitted: dict | None) -> dict[str, Any]:
+    graph = to_json(fused)
+    out = {"mode": fusion.mode,
+           "groups": [group_json(c, fused, g) for g in fusion.groups],
+           "skipped": [{"start": s.start, "pattern": s.pattern, "reason": s.reason,
+                        "loc": str(s.loc) if s.loc else None} for s in fusion.skipped],
+           "graph": {k: graph[k] for k in ("layers", "outputs", "totals")},
+           "memory": memory}
+    if emitted is not None:
+        out["emitted"] = emitted
+    return out

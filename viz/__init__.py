@@ -1,11 +1,11 @@
 """Stage 4 (viz): pictures of networks, drawn from compiler graphs that it never changes.
 
 `diagram` builds the Graphviz diagram and `render` runs `dot` on it;
-`diagram_svg` is what notebooks show (`Compiled._repr_svg_`), falling back to
+`diagram_svg` is what notebooks show (`SVG(diagram_svg(compiled))`), falling back to
 the architecture figure when Graphviz is missing. `figure_svg` draws the
 LeNet-style architecture figure, `rf_svg` and `rf_grid_svg` the receptive
 fields, and `curves_svg` the training curves, all as SVG by our own code.
-`cnnc viz` (viz/cli.py) picks one by `--style`. Nothing here imports the
+`picture` (viz/output.py) gives any style as a file's bytes; `cnnc viz` picks one by `--style`. Nothing here imports the
 runtime's kernels.
 """
 from __future__ import annotations

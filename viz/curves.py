@@ -3,7 +3,9 @@
 Each line is one JSON object: per epoch `{"epoch", "train_loss",
 "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}`, and at the end
 `{"split": "test", "loss", "accuracy"}`. `read_metrics` checks every line and
-names the file and line of anything malformed; `curves_svg` draws loss and
+names the file and line of anything malformed (a non-finite value, from a run
+that diverged, is drawn as missing); the file is read through the bounded
+reader (regular files only, at most CNNC_MAX_METRICS bytes, 64 MiB by default); `curves_svg` draws loss and
 accuracy per epoch (train solid, validation dashed) side by side, with the
 test result as a marker past the last epoch. Plain SVG by our own code.
 """
@@ -14,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..dsl import files
 from ..dsl.source import CnncError, Loc
 from .svg import Svg, fmt, nice_ticks
 
@@ -39,16 +42,21 @@ def _number(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_metrics(path: str | Path) -> Metrics:
     """Parse a metrics.jsonl file; a malformed line is a CnncError at that line."""
-    p = Path(path)
+    if not Path(path).exists() and not Path(path).is_symlink():
+        raise CnncError(f"--metrics {files.describe_path(path)}: no such file",
+                        hint="cnnc run writes metrics.jsonl into its --out folder (default runs/NETWORK)")
+    data = files.read_bytes(path, "metrics file", files.limit("metrics", 64 * files.MiB))
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CnncError(f"--metrics {path}: no such file",
-                        hint="cnnc run writes metrics.jsonl into its --out folder (default runs/NETWORK)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise CnncError(f"--metrics {path}: cannot read it ({err})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CnncError(f"--metrics {files.describe_path(path)}: not UTF-8 text ({err.reason} at byte "
+                        f"{err.start})") from None
     metrics = Metrics(str(path))
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -82,7 +90,7 @@ def _add(metrics: Metrics, record: dict, path: str, number: int) -> None:
     if "split" in record and "epoch" not in record:
         return  # another split's summary (e.g. "val"): nothing to plot per epoch
     epoch = record.get("epoch")
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+    if not _finite(epoch):
         raise CnncError("malformed metrics line: an epoch record needs a numeric 'epoch'", loc,
                         hint='expected {"epoch": 1, "train_loss": ..., "val_loss": ...} or {"split": "test", ...}')
     for key in EPOCH_KEYS:
@@ -99,7 +107,7 @@ def curves_svg(metrics: Metrics, title: str = "") -> str:
     """Loss and accuracy per epoch, train and validation, with the test result marked."""
     panels = [("loss", "train_loss", "val_loss", "loss")]
     if metrics.series("train_accuracy") or metrics.series("val_accuracy") or \
-            (metrics.test and metrics.test.get("accuracy") is not None):
+            (metrics.test and _finite(metrics.test.get("accuracy"))):
         panels.append(("accuracy", "train_accuracy", "val_accuracy", "accuracy"))
     left, gap, top = 64.0, 84.0, 86.0
     width = left + len(panels) * PANEL_W + (len(panels) - 1) * gap + 40
@@ -121,7 +129,7 @@ def _legend(svg: Svg, x: float, y: float, metrics: Metrics) -> None:
         svg.line(x, y - 4, x + 24, y - 4, colour, 2.0, dash=dash)
         svg.text(x + 30, y, text, 10.5, anchor="start")
         x += 110
-    if metrics.test:
+    if metrics.test and any(_finite(metrics.test.get(k)) for k in ("loss", "accuracy")):
         svg.circle(x + 8, y - 4, 4.5, TEST_COLOUR)
         svg.text(x + 18, y, "test (after training)", 10.5, anchor="start")
 
@@ -129,6 +137,7 @@ def _legend(svg: Svg, x: float, y: float, metrics: Metrics) -> None:
 def _panel(svg: Svg, m: Metrics, name: str, train: str, val: str, test_key: str, x0: float, y0: float) -> None:
     series = [(m.series(train), TRAIN_COLOUR, ""), (m.series(val), VAL_COLOUR, "6,4")]
     test = m.test.get(test_key) if m.test else None
+    test = test if _finite(test) else None  # a diverged run's test loss is not drawn
     values = [v for s, _, _ in series for _, v in s] + ([test] if test is not None else [])
     epochs = [e for s, _, _ in series for e, _ in s] or [e["epoch"] for e in m.epochs]
     lo_e, hi_e = min(epochs), max(epochs)
@@ -142,7 +151,10 @@ def _panel(svg: Svg, m: Metrics, name: str, train: str, val: str, test_key: str,
     yticks = nice_ticks(lo, hi, 5)
     xticks = [t for t in nice_ticks(lo_e, hi_e, min(8, max(1, int(hi_e - lo_e)))) if lo_e <= t <= hi_e]
     X = lambda e: x0 + PANEL_W * ((e - lo_e) / (x_hi - lo_e) if x_hi > lo_e else 0.5)
-    Y = lambda v: y0 + PANEL_H - PANEL_H * (v - yticks[0]) / (yticks[-1] - yticks[0])
+
+    def Y(v: float) -> float:  # clamped just outside the panel: a 1e308 loss stays a finite coordinate
+        y = y0 + PANEL_H - PANEL_H * ((v - yticks[0]) / (yticks[-1] - yticks[0]))
+        return min(max(y, y0 - 8), y0 + PANEL_H + 8) if math.isfinite(y) else y0 - 8
     svg.rect(x0, y0, PANEL_W, PANEL_H, "none", "#999", 0.8)
     for t in yticks:
         svg.line(x0, Y(t), x0 + PANEL_W, Y(t), "#e8e8e8", 0.8)

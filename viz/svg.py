@@ -34,6 +34,8 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if hi <= lo:
         hi = lo + (abs(lo) or 1.0)
     raw = (hi - lo) / max(count, 1)
+    if not math.isfinite(raw) or raw <= 0:  # a range beyond float (a diverged run's 1e308 losses)
+        return [0.0, 1.0]
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     start = math.floor(lo / step + 1e-9) * step

@@ -120,3 +120,25 @@ def test_check_covers_every_network_of_a_file(tmp_path, capsys):
     assert main(["check", str(f)]) == 0
     out = capsys.readouterr().out
     assert "A is valid" in out and "B is valid" in out
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_stdout_on_a_full_device_is_one_line_and_exit_1():
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", "import sys; from cnnc.cli import main; sys.exit(main())",
+                               "compile", str(EXAMPLES / "resnet18.cnn")], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "cnnc: error: cannot write the output: No space left on device"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "NET", "--depth", "-3"], "--depth -3: the depth must be 0 or more"),
+    (["compile", "NET", "-o", "x.py"], "-o x.py: only --emit writes a file"),
+    (["compile", "NET", "--checkpoint", "c.npz"], "--checkpoint c.npz: only --emit reads weights"),
+])
+def test_compile_flag_mistakes(capsys, argv, message):
+    code = main([str(EXAMPLES / "lenet5.cnn") if a == "NET" else a for a in argv])
+    assert code == 1
+    assert f"cnnc: error: {message}" in capsys.readouterr().err

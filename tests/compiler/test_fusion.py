@@ -358,7 +358,7 @@ def test_cli_emit_needs_an_output_file(write, capsys):
 def test_the_fusion_modules_never_import_the_runtime():
     import subprocess
     import sys
-    code = ("import sys, cnnc.compiler.fusion, cnnc.compiler.fusion_cli; "
+    code = ("import sys, cnnc.compiler.fusion, cnnc.compiler.report; "
             "print(sorted(m for m in sys.modules if m.startswith('cnnc.runtime')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -48,7 +48,9 @@ def test_equal_when_is_exact_on_many_values(a, b):
     if verdict == "yes":
         assert len(agree) == len(samples)
     elif verdict == "no":
-        assert len(agree) <= 1  # at most finitely many coincidences for sizes that grow apart
+        # Not equal for every size; floors of nearby divisors (H//63, H//60) may still agree on
+        # long runs, so only a disagreement somewhere is guaranteed.
+        assert len(agree) < len(samples)
     elif verdict == "when":
         name, L, residues = detail
         assert agree == [h for h in samples if h % L in residues]

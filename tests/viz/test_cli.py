@@ -14,7 +14,7 @@ from cnnc.cli import main
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LENET, RESNET, UNET = (str(EXAMPLES / f) for f in ("lenet5.cnn", "resnet18.cnn", "unet.cnn"))
 diagram_module = importlib.import_module("cnnc.viz.diagram")
-cli_module = importlib.import_module("cnnc.viz.cli")
+cli_module = importlib.import_module("cnnc.viz.output")
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
                                reason="the Graphviz program 'dot' is not installed (apt-get install graphviz)")
 needs_rsvg = pytest.mark.skipif(shutil.which("rsvg-convert") is None,

@@ -77,3 +77,32 @@ def test_missing_file_and_empty_file(tmp_path):
     assert "no such file" in err.value.message and "cnnc run" in err.value.hint
     with pytest.raises(CnncError, match="no epoch records"):
         read_metrics(write(tmp_path, [{"split": "test", "loss": 0.1, "accuracy": 0.9}]))
+
+
+def test_a_diverged_run_draws_without_its_non_finite_values(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        '{"epoch": 1, "train_loss": 2.0, "train_accuracy": 0.1, "val_loss": NaN, "lr": 0.1, "seconds": 1}\n'
+        '{"epoch": 2, "train_loss": 1e308, "train_accuracy": 0.1, "val_loss": -Infinity, "lr": 0.1, "seconds": 1}\n'
+        '{"epoch": 3, "train_loss": Infinity, "train_accuracy": 0.1, "val_loss": 1.0, "lr": 0.1, "seconds": 1}\n'
+        '{"split": "test", "loss": Infinity, "accuracy": NaN}\n')
+    m = read_metrics(path)
+    assert m.series("train_loss") == [(1, 2.0), (2, 1e308)]
+    assert m.series("val_loss") == [(3, 1.0)]
+    svg = curves_svg(m)
+    ET.fromstring(svg)
+    assert "test (after training)" not in svg  # nothing finite to mark
+    assert "inf" not in svg.lower() and "nan" not in svg.lower()
+
+
+def test_an_epoch_that_is_not_finite_is_malformed(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": Infinity, "train_loss": 1.0}\n')
+    with pytest.raises(CnncError) as err:
+        read_metrics(path)
+    assert "numeric 'epoch'" in err.value.message and err.value.loc.line == 1
+
+
+def test_metrics_are_read_only_from_regular_files():
+    with pytest.raises(CnncError, match="'/dev/zero' is not a regular file"):
+        read_metrics("/dev/zero")

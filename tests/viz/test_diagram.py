@@ -222,7 +222,7 @@ def test_renders_png_through_dot(lenet):
 
 @needs_dot
 def test_notebook_svg_uses_graphviz(lenet):
-    svg = lenet._repr_svg_()
+    svg = diagram_svg(lenet)
     ET.fromstring(svg.encode("utf-8"))
     assert "graphviz" in svg.lower()
 
