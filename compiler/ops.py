@@ -137,10 +137,9 @@ def fmt_shape(shape) -> str:
 def window_out(n, k: int, s: int, pad: tuple, d: int = 1, ceil_mode: bool = False):
     """floor((n + p_l + p_r - d(k-1) - 1)/s) + 1 (ceil with ceil_mode, PyTorch rule).
 
-    The one home of the window-count rule: the shape rules call it on ints and
-    on symbolic `Dim`s, the runtime's `Window` and the plain-NumPy ops of
-    `--emit numpy` on ints (the generated module carries a copy of this very
-    function, so it uses nothing but arithmetic and NumPy's integer type).
+    The one home of this rule: shape rules call it on ints and symbolic sizes,
+    the runtime kernels and `--emit numpy` modules (which carry a copy of this
+    function's source) on ints, so it uses only arithmetic and NumPy.
     """
     span = n + pad[0] + pad[1] - d * (k - 1) - 1
     if not ceil_mode:

@@ -317,8 +317,8 @@ register(BACKEND, "groupnorm")(_group_norm(lambda net, n: n.attrs["groups"]))
 
 @register(BACKEND, "lrn")
 def _lrn(e: _Emitter, node: Node, x: list[str]) -> str:
-    a = node.attrs  # the compiler normalises lrn's `k` to "kernel" in older tables: accept both
-    return e.call(standalone.lrn, x[0], size=a["size"], alpha=a["alpha"], beta=a["beta"], k=a.get("k", a.get("kernel", 2.0)))
+    a = node.attrs
+    return e.call(standalone.lrn, x[0], size=a["size"], alpha=a["alpha"], beta=a["beta"], k=a["k"])
 
 
 @register(BACKEND, "dropout", "spatial_dropout")
