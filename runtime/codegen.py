@@ -179,7 +179,9 @@ def register_fused(*ops: str) -> Callable[[Rule], Rule]:
     """`register(BACKEND, ...)` for the fused ops, whose entries live in compiler/fusion.py's FUSED_OPS."""
     def store(rule: Rule) -> Rule:
         for op in ops:
-            FUSED_OPS[op].impls.setdefault(BACKEND, rule)
+            if FUSED_OPS[op].impls.get(BACKEND, rule) is not rule:
+                raise KeyError(f"op '{op}' already has a {BACKEND} implementation")
+            FUSED_OPS[op].impls[BACKEND] = rule
         return rule
     return store
 
