@@ -464,11 +464,36 @@ def module_source(net: Network, weights_name: str, origin: str) -> tuple[str, li
 
 
 ALLOWED_TOP_LEVEL = (ast.Import, ast.Assign, ast.FunctionDef)
+WEIGHTS_PATH = "os.path.join(os.path.dirname(os.path.abspath(__file__)), "
+
+
+def _is_literal(node: ast.expr) -> bool:
+    """What `py_literal` produces: constants, containers of them, `float("inf")`-style calls."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return all(_is_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _is_literal(k) for k in node.keys) and all(map(_is_literal, node.values))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return isinstance(node.operand, ast.Constant)
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float"
+            and not node.keywords and len(node.args) == 1 and isinstance(node.args[0], ast.Constant))
+
+
+def _is_plain_assignment(stmt: ast.Assign) -> bool:
+    """NAME = literal, or WEIGHTS = the weights file's path beside the module."""
+    if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
+        return False
+    value = stmt.value
+    if isinstance(value, ast.Call) and ast.unparse(value).startswith(WEIGHTS_PATH):
+        return len(value.args) == 2 and _is_literal(value.args[1])
+    return _is_literal(value)
 
 
 def check_module(source: str) -> None:
     """Compile the generated text and check its shape: a docstring, imports of os and NumPy,
-    assignments and function definitions only (nothing runs at import but those)."""
+    literal assignments and function definitions only (nothing runs at import but those)."""
     tree = ast.parse(source)          # a SyntaxError here is a generator bug: an internal error
     compile(tree, "<generated module>", "exec")
     body = tree.body
@@ -476,7 +501,7 @@ def check_module(source: str) -> None:
             and isinstance(body[0].value.value, str)):
         raise AssertionError("the generated module does not start with its docstring")
     for stmt in body[1:]:
-        if not isinstance(stmt, ALLOWED_TOP_LEVEL):
+        if not isinstance(stmt, ALLOWED_TOP_LEVEL) or (isinstance(stmt, ast.Assign) and not _is_plain_assignment(stmt)):
             raise AssertionError(f"unexpected top-level {type(stmt).__name__} in the generated module "
                                  f"(line {stmt.lineno})")
         if isinstance(stmt, ast.Import) and {a.name for a in stmt.names} - {"os", "numpy"}:

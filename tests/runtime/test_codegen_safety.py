@@ -91,6 +91,7 @@ def evaluate(text: str):
 def test_py_literal_round_trips_and_stays_on_one_printable_line(value):
     text = py_literal(value)
     assert same(evaluate(text), value)
+    assert codegen._is_literal(ast.parse(text, mode="eval").body)   # what check_module accepts
     assert text.isprintable()                     # no newline, CR, escape, NUL, U+2028 or U+0085
     tree = ast.parse(f"# {text}\nX = 1")        # and so it cannot leave a comment
     assert len(tree.body) == 1
@@ -180,6 +181,8 @@ def test_inf_padding_values_are_exact(tmp_path, write):
     '"""doc"""\nimport os\nopen("PWNED", "w").write("1")\n',        # compiles, but runs code on import
     '"""doc"""\nimport subprocess\n',                               # imports more than NumPy
     "x = 1\n",                                                      # no docstring first
+    '"""doc"""\nX = open("PWNED", "w")\n',                        # an assignment that is no literal
+    '"""doc"""\nW = os.path.join(os.path.dirname(os.path.abspath(__file__)), open("PWNED"))\n',
 ])
 def test_cnnc_exits_0_only_when_the_module_is_sound(tmp_path, monkeypatch, capsys, broken):
     monkeypatch.setattr(codegen, "module_source", lambda net, weights, origin: (broken, []))
