@@ -135,13 +135,18 @@ def fmt_shape(shape) -> str:
 
 
 def window_out(n, k: int, s: int, pad: tuple, d: int = 1, ceil_mode: bool = False):
-    """floor((n + p_l + p_r - d(k-1) - 1)/s) + 1 (ceil with ceil_mode, PyTorch rule)."""
+    """floor((n + p_l + p_r - d(k-1) - 1)/s) + 1 (ceil with ceil_mode, PyTorch rule).
+
+    The one home of this rule: shape rules call it on ints and symbolic sizes,
+    the runtime kernels and `--emit numpy` modules (which carry a copy of this
+    function's source) on ints, so it uses only arithmetic and NumPy.
+    """
     span = n + pad[0] + pad[1] - d * (k - 1) - 1
     if not ceil_mode:
         return span // s + 1
-    out = ceildiv(span, s) + 1
-    # PyTorch: the last window must start inside the input or left padding.
-    if not is_symbolic(out) and not is_symbolic(n) and (out - 1) * s >= n + pad[0]:
+    out = (span + s - 1) // s + 1
+    # PyTorch: the last window must start inside the input or left padding (decidable for known sizes only).
+    if isinstance(n, (int, np.integer)) and isinstance(out, (int, np.integer)) and (out - 1) * s >= n + pad[0]:
         out -= 1
     return out
 

@@ -19,24 +19,19 @@ from typing import Iterator
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ...compiler.ops import window_out
+
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]
 
 
 def out_size(size: int, kernel: int, stride: int, dilation: int = 1,
              pad: Pair = (0, 0), ceil_mode: bool = False) -> int:
-    """Number of window positions along one axis (PyTorch's rule, incl. ceil mode)."""
+    """Number of window positions along one axis: the compiler's rule (`window_out`), for a window that fits."""
     span = dilation * (kernel - 1) + 1
-    room = size + pad[0] + pad[1] - span
-    if room < 0:
+    if size + pad[0] + pad[1] < span:
         raise ValueError(f"window of span {span} does not fit in {size} + padding {pad}")
-    if not ceil_mode:
-        return room // stride + 1
-    n = -(-room // stride) + 1
-    # As PyTorch: the last window must start inside the input or the leading padding.
-    if (n - 1) * stride >= size + pad[0]:
-        n -= 1
-    return n
+    return window_out(size, kernel, stride, pad, dilation, ceil_mode)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from cnnc.cli import main as cli
 from cnnc.compiler.driver import compile_file
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.checkpoint import save_checkpoint
+from cnnc.compiler.ops import OPS
 from cnnc.runtime.codegen import emit, variable_names
 from cnnc.runtime.plan import Plan
 
@@ -47,6 +48,40 @@ network Un {
     a = x -> conv(3, 3, pad = 1) -> relu
     a -> p: maxpool(3, stride = 2, pad = 1) -> conv(3, 1) -> unpool(p) -> q: maxpool(2) -> unpool(q)
       -> conv(2, 1)
+}
+"""
+
+# Every op of the compiler's table (the test below checks it still is), and the three fused ops.
+EVERY = """
+network Every(classes = 5) {
+    input x: [4, 12, 12]
+    a = x -> conv(8, 3, pad = ((1, 1), (2, 0))) -> batchnorm -> relu6
+    b = a -> depthwise_conv(3, pad = 1) -> batchnorm -> leaky_relu(0.2)
+    c = b -> conv(8, 3, pad = 2, dilation = 2, groups = 4) -> elu(0.5)
+    d = c -> p: maxpool(3, stride = 2, pad = 1, ceil_mode = true)
+    e = d -> avgpool(2, stride = 2, ceil_mode = true, count_include_pad = false)
+    u = e -> upsample(2, mode = bilinear) -> deconv(6, 3, stride = 2, pad = 1, output_padding = 1)
+    v = u -> lrn(3) -> groupnorm(2) -> hardswish
+    n = d -> upsample(2) -> pad(((2, 1), (1, 2)), value = 0.5) -> instancenorm -> swish
+    w = n -> crop(like = v)
+    g = concat(v, w) -> layernorm -> mish
+    s = g -> global_maxpool -> sigmoid
+    h = (g * s) + g
+    m = h -> avgpool(3, stride = 1, pad = 1) -> adaptive_avgpool(3, 2) -> dropout(0.3, mode = downgrade_in_infer)
+      -> spatial_dropout(0.2) -> tanh -> flatten -> linear(16, bias = false) -> batchnorm -> relu
+    k = d -> unpool(p) -> local(4, 3, tile = 2) -> gelu -> batchnorm -> lppool(2, stride = 2) -> identity
+      -> global_avgpool -> flatten -> linear(16) -> relu
+    (m + k) -> dropout(0.5) -> linear(classes) -> softmax
+}
+"""
+
+NEW_OPS = """
+network New {
+    input x: [3, 10, 10]
+    a = x -> local(4, 3, stride = 2, pad = 1) -> gelu
+    b = x -> lppool(3, stride = 2, p = 3, ceil_mode = true) -> conv(4, 1)
+    c = x -> local(4, 2, tile = (2, 3)) -> gelu -> lppool(2)
+    concat(a, b) -> crop(like = c) -> gelu
 }
 """
 
@@ -100,15 +135,18 @@ def run_generated(jobs: list[tuple[str, Path, Path, Path]]) -> dict:
 def test_generated_modules_predict_what_the_runtime_predicts_without_importing_cnnc(tmp_path, write):
     sources = {"small_resnet": EXAMPLES / "small_resnet.cnn", "small_unet": EXAMPLES / "small_unet.cnn",
                "small_inception": EXAMPLES / "small_inception.cnn", "lenet5": EXAMPLES / "lenet5.cnn",
-               "zoo": write(ZOO, "zoo.cnn"), "unpool": write(UNPOOL, "unpool.cnn")}
+               "zoo": write(ZOO, "zoo.cnn"), "unpool": write(UNPOOL, "unpool.cnn"),
+               "every": write(EVERY, "every.cnn"), "new_ops": write(NEW_OPS, "new_ops.cnn")}
     jobs, expected = [], {}
     for i, (name, src) in enumerate(sources.items()):
-        c = compile_file(src)
+        c = compile_file(src, allow={"all"})
         plan, ckpt = checkpoint_for(c, tmp_path / f"{name}.ckpt.npz", seed=i)
         module = tmp_path / "gen" / f"{name}_model.py"
         info = emit(c, str(module), str(ckpt))
         assert info["source"] == f"checkpoint {ckpt}" and Path(info["weights"]).exists()
         x = np.random.default_rng(i).standard_normal((3, *c.net.shapes[plan.inputs[0]])).astype(np.float32)
+        if name == "new_ops":
+            x = np.abs(x)  # lppool(p = 3) of a negative value is nan, in the runtime and the module alike
         np.save(tmp_path / f"{name}_x.npy", x)
         expected[name] = plan.forward(x)[0][plan.outputs[0]]
         jobs.append((f"{name}_model", module, tmp_path / f"{name}_x.npy", tmp_path / f"{name}_y.npy"))
@@ -157,11 +195,16 @@ def test_cli_emit_with_a_checkpoint(tmp_path, capsys):
     assert f"checkpoint {ckpt}" in printed and out.exists()
 
 
-def test_emit_refuses_what_it_cannot_write(tmp_path, write):
-    local = compile_file(write("network L {\n  input x: [1, 8, 8]\n  x -> relu -> local(2, 3)\n}\n"))
-    with pytest.raises(CnncError, match="does not support 'local'") as info:
-        emit(local, str(tmp_path / "u.py"))
+def test_emit_refuses_an_op_without_a_numpy_emitter(tmp_path, write, monkeypatch):
+    monkeypatch.delitem(OPS["gelu"].impls, "numpy")
+    net = compile_file(write("network L {\n  input x: [1, 8, 8]\n  x -> relu -> gelu\n}\n"))
+    with pytest.raises(CnncError, match="does not support 'gelu'") as info:
+        emit(net, str(tmp_path / "u.py"))
     assert info.value.loc is not None and info.value.loc.line == 3
+    assert not (tmp_path / "u.py").exists() and not (tmp_path / "u.npz").exists()
+
+
+def test_emit_refuses_what_it_cannot_write(tmp_path, write):
     with pytest.raises(CnncError, match="concrete sizes"):
         emit(compile_file(EXAMPLES / "unet.cnn"), str(tmp_path / "unet.py"))
     c = compile_file(EXAMPLES / "lenet5.cnn")
@@ -177,3 +220,49 @@ def test_variable_names_are_distinct_identifiers(compile_src):
     names = variable_names(c.net)
     assert len(set(names.values())) == len(names)
     assert all(v.isidentifier() for v in names.values()) and names["relu"] != "relu"
+
+
+# ------------------------------------------------------------ coverage
+def test_every_op_of_the_compiler_and_every_fused_op_has_a_numpy_emitter():
+    from cnnc.compiler.fusion import FUSED_OPS
+    from cnnc.runtime.codegen import emitter
+    # Graph inputs (inputs=0) become forward's arguments; every other op needs an emitter.
+    missing = [op for op, spec in {**OPS, **FUSED_OPS}.items() if spec.inputs != 0 and emitter(op) is None]
+    assert missing == [], f"ops without a numpy emitter (register one in runtime/codegen.py): {missing}"
+
+
+def test_the_every_network_exercises_every_op(tmp_path, write):
+    from cnnc.compiler.fusion import FUSED_OPS, fuse
+    c = compile_file(write(EVERY, "every.cnn"), allow={"all"})
+    missing = sorted(set(OPS) - {"input"} - {n.op for n in c.net.layers()})
+    assert missing == [], f"add these ops to EVERY in tests/runtime/test_codegen.py: {missing}"
+    assert set(FUSED_OPS) <= {n.op for n in fuse(c.net, "eval").net.layers()}
+
+
+def test_the_generated_functions_are_the_real_functions_copied(compile_src):
+    import inspect
+    from cnnc.compiler.ops import window_out
+    from cnnc.runtime import standalone
+    from cnnc.runtime.codegen import module_source
+    from cnnc.runtime.kernels import _erf
+    c = compile_src("network G {\n  input x: [2, 6, 6]\n  x -> conv(3, 3) -> gelu -> avgpool(2)\n}\n")
+    source, functions = module_source(c.net, "w.npz", "test")
+    assert functions == ["conv2d", "gelu", "avg_pool2d"]
+    # The helpers come from reading the code, not from a list: the compiler's window rule, the
+    # kernels' erf with its import-time table (as a literal) and avgpool's divisor.
+    for fn in (window_out, _erf.erf, standalone._windows, standalone.conv2d, standalone.gelu,
+               standalone.avg_pool2d, standalone._window_counts):
+        assert inspect.getsource(fn) in source, fn.__name__
+    namespace = {}
+    exec(compile(source, "<generated>", "exec"), {"__file__": "x.py"} | namespace)
+    assert "_FITS = {8: (6.0, [" in source and "def _fit(" not in source
+    assert "relu" not in source.split("def forward")[0]   # only what the network uses
+
+
+def test_no_kernel_is_kept_as_a_string_literal_in_the_generator():
+    import ast as pyast
+    import inspect
+    from cnnc.runtime import codegen
+    literals = [n.value for n in pyast.walk(pyast.parse(inspect.getsource(codegen)))
+                if isinstance(n, pyast.Constant) and isinstance(n.value, str)]
+    assert not [t for t in literals if "def " in t and "return" in t and "np." in t]
