@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any, Callable
 
+from .dsl.files import describe_path
 from .dsl.source import CnncError, Diagnostic
 from .compiler import report
 from .compiler.driver import Compiled, compile_file, network_names, parse_assignment, parse_shape
@@ -87,9 +88,10 @@ def _fused(args: argparse.Namespace, c: Compiled, warn: Callable[[Diagnostic], N
         print()
         print(report.table(fused, expand=args.expand, depth=args.depth))
     if emitted:
-        print(f"wrote {emitted['module']} ({emitted['lines']} lines, functions: {', '.join(emitted['functions'])})")
-        print(f"wrote {emitted['weights']} ({emitted['arrays']} arrays, {report.fmt_bytes(emitted['bytes'])}, "
-              f"{emitted['source']})")
+        module, weights = describe_path(emitted["module"]), describe_path(emitted["weights"])
+        print(f"wrote {module} ({emitted['lines']} lines, functions: {', '.join(emitted['functions'])})")
+        print(f"wrote {weights} ({emitted['arrays']} arrays, {report.fmt_bytes(emitted['bytes'])}, "
+              f"{describe_path(emitted['source'])})")
     return 0
 
 
