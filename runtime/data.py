@@ -36,7 +36,7 @@ import numpy as np
 
 from ..dsl import files
 from ..dsl.source import CnncError
-from .images import convert_channels, image_suffixes, read_image, resize, target_size
+from .images import convert_channels, image_suffixes, read_image, resize, size_text, target_size
 from .losses import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, LossSpec, get_loss
 
 PathLike = str | os.PathLike
@@ -147,15 +147,8 @@ def data_limit() -> int:
     return files.limit("data", 4 * files.GiB)
 
 
-def _size_text(n: int) -> str:
-    for unit, size in (("GiB", files.GiB), ("MiB", files.MiB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def _too_large(what: str, need: int, limit: int) -> CnncError:
-    return CnncError(f"{what} declares {_size_text(need)} of data, more than the limit of {_size_text(limit)}",
+    return CnncError(f"{what} declares {size_text(need)} of data, more than the limit of {size_text(limit)}",
                      hint="a file this large is refused as a possible decompression bomb; "
                           "set CNNC_MAX_DATA (bytes) to raise the limit")
 
@@ -177,21 +170,27 @@ def _gzip_head(raw: bytes, n: int, what: str) -> bytes:
 
 
 def _gunzip_exactly(raw: bytes, expected: int, what: str) -> bytes:
-    """Inflate gzip data to at most `expected + 1` bytes and check its trailer (CRC and size)."""
-    try:
-        out = files.bounded_inflate([raw], what, expected + 1, wbits=16 + zlib.MAX_WBITS)
-    except CnncError as err:
-        if "inflates to more than" in err.message:
-            raise CnncError(f"{what} is longer than its header says", hint="download the file again") from None
-        raise CnncError(f"{what} is a corrupt or truncated gzip file ({err.message.split(' (')[-1]}",
-                        hint="download the file again") from None
-    crc, size = struct.unpack("<II", raw[-8:]) if len(raw) >= 8 else (None, None)
-    if len(out) == expected + 1:
-        raise CnncError(f"{what} is longer than its header says", hint="download the file again")
-    if crc != zlib.crc32(out) or size != len(out) & 0xFFFFFFFF:
-        raise CnncError(f"{what} is a corrupt or truncated gzip file (its CRC or length does not match)",
-                        hint="download the file again")
-    return out
+    """Inflate gzip data (all its members) to at most `expected + 1` bytes.
+
+    Like `files.bounded_inflate`, the cap holds while inflating; this one also
+    follows further gzip members and tells a truncated stream (no end, or a
+    bad CRC/length trailer, which zlib checks) from one longer than `expected`.
+    """
+    out, rest = bytearray(), raw
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(rest, expected + 1 - len(out))
+        except zlib.error as err:
+            raise CnncError(f"{what} is a corrupt or truncated gzip file ({err})",
+                            hint="download the file again") from None
+        if len(out) > expected or d.unconsumed_tail:
+            raise CnncError(f"{what} is longer than its header says", hint="download the file again")
+        if not d.eof:
+            raise CnncError(f"{what} is a corrupt or truncated gzip file (it ends inside the compressed data)",
+                            hint="download the file again")
+        rest = d.unused_data.lstrip(b"\0")  # some tools pad gzip files with zero bytes
+    return bytes(out)
 
 
 def _idx_header(head: bytes, shown: str) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -447,7 +446,7 @@ def _read_tree(folder: Path, classes: list[str], budget: list[int]) -> tuple[lis
             budget[0] -= image.nbytes
             if budget[0] < 0:
                 raise CnncError(f"image folder '{folder}' holds more than the limit of "
-                                f"{_size_text(data_limit())} of pixels (reached at '{path}')",
+                                f"{size_text(data_limit())} of pixels (reached at '{path}')",
                                 hint="set CNNC_MAX_DATA (bytes) to raise the limit")
             images.append(image)
             labels.append(label)
