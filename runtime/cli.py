@@ -89,7 +89,7 @@ def predict(args, compiled) -> int:
     shape = compiled.net.shapes[plan.inputs[0]]
     labels = None
     if args.inputs:
-        x = _load_inputs(args.inputs)
+        x = _load_inputs(args.inputs, shape)
         if x.ndim == len(shape):  # [N, H, W] for one-channel images
             x = x[:, None]
         names = args.inputs if len(args.inputs) == len(x) else [f"#{i}" for i in range(len(x))]

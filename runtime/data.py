@@ -143,12 +143,20 @@ def load_mnist10k() -> Dataset:
 # ====================================================================== limits
 
 def data_limit() -> int:
-    """Bytes a data set may take once decoded (env CNNC_MAX_DATA raises it); 4 GiB by default."""
+    """Bytes a data set may take once decoded (env CNNC_MAX_DATA raises it); 4 GiB by default.
+
+    Declared arrays count at float32 size at least (4 bytes a value): that is what
+    training holds, so 1 GiB of uint8 pixels already counts 4 GiB.
+    """
     return files.limit("data", 4 * files.GiB)
 
 
-def _too_large(what: str, need: int, limit: int) -> CnncError:
-    return CnncError(f"{what} declares {size_text(need)} of data, more than the limit of {size_text(limit)}",
+def _decoded_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
+    return math.prod(shape) * max(dtype.itemsize, 4)
+
+
+def _too_large(what: str, need: int, limit: int, declared: str = "declares") -> CnncError:
+    return CnncError(f"{what} {declared} {size_text(need)} of data, more than the limit of {size_text(limit)}",
                      hint="a file this large is refused as a possible decompression bomb; "
                           "set CNNC_MAX_DATA (bytes) to raise the limit")
 
@@ -221,9 +229,9 @@ def read_idx(path: PathLike) -> np.ndarray:
     gz = raw[:2] == _GZIP_MAGIC  # gzip magic, whatever the file is called
     head = _gzip_head(raw, 4 + 4 * 255, what) if gz else raw[:4 + 4 * 255]
     dtype, dims, start = _idx_header(head, shown)
+    if _decoded_bytes(dims, dtype) > limit:
+        raise _too_large(what, _decoded_bytes(dims, dtype), limit, "declares (as float32)")
     need = math.prod(dims) * dtype.itemsize
-    if need > limit:
-        raise _too_large(what, need, limit)
     body = _gunzip_exactly(raw, start + need, what) if gz else raw
     have = len(body) - start
     if have != need:
@@ -380,13 +388,14 @@ def _read_members(z: zipfile.ZipFile, what: str, limit: int) -> dict[str, np.nda
         if not m.filename.endswith(".npy"):
             raise CnncError(f"{what} holds '{files.describe_path(m.filename)}', which is not an .npy array")
         if m.file_size > limit:
-            raise _too_large(f"{what} (member '{files.describe_path(m.filename)}')", m.file_size, limit)
+            raise _too_large(f"{what} (member '{files.describe_path(m.filename)}')", m.file_size, limit,
+                             "inflates to")
         member = f"{what} (array '{files.describe_path(m.filename[:-4])}')"
         with z.open(m) as f:
             header = _npy_header(f, member)
-        total += math.prod(header[0]) * header[2].itemsize
+        total += _decoded_bytes(header[0], header[2])
         if total > limit:
-            raise _too_large(what, total, limit)
+            raise _too_large(what, total, limit, "declares (as float32)")
         headers[m.filename] = (member, header)
     arrays = {}
     for name, (member, (shape, fortran, dtype)) in headers.items():

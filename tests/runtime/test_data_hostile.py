@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data, images
+from cnnc.runtime import data
 from cnnc.runtime.data import Dataset, Split, check_dataset
 
 MiB = 1 << 20
@@ -138,7 +138,8 @@ def test_gzip_idx_declaring_huge_dims_is_refused_from_its_header(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(idx_header((60000, 10000, 10000))))
     result = run_capped("read_idx", path)
-    assert_fast_refusal(result, f"IDX file '{path}' declares 5587.9 GiB of data, more than the limit of 4.0 GiB")
+    assert_fast_refusal(result, f"IDX file '{path}' declares (as float32) 22351.7 GiB of data, more than "
+                                "the limit of 4.0 GiB")
 
 
 def test_gzip_idx_with_a_second_member_of_zeros_inflates_no_further(tmp_path):
@@ -189,7 +190,8 @@ def test_npz_member_declaring_a_huge_shape_is_refused_before_inflating(tmp_path)
     path.write_bytes(npz_with({"x.npy": npy_header((100000, 100000)) + bytes(64),
                                "y.npy": npy_header((2,), "<i8") + bytes(16)}))
     result = run_capped("load_npz", path)
-    assert_fast_refusal(result, f"'{path}' declares 74.5 GiB of data, more than the limit of 4.0 GiB")
+    assert_fast_refusal(result, f"'{path}' declares (as float32) 74.5 GiB of data, more than the limit "
+                                "of 4.0 GiB")
 
 
 def test_npz_zip_bomb_is_refused_from_declared_sizes(tmp_path):
@@ -197,8 +199,14 @@ def test_npz_zip_bomb_is_refused_from_declared_sizes(tmp_path):
     write_npz_of_zeros(path, 128 * MiB)
     assert path.stat().st_size < 2 * MiB
     result = run_capped("load_npz", path, env={"CNNC_MAX_DATA": str(16 * MiB)})
-    assert_fast_refusal(result, f"'{path}' (member 'x.npy') declares 128.0 MiB of data, more than the "
+    assert_fast_refusal(result, f"'{path}' (member 'x.npy') inflates to 128.0 MiB of data, more than the "
                                 "limit of 16.0 MiB")
+    # Under the member-size limit, the uint8 array still counts at float32 size: 4 x 8 MiB.
+    small = tmp_path / "small.npz"
+    write_npz_of_zeros(small, 8 * MiB)
+    result = run_capped("load_npz", small, env={"CNNC_MAX_DATA": str(16 * MiB)})
+    assert_fast_refusal(result, f"'{small}' declares (as float32) 32.0 MiB of data, more than the limit of "
+                                "16.0 MiB")
 
 
 def test_npz_refusals_name_the_file(tmp_path):
@@ -467,3 +475,46 @@ def test_load_inputs_refusals_name_the_file(tmp_path):
         with pytest.raises(CnncError) as e:
             data.load_inputs(paths, shape)
         assert e.value.message == expected
+
+
+# ====================================================================== the real command line
+
+CLI_NET = """
+network Tiny {
+    input x: [1, 4, 4]
+    x -> flatten -> linear(2)
+}
+train Tiny {
+    data   = synthetic(n = 16, classes = 2)
+    epochs = 1
+    batch  = 8
+    loss   = cross_entropy
+}
+"""
+
+
+def test_cli_refuses_hostile_data_and_inputs_in_one_line(tmp_path, write, capsys):
+    from cnnc.cli import main
+    net = write(CLI_NET)
+    out = tmp_path / "run"
+    assert main(["run", str(net), "--out", str(out), "--quiet", "--allow", "all"]) == 0
+    capsys.readouterr()
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    text = tmp_path / "text.npz"
+    text.write_text("not an archive")
+    huge = tmp_path / "huge.npz"
+    huge.write_bytes(npz_with({"x.npy": npy_header((100000, 100000)), "y.npy": npy_header((2,), "<i8")}))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(20000, 20000))
+    odd = tmp_path / "odd.png"
+    _write_png(odd, np.zeros((5, 4)))
+    runs = [(["run", str(net), "--data", str(p), "--out", str(tmp_path / "r2"), "--allow", "all"], str(p))
+            for p in (fifo, text, huge, "/dev/zero")]
+    runs += [(["predict", str(net), str(out / "last.npz"), str(p), "--allow", "all"], str(p))
+             for p in (bomb, odd, "/dev/zero", text)]
+    for argv, named in runs:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, err
+        assert err.startswith("error: ") or "error" in err.splitlines()[0], err
