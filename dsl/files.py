@@ -123,7 +123,10 @@ def read_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes:
     """The whole content of a regular file of at most `max_bytes` (see `open_regular`)."""
     with open_regular(path, what, max_bytes) as (f, size):
         try:
-            data = f.read(max_bytes + 1)
+            # read(n) allocates n bytes up front: ask for what fstat says (+1 to see growth), not the limit
+            data = f.read(min(size, max_bytes) + 1)
+            if len(data) > size:  # it grew after fstat: read on, still bounded by the limit
+                data += f.read(max_bytes + 1 - len(data))
         except OSError as err:
             raise CnncError(f"{what} '{describe_path(path)}' cannot be read: {_os_reason(err)}") from None
     if len(data) > max_bytes:  # it grew while we read

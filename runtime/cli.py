@@ -76,25 +76,9 @@ def evaluate_checkpoint(trainer, path: Path) -> int:
     return 0
 
 
-def _load_inputs(paths: list[str]) -> np.ndarray:
-    images = []
-    for p in paths:
-        path = Path(p)
-        if path.suffix.lower() in (".npy", ".npz"):
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise CnncError(f"{path}: cannot read ({err})") from None
-            if isinstance(arr, np.lib.npyio.NpzFile):
-                key = "x" if "x" in arr.files else arr.files[0]
-                arr = arr[key]
-            images.extend(np.asarray(arr))
-        else:
-            images.append(data_mod.read_image(path))
-    x = np.stack([np.asarray(i) for i in images])
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
-    return x.astype(np.float32)
+def _load_inputs(paths: list[str], sample_shape=None) -> np.ndarray:
+    # One reader for prediction inputs (images, .npy, .npz): bounded, validated, errors name the file.
+    return data_mod.load_inputs(paths, sample_shape)
 
 
 def predict(args, compiled) -> int:
@@ -105,7 +89,7 @@ def predict(args, compiled) -> int:
     shape = compiled.net.shapes[plan.inputs[0]]
     labels = None
     if args.inputs:
-        x = _load_inputs(args.inputs)
+        x = _load_inputs(args.inputs, shape)
         if x.ndim == len(shape):  # [N, H, W] for one-channel images
             x = x[:, None]
         names = args.inputs if len(args.inputs) == len(x) else [f"#{i}" for i in range(len(x))]

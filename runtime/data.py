@@ -3,11 +3,16 @@
 A `Dataset` holds `Split`s of `x` (float32 `[N, C, H, W]`, or `[N, F]` for
 feature vectors) and `y` (int64 class labels or masks, or float32 targets).
 Sources: the embedded `mnist10k` sample, MNIST-style IDX files (gzip or raw),
-`.npz` archives, folders of images with one sub-folder per class (PNG and
-PGM/PPM decoded here with zlib and struct; other formats only through Pillow
-when it is installed) and small synthetic sets for smoke tests.
-`load_dataset(source)` picks the right reader. Pixel data stored as uint8 is
-scaled to [0, 1]. `check_dataset` compares the data with the network's
+`.npz` archives, folders of images with one sub-folder per class (every
+format Pillow reads, see runtime/images.py; optionally resized and converted
+to 1 or 3 channels) and small synthetic sets for smoke tests.
+`load_dataset(source, **options)` picks the right reader and refuses options
+the source does not take. Pixel data stored as uint8 is scaled to [0, 1].
+Data files are untrusted input: every reader goes through the bounded reader
+of `cnnc.dsl.files` (regular files only, size-capped), reads headers first and
+refuses what they declare beyond `data_limit()` (CNNC_MAX_DATA, 4 GiB) before
+inflating or allocating anything. `load_inputs` reads the files given to
+`cnnc predict`. `check_dataset` compares the data with the network's
 declared input and the loss's target kind before any training starts, so a
 mismatch becomes a `CnncError` with a hint instead of a shape error deep in
 a kernel; every reader likewise reports a missing or malformed file by name.
@@ -16,22 +21,22 @@ an explicit seed or `np.random.Generator`, so runs are reproducible.
 """
 from __future__ import annotations
 
-import gzip
 import importlib.resources
 import io
 import math
 import os
-import re
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
+from ..dsl import files
 from ..dsl.source import CnncError
+from .images import convert_channels, image_suffixes, read_image, resize, size_text, target_size
 from .losses import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, LossSpec, get_loss
 
 PathLike = str | os.PathLike
@@ -94,15 +99,26 @@ def _as_images(x: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
 def _as_targets(y: np.ndarray, where: str) -> np.ndarray:
     """Integer (and bool) targets become int64 labels; floats stay float32 targets."""
     y = np.asarray(y)
     if y.dtype.kind in "biu":
+        _refuse_huge_labels(y, where)
         return y.astype(np.int64)
     if y.dtype.kind == "f":
         return y.astype(np.float32)
     raise CnncError(f"{where}: the labels have dtype {y.dtype}, which is not numeric",
                     hint="store labels as integers (class indices) or floats (regression targets)")
+
+
+def _refuse_huge_labels(y: np.ndarray, where: str) -> None:
+    """uint64 labels above the int64 range would wrap to negative numbers: name the real value."""
+    if y.dtype == np.uint64 and y.size and int(y.max()) > _INT64_MAX:
+        raise CnncError(f"{where}: the labels hold {int(y.max())}, too large for a class index",
+                        hint="number the classes from 0")
 
 
 def _split(x: np.ndarray, y: np.ndarray, where: str) -> Split:
@@ -124,49 +140,106 @@ def load_mnist10k() -> Dataset:
     return Dataset("mnist10k", train, test, classes=[str(i) for i in range(10)])
 
 
+# ====================================================================== limits
+
+def data_limit() -> int:
+    """Bytes a data set may take once decoded (env CNNC_MAX_DATA raises it); 4 GiB by default.
+
+    Declared arrays count at float32 size at least (4 bytes a value): that is what
+    training holds, so 1 GiB of uint8 pixels already counts 4 GiB.
+    """
+    return files.limit("data", 4 * files.GiB)
+
+
+def _decoded_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
+    return math.prod(shape) * max(dtype.itemsize, 4)
+
+
+def _too_large(what: str, need: int, limit: int, declared: str = "declares") -> CnncError:
+    return CnncError(f"{what} {declared} {size_text(need)} of data, more than the limit of {size_text(limit)}",
+                     hint="a file this large is refused as a possible decompression bomb; "
+                          "set CNNC_MAX_DATA (bytes) to raise the limit")
+
+
 # ====================================================================== IDX
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_MAX_RANK = 4  # samples x height x width x channels is the most any data set needs
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
+def _gzip_head(raw: bytes, n: int, what: str) -> bytes:
+    """The first `n` inflated bytes of gzip data (fewer if it is shorter), inflating no more."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CnncError(f"{what} '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise CnncError(f"{what} '{path}' is a directory, not a file") from None
-    except OSError as e:
-        raise CnncError(f"cannot read {what} '{path}': {e.strerror or e}") from None
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, n)
+    except zlib.error as err:
+        raise CnncError(f"{what} is a corrupt or truncated gzip file ({err})",
+                        hint="download the file again") from None
+
+
+def _gunzip_exactly(raw: bytes, expected: int, what: str) -> bytes:
+    """Inflate gzip data (all its members) to at most `expected + 1` bytes.
+
+    Like `files.bounded_inflate`, the cap holds while inflating; this one also
+    follows further gzip members and tells a truncated stream (no end, or a
+    bad CRC/length trailer, which zlib checks) from one longer than `expected`.
+    """
+    out, rest = bytearray(), raw
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise CnncError(f"{what} '{path}' is a corrupt or truncated gzip file ({e})",
+            out += d.decompress(rest, expected + 1 - len(out))
+        except zlib.error as err:
+            raise CnncError(f"{what} is a corrupt or truncated gzip file ({err})",
                             hint="download the file again") from None
-    return raw
+        if len(out) > expected or d.unconsumed_tail:
+            raise CnncError(f"{what} is longer than its header says", hint="download the file again")
+        if not d.eof:
+            raise CnncError(f"{what} is a corrupt or truncated gzip file (it ends inside the compressed data)",
+                            hint="download the file again")
+        rest = d.unused_data.lstrip(b"\0")  # some tools pad gzip files with zero bytes
+    return bytes(out)
+
+
+def _idx_header(head: bytes, shown: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(dtype, dims, header length) from the first bytes of an IDX file."""
+    what = f"IDX file '{shown}'"
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or head[3] == 0:
+        raise CnncError(f"'{shown}' is not an IDX file (bad header {head[:4].hex(' ') or 'empty'})",
+                        hint="IDX files start with two zero bytes, a type code and the rank")
+    ndim = head[3]
+    if ndim > _IDX_MAX_RANK:
+        raise CnncError(f"{what} declares rank {ndim}; cnnc reads IDX arrays of rank 1 to {_IDX_MAX_RANK}")
+    start = 4 + 4 * ndim
+    if len(head) < start:
+        raise CnncError(f"{what} is truncated inside its header")
+    return np.dtype(_IDX_DTYPES[head[2]]), struct.unpack(f">{ndim}I", head[4:start]), start
 
 
 def read_idx(path: PathLike) -> np.ndarray:
-    """One IDX array (the MNIST format), gzip-compressed or raw, in native byte order."""
-    path = Path(path)
-    raw = _read_bytes(path, "IDX file")
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise CnncError(f"'{path}' is not an IDX file (bad header {raw[:4].hex(' ') or 'empty'})",
-                        hint="IDX files start with two zero bytes, a type code and the rank")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise CnncError(f"IDX file '{path}' is truncated inside its header")
-    dims = struct.unpack(f">{ndim}I", raw[4:start])
-    count = math.prod(dims)
-    have = len(raw) - start
-    if have != count * dtype.itemsize:
-        state = "truncated" if have < count * dtype.itemsize else "longer than its header says"
-        raise CnncError(f"IDX file '{path}' is {state}: the header promises {list(dims)} "
+    """One IDX array (the MNIST format), gzip-compressed or raw, in native byte order.
+
+    The header is read first; the data it declares is checked against the file
+    size (raw) or inflated to exactly that size (gzip), and against `data_limit()`.
+    """
+    shown = files.describe_path(path)
+    what = f"IDX file '{shown}'"
+    limit = data_limit()
+    raw = files.read_bytes(path, "IDX file", limit)
+    gz = raw[:2] == _GZIP_MAGIC  # gzip magic, whatever the file is called
+    head = _gzip_head(raw, 4 + 4 * 255, what) if gz else raw[:4 + 4 * 255]
+    dtype, dims, start = _idx_header(head, shown)
+    if _decoded_bytes(dims, dtype) > limit:
+        raise _too_large(what, _decoded_bytes(dims, dtype), limit, "declares (as float32)")
+    need = math.prod(dims) * dtype.itemsize
+    body = _gunzip_exactly(raw, start + need, what) if gz else raw
+    have = len(body) - start
+    if have != need:
+        state = "truncated" if have < need else "longer than its header says"
+        raise CnncError(f"{what} is {state}: the header promises {list(dims)} "
                         f"values of {dtype.itemsize} byte(s), the file holds {have} data bytes",
                         hint="download the file again")
-    data = np.frombuffer(raw, dtype=dtype, count=count, offset=start).reshape(dims)
+    data = np.frombuffer(body, dtype=dtype, count=math.prod(dims), offset=start).reshape(dims)
     return data.astype(dtype.newbyteorder("="))
 
 
@@ -226,24 +299,115 @@ def load_idx_folder(folder: PathLike) -> Dataset:
                     found["test_labels"] if has_test else None, name=str(folder))
 
 
-# ====================================================================== npz
+# ====================================================================== npz / npy
+
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty zip
+
+
+def _npy_header(f: IO[bytes], what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from an .npy header, refusing object arrays; reads the header only."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=10_000)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=10_000)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except CnncError:
+        raise
+    except Exception as err:  # NumPy's header parser raises ValueError, SyntaxError, EOFError...
+        raise CnncError(f"{what} is not a readable .npy array ({str(err).splitlines()[0][:160]})") from None
+    if dtype.hasobject:
+        raise CnncError(f"{what} holds Python objects (pickled arrays); cnnc reads plain numeric arrays only",
+                        hint="save the arrays with a numeric dtype")
+    return tuple(int(d) for d in shape), fortran, dtype
+
+
+def _npy_body(f: IO[bytes], shape: tuple[int, ...], fortran: bool, dtype: np.dtype, what: str) -> np.ndarray:
+    count = math.prod(shape)
+    want = count * dtype.itemsize
+    raw = f.read(want)
+    if len(raw) != want:
+        raise CnncError(f"{what} is truncated: its header promises {list(shape)} values of "
+                        f"{dtype.itemsize} byte(s), it holds {len(raw)} data bytes")
+    arr = np.frombuffer(raw, dtype=dtype, count=count)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+
+
+def read_npy(path: PathLike, max_bytes: int | None = None) -> np.ndarray:
+    """One `.npy` array: header first (shape, dtype), refusing object arrays and sizes over the limit."""
+    shown = files.describe_path(path)
+    what = f"array file '{shown}'"
+    limit = data_limit() if max_bytes is None else max_bytes
+    with files.open_regular(path, "array file", limit) as (f, size):
+        shape, fortran, dtype = _npy_header(f, what)
+        need = math.prod(shape) * dtype.itemsize
+        if need > size:  # a raw .npy holds its data: a header promising more than the file is a lie
+            raise CnncError(f"{what} is truncated: its header promises {list(shape)} values of "
+                            f"{dtype.itemsize} byte(s), the file has {size} bytes")
+        return _npy_body(f, shape, fortran, dtype, what)
+
+
+def read_npz(path: PathLike, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` archive, by name (without ".npy").
+
+    Before anything is inflated, every member's declared size and `.npy`
+    header (shape, dtype) are read; object (pickled) arrays, members that are
+    not `.npy` arrays and a total over `max_bytes` (default `data_limit()`) are
+    refused. Each member is then inflated to exactly the size its header implies.
+    """
+    shown = files.describe_path(path)
+    what = f"'{shown}'"
+    limit = data_limit() if max_bytes is None else max_bytes
+    with files.open_regular(path, "data file", limit) as (f, _size):
+        if f.read(4) not in _ZIP_MAGICS:
+            raise CnncError(f"data file '{shown}' is not an .npz archive",
+                            hint="write it with numpy.savez(path, x_train=..., y_train=...); for IDX "
+                                 "files pass the folder that holds them; for images pass the folder "
+                                 "with one sub-folder per class")
+        f.seek(0)
+        try:
+            with zipfile.ZipFile(f) as z:
+                return _read_members(z, what, limit)
+        except CnncError:
+            raise
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, ValueError,
+                NotImplementedError, RuntimeError) as err:
+            raise CnncError(f"{what} is not a readable .npz file ({str(err).splitlines()[0][:160]})",
+                            hint="write it with numpy.savez(path, x_train=..., y_train=...)") from None
+
+
+def _read_members(z: zipfile.ZipFile, what: str, limit: int) -> dict[str, np.ndarray]:
+    members = [m for m in z.infolist() if not m.is_dir()]
+    if not members:
+        raise CnncError(f"{what} is an empty .npz archive (it holds no arrays)",
+                        hint="write it with numpy.savez(path, x_train=..., y_train=...)")
+    headers, total = {}, 0
+    for m in members:  # every header first: nothing is inflated before the total is known
+        if not m.filename.endswith(".npy"):
+            raise CnncError(f"{what} holds '{files.describe_path(m.filename)}', which is not an .npy array")
+        if m.file_size > limit:
+            raise _too_large(f"{what} (member '{files.describe_path(m.filename)}')", m.file_size, limit,
+                             "inflates to")
+        member = f"{what} (array '{files.describe_path(m.filename[:-4])}')"
+        with z.open(m) as f:
+            header = _npy_header(f, member)
+        total += _decoded_bytes(header[0], header[2])
+        if total > limit:
+            raise _too_large(what, total, limit, "declares (as float32)")
+        headers[m.filename] = (member, header)
+    arrays = {}
+    for name, (member, (shape, fortran, dtype)) in headers.items():
+        with z.open(name) as f:
+            _npy_header(f, member)
+            arrays[name[:-4]] = _npy_body(f, shape, fortran, dtype, member)
+    return arrays
+
 
 def load_npz(path: PathLike) -> Dataset:
     """`.npz` with x_train/y_train (+ optional x_test/y_test), or a single x/y pair."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {key: z[key] for key in z.files}
-    except FileNotFoundError:
-        raise CnncError(f"data file '{path}' does not exist") from None
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise CnncError(f"'{path}' holds Python objects (pickled arrays); cnnc reads plain "
-                            "numeric arrays only", hint="save the arrays with a numeric dtype") from None
-        raise CnncError(f"'{path}' is not a readable .npz file ({e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
-        raise CnncError(f"'{path}' is not a readable .npz file ({e})",
-                        hint="write it with numpy.savez(path, x_train=..., y_train=...)") from None
+    arrays = read_npz(path)
     where = str(path)
     if "x_train" in arrays and "y_train" in arrays:
         train = _split(arrays["x_train"], arrays["y_train"], where)
@@ -258,234 +422,7 @@ def load_npz(path: PathLike) -> Dataset:
                     hint="rename the arrays when saving: numpy.savez(path, x_train=..., y_train=...)")
 
 
-# ====================================================================== PNG
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# colour type -> (samples per pixel, allowed bit depths)
-_PNG_COLOUR = {0: (1, (1, 2, 4, 8, 16)), 2: (3, (8, 16)), 3: (1, (1, 2, 4, 8)),
-               4: (2, (8, 16)), 6: (4, (8, 16))}
-
-
-def _png_chunks(data: bytes, name: str) -> Iterator[tuple[bytes, bytes]]:
-    pos = len(_PNG_SIGNATURE)
-    while True:
-        if pos + 8 > len(data):
-            raise CnncError(f"PNG '{name}' is truncated (no IEND chunk)")
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        crc = data[pos + 8 + length:pos + 12 + length]
-        if len(body) != length or len(crc) != 4:
-            raise CnncError(f"PNG '{name}' is truncated inside a {kind.decode('latin-1')} chunk")
-        if struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
-            raise CnncError(f"PNG '{name}' is corrupt (bad CRC in a {kind.decode('latin-1')} chunk)")
-        yield kind, body
-        if kind == b"IEND":
-            return
-        pos += 12 + length
-
-
-def _undo_sub(line: np.ndarray, bpp: int) -> np.ndarray:
-    # Sub adds the byte bpp to the left: a running sum (mod 256) down each byte lane.
-    return np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
-
-
-def _undo_average(line: np.ndarray, prior: np.ndarray, bpp: int) -> np.ndarray:
-    cur, up = bytearray(line.tobytes()), prior.tobytes()
-    for i in range(len(cur)):  # sequential: each byte needs its reconstructed left neighbour
-        left = cur[i - bpp] if i >= bpp else 0
-        cur[i] = (cur[i] + ((left + up[i]) >> 1)) & 0xFF
-    return np.frombuffer(bytes(cur), np.uint8)
-
-
-def _undo_paeth(line: np.ndarray, prior: np.ndarray, bpp: int) -> np.ndarray:
-    cur, up = bytearray(line.tobytes()), prior.tobytes()
-    for i in range(len(cur)):
-        a = cur[i - bpp] if i >= bpp else 0
-        b = up[i]
-        c = up[i - bpp] if i >= bpp else 0
-        pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)  # |p-a|, |p-b|, |p-c|, p = a+b-c
-        pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-        cur[i] = (cur[i] + pred) & 0xFF
-    return np.frombuffer(bytes(cur), np.uint8)
-
-
-def _unfilter(raw: bytes, height: int, stride: int, bpp: int, name: str) -> np.ndarray:
-    """Undo the per-row PNG filters (None, Sub, Up, Average, Paeth) -> [height, stride] bytes."""
-    if len(raw) != height * (stride + 1):
-        raise CnncError(f"PNG '{name}' is corrupt: image data has {len(raw)} bytes, "
-                        f"expected {height * (stride + 1)}")
-    rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
-    out = np.empty((height, stride), np.uint8)
-    prior = np.zeros(stride, np.uint8)
-    for r in range(height):
-        kind, line = rows[r, 0], rows[r, 1:]
-        if kind == 0:
-            cur = line
-        elif kind == 1:
-            cur = _undo_sub(line, bpp)
-        elif kind == 2:
-            cur = line + prior  # uint8 arithmetic wraps mod 256, as the filter needs
-        elif kind == 3:
-            cur = _undo_average(line, prior, bpp)
-        elif kind == 4:
-            cur = _undo_paeth(line, prior, bpp)
-        else:
-            raise CnncError(f"PNG '{name}' is corrupt: unknown filter type {kind} on row {r}")
-        out[r] = cur
-        prior = out[r]
-    return out
-
-
-def decode_png(data: bytes, name: str = "<png>") -> tuple[np.ndarray, int]:
-    """Decode a non-interlaced PNG -> (samples [H, W, S], maxval); S includes alpha if present.
-
-    Palette images come back as RGB. Samples are uint8 (bit depth <= 8) or uint16.
-    """
-    if not data.startswith(_PNG_SIGNATURE):
-        raise CnncError(f"'{name}' is not a PNG file")
-    header, palette, idat = None, None, []
-    for kind, body in _png_chunks(data, name):
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body[:13]) if len(body) == 13 else None
-        elif kind == b"PLTE":
-            palette = np.frombuffer(body, np.uint8).reshape(-1, 3)
-        elif kind == b"IDAT":
-            idat.append(body)
-    if header is None:
-        raise CnncError(f"PNG '{name}' is corrupt (missing or malformed IHDR chunk)")
-    width, height, depth, colour, _compression, _filter, interlace = header
-    if colour not in _PNG_COLOUR or depth not in _PNG_COLOUR[colour][1]:
-        raise CnncError(f"PNG '{name}' has an invalid colour type {colour} / bit depth {depth}")
-    if interlace:
-        raise CnncError(f"PNG '{name}' is interlaced (Adam7), which cnnc does not decode",
-                        hint="re-save the image without interlacing")
-    if colour == 3 and palette is None:
-        raise CnncError(f"PNG '{name}' is a palette image without a PLTE chunk")
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as e:
-        raise CnncError(f"PNG '{name}' is corrupt: its image data does not decompress ({e})") from None
-    samples = _PNG_COLOUR[colour][0]
-    bits = depth * samples
-    stride, bpp = (width * bits + 7) // 8, max(1, bits // 8)
-    rows = _unfilter(raw, height, stride, bpp, name)
-    if depth == 16:
-        pixels = rows.view(">u2").astype(np.uint16).reshape(height, width, samples)
-    elif depth == 8:
-        pixels = rows.reshape(height, width, samples)
-    else:  # 1/2/4-bit: unpack the packed row, then regroup bits into values
-        bits_row = np.unpackbits(rows, axis=1)[:, :width * depth].reshape(height, width, depth)
-        weights = (1 << np.arange(depth - 1, -1, -1)).astype(np.uint8)
-        pixels = (bits_row * weights).sum(axis=2, dtype=np.uint8)[..., None]
-    if colour == 3:
-        index = pixels[..., 0]
-        if index.max(initial=0) >= len(palette):
-            raise CnncError(f"PNG '{name}' is corrupt: a pixel uses palette entry "
-                            f"{int(index.max())} of {len(palette)}")
-        return palette[index], 255
-    return pixels, (1 << depth) - 1
-
-
-# ====================================================================== PGM / PPM
-
-_PNM_TOKEN = re.compile(rb"(?:\s|#[^\n\r]*)*(\d+)")
-
-
-def decode_pnm(data: bytes, name: str = "<pnm>") -> tuple[np.ndarray, int]:
-    """Decode PGM/PPM (P2, P3 ASCII; P5, P6 binary) -> (samples [H, W, 1 or 3], maxval)."""
-    magic = data[:2]
-    if magic not in (b"P2", b"P3", b"P5", b"P6"):
-        if magic in (b"P1", b"P4", b"P7"):
-            raise CnncError(f"'{name}' is a {magic.decode()} image (PBM/PAM), which cnnc does not read",
-                            hint="convert it to PGM (P5) or PNG")
-        raise CnncError(f"'{name}' is not a PGM/PPM file")
-    pos, header = 2, []
-    for _ in range(3):  # width, height, maxval, with whitespace and comments between
-        m = _PNM_TOKEN.match(data, pos)
-        if m is None:
-            raise CnncError(f"PGM/PPM '{name}' has a malformed header")
-        header.append(int(m.group(1)))
-        pos = m.end()
-    width, height, maxval = header
-    if not 0 < maxval < 65536 or width == 0 or height == 0:
-        raise CnncError(f"PGM/PPM '{name}' has an invalid header ({width}x{height}, maxval {maxval})")
-    channels = 3 if magic in (b"P3", b"P6") else 1
-    count = width * height * channels
-    if magic in (b"P2", b"P3"):
-        text = re.sub(rb"#[^\n\r]*", b" ", data[pos:])
-        try:
-            values = np.array(text.split(), dtype=np.int64)
-        except ValueError:
-            raise CnncError(f"PGM/PPM '{name}' has non-numeric pixel values") from None
-    else:
-        dtype = np.dtype(">u2" if maxval > 255 else "u1")
-        body = data[pos + 1:]  # exactly one whitespace byte separates maxval from the raster
-        if len(body) < count * dtype.itemsize:
-            raise CnncError(f"PGM/PPM '{name}' is truncated: {len(body)} bytes of pixels, "
-                            f"expected {count * dtype.itemsize}")
-        values = np.frombuffer(body, dtype=dtype, count=count).astype(np.int64)
-    if len(values) < count:
-        raise CnncError(f"PGM/PPM '{name}' is truncated: {len(values)} values, expected {count}")
-    values = values[:count]
-    if values.max(initial=0) > maxval:
-        raise CnncError(f"PGM/PPM '{name}' has a pixel value above its maxval {maxval}")
-    out = values.astype(np.uint16 if maxval > 255 else np.uint8)
-    return out.reshape(height, width, channels), maxval
-
-
-# ====================================================================== images
-
-IMAGE_SUFFIXES = frozenset({".png", ".pgm", ".ppm", ".pnm", ".jpg", ".jpeg", ".bmp", ".gif",
-                            ".tif", ".tiff", ".webp"})
-
-
-def _sniff(data: bytes) -> str:
-    if data.startswith(_PNG_SIGNATURE):
-        return "png"
-    if data[:2] in (b"P2", b"P3", b"P5", b"P6", b"P1", b"P4", b"P7"):
-        return "pnm"
-    for magic, kind in ((b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
-                        (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF")):
-        if data.startswith(magic):
-            return kind
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    return "unknown"
-
-
-def _decode_with_pillow(path: Path, kind: str) -> tuple[np.ndarray, int]:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise CnncError(f"cannot read '{path}': {kind} images need Pillow, which is not installed",
-                        hint="pip install pillow, or convert the images to PNG, PGM or PPM") from None
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-            pixels = np.asarray(img, dtype=np.uint8)
-    except Exception as e:  # Pillow raises many types; all mean "unreadable image"
-        raise CnncError(f"cannot decode image '{path}' ({e})") from None
-    return (pixels[..., None] if pixels.ndim == 2 else pixels), 255
-
-
-def read_image(path: PathLike) -> np.ndarray:
-    """One image as float32 [C, H, W] in [0, 1]: C = 1 (grey) or 3 (colour); alpha is dropped."""
-    path = Path(path)
-    data = _read_bytes(path, "image")
-    kind = _sniff(data)
-    if kind == "png":
-        pixels, maxval = decode_png(data, str(path))
-    elif kind == "pnm":
-        pixels, maxval = decode_pnm(data, str(path))
-    elif kind == "unknown":
-        raise CnncError(f"'{path}' is not an image cnnc can read",
-                        hint="supported: PNG, PGM/PPM; JPEG, BMP, GIF, TIFF, WebP with Pillow")
-    else:
-        pixels, maxval = _decode_with_pillow(path, kind)
-    if pixels.shape[2] in (2, 4):
-        pixels = pixels[..., :-1]  # grey+alpha / RGBA: the network sees colour only
-    return (pixels.transpose(2, 0, 1) / np.float32(maxval)).astype(np.float32)
-
+# ====================================================================== image folders
 
 def _require_dir(folder: Path, what: str) -> None:
     if not folder.is_dir():
@@ -497,44 +434,66 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_tree(folder: Path, classes: list[str]) -> tuple[list[np.ndarray], list[int], list[Path]]:
-    images, labels, files = [], [], []
+def _image_files(sub: Path, suffixes: frozenset[str]) -> list[Path]:
+    found = sorted(p for p in sub.iterdir()
+                   if not p.name.startswith(".") and p.suffix.lower() in suffixes and not p.is_dir())
+    if not found:
+        raise CnncError(f"class folder '{sub}' contains no images",
+                        hint="remove the empty folder or add images (.png, .pgm, .jpg, ...)")
+    return found
+
+
+def _read_tree(folder: Path, classes: list[str], budget: list[int]) -> tuple[list[np.ndarray], list[int], list[Path]]:
+    images, labels, paths = [], [], []
+    suffixes = image_suffixes()
     for label, cls in enumerate(classes):
         sub = folder / cls
         if not sub.is_dir():
             continue
-        found = sorted(p for p in sub.iterdir()
-                       if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise CnncError(f"class folder '{sub}' contains no images",
-                            hint="remove the empty folder or add images (.png, .pgm, .ppm)")
-        for path in found:
-            images.append(read_image(path))
+        for path in _image_files(sub, suffixes):
+            image = read_image(path)
+            budget[0] -= image.nbytes
+            if budget[0] < 0:
+                raise CnncError(f"image folder '{folder}' holds more than the limit of "
+                                f"{size_text(data_limit())} of pixels (reached at '{path}')",
+                                hint="set CNNC_MAX_DATA (bytes) to raise the limit")
+            images.append(image)
             labels.append(label)
-            files.append(path)
-    return images, labels, files
+            paths.append(path)
+    return images, labels, paths
 
 
-def _check_sizes(images: list[np.ndarray], files: list[Path]) -> None:
+def _check_sizes(images: list[np.ndarray], paths: list[Path]) -> None:
     h, w = images[0].shape[1:]
-    for img, path in zip(images, files):
+    for img, path in zip(images, paths):
         if img.shape[1:] != (h, w):
             raise CnncError(f"image '{path}' is {img.shape[2]}x{img.shape[1]} pixels, but "
-                            f"'{files[0]}' is {w}x{h}",
-                            hint="all images of a dataset must have the same size; resize them first")
+                            f"'{paths[0]}' is {w}x{h}",
+                            hint="all images of a dataset must have the same size: resize them first, "
+                                 "or give images(\"dir\", size = N)")
 
 
-def _stack(images: list[np.ndarray], channels: int) -> np.ndarray:
-    # Greyscale images among colour ones are promoted by repeating their single channel.
-    return np.stack([np.repeat(img, channels // img.shape[0], axis=0) for img in images])
+def _channel_count(channels: Any) -> int | None:
+    if channels is None:
+        return None
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise CnncError(f"images: channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    return int(channels)
 
 
-def load_image_folder(root: PathLike) -> Dataset:
+def load_image_folder(root: PathLike, size: int | Sequence[int] | None = None,
+                      channels: int | None = None) -> Dataset:
     """Images in class sub-folders (`root/<class>/*` or `root/train/<class>/*` + `root/test/...`).
 
-    Labels follow the sorted class-folder names of the training tree.
+    Labels follow the sorted class-folder names of the training tree. `size`
+    (n, or (height, width)) resizes every image with Pillow's bilinear filter
+    (see `images.resize`); without it all images must already share one size.
+    `channels` (1 or 3) converts every image (see `images.convert_channels`);
+    without it, grey images among colour ones are promoted to RGB.
     """
     root = Path(root)
+    target = None if size is None else target_size(size)
+    want = _channel_count(channels)
     _require_dir(root, "image folder")
     train_dir = root / "train" if (root / "train").is_dir() else root
     test_dir = root / "test" if train_dir != root and (root / "test").is_dir() else None
@@ -549,15 +508,22 @@ def load_image_folder(root: PathLike) -> Dataset:
             raise CnncError(f"test folder '{test_dir / extra[0]}' is a class that the training "
                             f"folder '{train_dir}' does not have",
                             hint="the test classes must be a subset of the training classes")
-    parts = [_read_tree(train_dir, classes)]
+    budget = [data_limit()]
+    parts = [_read_tree(train_dir, classes, budget)]
     if test_dir is not None:
-        parts.append(_read_tree(test_dir, classes))
+        parts.append(_read_tree(test_dir, classes, budget))
     all_images = [img for images, _, _ in parts for img in images]
-    _check_sizes(all_images, [f for _, _, files in parts for f in files])  # train and test alike
-    channels = max(img.shape[0] for img in all_images)
-    splits = [Split(_stack(images, channels), np.asarray(labels, dtype=np.int64))
+    count = want or max(img.shape[0] for img in all_images)
+    parts = [([_fit(img, count, target) for img in images], labels, paths) for images, labels, paths in parts]
+    _check_sizes([img for images, _, _ in parts for img in images], [p for _, _, paths in parts for p in paths])
+    splits = [Split(np.stack(images), np.asarray(labels, dtype=np.int64))
               for images, labels, _ in parts if images]
     return Dataset(str(root), splits[0], splits[1] if len(splits) > 1 else None, classes=classes)
+
+
+def _fit(image: np.ndarray, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    image = convert_channels(image, channels)
+    return image if size is None else resize(image, size)
 
 
 # ====================================================================== synthetic sets
@@ -654,33 +620,161 @@ SYNTHETIC = {
 
 # ====================================================================== dispatch
 
+# Options of the synthetic sets that count something, with their least allowed value.
+_SYNTHETIC_COUNTS = {"n_train": 1, "n_test": 0, "num_classes": 2, "features": 1, "targets": 1,
+                     "max_shapes": 1}
+_IMAGE_FOLDER_OPTIONS = ("size", "channels")
+
+
+def _synthetic(name: str, options: dict[str, Any]) -> Dataset:
+    for key, least in _SYNTHETIC_COUNTS.items():
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or value < least):
+            raise CnncError(f"data source '{name}': {key} must be a whole number of at least {least}, "
+                            f"got {value!r}")
+    try:
+        return SYNTHETIC[name](**options)
+    except TypeError as e:
+        raise CnncError(f"data source '{name}': {e}") from None
+
+
+def _refuse_options(text: str, kind: str, options: dict[str, Any], allowed: Sequence[str] = ()) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if not unknown:
+        return
+    if allowed:
+        raise CnncError(f"data source '{text}' ({kind}) takes only {', '.join(allowed)}, got {unknown}")
+    raise CnncError(f"data source '{text}'{f' ({kind})' if kind else ''} takes no options, got {unknown}")
+
+
 def load_dataset(source: PathLike, **options: Any) -> Dataset:
     """Load `source`: "mnist10k", a synthetic set name (options go to it), an .npz file,
-    an IDX folder, or an image folder with one sub-folder per class."""
+    an IDX folder, or an image folder with one sub-folder per class (options `size`
+    and `channels`, see `load_image_folder`). Options a source does not take are refused."""
     text = str(source)
     if text in SYNTHETIC:
-        try:
-            return SYNTHETIC[text](**options)
-        except TypeError as e:
-            raise CnncError(f"data source '{text}': {e}") from None
-    if options:
-        raise CnncError(f"data source '{text}' takes no options, got {sorted(options)}")
+        return _synthetic(text, options)
     if text == "mnist10k":
+        _refuse_options(text, "", options)
         return load_mnist10k()
     path = Path(source)
     if not path.exists():
-        raise CnncError(f"data source '{text}' does not exist",
+        raise CnncError(f"data source '{files.describe_path(text)}' does not exist",
                         hint="give a path to an .npz file, an IDX folder or an image folder, "
                              "or one of: mnist10k, " + ", ".join(SYNTHETIC))
+    if path.is_dir() and is_idx_folder(path):
+        _refuse_options(text, "an IDX folder", options)
+        return load_idx_folder(path)
     if path.is_dir():
-        return load_idx_folder(path) if is_idx_folder(path) else load_image_folder(path)
-    with path.open("rb") as f:
-        is_zip = f.read(2) == b"PK"
-    if path.suffix.lower() != ".npz" and not is_zip:
-        raise CnncError(f"data file '{path}' is not an .npz archive",
-                        hint="for IDX files pass the folder that holds them; for images "
-                             "pass the folder with one sub-folder per class")
+        _refuse_options(text, "an image folder", options, _IMAGE_FOLDER_OPTIONS)
+        return load_image_folder(path, **options)
+    _refuse_options(text, "an .npz archive", options)
     return load_npz(path)
+
+
+# ====================================================================== prediction inputs
+
+def _same_shape(have: Sequence[int], expected: Sequence[Any]) -> bool:
+    """Shapes agree; symbolic (non-int) dimensions of `expected` match anything."""
+    return len(have) == len(expected) and all(
+        not isinstance(e, (int, np.integer)) or int(e) == h for h, e in zip(have, expected))
+
+
+def _input_array(path: PathLike, shown: str) -> np.ndarray:
+    """The numeric array of an .npy file, or of an .npz archive's "x" (else its first) array."""
+    if Path(path).suffix.lower() == ".npz":
+        arrays = read_npz(path)
+        arr = arrays["x"] if "x" in arrays else next(iter(arrays.values()))
+    else:
+        arr = read_npy(path)
+    if arr.dtype.kind not in "biuf":
+        raise CnncError(f"'{shown}' holds an array of dtype {arr.dtype}, which is not numeric",
+                        hint="save the inputs as integer or float arrays")
+    if arr.ndim == 0:
+        raise CnncError(f"'{shown}' holds a single number (a 0-d array), not samples",
+                        hint="save the inputs as one sample or a batch [N, ...]")
+    if arr.size == 0:
+        raise CnncError(f"'{shown}' holds an empty array of shape {list(arr.shape)}")
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(arr.dtype)
+    return arr.astype(np.float32) if scale is None else (arr / np.float32(scale)).astype(np.float32)
+
+
+def _array_batch(arr: np.ndarray, sample_shape: Sequence[Any], shown: str) -> np.ndarray:
+    """One sample or a batch shaped [N, *sample_shape]; a grey network also takes [H, W] / [N, H, W]."""
+    shape = tuple(sample_shape)
+    grey = len(shape) == 3 and shape[0] == 1
+    if _same_shape(arr.shape, shape):
+        return arr[None]
+    if _same_shape(arr.shape[1:], shape):
+        return arr
+    if grey and _same_shape(arr.shape, shape[1:]):
+        return arr[None, None]
+    if grey and _same_shape(arr.shape[1:], shape[1:]):
+        return arr[:, None]
+    if len(shape) == 3 and arr.ndim == 4 and _same_shape(arr.shape[1:], shape[1:] + shape[:1]):
+        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))  # channels-last, as most tools save
+    raise CnncError(f"'{shown}' holds an array of shape {_fmt(arr.shape)}; the network expects "
+                    f"{_fmt(shape)} per sample (one sample, or a batch [N, ...])")
+
+
+def _image_sample(image: np.ndarray, sample_shape: Sequence[Any], shown: str) -> np.ndarray:
+    shape = tuple(sample_shape)
+    if len(shape) != 3:
+        raise CnncError(f"image '{shown}': the network takes inputs of shape {_fmt(shape)}, not images")
+    if not _same_shape(image.shape[:1], shape[:1]):
+        kind = {1: "a grey image (1 channel)", 3: "a colour image (3 channels)"}.get(image.shape[0])
+        raise CnncError(f"image '{shown}' is {kind}, the network expects {_count(shape[0], 'channel')}",
+                        hint="convert the image to " + ("greyscale" if shape[0] == 1 else "RGB") + " first")
+    if not _same_shape(image.shape[1:], shape[1:]):
+        raise CnncError(f"image '{shown}' is {image.shape[2]}x{image.shape[1]} pixels, the network "
+                        f"expects {shape[2]}x{shape[1]}", hint="resize the image first")
+    return image
+
+
+def load_inputs(paths: Sequence[PathLike], sample_shape: Sequence[Any] | None = None) -> np.ndarray:
+    """Samples for `cnnc predict` from image files and `.npy`/`.npz` arrays: float32 [N, ...].
+
+    Images are read by `read_image` ([C, H, W] in [0, 1]); arrays hold one
+    sample or a batch (uint8 scaled by 1/255, uint16 by 1/65535). With
+    `sample_shape` (the network's per-sample input) every file is checked and
+    shaped against it; without it, all files must agree with each other.
+    Every refusal is one line naming the file.
+    """
+    if not paths:
+        raise CnncError("no input files given")
+    batches: list[tuple[np.ndarray, str, bool]] = []
+    for path in paths:
+        shown = files.describe_path(path)
+        is_array = Path(path).suffix.lower() in (".npy", ".npz")
+        if is_array:
+            batch = _input_array(path, shown)
+            if sample_shape is not None:
+                batch = _array_batch(batch, sample_shape, shown)
+        else:
+            image = read_image(path)
+            batch = (image if sample_shape is None else _image_sample(image, sample_shape, shown))[None]
+        batches.append((batch, shown, is_array))
+    _check_input_shapes(batches)
+    x = np.concatenate([b for b, _, _ in batches]).astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        bad = next(shown for b, shown, _ in batches if not np.isfinite(b).all())
+        raise CnncError(f"'{bad}' holds NaN or infinite values")
+    return x
+
+
+def _check_input_shapes(batches: list[tuple[np.ndarray, str, bool]]) -> None:
+    first, first_name, _ = batches[0]
+    for batch, shown, is_array in batches[1:]:
+        if batch.shape[1:] == first.shape[1:]:
+            continue
+        if not is_array and not batches[0][2] and batch.ndim == first.ndim == 4:
+            raise CnncError(f"image '{shown}' is {batch.shape[3]}x{batch.shape[2]} pixels with "
+                            f"{_count(batch.shape[1], 'channel')}, but '{first_name}' is "
+                            f"{first.shape[3]}x{first.shape[2]} with {_count(first.shape[1], 'channel')}",
+                            hint="all inputs must have the same size")
+        raise CnncError(f"'{shown}' holds samples of shape {_fmt(batch.shape[1:])}, but '{first_name}' "
+                        f"holds {_fmt(first.shape[1:])}", hint="all inputs must have the same shape")
 
 
 # ====================================================================== splits and preprocessing
@@ -819,18 +913,27 @@ def _check_inputs(x: np.ndarray, expected: tuple[Any, ...], where: str) -> None:
                     f"the data has {_fmt(have)}", hint=hint)
 
 
-def _integral_labels(y: np.ndarray, where: str) -> np.ndarray:
-    if y.dtype.kind in "biu":
-        return y.astype(np.int64)
-    if y.dtype.kind == "f" and np.isfinite(y).all() and np.all(y == np.round(y)):
-        return y.astype(np.int64)
-    raise CnncError(f"{where}: class labels must be integers, got dtype {y.dtype}",
-                    hint="use a regression loss (mse, smooth_l1) for real-valued targets")
+def _integral_labels(y: np.ndarray, where: str, k: int | None = None,
+                     allowed: int | None = None) -> np.ndarray:
+    """Class labels as int64, after checking (on the original values, so a uint64 label is
+    reported as it is, not wrapped) that they are whole numbers in [0, k) or `allowed`."""
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.all(y == np.round(y))):
+        raise CnncError(f"{where}: class labels must be integers, got dtype {y.dtype}",
+                        hint="use a regression loss (mse, smooth_l1) for real-valued targets")
+    if y.dtype.kind not in "biuf":
+        raise CnncError(f"{where}: class labels must be integers, got dtype {y.dtype}")
+    if k is not None:
+        _check_range(y, k, where, allowed)
+    elif y.size and (float(y.max()) > _INT64_MAX or float(y.min()) < -_INT64_MAX):
+        big = int(y.max()) if float(y.max()) > _INT64_MAX else int(y.min())
+        raise CnncError(f"{where}: the labels hold {big}, too large for a class index",
+                        hint="number the classes from 0")
+    return y.astype(np.int64)
 
 
 def _check_range(y: np.ndarray, k: int, where: str, allowed: int | None = None) -> None:
     bad = (y < 0) | (y >= k)
-    if allowed is not None:
+    if allowed is not None and (allowed >= 0 or y.dtype.kind != "u"):  # no uint equals a negative
         bad &= y != allowed
     if bad.any():
         lo, hi = int(y[bad].min()), int(y[bad].max())
@@ -853,18 +956,12 @@ def _check_targets(split: Split, spec: LossSpec, num_classes: int | None, where:
             raise CnncError(f"{where}: loss {spec.name} needs one class label per sample, the labels "
                             f"have shape {_fmt(y.shape)}",
                             hint="for 0/1 targets per class use multilabel_bce")
-        y = _integral_labels(y.reshape(-1), where)
-        if num_classes is not None:
-            _check_range(y, num_classes, where)
-        return y
+        return _integral_labels(y.reshape(-1), where, num_classes)
     if kind == PIXEL_CLASS:
         if y.ndim != 3:
             raise CnncError(f"{where}: loss {spec.name} needs one mask [H, W] per sample, the "
                             f"labels have shape {_fmt(y.shape)}")
-        y = _integral_labels(y, where)
-        if num_classes is not None:
-            _check_range(y, num_classes, where, spec.options.get("ignore_index"))
-        return y
+        return _integral_labels(y, where, num_classes, spec.options.get("ignore_index"))
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise CnncError(f"{where}: the targets contain NaN or infinite values")
     if kind in (BINARY, MULTILABEL) and ((y < 0) | (y > 1)).any():
