@@ -50,7 +50,7 @@ def limit(name: str, default: int) -> int:
     return n
 
 
-def _size_text(n: int) -> str:
+def size_text(n: int) -> str:
     for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
@@ -106,8 +106,8 @@ def open_regular(path: str | os.PathLike, what: str, max_bytes: int) -> Iterator
             raise CnncError(f"{what} '{shown}' is not a regular file (a device, pipe or socket)",
                             hint="cnnc reads only regular files")
         if info.st_size > max_bytes:
-            raise CnncError(f"{what} '{shown}' is {_size_text(info.st_size)}, more than the limit of "
-                            f"{_size_text(max_bytes)}", hint="see docs/security.md to raise the limit")
+            raise CnncError(f"{what} '{shown}' is {size_text(info.st_size)}, more than the limit of "
+                            f"{size_text(max_bytes)}", hint="see docs/security.md to raise the limit")
         if shown.startswith("/proc/") or shown.startswith("/sys/"):
             raise CnncError(f"{what} '{shown}' is a kernel pseudo-file, not a file cnnc reads")
         os.set_blocking(fd, True)
@@ -130,7 +130,7 @@ def read_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes:
         except OSError as err:
             raise CnncError(f"{what} '{describe_path(path)}' cannot be read: {_os_reason(err)}") from None
     if len(data) > max_bytes:  # it grew while we read
-        raise CnncError(f"{what} '{describe_path(path)}' is more than the limit of {_size_text(max_bytes)}")
+        raise CnncError(f"{what} '{describe_path(path)}' is more than the limit of {size_text(max_bytes)}")
     return data
 
 
@@ -142,14 +142,14 @@ def bounded_inflate(chunks: Iterable[bytes], what: str, max_bytes: int, wbits: i
         for chunk in chunks:
             out += d.decompress(chunk, max_bytes + 1 - len(out))
             if len(out) > max_bytes or d.unconsumed_tail:
-                raise CnncError(f"{what} inflates to more than {_size_text(max_bytes)}",
+                raise CnncError(f"{what} inflates to more than {size_text(max_bytes)}",
                                 hint="a file this large is refused as a possible decompression bomb; "
                                      "see docs/security.md to raise the limit")
         out += d.flush()
     except zlib.error as err:
         raise CnncError(f"{what} is not valid compressed data ({err})") from None
     if len(out) > max_bytes:
-        raise CnncError(f"{what} inflates to more than {_size_text(max_bytes)}")
+        raise CnncError(f"{what} inflates to more than {size_text(max_bytes)}")
     return bytes(out)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..dsl import files
 from ..dsl.source import CnncError
-from .images import convert_channels, image_suffixes, read_image, resize, size_text, target_size
+from .images import convert_channels, image_suffixes, read_image, resize, target_size
 from .losses import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, LossSpec, get_loss
 
 PathLike = str | os.PathLike
@@ -156,7 +156,7 @@ def _decoded_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
 
 
 def _too_large(what: str, need: int, limit: int, declared: str = "declares") -> CnncError:
-    return CnncError(f"{what} {declared} {size_text(need)} of data, more than the limit of {size_text(limit)}",
+    return CnncError(f"{what} {declared} {files.size_text(need)} of data, more than the limit of {files.size_text(limit)}",
                      hint="a file this large is refused as a possible decompression bomb; "
                           "set CNNC_MAX_DATA (bytes) to raise the limit")
 
@@ -455,7 +455,7 @@ def _read_tree(folder: Path, classes: list[str], budget: list[int]) -> tuple[lis
             budget[0] -= image.nbytes
             if budget[0] < 0:
                 raise CnncError(f"image folder '{folder}' holds more than the limit of "
-                                f"{size_text(data_limit())} of pixels (reached at '{path}')",
+                                f"{files.size_text(data_limit())} of pixels (reached at '{path}')",
                                 hint="set CNNC_MAX_DATA (bytes) to raise the limit")
             images.append(image)
             labels.append(label)

@@ -56,14 +56,6 @@ def image_suffixes() -> frozenset[str]:
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-def size_text(n: int) -> str:
-    """A byte count as people read it: "4.0 GiB", "309.0 MiB", "16.0 KiB", "12 bytes"."""
-    for unit, size in (("GiB", files.GiB), ("MiB", files.MiB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def _open_header(data: bytes, shown: str):
     """Pillow's `Image.open` on the bytes: it parses the header only, nothing is decoded yet."""
     try:
@@ -111,8 +103,8 @@ def _check_declared_size(img, shown: str, max_bytes: int) -> None:
     if width == 0 or height == 0:
         raise CnncError(f"image '{shown}' has no pixels ({width}x{height})")
     if need > max_bytes:
-        raise CnncError(f"image '{shown}' declares {width}x{height} pixels ({size_text(need)} decoded), "
-                        f"more than the limit of {size_text(max_bytes)}",
+        raise CnncError(f"image '{shown}' declares {width}x{height} pixels ({files.size_text(need)} decoded), "
+                        f"more than the limit of {files.size_text(max_bytes)}",
                         hint="a file this large is refused as a possible decompression bomb; "
                              "set CNNC_MAX_IMAGE (bytes) to raise the limit")
 
