@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 from ._erf import erf
 
@@ -185,16 +186,15 @@ def _softmax_grad(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
 
-KERNELS: dict[str, Kernel] = {
-    "relu": _unary(_relu, _relu_grad),
-    "relu6": _unary(_relu6, _relu6_grad),
-    "hardswish": _unary(_hardswish, _hardswish_grad),
-    "sigmoid": _unary(_sigmoid, _sigmoid_grad),
-    "tanh": _unary(_tanh, _tanh_grad),
-    "swish": _unary(_swish, _swish_grad),
-    "mish": _unary(_mish, _mish_grad),
-    "gelu": _unary(_gelu, _gelu_grad),
-    "leaky_relu": _unary(_leaky_relu, _leaky_relu_grad),
-    "elu": _unary(_elu, _elu_grad),
-    "softmax": _unary(_softmax, _softmax_grad),
-}
+# Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
+register("kernel", "relu")(_unary(_relu, _relu_grad))
+register("kernel", "relu6")(_unary(_relu6, _relu6_grad))
+register("kernel", "hardswish")(_unary(_hardswish, _hardswish_grad))
+register("kernel", "sigmoid")(_unary(_sigmoid, _sigmoid_grad))
+register("kernel", "tanh")(_unary(_tanh, _tanh_grad))
+register("kernel", "swish")(_unary(_swish, _swish_grad))
+register("kernel", "mish")(_unary(_mish, _mish_grad))
+register("kernel", "gelu")(_unary(_gelu, _gelu_grad))
+register("kernel", "leaky_relu")(_unary(_leaky_relu, _leaky_relu_grad))
+register("kernel", "elu")(_unary(_elu, _elu_grad))
+register("kernel", "softmax")(_unary(_softmax, _softmax_grad))
