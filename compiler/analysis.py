@@ -287,7 +287,7 @@ def _lint_saturating(net: Network, out: list, ops: Ops) -> None:
         best = max(preds, key=lambda p: depth.get(p, 0), default=None)
         d = depth.get(best, 0) if best else 0
         f = first.get(best) if best else None
-        if ops[node.op].has("saturating") and not _is_gate(net, node):
+        if ops[node.op].has("saturating") and not _is_gate(net, node, ops):
             d += 1
             f = f or node
         depth[node.name], first[node.name] = d, f
@@ -300,9 +300,10 @@ def _lint_saturating(net: Network, out: list, ops: Ops) -> None:
                          "use relu (or a variant) in deep stacks, or add batchnorm"))
 
 
-def _is_gate(net: Network, node: Node) -> bool:
-    """A sigmoid that scales another tensor (squeeze-and-excitation, attention) is a gate, not a stack."""
-    return node.op == "sigmoid" and any(net.node(c).op == "mul" for c in net.graph.successors(node.name))
+def _is_gate(net: Network, node: Node, ops: Ops) -> bool:
+    """A sigmoid (any `gate` op) that scales another tensor (squeeze-and-excitation, attention) is a
+    gate, not a stack."""
+    return ops[node.op].has("gate") and any(net.node(c).op == "mul" for c in net.graph.successors(node.name))
 
 
 def _lint_unreachable(net: Network, out: list) -> None:

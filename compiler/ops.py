@@ -78,6 +78,8 @@ PROPERTIES: dict[str, str] = {
                         "looks through it for the next activation",
     "saturating": "a bounded activation whose gradient vanishes for large |x|: the "
                   "`saturating-activations` lint counts runs of them (compiler/analysis.py)",
+    "gate": "a saturating activation with outputs in [0, 1]: feeding a `mul` it scales another tensor "
+            "(squeeze-and-excitation, attention), so the `saturating-activations` lint does not count it",
     "sliding_window": "slides a kernel-sized window with a stride over H and W: the `dropped-pixels` and "
                       "`asymmetric-padding` lints check its windows (compiler/analysis.py)",
     "random_drop": "zeroes values at random in training: the `dropout-before-batchnorm` lint looks for it",
@@ -579,7 +581,7 @@ ACTIVATIONS = [
     _elementwise("leaky_relu", (Attr("slope", "float", 0.01),), saves=("mask",), doc="x if x > 0 else slope*x",
                  properties=_FUSABLE_RECTIFIER),
     _elementwise("hardswish", saves=("input",), doc="x * relu6(x + 3) / 6", properties=("rectifier",)),
-    _elementwise("sigmoid", doc="1 / (1 + exp(-x))", properties=("saturating",)),
+    _elementwise("sigmoid", doc="1 / (1 + exp(-x))", properties=("saturating", "gate")),
     _elementwise("tanh", doc="hyperbolic tangent", properties=("saturating",)),
     _elementwise("swish", saves=("input",), doc="x * sigmoid(x) (SiLU)", properties=("rectifier",)),
     _elementwise("mish", saves=("input",), doc="x * tanh(softplus(x))", properties=("rectifier",)),

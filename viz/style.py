@@ -165,16 +165,16 @@ def _elu_label(node: Node, _: Any) -> str:
     return "elu" if alpha == 1.0 else f"elu α={alpha:g}"
 
 
-@register("label", "relu", "relu6", "hardswish", "sigmoid", "tanh", "swish", "mish", "gelu", "softmax",
-          "batchnorm", "layernorm", "instancenorm", "flatten", "concat", "add", "mul", "identity", "pad", "crop")
+@register("label", "batchnorm", "layernorm", "instancenorm", "pad", "crop")
 def _name_label(node: Node, _: Any) -> str:
-    """Ops whose attributes a reader does not need in the box: the op's name."""
+    """Ops with attributes a reader does not need in the box: the op's name."""
     return node.op
 
 
 def op_label(node: Node, in_channels: Any = None) -> str:
-    """The op and its key attributes, as a reader of a paper expects them (the entry's label rule;
-    an op outside the table, e.g. a fused one, is its name)."""
+    """The op and its key attributes, as a reader of a paper expects them: the entry's label rule.
+    An op without attributes (relu, add, ...) needs none: it is written as its name, and so is
+    an op outside the table (a fused one, labelled by its members elsewhere)."""
     label: Label | None = implementation(node.op, "label")
     return node.op if label is None else label(node, in_channels)
 

@@ -72,8 +72,10 @@ def _node(op: str) -> Node:
 
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_every_op_has_a_diagram_label_and_family_colour(op):
-    assert implementation(op, "label") is not None, f"op '{op}' has no diagram label: register one with " \
-                                                    f"register(\"label\", \"{op}\") in viz/style.py"
+    # An op without attributes is written as its name; one with attributes says how it is written.
+    assert not OPS[op].attrs or implementation(op, "label") is not None, \
+        f"op '{op}' has attributes but no diagram label: register one with register(\"label\", \"{op}\") " \
+        "in viz/style.py (`_name_label` if its name is enough)"
     assert OPS[op].family in FAMILIES, f"op '{op}' has family '{OPS[op].family}', not one of {FAMILIES}"
     assert OPS[op].family in style.FAMILY_COLOURS, f"op '{op}': viz has no colour for '{OPS[op].family}'"
     if op != "input":
@@ -147,6 +149,7 @@ def test_properties_are_consistent(op):
     for prop in ("rectifier", "saturating", "fusable_activation"):
         assert not spec.has(prop) or family == "activation", f"op '{op}' is {prop} but a {family} op"
     assert not (spec.has("rectifier") and spec.has("saturating")), f"op '{op}' both rectifies and saturates"
+    assert not spec.has("gate") or spec.has("saturating"), f"op '{op}' is a gate but not saturating"
     assert not spec.has("fusable_activation") or spec.has("rectifier"), \
         f"op '{op}' is fused into a conv, whose He init assumes a rectifier"
     assert not spec.has("random_drop") or family == "regularisation", f"op '{op}' drops but is a {family} op"
