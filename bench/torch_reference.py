@@ -170,6 +170,7 @@ TWINS: dict[str, Rule] = {
     "leaky_relu": lambda c: F.leaky_relu(c.x, c.attrs["slope"]),
     "hardswish": lambda c: F.hardswish(c.x),
     "sigmoid": lambda c: torch.sigmoid(c.x),
+    "hardsigmoid": lambda c: F.hardsigmoid(c.x),
     "tanh": lambda c: torch.tanh(c.x),
     "swish": lambda c: F.silu(c.x),
     "mish": lambda c: F.mish(c.x),

@@ -582,6 +582,8 @@ ACTIVATIONS = [
                  properties=_FUSABLE_RECTIFIER),
     _elementwise("hardswish", saves=("input",), doc="x * relu6(x + 3) / 6", properties=("rectifier",)),
     _elementwise("sigmoid", doc="1 / (1 + exp(-x))", properties=("saturating", "gate")),
+    _elementwise("hardsigmoid", saves=("input",), doc="relu6(x + 3) / 6 (PyTorch's definition)",
+                 properties=("saturating", "gate")),
     _elementwise("tanh", doc="hyperbolic tangent", properties=("saturating",)),
     _elementwise("swish", saves=("input",), doc="x * sigmoid(x) (SiLU)", properties=("rectifier",)),
     _elementwise("mish", saves=("input",), doc="x * tanh(softplus(x))", properties=("rectifier",)),
