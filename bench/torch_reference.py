@@ -3,10 +3,16 @@
 `TorchTwin(compiled, params)` walks the same graph in the same order with
 `torch.nn.functional`, using cnnc's own parameter values, so outputs, losses
 and gradients can be compared one to one and step times measured on the very
-same model. Only used by bench/ and tests/ (PyTorch is never a runtime
+same model. `TWINS` holds one rule per op of the op table (compiler/ops.py),
+written independently of cnnc's kernels; tests/compiler/test_registry.py fails,
+naming the op, when an op has no rule here, and checks each rule against the
+op's kernel. Only used by bench/ and tests/ (PyTorch is never a runtime
 dependency).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -16,6 +22,178 @@ import torch.nn.functional as F
 def _pad(x, padding, value=0.0):
     (t, b), (l, r) = padding
     return F.pad(x, (l, r, t, b), value=value) if (t or b or l or r) else x
+
+
+@dataclass
+class Call:
+    """One layer's call: its inputs, normalised attributes, parameters and the pass it runs in."""
+
+    xs: list
+    attrs: Mapping[str, Any]
+    params: Mapping[str, Any]               # the layer's tensors by contract name (weight, bias, ...)
+    training: bool = False
+    name: str = ""
+    saved: dict = field(default_factory=dict)   # maxpool name -> (indices, padded input shape)
+
+    @property
+    def x(self):
+        return self.xs[0]
+
+    def p(self, name: str):
+        return self.params.get(name)
+
+
+Rule = Callable[[Call], Any]
+
+
+def _conv(c: Call):
+    a = c.attrs
+    return F.conv2d(_pad(c.x, a["padding"]), c.p("weight"), c.p("bias"), a["stride"], 0, a["dilation"], a["groups"])
+
+
+def _deconv(c: Call):
+    a = c.attrs
+    (pt, pb), (pl, pr) = a["padding"]
+    assert pt == pb and pl == pr, "asymmetric deconv padding is not mirrored here"
+    return F.conv_transpose2d(c.x, c.p("weight"), c.p("bias"), a["stride"], (pt, pl), a["output_padding"],
+                              a["groups"], a["dilation"])
+
+
+def _local(c: Call):
+    """Unshared weights: output (i, j) uses the weights of tile (i mod th, j mod tw)."""
+    a, w = c.attrs, c.p("weight")                       # [O, th, tw, C, kh, kw]
+    x = _pad(c.x, a["padding"])
+    (kh, kw), (th, tw) = a["kernel"], a["tile"]
+    n, ch = x.shape[:2]
+    cols = F.unfold(x, (kh, kw), stride=a["stride"])    # [N, C·kh·kw, oh·ow]
+    oh = (x.shape[2] - kh) // a["stride"][0] + 1
+    ow = (x.shape[3] - kw) // a["stride"][1] + 1
+    cols = cols.reshape(n, ch, kh, kw, oh, ow)
+    rows, columns = torch.arange(oh) % th, torch.arange(ow) % tw
+    wfull = w[:, rows][:, :, columns]                   # [O, oh, ow, C, kh, kw]
+    y = torch.einsum("ncklij,oijckl->noij", cols, wfull)
+    if c.p("bias") is not None:
+        y = y + c.p("bias")[:, rows][:, :, columns]
+    return y
+
+
+def _maxpool(c: Call):
+    a = c.attrs
+    padded = _pad(c.x, a["padding"], float("-inf"))
+    y, idx = F.max_pool2d(padded, a["kernel"], a["stride"], 0, a["dilation"], a["ceil_mode"], return_indices=True)
+    c.saved[c.name] = (idx, padded.shape, a["padding"])
+    return y
+
+
+def _unpool(c: Call):
+    """Each value goes where its maxpool found the maximum (summed where windows overlap)."""
+    idx, shape, ((t, b), (l, r)) = c.saved[c.attrs["of"]]
+    n, ch, h, w = shape
+    out = torch.zeros(n, ch, h * w, dtype=c.x.dtype)
+    out = out.scatter_add(2, idx.flatten(2), c.x.flatten(2)).reshape(n, ch, h, w)
+    return out[:, :, t:h - b, l:w - r]
+
+
+def _avgpool(c: Call):
+    a = c.attrs
+    (pt, pb), (pl, pr) = a["padding"]
+    assert pt == pb and pl == pr, "asymmetric avgpool padding is not mirrored here"
+    return F.avg_pool2d(c.x, a["kernel"], a["stride"], (pt, pl), a["ceil_mode"], a.get("count_include_pad", True))
+
+
+def _lppool(c: Call):
+    a, p = c.attrs, float(c.attrs["p"])
+    total = F.avg_pool2d(c.x.pow(p), a["kernel"], a["stride"], 0, a["ceil_mode"], divisor_override=1)
+    return total.pow(1.0 / p)
+
+
+def _dropout(c: Call):
+    p, mode = c.attrs["p"], c.attrs.get("mode", "upscale_in_train")
+    if mode == "downgrade_in_infer":
+        return F.dropout(c.x, p, True) * (1 - p) if c.training else c.x * (1 - p)
+    return F.dropout(c.x, p, c.training)
+
+
+def _sum(c: Call):
+    out = c.xs[0]
+    for other in c.xs[1:]:
+        out = out + other
+    return out
+
+
+def _product(c: Call):
+    out = c.xs[0]
+    for other in c.xs[1:]:
+        out = out * other
+    return out
+
+
+def _crop(c: Call):
+    (h, w), (lh, lw) = c.x.shape[2:], c.xs[1].shape[2:]
+    top, left = (h - lh) // 2, (w - lw) // 2
+    return c.x[:, :, top:top + lh, left:left + lw]
+
+
+def _batchnorm(c: Call):
+    a = c.attrs
+    return F.batch_norm(c.x, c.p("running_mean"), c.p("running_var"), c.p("weight"), c.p("bias"),
+                        c.training, a["momentum"], a["eps"])
+
+
+def _upsample(c: Call):
+    mode = c.attrs["mode"]
+    return F.interpolate(c.x, scale_factor=c.attrs["scale"], mode=mode,
+                         align_corners=False if mode == "bilinear" else None)
+
+
+def _lrn(c: Call):
+    a = c.attrs
+    return F.local_response_norm(c.x, a.get("size", 5), a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("k", 2.0))
+
+
+# One rule per op of compiler/ops.py OPS (except `input`, which the twin binds).
+TWINS: dict[str, Rule] = {
+    "conv": _conv,
+    "deconv": _deconv,
+    "local": _local,
+    "linear": lambda c: F.linear(c.x, c.p("weight"), c.p("bias")),
+    "maxpool": _maxpool,
+    "avgpool": _avgpool,
+    "lppool": _lppool,
+    "global_avgpool": lambda c: c.x.mean(dim=(2, 3), keepdim=True),
+    "global_maxpool": lambda c: c.x.amax(dim=(2, 3), keepdim=True),
+    "adaptive_avgpool": lambda c: F.adaptive_avg_pool2d(c.x, c.attrs["output"]),
+    "unpool": _unpool,
+    "upsample": _upsample,
+    "relu": lambda c: F.relu(c.x),
+    "relu6": lambda c: F.relu6(c.x),
+    "leaky_relu": lambda c: F.leaky_relu(c.x, c.attrs["slope"]),
+    "hardswish": lambda c: F.hardswish(c.x),
+    "sigmoid": lambda c: torch.sigmoid(c.x),
+    "hardsigmoid": lambda c: F.hardsigmoid(c.x),
+    "tanh": lambda c: torch.tanh(c.x),
+    "swish": lambda c: F.silu(c.x),
+    "mish": lambda c: F.mish(c.x),
+    "elu": lambda c: F.elu(c.x, c.attrs.get("alpha", 1.0)),
+    "gelu": lambda c: F.gelu(c.x),
+    "softmax": lambda c: torch.softmax(c.x, dim=1),
+    "batchnorm": _batchnorm,
+    "layernorm": lambda c: F.group_norm(c.x, 1, c.p("weight"), c.p("bias"), c.attrs.get("eps", 1e-5)),
+    "instancenorm": lambda c: F.instance_norm(c.x, weight=c.p("weight"), bias=c.p("bias"),
+                                              eps=c.attrs.get("eps", 1e-5)),
+    "groupnorm": lambda c: F.group_norm(c.x, c.attrs["groups"], c.p("weight"), c.p("bias"),
+                                        c.attrs.get("eps", 1e-5)),
+    "lrn": _lrn,
+    "dropout": _dropout,
+    "spatial_dropout": lambda c: F.dropout2d(c.x, c.attrs["p"], c.training),
+    "flatten": lambda c: c.x.flatten(1),
+    "concat": lambda c: torch.cat(c.xs, dim=1),
+    "add": _sum,
+    "mul": _product,
+    "identity": lambda c: c.x,
+    "pad": lambda c: _pad(c.x, c.attrs["padding"], c.attrs.get("value", 0.0)),
+    "crop": _crop,
+}
 
 
 class TorchTwin(torch.nn.Module):
@@ -43,62 +221,17 @@ class TorchTwin(torch.nn.Module):
 
     def forward(self, x):
         values = {next(iter(self.net.inputs)): x}
+        saved: dict = {}
         for node in self.order:
             xs = [values[i] for i in node.inputs]
-            values[node.name] = self._op(node, xs)
+            values[node.name] = self._op(node, xs, saved)
         return values[self.net.outputs[0]]
 
-    def _op(self, node, xs):
-        a, op = node.attrs, node.op
+    def _op(self, node, xs, saved):
+        rule = TWINS.get(node.op)
+        if rule is None:
+            raise NotImplementedError(f"TorchTwin has no rule for '{node.op}'")
         owner = node.shares or node.name
-        w, b = self.p(owner, "weight"), self.p(owner, "bias")
-        x = xs[0]
-        if op == "conv":
-            return F.conv2d(_pad(x, a["padding"]), w, b, a["stride"], 0, a["dilation"], a["groups"])
-        if op == "deconv":
-            (pt, pb), (pl, pr) = a["padding"]
-            assert pt == pb and pl == pr, "asymmetric deconv padding is not mirrored here"
-            return F.conv_transpose2d(x, w, b, a["stride"], (pt, pl), a["output_padding"], a["groups"],
-                                      a["dilation"])
-        if op == "linear":
-            return F.linear(x, w, b)
-        if op == "batchnorm":
-            return F.batch_norm(x, self.p(owner, "running_mean"), self.p(owner, "running_var"), w, b,
-                                self.training, a["momentum"], a["eps"])
-        if op == "maxpool":
-            return F.max_pool2d(_pad(x, a["padding"], float("-inf")), a["kernel"], a["stride"], 0,
-                                a["dilation"], a["ceil_mode"])
-        if op == "avgpool":
-            assert not any(sum(p) for p in a["padding"]), "padded avgpool is not mirrored here"
-            return F.avg_pool2d(x, a["kernel"], a["stride"], 0, a["ceil_mode"])
-        if op == "global_avgpool":
-            return x.mean(dim=(2, 3), keepdim=True)
-        if op == "global_maxpool":
-            return x.amax(dim=(2, 3), keepdim=True)
-        if op == "flatten":
-            return x.flatten(1)
-        if op == "add":
-            out = xs[0]
-            for other in xs[1:]:
-                out = out + other
-            return out
-        if op == "mul":
-            out = xs[0]
-            for other in xs[1:]:
-                out = out * other
-            return out
-        if op == "concat":
-            return torch.cat(xs, dim=1)
-        if op == "dropout":
-            return F.dropout(x, a["p"], self.training)
-        if op == "upsample":
-            return F.interpolate(x, scale_factor=a["scale"], mode=a["mode"],
-                                 align_corners=False if a["mode"] == "bilinear" else None)
-        simple = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu6": F.relu6,
-                  "gelu": F.gelu, "swish": F.silu, "mish": F.mish, "hardswish": F.hardswish,
-                  "identity": lambda t: t, "softmax": lambda t: torch.softmax(t, dim=1)}
-        if op in simple:
-            return simple[op](x)
-        if op == "leaky_relu":
-            return F.leaky_relu(x, a["slope"])
-        raise NotImplementedError(f"TorchTwin has no rule for '{op}'")
+        names = ("weight", "bias", "running_mean", "running_var")
+        params = {n: t for n in names if (t := self.p(owner, n)) is not None}
+        return rule(Call(xs, node.attrs, params, self.training, node.name, saved))

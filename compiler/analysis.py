@@ -2,25 +2,28 @@
 
 `parameters`, `costs`, `receptive_fields`, `memory` and `lints` read the graph
 in topological order and return tables keyed by layer name; `analyse` runs
-them all. Conventions (MACs, FLOPs, receptive fields) are those written down
+them all. Each takes the op table it reads (`ops`, compiler/ops.py `OPS` by
+default), so fusion runs the same functions over its merged table; the lints
+ask each op's declared properties (`sliding_window`, `saturating`, ...), not
+op lists. Conventions (MACs, FLOPs, receptive fields) are those written down
 in docs/analysis.md. Results may be symbolic (`Dim`) when an input is.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Mapping
 
 import networkx as nx
 
 from ..dsl.source import Diagnostic, Loc
 from .graph import Network, Node, ParamSpec
-from .ops import OPS, RF, numel
+from .ops import OPS, RF, OpSpec, numel
 from .symbolic import is_symbolic
 
 BYTES = 4  # float32
-SATURATING = {"sigmoid", "tanh"}
 SATURATING_DEPTH = 4
+Ops = Mapping[str, OpSpec]
 
 
 @dataclass(frozen=True)
@@ -68,30 +71,30 @@ def input_shapes(net: Network, node: Node) -> list[tuple]:
 
 
 # ---------------------------------------------------------------- parameters
-def parameters(net: Network) -> dict[str, dict[str, ParamSpec]]:
+def parameters(net: Network, ops: Ops = OPS) -> dict[str, dict[str, ParamSpec]]:
     """Parameter layout per owning layer; a layer sharing weights owns none."""
     out = {}
     for node in net.layers():
         if node.shares is not None:
             continue
-        specs = OPS[node.op].params(dict(node.attrs), input_shapes(net, node))
+        specs = ops[node.op].params(dict(node.attrs), input_shapes(net, node))
         if specs:
             out[node.name] = specs
     return out
 
 
 # --------------------------------------------------------------------- costs
-def costs(net: Network) -> tuple[dict[str, Any], dict[str, Any]]:
+def costs(net: Network, ops: Ops = OPS) -> tuple[dict[str, Any], dict[str, Any]]:
     macs, flops = {}, {}
     for node in net.layers():
-        spec, ins, out = OPS[node.op], input_shapes(net, node), net.shapes[node.name]
+        spec, ins, out = ops[node.op], input_shapes(net, node), net.shapes[node.name]
         macs[node.name] = spec.macs(dict(node.attrs), ins, out)
         flops[node.name] = spec.flops(dict(node.attrs), ins, out)
     return macs, flops
 
 
 # ----------------------------------------------------------- receptive field
-def receptive_fields(net: Network, warnings: list | None = None) -> dict[str, tuple | None]:
+def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS) -> dict[str, tuple | None]:
     """Size, effective stride and padding per axis for every layer; None after global ops."""
     fields: dict[str, tuple | None] = {}
     for node in net.order():
@@ -99,7 +102,7 @@ def receptive_fields(net: Network, warnings: list | None = None) -> dict[str, tu
             one = FieldState(Fraction(1), Fraction(1), Fraction(0))
             fields[node.name] = (one, one) if len(net.shapes[node.name]) == 3 else None
             continue
-        spec = OPS[node.op]
+        spec = ops[node.op]
         sources = node.inputs[:1] if node.op == "crop" else node.inputs
         if node.op in ("add", "mul") and len(sources) > 1:
             sources = _spatial_sources(net, node, sources)
@@ -110,7 +113,7 @@ def receptive_fields(net: Network, warnings: list | None = None) -> dict[str, tu
         if len(states) > 1:
             _check_alignment(node, states, sources, warnings)
         base = tuple(max((s[axis] for s in states), key=lambda f: f.size) for axis in (0, 1))
-        contribution = _contribution(node, net)
+        contribution = _contribution(spec, node, net)
         if contribution is None:
             fields[node.name] = None
             continue
@@ -127,8 +130,7 @@ def _spatial_sources(net: Network, node: Node, sources: tuple) -> tuple:
     return spatial or sources
 
 
-def _contribution(node: Node, net: Network) -> tuple[RF, RF] | None:
-    spec = OPS[node.op]
+def _contribution(spec: OpSpec, node: Node, net: Network) -> tuple[RF, RF] | None:
     if spec.rf == "elementwise":
         unit = RF(Fraction(1), Fraction(1), Fraction(0))
         return unit, unit
@@ -165,12 +167,12 @@ def fmt_frac(x: Fraction | int) -> str:
 
 
 # ---------------------------------------------------------------------- memory
-def memory(net: Network) -> dict[str, Any]:
+def memory(net: Network, ops: Ops = OPS) -> dict[str, Any]:
     """Activation bytes per sample: kept for training's backward pass, and inference peak."""
     size = {n: numel(s) * BYTES for n, s in net.shapes.items()}
     saved: dict[tuple[str, str], Any] = {}
     for node in net.layers():
-        for what in OPS[node.op].saves:
+        for what in ops[node.op].saves:
             if what == "input":
                 for i in node.inputs:
                     saved[(i, "value")] = size[i]
@@ -180,10 +182,10 @@ def memory(net: Network) -> dict[str, Any]:
                 saved.setdefault((node.name, "mask"), size[node.name] // BYTES)
     return {"activation_bytes": _sum(size[n.name] for n in net.layers()),
             "train_saved_bytes": _sum(saved.values()),
-            "inference_peak_bytes": _inference_peak(net, size)}
+            "inference_peak_bytes": inference_peak(net, size)}
 
 
-def _inference_peak(net: Network, size: dict) -> Any:
+def inference_peak(net: Network, size: dict) -> Any:
     """Peak of the live tensors when each is freed after its last consumer runs."""
     order = net.order()
     if any(is_symbolic(v) for v in size.values()):
@@ -206,27 +208,27 @@ def _inference_peak(net: Network, size: dict) -> Any:
 
 
 # ----------------------------------------------------------------------- lints
-def lints(net: Network, fields: dict) -> list[Diagnostic]:
+def lints(net: Network, fields: dict, ops: Ops = OPS) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     _lint_field_exceeds_input(net, fields, out)
     for node in net.layers():
-        a = node.attrs
-        if node.op in ("conv", "local", "maxpool", "avgpool") and "padding" in a:
+        a, spec = node.attrs, ops[node.op]
+        if spec.has("sliding_window") and "padding" in a:
             (t, b), (l, r) = a["padding"]
             if (t != b or l != r) and not any(is_symbolic(v) for v in (t, b, l, r)):
                 out.append(_warn("asymmetric-padding",
                                  f"'{node.name}': padding is asymmetric (top/bottom {t}/{b}, left/right {l}/{r})",
                                  node.loc, "'same' with an even kernel pads one side more; frameworks disagree "
                                  "on which side, so weights do not port; prefer odd kernels"))
-        if node.op in ("conv", "local", "maxpool", "avgpool", "lppool"):
+        if spec.has("sliding_window"):
             _lint_dropped_pixels(net, node, out)
-        if node.op in ("dropout", "spatial_dropout"):
+        if spec.has("random_drop"):
             consumers = list(net.graph.successors(node.name))
-            if any(net.node(c).op == "batchnorm" for c in consumers):
+            if any(ops[net.node(c).op].has("batch_statistics") for c in consumers):
                 out.append(_warn("dropout-before-batchnorm", f"'{node.name}': dropout feeds batchnorm directly",
                                  node.loc, "dropout shifts the variance batchnorm learns in training "
                                  "(Li et al., 2019); put dropout after the last batchnorm"))
-    _lint_saturating(net, out)
+    _lint_saturating(net, out, ops)
     _lint_unreachable(net, out)
     return out
 
@@ -277,7 +279,7 @@ def _lint_dropped_pixels(net: Network, node: Node, out: list) -> None:
                          + (", or use ceil_mode = true" if node.op != "conv" else "")))
 
 
-def _lint_saturating(net: Network, out: list) -> None:
+def _lint_saturating(net: Network, out: list, ops: Ops) -> None:
     depth: dict[str, int] = {}
     first: dict[str, Node | None] = {}
     for node in net.order():
@@ -285,7 +287,7 @@ def _lint_saturating(net: Network, out: list) -> None:
         best = max(preds, key=lambda p: depth.get(p, 0), default=None)
         d = depth.get(best, 0) if best else 0
         f = first.get(best) if best else None
-        if node.op in SATURATING and not _is_gate(net, node):
+        if ops[node.op].has("saturating") and not _is_gate(net, node, ops):
             d += 1
             f = f or node
         depth[node.name], first[node.name] = d, f
@@ -298,9 +300,10 @@ def _lint_saturating(net: Network, out: list) -> None:
                          "use relu (or a variant) in deep stacks, or add batchnorm"))
 
 
-def _is_gate(net: Network, node: Node) -> bool:
-    """A sigmoid that scales another tensor (squeeze-and-excitation, attention) is a gate, not a stack."""
-    return node.op == "sigmoid" and any(net.node(c).op == "mul" for c in net.graph.successors(node.name))
+def _is_gate(net: Network, node: Node, ops: Ops) -> bool:
+    """A sigmoid (any `gate` op) that scales another tensor (squeeze-and-excitation, attention) is a
+    gate, not a stack."""
+    return ops[node.op].has("gate") and any(net.node(c).op == "mul" for c in net.graph.successors(node.name))
 
 
 def _lint_unreachable(net: Network, out: list) -> None:
@@ -316,14 +319,14 @@ def _lint_unreachable(net: Network, out: list) -> None:
 
 
 # ------------------------------------------------------------------------ all
-def analyse(net: Network) -> Analysis:
-    params = parameters(net)
-    macs, flops = costs(net)
+def analyse(net: Network, ops: Ops = OPS) -> Analysis:
+    params = parameters(net, ops)
+    macs, flops = costs(net, ops)
     warnings = list(net.warnings)
-    fields = receptive_fields(net, warnings)
-    warnings += lints(net, fields)
+    fields = receptive_fields(net, warnings, ops)
+    warnings += lints(net, fields, ops)
     layer_params = {}
     for node in net.layers():
         specs = params.get(node.name, {})
         layer_params[node.name] = sum(s.size for s in specs.values() if not s.buffer)
-    return Analysis(params, layer_params, macs, flops, fields, memory(net), warnings)
+    return Analysis(params, layer_params, macs, flops, fields, memory(net, ops), warnings)

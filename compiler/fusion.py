@@ -28,14 +28,15 @@ from typing import Any, Callable
 import networkx as nx
 
 from ..dsl.source import Loc
-from .analysis import BYTES, Analysis, _inference_peak
+from . import analysis
+from .analysis import BYTES, Analysis
 from .graph import Network, Node, ParamSpec, build_graph
-from .ops import OPS, OpError, OpSpec, fmt_shape, numel
+from .ops import OPS, OpError, OpSpec, fmt_shape, numel, with_property
 from .symbolic import is_symbolic
 
-FUSABLE_ACTIVATIONS = ("relu", "relu6", "leaky_relu")
+# The activations a fused step applies in its epilogue: those whose entry says so.
+ACT = with_property("fusable_activation")
 MODES = ("eval", "train")
-ACT = frozenset(FUSABLE_ACTIVATIONS)
 LABELS = {"batchnorm": "bn"}
 
 
@@ -380,7 +381,7 @@ def _fused_node(chain: list[Node], mode: str, rename: dict[str, str]) -> Node:
             attrs.update(bias=True, weights=None)
     else:
         op = "fused_linear" if first.op == "linear" else "fused_bn"
-    attrs["activation"] = tail.op if tail.op in FUSABLE_ACTIVATIONS else None
+    attrs["activation"] = tail.op if tail.op in ACT else None
     if tail.op == "leaky_relu":
         attrs["slope"] = tail.attrs.get("slope", 0.01)
     attrs["fused_from"] = tuple((n.name, n.op, n.loc) for n in chain)
@@ -395,45 +396,7 @@ def _fused_node(chain: list[Node], mode: str, rename: dict[str, str]) -> Node:
 # ------------------------------------------------------------------- analyses
 def parameters(net: Network, ops: dict[str, OpSpec] = ALL_OPS) -> dict[str, dict[str, ParamSpec]]:
     """`analysis.parameters` over the merged op table."""
-    out = {}
-    for node in net.layers():
-        if node.shares is None:
-            specs = ops[node.op].params(dict(node.attrs), [net.shapes[i] for i in node.inputs])
-            if specs:
-                out[node.name] = specs
-    return out
-
-
-def _costs(net: Network) -> tuple[dict[str, Any], dict[str, Any]]:
-    macs, flops = {}, {}
-    for node in net.layers():
-        spec, ins, out = ALL_OPS[node.op], [net.shapes[i] for i in node.inputs], net.shapes[node.name]
-        macs[node.name] = spec.macs(dict(node.attrs), ins, out)
-        flops[node.name] = spec.flops(dict(node.attrs), ins, out)
-    return macs, flops
-
-
-def _memory(net: Network) -> dict[str, Any]:
-    """`analysis.memory` over the merged op table (kept for backward: each op's `saves` rule)."""
-    size = {n: numel(s) * BYTES for n, s in net.shapes.items()}
-    saved: dict[tuple[str, str], Any] = {}
-    for node in net.layers():
-        for what in ALL_OPS[node.op].saves:
-            if what == "input":
-                for i in node.inputs:
-                    saved[(i, "value")] = size[i]
-            elif what == "output":
-                saved[(node.name, "value")] = size[node.name]
-            else:
-                saved.setdefault((node.name, "mask"), size[node.name] // BYTES)
-    total = 0
-    for v in saved.values():
-        total = total + v
-    activations = 0
-    for n in net.layers():
-        activations = activations + size[n.name]
-    return {"activation_bytes": activations, "train_saved_bytes": total,
-            "inference_peak_bytes": _inference_peak(net, size)}
+    return analysis.parameters(net, ops)
 
 
 def tail_of(node: Node) -> str:
@@ -444,11 +407,11 @@ def tail_of(node: Node) -> str:
 def analyse_fused(net: Network, base: Analysis) -> Analysis:
     """The analyses of a fused graph; receptive fields are those of the tensors in `base`."""
     params = parameters(net)
-    macs, flops = _costs(net)
+    macs, flops = analysis.costs(net, ALL_OPS)
     rf = {n.name: base.rf.get(tail_of(n)) for n in net.order()}
     layer_params = {n.name: sum(s.size for s in params.get(n.name, {}).values() if not s.buffer)
                     for n in net.layers()}
-    return Analysis(params, layer_params, macs, flops, rf, _memory(net), [])
+    return Analysis(params, layer_params, macs, flops, rf, analysis.memory(net, ALL_OPS), [])
 
 
 def savings(net: Network, base: Analysis, fused: Network, fused_analysis: Analysis,

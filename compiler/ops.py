@@ -3,9 +3,13 @@
 One entry per op: its attributes (types, defaults, validation), the shape rule
 (works on ints and on symbolic `Dim`s alike), parameter shapes, MACs and
 FLOPs, what training keeps for the backward pass, and the receptive-field
-contribution. Elaboration, the analyses and the runtime's lowering all read
-this table; adding an op means one entry here and one kernel in
-`runtime/kernels`.
+contribution, its declared `properties` (below) and, registered into it by
+later stages, its back ends (the runtime's kernel, viz's label, ...).
+Elaboration, the analyses, fusion, the runtime and viz all ask this table
+instead of keeping their own op lists; adding an op means one entry here plus
+what each back end registers beside its own code (docs/internals.md, "Adding an
+op"); the tests in tests/compiler/test_registry.py walk the table and name any
+op that lacks something.
 
 Conventions (see docs/analysis.md): MACs count multiply-adds of conv, deconv,
 local and linear layers, bias excluded. FLOPs are 2 per MAC, plus one per
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -64,6 +68,28 @@ class RF:
     p: Fraction
 
 
+# What an op *is*, for the consumers that treat ops by kind rather than by name.
+# Each name explains itself; `OpSpec.__post_init__` refuses any other.
+PROPERTIES: dict[str, str] = {
+    "rectifier": "an activation that zeroes (or nearly) half its inputs: the layers feeding it "
+                 "draw He-normal weights instead of Xavier-uniform (runtime/plan.py)",
+    "init_transparent": "passes its input on without learned weights mixing it (norms, pools, dropout, "
+                        "pad, crop, upsample, add, concat, ...): the He/Xavier look-ahead of runtime/plan.py "
+                        "looks through it for the next activation",
+    "saturating": "a bounded activation whose gradient vanishes for large |x|: the "
+                  "`saturating-activations` lint counts runs of them (compiler/analysis.py)",
+    "gate": "a saturating activation with outputs in [0, 1]: feeding a `mul` it scales another tensor "
+            "(squeeze-and-excitation, attention), so the `saturating-activations` lint does not count it",
+    "sliding_window": "slides a kernel-sized window with a stride over H and W: the `dropped-pixels` and "
+                      "`asymmetric-padding` lints check its windows (compiler/analysis.py)",
+    "random_drop": "zeroes values at random in training: the `dropout-before-batchnorm` lint looks for it",
+    "batch_statistics": "normalises with the statistics of the batch in training, coupling its samples: the "
+                        "lint above and the runtime's batch sharding ask for it",
+    "fusable_activation": "an activation the fused conv/linear/batchnorm steps apply in their epilogue "
+                          "(compiler/fusion.py, runtime/fused.py `activate`)",
+}
+
+
 @dataclass(frozen=True)
 class OpSpec:
     name: str
@@ -78,12 +104,25 @@ class OpSpec:
     saves: tuple[str, ...] = ("input",)          # what training keeps: "input", "output", "mask"
     resolve: Callable[[dict, list], dict] = lambda a, ins: a
     doc: str = ""
+    properties: frozenset[str] = frozenset()     # names from PROPERTIES
     # What later stages register for this op, by back end ("kernel", "numpy", "torch",
     # "onnx", ...): see `register` and `implementation`. Not part of the op's identity.
     impls: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
+    def __post_init__(self) -> None:
+        unknown = set(self.properties) - set(PROPERTIES)
+        if unknown:
+            raise ValueError(f"op '{self.name}' declares unknown properties {sorted(unknown)}")
+        object.__setattr__(self, "properties", frozenset(self.properties))
+
     def attr(self, name: str) -> Attr | None:
         return next((a for a in self.attrs if a.name == name), None)
+
+    def has(self, prop: str) -> bool:
+        """Does the op declare `prop` (a name of PROPERTIES)?"""
+        if prop not in PROPERTIES:
+            raise KeyError(f"unknown op property '{prop}'")
+        return prop in self.properties
 
     @property
     def variadic(self) -> bool:
@@ -94,11 +133,12 @@ class OpSpec:
 # JAX-style: each later stage registers its rule for an op into the op's own
 # entry (the compiler never imports the runtime). Consumers ask
 # `implementation(op, backend)`; a coverage test per back end walks OPS.
-def register(backend: str, *ops: str) -> Callable[[Any], Any]:
-    """Decorator: `@register("kernel", "relu")` stores the decorated object as relu's kernel."""
+def register(backend: str, *ops: str, table: Mapping[str, "OpSpec"] | None = None) -> Callable[[Any], Any]:
+    """Decorator: `@register("kernel", "relu")` stores the decorated object as relu's kernel.
+    `table` is another op table (compiler/fusion.py's FUSED_OPS); OPS by default."""
     def store(impl: Any) -> Any:
         for op in ops:
-            spec = OPS.get(op)
+            spec = (OPS if table is None else table).get(op)
             if spec is None:
                 raise KeyError(f"cannot register {backend} for unknown op '{op}'")
             if backend in spec.impls and spec.impls[backend] is not impl:
@@ -108,10 +148,16 @@ def register(backend: str, *ops: str) -> Callable[[Any], Any]:
     return store
 
 
-def implementation(op: str, backend: str) -> Any | None:
-    """What `backend` registered for `op`, or None (the caller reports the layer)."""
-    spec = OPS.get(op)
+def implementation(op: str, backend: str, table: Mapping[str, "OpSpec"] | None = None) -> Any | None:
+    """What `backend` registered for `op` (in `table`, OPS by default), or None (the caller
+    reports the layer)."""
+    spec = (OPS if table is None else table).get(op)
     return None if spec is None else spec.impls.get(backend)
+
+
+def with_property(prop: str, table: Mapping[str, "OpSpec"] | None = None) -> frozenset[str]:
+    """The names of the ops of `table` (OPS by default) that declare `prop`."""
+    return frozenset(name for name, spec in (OPS if table is None else table).items() if spec.has(prop))
 
 
 # ---------------------------------------------------------------- utilities
@@ -292,7 +338,7 @@ CONV = OpSpec(
     shape=lambda a, ins: _window_shape(a, ins, a["out_channels"], "conv"),
     params=_conv_params, macs=_conv_macs,
     flops=lambda a, ins, out: 2 * _conv_macs(a, ins, out) + _bias_flops(a, out),
-    rf=_window_rf, resolve=_conv_normalise,
+    rf=_window_rf, resolve=_conv_normalise, properties={"sliding_window"},
     doc="2-D convolution (cross-correlation, as in every framework)")
 
 
@@ -401,13 +447,16 @@ LOCAL = OpSpec(
     shape=lambda a, ins: _window_shape(a, ins, a["out_channels"], "local"),
     params=_local_params, macs=_local_macs,
     flops=lambda a, ins, out: 2 * _local_macs(a, ins, out) + _bias_flops(a, out),
-    rf=_window_rf, resolve=_local_normalise, doc="locally connected (unshared or tiled) convolution")
+    rf=_window_rf, resolve=_local_normalise, properties={"sliding_window"}, doc="locally connected (unshared or tiled) convolution")
 
 
 # ----------------------------------------------------------------- pooling
 def _pool_attrs(extra=()):
     return (Attr("k", "pair"), Attr("stride", "opt_pair", None, doc="defaults to the kernel size"),
             Attr("pad", "padding", 0), *extra)
+
+
+_WINDOW_POOL = frozenset({"sliding_window", "init_transparent"})
 
 
 def _pool_normalise(a, ins):
@@ -438,20 +487,20 @@ MAXPOOL = OpSpec(
     "maxpool", "pooling",
     _pool_attrs((Attr("dilation", "pair", 1), Attr("ceil_mode", "bool", False))),
     shape=_pool_shape("maxpool"), flops=_pool_flops, rf=_window_rf, resolve=_pool_normalise,
-    saves=("mask",), doc="max pooling (pads with -inf)")
+    saves=("mask",), properties=_WINDOW_POOL, doc="max pooling (pads with -inf)")
 
 AVGPOOL = OpSpec(
     "avgpool", "pooling",
     _pool_attrs((Attr("ceil_mode", "bool", False), Attr("count_include_pad", "bool", True))),
     shape=_pool_shape("avgpool"), flops=_pool_flops, rf=_window_rf, resolve=_pool_normalise,
-    saves=(), doc="average pooling")
+    saves=(), properties=_WINDOW_POOL, doc="average pooling")
 
 LPPOOL = OpSpec(
     "lppool", "pooling",
     (Attr("k", "pair"), Attr("stride", "opt_pair", None), Attr("p", "pos_float", 2.0),
      Attr("ceil_mode", "bool", False)),
     shape=_pool_shape("lppool"), flops=lambda a, ins, out: 3 * _pool_flops(a, ins, out),
-    rf=_window_rf, resolve=_pool_normalise, saves=("input", "output"),
+    rf=_window_rf, resolve=_pool_normalise, saves=("input", "output"), properties=_WINDOW_POOL,
     doc="power-average (Lp) pooling; p = 2 is L2 pooling")
 
 
@@ -461,10 +510,10 @@ def _global_shape(a, ins):
 
 GLOBAL_AVGPOOL = OpSpec("global_avgpool", "pooling", (), shape=_global_shape,
                         flops=lambda a, ins, out: numel(ins[0]), rf=None, saves=(),
-                        doc="average over H and W; output [C, 1, 1]")
+                        properties={"init_transparent"}, doc="average over H and W; output [C, 1, 1]")
 GLOBAL_MAXPOOL = OpSpec("global_maxpool", "pooling", (), shape=_global_shape,
                         flops=lambda a, ins, out: numel(ins[0]), rf=None, saves=("mask",),
-                        doc="maximum over H and W; output [C, 1, 1]")
+                        properties={"init_transparent"}, doc="maximum over H and W; output [C, 1, 1]")
 
 
 def _adaptive_normalise(a, ins):
@@ -483,7 +532,7 @@ def _adaptive_flops(a, ins, out):
 ADAPTIVE_AVGPOOL = OpSpec(
     "adaptive_avgpool", "pooling", (Attr("h", "pos_int"), Attr("w", "opt_int", None)),
     shape=lambda a, ins: (_spatial(ins, "adaptive_avgpool")[0], *a["output"]),
-    flops=_adaptive_flops, rf=None, saves=(), resolve=_adaptive_normalise,
+    flops=_adaptive_flops, rf=None, saves=(), resolve=_adaptive_normalise, properties={"init_transparent"},
     doc="average pooling to a fixed output size (PyTorch bins)")
 
 
@@ -502,7 +551,7 @@ def _unpool_rf(a, ins):
 
 UNPOOL = OpSpec(
     "unpool", "pooling", (Attr("of", "layer", doc="the maxpool layer whose indices place the values"),),
-    shape=_unpool_shape, flops=lambda a, ins, out: 0, rf=_unpool_rf, saves=(),
+    shape=_unpool_shape, flops=lambda a, ins, out: 0, rf=_unpool_rf, saves=(), properties={"init_transparent"},
     doc="max unpooling with the indices of an earlier maxpool (SegNet)")
 
 
@@ -515,7 +564,7 @@ UPSAMPLE = OpSpec(
     "upsample", "pooling", (Attr("scale", "pair", 2), Attr("mode", "choice", "nearest", ("nearest", "bilinear"))),
     shape=lambda a, ins: (_spatial(ins, "upsample")[0], ins[0][1] * a["scale"][0], ins[0][2] * a["scale"][1]),
     flops=lambda a, ins, out: numel(out) * (4 if a["mode"] == "bilinear" else 0),
-    rf=_upsample_rf, saves=(), doc="upsampling by an integer factor")
+    rf=_upsample_rf, saves=(), properties={"init_transparent"}, doc="upsampling by an integer factor")
 
 
 # -------------------------------------------------------------- activations
@@ -523,30 +572,38 @@ def _same(a, ins):
     return tuple(ins[0])
 
 
-def _elementwise(name, attrs=(), saves=("output",), cost=1, doc=""):
+def _elementwise(name, attrs=(), saves=("output",), cost=1, doc="", properties=()):
     return OpSpec(name, "activation", attrs, shape=_same, flops=lambda a, ins, out: cost * numel(out),
-                  saves=saves, doc=doc)
+                  saves=saves, doc=doc, properties=frozenset(properties))
+
+
+_FUSABLE_RECTIFIER = ("rectifier", "fusable_activation")
 
 
 ACTIVATIONS = [
-    _elementwise("relu", saves=("mask",), doc="max(x, 0)"),
-    _elementwise("relu6", saves=("mask",), doc="min(max(x, 0), 6)"),
-    _elementwise("leaky_relu", (Attr("slope", "float", 0.01),), saves=("mask",), doc="x if x > 0 else slope*x"),
-    _elementwise("hardswish", saves=("input",), doc="x * relu6(x + 3) / 6"),
-    _elementwise("sigmoid", doc="1 / (1 + exp(-x))"),
-    _elementwise("tanh", doc="hyperbolic tangent"),
-    _elementwise("swish", saves=("input",), doc="x * sigmoid(x) (SiLU)"),
-    _elementwise("mish", saves=("input",), doc="x * tanh(softplus(x))"),
-    _elementwise("elu", (Attr("alpha", "float", 1.0),), saves=("output",), doc="x if x > 0 else alpha*(exp(x)-1)"),
-    _elementwise("gelu", saves=("input",), doc="x * Phi(x) (erf form)"),
+    _elementwise("relu", saves=("mask",), doc="max(x, 0)", properties=_FUSABLE_RECTIFIER),
+    _elementwise("relu6", saves=("mask",), doc="min(max(x, 0), 6)", properties=_FUSABLE_RECTIFIER),
+    _elementwise("leaky_relu", (Attr("slope", "float", 0.01),), saves=("mask",), doc="x if x > 0 else slope*x",
+                 properties=_FUSABLE_RECTIFIER),
+    _elementwise("hardswish", saves=("input",), doc="x * relu6(x + 3) / 6", properties=("rectifier",)),
+    _elementwise("sigmoid", doc="1 / (1 + exp(-x))", properties=("saturating", "gate")),
+    _elementwise("hardsigmoid", saves=("input",), doc="relu6(x + 3) / 6 (PyTorch's definition)",
+                 properties=("saturating", "gate")),
+    _elementwise("tanh", doc="hyperbolic tangent", properties=("saturating",)),
+    _elementwise("swish", saves=("input",), doc="x * sigmoid(x) (SiLU)", properties=("rectifier",)),
+    _elementwise("mish", saves=("input",), doc="x * tanh(softplus(x))", properties=("rectifier",)),
+    _elementwise("elu", (Attr("alpha", "float", 1.0),), saves=("output",), doc="x if x > 0 else alpha*(exp(x)-1)",
+                 properties=("rectifier",)),
+    _elementwise("gelu", saves=("input",), doc="x * Phi(x) (erf form)", properties=("rectifier",)),
     _elementwise("softmax", doc="softmax over the channel axis"),
 ]
 
 
 # ------------------------------------------------------------ normalisation
-def _norm(name, attrs, params, doc, saves=("input",), resolve=lambda a, ins: a):
+def _norm(name, attrs, params, doc, saves=("input",), resolve=lambda a, ins: a, properties=()):
     return OpSpec(name, "normalisation", attrs, shape=_same, params=params,
-                  flops=lambda a, ins, out: numel(out), saves=saves, resolve=resolve, doc=doc)
+                  flops=lambda a, ins, out: numel(out), saves=saves, resolve=resolve, doc=doc,
+                  properties=frozenset({"init_transparent", *properties}))
 
 
 def _affine(a, ins):
@@ -575,7 +632,7 @@ def _instancenorm_check(a, ins):
 
 NORMS = [
     _norm("batchnorm", (Attr("eps", "pos_float", 1e-5), Attr("momentum", "prob", 0.1)), _bn_params,
-          "batch normalisation with running statistics for inference"),
+          "batch normalisation with running statistics for inference", properties=("batch_statistics",)),
     _norm("layernorm", (Attr("eps", "pos_float", 1e-5),), _affine,
           "normalises each sample over all its axes; per-channel scale and shift"),
     _norm("instancenorm", (Attr("eps", "pos_float", 1e-5),), _affine,
@@ -586,20 +643,22 @@ NORMS = [
            (Attr("size", "pos_int", 5), Attr("alpha", "float", 1e-4), Attr("beta", "float", 0.75),
             Attr("k", "float", 2.0)),
            shape=_same, flops=lambda a, ins, out: numel(out) * (a["size"] + 3), saves=("input", "output"),
-           doc="local response normalisation across channels (AlexNet)"),
+           properties={"init_transparent"}, doc="local response normalisation across channels (AlexNet)"),
 ]
 
 
 # ------------------------------------------------------------ regularisation
+_DROPOUT = frozenset({"random_drop", "init_transparent"})
+
 REGULARISATION = [
     OpSpec("dropout", "regularisation",
            (Attr("p", "prob", 0.5), Attr("mode", "choice", "upscale_in_train",
                                          ("upscale_in_train", "downgrade_in_infer"))),
-           shape=_same, flops=lambda a, ins, out: 0, saves=("mask",),
+           shape=_same, flops=lambda a, ins, out: 0, saves=("mask",), properties=_DROPOUT,
            doc="zeroes elements with probability p in training"),
     OpSpec("spatial_dropout", "regularisation", (Attr("p", "prob", 0.5),),
            shape=lambda a, ins: tuple(_spatial(ins, "spatial_dropout")), flops=lambda a, ins, out: 0,
-           saves=("mask",), doc="zeroes whole channels with probability p in training"),
+           saves=("mask",), properties=_DROPOUT, doc="zeroes whole channels with probability p in training"),
 ]
 
 
@@ -689,9 +748,11 @@ def _flops_per_element(n):
     return lambda a, ins, out: (n if n >= 0 else len(ins) - 1) * numel(out)
 
 
+_TRANSPARENT = frozenset({"init_transparent"})
+
 STRUCTURE = [
     OpSpec("flatten", "structure", (), shape=lambda a, ins: (numel(ins[0]),), flops=lambda a, ins, out: 0,
-           rf=None, saves=(), doc="[C, H, W] -> [C*H*W]"),
+           rf=None, saves=(), properties=_TRANSPARENT, doc="[C, H, W] -> [C*H*W]"),
     OpSpec("linear", "structure",
            (Attr("out", "pos_int"), Attr("bias", "bool", True), Attr("trainable", "bool", True),
             Attr("weights", "weights", None)),
@@ -700,18 +761,19 @@ STRUCTURE = [
            flops=lambda a, ins, out: 2 * ins[0][0] * a["out_features"] + (a["out_features"] if a["bias"] else 0),
            rf=None, resolve=_linear_normalise, doc="fully connected layer"),
     OpSpec("concat", "structure", (), inputs=None, shape=_concat_shape, flops=lambda a, ins, out: 0,
-           saves=(), doc="joins tensors along the channel axis"),
+           saves=(), properties=_TRANSPARENT, doc="joins tensors along the channel axis"),
     OpSpec("add", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "add"),
-           flops=_flops_per_element(-1), saves=(), doc="element-wise sum (a + b)"),
+           flops=_flops_per_element(-1), saves=(), properties=_TRANSPARENT, doc="element-wise sum (a + b)"),
     OpSpec("mul", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "multiply"),
            flops=_flops_per_element(-1), saves=("input",), doc="element-wise product with broadcasting (a * b)"),
-    OpSpec("identity", "structure", (), shape=_same, flops=lambda a, ins, out: 0, saves=(), doc="passes x on"),
+    OpSpec("identity", "structure", (), shape=_same, flops=lambda a, ins, out: 0, saves=(), properties=_TRANSPARENT,
+           doc="passes x on"),
     OpSpec("pad", "structure", (Attr("padding", "padding"), Attr("value", "float", 0.0)),
            shape=lambda a, ins: (ins[0][0], ins[0][1] + sum(a["padding"][0]), ins[0][2] + sum(a["padding"][1])),
-           flops=lambda a, ins, out: 0, rf=_pad_rf, saves=(), resolve=_pad_normalise,
+           flops=lambda a, ins, out: 0, rf=_pad_rf, saves=(), resolve=_pad_normalise, properties=_TRANSPARENT,
            doc="constant padding of H and W"),
     OpSpec("crop", "structure", (Attr("like", "tensor"),), shape=_crop_shape, flops=lambda a, ins, out: 0,
-           rf=_crop_rf, saves=(), doc="centre crop to another tensor's height and width"),
+           rf=_crop_rf, saves=(), properties=_TRANSPARENT, doc="centre crop to another tensor's height and width"),
     OpSpec("input", "structure", (), inputs=0, shape=lambda a, ins: a["shape"], rf=None, saves=(),
            doc="a graph input"),
 ]

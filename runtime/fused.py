@@ -1,8 +1,9 @@
 """Stage 3 (runtime): kernels for fused graphs, batchnorm folding, and the plan that runs them.
 
-`FUSED_KERNELS` implements the compiler's fused ops (compiler/fusion.py) with
-the `Kernel` protocol: `fused_conv` is the conv kernel's convolution (used
-through its protocol only) followed by a per-channel epilogue — batchnorm,
+The kernels of the compiler's fused ops (compiler/fusion.py `FUSED_OPS`)
+register into those ops' entries, with the `Kernel` protocol: `fused_conv` is
+the conv kernel's convolution (used through its protocol only) followed by a
+per-channel epilogue — batchnorm,
 residual add, activation — in place on the conv's own output; `fused_linear`
 and `fused_bn` likewise. In inference a folded batchnorm is just the conv's
 bias. In training the same kernels are the recompute steps: the forward keeps
@@ -25,9 +26,10 @@ from typing import Mapping
 
 import numpy as np
 
-from ..compiler.fusion import fuse, parameters
+from ..compiler.fusion import ALL_OPS, FUSED_OPS, fuse, parameters
 from ..compiler.graph import Network
-from .kernels import KERNELS, Context, Kernel, _shards
+from ..compiler.ops import implementation, register
+from .kernels import Context, Kernel, _shards
 from .kernels._core import Attrs, Grads, Params, Tensors
 from .kernels._im2col import is_channels_last
 from .plan import Plan
@@ -145,7 +147,7 @@ def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- fused_conv
 # The convolution itself is the conv kernel's (through its Kernel protocol only,
 # so any im2col or chunking strategy it uses is the fused step's too).
-CONV = KERNELS["conv"]
+CONV = implementation("conv", "kernel")
 
 
 def _conv(x: np.ndarray, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, object]:
@@ -278,11 +280,10 @@ def _fused_bn_backward(dy: np.ndarray, cache: _BnCache) -> Grads:
     return (_bn_input_grad(g, xhat, p["weight"], cache.stats, grads["weight"], grads["bias"]),), grads
 
 
-FUSED_KERNELS: dict[str, Kernel] = {
-    "fused_conv": Kernel(_fused_conv_forward, _fused_conv_backward),
-    "fused_linear": Kernel(_fused_linear_forward, _fused_linear_backward),
-    "fused_bn": Kernel(_fused_bn_forward, _fused_bn_backward),
-}
+# The fused kernels register into the fused ops' entries (compiler/fusion.py FUSED_OPS).
+register("kernel", "fused_conv", table=FUSED_OPS)(Kernel(_fused_conv_forward, _fused_conv_backward))
+register("kernel", "fused_linear", table=FUSED_OPS)(Kernel(_fused_linear_forward, _fused_linear_backward))
+register("kernel", "fused_bn", table=FUSED_OPS)(Kernel(_fused_bn_forward, _fused_bn_backward))
 
 
 # ---------------------------------------------------- inference into a buffer
@@ -379,7 +380,10 @@ def map_parameters(net: Network, params: Mapping[str, np.ndarray]) -> dict[str, 
 
 # ---------------------------------------------------------------------- plan
 class FusedPlan(Plan):
-    """A `Plan` over a fused graph: fused ops run `FUSED_KERNELS`, parameters are given, not drawn."""
+    """A `Plan` over a fused graph: its op table adds the fused ops (whose entries hold the fused
+    kernels), parameters are given, not drawn."""
+
+    ops = ALL_OPS
 
     def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32):
         # The store comes from fold_parameters / map_parameters: nothing is drawn (seconds for VGG).
@@ -396,9 +400,6 @@ class FusedPlan(Plan):
         store = fold_parameters(net, plan.params) if mode == "eval" else map_parameters(net, plan.params)
         return cls(net, store, plan.dtype)
 
-    def _kernel(self, op: str) -> Kernel | None:
-        return FUSED_KERNELS.get(op) or KERNELS.get(op)
 
-
-__all__ = ["FUSED_KERNELS", "FusedPlan", "INTO", "fold_parameters", "map_parameters", "source_keys",
+__all__ = ["FusedPlan", "INTO", "fold_parameters", "map_parameters", "source_keys",
            "activate", "activation_grad"]

@@ -17,12 +17,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..compiler.graph import Network, ParamSpec
+from ..compiler.ops import OPS, OpSpec, implementation
 from ..dsl.source import CnncError
-from .kernels import KERNELS, Context, Kernel
-
-RELU_LIKE = {"relu", "relu6", "leaky_relu", "elu", "gelu", "swish", "mish", "hardswish"}
-PASS_THROUGH = {"batchnorm", "dropout", "spatial_dropout", "identity", "maxpool", "avgpool", "flatten",
-                "layernorm", "groupnorm", "instancenorm", "pad", "crop"}
+from .kernels import Context, Kernel
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,9 @@ class Tape:
 
 
 class Plan:
+    # The op table whose entries hold the kernels (FusedPlan adds the fused ops).
+    ops: Mapping[str, OpSpec] = OPS
+
     def __init__(self, net: Network, param_specs: Mapping[str, Mapping[str, ParamSpec]],
                  seed: int = 0, dtype: type = np.float32, params: Mapping[str, np.ndarray] | None = None):
         """`params` gives the store (e.g. folded weights); otherwise it is drawn with `seed`."""
@@ -66,11 +66,11 @@ class Plan:
         self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
         self._last_use = self._liveness()
         # In training, batchnorm couples the samples of a batch; nothing else does.
-        self.batch_independent = not any(s.op == "batchnorm" for s in self.steps)
+        self.batch_independent = not any(self.ops[s.op].has("batch_statistics") for s in self.steps)
 
     # ------------------------------------------------------------- lowering
     def _kernel(self, op: str) -> Kernel | None:
-        return KERNELS.get(op)
+        return implementation(op, "kernel", self.ops)
 
     def _step(self, node) -> Step:
         kernel = self._kernel(node.op)
@@ -185,7 +185,8 @@ def _require_concrete(net: Network) -> None:
 
 # ------------------------------------------------------------ initialisation
 def _followed_by_relu(net: Network, name: str) -> bool:
-    """Does the first activation downstream of this layer (through norms, pools, dropout) rectify?"""
+    """Does the first activation downstream of this layer rectify? The look-ahead passes through
+    the ops that declare `init_transparent` (norms, pools, dropout, pad, crop, add, concat, ...)."""
     frontier, seen = [name], set()
     while frontier:
         node = frontier.pop()
@@ -193,10 +194,10 @@ def _followed_by_relu(net: Network, name: str) -> bool:
             if nxt in seen:
                 continue
             seen.add(nxt)
-            op = net.node(nxt).op
-            if op in RELU_LIKE:
+            spec = OPS[net.node(nxt).op]
+            if spec.has("rectifier"):
                 return True
-            if op in PASS_THROUGH or op in ("add", "concat"):
+            if spec.has("init_transparent"):
                 frontier.append(nxt)
     return False
 

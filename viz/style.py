@@ -4,17 +4,19 @@ One palette per op family (the `family` of `compiler.ops.OPS`), so a conv is
 the same blue in the Graphviz diagram, the architecture figure and the legend;
 and one way of writing an op with its key attributes (`conv 3×3 /2, 64`,
 `maxpool 3×3 /2`, `linear 1000`, `dropout p=0.5`) and a shape (`64×56×56`,
-or `6@28×28` in the LeNet-style figure). Everything here is a pure function of
-compiler records: nothing is mutated.
+or `6@28×28` in the LeNet-style figure). Each op's label rule registers into
+its entry (`register("label", op)`, and `"short_label"` for a folded word other
+than the op's name); `op_label` asks the entry. Everything here is a pure
+function of compiler records: nothing is mutated.
 """
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..compiler.analysis import FieldState, fmt_frac
 from ..compiler.graph import Node
-from ..compiler.ops import OPS
+from ..compiler.ops import OPS, implementation, register
 from ..compiler.symbolic import is_symbolic
 
 FONT = "Helvetica"  # Graphviz maps it through fontconfig (Liberation Sans / DejaVu Sans on Linux)
@@ -128,65 +130,71 @@ def _conv_label(node: Node, in_channels: Any) -> str:
     return text
 
 
-def _pool_label(node: Node) -> str:
+# Label rules, registered into the entries: (node, input channels or None) -> text.
+Label = Callable[[Node, Any], str]
+
+register("label", "conv", "deconv")(_conv_label)
+register("label", "maxpool", "avgpool")(lambda node, _: f"{node.op} {_window(node.attrs)}")
+register("label", "lppool")(lambda node, _: f"L{node.attrs['p']:g} pool {_window(node.attrs)}")
+register("label", "global_avgpool", "global_maxpool")(lambda node, _: f"global {node.op.split('_')[1]}")
+register("label", "adaptive_avgpool")(lambda node, _: f"adaptive avgpool → {_pair(node.attrs['output'])}")
+register("label", "unpool")(lambda node, _: f"unpool ({node.attrs['of']})")
+register("label", "linear")(lambda node, _: f"linear {node.attrs['out_features']}")
+register("label", "dropout", "spatial_dropout")(lambda node, _: f"{node.op.replace('_', ' ')} p={node.attrs['p']:g}")
+register("label", "leaky_relu")(lambda node, _: f"leaky_relu {node.attrs['slope']:g}")
+register("label", "groupnorm")(lambda node, _: f"groupnorm g={node.attrs['groups']}")
+register("label", "lrn")(lambda node, _: f"lrn n={node.attrs['size']}")
+register("label", "input")(lambda node, _: f"input {node.name}")
+
+
+@register("label", "local")
+def _local_label(node: Node, _: Any) -> str:
     a = node.attrs
-    if node.op == "lppool":
-        return f"L{a['p']:g} pool {_window(a)}"
-    return f"{node.op} {_window(a)}"
+    tile = "" if "tile" not in a else f" tile {_pair(a['tile'])}"
+    return f"local {_window(a)}, {a['out_channels']}{tile}"
+
+
+@register("label", "upsample")
+def _upsample_label(node: Node, _: Any) -> str:
+    return f"upsample ×{_pair(node.attrs['scale'])} {node.attrs.get('mode', '')}".rstrip()
+
+
+@register("label", "elu")
+def _elu_label(node: Node, _: Any) -> str:
+    alpha = node.attrs.get("alpha", 1.0)
+    return "elu" if alpha == 1.0 else f"elu α={alpha:g}"
+
+
+@register("label", "batchnorm", "layernorm", "instancenorm", "pad", "crop")
+def _name_label(node: Node, _: Any) -> str:
+    """Ops with attributes a reader does not need in the box: the op's name."""
+    return node.op
 
 
 def op_label(node: Node, in_channels: Any = None) -> str:
-    """The op and its key attributes, as a reader of a paper expects them."""
-    op, a = node.op, node.attrs
-    if op == "input":
-        return f"input {node.name}"
-    if op in ("conv", "deconv"):
-        return _conv_label(node, in_channels)
-    if op == "local":
-        tile = "" if "tile" not in a else f" tile {_pair(a['tile'])}"
-        return f"local {_window(a)}, {a['out_channels']}{tile}"
-    if op in ("maxpool", "avgpool", "lppool"):
-        return _pool_label(node)
-    if op in ("global_avgpool", "global_maxpool"):
-        return f"global {op.split('_')[1]}"
-    if op == "adaptive_avgpool":
-        return f"adaptive avgpool → {_pair(a['output'])}"
-    if op == "upsample":
-        return f"upsample ×{_pair(a['scale'])} {a.get('mode', '')}".rstrip()
-    if op == "unpool":
-        return f"unpool ({a['of']})"
-    if op == "linear":
-        return f"linear {a['out_features']}"
-    if op in ("dropout", "spatial_dropout"):
-        return f"{op.replace('_', ' ')} p={a['p']:g}"
-    if op == "leaky_relu":
-        return f"leaky_relu {a['slope']:g}"
-    if op == "elu" and a.get("alpha", 1.0) != 1.0:
-        return f"elu α={a['alpha']:g}"
-    if op == "groupnorm":
-        return f"groupnorm g={a['groups']}"
-    if op == "lrn":
-        return f"lrn n={a['size']}"
-    if op == "add":
-        return "add"
-    if op == "mul":
-        return "mul"
-    return op
+    """The op and its key attributes, as a reader of a paper expects them: the entry's label rule.
+    An op without attributes (relu, add, ...) needs none: it is written as its name, and so is
+    an op outside the table (a fused one, labelled by its members elsewhere)."""
+    label: Label | None = implementation(node.op, "label")
+    return node.op if label is None else label(node, in_channels)
 
 
-SHORT = {"batchnorm": "bn", "layernorm": "ln", "instancenorm": "in", "groupnorm": "gn",
-         "identity": "id", "spatial_dropout": "sdrop"}
+# The word for an op folded into its neighbour's box, where it is not the op's name.
+register("short_label", "batchnorm")(lambda node: "bn")
+register("short_label", "layernorm")(lambda node: "ln")
+register("short_label", "instancenorm")(lambda node: "in")
+register("short_label", "groupnorm")(lambda node: "gn")
+register("short_label", "identity")(lambda node: "id")
+register("short_label", "add")(lambda node: "+")
+register("short_label", "mul")(lambda node: "×")
+register("short_label", "dropout")(lambda node: f"dropout {node.attrs['p']:g}")
+register("short_label", "spatial_dropout")(lambda node: f"sdrop {node.attrs['p']:g}")
 
 
 def short_label(node: Node) -> str:
     """A word for an op folded into its neighbour's box in the figure (`bn`, `relu`, `+`)."""
-    if node.op == "add":
-        return "+"
-    if node.op == "mul":
-        return "×"
-    if node.op in ("dropout", "spatial_dropout"):
-        return f"{SHORT.get(node.op, node.op)} {node.attrs['p']:g}"
-    return SHORT.get(node.op, node.op)
+    short = implementation(node.op, "short_label")
+    return node.op if short is None else short(node)
 
 
 def local_name(node: Node) -> str:

@@ -7,7 +7,7 @@ faults every page back in: about 2,500 page faults (10 MB of zeroing) per
 LeNet-5 step at batch 64, a third of its time on a loaded machine. Raising
 glibc's trim threshold (and keeping arrays up to 32 MB on the heap) makes a
 training process keep its peak memory and reuse it, which is what a trainer
-wants. Called once when `cnnc.runtime.kernels` is imported; a no-op off
+wants. Called once where a command that trains or predicts starts (app/cli.py); a no-op off
 glibc, and disabled with the environment variable CNNC_KEEP_FREED_MEMORY=0.
 """
 from __future__ import annotations

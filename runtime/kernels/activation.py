@@ -8,7 +8,8 @@ do not promote float32), is stable for large |x| (sigmoid as 1/(1+e^−x),
 whose overflow is its limit; softplus as max(x, 0) + log1p(e^−|x|)), blends
 piecewise branches with arithmetic on masks instead of np.where (which is
 ~10x slower on random masks), and matches PyTorch's derivative at the kinks
-(relu'(0) = 0, relu6'(0) = relu6'(6) = 0, hardswish'(−3) = 0, hardswish'(3) = 1, elu'(0) = α).
+(relu'(0) = 0, relu6'(0) = relu6'(6) = 0, hardswish'(−3) = 0, hardswish'(3) = 1,
+hardsigmoid'(±3) = 0, elu'(0) = α).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 from ._erf import erf
 
@@ -85,6 +87,17 @@ def _hardswish_grad(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
     g += x >= 3
     g *= dy
     return g
+
+
+def _hardsigmoid(x: np.ndarray, attrs: Attrs) -> tuple[np.ndarray, np.ndarray]:
+    y = x + 3                          # relu6(x + 3) / 6, in PyTorch's order of operations
+    _clip(y, 0, 6, out=y)
+    y *= 1.0 / 6.0
+    return y, x
+
+
+def _hardsigmoid_grad(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return dy * ((x > -3) & (x < 3)) * (1.0 / 6.0)      # 1/6 strictly inside (−3, 3), as PyTorch
 
 
 def _sigmoid(x: np.ndarray, attrs: Attrs) -> tuple[np.ndarray, np.ndarray]:
@@ -185,16 +198,16 @@ def _softmax_grad(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
 
-KERNELS: dict[str, Kernel] = {
-    "relu": _unary(_relu, _relu_grad),
-    "relu6": _unary(_relu6, _relu6_grad),
-    "hardswish": _unary(_hardswish, _hardswish_grad),
-    "sigmoid": _unary(_sigmoid, _sigmoid_grad),
-    "tanh": _unary(_tanh, _tanh_grad),
-    "swish": _unary(_swish, _swish_grad),
-    "mish": _unary(_mish, _mish_grad),
-    "gelu": _unary(_gelu, _gelu_grad),
-    "leaky_relu": _unary(_leaky_relu, _leaky_relu_grad),
-    "elu": _unary(_elu, _elu_grad),
-    "softmax": _unary(_softmax, _softmax_grad),
-}
+# Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
+register("kernel", "relu")(_unary(_relu, _relu_grad))
+register("kernel", "relu6")(_unary(_relu6, _relu6_grad))
+register("kernel", "hardswish")(_unary(_hardswish, _hardswish_grad))
+register("kernel", "sigmoid")(_unary(_sigmoid, _sigmoid_grad))
+register("kernel", "hardsigmoid")(_unary(_hardsigmoid, _hardsigmoid_grad))
+register("kernel", "tanh")(_unary(_tanh, _tanh_grad))
+register("kernel", "swish")(_unary(_swish, _swish_grad))
+register("kernel", "mish")(_unary(_mish, _mish_grad))
+register("kernel", "gelu")(_unary(_gelu, _gelu_grad))
+register("kernel", "leaky_relu")(_unary(_leaky_relu, _leaky_relu_grad))
+register("kernel", "elu")(_unary(_elu, _elu_grad))
+register("kernel", "softmax")(_unary(_softmax, _softmax_grad))

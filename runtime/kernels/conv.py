@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 from ._im2col import Window, _region, crop, pad_into, window_view
 
@@ -527,8 +528,7 @@ def _local_backward(dy: np.ndarray, cache: _LocalCache) -> Grads:
     return (dx,), grads
 
 
-KERNELS: dict[str, Kernel] = {
-    "conv": Kernel(_conv_forward, _conv_backward),
-    "deconv": Kernel(_deconv_forward, _deconv_backward),
-    "local": Kernel(_local_forward, _local_backward),
-}
+# Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
+register("kernel", "conv")(Kernel(_conv_forward, _conv_backward))
+register("kernel", "deconv")(Kernel(_deconv_forward, _deconv_backward))
+register("kernel", "local")(Kernel(_local_forward, _local_backward))

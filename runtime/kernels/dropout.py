@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 
 UPSCALE, DOWNGRADE = "upscale_in_train", "downgrade_in_infer"
@@ -48,7 +49,6 @@ def _spatial_dropout_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Con
     return _dropout(x, attrs["p"], UPSCALE, ctx, x.shape[:2] + (1,) * (x.ndim - 2))
 
 
-KERNELS: dict[str, Kernel] = {
-    "dropout": Kernel(_dropout_forward, _backward),
-    "spatial_dropout": Kernel(_spatial_dropout_forward, _backward),
-}
+# Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
+register("kernel", "dropout")(Kernel(_dropout_forward, _backward))
+register("kernel", "spatial_dropout")(Kernel(_spatial_dropout_forward, _backward))

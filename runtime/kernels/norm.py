@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _shards
+from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 
 
@@ -263,10 +264,9 @@ def _lrn_backward(dy: np.ndarray, cache: _LrnCache) -> Grads:
     return (t,), {}
 
 
-KERNELS: dict[str, Kernel] = {
-    "batchnorm": Kernel(_batchnorm_forward, _batchnorm_backward),
-    "layernorm": Kernel(_layernorm_forward, _group_norm_backward),
-    "instancenorm": Kernel(_instancenorm_forward, _group_norm_backward),
-    "groupnorm": Kernel(_groupnorm_forward, _group_norm_backward),
-    "lrn": Kernel(_lrn_forward, _lrn_backward),
-}
+# Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
+register("kernel", "batchnorm")(Kernel(_batchnorm_forward, _batchnorm_backward))
+register("kernel", "layernorm")(Kernel(_layernorm_forward, _group_norm_backward))
+register("kernel", "instancenorm")(Kernel(_instancenorm_forward, _group_norm_backward))
+register("kernel", "groupnorm")(Kernel(_groupnorm_forward, _group_norm_backward))
+register("kernel", "lrn")(Kernel(_lrn_forward, _lrn_backward))

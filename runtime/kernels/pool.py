@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 from ._im2col import Window, crop, is_channels_last, pad_into, zeros
 
@@ -319,13 +320,12 @@ def _upsample_backward(dy: np.ndarray, cache: tuple) -> Grads:
     return (dx,), {}
 
 
-KERNELS: dict[str, Kernel] = {
-    "maxpool": Kernel(_maxpool_forward, _maxpool_backward),
-    "avgpool": Kernel(_avgpool_forward, _avgpool_backward),
-    "lppool": Kernel(_lppool_forward, _lppool_backward),
-    "global_avgpool": Kernel(_global_avgpool_forward, _global_avgpool_backward),
-    "global_maxpool": Kernel(_global_maxpool_forward, _global_maxpool_backward),
-    "adaptive_avgpool": Kernel(_adaptive_forward, _separable_backward),
-    "unpool": Kernel(_unpool_forward, _unpool_backward),
-    "upsample": Kernel(_upsample_forward, _upsample_backward),
-}
+# Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
+register("kernel", "maxpool")(Kernel(_maxpool_forward, _maxpool_backward))
+register("kernel", "avgpool")(Kernel(_avgpool_forward, _avgpool_backward))
+register("kernel", "lppool")(Kernel(_lppool_forward, _lppool_backward))
+register("kernel", "global_avgpool")(Kernel(_global_avgpool_forward, _global_avgpool_backward))
+register("kernel", "global_maxpool")(Kernel(_global_maxpool_forward, _global_maxpool_backward))
+register("kernel", "adaptive_avgpool")(Kernel(_adaptive_forward, _separable_backward))
+register("kernel", "unpool")(Kernel(_unpool_forward, _unpool_backward))
+register("kernel", "upsample")(Kernel(_upsample_forward, _upsample_backward))

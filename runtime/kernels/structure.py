@@ -12,6 +12,7 @@ from functools import reduce
 
 import numpy as np
 
+from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 
 
@@ -120,12 +121,11 @@ def _crop_backward(dy: np.ndarray, cache: tuple) -> Grads:
     return (dx, None), {}
 
 
-KERNELS: dict[str, Kernel] = {
-    "flatten": Kernel(_flatten_forward, _flatten_backward),
-    "identity": Kernel(_identity_forward, _identity_backward),
-    "concat": Kernel(_concat_forward, _concat_backward),
-    "add": Kernel(_add_forward, _add_backward),
-    "mul": Kernel(_mul_forward, _mul_backward),
-    "pad": Kernel(_pad_forward, _pad_backward),
-    "crop": Kernel(_crop_forward, _crop_backward),
-}
+# Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
+register("kernel", "flatten")(Kernel(_flatten_forward, _flatten_backward))
+register("kernel", "identity")(Kernel(_identity_forward, _identity_backward))
+register("kernel", "concat")(Kernel(_concat_forward, _concat_backward))
+register("kernel", "add")(Kernel(_add_forward, _add_backward))
+register("kernel", "mul")(Kernel(_mul_forward, _mul_backward))
+register("kernel", "pad")(Kernel(_pad_forward, _pad_backward))
+register("kernel", "crop")(Kernel(_crop_forward, _crop_backward))

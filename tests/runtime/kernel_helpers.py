@@ -143,3 +143,37 @@ def ref_out_size(size: int, k: int, s: int, d: int, lo: int, hi: int, ceil_mode:
     if ceil_mode and (n - 1) * s >= size + lo:
         n -= 1
     return n
+
+
+# ------------------------------------------------------------ one-layer networks
+def one_layer_call(op: str) -> str | None:
+    """A tiny network whose last layer is `op`, or None for ops needing a special graph."""
+    calls = {
+        "conv": "conv(4, 3, stride = 2, pad = 1, dilation = 1, groups = 2)", "deconv": "deconv(3, 3, stride = 2, pad = 1)",
+        "local": "local(3, 3, stride = 2)", "maxpool": "maxpool(3, stride = 2, pad = 1, ceil_mode = true)",
+        "avgpool": "avgpool(2, stride = 2, ceil_mode = true)", "lppool": "lppool(2, stride = 2)",
+        "adaptive_avgpool": "adaptive_avgpool(3, 2)", "upsample": "upsample(2, mode = bilinear)",
+        "leaky_relu": "leaky_relu(0.2)", "elu": "elu(0.5)", "groupnorm": "groupnorm(2)", "lrn": "lrn(3)",
+        "dropout": "dropout(0.3)", "spatial_dropout": "spatial_dropout(0.3)", "pad": "pad(((1, 0), (2, 1)))",
+        "flatten": "flatten", "linear": "flatten -> linear(5)",
+    }
+    special = {"input", "concat", "add", "mul", "crop", "unpool"}
+    if op in special:
+        return None
+    return calls.get(op, op)
+
+
+GRAPH_OPS = {
+    "concat": "a = x -> conv(2, 1)\n    concat(x, a)",
+    "add": "a = x -> global_avgpool\n    x + a",
+    "mul": "a = x -> global_avgpool\n    x * a",
+    "crop": "a = x -> conv(1, 3)\n    x -> crop(like = a)",
+    "unpool": "x -> p: maxpool(2) -> relu -> unpool(p)",
+}
+
+
+def one_layer_network(op: str) -> str:
+    """A `.cnn` network on a [4, 9, 7] input `x` whose last layer is `op` (every op of the table)."""
+    call = one_layer_call(op)
+    body = f"x -> {call}" if call is not None else GRAPH_OPS[op]
+    return f"network N {{\n    input x: [4, 9, 7]\n    {body}\n}}\n"

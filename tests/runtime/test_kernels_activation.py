@@ -26,6 +26,7 @@ SCALAR = {
     "relu": (lambda v, a: max(v, 0.0), [0.0], [{}]),
     "relu6": (lambda v, a: min(max(v, 0.0), 6.0), [0.0, 6.0], [{}]),
     "hardswish": (lambda v, a: v * min(max(v + 3, 0.0), 6.0) / 6, [-3.0, 3.0], [{}]),
+    "hardsigmoid": (lambda v, a: min(max(v + 3, 0.0), 6.0) / 6, [-3.0, 3.0], [{}]),
     "sigmoid": (lambda v, a: _sig(v), [], [{}]),
     "tanh": (lambda v, a: math.tanh(v), [], [{}]),
     "swish": (lambda v, a: v * _sig(v), [], [{}]),
@@ -62,18 +63,27 @@ def test_activation_gradients_match_finite_differences(op, i):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("op", ["relu", "relu6", "hardswish", "leaky_relu", "elu"])
+@pytest.mark.parametrize("op", ["relu", "relu6", "hardswish", "hardsigmoid", "leaky_relu", "elu"])
 def test_kink_derivatives_match_torch(op):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
-    fn = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "leaky_relu": F.leaky_relu,
-          "elu": F.elu}[op]
+    fn = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
+          "leaky_relu": F.leaky_relu, "elu": F.elu}[op]
     x = np.array([[0.0, 6.0, -3.0, 3.0]])
     t = torch.tensor(x, requires_grad=True)
     fn(t).sum().backward()
     y, cache = H.run(op, [x])
     (dx,), _ = KERNELS[op].backward(np.ones_like(y), cache)
-    np.testing.assert_allclose(dx, t.grad.numpy(), rtol=1e-15)
+    # PyTorch's hardsigmoid backward multiplies by a float32 1/6 even in float64 (exact 1/6: see below).
+    np.testing.assert_allclose(dx, t.grad.numpy(), rtol=1e-7 if op == "hardsigmoid" else 1e-15)
+
+
+def test_hardsigmoid_hand_computed_values_and_boundary_gradients():
+    x = np.array([[-4.0, -3.0, -1.5, 0.0, 1.5, 3.0, 4.0]])
+    y, cache = H.run("hardsigmoid", [x])
+    np.testing.assert_allclose(y, [[0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]], rtol=1e-15)
+    (dx,), _ = KERNELS["hardsigmoid"].backward(np.ones_like(y), cache)
+    np.testing.assert_allclose(dx, [[0.0, 0.0, 1 / 6, 1 / 6, 1 / 6, 0.0, 0.0]], rtol=1e-15)
 
 
 def test_erf_accuracy_both_precisions():
@@ -107,7 +117,8 @@ def test_activation_matches_torch(op, i):
     F = torch.nn.functional
     attrs = SCALAR[op][2][i] if op in SCALAR else {}
     fns = {
-        "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "sigmoid": torch.sigmoid,
+        "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
+        "sigmoid": torch.sigmoid,
         "tanh": torch.tanh, "swish": F.silu, "mish": F.mish, "gelu": lambda t: F.gelu(t, approximate="none"),
         "leaky_relu": lambda t: F.leaky_relu(t, attrs.get("slope", 0.01)),
         "elu": lambda t: F.elu(t, attrs.get("alpha", 1.0)), "softmax": lambda t: F.softmax(t, dim=1),

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnc.compiler.ops import OPS
 from cnnc.runtime.kernels import KERNELS, Context, Kernel
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "internals.md"
@@ -66,8 +67,9 @@ def _samples(rng):
         "adaptive_avgpool": ([x], {}, {"output": (4, 3)}),
         "unpool": ([p(2, 4, 3, 3)], {}, {"of": "pool"}),
         "upsample": ([x], {}, {"scale": (2, 2), "mode": "bilinear"}),
-        **{op: ([x], {}, {}) for op in ("relu", "relu6", "hardswish", "sigmoid", "tanh", "swish", "mish", "gelu",
-                                        "softmax", "identity", "flatten")},
+        # ops without attributes, parameters or a second input: x alone (e.g. relu, flatten)
+        **{op: ([x], {}, {}) for op, spec in OPS.items() if op != "input" and not spec.attrs and spec.inputs == 1
+           and not spec.params({}, [x.shape[1:]])},
         "leaky_relu": ([x], {}, {"slope": 0.1}),
         "elu": ([x], {}, {"alpha": 1.0}),
         "batchnorm": ([x], {**norm, "running_mean": np.zeros(4, np.float32), "running_var": np.ones(4, np.float32)},

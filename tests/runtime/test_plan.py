@@ -10,6 +10,7 @@ import pytest
 from cnnc.compiler.ops import OPS
 from cnnc.runtime.kernels import KERNELS
 from cnnc.runtime.plan import Plan
+from kernel_helpers import one_layer_network  # tests/runtime is on pytest's `pythonpath`
 
 SMALL_RESNET = """
 block cbr(c, stride = 1) { conv(c, 3, stride = stride, pad = 1, bias = false) -> batchnorm -> relu }
@@ -88,37 +89,9 @@ def test_whole_network_gradients_match_finite_differences(compile_src, source):
             assert grads[key][idx] == pytest.approx(numeric, rel=1e-4, abs=1e-6), key
 
 
-def _one_layer(op: str) -> str | None:
-    """A tiny network whose last layer is `op`, or None for ops needing a special graph."""
-    calls = {
-        "conv": "conv(4, 3, stride = 2, pad = 1, dilation = 1, groups = 2)", "deconv": "deconv(3, 3, stride = 2, pad = 1)",
-        "local": "local(3, 3, stride = 2)", "maxpool": "maxpool(3, stride = 2, pad = 1, ceil_mode = true)",
-        "avgpool": "avgpool(2, stride = 2, ceil_mode = true)", "lppool": "lppool(2, stride = 2)",
-        "adaptive_avgpool": "adaptive_avgpool(3, 2)", "upsample": "upsample(2, mode = bilinear)",
-        "leaky_relu": "leaky_relu(0.2)", "elu": "elu(0.5)", "groupnorm": "groupnorm(2)", "lrn": "lrn(3)",
-        "dropout": "dropout(0.3)", "spatial_dropout": "spatial_dropout(0.3)", "pad": "pad(((1, 0), (2, 1)))",
-        "flatten": "flatten", "linear": "flatten -> linear(5)",
-    }
-    special = {"input", "concat", "add", "mul", "crop", "unpool"}
-    if op in special:
-        return None
-    return calls.get(op, op)
-
-
-GRAPH_OPS = {
-    "concat": "a = x -> conv(2, 1)\n    concat(x, a)",
-    "add": "a = x -> global_avgpool\n    x + a",
-    "mul": "a = x -> global_avgpool\n    x * a",
-    "crop": "a = x -> conv(1, 3)\n    x -> crop(like = a)",
-    "unpool": "x -> p: maxpool(2) -> relu -> unpool(p)",
-}
-
-
 @pytest.mark.parametrize("op", sorted(set(OPS) - {"input"}))
 def test_compiler_shape_equals_kernel_output_shape(compile_src, op):
-    call = _one_layer(op)
-    body = f"x -> {call}" if call is not None else GRAPH_OPS[op]
-    c = compile_src(f"network N {{\n    input x: [4, 9, 7]\n    {body}\n}}\n", allow={"all"})
+    c = compile_src(one_layer_network(op), allow={"all"})
     plan = Plan(c.net, c.analysis.params)
     x = np.random.default_rng(0).standard_normal((2, 4, 9, 7)).astype(np.float32)
     for training in (False, True):
