@@ -177,20 +177,12 @@ Rule = Callable[["_Emitter", Node, list[str]], str]
 
 def register_fused(*ops: str) -> Callable[[Rule], Rule]:
     """`register(BACKEND, ...)` for the fused ops, whose entries live in compiler/fusion.py's FUSED_OPS."""
-    def store(rule: Rule) -> Rule:
-        for op in ops:
-            if FUSED_OPS[op].impls.get(BACKEND, rule) is not rule:
-                raise KeyError(f"op '{op}' already has a {BACKEND} implementation")
-            FUSED_OPS[op].impls[BACKEND] = rule
-        return rule
-    return store
+    return register(BACKEND, *ops, table=FUSED_OPS)
 
 
 def emitter(op: str) -> Rule | None:
     """The registered NumPy emitter of an op of the compiler's table or a fused op, or None."""
-    if op in FUSED_OPS:
-        return FUSED_OPS[op].impls.get(BACKEND)
-    return implementation(op, BACKEND)
+    return implementation(op, BACKEND, FUSED_OPS if op in FUSED_OPS else None)
 
 
 class _Emitter:
@@ -251,6 +243,7 @@ register(BACKEND, "sigmoid")(Elementwise(standalone.sigmoid))
 register(BACKEND, "tanh")(Elementwise(standalone.tanh))
 register(BACKEND, "swish")(Elementwise(standalone.swish))
 register(BACKEND, "hardswish")(Elementwise(standalone.hardswish))
+register(BACKEND, "hardsigmoid")(Elementwise(standalone.hardsigmoid))
 register(BACKEND, "mish")(Elementwise(standalone.mish))
 register(BACKEND, "gelu")(Elementwise(standalone.gelu))
 register(BACKEND, "softmax")(Elementwise(standalone.softmax))

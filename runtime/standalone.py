@@ -163,6 +163,10 @@ def hardswish(x):
     return x * np.clip(x + 3, 0, 6) * (1.0 / 6.0)
 
 
+def hardsigmoid(x):
+    return np.clip(x + 3, 0, 6) * (1.0 / 6.0)
+
+
 def mish(x):
     return x * np.tanh(np.logaddexp(x, 0))
 

@@ -69,7 +69,8 @@ network Every(classes = 5) {
     h = (g * s) + g
     m = h -> avgpool(3, stride = 1, pad = 1) -> adaptive_avgpool(3, 2) -> dropout(0.3, mode = downgrade_in_infer)
       -> spatial_dropout(0.2) -> tanh -> flatten -> linear(16, bias = false) -> batchnorm -> relu
-    k = d -> unpool(p) -> local(4, 3, tile = 2) -> gelu -> batchnorm -> lppool(2, stride = 2) -> identity
+    k = d -> unpool(p) -> local(4, 3, tile = 2) -> gelu -> hardsigmoid -> batchnorm -> lppool(2, stride = 2)
+      -> identity
       -> global_avgpool -> flatten -> linear(16) -> relu
     (m + k) -> dropout(0.5) -> linear(classes) -> softmax
 }
