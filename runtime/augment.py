@@ -11,19 +11,19 @@ geometric transform is applied to it with nearest-neighbour sampling and 0
 (background) where the image is padded; other targets pass through. The
 photometric transforms do not clamp, because augmentation may run on
 already-normalised data. `make_augment(specs)` builds a pipeline from names or
-`(name, kwargs)` pairs registered in `AUGMENTATIONS`.
+`(name, kwargs)` pairs registered in `AUGMENTATIONS`; the names and options
+are those the train vocabulary declares (compiler/train_vocab.py `AUGMENT`).
 """
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..dsl.source import CnncError
+from ..compiler.train_vocab import AUGMENT
+from ..dsl.source import CnncError, did_you_mean
 
 Batch = tuple[np.ndarray, "np.ndarray | None"]
 
@@ -315,10 +315,9 @@ def _build(spec: Any) -> Any:
                         hint="write a name, or (name, {options})")
     cls = AUGMENTATIONS.get(name)
     if cls is None:
-        close = difflib.get_close_matches(str(name), AUGMENTATIONS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "known: " + ", ".join(AUGMENTATIONS)
-        raise CnncError(f"unknown augmentation '{name}'", hint=hint)
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        raise CnncError(f"unknown augmentation '{name}'",
+                        hint=did_you_mean(str(name), AUGMENTATIONS, "known: " + ", ".join(AUGMENTATIONS)))
+    allowed = AUGMENT.entries[name].names
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise CnncError(f"augmentation '{name}' has no option '{unknown[0]}'",

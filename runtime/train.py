@@ -6,11 +6,19 @@ trains epoch by epoch: progress on stderr, one summary line per epoch,
 `metrics.jsonl`, an atomic `last.npz` after every epoch and `best.npz` when
 validation improves. Every random draw of epoch e comes from generators
 seeded with (seed, e), so a run resumed from `last.npz` ends with the same
-weights, bit for bit, as one that was never interrupted. A non-finite loss
-stops the run with the last good checkpoint left in place.
+weights, bit for bit, as one that was never interrupted. A non-finite loss,
+or parameters that are no longer finite at the end of an epoch, stop the run
+before anything non-finite is written: the last good checkpoint stays.
+
+The run directory is locked for the run (`OUT/.lock`, an flock held until
+exit), so two runs never share one; a directory that already holds a run is
+refused unless the run resumes it or is told to overwrite it. Every option of
+the train section reaches its factory through the train vocabulary
+(compiler/train_vocab.py), which each factory's parameters match.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,10 +33,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ..compiler.train_spec import Spec, TrainConfig
+from ..compiler.train_vocab import OPTIMIZER
+from ..dsl import files
 from ..dsl.source import CnncError
+from . import checkpoint
 from . import data as data_mod
+from . import preprocess
 from .augment import make_augment
-from .checkpoint import load_checkpoint, save_checkpoint
 from .kernels import _shards
 from .losses import make_loss
 from .optim import make_optimizer, penalty, weight_predicate
@@ -74,40 +85,71 @@ def _spec_options(spec: Spec) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.kwargs}
 
 
-def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None):
-    """The dataset for a run, split, preprocessed and checked against the network."""
+# One loader per entry of the vocabulary's DATA family; each takes exactly the entry's options
+# (the family's common options, val and limit, are applied by load_data to every data set).
+def _load_mnist10k(compiled) -> data_mod.Dataset:
+    return data_mod.load_dataset("mnist10k")
+
+
+def _load_path(compiled, path: str) -> data_mod.Dataset:
+    return data_mod.load_dataset(path)
+
+
+def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> data_mod.Dataset:
+    given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
+    return data_mod.load_dataset(path, **given)
+
+
+def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, shape: Any = None,
+                    kind: str | None = None, seed: int = 0, noise: float | None = None) -> data_mod.Dataset:
+    net = compiled.net
+    out = net.shapes[net.outputs[0]]
+    in_shape = tuple(shape) if shape is not None else tuple(net.shapes[next(iter(net.inputs))])
+    kind = kind or ("segmentation" if len(out) == 3 else "classes")
+    opts: dict[str, Any] = {"seed": seed}
+    if noise is not None:
+        opts["noise"] = noise
+    if n is not None:
+        opts["n_train"], opts["n_test"] = n, max(n // 4, 1)
+    if kind == "regression":
+        opts["features"] = in_shape[0]
+        opts["targets"] = classes if classes is not None else out[0]
+    else:
+        opts["shape"] = in_shape
+        opts["num_classes"] = classes if classes is not None else out[0]
+    return data_mod.load_dataset(f"synthetic_{kind}", **opts)
+
+
+DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
+    "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_path, "idx": _load_path,
+    "images": _load_images, "synthetic": _load_synthetic,
+}
+
+
+def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
+              records: list[dict] | None = None):
+    """The dataset for a run, split, preprocessed and checked against the network.
+
+    The preprocessing is fitted on the training split, unless `records` (from a
+    checkpoint) say what it was; either way the records end in `ds.meta["preprocess"]`.
+    """
     spec = cfg.data
     opts = _spec_options(spec)
     val = opts.pop("val", None)
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
     if data_override is not None:
-        source, opts = data_override, {}
-    elif spec.name == "path":
-        source = spec.args[0]
-    elif spec.name in ("npz", "idx", "images"):
-        if not spec.args:
-            raise CnncError(f"data = {spec.name}(…) needs a path, e.g. {spec.name}(\"digits/\")")
-        source = spec.args[0]
-        opts = {}
-    elif spec.name == "synthetic":
-        source = _synthetic_name(opts, compiled)
-        opts = _synthetic_options(opts, compiled)
+        ds = data_mod.load_dataset(data_override)
     else:
-        source = spec.name
-    ds = data_mod.load_dataset(source, **opts)
+        ds = DATA_LOADERS[spec.name](compiled, **opts)
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
     val = cfg.val if cfg.val is not None else val
     if val:
         ds = data_mod.split_validation(ds, float(val), cfg.seed)
-    for p in cfg.preprocess:
-        if p.name == "normalize":
-            mean, std = (list(p.args) + [None, None])[:2]
-            o = _spec_options(p)
-            ds = data_mod.normalize(ds, o.get("mean", mean), o.get("std", std))
-        elif p.name == "center":
-            ds = data_mod.center(ds)
+    if records is None:
+        records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
+    ds = _preprocessed(ds, records)
     net = compiled.net
     input_shape = net.shapes[net.inputs and next(iter(net.inputs))]
     out_shape = net.shapes[net.outputs[0]]
@@ -116,30 +158,15 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     return data_mod.check_dataset(ds, input_shape, classes, loss), loss
 
 
-def _synthetic_name(opts: dict, compiled) -> str:
-    kind = opts.pop("kind", None)
-    kind = getattr(kind, "name", kind)  # a bare word in the train section arrives as a Spec
-    if kind is None:
-        out = compiled.net.shapes[compiled.net.outputs[0]]
-        kind = "segmentation" if len(out) == 3 else "classes"
-    return {"classes": "synthetic_classes", "segmentation": "synthetic_segmentation",
-            "regression": "synthetic_regression"}.get(str(kind), str(kind))
+def _preprocessed(ds: data_mod.Dataset, records: list[dict]) -> data_mod.Dataset:
+    def fix(split):
+        return None if split is None else data_mod.Split(preprocess.apply(records, split.x), split.y)
 
-
-def _synthetic_options(opts: dict, compiled) -> dict:
-    net = compiled.net
-    shape = net.shapes[next(iter(net.inputs))]
-    out = net.shapes[net.outputs[0]]
-    o = dict(opts)
-    o.setdefault("shape", tuple(shape))
-    if "classes" in o:
-        o["num_classes"] = o.pop("classes")
-    else:
-        o.setdefault("num_classes", out[0])
-    if "n" in o:
-        n = int(o.pop("n"))
-        o["n_train"], o["n_test"] = n, max(n // 4, 1)
-    return o
+    meta = dict(ds.meta)
+    meta["preprocess"] = list(records)
+    if not records:
+        return replace(ds, meta=meta)
+    return replace(ds, train=fix(ds.train), val=fix(ds.val), test=fix(ds.test), meta=meta)
 
 
 # ------------------------------------------------------------------ state
@@ -227,7 +254,7 @@ class Trainer:
         hyper = _spec_options(cfg.optimizer)
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
-        self.base_lr = float(hyper.pop("lr", 0.01))
+        self.base_lr = float(hyper.pop("lr", OPTIMIZER.entries[cfg.optimizer.name].option("lr").default))
         trainable = {k: v for k, v in self.plan.params.items() if k in self.plan.trainable}
         self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=self.base_lr, **hyper)
         sched = cfg.schedule
@@ -284,22 +311,25 @@ class Trainer:
             stats.add(loss, len(xb), self.loss.correct(pred, yb))
         return stats
 
-    def run(self, resume: bool = False) -> RunResult:
-        self.out.mkdir(parents=True, exist_ok=True)
-        metrics = self.out / "metrics.jsonl"
-        if resume:
-            self._resume()
-        else:
-            metrics.write_text("")
-        _trim_metrics(metrics, self.epoch)
+    def run(self, resume: bool = False, overwrite: bool = False) -> RunResult:
+        with RunDirectory(self.out) as run_dir:
+            if resume:
+                self._resume()
+            else:
+                run_dir.claim(overwrite)
+            return self._run_epochs(run_dir)
+
+    def _run_epochs(self, run_dir: "RunDirectory") -> RunResult:
+        metrics = run_dir.metrics(self.epoch)
         result = RunResult(self.epoch)
         for epoch in range(self.epoch, self.cfg.epochs):
             t0 = time.perf_counter()
             try:
                 train = self.train_epoch(epoch)
+                self._require_finite_state(epoch)
             except NonFinite as err:
                 result.stopped = str(err)
-                self.log(f"stopped: {err}; the last good checkpoint is {self.out / 'last.npz'}")
+                self.log(f"stopped: {err}; {self._last_good()}")
                 break
             val = self.evaluate(self.ds.val) if self.ds.val is not None and len(self.ds.val) else None
             record = {"epoch": epoch + 1, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
@@ -310,8 +340,7 @@ class Trainer:
             self.epoch = epoch + 1
             improved = self._track_best(val if val is not None else train)
             self.history.append(record)
-            with metrics.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            metrics.append(record)
             self._save(self.out / "last.npz")
             if improved:
                 self._save(self.out / "best.npz")
@@ -325,15 +354,27 @@ class Trainer:
         if self.ds.test is not None and len(self.ds.test):
             test = self.evaluate(self.ds.test)
             result.test = {"split": "test", "loss": test.mean_loss, "accuracy": test.accuracy}
-            with metrics.open("a") as f:
-                f.write(json.dumps(result.test) + "\n")
+            metrics.append(result.test)
             acc = f", accuracy {test.accuracy:.2%}" if test.accuracy is not None else ""
             self.log(f"test: loss {test.mean_loss:.4f}{acc} ({len(self.ds.test):,} samples)")
         return result
 
+    def _require_finite_state(self, epoch: int) -> None:
+        """Parameters and optimizer state must be finite before any checkpoint is written."""
+        for what, arrays in (("parameter", self.plan.params), ("optimizer state", self.optimizer.state_dict())):
+            for key, value in arrays.items():
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise NonFinite(epoch, None, None, f"{what} '{key}'")
+
+    def _last_good(self) -> str:
+        last = self.out / "last.npz"
+        if last.exists():
+            return f"the last good checkpoint is {files.describe_path(last)} (epoch {self.epoch})"
+        return "no checkpoint was written (no epoch ended with finite weights)"
+
     def _track_best(self, stats: EpochStats) -> bool:
         score = -stats.accuracy if stats.accuracy is not None else stats.mean_loss
-        if self.best is None or score < self.best:
+        if math.isfinite(score) and (self.best is None or score < self.best):
             self.best, self.bad_epochs = score, 0
             return True
         self.bad_epochs += 1
@@ -341,60 +382,146 @@ class Trainer:
 
     # ------------------------------------------------------- checkpoints
     def _save(self, path: Path) -> None:
-        arrays = {f"param/{k}": v for k, v in self.plan.params.items()}
-        arrays.update({f"opt/{k}": v for k, v in self.optimizer.state_dict().items()})
-        meta = {"format": "cnnc-checkpoint-1", "network": self.compiled.net.name, "epoch": self.epoch,
+        meta = {"network": self.compiled.net.name, "epoch": self.epoch,
                 "seed": self.cfg.seed, "best": self.best, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history,
-                "preprocess": self.ds.meta}
-        save_checkpoint(path, arrays, meta)
+                "preprocess": self.ds.meta.get("preprocess", [])}
+        checkpoint.save_training_state(path, self.plan.params, self.optimizer.state_dict(), meta)
 
     def _resume(self) -> None:
         path = self.out / "last.npz"
         if not path.exists():
             raise CnncError(f"--resume: no checkpoint at {path}", hint="start the run without --resume first")
-        arrays, meta = load_checkpoint(path)
-        if meta.get("network") != self.compiled.net.name:
-            raise CnncError(f"--resume: {path} belongs to network '{meta.get('network')}', "
+        ck = checkpoint.load(path)
+        if ck.network != self.compiled.net.name:
+            raise CnncError(f"--resume: {path} belongs to network '{ck.meta.get('network')}', "
                             f"not '{self.compiled.net.name}'")
-        self.plan.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")}, str(path))
-        self.optimizer.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt/")})
-        self.schedule.load_state_dict(meta.get("schedule") or {})
-        self.epoch, self.best = int(meta["epoch"]), meta.get("best")
-        self.bad_epochs, self.history = int(meta.get("bad_epochs", 0)), list(meta.get("history", []))
+        self.plan.load_state(ck.params, str(path))
+        epoch, best, bad_epochs, history = ck.epoch, ck.best, ck.bad_epochs, ck.history
+        self.optimizer.load_state_dict(ck.optimizer)
+        self.schedule.load_state_dict(ck.schedule)
+        self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
         self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
 
 
 class NonFinite(Exception):
-    def __init__(self, epoch: int, batch: int, loss: float):
-        super().__init__(f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}")
+    def __init__(self, epoch: int, batch: int | None, loss: float | None, what: str | None = None):
+        if what is None:
+            super().__init__(f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}")
+        else:
+            super().__init__(f"the weights became non-finite in epoch {epoch + 1} ({what})")
+
+
+# ------------------------------------------------------------------ the run directory
+class RunDirectory:
+    """OUT, locked for one run: `OUT/.lock` holds an flock (and the pid) until the run ends."""
+
+    LOCK = ".lock"
+    OUTPUTS = ("last.npz", "best.npz", "metrics.jsonl")
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunDirectory":
+        shown = files.describe_path(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise CnncError(f"--out '{shown}' is not a directory", hint="give a directory for the run's files")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.out / self.LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as err:
+            raise CnncError(f"--out '{shown}' cannot be used: {(err.strerror or str(err)).lower()}") from None
+        try:
+            _lock(fd, self.out)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def claim(self, overwrite: bool) -> None:
+        """A fresh run: refuse a directory holding an earlier run unless told to overwrite it."""
+        present = [name for name in self.OUTPUTS if os.path.lexists(self.out / name)]
+        if present and not overwrite:
+            raise CnncError(f"run directory '{files.describe_path(self.out)}' already holds a run "
+                            f"({', '.join(present)})",
+                            hint="continue it with --resume, replace it with --overwrite, or choose another --out")
+        for name in present:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.out / name)
+
+    def metrics(self, epochs_done: int) -> "MetricsFile":
+        return MetricsFile(self.out / "metrics.jsonl", epochs_done)
+
+
+def _lock(fd: int, out: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): runs are not protected from each other
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        raise CnncError(f"run directory '{files.describe_path(out)}' is in use by another cnnc run (pid {pid})",
+                        hint="wait for it to finish, or choose another --out") from None
+
+
+class MetricsFile:
+    """metrics.jsonl as strict JSON lines, rewritten atomically at every append (never through a link)."""
+
+    LIMIT = 64 * files.MiB
+
+    def __init__(self, path: Path, epochs_done: int):
+        self.path = path
+        files.check_output(path, "metrics file")
+        self.lines = self._kept(epochs_done) if epochs_done else []
+        self._write()
+
+    def _kept(self, epochs_done: int) -> list[str]:
+        """On resume, the epochs up to the checkpoint: lines written after it are dropped."""
+        if not self.path.exists():
+            return []
+        raw = files.read_bytes(self.path, "metrics file", files.limit("metrics", self.LIMIT))
+        keep = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and rec["epoch"] <= epochs_done:
+                keep.append(_json_line(rec))
+        return keep
+
+    def append(self, record: dict) -> None:
+        self.lines.append(_json_line(record))
+        self._write()
+
+    def _write(self) -> None:
+        files.write_atomic(self.path, "".join(line + "\n" for line in self.lines), "metrics file")
+
+
+def _json_line(record: dict) -> str:
+    """Strict JSON: a non-finite number (which JSON cannot hold) is written as null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 def _schedule_spec(spec: Spec) -> Any:
+    """(name, options) for make_schedule; warmup's `then` is a schedule of its own."""
     opts = _spec_options(spec)
-    if spec.name == "warmup" and isinstance(opts.get("then"), Spec):
+    if isinstance(opts.get("then"), Spec):
         opts["then"] = _schedule_spec(opts["then"])
-    if spec.name == "step" and "every" in opts:
-        opts["step_size"] = opts.pop("every")
-    if spec.name == "cosine" and "min_lr" in opts:
-        opts["eta_min"] = opts.pop("min_lr")
     return (spec.name, opts)
-
-
-def _trim_metrics(path: Path, epochs_done: int) -> None:
-    """On resume, drop lines the interrupted run wrote after its last checkpoint."""
-    if not path.exists():
-        path.write_text("")
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "epoch" in rec and rec["epoch"] <= epochs_done:
-            keep.append(line)
-    path.write_text("".join(l + "\n" for l in keep))
 
 
 def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float) -> None:

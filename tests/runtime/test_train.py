@@ -163,29 +163,6 @@ def test_cli_errors(tmp_path, write, capsys):
     assert str(bad) in capsys.readouterr().err
 
 
-def test_the_compilers_train_table_matches_the_runtime():
-    """Every option the compiler accepts in a train section is one the runtime takes."""
-    import inspect
-
-    from cnnc.compiler import train_spec
-    from cnnc.runtime import augment, losses, optim, schedules
-
-    def params(fn):
-        return set(inspect.signature(fn).parameters) - {"self", "params", "base_lr", "epochs"}
-
-    for name, options in train_spec.OPTIMIZERS.items():
-        assert options <= params(optim.OPTIMIZERS[name].__init__), name
-    renamed = {"every": "step_size", "min_lr": "eta_min", "epochs": "warmup_epochs"}
-    for name, options in train_spec.SCHEDULES.items():
-        taken = params(schedules.SCHEDULES[name].__init__)
-        assert {o if o in taken else renamed.get(o, o) for o in options} <= taken, name
-    for name, options in train_spec.AUGMENTATIONS.items():
-        assert options <= params(augment.AUGMENTATIONS[name].__init__), name
-    assert set(train_spec.LOSSES) == set(losses.LOSSES)
-    for name, options in train_spec.LOSSES.items():
-        assert options <= set(losses._OPTIONS[name]), name
-
-
 def test_results_do_not_depend_on_the_thread_count(compile_src, tmp_path):
     c = tiny(compile_src, epochs=1)  # no batchnorm: batches are split into shards
     runs = []
