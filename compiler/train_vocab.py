@@ -212,8 +212,8 @@ class Key:
     name: str
     doc: str
     check: Check | None = None
-    family: Family | None = None
     default: Any = None
+    family: Family | None = None
 
 
 def _entries(*entries: Entry) -> dict[str, Entry]:

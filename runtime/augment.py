@@ -253,8 +253,11 @@ class ColorJitter:
             grey = _grey(out) if c == 3 else out
             mean = grey.mean(axis=(1, 2, 3), keepdims=True)
             out = k * out + (1 - k) * mean
+        if self.spreads["saturation"] is not None and c != 3:
+            raise CnncError(f"augmentation color_jitter: saturation needs RGB images, the data has {c} "
+                            f"channel{'s' if c != 1 else ''}", hint="drop saturation for grey images")
         s = _factors(self.spreads["saturation"], n, rng, x.dtype)
-        if s is not None and c == 3:  # blend towards the greyscale image
+        if s is not None:  # blend towards the greyscale image
             out = s * out + (1 - s) * _grey(out)
         return (out if out is not x else x.copy()).astype(x.dtype, copy=False), y
 
