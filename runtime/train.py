@@ -18,8 +18,6 @@ the train section reaches its factory through the train vocabulary
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import sys
@@ -44,6 +42,7 @@ from .kernels import _shards
 from .losses import make_loss
 from .optim import make_optimizer, penalty, weight_predicate
 from .plan import Plan
+from .rundir import RunDirectory
 from .schedules import make_schedule
 
 WEIGHT_OPS = {"conv", "deconv", "local", "linear"}
@@ -95,6 +94,20 @@ def _load_path(compiled, path: str) -> data_mod.Dataset:
     return data_mod.load_dataset(path)
 
 
+def _load_npz(compiled, path: str) -> data_mod.Dataset:
+    if Path(path).is_dir():
+        raise CnncError(f"data = npz(\"{files.describe_path(path)}\"): that is a folder, not an .npz file",
+                        hint="for a folder of images write images(\"…\"), for IDX files idx(\"…\")")
+    return data_mod.load_dataset(path)
+
+
+def _load_idx(compiled, path: str) -> data_mod.Dataset:
+    if Path(path).exists() and not data_mod.is_idx_folder(path):
+        raise CnncError(f"data = idx(\"{files.describe_path(path)}\"): not a folder of MNIST IDX files",
+                        hint="it needs train-images-idx3-ubyte and train-labels-idx1-ubyte (.gz allowed)")
+    return data_mod.load_dataset(path)
+
+
 def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> data_mod.Dataset:
     given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
     return data_mod.load_dataset(path, **given)
@@ -121,7 +134,7 @@ def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, 
 
 
 DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
-    "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_path, "idx": _load_path,
+    "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_npz, "idx": _load_idx,
     "images": _load_images, "synthetic": _load_synthetic,
 }
 
@@ -319,7 +332,7 @@ class Trainer:
                 run_dir.claim(overwrite)
             return self._run_epochs(run_dir)
 
-    def _run_epochs(self, run_dir: "RunDirectory") -> RunResult:
+    def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
         metrics = run_dir.metrics(self.epoch)
         result = RunResult(self.epoch)
         for epoch in range(self.epoch, self.cfg.epochs):
@@ -410,110 +423,6 @@ class NonFinite(Exception):
             super().__init__(f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}")
         else:
             super().__init__(f"the weights became non-finite in epoch {epoch + 1} ({what})")
-
-
-# ------------------------------------------------------------------ the run directory
-class RunDirectory:
-    """OUT, locked for one run: `OUT/.lock` holds an flock (and the pid) until the run ends."""
-
-    LOCK = ".lock"
-    OUTPUTS = ("last.npz", "best.npz", "metrics.jsonl")
-
-    def __init__(self, out: Path):
-        self.out = Path(out)
-        self._fd: int | None = None
-
-    def __enter__(self) -> "RunDirectory":
-        shown = files.describe_path(self.out)
-        if self.out.exists() and not self.out.is_dir():
-            raise CnncError(f"--out '{shown}' is not a directory", hint="give a directory for the run's files")
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.out / self.LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-                         | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as err:
-            raise CnncError(f"--out '{shown}' cannot be used: {(err.strerror or str(err)).lower()}") from None
-        try:
-            _lock(fd, self.out)
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
-
-    def claim(self, overwrite: bool) -> None:
-        """A fresh run: refuse a directory holding an earlier run unless told to overwrite it."""
-        present = [name for name in self.OUTPUTS if os.path.lexists(self.out / name)]
-        if present and not overwrite:
-            raise CnncError(f"run directory '{files.describe_path(self.out)}' already holds a run "
-                            f"({', '.join(present)})",
-                            hint="continue it with --resume, replace it with --overwrite, or choose another --out")
-        for name in present:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.out / name)
-
-    def metrics(self, epochs_done: int) -> "MetricsFile":
-        return MetricsFile(self.out / "metrics.jsonl", epochs_done)
-
-
-def _lock(fd: int, out: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): runs are not protected from each other
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        raise CnncError(f"run directory '{files.describe_path(out)}' is in use by another cnnc run (pid {pid})",
-                        hint="wait for it to finish, or choose another --out") from None
-
-
-class MetricsFile:
-    """metrics.jsonl as strict JSON lines, rewritten atomically at every append (never through a link)."""
-
-    LIMIT = 64 * files.MiB
-
-    def __init__(self, path: Path, epochs_done: int):
-        self.path = path
-        files.check_output(path, "metrics file")
-        self.lines = self._kept(epochs_done) if epochs_done else []
-        self._write()
-
-    def _kept(self, epochs_done: int) -> list[str]:
-        """On resume, the epochs up to the checkpoint: lines written after it are dropped."""
-        if not self.path.exists():
-            return []
-        raw = files.read_bytes(self.path, "metrics file", files.limit("metrics", self.LIMIT))
-        keep = []
-        for line in raw.decode("utf-8", "replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("epoch"), int) and rec["epoch"] <= epochs_done:
-                keep.append(_json_line(rec))
-        return keep
-
-    def append(self, record: dict) -> None:
-        self.lines.append(_json_line(record))
-        self._write()
-
-    def _write(self) -> None:
-        files.write_atomic(self.path, "".join(line + "\n" for line in self.lines), "metrics file")
-
-
-def _json_line(record: dict) -> str:
-    """Strict JSON: a non-finite number (which JSON cannot hold) is written as null."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    return json.dumps(clean, allow_nan=False)
 
 
 def _schedule_spec(spec: Spec) -> Any:

@@ -237,7 +237,7 @@ def test_weights_that_turn_non_finite_with_a_finite_loss_are_never_saved(compile
 
 
 def test_metrics_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
-    from cnnc.runtime.train import MetricsFile
+    from cnnc.runtime.rundir import MetricsFile
     m = MetricsFile(tmp_path / "metrics.jsonl", 0)
     m.append({"epoch": 1, "train_loss": float("nan"), "val_loss": float("inf"), "lr": 0.1})
     assert (tmp_path / "metrics.jsonl").read_text() == \
@@ -308,3 +308,33 @@ def test_an_out_that_is_not_a_usable_directory_is_one_line(tmp_path, write, caps
     assert main(["run", str(path), "--out", str(a_file / "sub"), "--quiet", "--allow", "all"]) == 1
     err = capsys.readouterr().err
     assert f"--out '{a_file / 'sub'}' cannot be used: not a directory" in err and "Traceback" not in err
+
+
+def test_predicting_from_files_equals_predicting_from_the_data_set(tmp_path, capsys):
+    """The training normalisation is one record: written by the trainer, replayed by predict."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cnnc.runtime import data
+    lenet = str(Path(__file__).resolve().parents[2] / "examples" / "lenet5.cnn")
+    out = tmp_path / "run"
+    assert main(["run", lenet, "--epochs", "1", "--limit", "512", "--out", str(out), "--quiet"]) == 0
+    ck = checkpoint.load(out / "last.npz")
+    assert [r["op"] for r in ck.preprocess] == ["normalize"] and ck.preprocess[0]["std"][0] < 0.5
+    digits = np.rint(data.load_mnist10k().test.x[:8, 0] * 255).astype(np.uint8)
+    pngs = []
+    for i, d in enumerate(digits):
+        pngs.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(d).save(pngs[-1])
+    np.save(tmp_path / "digits.npy", digits)
+    capsys.readouterr()
+
+    def guesses(*argv):
+        assert main(["predict", lenet, str(out / "last.npz"), *argv, "--top", "10"]) == 0
+        return [line.split(": ", 1)[1].split("  [label")[0] for line in capsys.readouterr().out.splitlines()]
+
+    from_data = guesses("--limit", "8")
+    assert len(from_data) == 8
+    assert guesses(*pngs) == from_data
+    assert guesses(str(tmp_path / "digits.npy")) == from_data

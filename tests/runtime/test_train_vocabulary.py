@@ -359,3 +359,18 @@ def test_a_run_and_check_agree_on_defaults():
     assert set_key(cfg, "lr", 0.5, None).optimizer.options["lr"] == 0.5
     assert KEYS["epochs"].default == cfg.epochs and KEYS["batch"].default == cfg.batch
     assert REQUIRED is not None
+
+
+def test_the_language_reference_names_every_key_and_option():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "language.md").read_text()
+    section = text[text.index("## The `train` section"):]
+    missing = [key for key in KEYS if f"`{key}`" not in section]
+    for family in FAMILIES.values():
+        for entry in family.entries.values():
+            if entry.name != "path":
+                missing += [f"{entry.name}" for _ in [0] if entry.name not in section]
+            for option in family.options_of(entry):
+                if option.name not in section:
+                    missing.append(f"{entry.name}.{option.name}")
+    assert not missing, missing
