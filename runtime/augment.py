@@ -221,7 +221,7 @@ def _factors(spread: tuple[float, float] | None, n: int, rng: np.random.Generato
 
 
 class ColorJitter:
-    """Random brightness, contrast and (3-channel only) saturation factors, torchvision-style.
+    """Random brightness, contrast and saturation factors, torchvision-style (saturation: RGB only).
 
     A scalar s draws factors from [max(0, 1 - s), 1 + s]; the order is fixed
     (brightness, contrast, saturation) so results depend on the seed alone.

@@ -69,13 +69,14 @@ def run(args, compiled) -> int:
     if args.eval:
         return evaluate_checkpoint(trainer, Path(args.eval))
     ds = trainer.ds
-    print(f"{compiled.net.name}: {len(ds.train):,} training samples"
-          + (f", {len(ds.val):,} validation" if ds.val is not None else "")
-          + (f", {len(ds.test):,} test" if ds.test is not None else "")
-          + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
-          f"lr {trainer.base_lr:g}; checkpoints in {trainer.out}")
-    result = trainer.run(resume=args.resume, overwrite=getattr(args, "overwrite", False))
-    return 1 if result.stopped and result.stopped.startswith("the loss") else 0
+    header = (f"{compiled.net.name}: {len(ds.train):,} training samples"
+              + (f", {len(ds.val):,} validation" if ds.val is not None else "")
+              + (f", {len(ds.test):,} test" if ds.test is not None else "")
+              + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
+              f"lr {trainer.base_lr:g}; checkpoints in {trainer.out}")
+    result = trainer.run(resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                         started=lambda: print(header))
+    return 1 if result.non_finite else 0
 
 
 def evaluate_checkpoint(trainer, path: Path) -> int:

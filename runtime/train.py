@@ -77,6 +77,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     test: dict | None = None
     stopped: str | None = None
+    non_finite: bool = False  # stopped because the loss or the weights stopped being finite
 
 
 # ------------------------------------------------------------------- data
@@ -246,11 +247,16 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
     return loss, pred, grads
 
 
+# Overflow is the trainer's to report (NonFinite names the epoch and batch), not NumPy's warnings.
+QUIET_FLOATS = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
+
+
 def _shard(plan: Plan, loss_fn, xb, yb, rng, weight: float):
-    out, tape = plan.forward({plan.inputs[0]: xb}, training=True, rng=rng)
-    pred = out[plan.outputs[0]]
-    loss, dpred = loss_fn(pred, yb)
-    grads = plan.backward(tape, {plan.outputs[0]: dpred * np.float32(weight) if weight != 1.0 else dpred})
+    with np.errstate(**QUIET_FLOATS):  # per thread: shards may run on the pool's threads
+        out, tape = plan.forward({plan.inputs[0]: xb}, training=True, rng=rng)
+        pred = out[plan.outputs[0]]
+        loss, dpred = loss_fn(pred, yb)
+        grads = plan.backward(tape, {plan.outputs[0]: dpred * np.float32(weight) if weight != 1.0 else dpred})
     return loss, pred, grads
 
 
@@ -324,12 +330,16 @@ class Trainer:
             stats.add(loss, len(xb), self.loss.correct(pred, yb))
         return stats
 
-    def run(self, resume: bool = False, overwrite: bool = False) -> RunResult:
-        with RunDirectory(self.out) as run_dir:
+    def run(self, resume: bool = False, overwrite: bool = False,
+            started: Callable[[], None] | None = None) -> RunResult:
+        """Train in the locked run directory; `started` is called once it is ours and ready."""
+        with RunDirectory(self.out) as run_dir, np.errstate(**QUIET_FLOATS):
             if resume:
                 self._resume()
             else:
                 run_dir.claim(overwrite)
+            if started is not None:
+                started()
             return self._run_epochs(run_dir)
 
     def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
@@ -341,7 +351,7 @@ class Trainer:
                 train = self.train_epoch(epoch)
                 self._require_finite_state(epoch)
             except NonFinite as err:
-                result.stopped = str(err)
+                result.stopped, result.non_finite = str(err), True
                 self.log(f"stopped: {err}; {self._last_good()}")
                 break
             val = self.evaluate(self.ds.val) if self.ds.val is not None and len(self.ds.val) else None
@@ -364,7 +374,7 @@ class Trainer:
                 self.log(result.stopped)
                 break
         result.history = self.history
-        if self.ds.test is not None and len(self.ds.test):
+        if self.ds.test is not None and len(self.ds.test) and not result.non_finite:  # not with broken weights
             test = self.evaluate(self.ds.test)
             result.test = {"split": "test", "loss": test.mean_loss, "accuracy": test.accuracy}
             metrics.append(result.test)

@@ -252,7 +252,9 @@ def test_a_second_run_into_a_used_directory_is_refused_unless_resumed_or_overwri
     before = {n: (out / n).read_bytes() for n in ("metrics.jsonl", "best.npz", "last.npz")}
     capsys.readouterr()
     assert main(args) == 1
-    err = capsys.readouterr().err
+    refused = capsys.readouterr()
+    err = refused.err
+    assert refused.out == ""  # refused before it announces a run
     assert f"error: run directory '{out}' already holds a run (last.npz, best.npz, metrics.jsonl)" in err
     assert "continue it with --resume, replace it with --overwrite, or choose another --out" in err
     assert {n: (out / n).read_bytes() for n in before} == before  # nothing was touched
