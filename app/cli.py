@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "or synthetic")
     p.add_argument("--out", metavar="DIR", help="where checkpoints and metrics.jsonl go (default runs/NETWORK)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse)")
     p.add_argument("--eval", metavar="CHECKPOINT", help="only evaluate this checkpoint on the test split")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the number of cores)")

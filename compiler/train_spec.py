@@ -1,19 +1,23 @@
 """Stage 2 (compiler): the `train` section — its keys, their values, validated.
 
-The compiler checks a train section against this table (unknown keys, wrong
-kinds of value, bad option names all point at the source) and produces a
-`TrainConfig` of plain Python values that the runtime executes. Command-line
-overrides go through the same checks (`apply_overrides`).
+The compiler checks a train section against the vocabulary in `train_vocab`
+(unknown keys, wrong kinds of value, bad option names, missing options and
+non-finite numbers all point at the source) and produces a `TrainConfig` of
+plain Python values that the runtime executes. Every choice comes out in one
+canonical form: its options by name (positional arguments and aliases
+resolved), so the runtime reads them without guessing. Command-line overrides
+go through the same checks (`set_key` with the flag's name).
 """
 from __future__ import annotations
 
-import difflib
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..dsl import ast
-from ..dsl.source import CnncError, Loc
+from ..dsl.source import CnncError, Loc, did_you_mean
 from .attrs import describe
+from .train_vocab import KEYS, Family, Invalid
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,9 @@ class Spec:
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.kwargs)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.options.get(name, default)
 
 
 @dataclass
@@ -47,32 +54,18 @@ class TrainConfig:
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
-# name -> allowed keyword options (None: any); positional args allowed where listed.
-DATASETS = {"mnist10k": {"val", "limit"}, "idx": {"val", "limit"}, "npz": {"val", "limit"},
-            "images": {"val", "limit", "size", "channels"}, "synthetic": {"val", "n", "classes", "shape", "kind",
-                                                                        "seed", "noise"}}
-LOSSES = {"cross_entropy": {"label_smoothing"}, "bce": set(), "multilabel_bce": set(), "mse": set(),
-          "smooth_l1": {"beta"}, "pixel_cross_entropy": {"ignore_index"}}
-OPTIMIZERS = {"sgd": {"lr", "momentum", "nesterov", "weight_decay", "dampening"},
-              "adam": {"lr", "betas", "eps", "weight_decay", "amsgrad"},
-              "adamw": {"lr", "betas", "eps", "weight_decay", "amsgrad"},
-              "adagrad": {"lr", "eps", "weight_decay", "lr_decay", "initial_accumulator_value"},
-              "rmsprop": {"lr", "alpha", "eps", "momentum", "weight_decay", "centered"}}
-SCHEDULES = {"step": {"step_size", "gamma", "every"}, "cosine": {"eta_min", "min_lr", "T_max"},
-             "plateau": {"factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "mode"},
-             "warmup": {"epochs", "then", "start_factor"}, "constant": set()}
-AUGMENTATIONS = {"random_crop": {"padding"}, "random_rotation": {"degrees"},
-                 "random_resized_crop": {"scale", "ratio"}, "hflip": {"p"},
-                 "color_jitter": {"brightness", "contrast", "saturation"}, "gaussian_noise": {"std"}}
-PREPROCESS = {"normalize": {"mean", "std"}, "center": set(), "scale": {"factor"}}
-
-KEYS = {"data", "epochs", "batch", "loss", "optimizer", "schedule", "seed", "augment", "normalize",
-        "preprocess", "l1", "l2", "early_stop", "val", "lr"}
+def _finite(value: float, loc: Loc) -> float:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CnncError(f"{value} is not a finite number", loc,
+                        "numbers in a train section must be finite (1e400 overflows to inf)")
+    return value
 
 
 def _value(expr: ast.Expr) -> Any:
     """Evaluate a train-section expression: literals, names, specs, lists, tuples."""
-    if isinstance(expr, (ast.Int, ast.Float, ast.Str, ast.Bool)):
+    if isinstance(expr, ast.Float):
+        return _finite(expr.value, expr.loc)
+    if isinstance(expr, (ast.Int, ast.Str, ast.Bool)):
         return expr.value
     if isinstance(expr, ast.Name):
         return Spec(expr.id)
@@ -88,106 +81,107 @@ def _value(expr: ast.Expr) -> Any:
     if isinstance(expr, ast.BinOp) and expr.op in ("*", "/", "+", "-"):
         a, b = _value(expr.left), _value(expr.right)
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
-            return {"*": a * b, "/": a / b if b else None, "+": a + b, "-": a - b}[expr.op]
+            if expr.op == "/" and b == 0:
+                raise CnncError("division by zero", expr.loc)
+            try:
+                result = {"*": lambda: a * b, "/": lambda: a / b, "+": lambda: a + b, "-": lambda: a - b}[expr.op]()
+            except OverflowError:
+                result = math.inf
+            return _finite(result, expr.loc) if isinstance(result, float) else result
     raise CnncError("expected a number, a name, a call like sgd(lr = 0.1) or a list", expr.loc)
 
 
-def _spec(value: Any, table: dict, what: str, loc: Loc) -> Spec:
+def _spec(value: Any, family: Family, loc: Loc | None) -> Spec:
+    """Check one choice of `family` and return it with every option named."""
+    what, table = family.what, family.entries
     if isinstance(value, str):
         value = Spec(value)
     if not isinstance(value, Spec):
         raise CnncError(f"{what} must be one of {', '.join(table)}; got {describe(value)}", loc)
-    if value.name not in table:
-        close = difflib.get_close_matches(value.name, list(table), n=1)
+    entry = table.get(value.name)
+    if entry is None:
         raise CnncError(f"unknown {what} '{value.name}'", loc,
-                        f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(table)}")
-    allowed = table[value.name]
-    for key, _ in value.kwargs:
-        if allowed is not None and key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            raise CnncError(f"{what} '{value.name}' has no option '{key}'", loc,
-                            f"did you mean '{close[0]}'?" if close else
-                            f"its options: {', '.join(sorted(allowed)) or 'none'}")
+                        did_you_mean(value.name, table, f"choose one of: {', '.join(table)}"))
+    options = family.options_of(entry)
+    names = [o.name for o in options]
+    if len(value.args) > len(entry.positional):
+        raise CnncError(f"{what} '{value.name}' takes {len(entry.positional) or 'no'} unnamed "
+                        f"argument{'s' if len(entry.positional) != 1 else ''}, got {len(value.args)}", loc,
+                        f"name them: {', '.join(names) or 'it has no options'}")
+    given: dict[str, Any] = dict(zip(entry.positional, value.args))
     for key, v in value.kwargs:
-        if key in ("lr", "momentum", "weight_decay", "eps") and not _is_number(v):
-            raise CnncError(f"{what} option '{key}' must be a number, got {describe(v)}", loc)
-        if key in ("lr", "eps") and _is_number(v) and v <= 0:
-            raise CnncError(f"{what} option '{key}' must be positive, got {v}", loc)
-        if key == "val" and (not _is_number(v) or not 0 <= v < 1):
-            raise CnncError(f"the validation fraction must satisfy 0 <= val < 1, got {v}", loc)
-    return value
+        option = next((o for o in options if key == o.name or key in o.aliases), None)
+        if option is None:
+            raise CnncError(f"{what} '{value.name}' has no option '{key}'", loc,
+                            did_you_mean(key, names, f"its options: {', '.join(sorted(names)) or 'none'}"))
+        if option.name in given:
+            raise CnncError(f"{what} '{value.name}': option '{option.name}' is given twice", loc)
+        given[option.name] = v
+    checked: list[tuple[str, Any]] = []
+    for option in options:
+        if option.name not in given:
+            if option.required:
+                raise CnncError(f"{what} '{value.name}' needs option '{option.name}'", loc,
+                                f"{option.name}: {option.doc}")
+            continue
+        v = given[option.name]
+        if family.key == "schedule" and option.name == "then":
+            v = _spec(v, family, loc)
+        else:
+            try:
+                v = option.check(v)
+            except Invalid as bad:
+                raise CnncError(f"{what} '{value.name}': {option.name} must be {bad}, got {describe(v)}",
+                                loc) from None
+        checked.append((option.name, v))
+    return Spec(value.name, (), tuple(checked))
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _positive_int(value: Any, key: str, loc: Loc) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CnncError(f"{key} must be a positive integer, got {describe(value)}", loc)
-    if value > 10**7:
-        raise CnncError(f"{key} = {value} is unreasonably large", loc)
-    return value
-
-
-def _penalty(value: Any, key: str, loc: Loc) -> float:
-    if not _is_number(value) or value < 0:
-        raise CnncError(f"{key} must be a non-negative number, got {describe(value)}", loc)
-    return float(value)
-
-
-def _specs(value: Any, table: dict, what: str, loc: Loc) -> tuple[Spec, ...]:
+def _specs(value: Any, family: Family, loc: Loc | None) -> tuple[Spec, ...]:
     items = value if isinstance(value, tuple) else (value,)
-    return tuple(_spec(v, table, what, loc) for v in items)
+    return tuple(_spec(v, family, loc) for v in items)
+
+
+def _plain(key: str, value: Any, loc: Loc | None) -> Any:
+    try:
+        return KEYS[key].check(value)
+    except Invalid as bad:
+        raise CnncError(f"{key} must be {bad}, got {describe(value)}", loc) from None
 
 
 def set_key(cfg: TrainConfig, key: str, value: Any, loc: Loc | None) -> TrainConfig:
     """Validate one key and return the updated config."""
     if key not in KEYS:
-        close = difflib.get_close_matches(key, sorted(KEYS), n=1)
         raise CnncError(f"unknown train key '{key}'", loc,
-                        f"did you mean '{close[0]}'?" if close else f"keys: {', '.join(sorted(KEYS))}")
+                        did_you_mean(key, KEYS, f"keys: {', '.join(sorted(KEYS))}"))
+    family = KEYS[key].family
     if key == "data":
         if isinstance(value, str):  # a path: the kind follows from what is there
             value = Spec("path", (value,))
-            return replace(cfg, data=value)
-        return replace(cfg, data=_spec(value, DATASETS, "data set", loc))
-    if key in ("epochs", "batch", "seed"):
-        if key == "seed":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise CnncError(f"seed must be a non-negative integer, got {describe(value)}", loc)
-            return replace(cfg, seed=value)
-        return replace(cfg, **{key: _positive_int(value, key, loc)})
-    if key == "loss":
-        return replace(cfg, loss=_spec(value, LOSSES, "loss", loc))
-    if key == "optimizer":
-        return replace(cfg, optimizer=_spec(value, OPTIMIZERS, "optimizer", loc))
+        return replace(cfg, data=_spec(value, family, loc))
+    if key in ("epochs", "batch", "seed", "l1", "l2", "val"):
+        v = _plain(key, value, loc)
+        return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val") else v})
     if key == "lr":
-        if not _is_number(value) or value <= 0:
-            raise CnncError(f"lr must be a positive number, got {describe(value)}", loc)
         opts = dict(cfg.optimizer.kwargs)
-        opts["lr"] = float(value)
+        opts["lr"] = float(_plain(key, value, loc))
         return replace(cfg, optimizer=Spec(cfg.optimizer.name, cfg.optimizer.args, tuple(opts.items())))
-    if key == "schedule":
-        return replace(cfg, schedule=_spec(value, SCHEDULES, "schedule", loc))
+    if key in ("loss", "optimizer", "schedule"):
+        return replace(cfg, **{key: _spec(value, family, loc)})
     if key == "augment":
-        return replace(cfg, augment=_specs(value, AUGMENTATIONS, "augmentation", loc))
+        return replace(cfg, augment=_specs(value, family, loc))
     if key in ("normalize", "preprocess"):
         if key == "normalize":
             value = Spec("normalize", value.args, value.kwargs) if isinstance(value, Spec) else \
                 Spec("normalize", tuple(value) if isinstance(value, tuple) else (value,))
-        return replace(cfg, preprocess=_specs(value, PREPROCESS, "preprocessing", loc))
-    if key in ("l1", "l2"):
-        return replace(cfg, **{key: _penalty(value, key, loc)})
+        return replace(cfg, preprocess=_specs(value, family, loc))
     if key == "early_stop":
         spec = value if isinstance(value, Spec) else Spec("early_stop", (value,))
+        if spec.name != "early_stop" or len(spec.args) > 1 or set(spec.options) - {"patience"}:
+            raise CnncError("early_stop must be a number of epochs or early_stop(patience = N)", loc)
         patience = spec.args[0] if spec.args else spec.options.get("patience", 5)
-        _positive_int(patience, "early_stop patience", loc)
+        _plain("early_stop", patience, loc)
         return replace(cfg, early_stop=Spec("early_stop", (), (("patience", patience),)))
-    if key == "val":
-        if not _is_number(value) or not 0 <= value < 1:
-            raise CnncError(f"val must satisfy 0 <= val < 1, got {describe(value)}", loc)
-        return replace(cfg, val=float(value))
     raise AssertionError(key)
 
 

@@ -11,19 +11,19 @@ geometric transform is applied to it with nearest-neighbour sampling and 0
 (background) where the image is padded; other targets pass through. The
 photometric transforms do not clamp, because augmentation may run on
 already-normalised data. `make_augment(specs)` builds a pipeline from names or
-`(name, kwargs)` pairs registered in `AUGMENTATIONS`.
+`(name, kwargs)` pairs registered in `AUGMENTATIONS`; the names and options
+are those the train vocabulary declares (compiler/train_vocab.py `AUGMENT`).
 """
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..dsl.source import CnncError
+from ..compiler.train_vocab import AUGMENT
+from ..dsl.source import CnncError, did_you_mean
 
 Batch = tuple[np.ndarray, "np.ndarray | None"]
 
@@ -221,7 +221,7 @@ def _factors(spread: tuple[float, float] | None, n: int, rng: np.random.Generato
 
 
 class ColorJitter:
-    """Random brightness, contrast and (3-channel only) saturation factors, torchvision-style.
+    """Random brightness, contrast and saturation factors, torchvision-style (saturation: RGB only).
 
     A scalar s draws factors from [max(0, 1 - s), 1 + s]; the order is fixed
     (brightness, contrast, saturation) so results depend on the seed alone.
@@ -253,8 +253,11 @@ class ColorJitter:
             grey = _grey(out) if c == 3 else out
             mean = grey.mean(axis=(1, 2, 3), keepdims=True)
             out = k * out + (1 - k) * mean
+        if self.spreads["saturation"] is not None and c != 3:
+            raise CnncError(f"augmentation color_jitter: saturation needs RGB images, the data has {c} "
+                            f"channel{'s' if c != 1 else ''}", hint="drop saturation for grey images")
         s = _factors(self.spreads["saturation"], n, rng, x.dtype)
-        if s is not None and c == 3:  # blend towards the greyscale image
+        if s is not None:  # blend towards the greyscale image
             out = s * out + (1 - s) * _grey(out)
         return (out if out is not x else x.copy()).astype(x.dtype, copy=False), y
 
@@ -315,10 +318,9 @@ def _build(spec: Any) -> Any:
                         hint="write a name, or (name, {options})")
     cls = AUGMENTATIONS.get(name)
     if cls is None:
-        close = difflib.get_close_matches(str(name), AUGMENTATIONS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "known: " + ", ".join(AUGMENTATIONS)
-        raise CnncError(f"unknown augmentation '{name}'", hint=hint)
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        raise CnncError(f"unknown augmentation '{name}'",
+                        hint=did_you_mean(str(name), AUGMENTATIONS, "known: " + ", ".join(AUGMENTATIONS)))
+    allowed = AUGMENT.entries[name].names
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise CnncError(f"augmentation '{name}' has no option '{unknown[0]}'",

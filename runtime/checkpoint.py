@@ -1,34 +1,53 @@
-"""Stage 3 (runtime): crash-safe, pickle-free checkpoints as `.npz` archives.
+"""Stage 3 (runtime): crash-safe, pickle-free checkpoints — the one home of their layout.
 
 A checkpoint is a zip of `.npy` members, one per array, written with
 `allow_pickle=False` so loading never executes code, plus a `__meta__` member:
-the JSON-encoded metadata dict as a uint8 array. Saving is atomic: the archive
-is written to a temporary file in the target's directory, flushed and fsynced,
-renamed over the target with `os.replace` (atomic on POSIX and Windows within
-one file system), and then the directory is fsynced so the rename itself
-survives a power cut. A crash at any moment therefore leaves either the old
-checkpoint or the new one, never a mixture; the `.<name>.*.tmp` file a killed
-writer leaves behind is removed by the next save to the same path. Loading
-turns every kind of bad file (missing, truncated, corrupt, not a checkpoint,
-containing pickles) into a `CnncError` that names the file.
+the JSON-encoded metadata dict as a uint8 array. The layout is spelled here
+and nowhere else: a network parameter `conv.weight` is the member
+`param/conv.weight`, optimizer state `conv.weight/exp_avg` is
+`opt/conv.weight/exp_avg`. The typed API is `save_training_state` /
+`load` (-> `Checkpoint(params, optimizer, meta)`) / `fit` (does this
+checkpoint fit these parameters?); `save_checkpoint` / `load_checkpoint` are
+the raw array-and-meta form underneath.
+
+Saving goes through `cnnc.dsl.files.atomic_output`: a temporary file in the
+target's directory, fsynced, renamed over the target, the directory fsynced,
+so a crash leaves the old checkpoint or the new one, never a mixture; the
+`.<name>.*.tmp` file a killed writer leaves behind is removed by the next
+save to the same path (the trainer's run-directory lock keeps two runs from
+sharing one). Loading reads only a regular file of bounded size, checks the
+zip directory and every `.npy` header against the declared sizes before
+inflating anything, and turns every kind of bad file (missing, unreadable,
+not a zip, truncated, corrupt, containing pickles or strings, lying about its
+sizes, with meta of the wrong types) into a one-line `CnncError` naming it.
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
-import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from ..dsl import files
 from ..dsl.source import CnncError
 
 META_KEY = "__meta__"
+FORMAT = "cnnc-checkpoint-1"
+PARAM = "param/"        # prefix of a network parameter's member
+OPT = "opt/"            # prefix of an optimizer state member
+NUMERIC_KINDS = "biuf"  # booleans, integers, floats: nothing else is a parameter
+DEFAULT_LIMIT = 4 * files.GiB
+META_LIMIT = 64 * files.MiB
 
 
+# ------------------------------------------------------------------ meta
 def _json_default(value: Any) -> Any:
     """Let numpy scalars and small arrays appear in metadata (epoch counters, lr, stats)."""
     if isinstance(value, np.generic):
@@ -50,6 +69,7 @@ def decode_meta(raw: np.ndarray) -> dict[str, Any]:
     return json.loads(np.asarray(raw, dtype=np.uint8).tobytes().decode("utf-8"))
 
 
+# ------------------------------------------------------------------ saving
 def _write_archive(f: Any, arrays: Mapping[str, np.ndarray], compress: bool) -> None:
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(f, "w", compression=mode, allowZip64=True) as zf:
@@ -57,19 +77,6 @@ def _write_archive(f: Any, arrays: Mapping[str, np.ndarray], compress: bool) -> 
             # force_zip64: members may exceed 2 GiB and the size is unknown until written.
             with zf.open(key + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows cannot open directories; the rename is still atomic there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; nothing better is possible
-    finally:
-        os.close(fd)
 
 
 def _validate(arrays: Mapping[str, np.ndarray]) -> None:
@@ -82,7 +89,7 @@ def _validate(arrays: Mapping[str, np.ndarray]) -> None:
 
 def _remove_stale_temps(directory: Path, name: str) -> None:
     """Delete temp files that killed writers of this same checkpoint left behind."""
-    prefix = f".{name}."
+    prefix = f".{name[:100]}."
     try:
         entries = os.listdir(directory)
     except OSError:
@@ -103,59 +110,216 @@ def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     members = dict(arrays)
     members[META_KEY] = encode_meta(meta)  # encode first: a bad meta must not touch the disk
     directory = path.parent if str(path.parent) else Path(".")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
+    if directory.is_dir():
         _remove_stale_temps(directory, path.name)
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise CnncError(f"cannot write checkpoint '{path}': {e.strerror or e}") from None
-    tmp = Path(tmp_name)
+    with files.atomic_output(path, "checkpoint") as f:
+        _write_archive(f, members, compress)
+
+
+def save_training_state(path: str | os.PathLike, params: Mapping[str, np.ndarray],
+                        optimizer_state: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+    """Write a network's parameters, its optimizer's state and the run's meta; refuses non-finite values."""
+    for key, value in list(params.items()) + list(optimizer_state.items()):
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise CnncError(f"refusing to write checkpoint '{files.describe_path(path)}': "
+                            f"'{key}' holds NaN or infinite values")
+    arrays = {PARAM + k: v for k, v in params.items()}
+    arrays.update({OPT + k: v for k, v in optimizer_state.items()})
+    save_checkpoint(path, arrays, {"format": FORMAT, **meta})
+
+
+# ------------------------------------------------------------------ loading
+def _corrupt(path: Any, error: BaseException | str) -> CnncError:
+    return CnncError(f"checkpoint '{files.describe_path(path)}' is corrupt or truncated ({error})",
+                     hint="restore it from a backup, or train again without resuming")
+
+
+def _header(member: Any, name: str, path: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of an .npy member, read from its first bytes only."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            _write_archive(f, members, compress)
-            f.flush()
-            os.fsync(f.fileno())  # data on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)  # the old checkpoint was never touched
-        if isinstance(e, OSError):
-            raise CnncError(f"cannot write checkpoint '{path}': {e.strerror or e}") from None
-        raise
-    _fsync_dir(directory)
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"unknown .npy version {version}")
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "object" in str(err).lower():
+            raise _pickled(path) from None
+        raise _corrupt(path, f"member '{name}': {err}") from None
+    return tuple(shape), np.dtype(dtype), member.tell()
+
+
+def _pickled(path: Any) -> CnncError:
+    return CnncError(f"checkpoint '{files.describe_path(path)}' contains pickled objects; cnnc refuses to "
+                     "load them", hint="only load checkpoints written by cnnc")
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.ndarray:
+    name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+    with zf.open(info) as member:
+        head = io.BytesIO(member.read(min(info.file_size, 1 << 16)))
+        shape, dtype, offset = _header(head, name, path)
+        if dtype.hasobject:
+            raise _pickled(path)
+        expected = offset + math.prod(shape) * dtype.itemsize
+        if expected != info.file_size:
+            raise _corrupt(path, f"member '{name}' declares {expected} bytes of array but holds "
+                                 f"{info.file_size}")
+        rest = member.read(info.file_size - len(head.getvalue()))
+    raw = head.getvalue() + rest
+    if len(raw) != info.file_size:
+        raise _corrupt(path, f"member '{name}' ends early")
+    return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint written by `save_checkpoint` -> (arrays, meta); never unpickles."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
+    shown = files.describe_path(path)
+    cap = files.limit("checkpoint", DEFAULT_LIMIT)
+    with files.open_regular(path, "checkpoint", cap) as (f, size):
+        try:
             magic = f.read(4)
-        if magic != b"PK\x03\x04":  # np.load would otherwise guess "pickle" for any odd file
-            raise _corrupt(path, ValueError("not an .npz archive" if magic else "empty file"))
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {key: z[key] for key in z.files}  # read everything now: CRC errors surface here
-    except FileNotFoundError:
-        raise CnncError(f"checkpoint '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise CnncError(f"checkpoint '{path}' is a directory, not a file") from None
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise CnncError(f"checkpoint '{path}' contains pickled objects; cnnc refuses to load them",
-                            hint="only load checkpoints written by cnnc") from None
-        raise _corrupt(path, e) from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
-        raise _corrupt(path, e) from None
+            if not magic:
+                raise _corrupt(path, "empty file")
+            if magic != b"PK\x03\x04":  # np.load would otherwise guess "pickle" for any odd file
+                raise CnncError(f"checkpoint '{shown}' is not an .npz archive",
+                                hint="a checkpoint is the .npz file `cnnc run` writes")
+            f.seek(0)
+            with zipfile.ZipFile(f) as zf:
+                infos = zf.infolist()
+                declared = sum(i.file_size for i in infos)
+                if declared > cap:
+                    raise CnncError(f"checkpoint '{shown}' declares {declared:,} bytes of arrays, more than "
+                                    f"the limit of {cap:,}", hint="see docs/security.md to raise the limit "
+                                                                 "(CNNC_MAX_CHECKPOINT)")
+                arrays = {}
+                for info in infos:
+                    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                    arrays[key] = _read_member(zf, info, path)
+        except CnncError:
+            raise
+        except PermissionError:
+            raise CnncError(f"checkpoint '{shown}' cannot be read: permission denied") from None
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError,
+                NotImplementedError) as e:
+            raise _corrupt(path, e) from None
     if META_KEY not in arrays:
-        raise CnncError(f"'{path}' is an .npz archive but not a cnnc checkpoint (no {META_KEY} entry)")
+        raise CnncError(f"'{shown}' is an .npz archive but not a cnnc checkpoint (no {META_KEY} entry)")
     try:
         meta = decode_meta(arrays.pop(META_KEY))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, TypeError) as e:
         raise _corrupt(path, e) from None
     if not isinstance(meta, dict):
-        raise _corrupt(path, ValueError("metadata is not a JSON object"))
+        raise _corrupt(path, "metadata is not a JSON object")
     return arrays, meta
 
 
-def _corrupt(path: Path, error: BaseException) -> CnncError:
-    return CnncError(f"checkpoint '{path}' is corrupt or truncated ({error})",
-                     hint="restore it from a backup, or train again without resuming")
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded training checkpoint: parameters, optimizer state and meta, checked."""
+
+    path: str
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    @property
+    def network(self) -> str | None:
+        name = self.meta.get("network")
+        return name if isinstance(name, str) else None
+
+    @property
+    def epoch(self) -> int:
+        return self._count("epoch")
+
+    @property
+    def bad_epochs(self) -> int:
+        return self._count("bad_epochs")
+
+    @property
+    def best(self) -> float | None:
+        value = self.meta.get("best", None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise self._bad_meta("best", "a number or null", value)
+        return value
+
+    @property
+    def history(self) -> list[dict]:
+        value = self.meta.get("history", [])
+        if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+            raise self._bad_meta("history", "a list of records", value)
+        return value
+
+    @property
+    def schedule(self) -> dict[str, float]:
+        value = self.meta.get("schedule") or {}
+        if not isinstance(value, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            raise self._bad_meta("schedule", "an object of numbers", value)
+        return value
+
+    @property
+    def preprocess(self) -> list[dict]:
+        """The preprocessing records the trainer applied (checked by runtime.preprocess)."""
+        value = self.meta.get("preprocess") or []
+        if isinstance(value, dict):  # written before the records had their own key
+            value = value.get("preprocess") or []
+        return value
+
+    def _count(self, key: str) -> int:
+        if key not in self.meta:
+            raise CnncError(f"checkpoint '{files.describe_path(self.path)}' has no '{key}' in its meta",
+                            hint="it was not written by `cnnc run`")
+        value = self.meta[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._bad_meta(key, "a non-negative integer", value)
+        return value
+
+    def _bad_meta(self, key: str, expected: str, value: Any) -> CnncError:
+        shown = json.dumps(value)[:40] if _jsonable(value) else type(value).__name__
+        return CnncError(f"checkpoint '{files.describe_path(self.path)}': meta '{key}' must be {expected}, "
+                         f"got {shown}")
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """A checkpoint written by `save_training_state`; arrays that are not numbers are refused."""
+    arrays, meta = load_checkpoint(path)
+    for key, value in arrays.items():
+        if value.dtype.kind not in NUMERIC_KINDS:
+            raise CnncError(f"checkpoint '{files.describe_path(path)}': '{key}' has dtype {value.dtype}, "
+                            "not numbers", hint="only load checkpoints written by cnnc")
+    params = {k[len(PARAM):]: v for k, v in arrays.items() if k.startswith(PARAM)}
+    optimizer = {k[len(OPT):]: v for k, v in arrays.items() if k.startswith(OPT)}
+    return Checkpoint(os.fspath(path), params, optimizer, meta)
+
+
+def fit(params: Checkpoint | Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+        source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """The checkpoint's arrays for `expected`'s keys, in their dtypes; refuses what does not fit."""
+    arrays = params.params if isinstance(params, Checkpoint) else params
+    missing = [k for k in expected if k not in arrays]
+    if missing:
+        raise CnncError(f"{source} does not fit this network: it has no '{missing[0]}'"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                        hint="was it written for another network or another version of this file?")
+    out: dict[str, np.ndarray] = {}
+    for k, v in expected.items():
+        a = np.asarray(arrays[k])
+        if a.shape != v.shape:
+            raise CnncError(f"{source} does not fit this network: '{k}' has shape {list(a.shape)}, "
+                            f"the network needs {list(v.shape)}")
+        if a.dtype.kind not in NUMERIC_KINDS:
+            raise CnncError(f"{source} does not fit this network: '{k}' has dtype {a.dtype}, not numbers")
+        out[k] = a.astype(v.dtype, copy=False)
+    return out

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from ..compiler.train_spec import TrainConfig, set_key
+from ..compiler.train_vocab import DATA, Invalid
 from ..dsl.source import CnncError
+from . import checkpoint
 from . import data as data_mod
-from .checkpoint import load_checkpoint
+from . import preprocess
 
 
 def _plural(n: int, noun: str) -> str:
@@ -33,6 +35,17 @@ def config_from_args(args, compiled) -> TrainConfig:
     return cfg
 
 
+def _limit(args) -> int | None:
+    """--limit N, checked as the data sets' `limit` option is (N >= 1; 0 is not "no limit")."""
+    value = getattr(args, "limit", None)
+    if value is None:
+        return None
+    try:
+        return next(o for o in DATA.common if o.name == "limit").check(value)
+    except Invalid as bad:
+        raise CnncError(f"--limit {value}: must be {bad}") from None
+
+
 def _out_dir(args, compiled) -> Path:
     return Path(args.out) if args.out else Path("runs") / compiled.net.name
 
@@ -46,33 +59,35 @@ def run(args, compiled) -> int:
     from .train import Trainer
     _threads(args)
     cfg = config_from_args(args, compiled)
+    limit = _limit(args)
     if compiled.net.train is None:
         print(f"note: {compiled.net.name} has no train section; using defaults "
               f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
-    trainer = Trainer(compiled, cfg, _out_dir(args, compiled), data_override=args.data, limit=args.limit,
+    trainer = Trainer(compiled, cfg, _out_dir(args, compiled), data_override=args.data, limit=limit,
                       progress=progress, threads=args.threads)
     if args.eval:
         return evaluate_checkpoint(trainer, Path(args.eval))
     ds = trainer.ds
-    print(f"{compiled.net.name}: {len(ds.train):,} training samples"
-          + (f", {len(ds.val):,} validation" if ds.val is not None else "")
-          + (f", {len(ds.test):,} test" if ds.test is not None else "")
-          + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
-          f"lr {trainer.base_lr:g}; checkpoints in {trainer.out}")
-    result = trainer.run(resume=args.resume)
-    return 1 if result.stopped and result.stopped.startswith("the loss") else 0
+    header = (f"{compiled.net.name}: {len(ds.train):,} training samples"
+              + (f", {len(ds.val):,} validation" if ds.val is not None else "")
+              + (f", {len(ds.test):,} test" if ds.test is not None else "")
+              + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
+              f"lr {trainer.base_lr:g}; checkpoints in {trainer.out}")
+    result = trainer.run(resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                         started=lambda: print(header))
+    return 1 if result.non_finite else 0
 
 
 def evaluate_checkpoint(trainer, path: Path) -> int:
-    arrays, meta = load_checkpoint(path)
-    trainer.plan.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")}, str(path))
+    ck = checkpoint.load(path)
+    trainer.plan.load_state(ck.params, str(path))
     split = trainer.ds.test if trainer.ds.test is not None else trainer.ds.val
     if split is None:
         raise CnncError(f"the data '{trainer.ds.name}' has no test or validation split to evaluate on")
     stats = trainer.evaluate(split)
     acc = f", accuracy {stats.accuracy:.2%}" if stats.accuracy is not None else ""
-    print(f"{path} (epoch {meta.get('epoch')}): loss {stats.mean_loss:.4f}{acc} on {len(split):,} samples")
+    print(f"{path} (epoch {ck.meta.get('epoch')}): loss {stats.mean_loss:.4f}{acc} on {len(split):,} samples")
     return 0
 
 
@@ -83,9 +98,10 @@ def _load_inputs(paths: list[str], sample_shape=None) -> np.ndarray:
 
 def predict(args, compiled) -> int:
     from .plan import Plan
-    arrays, meta = load_checkpoint(args.checkpoint)
+    ck = checkpoint.load(args.checkpoint)
+    records = preprocess.check_records(ck.preprocess, f"checkpoint '{args.checkpoint}'")
     plan = Plan(compiled.net, compiled.analysis.params)
-    plan.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")}, args.checkpoint)
+    plan.load_state(ck.params, args.checkpoint)
     shape = compiled.net.shapes[plan.inputs[0]]
     labels = None
     if args.inputs:
@@ -93,19 +109,16 @@ def predict(args, compiled) -> int:
         if x.ndim == len(shape):  # [N, H, W] for one-channel images
             x = x[:, None]
         names = args.inputs if len(args.inputs) == len(x) else [f"#{i}" for i in range(len(x))]
+        if tuple(x.shape[1:]) != tuple(shape):
+            raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
+        x = preprocess.apply(records, x)  # what the trainer did to every sample it saw
     else:
         from .train import load_data
         cfg = compiled.net.train or TrainConfig()
-        ds, _ = load_data(cfg, compiled)
+        ds, _ = load_data(cfg, compiled, records=records)
         split = ds.test if ds.test is not None else ds.train
         x, labels = split.x[:args.limit], split.y[:args.limit]
         names = [f"test #{i}" for i in range(len(x))]
-    pre = meta.get("preprocess") or {}
-    if "shift" in pre and "scale" in pre and args.inputs:
-        x = (x - np.asarray(pre["shift"], np.float32).reshape(1, -1, *([1] * (x.ndim - 2)))) \
-            * np.asarray(pre["scale"], np.float32).reshape(1, -1, *([1] * (x.ndim - 2)))
-    if tuple(x.shape[1:]) != tuple(shape):
-        raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
     logits = plan.predict(x)
     k = max(1, min(args.top, logits.shape[1]))
     z = logits - logits.max(axis=1, keepdims=True)

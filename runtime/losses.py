@@ -10,17 +10,19 @@ reported loss stable across batch sizes. `LOSSES` maps each name to a
 `LossSpec`, which also knows what kind of target the loss expects (used by
 `data.check_dataset`) and how to count "correct" predictions for the accuracy
 the trainer reports; `make_loss(name, **options)` binds options such as
-`label_smoothing` or `ignore_index`.
+`label_smoothing` or `ignore_index`. The names and options are those the
+train vocabulary declares (compiler/train_vocab.py `LOSS`): each function's
+keyword-only parameters are exactly its entry's options.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from ..dsl.source import CnncError
+from ..compiler.train_vocab import LOSS
+from ..dsl.source import CnncError, did_you_mean
 
 LossResult = tuple[float, np.ndarray]
 LossFn = Callable[..., LossResult]
@@ -254,33 +256,22 @@ LOSSES: dict[str, LossSpec] = {
     "smooth_l1": LossSpec("smooth_l1", smooth_l1, REAL),
 }
 
-# Options each loss accepts; anything else is a user typo worth reporting.
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    "cross_entropy": ("label_smoothing", "ignore_index"),
-    "pixel_cross_entropy": ("label_smoothing", "ignore_index"),
-    "bce": (),
-    "multilabel_bce": (),
-    "mse": (),
-    "smooth_l1": ("beta",),
-}
-
-
 def get_loss(name: str) -> LossSpec:
     """The registered spec for `name`, or a CnncError suggesting the closest known name."""
     try:
         return LOSSES[name]
     except KeyError:
-        close = difflib.get_close_matches(name, LOSSES, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "known losses: " + ", ".join(LOSSES)
-        raise CnncError(f"unknown loss '{name}'", hint=hint) from None
+        raise CnncError(f"unknown loss '{name}'",
+                        hint=did_you_mean(name, LOSSES, "known losses: " + ", ".join(LOSSES))) from None
 
 
 def make_loss(name: str, **options: Any) -> LossSpec:
     """A spec with options bound, e.g. make_loss("cross_entropy", label_smoothing=0.1)."""
     spec = get_loss(name)
-    unknown = sorted(set(options) - set(_OPTIONS[name]))
+    declared = LOSS.entries[name].names
+    unknown = sorted(set(options) - set(declared))
     if unknown:
-        allowed = ", ".join(_OPTIONS[name]) or "none"
+        allowed = ", ".join(declared) or "none"
         raise CnncError(f"loss '{name}' has no option '{unknown[0]}'", hint=f"its options: {allowed}")
     return LossSpec(spec.name, spec.fn, spec.target_kind, spec.count_correct, dict(options))
 

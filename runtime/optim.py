@@ -10,17 +10,19 @@ without a gradient in a step is left alone, step count included. The learning
 rate is passed to every step because schedules own it; `state_dict()` is a
 flat `{"<param>/<slot>": ndarray}` mapping that fits a pickle-free `.npz`.
 `penalty()` computes explicit L1/L2 terms for weights only, chosen by name.
+The optimizers and their hyper-parameters are those the train vocabulary
+declares (compiler/train_vocab.py `OPTIMIZER`): each class's constructor
+takes exactly its entry's options.
 """
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..dsl.source import CnncError
+from ..compiler.train_vocab import OPTIMIZER
+from ..dsl.source import CnncError, did_you_mean
 
 Params = dict[str, np.ndarray]
 Predicate = Callable[[str, np.ndarray], bool]
@@ -285,18 +287,14 @@ def make_optimizer(name: str, params: Mapping[str, np.ndarray], **hyper: Any) ->
     """Build optimizer `name` over `params` (arrays updated in place); `lr` here is only a default."""
     cls = OPTIMIZERS.get(name.lower())
     if cls is None:
-        close = difflib.get_close_matches(name.lower(), OPTIMIZERS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "known optimizers: " + ", ".join(OPTIMIZERS)
-        raise CnncError(f"unknown optimizer '{name}'", hint=hint)
-    try:
-        return cls(params, **hyper)
-    except TypeError:
-        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
-        unknown = sorted(set(hyper) - set(allowed))
-        if not unknown:
-            raise
+        raise CnncError(f"unknown optimizer '{name}'",
+                        hint=did_you_mean(name.lower(), OPTIMIZERS, "known optimizers: " + ", ".join(OPTIMIZERS)))
+    allowed = OPTIMIZER.entries[cls.name].names
+    unknown = sorted(set(hyper) - set(allowed))
+    if unknown:
         raise CnncError(f"optimizer '{name}' has no hyper-parameter '{unknown[0]}'",
-                        hint="its hyper-parameters: " + ", ".join(allowed)) from None
+                        hint="its hyper-parameters: " + ", ".join(allowed))
+    return cls(params, **hyper)
 
 
 # ---------------------------------------------------------------- explicit penalties

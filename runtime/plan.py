@@ -162,17 +162,10 @@ class Plan:
         return dict(self.params)
 
     def load_state(self, arrays: Mapping[str, np.ndarray], source: str = "checkpoint") -> None:
-        missing = [k for k in self.params if k not in arrays]
-        if missing:
-            raise CnncError(f"{source} does not fit this network: it has no '{missing[0]}'"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
-                            hint="was it written for another network or another version of this file?")
-        for k, v in self.params.items():
-            a = arrays[k]
-            if a.shape != v.shape:
-                raise CnncError(f"{source} does not fit this network: '{k}' has shape {list(a.shape)}, "
-                                f"the network needs {list(v.shape)}")
-            v[...] = a
+        """Copy a checkpoint's parameters in, after `checkpoint.fit` has checked they fit."""
+        from .checkpoint import fit
+        for k, a in fit(arrays, self.params, source).items():
+            self.params[k][...] = a
 
 
 def _require_concrete(net: Network) -> None:

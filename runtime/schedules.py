@@ -11,15 +11,17 @@ which starts from its epoch 0 with the remaining epochs (SequentialLR with one
 milestone). `make_schedule(spec, base_lr, epochs)` accepts a name, a
 `(name, kwargs)` pair or a `{"name": ..., **kwargs}` dict, nested for
 `warmup(then=...)`; `state_dict()` holds plain numbers only, for JSON metadata.
+Names, options, aliases (`every`, `min_lr`) and required options come from the
+train vocabulary (compiler/train_vocab.py `SCHEDULE`); each class's
+constructor takes exactly its entry's options, under their runtime names.
 """
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from typing import Any, Mapping
 
-from ..dsl.source import CnncError
+from ..compiler.train_vocab import SCHEDULE
+from ..dsl.source import CnncError, did_you_mean
 
 State = dict[str, float]
 Spec = Any  # str | (str, dict) | dict | Schedule | None
@@ -225,22 +227,17 @@ def make_schedule(spec: Spec, base_lr: float, epochs: int) -> Schedule:
     name = _ALIASES.get(name.lower(), name.lower())
     cls = SCHEDULES.get(name)
     if cls is None:
-        close = difflib.get_close_matches(name, SCHEDULES, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "known schedules: " + ", ".join(SCHEDULES)
-        raise CnncError(f"unknown learning-rate schedule '{name}'", hint=hint)
-    if cls is WarmupSchedule and "epochs" in kwargs:
-        kwargs["warmup_epochs"] = kwargs.pop("epochs")  # `warmup(epochs=2)`: its own length
-    allowed = [p for p in inspect.signature(cls.__init__).parameters
-               if p not in ("self", "base_lr", "epochs")]
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        shown = ["epochs" if a == "warmup_epochs" else a for a in allowed]
-        raise CnncError(f"schedule '{name}' has no option '{unknown[0]}'",
-                        hint="its options: " + (", ".join(shown) or "none"))
-    required = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-                if p.default is inspect.Parameter.empty and p.name in allowed]
-    missing = [p for p in required if p not in kwargs]
-    if missing:
-        shown = "epochs" if missing[0] == "warmup_epochs" else missing[0]
-        raise CnncError(f"schedule '{name}' needs option '{shown}'")
-    return cls(base_lr, epochs, **kwargs)
+        raise CnncError(f"unknown learning-rate schedule '{name}'",
+                        hint=did_you_mean(name, SCHEDULES, "known schedules: " + ", ".join(SCHEDULES)))
+    entry = SCHEDULE.entries[name]
+    bound: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        option = entry.option(key)
+        if option is None:
+            raise CnncError(f"schedule '{name}' has no option '{key}'",
+                            hint="its options: " + (", ".join(entry.names) or "none"))
+        bound[option.target] = value
+    for option in entry.options:
+        if option.required and option.target not in bound:
+            raise CnncError(f"schedule '{name}' needs option '{option.name}'")
+    return cls(base_lr, epochs, **bound)

@@ -6,12 +6,18 @@ trains epoch by epoch: progress on stderr, one summary line per epoch,
 `metrics.jsonl`, an atomic `last.npz` after every epoch and `best.npz` when
 validation improves. Every random draw of epoch e comes from generators
 seeded with (seed, e), so a run resumed from `last.npz` ends with the same
-weights, bit for bit, as one that was never interrupted. A non-finite loss
-stops the run with the last good checkpoint left in place.
+weights, bit for bit, as one that was never interrupted. A non-finite loss,
+or parameters that are no longer finite at the end of an epoch, stop the run
+before anything non-finite is written: the last good checkpoint stays.
+
+The run directory is locked for the run (`OUT/.lock`, an flock held until
+exit), so two runs never share one; a directory that already holds a run is
+refused unless the run resumes it or is told to overwrite it. Every option of
+the train section reaches its factory through the train vocabulary
+(compiler/train_vocab.py), which each factory's parameters match.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -25,14 +31,18 @@ from typing import Any, Callable
 import numpy as np
 
 from ..compiler.train_spec import Spec, TrainConfig
+from ..compiler.train_vocab import OPTIMIZER
+from ..dsl import files
 from ..dsl.source import CnncError
+from . import checkpoint
 from . import data as data_mod
+from . import preprocess
 from .augment import make_augment
-from .checkpoint import load_checkpoint, save_checkpoint
 from .kernels import _shards
 from .losses import make_loss
 from .optim import make_optimizer, penalty, weight_predicate
 from .plan import Plan
+from .rundir import RunDirectory
 from .schedules import make_schedule
 
 WEIGHT_OPS = {"conv", "deconv", "local", "linear"}
@@ -67,6 +77,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     test: dict | None = None
     stopped: str | None = None
+    non_finite: bool = False  # stopped because the loss or the weights stopped being finite
 
 
 # ------------------------------------------------------------------- data
@@ -74,40 +85,85 @@ def _spec_options(spec: Spec) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.kwargs}
 
 
-def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None):
-    """The dataset for a run, split, preprocessed and checked against the network."""
+# One loader per entry of the vocabulary's DATA family; each takes exactly the entry's options
+# (the family's common options, val and limit, are applied by load_data to every data set).
+def _load_mnist10k(compiled) -> data_mod.Dataset:
+    return data_mod.load_dataset("mnist10k")
+
+
+def _load_path(compiled, path: str) -> data_mod.Dataset:
+    return data_mod.load_dataset(path)
+
+
+def _load_npz(compiled, path: str) -> data_mod.Dataset:
+    if Path(path).is_dir():
+        raise CnncError(f"data = npz(\"{files.describe_path(path)}\"): that is a folder, not an .npz file",
+                        hint="for a folder of images write images(\"…\"), for IDX files idx(\"…\")")
+    return data_mod.load_dataset(path)
+
+
+def _load_idx(compiled, path: str) -> data_mod.Dataset:
+    if Path(path).exists() and not data_mod.is_idx_folder(path):
+        raise CnncError(f"data = idx(\"{files.describe_path(path)}\"): not a folder of MNIST IDX files",
+                        hint="it needs train-images-idx3-ubyte and train-labels-idx1-ubyte (.gz allowed)")
+    return data_mod.load_dataset(path)
+
+
+def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> data_mod.Dataset:
+    given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
+    return data_mod.load_dataset(path, **given)
+
+
+def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, shape: Any = None,
+                    kind: str | None = None, seed: int = 0, noise: float | None = None) -> data_mod.Dataset:
+    net = compiled.net
+    out = net.shapes[net.outputs[0]]
+    in_shape = tuple(shape) if shape is not None else tuple(net.shapes[next(iter(net.inputs))])
+    kind = kind or ("segmentation" if len(out) == 3 else "classes")
+    opts: dict[str, Any] = {"seed": seed}
+    if noise is not None:
+        opts["noise"] = noise
+    if n is not None:
+        opts["n_train"], opts["n_test"] = n, max(n // 4, 1)
+    if kind == "regression":
+        opts["features"] = in_shape[0]
+        opts["targets"] = classes if classes is not None else out[0]
+    else:
+        opts["shape"] = in_shape
+        opts["num_classes"] = classes if classes is not None else out[0]
+    return data_mod.load_dataset(f"synthetic_{kind}", **opts)
+
+
+DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
+    "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_npz, "idx": _load_idx,
+    "images": _load_images, "synthetic": _load_synthetic,
+}
+
+
+def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
+              records: list[dict] | None = None):
+    """The dataset for a run, split, preprocessed and checked against the network.
+
+    The preprocessing is fitted on the training split, unless `records` (from a
+    checkpoint) say what it was; either way the records end in `ds.meta["preprocess"]`.
+    """
     spec = cfg.data
     opts = _spec_options(spec)
     val = opts.pop("val", None)
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
     if data_override is not None:
-        source, opts = data_override, {}
-    elif spec.name == "path":
-        source = spec.args[0]
-    elif spec.name in ("npz", "idx", "images"):
-        if not spec.args:
-            raise CnncError(f"data = {spec.name}(…) needs a path, e.g. {spec.name}(\"digits/\")")
-        source = spec.args[0]
-        opts = {}
-    elif spec.name == "synthetic":
-        source = _synthetic_name(opts, compiled)
-        opts = _synthetic_options(opts, compiled)
+        ds = data_mod.load_dataset(data_override)
     else:
-        source = spec.name
-    ds = data_mod.load_dataset(source, **opts)
+        ds = DATA_LOADERS[spec.name](compiled, **opts)
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
     val = cfg.val if cfg.val is not None else val
     if val:
         ds = data_mod.split_validation(ds, float(val), cfg.seed)
-    for p in cfg.preprocess:
-        if p.name == "normalize":
-            mean, std = (list(p.args) + [None, None])[:2]
-            o = _spec_options(p)
-            ds = data_mod.normalize(ds, o.get("mean", mean), o.get("std", std))
-        elif p.name == "center":
-            ds = data_mod.center(ds)
+    if records is None:
+        records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
+    ds = _preprocessed(ds, records)
     net = compiled.net
     input_shape = net.shapes[net.inputs and next(iter(net.inputs))]
     out_shape = net.shapes[net.outputs[0]]
@@ -116,30 +172,15 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     return data_mod.check_dataset(ds, input_shape, classes, loss), loss
 
 
-def _synthetic_name(opts: dict, compiled) -> str:
-    kind = opts.pop("kind", None)
-    kind = getattr(kind, "name", kind)  # a bare word in the train section arrives as a Spec
-    if kind is None:
-        out = compiled.net.shapes[compiled.net.outputs[0]]
-        kind = "segmentation" if len(out) == 3 else "classes"
-    return {"classes": "synthetic_classes", "segmentation": "synthetic_segmentation",
-            "regression": "synthetic_regression"}.get(str(kind), str(kind))
+def _preprocessed(ds: data_mod.Dataset, records: list[dict]) -> data_mod.Dataset:
+    def fix(split):
+        return None if split is None else data_mod.Split(preprocess.apply(records, split.x), split.y)
 
-
-def _synthetic_options(opts: dict, compiled) -> dict:
-    net = compiled.net
-    shape = net.shapes[next(iter(net.inputs))]
-    out = net.shapes[net.outputs[0]]
-    o = dict(opts)
-    o.setdefault("shape", tuple(shape))
-    if "classes" in o:
-        o["num_classes"] = o.pop("classes")
-    else:
-        o.setdefault("num_classes", out[0])
-    if "n" in o:
-        n = int(o.pop("n"))
-        o["n_train"], o["n_test"] = n, max(n // 4, 1)
-    return o
+    meta = dict(ds.meta)
+    meta["preprocess"] = list(records)
+    if not records:
+        return replace(ds, meta=meta)
+    return replace(ds, train=fix(ds.train), val=fix(ds.val), test=fix(ds.test), meta=meta)
 
 
 # ------------------------------------------------------------------ state
@@ -206,11 +247,16 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
     return loss, pred, grads
 
 
+# Overflow is the trainer's to report (NonFinite names the epoch and batch), not NumPy's warnings.
+QUIET_FLOATS = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
+
+
 def _shard(plan: Plan, loss_fn, xb, yb, rng, weight: float):
-    out, tape = plan.forward({plan.inputs[0]: xb}, training=True, rng=rng)
-    pred = out[plan.outputs[0]]
-    loss, dpred = loss_fn(pred, yb)
-    grads = plan.backward(tape, {plan.outputs[0]: dpred * np.float32(weight) if weight != 1.0 else dpred})
+    with np.errstate(**QUIET_FLOATS):  # per thread: shards may run on the pool's threads
+        out, tape = plan.forward({plan.inputs[0]: xb}, training=True, rng=rng)
+        pred = out[plan.outputs[0]]
+        loss, dpred = loss_fn(pred, yb)
+        grads = plan.backward(tape, {plan.outputs[0]: dpred * np.float32(weight) if weight != 1.0 else dpred})
     return loss, pred, grads
 
 
@@ -227,7 +273,7 @@ class Trainer:
         hyper = _spec_options(cfg.optimizer)
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
-        self.base_lr = float(hyper.pop("lr", 0.01))
+        self.base_lr = float(hyper.pop("lr", OPTIMIZER.entries[cfg.optimizer.name].option("lr").default))
         trainable = {k: v for k, v in self.plan.params.items() if k in self.plan.trainable}
         self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=self.base_lr, **hyper)
         sched = cfg.schedule
@@ -284,22 +330,29 @@ class Trainer:
             stats.add(loss, len(xb), self.loss.correct(pred, yb))
         return stats
 
-    def run(self, resume: bool = False) -> RunResult:
-        self.out.mkdir(parents=True, exist_ok=True)
-        metrics = self.out / "metrics.jsonl"
-        if resume:
-            self._resume()
-        else:
-            metrics.write_text("")
-        _trim_metrics(metrics, self.epoch)
+    def run(self, resume: bool = False, overwrite: bool = False,
+            started: Callable[[], None] | None = None) -> RunResult:
+        """Train in the locked run directory; `started` is called once it is ours and ready."""
+        with RunDirectory(self.out) as run_dir, np.errstate(**QUIET_FLOATS):
+            if resume:
+                self._resume()
+            else:
+                run_dir.claim(overwrite)
+            if started is not None:
+                started()
+            return self._run_epochs(run_dir)
+
+    def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
+        metrics = run_dir.metrics(self.epoch)
         result = RunResult(self.epoch)
         for epoch in range(self.epoch, self.cfg.epochs):
             t0 = time.perf_counter()
             try:
                 train = self.train_epoch(epoch)
+                self._require_finite_state(epoch)
             except NonFinite as err:
-                result.stopped = str(err)
-                self.log(f"stopped: {err}; the last good checkpoint is {self.out / 'last.npz'}")
+                result.stopped, result.non_finite = str(err), True
+                self.log(f"stopped: {err}; {self._last_good()}")
                 break
             val = self.evaluate(self.ds.val) if self.ds.val is not None and len(self.ds.val) else None
             record = {"epoch": epoch + 1, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
@@ -310,8 +363,7 @@ class Trainer:
             self.epoch = epoch + 1
             improved = self._track_best(val if val is not None else train)
             self.history.append(record)
-            with metrics.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            metrics.append(record)
             self._save(self.out / "last.npz")
             if improved:
                 self._save(self.out / "best.npz")
@@ -322,18 +374,30 @@ class Trainer:
                 self.log(result.stopped)
                 break
         result.history = self.history
-        if self.ds.test is not None and len(self.ds.test):
+        if self.ds.test is not None and len(self.ds.test) and not result.non_finite:  # not with broken weights
             test = self.evaluate(self.ds.test)
             result.test = {"split": "test", "loss": test.mean_loss, "accuracy": test.accuracy}
-            with metrics.open("a") as f:
-                f.write(json.dumps(result.test) + "\n")
+            metrics.append(result.test)
             acc = f", accuracy {test.accuracy:.2%}" if test.accuracy is not None else ""
             self.log(f"test: loss {test.mean_loss:.4f}{acc} ({len(self.ds.test):,} samples)")
         return result
 
+    def _require_finite_state(self, epoch: int) -> None:
+        """Parameters and optimizer state must be finite before any checkpoint is written."""
+        for what, arrays in (("parameter", self.plan.params), ("optimizer state", self.optimizer.state_dict())):
+            for key, value in arrays.items():
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    raise NonFinite(epoch, None, None, f"{what} '{key}'")
+
+    def _last_good(self) -> str:
+        last = self.out / "last.npz"
+        if last.exists():
+            return f"the last good checkpoint is {files.describe_path(last)} (epoch {self.epoch})"
+        return "no checkpoint was written (no epoch ended with finite weights)"
+
     def _track_best(self, stats: EpochStats) -> bool:
         score = -stats.accuracy if stats.accuracy is not None else stats.mean_loss
-        if self.best is None or score < self.best:
+        if math.isfinite(score) and (self.best is None or score < self.best):
             self.best, self.bad_epochs = score, 0
             return True
         self.bad_epochs += 1
@@ -341,60 +405,42 @@ class Trainer:
 
     # ------------------------------------------------------- checkpoints
     def _save(self, path: Path) -> None:
-        arrays = {f"param/{k}": v for k, v in self.plan.params.items()}
-        arrays.update({f"opt/{k}": v for k, v in self.optimizer.state_dict().items()})
-        meta = {"format": "cnnc-checkpoint-1", "network": self.compiled.net.name, "epoch": self.epoch,
+        meta = {"network": self.compiled.net.name, "epoch": self.epoch,
                 "seed": self.cfg.seed, "best": self.best, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history,
-                "preprocess": self.ds.meta}
-        save_checkpoint(path, arrays, meta)
+                "preprocess": self.ds.meta.get("preprocess", [])}
+        checkpoint.save_training_state(path, self.plan.params, self.optimizer.state_dict(), meta)
 
     def _resume(self) -> None:
         path = self.out / "last.npz"
         if not path.exists():
             raise CnncError(f"--resume: no checkpoint at {path}", hint="start the run without --resume first")
-        arrays, meta = load_checkpoint(path)
-        if meta.get("network") != self.compiled.net.name:
-            raise CnncError(f"--resume: {path} belongs to network '{meta.get('network')}', "
+        ck = checkpoint.load(path)
+        if ck.network != self.compiled.net.name:
+            raise CnncError(f"--resume: {path} belongs to network '{ck.meta.get('network')}', "
                             f"not '{self.compiled.net.name}'")
-        self.plan.load_state({k[6:]: v for k, v in arrays.items() if k.startswith("param/")}, str(path))
-        self.optimizer.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt/")})
-        self.schedule.load_state_dict(meta.get("schedule") or {})
-        self.epoch, self.best = int(meta["epoch"]), meta.get("best")
-        self.bad_epochs, self.history = int(meta.get("bad_epochs", 0)), list(meta.get("history", []))
+        self.plan.load_state(ck.params, str(path))
+        epoch, best, bad_epochs, history = ck.epoch, ck.best, ck.bad_epochs, ck.history
+        self.optimizer.load_state_dict(ck.optimizer)
+        self.schedule.load_state_dict(ck.schedule)
+        self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
         self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
 
 
 class NonFinite(Exception):
-    def __init__(self, epoch: int, batch: int, loss: float):
-        super().__init__(f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}")
+    def __init__(self, epoch: int, batch: int | None, loss: float | None, what: str | None = None):
+        if what is None:
+            super().__init__(f"the loss became {loss} in epoch {epoch + 1}, batch {batch + 1}")
+        else:
+            super().__init__(f"the weights became non-finite in epoch {epoch + 1} ({what})")
 
 
 def _schedule_spec(spec: Spec) -> Any:
+    """(name, options) for make_schedule; warmup's `then` is a schedule of its own."""
     opts = _spec_options(spec)
-    if spec.name == "warmup" and isinstance(opts.get("then"), Spec):
+    if isinstance(opts.get("then"), Spec):
         opts["then"] = _schedule_spec(opts["then"])
-    if spec.name == "step" and "every" in opts:
-        opts["step_size"] = opts.pop("every")
-    if spec.name == "cosine" and "min_lr" in opts:
-        opts["eta_min"] = opts.pop("min_lr")
     return (spec.name, opts)
-
-
-def _trim_metrics(path: Path, epochs_done: int) -> None:
-    """On resume, drop lines the interrupted run wrote after its last checkpoint."""
-    if not path.exists():
-        path.write_text("")
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "epoch" in rec and rec["epoch"] <= epochs_done:
-            keep.append(line)
-    path.write_text("".join(l + "\n" for l in keep))
 
 
 def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float) -> None:

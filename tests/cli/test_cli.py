@@ -142,3 +142,48 @@ def test_compile_flag_mistakes(capsys, argv, message):
     code = main([str(EXAMPLES / "lenet5.cnn") if a == "NET" else a for a in argv])
     assert code == 1
     assert f"cnnc: error: {message}" in capsys.readouterr().err
+
+
+SLOW_RUN = """
+network Slow {
+    input x: [1, 8, 8]
+    x -> conv(4, 3, pad = 1) -> relu -> flatten -> linear(3)
+}
+train Slow {
+    data = synthetic(n = 2000, classes = 3)
+    epochs = 1000
+    batch = 8
+    optimizer = sgd(lr = 0.01)
+}
+"""
+
+
+def test_two_concurrent_runs_into_one_directory(tmp_path):
+    """The second run fails at once, naming the first; the first run's files stay its own."""
+    import signal
+    import time
+    src = tmp_path / "slow.cnn"
+    src.write_text(SLOW_RUN)
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "cnnc", "run", str(src), "--out", str(out), "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "last.npz").exists():  # the first run is under way and has saved an epoch
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr and first.stderr.read()
+            time.sleep(0.05)
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            start = time.monotonic()
+            second = run("run", str(src), "--out", str(out), "--quiet", *extra)
+            assert second.returncode == 1, second.stderr
+            assert second.stderr.strip().splitlines()[0] == \
+                f"cnnc: error: run directory '{out}' is in use by another cnnc run (pid {first.pid})"
+            assert "Traceback" not in second.stderr and time.monotonic() - start < 30
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=60)
+    assert first.returncode == 130
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == list(range(1, len(lines) + 1))  # one run's epochs, in order
+    from cnnc.runtime import checkpoint
+    assert checkpoint.load(out / "last.npz").epoch >= 1  # SIGINT left a usable checkpoint

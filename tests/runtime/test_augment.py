@@ -141,7 +141,9 @@ def test_color_jitter():
     contrast, _ = ColorJitter(contrast=0.8)(mono, None, _gen(2))
     np.testing.assert_allclose(contrast.mean(axis=(1, 2, 3)), mono.mean(axis=(1, 2, 3)), rtol=1e-5)
     assert not np.allclose(contrast, mono)
-    np.testing.assert_array_equal(ColorJitter(saturation=0.5)(mono, None, _gen())[0], mono)
+    with pytest.raises(CnncError) as e:  # saturation of a grey image would be a silent no-op
+        ColorJitter(saturation=0.5)(mono, None, _gen())
+    assert e.value.message == "augmentation color_jitter: saturation needs RGB images, the data has 1 channel"
 
 
 def test_gaussian_noise_statistics_and_any_shape():

@@ -1,6 +1,7 @@
 """Checkpoints: exact round trips, no pickle, atomic replacement, corrupt files refused."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -80,7 +81,7 @@ def test_crash_before_rename_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(CnncError) as e:
         save_checkpoint(path, {"conv1.weight": np.zeros(3)}, {"epoch": 2})
-    assert e.value.message == f"cannot write checkpoint '{path}': No space left on device"
+    assert e.value.message == f"cannot write checkpoint '{path}': no space left on device"
     monkeypatch.undo()
     arrays, meta = load_checkpoint(path)
     assert meta == {"epoch": 1}
@@ -210,9 +211,163 @@ def test_other_bad_files(tmp_path):
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(CnncError) as e:
         load_checkpoint(tmp_path / "text.npz")
-    assert e.value.message == (f"checkpoint '{tmp_path / 'text.npz'}' is corrupt or truncated "
-                               "(not an .npz archive)")
+    assert e.value.message == f"checkpoint '{tmp_path / 'text.npz'}' is not an .npz archive"
     np.savez(tmp_path / "badmeta.npz", __meta__=np.frombuffer(b"{not json", np.uint8))
     with pytest.raises(CnncError) as e:
         load_checkpoint(tmp_path / "badmeta.npz")
     assert "is corrupt or truncated" in e.value.message
+
+
+# ------------------------------------------------------------------ the typed API and crafted files
+from cnnc.runtime.checkpoint import Checkpoint, fit, load, save_training_state  # noqa: E402
+
+PARAMS = {"conv.weight": np.ones((2, 1, 3, 3), np.float32), "conv.bias": np.zeros(2, np.float32)}
+TRAIN_META = {"network": "N", "epoch": 3, "best": -0.5, "bad_epochs": 1, "history": [], "schedule": {},
+              "preprocess": [{"op": "scale", "factor": 2.0}]}
+
+
+def test_training_state_round_trip_and_layout(tmp_path):
+    path = tmp_path / "last.npz"
+    save_training_state(path, PARAMS, {"conv.weight/step": np.array(4)}, TRAIN_META)
+    ck = load(path)
+    assert isinstance(ck, Checkpoint) and (ck.epoch, ck.best, ck.bad_epochs) == (3, -0.5, 1)
+    _assert_same(ck.params, PARAMS)
+    assert int(ck.optimizer["conv.weight/step"]) == 4
+    assert ck.preprocess == [{"op": "scale", "factor": 2.0}] and ck.meta["format"] == checkpoint.FORMAT
+    with np.load(path, allow_pickle=False) as z:  # the layout: param/ and opt/ members
+        assert set(z.files) == {"param/conv.weight", "param/conv.bias", "opt/conv.weight/step", "__meta__"}
+
+
+def test_a_non_finite_training_state_is_never_written(tmp_path):
+    bad = dict(PARAMS, **{"conv.bias": np.array([1.0, np.nan], np.float32)})
+    with pytest.raises(CnncError) as e:
+        save_training_state(tmp_path / "last.npz", bad, {}, TRAIN_META)
+    assert e.value.message == (f"refusing to write checkpoint '{tmp_path / 'last.npz'}': 'conv.bias' holds NaN "
+                               "or infinite values")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("meta, read, message", [
+    ({"best": 1.0, "bad_epochs": 0}, "epoch", "has no 'epoch' in its meta"),
+    ({"epoch": "3", "best": 1.0, "bad_epochs": 0}, "epoch", "meta 'epoch' must be a non-negative integer, got \"3\""),
+    ({"epoch": 3, "best": "low", "bad_epochs": 0}, "best", "meta 'best' must be a number or null, got \"low\""),
+    ({"epoch": 3, "best": 1.0, "bad_epochs": [1]}, "bad_epochs",
+     "meta 'bad_epochs' must be a non-negative integer, got [1]"),
+    ({"epoch": 3, "best": 1.0}, "bad_epochs", "has no 'bad_epochs' in its meta"),
+    ({"epoch": -1}, "epoch", "meta 'epoch' must be a non-negative integer, got -1"),
+    ({"history": {"a": 1}}, "history", "meta 'history' must be a list of records"),
+    ({"schedule": {"current": "x"}}, "schedule", "meta 'schedule' must be an object of numbers"),
+])
+def test_crafted_meta_is_a_one_line_error(tmp_path, meta, read, message):
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, {"param/w": np.zeros(2)}, meta)
+    with pytest.raises(CnncError) as e:
+        getattr(load(path), read)
+    prefix = f"checkpoint '{path}'" + ("" if message.startswith("has") else ":") + " "
+    assert e.value.message.startswith(prefix + message), e.value.message
+    assert "\n" not in e.value.message
+
+
+def test_string_typed_parameters_are_refused(tmp_path):
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, {"param/w": np.array(["a", "b"])}, TRAIN_META)
+    with pytest.raises(CnncError) as e:
+        load(path)
+    assert e.value.message == f"checkpoint '{path}': 'param/w' has dtype <U1, not numbers"
+    with pytest.raises(CnncError) as e:
+        fit({"w": np.array(["a", "b"])}, {"w": np.zeros(2, np.float32)}, "ck")
+    assert e.value.message == "ck does not fit this network: 'w' has dtype <U1, not numbers"
+
+
+def test_fit_names_what_does_not_fit():
+    with pytest.raises(CnncError) as e:
+        fit({}, PARAMS, "x.npz")
+    assert e.value.message == "x.npz does not fit this network: it has no 'conv.weight' (and 1 more)"
+    with pytest.raises(CnncError) as e:
+        fit({"conv.weight": np.ones((2, 1, 3, 3)), "conv.bias": np.zeros(3)}, PARAMS, "x.npz")
+    assert e.value.message == "x.npz does not fit this network: 'conv.bias' has shape [3], the network needs [2]"
+    fitted = fit({"conv.weight": np.ones((2, 1, 3, 3)), "conv.bias": np.zeros(2)}, PARAMS)
+    assert fitted["conv.weight"].dtype == np.float32  # in the network's dtype
+
+
+def test_a_member_whose_header_lies_about_its_size_is_refused_before_reading(tmp_path):
+    path = tmp_path / "ck.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**12,)})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("param/w.npy", header.getvalue() + b"\0" * 64)
+        zf.writestr("__meta__.npy", _npy(checkpoint.encode_meta({})))
+    with pytest.raises(CnncError) as e:
+        load_checkpoint(path)
+    assert "is corrupt or truncated (member 'param/w' declares 8000000000128 bytes of array but holds 192)" \
+        in e.value.message
+
+
+def _npy(arr) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def test_members_declaring_more_than_the_limit_are_refused_before_inflating(tmp_path, monkeypatch):
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, {"param/w": np.zeros(4_000_000)}, {}, compress=True)  # 32 MB of zeros
+    assert path.stat().st_size < 1_000_000
+    monkeypatch.setenv("CNNC_MAX_CHECKPOINT", str(2_000_000))
+    with pytest.raises(CnncError) as e:
+        load_checkpoint(path)
+    assert e.value.message.startswith(f"checkpoint '{path}' declares 32,000,")
+    assert e.value.message.endswith("bytes of arrays, more than the limit of 2,000,000")
+    assert "CNNC_MAX_CHECKPOINT" in e.value.hint
+
+
+def test_an_unreadable_checkpoint_is_cannot_be_read_not_corrupt(tmp_path, monkeypatch):
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, {"w": np.zeros(2)}, {})
+    real_open = os.open
+
+    def denied(p, *args, **kwargs):
+        if os.fspath(p) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(CnncError) as e:
+        load_checkpoint(path)
+    assert e.value.message == f"checkpoint '{path}' cannot be read: permission denied"
+
+
+@pytest.mark.parametrize("craft, message", [
+    ("text", "is not an .npz archive"),
+    ("strings", "'param/conv.weight' has dtype <U3, not numbers"),
+    ("no-epoch", "has no 'epoch' in its meta"),
+    ("bad-best", "meta 'best' must be a number or null"),
+])
+def test_crafted_checkpoints_through_the_cli_are_one_line_errors(tmp_path, write, capsys, craft, message):
+    from cnnc.cli import main
+    src = write("network N {\n    input x: [1, 4, 4]\n    x -> conv(2, 3) -> flatten -> linear(2)\n}\n"
+                "train N {\n    data = synthetic(n = 8, classes = 2)\n    epochs = 1\n}\n")
+    out = tmp_path / "run"
+    assert main(["run", str(src), "--out", str(out), "--quiet"]) == 0
+    last = out / "last.npz"
+    ck = load(last)
+    meta = dict(ck.meta)
+    arrays = {checkpoint.PARAM + k: v for k, v in ck.params.items()}
+    arrays.update({checkpoint.OPT + k: v for k, v in ck.optimizer.items()})
+    if craft == "text":
+        last.write_text("hello, I am not a zip")
+    elif craft == "strings":
+        arrays["param/conv.weight"] = np.full(ck.params["conv.weight"].shape, "abc")
+        save_checkpoint(last, arrays, meta)
+    elif craft == "no-epoch":
+        del meta["epoch"]
+        save_checkpoint(last, arrays, meta)
+    else:
+        meta["best"] = "x"
+        save_checkpoint(last, arrays, meta)
+    capsys.readouterr()
+    assert main(["run", str(src), "--out", str(out), "--quiet", "--resume", "--epochs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "internal error" not in err and "Traceback" not in err
+    assert err.splitlines()[0].startswith("cnnc: error: ") and len(err.strip().splitlines()) <= 2, err

@@ -8,6 +8,7 @@ import pytest
 
 from cnnc.cli import main
 from cnnc.dsl.source import CnncError
+from cnnc.runtime import checkpoint
 from cnnc.runtime.checkpoint import load_checkpoint
 from cnnc.runtime.train import Trainer
 
@@ -163,29 +164,6 @@ def test_cli_errors(tmp_path, write, capsys):
     assert str(bad) in capsys.readouterr().err
 
 
-def test_the_compilers_train_table_matches_the_runtime():
-    """Every option the compiler accepts in a train section is one the runtime takes."""
-    import inspect
-
-    from cnnc.compiler import train_spec
-    from cnnc.runtime import augment, losses, optim, schedules
-
-    def params(fn):
-        return set(inspect.signature(fn).parameters) - {"self", "params", "base_lr", "epochs"}
-
-    for name, options in train_spec.OPTIMIZERS.items():
-        assert options <= params(optim.OPTIMIZERS[name].__init__), name
-    renamed = {"every": "step_size", "min_lr": "eta_min", "epochs": "warmup_epochs"}
-    for name, options in train_spec.SCHEDULES.items():
-        taken = params(schedules.SCHEDULES[name].__init__)
-        assert {o if o in taken else renamed.get(o, o) for o in options} <= taken, name
-    for name, options in train_spec.AUGMENTATIONS.items():
-        assert options <= params(augment.AUGMENTATIONS[name].__init__), name
-    assert set(train_spec.LOSSES) == set(losses.LOSSES)
-    for name, options in train_spec.LOSSES.items():
-        assert options <= set(losses._OPTIONS[name]), name
-
-
 def test_results_do_not_depend_on_the_thread_count(compile_src, tmp_path):
     c = tiny(compile_src, epochs=1)  # no batchnorm: batches are split into shards
     runs = []
@@ -207,3 +185,158 @@ def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     assert loss == pytest.approx(whole_loss, rel=1e-6)
     for k in whole:
         np.testing.assert_allclose(grads[k], whole[k], rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the trainer loses nothing
+def _strict_lines(path):
+    def refuse(name):
+        raise ValueError(f"non-JSON constant {name}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def _finite_checkpoint(path):
+    ck = checkpoint.load(path)
+    return all(np.isfinite(v).all() for v in list(ck.params.values()) + list(ck.optimizer.values()))
+
+
+@pytest.mark.parametrize("lr", ["1e300", "1e20"])
+def test_an_exploding_run_writes_no_non_finite_checkpoint_and_names_only_real_files(tmp_path, write, capsys, lr):
+    path = write(TINY.format(epochs=3, extra=""))
+    out = tmp_path / "run"
+    code = main(["run", str(path), "--out", str(out), "--quiet", "--allow", "all", "--lr", lr])
+    text = capsys.readouterr().out
+    stopped = [l for l in text.splitlines() if l.startswith("stopped:")]
+    assert code == 1 and len(stopped) == 1, text
+    assert "became" in stopped[0]
+    for name in ("last.npz", "best.npz"):
+        if (out / name).exists():
+            assert _finite_checkpoint(out / name), name
+    if "the last good checkpoint is" in stopped[0]:
+        assert (out / "last.npz").exists() and str(out / "last.npz") in stopped[0]
+    else:
+        assert "no checkpoint was written" in stopped[0] and not (out / "last.npz").exists()
+    _strict_lines(out / "metrics.jsonl")  # strict JSON: no bare NaN or Infinity
+
+
+def test_weights_that_turn_non_finite_with_a_finite_loss_are_never_saved(compile_src, tmp_path):
+    c = tiny(compile_src, epochs=3)
+    t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None)
+    real, calls = t.optimizer.step, []
+
+    def poisons_the_last_step_of_epoch_two(grads, lr=None):
+        real(grads, lr)
+        calls.append(1)
+        if len(calls) == 10:  # 5 batches an epoch: the last step of epoch 2, after which no loss is computed
+            t.plan.params["linear.weight"][0, 0] = np.inf
+
+    t.optimizer.step = poisons_the_last_step_of_epoch_two
+    result = t.run()
+    assert result.stopped == "the weights became non-finite in epoch 2 (parameter 'linear.weight')"
+    assert checkpoint.load(tmp_path / "last.npz").epoch == 1 and _finite_checkpoint(tmp_path / "last.npz")
+    assert _finite_checkpoint(tmp_path / "best.npz")
+
+
+def test_metrics_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
+    from cnnc.runtime.rundir import MetricsFile
+    m = MetricsFile(tmp_path / "metrics.jsonl", 0)
+    m.append({"epoch": 1, "train_loss": float("nan"), "val_loss": float("inf"), "lr": 0.1})
+    assert (tmp_path / "metrics.jsonl").read_text() == \
+        '{"epoch": 1, "train_loss": null, "val_loss": null, "lr": 0.1}\n'
+
+
+def test_a_second_run_into_a_used_directory_is_refused_unless_resumed_or_overwritten(tmp_path, write, capsys):
+    path = write(TINY.format(epochs=1, extra=""))
+    out = tmp_path / "run"
+    args = ["run", str(path), "--out", str(out), "--quiet", "--allow", "all"]
+    assert main(args) == 0
+    before = {n: (out / n).read_bytes() for n in ("metrics.jsonl", "best.npz", "last.npz")}
+    capsys.readouterr()
+    assert main(args) == 1
+    refused = capsys.readouterr()
+    err = refused.err
+    assert refused.out == ""  # refused before it announces a run
+    assert f"error: run directory '{out}' already holds a run (last.npz, best.npz, metrics.jsonl)" in err
+    assert "continue it with --resume, replace it with --overwrite, or choose another --out" in err
+    assert {n: (out / n).read_bytes() for n in before} == before  # nothing was touched
+    assert main(args + ["--overwrite"]) == 0
+    assert [r.get("epoch") for r in _strict_lines(out / "metrics.jsonl")] == [1, None]
+    assert main(args + ["--resume", "--epochs", "2"]) == 0
+    assert [r.get("epoch") for r in _strict_lines(out / "metrics.jsonl")] == [1, 2, None]
+
+
+def test_a_locked_run_directory_is_refused_at_once(tmp_path, write, capsys):
+    import fcntl
+    import os
+    path = write(TINY.format(epochs=1, extra=""))
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:  # another run holds the directory
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        assert main(["run", str(path), "--out", str(out), "--quiet", "--allow", "all"]) == 1
+        err = capsys.readouterr().err
+        assert f"error: run directory '{out}' is in use by another cnnc run (pid 4242)" in err
+        assert sorted(os.listdir(out)) == [".lock"]
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--allow", "all"]) == 0  # released: it runs
+
+
+def test_a_symlinked_metrics_file_is_never_written_through(tmp_path, write, capsys):
+    path = write(TINY.format(epochs=1, extra=""))
+    out = tmp_path / "run"
+    args = ["run", str(path), "--out", str(out), "--quiet", "--allow", "all"]
+    assert main(args) == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").symlink_to(victim)
+    capsys.readouterr()
+    assert main(args + ["--resume", "--epochs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: metrics file '{out / 'metrics.jsonl'}' is a symbolic link; cnnc does not write through links" \
+        in err
+    assert victim.read_text() == "precious\n"
+    assert main(args + ["--overwrite"]) == 0  # the link is replaced, its target left alone
+    assert victim.read_text() == "precious\n" and not (out / "metrics.jsonl").is_symlink()
+
+
+def test_an_out_that_is_not_a_usable_directory_is_one_line(tmp_path, write, capsys):
+    path = write(TINY.format(epochs=1, extra=""))
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["run", str(path), "--out", str(a_file), "--quiet", "--allow", "all"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: --out '{a_file}' is not a directory" in err and "Traceback" not in err
+    assert main(["run", str(path), "--out", str(a_file / "sub"), "--quiet", "--allow", "all"]) == 1
+    err = capsys.readouterr().err
+    assert f"--out '{a_file / 'sub'}' cannot be used: not a directory" in err and "Traceback" not in err
+
+
+def test_predicting_from_files_equals_predicting_from_the_data_set(tmp_path, capsys):
+    """The training normalisation is one record: written by the trainer, replayed by predict."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cnnc.runtime import data
+    lenet = str(Path(__file__).resolve().parents[2] / "examples" / "lenet5.cnn")
+    out = tmp_path / "run"
+    assert main(["run", lenet, "--epochs", "1", "--limit", "512", "--out", str(out), "--quiet"]) == 0
+    ck = checkpoint.load(out / "last.npz")
+    assert [r["op"] for r in ck.preprocess] == ["normalize"] and ck.preprocess[0]["std"][0] < 0.5
+    digits = np.rint(data.load_mnist10k().test.x[:8, 0] * 255).astype(np.uint8)
+    pngs = []
+    for i, d in enumerate(digits):
+        pngs.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(d).save(pngs[-1])
+    np.save(tmp_path / "digits.npy", digits)
+    capsys.readouterr()
+
+    def guesses(*argv):
+        assert main(["predict", lenet, str(out / "last.npz"), *argv, "--top", "10"]) == 0
+        return [line.split(": ", 1)[1].split("  [label")[0] for line in capsys.readouterr().out.splitlines()]
+
+    from_data = guesses("--limit", "8")
+    assert len(from_data) == 8
+    assert guesses(*pngs) == from_data
+    assert guesses(str(tmp_path / "digits.npy")) == from_data
