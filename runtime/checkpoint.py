@@ -305,21 +305,21 @@ def load(path: str | os.PathLike) -> Checkpoint:
 
 
 def fit(params: Checkpoint | Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
-        source: str = "checkpoint") -> dict[str, np.ndarray]:
+        source: str = "checkpoint", network: str = "this network") -> dict[str, np.ndarray]:
     """The checkpoint's arrays for `expected`'s keys, in their dtypes; refuses what does not fit."""
     arrays = params.params if isinstance(params, Checkpoint) else params
     missing = [k for k in expected if k not in arrays]
     if missing:
-        raise CnncError(f"{source} does not fit this network: it has no '{missing[0]}'"
+        raise CnncError(f"{source} does not fit {network}: it has no '{missing[0]}'"
                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                         hint="was it written for another network or another version of this file?")
     out: dict[str, np.ndarray] = {}
     for k, v in expected.items():
         a = np.asarray(arrays[k])
         if a.shape != v.shape:
-            raise CnncError(f"{source} does not fit this network: '{k}' has shape {list(a.shape)}, "
+            raise CnncError(f"{source} does not fit {network}: '{k}' has shape {list(a.shape)}, "
                             f"the network needs {list(v.shape)}")
         if a.dtype.kind not in NUMERIC_KINDS:
-            raise CnncError(f"{source} does not fit this network: '{k}' has dtype {a.dtype}, not numbers")
+            raise CnncError(f"{source} does not fit {network}: '{k}' has dtype {a.dtype}, not numbers")
         out[k] = a.astype(v.dtype, copy=False)
     return out

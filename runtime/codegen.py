@@ -42,7 +42,7 @@ from ..compiler.ops import OPS, implementation, normalised_name, register
 from ..dsl.files import atomic_output, describe_path
 from ..dsl.source import CnncError
 from . import standalone
-from .checkpoint import load_checkpoint
+from . import checkpoint as checkpoints
 from .fused import fold_parameters
 from .plan import initial_parameters
 
@@ -507,20 +507,11 @@ def parameter_store(net: Network, specs: dict, checkpoint: str | None) -> tuple[
     if checkpoint is None:
         seed = net.train.seed if net.train is not None else 0
         return initial_parameters(net, specs, seed), f"initial weights, seed {seed}"
-    arrays, _ = load_checkpoint(checkpoint)
-    store = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    shown = describe_path(checkpoint)
-    for owner, ps in specs.items():
-        for p, spec in ps.items():
-            key, shape = f"{owner}.{p}", tuple(int(d) for d in spec.shape)
-            if key not in store:
-                raise CnncError(f"checkpoint '{shown}' does not fit {net.name}: it has no '{key}'",
-                                hint="was it written for another network or another version of this file?")
-            if store[key].shape != shape:
-                raise CnncError(f"checkpoint '{shown}' does not fit {net.name}: '{key}' has shape "
-                                f"{list(store[key].shape)}, the network needs {list(shape)}")
-    return {k: np.asarray(store[k], np.float32) for o, ps in specs.items() for k in (f"{o}.{p}" for p in ps)}, \
-        f"checkpoint {checkpoint}"
+    expected = {f"{owner}.{p}": np.broadcast_to(np.float32(0), tuple(int(d) for d in spec.shape))
+                for owner, ps in specs.items() for p, spec in ps.items()}  # shapes only, no memory
+    store = checkpoints.fit(checkpoints.load(checkpoint), expected,
+                            f"checkpoint '{describe_path(checkpoint)}'", net.name)
+    return store, f"checkpoint {checkpoint}"
 
 
 def _same_path(a: Path, b: Path) -> bool:

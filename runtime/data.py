@@ -796,53 +796,6 @@ def split_validation(ds: Dataset, val: float, seed: int = 0) -> Dataset:
     return replace(ds, train=ds.train.take(train_idx), val=ds.train.take(val_idx))
 
 
-def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    axes = (0,) + tuple(range(2, x.ndim))
-    x64 = x.astype(np.float64)
-    return x64.mean(axis=axes), x64.std(axis=axes)
-
-
-def _per_channel(value: Any, channels: int, what: str) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    if arr.size == 1:
-        return np.repeat(arr, channels)
-    if arr.size != channels:
-        raise CnncError(f"normalize: {arr.size} {what} values for data with {channels} channels",
-                        hint=f"give one value, or one per channel ({channels})")
-    return arr
-
-
-def _apply(ds: Dataset, shift: np.ndarray, scale: np.ndarray, record: dict[str, Any]) -> Dataset:
-    def fix(split: Split | None) -> Split | None:
-        if split is None:
-            return None
-        shape = (1, -1) + (1,) * (split.x.ndim - 2)
-        x = (split.x - shift.reshape(shape)) / scale.reshape(shape)
-        return Split(x.astype(np.float32), split.y)
-
-    meta = dict(ds.meta)
-    meta["preprocess"] = list(meta.get("preprocess", [])) + [record]  # never mutate ds.meta
-    return replace(ds, train=fix(ds.train), val=fix(ds.val), test=fix(ds.test), meta=meta)
-
-
-def normalize(ds: Dataset, mean: Any = None, std: Any = None) -> Dataset:
-    """(x - mean) / std per channel (axis 1); None means "measure it on the training split"."""
-    channels = ds.train.x.shape[1]
-    measured_mean, measured_std = _channel_stats(ds.train.x)
-    m = measured_mean if mean is None else _per_channel(mean, channels, "mean")
-    s = measured_std if std is None else _per_channel(std, channels, "std")
-    if np.any(s <= 0):
-        raise CnncError(f"normalize: std must be positive, got {s.tolist()}",
-                        hint="a constant channel has std 0; give std explicitly")
-    return _apply(ds, m, s, {"op": "normalize", "mean": m.tolist(), "std": s.tolist()})
-
-
-def center(ds: Dataset) -> Dataset:
-    """Subtract the per-channel mean of the training split from every split."""
-    m, _ = _channel_stats(ds.train.x)
-    return _apply(ds, m, np.ones_like(m), {"op": "center", "mean": m.tolist()})
-
-
 # ====================================================================== batching
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
@@ -956,7 +909,7 @@ def _check_targets(split: Split, spec: LossSpec, num_classes: int | None, where:
             raise CnncError(f"{where}: loss {spec.name} needs one class label per sample, the labels "
                             f"have shape {_fmt(y.shape)}",
                             hint="for 0/1 targets per class use multilabel_bce")
-        return _integral_labels(y.reshape(-1), where, num_classes)
+        return _integral_labels(y.reshape(-1), where, num_classes, spec.options.get("ignore_index"))
     if kind == PIXEL_CLASS:
         if y.ndim != 3:
             raise CnncError(f"{where}: loss {spec.name} needs one mask [H, W] per sample, the "

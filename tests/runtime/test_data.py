@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data
+from cnnc.runtime import data, preprocess
 from cnnc.runtime.data import Dataset, Split, check_dataset
 from cnnc.runtime.losses import make_loss
 
@@ -470,29 +470,29 @@ def test_validation_split_is_seeded_and_disjoint():
     assert e.value.message == "the validation fraction must lie in [0, 1), got 1.0"
 
 
-def test_normalize_and_center():
+def test_normalize_and_center_records_fit_on_train_and_replay_on_every_split():
     ds = data.split_validation(_toy(), 0.2)
-    norm = data.normalize(ds)
     axes = (0, 2, 3)
-    np.testing.assert_allclose(norm.train.x.mean(axis=axes), 0, atol=1e-5)
-    np.testing.assert_allclose(norm.train.x.std(axis=axes), 1, atol=1e-5)
-    mean, std = norm.meta["preprocess"][0]["mean"], norm.meta["preprocess"][0]["std"]
-    np.testing.assert_allclose(norm.test.x, (ds.test.x - np.reshape(mean, (1, 2, 1, 1))) /
+    records = preprocess.fit([("normalize", {})], ds.train.x)
+    norm_train, norm_test = preprocess.apply(records, ds.train.x), preprocess.apply(records, ds.test.x)
+    np.testing.assert_allclose(norm_train.mean(axis=axes), 0, atol=1e-5)
+    np.testing.assert_allclose(norm_train.std(axis=axes), 1, atol=1e-5)
+    mean, std = records[0]["mean"], records[0]["std"]
+    np.testing.assert_allclose(norm_test, (ds.test.x - np.reshape(mean, (1, 2, 1, 1))) /
                                np.reshape(std, (1, 2, 1, 1)), rtol=1e-5)
-    fixed = data.normalize(ds, mean=[0.5, 1.0], std=2.0)
-    np.testing.assert_allclose(fixed.val.x[:, 1], (ds.val.x[:, 1] - 1.0) / 2.0, rtol=1e-6)
-    assert "preprocess" not in ds.meta  # the input dataset is left untouched
-    twice = data.center(norm)
-    assert [r["op"] for r in twice.meta["preprocess"]] == ["normalize", "center"]
-    assert len(norm.meta["preprocess"]) == 1
-    centred = data.center(ds)
-    np.testing.assert_allclose(centred.train.x.mean(axis=axes), 0, atol=1e-5)
-    np.testing.assert_allclose(centred.train.x.std(axis=axes), ds.train.x.std(axis=axes), rtol=1e-5)
+    fixed = preprocess.fit([("normalize", {"mean": [0.5, 1.0], "std": 2.0})], ds.train.x)
+    np.testing.assert_allclose(preprocess.apply(fixed, ds.val.x)[:, 1], (ds.val.x[:, 1] - 1.0) / 2.0, rtol=1e-6)
+    twice = preprocess.fit([("normalize", {}), ("center", {})], ds.train.x)
+    assert [r["op"] for r in twice] == ["normalize", "center"]
+    np.testing.assert_allclose(twice[1]["mean"], 0, atol=1e-6)  # center sees the normalised inputs
+    centred = preprocess.apply(preprocess.fit([("center", {})], ds.train.x), ds.train.x)
+    np.testing.assert_allclose(centred.mean(axis=axes), 0, atol=1e-5)
+    np.testing.assert_allclose(centred.std(axis=axes), ds.train.x.std(axis=axes), rtol=1e-5)
     with pytest.raises(CnncError) as e:
-        data.normalize(ds, mean=[0.1, 0.2, 0.3])
+        preprocess.fit([("normalize", {"mean": [0.1, 0.2, 0.3]})], ds.train.x)
     assert e.value.message == "normalize: 3 mean values for data with 2 channels"
     with pytest.raises(CnncError) as e:
-        data.normalize(ds, std=[1.0, 0.0])
+        preprocess.fit([("normalize", {"std": [1.0, 0.0]})], ds.train.x)
     assert e.value.message == "normalize: std must be positive, got [1.0, 0.0]"
 
 
@@ -571,3 +571,12 @@ def test_check_dataset_refusals_explain_themselves():
     ds.test = Split(ds.test.x[:, :1], ds.test.y)
     e = _refusal(ds, (2, 3, 3), 5, "cross_entropy")
     assert e.message.startswith("data 'toy' (test split): the network expects 2 channels, the data has 1")
+
+
+def test_class_labels_may_hold_the_loss_ignore_index():
+    x = np.zeros((3, 1, 2, 2), np.float32)
+    ds = Dataset("t", Split(x, np.array([0, -100, 1])))
+    fixed = check_dataset(ds, (1, 2, 2), 2, make_loss("cross_entropy", ignore_index=-100))
+    assert fixed.train.y.tolist() == [0, -100, 1]
+    with pytest.raises(CnncError, match="-100"):
+        check_dataset(ds, (1, 2, 2), 2, make_loss("cross_entropy"))

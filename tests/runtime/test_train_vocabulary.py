@@ -24,7 +24,6 @@ from cnnc.dsl.source import CnncError
 from cnnc.runtime import augment, data, losses, optim, preprocess, schedules, train
 from cnnc.runtime.train import Trainer
 
-SIZE_SUPPORTED = "size" in inspect.signature(data.load_image_folder).parameters
 
 
 # ------------------------------------------------------------------ the runtime implements the declaration
@@ -264,8 +263,6 @@ def test_the_walk_covers_the_whole_vocabulary():
 @pytest.mark.parametrize("word", sorted(P), ids=["-".join(filter(None, w)) for w in sorted(P)])
 def test_every_word_changes_what_runs(compile_src, files_dir, tmp_path, word):
     net, base, variant = P[word]
-    if word[1] == "images" and word[2] in ("size", "channels") and not SIZE_SUPPORTED:
-        pytest.skip("runtime/data.py load_image_folder does not take size/channels yet (merge pending)")
     before = observe(compile_src, _program(net, base, files_dir), tmp_path / "a")
     after = observe(compile_src, _program(net, {**base, **variant}, files_dir), tmp_path / "b")
     if word[1:] in (("images", "size"), ("images", "channels")):
@@ -302,7 +299,6 @@ def test_scale_scales_the_inputs(compile_src, tmp_path):
     assert a.train_epoch(0).mean_loss != b.train_epoch(0).mean_loss
 
 
-@pytest.mark.skipif(not SIZE_SUPPORTED, reason="runtime/data.py does not resize yet (merge pending)")
 def test_images_size_resizes(compile_src, files_dir, tmp_path):
     c = compile_src(_program("rgb8", {"data": f'images("{files_dir}/rgb16", size = 8)'}, tmp_path), allow={"all"})
     t = Trainer(c, c.net.train, tmp_path / "run", progress=False, log=lambda s: None)
