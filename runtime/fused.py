@@ -29,7 +29,7 @@ import numpy as np
 from ..compiler.fusion import ALL_OPS, FUSED_OPS, fuse, parameters
 from ..compiler.graph import Network
 from ..compiler.ops import implementation, register
-from .kernels import Context, Kernel, _shards
+from .kernels import Context, Kernel, shards
 from .kernels._core import Attrs, Grads, Params, Tensors
 from .kernels._im2col import is_channels_last
 from .plan import Plan
@@ -81,7 +81,7 @@ class BatchStats:
 
 
 def _total(shard: tuple | None, part: np.ndarray) -> np.ndarray:
-    """Σ of `part` over the shards of a lockstep batch (kernels._shards), or `part` itself."""
+    """Σ of `part` over the shards of a lockstep batch (kernels.shards), or `part` itself."""
     return part if shard is None else shard[0].allreduce(shard[1], part)
 
 
@@ -96,7 +96,7 @@ def batchnorm_(y: np.ndarray, params: Params, prefix: str, attrs: Attrs, trainin
         y -= _channel(mean, y.ndim)
         stats = BatchStats(mean, 1.0 / np.sqrt(var + eps), False)
     else:
-        shard = _shards.current()
+        shard = shards.current()
         sums, count = _channel_sum(y), y.size // y.shape[1]
         if shard is not None:     # the count travels with the sums: shards may differ in size
             total = _total(shard, np.append(sums.astype(np.float64), count))

@@ -9,7 +9,7 @@ generated module with `inspect.getsource`, together with every helper they
 call (found by reading their code). Helpers shared with other stages are
 imported, not restated: the window-count rule is the compiler's
 `window_out`, the error function is the gelu kernel's `erf`, the average-pool
-divisor is the pool kernel's `_window_counts`. Write a function here only
+divisor is the pool kernel's `window_counts`. Write a function here only
 with what a copy can carry: module-level functions, NumPy as `np`, and
 constants that are plain literals (numbers, strings, tuples, lists, dicts).
 `load` reads a generated module's weights file; every module carries it.
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..compiler.ops import window_out
 from .kernels._erf import erf
-from .kernels.pool import _window_counts
+from .kernels.pool import window_counts
 
 
 # ------------------------------------------------------------------ weights
@@ -215,7 +215,7 @@ def max_unpool2d(x, idx, shape, kernel, stride, padding=((0, 0), (0, 0)), dilati
 def avg_pool2d(x, kernel, stride, padding=((0, 0), (0, 0)), ceil_mode=False, count_include_pad=True):
     """Mean over each window (PyTorch's divisor: padding counts unless told, a ceil-mode overhang never)."""
     win = _windows(x, kernel, stride, padding, (1, 1), ceil_mode)
-    counts = [_window_counts(x.shape[2 + a], win.shape[2 + a], kernel[a], stride[a], padding[a], count_include_pad)
+    counts = [window_counts(x.shape[2 + a], win.shape[2 + a], kernel[a], stride[a], padding[a], count_include_pad)
               for a in (0, 1)]
     return win.sum(axis=(4, 5)) / np.maximum(np.outer(*counts), 1).astype(x.dtype)
 

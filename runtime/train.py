@@ -38,7 +38,7 @@ from . import checkpoint
 from . import data as data_mod
 from . import preprocess
 from .augment import make_augment
-from .kernels import _shards
+from .kernels import shards
 from .losses import make_loss
 from .optim import make_optimizer, penalty, weight_predicate
 from .plan import Plan
@@ -203,7 +203,7 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
     (no batchnorm), the shards are independent and run whether or not there is
     a pool, so the shards, their random streams and the order their gradients
     are summed in do not depend on the thread count, and neither do the
-    results. With batchnorm the shards run in lockstep (kernels._shards: they
+    results. With batchnorm the shards run in lockstep (kernels.shards: they
     meet inside every batchnorm to sum its statistics over the whole batch),
     which needs a thread per shard; without a pool the batch runs whole.
     """
@@ -214,12 +214,12 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
     rngs = [np.random.default_rng(s) for s in drop_rng.integers(0, 2**63 - 1, size=SHARDS)]
     jobs = [(xb[i], yb[i], r, len(i) / len(xb)) for i, r in zip(parts, rngs)]
     if lockstep:
-        group = _shards.ShardGroup(SHARDS)
+        group = shards.ShardGroup(SHARDS)
 
         def run(i: int):
-            with _shards.member(group, i):
+            with shards.member(group, i):
                 return _shard(plan, loss_fn, *jobs[i])
-        with _shards.blas_threads(1):
+        with shards.blas_threads(1):
             # Shard 0 runs on this thread, so a pool of one worker is enough.
             futures = [pool.submit(run, i) for i in range(1, SHARDS)]
             try:
@@ -234,7 +234,7 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
                 raise
             results = [first, *(f.result() for f in futures)]
     elif pool is not None:
-        with _shards.blas_threads(1):
+        with shards.blas_threads(1):
             results = list(pool.map(lambda job: _shard(plan, loss_fn, *job), jobs))
     else:
         results = [_shard(plan, loss_fn, *job) for job in jobs]

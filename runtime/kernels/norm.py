@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _shards
+from . import shards
 from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 
@@ -120,7 +120,7 @@ def _batchnorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) 
     eps, m = attrs.get("eps", 1e-5), attrs.get("momentum", 0.1)
     lay = _Layout(x)
     xf = lay.flat(x)
-    shard = _shards.current() if ctx.training else None
+    shard = shards.current() if ctx.training else None
     count = lay.count
     if ctx.training:
         sums = lay.sums(xf)

@@ -146,7 +146,7 @@ def _unpool_backward(dy: np.ndarray, rec: MaxPoolIndices) -> Grads:
 
 # ------------------------------------------------------------------ avgpool
 
-def _window_counts(size: int, out: int, kernel: int, stride: int, pad: tuple[int, int],
+def window_counts(size: int, out: int, kernel: int, stride: int, pad: tuple[int, int],
                    include_pad: bool) -> np.ndarray:
     """Elements per window along one axis, as PyTorch's avg_pool2d divides."""
     start = np.arange(out) * stride - pad[0]
@@ -158,7 +158,7 @@ def _window_counts(size: int, out: int, kernel: int, stride: int, pad: tuple[int
 
 @lru_cache(maxsize=256)
 def _avg_scale(win: Window, padding, include_pad: bool, dtype) -> np.ndarray | float:
-    counts = [_window_counts(win.in_hw[a], win.out_hw[a], win.kernel[a], win.stride[a], padding[a], include_pad)
+    counts = [window_counts(win.in_hw[a], win.out_hw[a], win.kernel[a], win.stride[a], padding[a], include_pad)
               for a in (0, 1)]
     inv = 1.0 / np.maximum(np.outer(*counts), 1)
     if np.all(inv == inv.flat[0]):

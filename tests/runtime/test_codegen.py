@@ -252,7 +252,7 @@ def test_the_generated_functions_are_the_real_functions_copied(compile_src):
     # The helpers come from reading the code, not from a list: the compiler's window rule, the
     # kernels' erf with its import-time table (as a literal) and avgpool's divisor.
     for fn in (window_out, _erf.erf, standalone._windows, standalone.conv2d, standalone.gelu,
-               standalone.avg_pool2d, standalone._window_counts):
+               standalone.avg_pool2d, standalone.window_counts):
         assert inspect.getsource(fn) in source, fn.__name__
     namespace = {}
     exec(compile(source, "<generated>", "exec"), {"__file__": "x.py"} | namespace)
