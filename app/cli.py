@@ -140,14 +140,14 @@ def cmd_compile(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runtime.cli import run
+    from .cmd_run import run
     from .runtime.kernels import keep_freed_memory
     keep_freed_memory()  # a trainer keeps its peak heap for reuse (runtime/kernels/_alloc.py)
     return run(args, _compile(args))
 
 
 def cmd_predict(args) -> int:
-    from .runtime.cli import predict
+    from .cmd_run import predict
     from .runtime.kernels import keep_freed_memory
     keep_freed_memory()
     return predict(args, _compile(args))

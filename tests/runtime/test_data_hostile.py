@@ -439,8 +439,7 @@ def test_load_inputs_reads_images_and_arrays(tmp_path):
     assert x.shape == (4, 1, 3, 4) and x.dtype == np.float32
     for sample in x:
         np.testing.assert_allclose(sample[0], a / 255.0, atol=1e-7)
-    from cnnc.runtime import cli
-    np.testing.assert_array_equal(cli._load_inputs([str(tmp_path / "a.png")]), x[:1])
+    np.testing.assert_array_equal(data.load_inputs([str(tmp_path / "a.png")]), x[:1])
 
 
 def test_load_inputs_refusals_name_the_file(tmp_path):

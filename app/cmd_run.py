@@ -1,0 +1,92 @@
+"""Command line: `cnnc run` (train, or `--eval` a checkpoint) and `cnnc predict`.
+
+Turns flags into train-section overrides (checked by the compiler's train
+vocabulary, so a flag and a file key fail the same way), starts the trainer
+or the predictor, and prints what they return.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .compiler.driver import Compiled
+from .compiler.train_spec import TrainConfig, set_key
+from .compiler.train_vocab import DATA, Invalid
+from .dsl.files import describe_path
+from .dsl.source import CnncError
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def config_from_args(args: argparse.Namespace, compiled: Compiled) -> TrainConfig:
+    cfg = compiled.net.train or TrainConfig()
+    for key in ("epochs", "batch", "seed", "lr"):
+        value = getattr(args, key, None)
+        if value is not None:
+            try:
+                cfg = set_key(cfg, key, value, None)
+            except CnncError as err:
+                raise CnncError(f"--{key} {value}: {err.message}", hint=err.hint) from None
+    return cfg
+
+
+def _limit(args: argparse.Namespace) -> int | None:
+    """--limit N, checked as the data sets' `limit` option is (N >= 1; 0 is not "no limit")."""
+    if args.limit is None:
+        return None
+    try:
+        return next(o for o in DATA.common if o.name == "limit").check(args.limit)
+    except Invalid as bad:
+        raise CnncError(f"--limit {args.limit}: must be {bad}") from None
+
+
+def run(args: argparse.Namespace, compiled: Compiled) -> int:
+    from .runtime.train import Trainer
+    if args.threads is not None and args.threads < 1:
+        raise CnncError(f"--threads {args.threads}: must be at least 1")
+    cfg = config_from_args(args, compiled)
+    limit = _limit(args)
+    if compiled.net.train is None:
+        print(f"note: {compiled.net.name} has no train section; using defaults "
+              f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
+    progress = not args.quiet and sys.stderr.isatty()
+    out = Path(args.out) if args.out else Path("runs") / compiled.net.name
+    trainer = Trainer(compiled, cfg, out, data_override=args.data, limit=limit, progress=progress,
+                      threads=args.threads)
+    if args.eval:
+        return _evaluate(trainer, args.eval)
+    ds = trainer.ds
+    header = (f"{compiled.net.name}: {len(ds.train):,} training samples"
+              + (f", {len(ds.val):,} validation" if ds.val is not None else "")
+              + (f", {len(ds.test):,} test" if ds.test is not None else "")
+              + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
+              f"lr {trainer.base_lr:g}; checkpoints in {describe_path(trainer.out)}")
+    result = trainer.run(resume=args.resume, overwrite=args.overwrite, started=lambda: print(header))
+    return 1 if result.non_finite else 0
+
+
+def _evaluate(trainer, path: str) -> int:
+    from .runtime.predict import evaluate
+    e = evaluate(trainer, path)
+    acc = f", accuracy {e.accuracy:.2%}" if e.accuracy is not None else ""
+    print(f"{describe_path(path)} (epoch {e.epoch}): loss {e.loss:.4f}{acc} on {e.samples:,} samples")
+    return 0
+
+
+def predict(args: argparse.Namespace, compiled: Compiled) -> int:
+    from .runtime.predict import predict as run_predictions
+    if args.top < 1:
+        raise CnncError(f"--top {args.top}: must be at least 1")
+    if args.limit < 1:
+        raise CnncError(f"--limit {args.limit}: must be at least 1")
+    p = run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
+    k = min(args.top, p.probabilities.shape[1])
+    for i, name in enumerate(p.names):
+        prob = p.probabilities[i]
+        guesses = ", ".join(f"{c} ({prob[c]:.1%})" for c in prob.argsort()[::-1][:k])
+        truth = f"  [label {int(p.labels[i])}]" if p.labels is not None else ""
+        print(f"{describe_path(name)}: {guesses}{truth}")
+    return 0

@@ -1,0 +1,81 @@
+"""Stage 3 (runtime): predictions and evaluation of a trained checkpoint.
+
+`predict` runs a network on input files (images, `.npy`, `.npz`) or on the
+first samples of its data set's test split, after the preprocessing records
+the checkpoint carries (the very `preprocess.apply` the trainer used), and
+returns class probabilities; `evaluate` scores a checkpoint on the test (or
+validation) split. Both return values: the command line prints them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..compiler.train_spec import TrainConfig
+from ..dsl.files import describe_path
+from ..dsl.source import CnncError
+from . import checkpoint
+from . import data as data_mod
+from . import preprocess
+
+
+@dataclass(frozen=True)
+class Predictions:
+    names: list[str]              # the file, or "test #i"
+    probabilities: np.ndarray     # [N, classes]
+    labels: np.ndarray | None     # the data set's labels, when the inputs came from it
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float | None
+    samples: int
+    epoch: int | None
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: int = 10) -> Predictions:
+    """Class probabilities of a trained network for input files, or for `limit` test samples."""
+    from .plan import Plan
+    ck = checkpoint.load(checkpoint_path)
+    records = preprocess.check_records(ck.preprocess, f"checkpoint '{describe_path(checkpoint_path)}'")
+    plan = Plan(compiled.net, compiled.analysis.params)
+    plan.load_state(ck.params, checkpoint_path)
+    shape = compiled.net.shapes[plan.inputs[0]]
+    labels = None
+    if inputs:
+        x = data_mod.load_inputs(list(inputs), shape)
+        if x.ndim == len(shape):  # [N, H, W] for one-channel images
+            x = x[:, None]
+        names = list(inputs) if len(inputs) == len(x) else [f"#{i}" for i in range(len(x))]
+        if tuple(x.shape[1:]) != tuple(shape):
+            raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
+        x = preprocess.apply(records, x)  # what the trainer did to every sample it saw
+    else:
+        from .train import load_data
+        ds, _ = load_data(compiled.net.train or TrainConfig(), compiled, records=records)
+        split = ds.test if ds.test is not None else ds.train
+        x, labels = split.x[:limit], split.y[:limit]
+        names = [f"test #{i}" for i in range(len(x))]
+    return Predictions(names, _softmax(plan.predict(x)), labels)
+
+
+def evaluate(trainer, path: str | Path) -> Evaluation:
+    """Load `path` into the trainer's plan and score it on the test split (else validation)."""
+    ck = checkpoint.load(path)
+    trainer.plan.load_state(ck.params, str(path))
+    split = trainer.ds.test if trainer.ds.test is not None else trainer.ds.val
+    if split is None:
+        raise CnncError(f"the data '{trainer.ds.name}' has no test or validation split to evaluate on")
+    stats = trainer.evaluate(split)
+    epoch = ck.meta.get("epoch")
+    return Evaluation(stats.mean_loss, stats.accuracy, len(split), epoch if isinstance(epoch, int) else None)
