@@ -402,6 +402,9 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
         if isinstance(err.orig_exc, CnncError):
             raise err.orig_exc from None
         raise
+    except RecursionError:  # only when called with little stack left: MAX_NESTING fits the default limit
+        raise CnncError("the program nests too deeply to parse here", _loc(file, tree.meta),
+                        "split deep expressions into named parts or blocks") from None
     return ast.Program(file, items)
 
 

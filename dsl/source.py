@@ -33,6 +33,7 @@ class Loc:
 
 
 QUOTE_WIDTH = 100  # characters of a source line quoted under a diagnostic, at most (plus … marks)
+MESSAGE_WIDTH = 500  # characters of a message, note or hint; more only when it repeats huge user text
 
 
 class SourceRegistry:
@@ -85,16 +86,15 @@ class Diagnostic:
             codes = {"error": "1;31", "warning": "1;35", "note": "1;36", "bold": "1", "caret": "1;32"}
             return f"\x1b[{codes[style]}m{text}\x1b[0m"
 
-        head = f"{printable(str(self.loc))}: " if self.loc else "cnnc: "
+        head = f"{_shown(str(self.loc))}: " if self.loc else "cnnc: "
         suffix = f" [{self.code}]" if self.code else ""
-        out = [paint(head, "bold") + paint(f"{self.severity}:", self.severity)
-               + f" {printable(self.message)}{suffix}"]
+        out = [paint(head, "bold") + paint(f"{self.severity}:", self.severity) + f" {_shown(self.message)}{suffix}"]
         out += _quote(self.loc, paint)
         for note in self.notes:
-            where = f"{printable(str(note.loc))}: " if note.loc else ""
-            out.append(f"  {paint('note:', 'note')} {where}{printable(note.message)}")
+            where = f"{_shown(str(note.loc))}: " if note.loc else ""
+            out.append(f"  {paint('note:', 'note')} {where}{_shown(note.message)}")
         if self.hint:
-            out.append(f"  {paint('hint:', 'note')} {printable(self.hint)}")
+            out.append(f"  {paint('hint:', 'note')} {_shown(self.hint)}")
         return "\n".join(out)
 
 
@@ -110,6 +110,14 @@ def _cell(ch: str) -> str:
 def printable(text: str) -> str:
     """User text made safe for a terminal: control characters escaped, so none is obeyed."""
     return text if text.isprintable() else "".join(_cell(c) for c in text)
+
+
+def _shown(text: str) -> str:
+    """Text of a message as printed: escaped, and clipped in the middle if a huge name made it huge."""
+    text = printable(text)
+    if len(text) <= MESSAGE_WIDTH:
+        return text
+    return text[:MESSAGE_WIDTH - 100] + "…" + text[-99:]
 
 
 def _window(cells: list[str], col: int) -> tuple[int, int]:
