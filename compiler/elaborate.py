@@ -26,10 +26,9 @@ from ..dsl import ast
 from ..dsl.source import CnncError, Diagnostic, Loc, did_you_mean
 from .attrs import convert, describe
 from .expressions import FUNCTIONS, arith, builtin_function, is_builtin, lookup, require_tensor, truth
-from .graph import Network, Node, build_graph
+from .graph import Network, build_graph
 from .loader import Definitions, choose_network, load  # noqa: F401  (re-exported: the compiler's entry points)
-from .naming import (BlockRef, Frame, LayerRef, Pending, Scope, Segment, Tensor, final_names, outermost_in,
-                     scope_segments)
+from .naming import BlockRef, Frame, LayerRef, Pending, Scope, Segment, Tensor, final_names, outermost_in
 from .ops import OPS, REQUIRED, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name, numel
 from .symbolic import Constraints, Dim, SymbolicComparison, is_symbolic
 from .unify import ShapeUnifier
@@ -698,46 +697,16 @@ class Elaborator:
     # ---------------------------------------------------------------- finish
     def _finish(self, name: str, outputs: list[Tensor]) -> Network:
         names = final_names(self.nodes)
-        nodes = []
-        for p in self.nodes:
-            attrs = dict(p.attrs)
-            if p.op == "unpool":
-                attrs["of"] = names[attrs["of"]]
-                attrs.pop("of_name", None)  # only for messages during elaboration
-            repeat = None
-            seg: Segment | None = p.segment
-            while seg is not None:
-                if seg.repeat is not None:
-                    group, i, n = seg.repeat
-                    repeat = (group.path(), i, n)
-                seg = seg.scope.parent_segment
-            nodes.append(Node(names[p.id], p.op, tuple(names[i] for i in p.inputs), attrs, p.loc,
-                              tuple(s.text() for s in scope_segments(p.segment)), p.layer,
-                              names[p.shares] if p.shares is not None else None, repeat,
-                              p.call_chain, tuple(s.base for s in scope_segments(p.segment))))
+        nodes = [p.finished(names) for p in self.nodes]
         net = Network(name, build_graph(nodes), {n: self.nodes[i].shape for n, i in
                                                  ((names[i], i) for i in self.inputs.values())},
                       tuple(dict.fromkeys(names[t.node] for t in outputs)))
         net.shapes = {names[p.id]: p.shape for p in self.nodes}
         net.source = self.defs.main
         net.warnings = list(self.warnings)
-        net.symbols = self._symbol_report()
+        net.symbols = self.unifier.report(p.shape for p in self.nodes)
         net.constraints = [s["constraint"] for s in net.symbols.values() if s.get("constraint")]
         return net
-
-    def _symbol_report(self) -> dict[str, dict]:
-        symbols: set[str] = set()
-        for p in self.nodes:
-            for d in p.shape:
-                if isinstance(d, Dim):
-                    symbols |= d.symbols()
-        out = {}
-        for s in sorted(symbols):
-            sources = [loc for n, loc in self.unifier.sources if n == s]
-            modulus, residues = self.constraints.residues.get(s, (1, frozenset({0})))
-            out[s] = {"constraint": self.constraints.describe(s), "smallest": self.constraints.smallest(s),
-                      "modulus": modulus, "residues": sorted(residues), "sources": sources}
-        return out
 
 
 def _is_variadic(op: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..dsl import ast
 from ..dsl.source import Loc
+from .graph import Node
 
 
 # ------------------------------------------------------------------ values
@@ -108,6 +109,25 @@ class Pending:
     shape: tuple
     shares: int | None = None
     call_chain: tuple = ()
+
+    def finished(self, names: dict[int, str]) -> Node:
+        """The graph's immutable node for this one, given every node's final name."""
+        attrs = dict(self.attrs)
+        if self.op == "unpool":
+            attrs["of"] = names[attrs["of"]]
+            attrs.pop("of_name", None)  # only for messages during elaboration
+        repeat = None
+        seg: Segment | None = self.segment
+        while seg is not None:  # the outermost repeat this node is part of
+            if seg.repeat is not None:
+                group, i, n = seg.repeat
+                repeat = (group.path(), i, n)
+            seg = seg.scope.parent_segment
+        scopes = scope_segments(self.segment)
+        return Node(names[self.id], self.op, tuple(names[i] for i in self.inputs), attrs, self.loc,
+                    tuple(s.text() for s in scopes), self.layer,
+                    names[self.shares] if self.shares is not None else None, repeat,
+                    self.call_chain, tuple(s.base for s in scopes))
 
     def display(self) -> str:
         """How messages name this node."""

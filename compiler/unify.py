@@ -10,12 +10,12 @@ the layers that made them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..dsl.source import CnncError, Loc
 from .naming import Tensor
 from .ops import fmt_shape
-from .symbolic import Constraints, equal_when, is_symbolic
+from .symbolic import Constraints, Dim, equal_when, is_symbolic
 
 
 class ShapeUnifier:
@@ -25,6 +25,21 @@ class ShapeUnifier:
         self.constraints = constraints
         self.producer = producer
         self.sources: list[tuple[str, Loc | None]] = []  # (symbol, where a constraint on it was derived)
+
+    def report(self, shapes: Iterable[tuple]) -> dict[str, dict]:
+        """For each symbol in `shapes`: its constraint in words, smallest value, residues and sources."""
+        symbols: set[str] = set()
+        for shape in shapes:
+            for d in shape:
+                if isinstance(d, Dim):
+                    symbols |= d.symbols()
+        out = {}
+        for s in sorted(symbols):
+            sources = [loc for n, loc in self.sources if n == s]
+            modulus, residues = self.constraints.residues.get(s, (1, frozenset({0})))
+            out[s] = {"constraint": self.constraints.describe(s), "smallest": self.constraints.smallest(s),
+                      "modulus": modulus, "residues": sorted(residues), "sources": sources}
+        return out
 
     def merge(self, op: str, inputs: list[Tensor], loc: Loc) -> list[tuple]:
         """The input shapes of a merge, symbolic sizes made to agree with the first input's."""
