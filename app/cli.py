@@ -163,6 +163,8 @@ COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .compiler.elaborate import RECURSION_LIMIT
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))  # nested blocks recurse
     args = build_parser().parse_args(argv)
     try:
         code = COMMANDS[args.command](args)

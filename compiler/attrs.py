@@ -4,15 +4,26 @@ Each `Attr.kind` of the op-spec table has one converter here. A converter
 takes the evaluated value and returns the normalised form (ints, pairs,
 `((top, bottom), (left, right))` padding, numpy weights …) or raises
 `OpError` saying what was expected and what was given.
+
+Numbers are finite: NaN is refused everywhere, and so is infinity, except for
+the attributes in `MAY_BE_INFINITE`, where it means something (see
+docs/language.md).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from ..dsl.source import did_you_mean
 from .ops import OpError, Word
 from .symbolic import Dim
+
+
+# Float attributes for which an infinity is meaningful: `pad(value = -inf)` pads with a value that never
+# wins a following max pool (PyTorch's max-pool padding). Every other float must be finite.
+MAY_BE_INFINITE = {"value"}
 
 
 def describe(value: Any) -> str:
@@ -84,7 +95,15 @@ def _padding(value, name: str):
 def _float(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OpError(f"{name} must be a number, got {describe(value)}")
-    return float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise OpError(f"{name} must be a finite number, got a number too large") from None
+    if math.isnan(v) or (math.isinf(v) and name not in MAY_BE_INFINITE):
+        what = "a number" if name in MAY_BE_INFINITE else "a finite number"
+        raise OpError(f"{name} must be {what}, got {describe(v)}",
+                      "NaN and infinity are refused here (only pad's value may be infinite)")
+    return v
 
 
 def _weights(value, name: str) -> np.ndarray | None:
@@ -144,10 +163,8 @@ def convert(kind: str, value: Any, name: str, choices: tuple[str, ...] = ()) -> 
     if kind == "choice":
         word = value.name if isinstance(value, Word) else value
         if word not in choices:
-            import difflib
-            close = difflib.get_close_matches(str(word), choices, n=1)
             raise OpError(f"{name} must be one of {', '.join(choices)}; got {describe(value)}",
-                          f"did you mean '{close[0]}'?" if close else None)
+                          did_you_mean(str(word), choices))
         return word
     if kind == "weights":
         return _weights(value, name)

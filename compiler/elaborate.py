@@ -1,190 +1,88 @@
 """Stage 2 (compiler): elaboration — from the AST to a checked `Network` graph.
 
 Evaluates a network's body: integer arithmetic, conditionals, shape queries,
-block calls (with `in` bound to the piped tensor), repetition, labels and
-imports. Every layer application becomes one node whose attributes are
-normalised and whose output shape is inferred on the spot with the op-spec
-table (shape queries like `channels(in)` need it). Names follow the block
-path (`basic_3.conv_bn_relu.conv`), numbered only where a scope holds more
-than one layer of that name. Errors carry the location of the construct at
-fault and the chain of block calls that led there.
+block calls (with `in` bound to the piped tensor), repetition and labels.
+Every layer application becomes one node whose attributes are normalised and
+whose output shape is inferred on the spot with the op-spec table (shape
+queries like `channels(in)` need it). Errors carry the location of the
+construct at fault and the chain of block calls that led there.
+
+The parts live beside it: `loader` (files and imports -> `Definitions`),
+`naming` (values, scopes and layer names), `expressions` (what names and
+operators mean), `unify` (sizes that must agree at merge points); this module
+walks the syntax tree and builds the nodes. Elaboration is bounded (layers,
+repeats, block depth, tensor sizes) and never ends in Python's RecursionError:
+it makes room for `MAX_BLOCK_DEPTH` nested blocks while it runs, and a program
+that still nests too deeply is a located error.
 """
 from __future__ import annotations
 
-import difflib
+import contextlib
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Iterator
 
 from ..dsl import ast
-from ..dsl.parser import parse_file
-from ..dsl.source import CnncError, Diagnostic, Loc
+from ..dsl.source import CnncError, Diagnostic, Loc, did_you_mean
 from .attrs import convert, describe
-from .graph import Network, Node, build_graph
-from .ops import OPS, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name, numel
-from .symbolic import Constraints, Dim, SymbolicComparison, equal_when, is_symbolic
+from .expressions import FUNCTIONS, arith, builtin_function, is_builtin, lookup, require_tensor, truth
+from .graph import Network, build_graph
+from .loader import Definitions, choose_network, load  # noqa: F401  (re-exported: the compiler's entry points)
+from .naming import BlockRef, Frame, LayerRef, Pending, Scope, Segment, Tensor, final_names, outermost_in
+from .ops import OPS, REQUIRED, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name, numel
+from .symbolic import Constraints, Dim, SymbolicComparison, is_symbolic
+from .unify import ShapeUnifier
 
 MAX_REPEAT = 10_000
 MAX_NODES = 50_000  # ResNet-2000 has 6,669; more is a mistake, not a network
 MAX_BLOCK_DEPTH = 200
 MAX_TENSOR_ELEMENTS = 1 << 31
-MAX_IMPORT_DEPTH = 50
-VARIADIC = {"concat", "add", "mul"}
-
-# Nested block calls recurse in Python (about ten frames a level): make room for MAX_BLOCK_DEPTH.
-sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * MAX_BLOCK_DEPTH + 2000))
-FUNCTIONS = {"channels", "height", "width", "min", "max"}
-NOT_LAYERS = {"input"}
+# Nested block calls recurse in Python (about ten frames a level): room for MAX_BLOCK_DEPTH of them.
+RECURSION_LIMIT = 20 * MAX_BLOCK_DEPTH + 2000
 
 
-# ------------------------------------------------------------------ program
-@dataclass
-class Definitions:
-    """Everything a file and its imports define."""
+@contextlib.contextmanager
+def recursion_room(limit: int = RECURSION_LIMIT) -> Iterator[None]:
+    """Python's recursion limit raised to at least `limit` for the duration, then restored.
 
-    main: str
-    blocks: dict[str, ast.Block] = field(default_factory=dict)
-    networks: dict[str, ast.Network] = field(default_factory=dict)
-    trains: dict[str, ast.Train] = field(default_factory=dict)
-    main_networks: list[str] = field(default_factory=list)
-
-
-def load(path: str | Path) -> Definitions:
-    """Parse a file and, recursively, the files it imports."""
-    defs = Definitions(str(path))
-    _load_into(defs, Path(path), stack=(), import_loc=None)
-    return defs
+    The limit is process-wide: the command line raises it once when it starts
+    (app/cli.py); this makes library callers (tests, notebooks) behave the same
+    without changing the interpreter for them on import.
+    """
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(before, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
 
 
-def _load_into(defs: Definitions, path: Path, stack: tuple, import_loc: Loc | None) -> None:
-    resolved = path.resolve()
-    if resolved in stack:
-        cycle = " -> ".join(p.name for p in (*stack[stack.index(resolved):], resolved))
-        raise CnncError(f"import cycle: {cycle}", import_loc, "a file cannot import itself, directly or not")
-    if len(stack) > MAX_IMPORT_DEPTH:
-        raise CnncError(f"imports nested more than {MAX_IMPORT_DEPTH} deep", import_loc)
-    if import_loc is not None and not path.exists():
-        raise CnncError(f"cannot import \"{path}\": no such file", import_loc,
-                        "imports are relative to the importing file")
-    program = parse_file(path)
-    for item in program.items:
-        if isinstance(item, ast.Import):
-            _load_into(defs, path.parent / item.path, (*stack, resolved), item.loc)
-            continue
-        table = {ast.Block: defs.blocks, ast.Network: defs.networks, ast.Train: defs.trains}[type(item)]
-        if item.__class__ is ast.Train:
-            key = item.network
-        else:
-            key = item.name
-        if key in table and table[key].loc != item.loc:
-            what = {ast.Block: "block", ast.Network: "network", ast.Train: "train section for"}[type(item)]
-            raise CnncError(f"{what} '{key}' is defined twice", item.loc,
-                            notes=None).add_note("first defined here", table[key].loc)
-        table[key] = item
-        if isinstance(item, ast.Network) and not stack:
-            defs.main_networks.append(item.name)
-
-
-# ------------------------------------------------------------------ values
-@dataclass(frozen=True)
-class Tensor:
-    node: int                    # pending node id
-    shape: tuple
-    labelled_layer: bool = False  # a labelled single layer: reusable with shared weights
-    kind_name = "a tensor"
-
-
-@dataclass(frozen=True)
-class LayerRef:
-    name: str
-    kind_name = "a layer"
-
-
-@dataclass(frozen=True)
-class BlockRef:
-    block: ast.Block
-    kind_name = "a block"
-
-
-# ------------------------------------------------------------------ naming
-class Scope:
-    """A block instance (or the network body): counts the names it hands out."""
-
-    def __init__(self, parent_segment: "Segment | None"):
-        self.parent_segment = parent_segment
-        self.counts: dict[str, int] = {}
-        self.labels: set[str] = set()
-
-    def segment(self, base: str, label: str | None) -> "Segment":
-        if label is not None:
-            return Segment(self, base, 0, label)
-        self.counts[base] = self.counts.get(base, 0) + 1
-        return Segment(self, base, self.counts[base], None)
-
-
-@dataclass(eq=False)
-class Segment:
-    scope: Scope
-    base: str
-    index: int
-    label: str | None
-    repeat: tuple | None = None  # (group, index, count); group is the first instance's Segment
-
-    def text(self) -> str:
-        if self.label:
-            return self.label
-        return self.base if self.scope.counts.get(self.base, 0) == 1 else f"{self.base}_{self.index}"
-
-    def path(self) -> str:
-        parts = []
-        seg: Segment | None = self
-        while seg is not None:
-            parts.append(seg.text())
-            seg = seg.scope.parent_segment
-        return ".".join(reversed(parts))
-
-
-@dataclass
-class Pending:
-    id: int
-    op: str
-    inputs: tuple[int, ...]
-    attrs: dict
-    loc: Loc | None
-    segment: Segment
-    layer: str
-    shape: tuple
-    shares: int | None = None
-    call_chain: tuple = ()
-
-
-# ------------------------------------------------------------------ context
-@dataclass
-class Frame:
-    """The evaluation state of one body (network or block instance)."""
-
-    env: dict[str, Any]
-    scope: Scope
-    is_network: bool
-    block_name: str = ""
-    bound_at: dict[str, Loc] = field(default_factory=dict)
-    used: set[str] = field(default_factory=set)
+def _innermost_loc(tb: TracebackType | None) -> Loc | None:
+    """The location of the innermost construct being elaborated when `tb` was raised."""
+    loc = None
+    while tb is not None:
+        for name in ("expr", "stmt"):
+            node = tb.tb_frame.f_locals.get(name)
+            if isinstance(getattr(node, "loc", None), Loc):
+                loc = node.loc
+        tb = tb.tb_next
+    return loc
 
 
 class Elaborator:
+    """Builds one network of a program; all of its state is set here, in `__init__`."""
+
     def __init__(self, defs: Definitions, bindings: dict[str, tuple] | None = None,
                  args: dict[str, Any] | None = None):
         self.defs = defs
-        self.bindings = bindings or {}
-        self.args = args or {}
-        self.nodes: list[Pending] = []
-        self.constraints = Constraints()
-        self.constraint_sources: list[tuple[str, Loc | None]] = []
+        self.bindings = bindings or {}                      # --input NAME=CxHxW
+        self.args = args or {}                              # --set NAME=VALUE
+        self.nodes: list[Pending] = []                      # every layer so far, in order
+        self.inputs: dict[str, int] = {}                    # input name -> node id
+        self.constraints = Constraints()                    # what symbolic sizes must satisfy
+        self.unifier = ShapeUnifier(self.constraints, self._producer)
         self.warnings: list[Diagnostic] = []
-        self.call_chain: list[tuple[str, Loc | None]] = []
-        self.depth = 0
-        self.inputs: dict[str, int] = {}
+        self.call_chain: list[tuple[str, Loc | None]] = []  # the block calls being evaluated
 
     # ----------------------------------------------------------- entry point
     def network(self, name: str) -> Network:
@@ -236,7 +134,7 @@ class Elaborator:
         frame.bound_at[name] = loc
 
     def _warn_shadow(self, name: str, loc: Loc) -> None:
-        if name in OPS or name in SURFACE or name in FUNCTIONS or name in self.defs.blocks:
+        if is_builtin(name) or name in self.defs.blocks:
             what = "block" if name in self.defs.blocks else "built-in"
             self.warn("shadowing", f"'{name}' shadows the {what} of the same name in this scope", loc)
 
@@ -319,7 +217,7 @@ class Elaborator:
             return self._is_application(expr.left, frame) and not isinstance(expr.right, ast.Chain)
         if isinstance(expr, ast.Call):
             callee = self.lookup(expr.func, frame, expr.func_loc, quiet=True)
-            if isinstance(callee, LayerRef) and callee.name in VARIADIC:
+            if isinstance(callee, LayerRef) and _is_variadic(callee.name):
                 return not expr.args  # concat(a, b) produces; a bare concat() would be odd
             return isinstance(callee, (LayerRef, BlockRef)) and self._functional_input(expr, frame) is None
         if isinstance(expr, ast.Name):
@@ -371,9 +269,9 @@ class Elaborator:
             return self.apply(callee, (), (), x, expr.loc, expr.loc, frame, label)
         if isinstance(expr, ast.Call):
             callee = self.lookup(expr.func, frame, expr.func_loc)
-            if isinstance(callee, LayerRef) and callee.name in VARIADIC:
+            if isinstance(callee, LayerRef) and _is_variadic(callee.name):
                 args = [x] + [self._tensor(self.ev(a, frame), a) for a in expr.args]
-                return self._variadic(callee.name, args, expr.loc, frame, label, [None] + list(expr.args))
+                return self._variadic(callee.name, args, expr.loc, frame, label)
             return self.apply(callee, expr.args, expr.kwargs, x, expr.loc, expr.func_loc, frame, label)
         what = describe(self.ev(expr, frame)) if not isinstance(expr, ast.Chain) else "a chain"
         raise CnncError(f"only a layer or a block can follow '->', not {what}", expr.loc,
@@ -414,28 +312,21 @@ class Elaborator:
         for i in range(count):
             start = len(self.nodes)
             x = self.step(expr.left, x, frame)
-            seg = self._instance_segment(start)
+            seg = self._instance_segment(start, frame.scope)
             if seg is not None:
                 group.append(seg)
                 seg.repeat = (group[0], i, count)
         return x
 
-    def _instance_segment(self, start: int) -> Segment | None:
-        """The outermost segment created in the current scope since node `start`."""
+    def _instance_segment(self, start: int, scope: Scope) -> Segment | None:
+        """The outermost segment created in `scope` (the caller's) since node `start`."""
         if start >= len(self.nodes):
             return None
-        seg = self.nodes[start].segment
-        last_scope = self.nodes[-1].segment
-        # Climb from the first new node to the segment that lives in the caller's scope.
-        target_scope = self._scope_of_creation
-        while seg.scope is not target_scope and seg.scope.parent_segment is not None:
-            seg = seg.scope.parent_segment
-        return seg if seg.scope is target_scope else last_scope
+        return outermost_in(self.nodes[start].segment, scope) or self.nodes[-1].segment
 
     # ---------------------------------------------------------- application
     def apply(self, callee: Any, args: tuple, kwargs: tuple, x: Tensor, loc: Loc, func_loc: Loc,
               frame: Frame, label: str | None) -> Tensor:
-        self._scope_of_creation = frame.scope
         if isinstance(callee, BlockRef):
             return self._apply_block(callee.block, args, kwargs, x, loc, frame, label)
         if isinstance(callee, LayerRef):
@@ -469,8 +360,7 @@ class Elaborator:
                     self.lookup(value.name, frame, vloc)  # an undefined name: say so, with a suggestion
                 hint = err.hint
                 if isinstance(value, Word) and attr.kind == "padding":
-                    close = difflib.get_close_matches(value.name, ["same", "valid", "full"], n=1)
-                    hint = f"did you mean '{close[0]}'?" if close else hint
+                    hint = did_you_mean(value.name, ["same", "valid", "full"], hint)
                 raise CnncError(err.message, vloc, hint) from None
         arg_locs = {normalised_name(name, k): v[1] for k, v in raw.items()}
         return self._node(name, inputs, attrs, loc, frame, label, arg_locs)
@@ -494,18 +384,13 @@ class Elaborator:
         for kw in kwargs:
             key = {"kernel": "k", "padding": "pad"}.get(kw.name, kw.name) if name != "pad" else kw.name
             if key not in names:
-                close = difflib.get_close_matches(kw.name, names, n=1)
                 raise CnncError(f"'{name}' has no argument '{kw.name}'", kw.loc,
-                                f"did you mean '{close[0]}'?" if close else
-                                f"its arguments: {', '.join(names) or 'none'}")
+                                did_you_mean(kw.name, names, f"its arguments: {', '.join(names) or 'none'}"))
             if key in out:
                 raise CnncError(f"argument '{kw.name}' of '{name}' is given twice", kw.loc)
             out[key] = (self.ev(kw.value, frame), kw.value.loc)
         for a in attrs:
             if a.name not in out:
-                if a.default is OpSpec and False:
-                    pass
-                from .ops import REQUIRED
                 if a.default is REQUIRED:
                     raise CnncError(f"'{name}' needs its argument '{a.name}'" + (f" ({a.doc})" if a.doc else ""),
                                     loc, f"e.g. {name}({', '.join(n for n in names[:names.index(a.name) + 1])})")
@@ -521,16 +406,13 @@ class Elaborator:
         c = self._channels(x, loc)
         seg = frame.scope.segment("separable_conv", label)
         inner = Frame(frame.env, Scope(seg), frame.is_network, frame.block_name)
-        self._scope_of_creation = inner.scope
         dw = self._conv_attrs(raw, out=c, groups=c)
         dw["bias"] = False
         y = self._node("conv", [x], dw, loc, inner, "depthwise", {}, layer="separable_conv")
         pw = {"out_channels": convert("pos_int", raw["out"][0], "out"), "kernel": (1, 1), "stride": (1, 1),
               "padding": ((0, 0), (0, 0)), "dilation": (1, 1), "groups": 1,
               "bias": convert("bool", raw["bias"][0], "bias"), "trainable": True, "weights": None}
-        out = self._node("conv", [y], pw, loc, inner, "pointwise", {}, layer="separable_conv")
-        self._scope_of_creation = frame.scope
-        return out
+        return self._node("conv", [y], pw, loc, inner, "pointwise", {}, layer="separable_conv")
 
     def _conv_attrs(self, raw: dict, out: int, groups: int) -> dict:
         attrs = {"out_channels": out, "groups": groups, "trainable": True, "weights": None}
@@ -552,7 +434,7 @@ class Elaborator:
 
     def _apply_block(self, block: ast.Block, args: tuple, kwargs: tuple, x: Tensor, loc: Loc,
                      frame: Frame, label: str | None) -> Tensor:
-        if self.depth >= MAX_BLOCK_DEPTH:
+        if len(self.call_chain) >= MAX_BLOCK_DEPTH:
             raise CnncError(f"blocks nested more than {MAX_BLOCK_DEPTH} deep (is '{block.name}' recursive "
                             "without an end?)", loc, "a recursive block needs an `if` that stops it")
         seg = frame.scope.segment(block.name, label)
@@ -567,9 +449,8 @@ class Elaborator:
         names = [p.name for p in block.params]
         for kw in kwargs:
             if kw.name not in names:
-                close = difflib.get_close_matches(kw.name, names, n=1)
                 raise CnncError(f"block '{block.name}' has no parameter '{kw.name}'", kw.loc,
-                                f"did you mean '{close[0]}'?" if close else f"its parameters: {', '.join(names)}")
+                                did_you_mean(kw.name, names, f"its parameters: {', '.join(names)}"))
             if kw.name in values:
                 raise CnncError(f"parameter '{kw.name}' of block '{block.name}' is given twice", kw.loc)
             values[kw.name] = (self.ev(kw.value, frame), kw.value.loc)
@@ -584,10 +465,9 @@ class Elaborator:
                                 f"'{block.name}' is defined at {block.loc}")
             inner.bound_at[p.name] = p.loc
             inner.used.add(p.name)
-            if p.name in OPS or p.name in FUNCTIONS or p.name in SURFACE:
+            if is_builtin(p.name):
                 self.warn("shadowing", f"parameter '{p.name}' shadows the built-in of the same name "
                           f"inside block '{block.name}'", p.loc)
-        self.depth += 1
         self.call_chain.append((block.name, loc))
         try:
             value = None
@@ -602,9 +482,7 @@ class Elaborator:
                 err.add_note(f"in block '{block.name}', applied here", loc)
             raise
         finally:
-            self.depth -= 1
             self.call_chain.pop()
-        self._scope_of_creation = frame.scope
         if label is not None:
             seg.label = label
         return value
@@ -616,28 +494,25 @@ class Elaborator:
                             "to combine tensors use `+`, `*` or concat")
         node = self.nodes[source.node]
         owner = node.shares if node.shares is not None else node.id
-        self._scope_of_creation = frame.scope
         return self._node(node.op, [x, *(self._as_tensor(i) for i in node.inputs[1:])], dict(node.attrs),
                           expr.loc, frame, label, {}, layer=node.layer, shares=owner, base=expr.id)
 
     def _as_tensor(self, node_id: int) -> Tensor:
         return Tensor(node_id, self.nodes[node_id].shape)
 
-    def _variadic(self, op: str, tensors: list, loc: Loc, frame: Frame, label: str | None,
-                  sources: list) -> Tensor:
-        self._scope_of_creation = frame.scope
-        return self._node(op, tensors, {}, loc, frame, label, {}, sources=sources)
+    def _variadic(self, op: str, tensors: list, loc: Loc, frame: Frame, label: str | None) -> Tensor:
+        return self._node(op, tensors, {}, loc, frame, label, {})
 
     # --------------------------------------------------------------- nodes
     def _node(self, op: str, inputs: list, attrs: dict, loc: Loc, frame: Frame, label: str | None,
-              arg_locs: dict, layer: str | None = None, shares: int | None = None, base: str | None = None,
-              sources: list | None = None) -> Tensor:
+              arg_locs: dict, layer: str | None = None, shares: int | None = None,
+              base: str | None = None) -> Tensor:
         spec = OPS[op]
         ins = [t.shape for t in inputs]
-        if spec.inputs is None or op in VARIADIC:
-            ins = self._unify(op, inputs, loc, sources or [])
+        if spec.variadic:
+            ins = self.unifier.merge(op, inputs, loc)
         elif op == "unpool":
-            ins = [self._unify_one(ins[0], attrs["of_shape"], loc, f"unpool's input and {op}'s source")]
+            ins = [self.unifier.match(ins[0], attrs["of_shape"], loc, f"unpool's input and {op}'s source")]
         try:
             attrs = spec.resolve(dict(attrs), ins)
             shape = tuple(spec.shape(attrs, ins))
@@ -674,11 +549,8 @@ class Elaborator:
         out = CnncError(f"{op}: {err.message}", loc, err.hint)
         for t in inputs:
             producer = self.nodes[t.node]
-            out.add_note(f"input {fmt_shape(t.shape)} comes from {self._display(producer)}", producer.loc)
+            out.add_note(f"input {fmt_shape(t.shape)} comes from {producer.display()}", producer.loc)
         return out
-
-    def _display(self, p: Pending) -> str:
-        return f"'{p.segment.path()}' ({p.layer})" if p.op != "input" else f"input '{p.segment.path()}'"
 
     def _check_size(self, shape: tuple, loc: Loc, op: str = "input") -> None:
         for d in shape:
@@ -692,66 +564,13 @@ class Elaborator:
             raise CnncError(f"{op}: a tensor of {n:,} elements per sample is too large "
                             f"(the limit is {MAX_TENSOR_ELEMENTS:,})", loc)
 
-    def _unify(self, op: str, inputs: list, loc: Loc, sources: list) -> list:
-        """Merge points: make symbolic sizes agree, deriving constraints where they can."""
-        shapes = [list(t.shape) for t in inputs]
-        first = shapes[0]
-        start = 1 if op == "concat" else 0
-        for other in shapes[1:]:
-            if len(other) != len(first):
-                continue  # the shape rule reports rank mismatches
-            for i in range(start, len(first)):
-                if op != "concat" and (first[i] == 1 or other[i] == 1):
-                    continue
-                if is_symbolic(first[i]) or is_symbolic(other[i]):
-                    other[i] = self._agree(first[i], other[i], loc, op, inputs)
-        return [tuple(s) for s in shapes]
-
-    def _unify_one(self, a: tuple, b: tuple, loc: Loc, what: str) -> tuple:
-        if len(a) != len(b):
-            return a
-        return tuple(self._agree(y, x, loc, what, []) if is_symbolic(x) or is_symbolic(y) else x
-                     for x, y in zip(a, b))
-
-    def _agree(self, a, b, loc: Loc, op: str, inputs: list):
-        verdict, detail = equal_when(a, b, self.constraints)
-        if verdict == "yes":
-            return a
-        if verdict == "when":
-            name, L, residues = detail
-            if not self.constraints.restrict(name, L, residues):
-                raise self._mismatch(op, inputs, loc, f"no value of {name} makes {a} and {b} agree "
-                                                      "together with the other constraints")
-            self.constraint_sources.append((name, loc))
-            return a
-        reason = f"{a} and {b} never agree" if verdict == "no" else f"cannot prove that {a} equals {b}"
-        raise self._mismatch(op, inputs, loc, reason)
-
-    def _mismatch(self, op: str, inputs: list, loc: Loc, reason: str) -> CnncError:
-        shapes = " and ".join(fmt_shape(t.shape) for t in inputs)
-        err = CnncError(f"{op}: shapes {shapes} do not line up: {reason}", loc,
-                        "bind the input size with --input NAME=CxHxW to see concrete shapes")
-        for t in inputs:
-            p = self.nodes[t.node]
-            err.add_note(f"{fmt_shape(t.shape)} comes from {self._display(p)}", p.loc)
-        return err
+    def _producer(self, node: int) -> tuple[str, Loc | None]:
+        p = self.nodes[node]
+        return p.display(), p.loc
 
     # ------------------------------------------------------------ evaluation
     def lookup(self, name: str, frame: Frame, loc: Loc, quiet: bool = False) -> Any:
-        if name in frame.env:
-            return frame.env[name]
-        if name in self.defs.blocks:
-            return BlockRef(self.defs.blocks[name])
-        if (name in OPS and name not in NOT_LAYERS) or name in SURFACE:
-            return LayerRef(name)
-        if quiet:
-            return Word(name)
-        if name == "in":
-            raise CnncError("`in` exists only inside a block", loc, "in a network, name the input tensor")
-        candidates = list(frame.env) + list(self.defs.blocks) + [n for n in OPS if n not in NOT_LAYERS] \
-            + list(SURFACE) + sorted(FUNCTIONS)
-        close = difflib.get_close_matches(name, candidates, n=1)
-        raise CnncError(f"unknown name '{name}'", loc, f"did you mean '{close[0]}'?" if close else None)
+        return lookup(name, frame.env, self.defs.blocks, loc, quiet)
 
     def ev(self, expr: ast.Expr, frame: Frame) -> Any:
         """The value of an expression in value position."""
@@ -772,8 +591,8 @@ class Elaborator:
         if isinstance(expr, ast.UnaryOp):
             v = self.ev(expr.operand, frame)
             if expr.op == "not":
-                return not self._truth(v, expr.operand)
-            return self._arith("-", 0, v, expr)
+                return not truth(v, expr.operand)
+            return arith("-", 0, v, expr, self.constraints, self.defs.blocks)
         if isinstance(expr, ast.BinOp):
             return self._binop(expr, frame)
         if isinstance(expr, ast.Call):
@@ -797,15 +616,15 @@ class Elaborator:
             return self._function(expr, frame)
         callee = self.lookup(expr.func, frame, expr.func_loc)
         source = self._functional_input(expr, frame) if isinstance(callee, LayerRef) else None
-        if source is not None and callee.name not in VARIADIC:
+        if source is not None and not _is_variadic(callee.name):
             frame.used.add(expr.args[0].id)
             call = ast.Call(expr.loc, expr.func, expr.args[1:], expr.kwargs, expr.func_loc)
             return self.step(call, source, frame)
-        if isinstance(callee, LayerRef) and callee.name in VARIADIC and expr.args:
+        if isinstance(callee, LayerRef) and _is_variadic(callee.name) and expr.args:
             if expr.kwargs:
                 raise CnncError(f"'{callee.name}' takes no keyword arguments", expr.kwargs[0].loc)
             tensors = [self._tensor(self.ev(a, frame), a) for a in expr.args]
-            return self._variadic(callee.name, tensors, expr.loc, frame, None, list(expr.args))
+            return self._variadic(callee.name, tensors, expr.loc, frame, None)
         if isinstance(callee, (LayerRef, BlockRef)):
             if "in" not in frame.env:
                 raise CnncError(f"nothing is piped into '{expr.func}' here", expr.loc,
@@ -815,34 +634,14 @@ class Elaborator:
         raise CnncError(f"'{expr.func}' is {describe(callee)}, not something that can be called", expr.func_loc)
 
     def _function(self, expr: ast.Call, frame: Frame) -> Any:
-        args = [self.ev(a, frame) for a in expr.args]
-        if expr.kwargs:
-            raise CnncError(f"'{expr.func}' takes no keyword arguments", expr.kwargs[0].loc)
-        if expr.func in ("min", "max"):
-            if len(args) < 2:
-                raise CnncError(f"'{expr.func}' needs at least two values", expr.loc)
-            for a, e in zip(args, expr.args):
-                self._number(a, e)
-            try:
-                return (min if expr.func == "min" else max)(args)
-            except SymbolicComparison as err:
-                raise CnncError(f"cannot decide {expr.func} of sizes that depend on "
-                                f"{', '.join(sorted(err.expr.symbols()))}", expr.loc,
-                                "bind the input size with --input NAME=CxHxW") from None
-        if len(args) != 1:
-            raise CnncError(f"'{expr.func}' takes one tensor, got {len(args)} arguments", expr.loc)
-        t = self._tensor(args[0], expr.args[0])
-        axis = {"channels": 0, "height": 1, "width": 2}[expr.func]
-        if axis >= len(t.shape):
-            raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc)
-        return t.shape[axis]
+        return builtin_function(expr, [self.ev(a, frame) for a in expr.args], self.defs.blocks)
 
     def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
         if expr.op in ("and", "or"):
-            left = self._truth(self.ev(expr.left, frame), expr.left)
+            left = truth(self.ev(expr.left, frame), expr.left)
             if (expr.op == "and") != left:
                 return left
-            return self._truth(self.ev(expr.right, frame), expr.right)
+            return truth(self.ev(expr.right, frame), expr.right)
         if expr.op == "*" and self._is_application(expr.left, frame):
             if "in" not in frame.env:
                 raise CnncError("nothing is piped into this repeated block", expr.loc,
@@ -852,84 +651,20 @@ class Elaborator:
         left, right = self.ev(expr.left, frame), self.ev(expr.right, frame)
         if isinstance(left, Tensor) or isinstance(right, Tensor):
             return self._tensor_binop(expr, left, right, frame)
-        return self._arith(expr.op, left, right, expr)
+        return arith(expr.op, left, right, expr, self.constraints, self.defs.blocks)
 
     def _tensor_binop(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> Tensor:
         if expr.op not in ("+", "*"):
             raise CnncError(f"tensors support '+' and '*', not '{expr.op}'", expr.loc)
         a = self._tensor(left, expr.left)
         b = self._tensor(right, expr.right)
-        return self._variadic("add" if expr.op == "+" else "mul", [a, b], expr.loc, frame, None,
-                              [expr.left, expr.right])
-
-    def _arith(self, op: str, a: Any, b: Any, expr: ast.Expr) -> Any:
-        if op in ("==", "!="):
-            if isinstance(a, (int, Dim)) and isinstance(b, (int, Dim)) and not isinstance(a, bool):
-                verdict, _ = equal_when(a, b, self.constraints)
-                if verdict == "yes":
-                    return op == "=="
-                if verdict == "no":
-                    return op == "!="
-                raise CnncError(f"cannot decide whether {a} {op} {b}: it depends on the input size", expr.loc,
-                                "bind the input size with --input NAME=CxHxW")
-            equal = (a.name if isinstance(a, Word) else a) == (b.name if isinstance(b, Word) else b)
-            return equal if op == "==" else not equal
-        left_expr = getattr(expr, "left", expr)
-        right_expr = getattr(expr, "right", getattr(expr, "operand", expr))
-        self._number(a, left_expr)
-        self._number(b, right_expr)
-        try:
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b
-            if op in ("//", "%"):
-                if isinstance(b, int) and b == 0:
-                    raise CnncError("division by zero", expr.loc)
-                if isinstance(b, float) or isinstance(a, float):
-                    raise CnncError(f"'{op}' is for integers", expr.loc)
-                return a // b if op == "//" else a % b
-            if op == "/":
-                if b == 0:
-                    raise CnncError("division by zero", expr.loc)
-                if isinstance(a, Dim) or isinstance(b, Dim):
-                    raise CnncError("'/' on a size; use '//' for integer division", expr.loc)
-                return a / b
-            if op in ("<", "<=", ">", ">="):
-                return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
-        except SymbolicComparison as err:
-            raise CnncError(f"cannot decide '{op}' on a size that depends on "
-                            f"{', '.join(sorted(err.expr.symbols()))}", expr.loc,
-                            "bind the input size with --input NAME=CxHxW") from None
-        except OverflowError:
-            raise CnncError("number too large", expr.loc) from None
-        raise AssertionError(op)
-
-    def _number(self, v: Any, expr: ast.Expr) -> None:
-        if isinstance(v, bool) or not isinstance(v, (int, float, Dim)):
-            if isinstance(v, Word):
-                self.lookup(v.name, Frame({}, Scope(None), True), expr.loc)  # raises "unknown name"
-            raise CnncError(f"expected a number, got {describe(v)}", expr.loc)
-        if isinstance(v, int) and abs(v) > 1 << 62:
-            raise CnncError("number too large", expr.loc)
-
-    def _truth(self, v: Any, expr: ast.Expr) -> bool:
-        if isinstance(v, bool):
-            return v
-        raise CnncError(f"a condition must be true or false, got {describe(v)}", expr.loc)
+        return self._variadic("add" if expr.op == "+" else "mul", [a, b], expr.loc, frame, None)
 
     def _condition(self, expr: ast.Expr, frame: Frame) -> bool:
-        return self._truth(self.ev(expr, frame), expr)
+        return truth(self.ev(expr, frame), expr)
 
     def _tensor(self, v: Any, where) -> Tensor:
-        if isinstance(v, Tensor):
-            return v
-        loc = where.loc if hasattr(where, "loc") else where
-        if isinstance(v, Word):
-            self.lookup(v.name, Frame({}, Scope(None), True), loc)
-        raise CnncError(f"expected a tensor, got {describe(v)}", loc)
+        return require_tensor(v, where, self.defs.blocks)
 
     def _bind_params(self, params: tuple, given: dict, frame: Frame, loc: Loc, what: str, cli: bool) -> None:
         names = {p.name for p in params}
@@ -961,94 +696,32 @@ class Elaborator:
 
     # ---------------------------------------------------------------- finish
     def _finish(self, name: str, outputs: list[Tensor]) -> Network:
-        names = self._final_names()
-        nodes = []
-        for p in self.nodes:
-            attrs = dict(p.attrs)
-            if p.op == "unpool":
-                attrs["of"] = names[attrs["of"]]
-                attrs.pop("of_name", None)  # only for messages during elaboration
-            repeat = None
-            seg: Segment | None = p.segment
-            while seg is not None:
-                if seg.repeat is not None:
-                    group, i, n = seg.repeat
-                    repeat = (group.path(), i, n)
-                seg = seg.scope.parent_segment
-            nodes.append(Node(names[p.id], p.op, tuple(names[i] for i in p.inputs), attrs, p.loc,
-                              tuple(s.text() for s in _scope_segments(p.segment)), p.layer,
-                              names[p.shares] if p.shares is not None else None, repeat,
-                              p.call_chain, tuple(s.base for s in _scope_segments(p.segment))))
+        names = final_names(self.nodes)
+        nodes = [p.finished(names) for p in self.nodes]
         net = Network(name, build_graph(nodes), {n: self.nodes[i].shape for n, i in
                                                  ((names[i], i) for i in self.inputs.values())},
                       tuple(dict.fromkeys(names[t.node] for t in outputs)))
         net.shapes = {names[p.id]: p.shape for p in self.nodes}
         net.source = self.defs.main
         net.warnings = list(self.warnings)
-        net.symbols = self._symbol_report()
+        net.symbols = self.unifier.report(p.shape for p in self.nodes)
         net.constraints = [s["constraint"] for s in net.symbols.values() if s.get("constraint")]
         return net
 
-    def _final_names(self) -> dict[int, str]:
-        names = {p.id: p.segment.path() for p in self.nodes}
-        seen: dict[str, int] = {}
-        for p in self.nodes:  # a label equal to an automatic name: keep the label, renumber the other
-            n = names[p.id]
-            if n in seen:
-                k = 2
-                while f"{n}_{k}" in seen or f"{n}_{k}" in names.values():
-                    k += 1
-                names[p.id] = f"{n}_{k}"
-            seen[names[p.id]] = p.id
-        return names
 
-    def _symbol_report(self) -> dict[str, dict]:
-        symbols: set[str] = set()
-        for p in self.nodes:
-            for d in p.shape:
-                if isinstance(d, Dim):
-                    symbols |= d.symbols()
-        out = {}
-        for s in sorted(symbols):
-            sources = [loc for n, loc in self.constraint_sources if n == s]
-            modulus, residues = self.constraints.residues.get(s, (1, frozenset({0})))
-            out[s] = {"constraint": self.constraints.describe(s), "smallest": self.constraints.smallest(s),
-                      "modulus": modulus, "residues": sorted(residues), "sources": sources}
-        return out
-
-
-def _scope_segments(seg: Segment) -> list[Segment]:
-    """The block-instance segments enclosing `seg`, outermost first."""
-    parts = []
-    s = seg.scope.parent_segment
-    while s is not None:
-        parts.append(s)
-        s = s.scope.parent_segment
-    return list(reversed(parts))
-
-
-def choose_network(defs: Definitions, name: str | None) -> str:
-    if name is not None:
-        if name not in defs.networks:
-            close = difflib.get_close_matches(name, list(defs.networks), n=1)
-            raise CnncError(f"--network {name}: no network of that name in {defs.main}",
-                            hint=f"did you mean '{close[0]}'?" if close else
-                            f"networks: {', '.join(defs.networks) or 'none'}")
-        return name
-    candidates = defs.main_networks or list(defs.networks)
-    if not candidates:
-        raise CnncError(f"{defs.main} defines no network", hint="a network starts with `network Name { ... }`")
-    if len(candidates) > 1:
-        trained = [n for n in candidates if n in defs.trains]
-        if len(trained) == 1:
-            return trained[0]
-        raise CnncError(f"{defs.main} defines several networks: {', '.join(candidates)}",
-                        hint="choose one with --network NAME")
-    return candidates[0]
+def _is_variadic(op: str) -> bool:
+    """An op whose inputs are any number of tensors (`concat(a, b, c)`, `a + b`)."""
+    return op in OPS and OPS[op].variadic
 
 
 def elaborate(defs: Definitions, network: str | None = None, bindings: dict[str, tuple] | None = None,
               args: dict[str, Any] | None = None) -> Network:
     """Build the checked graph of one network of a loaded program."""
     name = choose_network(defs, network)
-    return Elaborator(defs, bindings, args).network(name)
+    with recursion_room():
+        try:
+            return Elaborator(defs, bindings, args).network(name)
+        except RecursionError as err:
+            loc = _innermost_loc(err.__traceback__)
+            raise CnncError("the program nests too deeply to elaborate", loc,
+                            "nest fewer blocks or expressions inside each other") from None

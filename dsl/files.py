@@ -36,15 +36,15 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
-def limit(name: str, default: int) -> int:
-    """A size limit, raised (or lowered) by the environment variable CNNC_MAX_<NAME> (bytes)."""
+def limit(name: str, default: int, unit: str = "bytes") -> int:
+    """A size limit, raised (or lowered) by the environment variable CNNC_MAX_<NAME> (in `unit`)."""
     value = os.environ.get(f"CNNC_MAX_{name.upper()}")
     if value is None:
         return default
     try:
         n = int(value)
     except ValueError:
-        raise CnncError(f"CNNC_MAX_{name.upper()}={value!r}: expected a whole number of bytes") from None
+        raise CnncError(f"CNNC_MAX_{name.upper()}={value!r}: expected a whole number of {unit}") from None
     if n < 1:
         raise CnncError(f"CNNC_MAX_{name.upper()}={value!r}: must be positive")
     return n

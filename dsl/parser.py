@@ -4,18 +4,31 @@ Lark's LALR parser runs on `cnn.lark` with positions propagated; a small
 post-lexer makes new lines significant only where a statement can end. Syntax
 errors become `CnncError`s that point at the offending token and say, in
 words, what was expected there.
+
+Source text is untrusted: it is read through the one bounded reader
+(`read_source`, at most CNNC_MAX_SOURCE bytes, regular files only, UTF-8 with
+an optional byte-order mark), and parsing stops with a located error at the
+first token past `MAX_TOKENS`, at a tree nested deeper than `MAX_NESTING`
+(lark's transformer recurses on it) and at an absurdly long integer literal,
+so no input makes the parser slow, deep or exit with an internal error.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from . import ast
+from . import ast, files
 from .source import CnncError, Loc, SourceRegistry
+
+SOURCE_LIMIT = files.MiB     # bytes of one source file (CNNC_MAX_SOURCE raises it)
+MAX_TOKENS = 100_000         # tokens in one file (CNNC_MAX_TOKENS); the largest example has about 400
+MAX_NESTING = 256            # levels of the syntax tree; a 60-deep `if` or a 250-term sum is near it
+MAX_INT_DIGITS = 30          # an integer literal longer than this is a mistake (sizes stop at 2**62)
 
 # A new line is no statement end after these tokens (the expression goes on) …
 _CONTINUES_AFTER = {"ARROW", "PLUS", "MINUS", "MUL_OP", "COMP_OP", "COMMA", "EQUAL", "COLON",
@@ -29,11 +42,19 @@ class _NewlinePostLexer:
 
     always_accept = ("_NL",)
 
+    def __init__(self):
+        self.file = "<input>"  # set by `parse` before each run, for the location of a limit error
+        self.max_tokens = MAX_TOKENS
+
     def process(self, stream):
         depth = 0
         previous = None
         pending = None
-        for tok in stream:
+        for count, tok in enumerate(stream):
+            if count >= self.max_tokens:
+                # Stop while parsing: a 10 MB chain would otherwise take minutes before any limit.
+                raise CnncError(f"the file has more than {self.max_tokens:,} tokens", _loc(self.file, tok),
+                                "a network this large is a mistake (set CNNC_MAX_TOKENS to raise the limit)")
             if tok.type == "_NL":
                 if depth == 0 and (previous is None or previous.type not in _CONTINUES_AFTER):
                     pending = pending or tok
@@ -59,6 +80,19 @@ def _parser() -> Lark:
     # parser state: a basic (not contextual) lexer.
     return Lark(grammar, parser="lalr", lexer="basic", postlex=_NewlinePostLexer(), propagate_positions=True,
                 maybe_placeholders=False)
+
+
+def _check_nesting(tree: Tree, file: str) -> None:
+    """Refuse a tree deeper than MAX_NESTING, at its first too-deep node (walked without recursion)."""
+    stack = [(tree, 1, tree)]
+    while stack:
+        node, depth, located = stack.pop()
+        if not node.meta.empty:
+            located = node
+        if depth > MAX_NESTING:
+            raise CnncError(f"this expression nests more than {MAX_NESTING} levels deep", _loc(file, located.meta),
+                            "split it into named parts or blocks")
+        stack.extend((child, depth + 1, located) for child in node.children if isinstance(child, Tree))
 
 
 def _loc(file: str, meta_or_token) -> Loc:
@@ -181,7 +215,11 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def int_lit(self, meta, children):
-        return ast.Int(self._l(meta), int(children[0]))
+        digits = str(children[0])
+        if len(digits) > MAX_INT_DIGITS:  # Python refuses to convert past 4300 digits anyway
+            raise CnncError(f"an integer literal of {len(digits)} digits is too long", self._l(meta),
+                            f"integers have at most {MAX_INT_DIGITS} digits here")
+        return ast.Int(self._l(meta), int(digits))
 
     @v_args(meta=True)
     def float_lit(self, meta, children):
@@ -275,7 +313,7 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> CnncError:
         hint = "strings use double quotes" if ch == "'" else None
         return CnncError(f"unexpected character {ch!r}", Loc(file, line, col), hint)
     if isinstance(err, UnexpectedEOF):
-        lines = text.splitlines() or [""]
+        lines = _lines(text) or [""]
         return CnncError(f"unexpected end of file; expected {_expected_words(err.expected)}",
                          Loc(file, len(lines), len(lines[-1]) + 1),
                          "is a '}' or ')' missing?")
@@ -284,7 +322,7 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> CnncError:
     if tok.type in ("_NL", "$END") or tok.line is None:
         # Point just after the last real character: where the user stopped typing.
         line = getattr(tok, "line", None) or line
-        lines = text.splitlines()
+        lines = _lines(text)
         line = min(line, len(lines)) if lines else 1
         while line > 1 and not lines[line - 1].split("#")[0].strip():
             line -= 1
@@ -328,6 +366,12 @@ def _unclosed_bracket(text: str, upto: int | None, braces: bool = False) -> tupl
     return stack[-1] if stack else None
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of `text` as the lexer counts them (by "\\n" only), like `str.splitlines` otherwise."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
 def _hint_for(tok: Token, expected: set[str]) -> str | None:
     if tok.type == "EQUAL" and "COLON" in expected:
         return "an input is declared with a colon: `input x: [3, 224, 224]`"
@@ -341,25 +385,44 @@ def _hint_for(tok: Token, expected: set[str]) -> str | None:
 
 
 def parse(text: str, file: str = "<input>") -> ast.Program:
-    """Parse one `.cnn` source text. Raises CnncError on a syntax error."""
+    """Parse one `.cnn` source text. Raises CnncError on a syntax error or a limit reached."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark: columns count from after it
     SourceRegistry.add(file, text)
+    lark = _parser()
+    postlex = lark.options.postlex
+    postlex.file, postlex.max_tokens = file, files.limit("tokens", MAX_TOKENS, unit="tokens")
     try:
-        tree = _parser().parse(text)
+        tree = lark.parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, file, text) from None
-    return ast.Program(file, _ToAst(file).transform(tree))
+    _check_nesting(tree, file)
+    try:
+        items = _ToAst(file).transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, CnncError):
+            raise err.orig_exc from None
+        raise
+    except RecursionError:  # only when called with little stack left: MAX_NESTING fits the default limit
+        raise CnncError("the program nests too deeply to parse here", _loc(file, tree.meta),
+                        "split deep expressions into named parts or blocks") from None
+    return ast.Program(file, items)
+
+
+def read_source(path: str | Path, what: str = "source file") -> str:
+    """The text of a `.cnn` file: a regular file of at most CNNC_MAX_SOURCE bytes, in UTF-8.
+
+    The content is never quoted in an error (the file may be anything, e.g. a
+    secret): only its name, escaped.
+    """
+    shown = files.describe_path(path)
+    if "\x00" not in str(path) and not os.path.lexists(path):
+        raise CnncError(f"{shown}: no such file")
+    data = files.read_bytes(path, what, files.limit("source", SOURCE_LIMIT))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CnncError(f"{shown}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
 
 
 def parse_file(path: str | Path) -> ast.Program:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CnncError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CnncError(f"{path}: is a directory, not a .cnn file") from None
-    except UnicodeDecodeError as err:
-        raise CnncError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise CnncError(f"{path}: cannot read ({err.strerror})") from None
-    return parse(text, str(path))
+    return parse(read_source(path), str(path))

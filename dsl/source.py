@@ -5,12 +5,17 @@ Every stage raises `CnncError` for a mistake the user can fix. It carries a
 `file.cnn:LINE:COL: error: message`, the source line, a caret under the
 column, then optional notes and a hint. The CLI prints it and exits 1; nothing
 else is allowed to escape to the user.
+
+Rendering is the one place where user text reaches the terminal, so it is made
+harmless here: control characters (ESC, OSC sequences, form feeds, U+0085 …)
+in messages, notes, hints, file names and quoted lines are shown escaped
+(`\x1b`), and a quoted line is clipped to about `QUOTE_WIDTH` characters
+around the column, with `…` marks, so a huge one-line file cannot flood it.
 """
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 
@@ -27,6 +32,10 @@ class Loc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+QUOTE_WIDTH = 100  # characters of a source line quoted under a diagnostic, at most (plus … marks)
+MESSAGE_WIDTH = 500  # characters of a message, note or hint; more only when it repeats huge user text
+
+
 class SourceRegistry:
     """Remembers the text of every file read, so diagnostics can quote lines."""
 
@@ -38,14 +47,19 @@ class SourceRegistry:
 
     @classmethod
     def line(cls, name: str, line: int) -> str | None:
+        """Line `line` (1-based) of a registered file, counted as the lexer counts: by "\n" only.
+
+        (`str.splitlines` would also split at form feeds, U+0085 or U+2028 and
+        quote the wrong line.) Only files the parser has read are quoted:
+        nothing is read from disk here.
+        """
         text = cls._texts.get(name)
-        if text is None:
-            try:
-                text = Path(name).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                return None
-        lines = text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else None
+        if text is None or line < 1:
+            return None
+        lines = text.split("\n")
+        if line > len(lines) or (line == len(lines) and not lines[-1] and line > 1):
+            return None
+        return lines[line - 1].removesuffix("\r")
 
 
 @dataclass
@@ -72,16 +86,53 @@ class Diagnostic:
             codes = {"error": "1;31", "warning": "1;35", "note": "1;36", "bold": "1", "caret": "1;32"}
             return f"\x1b[{codes[style]}m{text}\x1b[0m"
 
-        head = f"{self.loc}: " if self.loc else "cnnc: "
+        head = f"{_shown(str(self.loc))}: " if self.loc else "cnnc: "
         suffix = f" [{self.code}]" if self.code else ""
-        out = [paint(head, "bold") + paint(f"{self.severity}:", self.severity) + f" {self.message}{suffix}"]
+        out = [paint(head, "bold") + paint(f"{self.severity}:", self.severity) + f" {_shown(self.message)}{suffix}"]
         out += _quote(self.loc, paint)
         for note in self.notes:
-            where = f"{note.loc}: " if note.loc else ""
-            out.append(f"  {paint('note:', 'note')} {where}{note.message}")
+            where = f"{_shown(str(note.loc))}: " if note.loc else ""
+            out.append(f"  {paint('note:', 'note')} {where}{_shown(note.message)}")
         if self.hint:
-            out.append(f"  {paint('hint:', 'note')} {self.hint}")
+            out.append(f"  {paint('hint:', 'note')} {_shown(self.hint)}")
         return "\n".join(out)
+
+
+def _cell(ch: str) -> str:
+    """How one character of user text is shown: itself if printable, a tab as a space, else escaped."""
+    if ch.isprintable():
+        return ch
+    if ch == "\t":
+        return " "
+    return repr(ch)[1:-1]  # '\x1b', '\x0c', '\x85', '\u2028'
+
+
+def printable(text: str) -> str:
+    """User text made safe for a terminal: control characters escaped, so none is obeyed."""
+    return text if text.isprintable() else "".join(_cell(c) for c in text)
+
+
+def _shown(text: str) -> str:
+    """Text of a message as printed: escaped, and clipped in the middle if a huge name made it huge."""
+    text = printable(text)
+    if len(text) <= MESSAGE_WIDTH:
+        return text
+    return text[:MESSAGE_WIDTH - 100] + "…" + text[-99:]
+
+
+def _window(cells: list[str], col: int) -> tuple[int, int]:
+    """The slice of a line's cells to quote: all of it if short, else about QUOTE_WIDTH around `col`."""
+    if sum(map(len, cells)) <= QUOTE_WIDTH:
+        return 0, len(cells)
+    lo, used = col, 0
+    while lo > 0 and used + len(cells[lo - 1]) <= QUOTE_WIDTH * 2 // 5:
+        lo -= 1
+        used += len(cells[lo])
+    hi, used = lo, 0
+    while hi < len(cells) and used + len(cells[hi]) <= QUOTE_WIDTH:
+        used += len(cells[hi])
+        hi += 1
+    return lo, hi
 
 
 def _quote(loc: Loc | None, paint) -> list[str]:
@@ -90,10 +141,16 @@ def _quote(loc: Loc | None, paint) -> list[str]:
     text = SourceRegistry.line(loc.file, loc.line)
     if text is None:
         return []
-    text = text.expandtabs(1)
-    width = max(1, (loc.end_col - loc.col) if loc.end_col and loc.end_col > loc.col else 1)
+    cells = [_cell(c) for c in text]
+    col = min(max(loc.col - 1, 0), len(cells))
+    lo, hi = _window(cells, col)
+    left = "…" if lo > 0 else ""
+    shown = left + "".join(cells[lo:hi]) + ("…" if hi < len(cells) else "")
+    width = (loc.end_col - loc.col) if loc.end_col and loc.end_col > loc.col else 1
+    under = sum(len(c) for c in cells[col:min(col + width, hi)])
+    offset = len(left) + sum(len(c) for c in cells[lo:col])
     gutter = f"{loc.line:>5} | "
-    return [gutter + text, " " * (len(gutter) + loc.col - 1) + paint("^" + "~" * (width - 1), "caret")]
+    return [gutter + shown, " " * (len(gutter) + offset) + paint("^" + "~" * (max(under, 1) - 1), "caret")]
 
 
 class CnncError(Exception):

@@ -16,6 +16,11 @@ SEEDS = [p.read_text() for p in sorted(EXAMPLES.glob("*.cnn"))[:12]]
 TOKENS = ["->", "(", ")", "[", "]", "{", "}", ",", "=", ":", "*", "+", "//", "-", "x", "in", "conv", "relu",
           "maxpool(2)", "0", "1", "3", "1000000", "-1", "H", "same", "if", "else", "block", "network", "\n",
           "input x: [1, 8, 8]", "concat(", "channels(in)", "true", "1e309", '"', "#", "unpool(x)", "* 100000"]
+# Hostile text (issue 9): terminal control, odd line breaks, a BOM, absurd literals and nesting, bad imports.
+HOSTILE = ["\x1b[2J", "\x1b]0;title\x07", "\x0c", "\x85", "\u2028", "\ufeff", "\r", "\x00", "9" * 40, "1e400",
+           "(" * 300, "-" * 300, "if true { " * 90, "not " * 300, 'import "/dev/zero"\n', 'import "a\x00.cnn"\n',
+           "# \x1b]52;c;aGk=\x07\n", "x" * 500]
+TOKENS += HOSTILE
 
 
 def compile_text(tmp_path: Path, text: str) -> None:
@@ -24,7 +29,9 @@ def compile_text(tmp_path: Path, text: str) -> None:
     try:
         compile_file(path)
     except CnncError as err:
-        err.render()  # rendering a diagnostic must not fail either
+        rendered = err.render()  # rendering a diagnostic must not fail either …
+        assert all(line.isprintable() for line in rendered.splitlines()), rendered  # … nor echo control bytes
+        assert all(len(line) < 1000 for line in rendered.splitlines())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -58,6 +65,16 @@ def test_token_soup_raises_only_user_errors(tmp_path, tokens):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=200))
 def test_arbitrary_text_raises_only_user_errors(tmp_path, text):
+    compile_text(tmp_path, text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(HOSTILE)), max_size=4))
+def test_hostile_text_spliced_into_examples_raises_only_clean_user_errors(tmp_path, seed, splices):
+    text = seed
+    for position, piece in splices:
+        i = position % (len(text) + 1)
+        text = text[:i] + piece + text[i:]
     compile_text(tmp_path, text)
 
 

@@ -1,0 +1,148 @@
+"""Stage 2 (compiler): the value rules of the `.cnn` expression language.
+
+What names mean (`lookup`: a bound value, a block, a layer, or an unknown name
+with a did-you-mean hint), integer and size arithmetic with comparisons that
+may depend on symbolic input sizes (`arith`, deciding `==` with the
+elaborator's constraints), conditions, and the built-in functions
+`min`/`max` and `channels`/`height`/`width`. The elaborator walks the syntax
+tree and calls these; nothing here builds layers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..dsl import ast
+from ..dsl.source import CnncError, Loc, did_you_mean
+from .attrs import describe
+from .naming import BlockRef, LayerRef, Tensor
+from .ops import OPS, SURFACE, Word, fmt_shape
+from .symbolic import Constraints, Dim, SymbolicComparison, equal_when
+
+FUNCTIONS = {"channels", "height", "width", "min", "max"}
+NOT_LAYERS = {"input"}
+MAX_INT = 1 << 62  # sizes and counts beyond this are mistakes (and would overflow NumPy's int64)
+
+
+def is_builtin(name: str) -> bool:
+    return name in OPS or name in SURFACE or name in FUNCTIONS
+
+
+def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Loc, quiet: bool = False) -> Any:
+    """What `name` means: a bound value, a block, a layer; else a `Word` (quiet) or an error."""
+    if name in env:
+        return env[name]
+    if name in blocks:
+        return BlockRef(blocks[name])
+    if (name in OPS and name not in NOT_LAYERS) or name in SURFACE:
+        return LayerRef(name)
+    if quiet:
+        return Word(name)
+    if name == "in":
+        raise CnncError("`in` exists only inside a block", loc, "in a network, name the input tensor")
+    candidates = list(env) + list(blocks) + [n for n in OPS if n not in NOT_LAYERS] + list(SURFACE) \
+        + sorted(FUNCTIONS)
+    raise CnncError(f"unknown name '{name}'", loc, did_you_mean(name, candidates))
+
+
+def require_tensor(v: Any, where, blocks: dict[str, ast.Block]) -> Tensor:
+    """`v` if it is a tensor; else an error at `where` (an expression or a Loc)."""
+    if isinstance(v, Tensor):
+        return v
+    loc = where.loc if hasattr(where, "loc") else where
+    if isinstance(v, Word):
+        lookup(v.name, {}, blocks, loc)  # an undefined name: say so, with a suggestion
+    raise CnncError(f"expected a tensor, got {describe(v)}", loc)
+
+
+def require_number(v: Any, expr: ast.Expr, blocks: dict[str, ast.Block]) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float, Dim)):
+        if isinstance(v, Word):
+            lookup(v.name, {}, blocks, expr.loc)  # raises "unknown name"
+        raise CnncError(f"expected a number, got {describe(v)}", expr.loc)
+    if isinstance(v, int) and abs(v) > MAX_INT:
+        raise CnncError("number too large", expr.loc)
+
+
+def truth(v: Any, expr: ast.Expr) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise CnncError(f"a condition must be true or false, got {describe(v)}", expr.loc)
+
+
+def _undecidable(what: str, err: SymbolicComparison, loc: Loc) -> CnncError:
+    return CnncError(f"{what} {', '.join(sorted(err.expr.symbols()))}", loc,
+                     "bind the input size with --input NAME=CxHxW")
+
+
+def arith(op: str, a: Any, b: Any, expr: ast.Expr, constraints: Constraints,
+          blocks: dict[str, ast.Block]) -> Any:
+    """`a op b` for numbers and sizes (`-x` is `0 - x`), errors located at `expr`."""
+    if op in ("==", "!="):
+        return _equality(op, a, b, expr, constraints)
+    require_number(a, getattr(expr, "left", expr), blocks)
+    require_number(b, getattr(expr, "right", getattr(expr, "operand", expr)), blocks)
+    try:
+        return _arith(op, a, b, expr)
+    except SymbolicComparison as err:
+        raise _undecidable(f"cannot decide '{op}' on a size that depends on", err, expr.loc) from None
+    except OverflowError:
+        raise CnncError("number too large", expr.loc) from None
+
+
+def _equality(op: str, a: Any, b: Any, expr: ast.Expr, constraints: Constraints) -> bool:
+    if isinstance(a, (int, Dim)) and isinstance(b, (int, Dim)) and not isinstance(a, bool):
+        verdict, _ = equal_when(a, b, constraints)
+        if verdict == "yes":
+            return op == "=="
+        if verdict == "no":
+            return op == "!="
+        raise CnncError(f"cannot decide whether {a} {op} {b}: it depends on the input size", expr.loc,
+                        "bind the input size with --input NAME=CxHxW")
+    equal = (a.name if isinstance(a, Word) else a) == (b.name if isinstance(b, Word) else b)
+    return equal if op == "==" else not equal
+
+
+def _arith(op: str, a: Any, b: Any, expr: ast.Expr) -> Any:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op in ("//", "%"):
+        if isinstance(b, int) and b == 0:
+            raise CnncError("division by zero", expr.loc)
+        if isinstance(b, float) or isinstance(a, float):
+            raise CnncError(f"'{op}' is for integers", expr.loc)
+        return a // b if op == "//" else a % b
+    if op == "/":
+        if b == 0:
+            raise CnncError("division by zero", expr.loc)
+        if isinstance(a, Dim) or isinstance(b, Dim):
+            raise CnncError("'/' on a size; use '//' for integer division", expr.loc)
+        return a / b
+    if op in ("<", "<=", ">", ">="):
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    raise AssertionError(op)
+
+
+def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> Any:
+    """`min`/`max` of numbers, or `channels`/`height`/`width` of a tensor."""
+    if expr.kwargs:
+        raise CnncError(f"'{expr.func}' takes no keyword arguments", expr.kwargs[0].loc)
+    if expr.func in ("min", "max"):
+        if len(args) < 2:
+            raise CnncError(f"'{expr.func}' needs at least two values", expr.loc)
+        for a, e in zip(args, expr.args):
+            require_number(a, e, blocks)
+        try:
+            return (min if expr.func == "min" else max)(args)
+        except SymbolicComparison as err:
+            raise _undecidable(f"cannot decide {expr.func} of sizes that depend on", err, expr.loc) from None
+    if len(args) != 1:
+        raise CnncError(f"'{expr.func}' takes one tensor, got {len(args)} arguments", expr.loc)
+    t = require_tensor(args[0], expr.args[0], blocks)
+    axis = {"channels": 0, "height": 1, "width": 2}[expr.func]
+    if axis >= len(t.shape):
+        raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc)
+    return t.shape[axis]
