@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import networkx as nx
 
 from ..dsl.source import Diagnostic, Loc
+from .lints import warning
 from .graph import Network, Node, ParamSpec
 from .ops import OPS, RF, OpSpec, numel
 from .symbolic import is_symbolic
@@ -152,12 +153,11 @@ def _check_alignment(node: Node, states: list, sources: tuple, warnings: list | 
             if not (first.exact and o.exact):
                 continue
             if o.stride != first.stride or o.centre != first.centre:
-                warnings.append(Diagnostic(
-                    "warning", f"{node.op} '{node.name}' merges misaligned paths ({name}: stride "
+                warnings.append(warning(
+                    "misaligned", f"{node.op} '{node.name}' merges misaligned paths ({name}: stride "
                     f"{fmt_frac(first.stride)} vs {fmt_frac(o.stride)}, centre {fmt_frac(first.centre)} vs "
                     f"{fmt_frac(o.centre)})", node.loc,
-                    "the merged units look at different places of the input; check padding and strides",
-                    code="misaligned"))
+                    "the merged units look at different places of the input; check padding and strides"))
                 return
 
 
@@ -216,7 +216,7 @@ def lints(net: Network, fields: dict, ops: Ops = OPS) -> list[Diagnostic]:
         if spec.has("sliding_window") and "padding" in a:
             (t, b), (l, r) = a["padding"]
             if (t != b or l != r) and not any(is_symbolic(v) for v in (t, b, l, r)):
-                out.append(_warn("asymmetric-padding",
+                out.append(warning("asymmetric-padding",
                                  f"'{node.name}': padding is asymmetric (top/bottom {t}/{b}, left/right {l}/{r})",
                                  node.loc, "'same' with an even kernel pads one side more; frameworks disagree "
                                  "on which side, so weights do not port; prefer odd kernels"))
@@ -225,16 +225,13 @@ def lints(net: Network, fields: dict, ops: Ops = OPS) -> list[Diagnostic]:
         if spec.has("random_drop"):
             consumers = list(net.graph.successors(node.name))
             if any(ops[net.node(c).op].has("batch_statistics") for c in consumers):
-                out.append(_warn("dropout-before-batchnorm", f"'{node.name}': dropout feeds batchnorm directly",
+                out.append(warning("dropout-before-batchnorm", f"'{node.name}': dropout feeds batchnorm directly",
                                  node.loc, "dropout shifts the variance batchnorm learns in training "
                                  "(Li et al., 2019); put dropout after the last batchnorm"))
     _lint_saturating(net, out, ops)
     _lint_unreachable(net, out)
     return out
 
-
-def _warn(code: str, message: str, loc: Loc | None, hint: str | None = None) -> Diagnostic:
-    return Diagnostic("warning", message, loc, hint, code=code)
 
 
 def _lint_field_exceeds_input(net: Network, fields: dict, out: list) -> None:
@@ -249,7 +246,7 @@ def _lint_field_exceeds_input(net: Network, fields: dict, out: list) -> None:
         exceeds = lambda ff: ff is not None and (ff[0].size > shape[1] or ff[1].size > shape[2])
         if exceeds(f) and not any(exceeds(s) for s in src):
             # once per network: parallel branches crossing the size together say the same thing
-            out.append(_warn("field-exceeds-input",
+            out.append(warning("field-exceeds-input",
                              f"'{node.name}': receptive field {fmt_frac(f[0].size)}x{fmt_frac(f[1].size)} is larger "
                              f"than the input {shape[1]}x{shape[2]} from here on", node.loc,
                              "units at the border see mostly padding; deeper layers add cost, not context"))
@@ -272,7 +269,7 @@ def _lint_dropped_pixels(net: Network, node: Node, out: list) -> None:
         if missed > 0:
             dropped.append(f"{missed} {what}{'s' if missed > 1 else ''}")
     if dropped:
-        out.append(_warn("dropped-pixels",
+        out.append(warning("dropped-pixels",
                          f"'{node.name}': the last {' and '.join(dropped)} of its "
                          f"{h}x{w} input fall outside every window", node.loc,
                          "adjust the padding or the input size"
@@ -294,7 +291,7 @@ def _lint_saturating(net: Network, out: list, ops: Ops) -> None:
     deepest = max(depth, key=depth.get, default=None)
     if deepest is not None and depth[deepest] >= SATURATING_DEPTH:
         start = first[deepest]
-        out.append(_warn("saturating-activations",
+        out.append(warning("saturating-activations",
                          f"{depth[deepest]} sigmoid/tanh activations in a row (from '{start.name}'): "
                          "gradients shrink through each", start.loc,
                          "use relu (or a variant) in deep stacks, or add batchnorm"))
@@ -314,7 +311,7 @@ def _lint_unreachable(net: Network, out: list) -> None:
         if n.name in needed or n.op == "input":
             continue
         if all(p in needed for p in n.inputs):
-            out.append(_warn("unreachable", f"'{n.name}' does not contribute to any output", n.loc,
+            out.append(warning("unreachable", f"'{n.name}' does not contribute to any output", n.loc,
                              "its result is discarded; bind it and use it, or add it to `output`"))
 
 

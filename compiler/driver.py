@@ -14,6 +14,7 @@ from ..dsl.source import CnncError, Diagnostic
 from .analysis import Analysis, analyse
 from .elaborate import elaborate, load
 from .graph import Network
+from .lints import allowed, check_allowed
 
 
 @dataclass
@@ -41,9 +42,7 @@ def compile_file(path: str | Path, network: str | None = None, inputs: dict[str,
         from .train_spec import validate_train
         net.train = validate_train(defs.trains[net.name], net)
     result = Compiled(net, analyse(net))
-    if allow:
-        result.analysis.warnings = [w for w in result.analysis.warnings
-                                    if "all" not in allow and w.code not in allow]
+    result.analysis.warnings = allowed(result.analysis.warnings, check_allowed(allow))
     return result
 
 

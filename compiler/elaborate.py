@@ -27,6 +27,7 @@ from ..dsl.source import CnncError, Diagnostic, Loc, did_you_mean
 from .attrs import convert, describe
 from .expressions import FUNCTIONS, arith, builtin_function, is_builtin, lookup, require_tensor, truth
 from .graph import Network, build_graph
+from .lints import warning
 from .loader import Definitions, choose_network, load  # noqa: F401  (re-exported: the compiler's entry points)
 from .naming import BlockRef, Frame, LayerRef, Pending, Scope, Segment, Tensor, final_names, outermost_in
 from .ops import OPS, REQUIRED, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name, numel
@@ -685,7 +686,7 @@ class Elaborator:
 
     # ----------------------------------------------------------------- lints
     def warn(self, code: str, message: str, loc: Loc | None, hint: str | None = None) -> None:
-        self.warnings.append(Diagnostic("warning", message, loc, hint, code=code))
+        self.warnings.append(warning(code, message, loc, hint))
 
     def _lint_unused(self, frame: Frame) -> None:
         for name, loc in frame.bound_at.items():
