@@ -132,3 +132,17 @@ def test_failed_viz_keeps_the_old_picture(scratch):
     scratch.write("c.svg", "<svg>the old picture</svg>\n")
     scratch.write("m.jsonl", "not json\n")
     refused(scratch.run("viz", "tiny.cnn", "--style", "curves", "--metrics", "m.jsonl", "-o", "c.svg"), scratch)
+
+
+@fixed_on("unassigned (viz/cli.py must write through dsl.files.atomic_output)", "viz -o never writes through a link")
+def test_viz_output_that_is_a_symlink_is_not_written_through(scratch):
+    scratch.tiny()
+    os.symlink("victim.txt", scratch.path("g.svg"))
+    refused(scratch.run("viz", "tiny.cnn", "--style", "figure", "-o", "g.svg"), scratch)
+
+
+@fixed_on("codegen", "--emit never writes through a link")
+def test_emit_output_that_is_a_symlink_is_not_written_through(scratch):
+    scratch.tiny()
+    os.symlink("victim.txt", scratch.path("model.py"))
+    refused(scratch.run("compile", "tiny.cnn", "--emit", "numpy", "-o", "model.py"), scratch)

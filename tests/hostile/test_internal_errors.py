@@ -184,3 +184,26 @@ def test_broken_pipe_is_quiet(scratch):
     proc.stdin.close()
     proc.wait()
     assert result.status in (0, 1) and "Traceback" not in result.err, str(result)
+
+
+def test_image_folder_of_mixed_sizes_is_a_user_error(scratch):
+    scratch.tiny()
+    scratch.write("images/a/1.png", png_bytes(np.zeros((8, 8), np.uint8)))
+    scratch.write("images/b/1.png", png_bytes(np.zeros((8, 9), np.uint8)))
+    refused(scratch.run("run", "tiny.cnn", "--data", "images", "--out", "r"), scratch)
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param('{"epoch": 1, "train_loss": 0.5, "pad": "' + "x" * 2_000_000 + '"\n{"epoch": 2,\n',
+                 id="2MB-line", marks=fixed_on("train", "metrics lines are quoted clipped")),
+    pytest.param("epoch 1: loss 0.5\n", id="not-json"),
+    pytest.param('{"epoch": 1, "train_loss": NaN}\n{"epoch": 2, "train_loss": 0.5}\n', id="nan-token"),
+])
+def test_hostile_metrics_file_is_one_error_or_a_picture(scratch, text):
+    scratch.tiny()
+    scratch.write("m.jsonl", text)
+    result = scratch.run("viz", "tiny.cnn", "--style", "curves", "--metrics", "m.jsonl", "-o", "c.svg")
+    if result.status == 0:
+        succeeded(result, scratch, outputs=("c.svg",))
+    else:
+        refused(result, scratch)
