@@ -9,12 +9,13 @@ limit "out of memory" is a failure, and so is a timeout.
 from __future__ import annotations
 
 import os
+import zlib
 
 import numpy as np
 
 from hostile_harness import fixed_on, refused
-from hostile_inputs import (npy_bytes, png_bomb, write_gzip_idx_bomb, write_npz_bomb, zip_bytes,
-                            deflate_bomb, npy_header, meta_array)
+from hostile_inputs import (deflate_bomb, meta_array, npy_bytes, npy_header, png_bomb, write_gzip_idx_bomb,
+                            write_npz_bomb, zip_bytes)
 
 DATA = "bounded reading of data files and images (data)"
 FIFO_TIMEOUT = 5.0  # a fixed reader refuses a FIFO at once; the old one blocks until killed
@@ -106,7 +107,7 @@ def test_checkpoint_with_a_huge_member_is_refused(scratch):
     meta = npy_bytes(meta_array({"epoch": 1}))
     header = npy_header((10 ** 6, 1000, 1000), "<f4")
     scratch.write("bomb.npz", zip_bytes([
-        ("__meta__.npy", deflate_bomb(meta, 0), len(meta), __import__("zlib").crc32(meta)),
+        ("__meta__.npy", deflate_bomb(meta, 0), len(meta), zlib.crc32(meta)),
         ("param/huge.npy", deflate_bomb(header, 64 << 20), len(header) + (64 << 20), 0),
     ]))
     result = scratch.run("predict", "tiny.cnn", "bomb.npz")
