@@ -27,14 +27,25 @@ FULL_DISK = 20_000  # bytes a process may write per file: smaller than any outpu
 def test_second_run_into_a_run_directory_is_refused(scratch, trained_run):
     scratch.tiny()
     shutil.copytree(trained_run, scratch.path("r"))
-    refused(scratch.run("run", "tiny.cnn", "--out", "r", "--quiet", "--epochs", "1"), scratch)
+    assert_refused_or_new_directory(scratch.run("run", "tiny.cnn", "--out", "r", "--quiet", "--epochs", "1"),
+                                    scratch, "r")
+
+
+def assert_refused_or_new_directory(result, scratch, run_dir: str) -> None:
+    """Refused, or (issue 9 allows it) trained into a new directory: either way `run_dir` keeps every byte."""
+    if result.status != 0:
+        refused(result, scratch)
+        return
+    succeeded(result)
+    touched = [name for name in scratch.touched() if name == run_dir or name.startswith(run_dir + "/")]
+    assert not touched, f"the existing run directory was changed: {touched}"
 
 
 @fixed_on("train", TRAIN)
 def test_second_run_into_the_default_run_directory_is_refused(scratch, trained_run):
     scratch.tiny()
     shutil.copytree(trained_run, scratch.path("runs/Tiny"))
-    refused(scratch.run("run", "tiny.cnn", "--quiet", "--epochs", "1"), scratch)
+    assert_refused_or_new_directory(scratch.run("run", "tiny.cnn", "--quiet", "--epochs", "1"), scratch, "runs/Tiny")
 
 
 def test_failed_run_keeps_the_run_directory(scratch, trained_run):
