@@ -32,6 +32,7 @@ class Loc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+PATH_WIDTH = 160  # characters of a file path in a location, at most
 QUOTE_WIDTH = 100  # characters of a source line quoted under a diagnostic, at most (plus … marks)
 MESSAGE_WIDTH = 500  # characters of a message, note or hint; more only when it repeats huge user text
 
@@ -86,12 +87,12 @@ class Diagnostic:
             codes = {"error": "1;31", "warning": "1;35", "note": "1;36", "bold": "1", "caret": "1;32"}
             return f"\x1b[{codes[style]}m{text}\x1b[0m"
 
-        head = f"{_shown(str(self.loc))}: " if self.loc else "cnnc: "
+        head = f"{_where(self.loc)}: " if self.loc else "cnnc: "
         suffix = f" [{self.code}]" if self.code else ""
         out = [paint(head, "bold") + paint(f"{self.severity}:", self.severity) + f" {_shown(self.message)}{suffix}"]
         out += _quote(self.loc, paint)
         for note in self.notes:
-            where = f"{_shown(str(note.loc))}: " if note.loc else ""
+            where = f"{_where(note.loc)}: " if note.loc else ""
             out.append(f"  {paint('note:', 'note')} {where}{_shown(note.message)}")
         if self.hint:
             out.append(f"  {paint('hint:', 'note')} {_shown(self.hint)}")
@@ -118,6 +119,14 @@ def _shown(text: str) -> str:
     if len(text) <= MESSAGE_WIDTH:
         return text
     return text[:MESSAGE_WIDTH - 100] + "…" + text[-99:]
+
+
+def _where(loc: Loc) -> str:
+    """`file:line:col`, escaped, with a very long file path clipped in the middle."""
+    name = printable(loc.file)
+    if len(name) > PATH_WIDTH:
+        name = name[:PATH_WIDTH // 3] + "…" + name[-(PATH_WIDTH - PATH_WIDTH // 3 - 1):]
+    return f"{name}:{loc.line}:{loc.col}"
 
 
 def _window(cells: list[str], col: int) -> tuple[int, int]:

@@ -66,7 +66,10 @@ def encode_meta(meta: Mapping[str, Any]) -> np.ndarray:
 
 
 def decode_meta(raw: np.ndarray) -> dict[str, Any]:
-    return json.loads(np.asarray(raw, dtype=np.uint8).tobytes().decode("utf-8"))
+    raw = np.asarray(raw)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"metadata must be UTF-8 bytes, got a {raw.dtype} array of shape {list(raw.shape)}")
+    return json.loads(raw.tobytes().decode("utf-8"))
 
 
 # ------------------------------------------------------------------ saving

@@ -47,10 +47,14 @@ class RunDirectory:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def _own(self) -> None:
+        """Write our pid into the lock file, once the run starts writing (a refused run changes nothing)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
@@ -69,7 +73,10 @@ class RunDirectory:
                 os.unlink(self.out / name)
 
     def metrics(self, epochs_done: int) -> "MetricsFile":
-        return MetricsFile(self.out / "metrics.jsonl", epochs_done)
+        path = self.out / "metrics.jsonl"
+        files.check_output(path, "metrics file")  # refused before anything in OUT changes
+        self._own()
+        return MetricsFile(path, epochs_done)
 
 
 def _lock(fd: int, out: Path) -> None:

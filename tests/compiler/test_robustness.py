@@ -114,8 +114,6 @@ def _render_hostile(tmp_path: Path, text: str) -> str:
     return ""
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on branch elab: sources with control characters, deep nesting and "
-                                       "huge literals give escaped, located errors")
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 10 ** 6), st.sampled_from(HOSTILE_TOKENS)),

@@ -16,14 +16,12 @@ import time
 import numpy as np
 import pytest
 
-from hostile_harness import TINY, VICTIM_TEXT, fixed_on, refused, start_cli, succeeded
+from hostile_harness import TINY, VICTIM_TEXT, refused, start_cli, succeeded
 from hostile_inputs import read_npz
 
-TRAIN = "run directories: refuse without --resume/--overwrite, lock, no symlinks, NaN guard (train)"
 FULL_DISK = 20_000  # bytes a process may write per file: smaller than any output below
 
 
-@fixed_on("train", TRAIN)
 def test_second_run_into_a_run_directory_is_refused(scratch, trained_run):
     scratch.tiny()
     shutil.copytree(trained_run, scratch.path("r"))
@@ -41,7 +39,6 @@ def assert_refused_or_new_directory(result, scratch, run_dir: str) -> None:
     assert not touched, f"the existing run directory was changed: {touched}"
 
 
-@fixed_on("train", TRAIN)
 def test_second_run_into_the_default_run_directory_is_refused(scratch, trained_run):
     scratch.tiny()
     shutil.copytree(trained_run, scratch.path("runs/Tiny"))
@@ -59,7 +56,6 @@ def _slow_tiny(epochs: int) -> str:
 
 
 @pytest.mark.slow
-@fixed_on("train", TRAIN)
 def test_two_runs_into_one_directory_the_second_is_refused(scratch):
     scratch.write("slow.cnn", _slow_tiny(40))
     first = start_cli(["run", "slow.cnn", "--out", "r", "--quiet"], scratch.root)
@@ -80,7 +76,6 @@ def test_two_runs_into_one_directory_the_second_is_refused(scratch):
     assert epochs == list(range(1, 41)) + [None], epochs
 
 
-@fixed_on("train", TRAIN)
 def test_symlinked_metrics_file_is_not_written_through(scratch, trained_run):
     scratch.tiny()
     shutil.copytree(trained_run, scratch.path("r"))
@@ -99,7 +94,6 @@ def _finite(path) -> bool:
                if k.startswith("param/") and v.dtype.kind == "f")
 
 
-@fixed_on("train", TRAIN)
 def test_diverging_run_leaves_only_finite_checkpoints_and_json(scratch):
     scratch.tiny()
     result = scratch.run("run", "tiny.cnn", "--out", "r", "--quiet", "--lr", "1e300", "--epochs", "3")
@@ -115,7 +109,6 @@ def test_diverging_run_leaves_only_finite_checkpoints_and_json(scratch):
                 f"the message names {word}, which does not exist\n{result}"
 
 
-@fixed_on("unassigned (viz/cli.py must write through dsl.files.atomic_output)", "viz -o writes atomically")
 def test_viz_on_a_full_disk_keeps_the_old_picture(scratch):
     scratch.tiny()
     old = scratch.write("g.svg", "<svg>the old picture</svg>\n")
@@ -124,7 +117,6 @@ def test_viz_on_a_full_disk_keeps_the_old_picture(scratch):
     assert old.read_text() == "<svg>the old picture</svg>\n"
 
 
-@fixed_on("codegen", "--emit writes the module and weights atomically")
 def test_emit_on_a_full_disk_keeps_the_old_module_and_weights(scratch):
     scratch.tiny()
     scratch.write("model.py", "# the old module\n")
@@ -140,14 +132,12 @@ def test_failed_viz_keeps_the_old_picture(scratch):
     refused(scratch.run("viz", "tiny.cnn", "--style", "curves", "--metrics", "m.jsonl", "-o", "c.svg"), scratch)
 
 
-@fixed_on("unassigned (viz/cli.py must write through dsl.files.atomic_output)", "viz -o never writes through a link")
 def test_viz_output_that_is_a_symlink_is_not_written_through(scratch):
     scratch.tiny()
     os.symlink("victim.txt", scratch.path("g.svg"))
     refused(scratch.run("viz", "tiny.cnn", "--style", "figure", "-o", "g.svg"), scratch)
 
 
-@fixed_on("codegen", "--emit never writes through a link")
 def test_emit_output_that_is_a_symlink_is_not_written_through(scratch):
     scratch.tiny()
     os.symlink("victim.txt", scratch.path("model.py"))

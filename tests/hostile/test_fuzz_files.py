@@ -29,7 +29,6 @@ from cnnc.runtime.checkpoint import load_checkpoint, save_checkpoint
 from cnnc.runtime.data import load_dataset, read_image
 from cnnc.viz.curves import curves_svg, read_metrics
 
-from hostile_harness import fixed_on
 from hostile_inputs import idx_header, npy_bytes, npy_header, png_bytes
 
 # No shrinking: a failing example is reported as found (shrinking a strict xfail would cost seconds each run).
@@ -171,7 +170,6 @@ def test_mutated_checkpoints_raise_only_user_errors(tmp_path, ops):
     only_user_errors(load_checkpoint, path)
 
 
-@fixed_on("train", "load_checkpoint caps member sizes before reading them")
 @FUZZ
 @given(ops=archive_mutations())
 def test_rearranged_checkpoints_raise_only_user_errors(tmp_path, ops):
@@ -189,7 +187,6 @@ def test_mutated_npz_datasets_raise_only_user_errors(tmp_path, ops):
     only_user_errors(load_dataset, path)
 
 
-@fixed_on("data", "load_dataset checks member shapes and types before reading them")
 @FUZZ
 @given(ops=archive_mutations())
 def test_rearranged_npz_datasets_raise_only_user_errors(tmp_path, ops):

@@ -13,10 +13,9 @@ import sys
 
 import pytest
 
-from hostile_harness import TINY, child_env, fixed_on, refused, succeeded
+from hostile_harness import TINY, child_env, refused, succeeded
 from hostile_inputs import HOSTILE_STEMS
 
-CODEGEN = "generated code escapes every value (codegen)"
 
 IMPORT_AND_RUN = """
 import importlib.util, sys
@@ -42,20 +41,10 @@ def assert_module_is_safe(scratch, module: str) -> None:
     assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-2000:]
 
 
-STEM_CASES = {
-    "triple-quote": fixed_on("codegen", CODEGEN),
-    "newline": fixed_on("codegen", CODEGEN),
-    "windows-path": fixed_on("codegen", CODEGEN),
-    "escape-sequences": None,
-    "quote-soup": None,
-}
+STEM_CASES = ("triple-quote", "newline", "windows-path", "escape-sequences", "quote-soup")
 
 
-def _params(cases):
-    return [pytest.param(k, marks=m or (), id=k) for k, m in cases.items()]
-
-
-@pytest.mark.parametrize("kind", _params(STEM_CASES))
+@pytest.mark.parametrize("kind", STEM_CASES)
 def test_hostile_source_name_cannot_inject_code(scratch, kind):
     source = scratch.write(HOSTILE_STEMS[kind] + ".cnn", TINY)
     result = scratch.run("compile", source.name, "--emit", "numpy", "-o", "model.py")
@@ -63,7 +52,7 @@ def test_hostile_source_name_cannot_inject_code(scratch, kind):
     assert_module_is_safe(scratch, "model.py")
 
 
-@pytest.mark.parametrize("kind", _params({"newline": fixed_on("codegen", CODEGEN)}))
+@pytest.mark.parametrize("kind", ["newline"])
 def test_hostile_checkpoint_name_cannot_inject_code(scratch, checkpoint, kind):
     hostile = checkpoint.rename(checkpoint.with_name(HOSTILE_STEMS[kind] + ".npz"))
     scratch.tiny()
@@ -72,7 +61,7 @@ def test_hostile_checkpoint_name_cannot_inject_code(scratch, checkpoint, kind):
     assert_module_is_safe(scratch, "model.py")
 
 
-@pytest.mark.parametrize("kind", _params({"triple-quote": fixed_on("codegen", CODEGEN)}))
+@pytest.mark.parametrize("kind", ["triple-quote"])
 def test_hostile_output_name_cannot_inject_code(scratch, kind):
     scratch.tiny()
     stem = HOSTILE_STEMS[kind]
@@ -81,7 +70,6 @@ def test_hostile_output_name_cannot_inject_code(scratch, kind):
     assert_module_is_safe(scratch, stem + ".py")
 
 
-@fixed_on("codegen", "an infinite attribute is refused or emitted as float('inf'), not `inf`")
 def test_infinite_attribute_is_refused_or_emitted_as_a_value(scratch):
     scratch.write("pad.cnn", TINY.replace("x -> conv(4, 3, pad = 1)",
                                           "x -> pad(1, value = 1e400) -> conv(4, 3)"))
@@ -93,7 +81,6 @@ def test_infinite_attribute_is_refused_or_emitted_as_a_value(scratch):
     assert_module_is_safe(scratch, "model.py")
 
 
-@fixed_on("codegen", "--emit never writes over the checkpoint it reads")
 def test_emit_beside_its_checkpoint_keeps_the_checkpoint(scratch, checkpoint):
     scratch.tiny()
     before = checkpoint.read_bytes()
@@ -106,7 +93,6 @@ def test_emit_beside_its_checkpoint_keeps_the_checkpoint(scratch, checkpoint):
         refused(result, scratch)
 
 
-@fixed_on("codegen", "--emit -o X.py does not overwrite an existing X.npz that is not its own")
 def test_emit_into_a_run_directory_keeps_best_npz(scratch, checkpoint):
     scratch.tiny()
     run_dir = scratch.path("runs/e")

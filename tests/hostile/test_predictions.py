@@ -11,7 +11,7 @@ import importlib.resources
 import numpy as np
 import pytest
 
-from hostile_harness import fixed_on, run_cli, succeeded
+from hostile_harness import run_cli, succeeded
 from hostile_inputs import png_bytes
 
 DIGITS = """\
@@ -57,7 +57,6 @@ def digits_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@fixed_on("train", "predict on files applies the checkpoint's normalize (mean/std)")
 def test_predicting_from_png_files_equals_predicting_from_the_test_split(digits_run, scratch):
     root, expected = digits_run
     names = []
@@ -69,7 +68,6 @@ def test_predicting_from_png_files_equals_predicting_from_the_test_split(digits_
 
 
 @pytest.mark.slow
-@fixed_on("train", "predict on files applies the checkpoint's normalize (mean/std)")
 def test_predicting_from_an_npy_file_equals_predicting_from_the_test_split(digits_run, scratch):
     root, expected = digits_run
     path = scratch.path("digits.npy")

@@ -11,20 +11,17 @@ import os
 
 import pytest
 
-from hostile_harness import SECRET, fixed_on, refused
+from hostile_harness import SECRET, refused
 from hostile_inputs import shadow_text
 
-ELAB = "imports read only .cnn source files and never quote a file that is not one"
 
 
-@fixed_on("elab", ELAB)
 def test_import_of_a_shadow_file_does_not_quote_it(scratch):
     scratch.write("shadow", shadow_text())
     scratch.write("net.cnn", 'import "shadow"\n')
     refused(scratch.run("check", "net.cnn"), scratch)
 
 
-@fixed_on("elab", ELAB)
 def test_import_through_a_symlink_to_a_shadow_file_does_not_quote_it(scratch):
     scratch.write("secret/shadow", shadow_text())
     os.symlink("secret/shadow", scratch.path("lib.cnn"))
@@ -32,13 +29,11 @@ def test_import_through_a_symlink_to_a_shadow_file_does_not_quote_it(scratch):
     refused(scratch.run("check", "net.cnn"), scratch)
 
 
-@fixed_on("elab", ELAB)
 def test_import_of_proc_self_environ_does_not_quote_it(scratch):
     scratch.write("net.cnn", 'import "/proc/self/environ"\n')
     refused(scratch.run("check", "net.cnn", env={"HOSTILE_SECRET": SECRET}), scratch)
 
 
-@fixed_on("train", "the metrics reader does not quote lines of a file that is not metrics")
 def test_metrics_from_a_shadow_file_does_not_quote_it(scratch):
     scratch.tiny()
     scratch.write("shadow", shadow_text())

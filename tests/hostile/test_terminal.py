@@ -7,55 +7,46 @@ or stderr holds a raw ESC, BEL or CSI.
 """
 from __future__ import annotations
 
-from hostile_harness import TINY, fixed_on, refused
+from hostile_harness import TINY, refused
 from hostile_inputs import ESCAPES
 
-ELAB = "diagnostics quote source text and paths with control characters escaped"
 
 
-@fixed_on("elab", ELAB)
 def test_escape_sequences_in_a_comment_are_quoted_escaped(scratch):
     scratch.write("net.cnn", "network N {\n    input x: [1, 8, 8]\n    x -> nosuchop  # " + ESCAPES + "\n}\n")
     refused(scratch.run("check", "net.cnn"), scratch)
 
 
-@fixed_on("elab", ELAB)
 def test_escape_sequences_in_a_string_are_quoted_escaped(scratch):
     scratch.write("net.cnn", 'network N {\n    input x: [1, 8, 8]\n    x -> conv(4, "' + ESCAPES + '")\n}\n')
     refused(scratch.run("check", "net.cnn"), scratch)
 
 
-@fixed_on("elab", ELAB)
 def test_escape_sequences_in_the_source_name_are_escaped(scratch):
     scratch.write(ESCAPES + ".cnn", "network N {\n    input x: [1, 8, 8]\n    x -> nosuchop\n}\n")
     refused(scratch.run("check", ESCAPES + ".cnn"), scratch)
 
 
-@fixed_on("elab", ELAB)
 def test_escape_sequences_in_an_import_path_are_escaped(scratch):
     scratch.write("net.cnn", 'import "' + ESCAPES + '.cnn"\n')
     refused(scratch.run("check", "net.cnn"), scratch)
 
 
-@fixed_on("data", "data paths in messages go through describe_path")
 def test_escape_sequences_in_a_data_path_are_escaped(scratch):
     scratch.tiny()
     refused(scratch.run("run", "tiny.cnn", "--data", ESCAPES + ".npz", "--out", "r"), scratch)
 
 
-@fixed_on("train", "checkpoint paths in messages go through describe_path")
 def test_escape_sequences_in_a_checkpoint_path_are_escaped(scratch):
     scratch.tiny()
     refused(scratch.run("predict", "tiny.cnn", ESCAPES + ".npz"), scratch)
 
 
-@fixed_on("train", "metrics paths in messages go through describe_path")
 def test_escape_sequences_in_a_metrics_path_are_escaped(scratch):
     scratch.tiny()
     refused(scratch.run("viz", "tiny.cnn", "--style", "curves", "--metrics", ESCAPES, "-o", "c.svg"), scratch)
 
 
-@fixed_on("elab", "--set values in messages are escaped")
 def test_escape_sequences_in_a_network_parameter_are_escaped(scratch):
     scratch.tiny()
     refused(scratch.run("check", "tiny.cnn", "--set", "classes=" + ESCAPES), scratch, status=(1, 2))

@@ -13,11 +13,10 @@ import zlib
 
 import numpy as np
 
-from hostile_harness import fixed_on, refused
+from hostile_harness import refused
 from hostile_inputs import (deflate_bomb, meta_array, npy_bytes, npy_header, png_bomb, write_gzip_idx_bomb,
                             write_npz_bomb, zip_bytes)
 
-DATA = "bounded reading of data files and images (data)"
 FIFO_TIMEOUT = 5.0  # a fixed reader refuses a FIFO at once; the old one blocks until killed
 
 
@@ -25,7 +24,6 @@ def assert_bounded(result) -> None:
     assert "out of memory" not in result.err, f"the bomb was inflated until memory ran out\n{result}"
 
 
-@fixed_on("elab", "imports read only regular files, size-capped")
 def test_import_of_dev_zero_is_refused(scratch):
     scratch.write("net.cnn", 'import "/dev/zero"\n')
     result = scratch.run("check", "net.cnn")
@@ -33,14 +31,12 @@ def test_import_of_dev_zero_is_refused(scratch):
     assert_bounded(result)
 
 
-@fixed_on("elab", "imports open without blocking and refuse a FIFO")
 def test_import_of_a_fifo_does_not_block(scratch):
     os.mkfifo(scratch.path("pipe.cnn"))
     scratch.write("net.cnn", 'import "pipe.cnn"\n')
     refused(scratch.run("check", "net.cnn", timeout=FIFO_TIMEOUT), scratch)
 
 
-@fixed_on("train", "the metrics reader reads only regular files, size-capped")
 def test_metrics_from_dev_zero_is_refused(scratch):
     scratch.tiny()
     result = scratch.run("viz", "tiny.cnn", "--style", "curves", "--metrics", "/dev/zero", "-o", "c.svg")
@@ -48,7 +44,6 @@ def test_metrics_from_dev_zero_is_refused(scratch):
     assert_bounded(result)
 
 
-@fixed_on("train", "predict reads only regular files, size-capped")
 def test_predict_on_dev_zero_is_refused(scratch, checkpoint):
     scratch.tiny()
     result = scratch.run("predict", "tiny.cnn", "best.npz", "/dev/zero")
@@ -56,14 +51,12 @@ def test_predict_on_dev_zero_is_refused(scratch, checkpoint):
     assert_bounded(result)
 
 
-@fixed_on("data", DATA)
 def test_data_from_a_fifo_does_not_block(scratch):
     scratch.tiny()
     os.mkfifo(scratch.path("data.npz"))
     refused(scratch.run("run", "tiny.cnn", "--data", "data.npz", "--out", "r", timeout=FIFO_TIMEOUT), scratch)
 
 
-@fixed_on("data", DATA)
 def test_gzip_idx_bomb_is_refused_from_its_header(scratch):
     scratch.tiny()
     write_gzip_idx_bomb(scratch.path("mnist"))
@@ -72,7 +65,6 @@ def test_gzip_idx_bomb_is_refused_from_its_header(scratch):
     assert_bounded(result)
 
 
-@fixed_on("data", DATA)
 def test_npz_declaring_a_huge_shape_is_refused(scratch):
     scratch.tiny()
     write_npz_bomb(scratch.path("bomb.npz"))
@@ -81,7 +73,6 @@ def test_npz_declaring_a_huge_shape_is_refused(scratch):
     assert_bounded(result)
 
 
-@fixed_on("data", DATA)
 def test_png_declaring_20000_by_20000_is_refused_in_predict(scratch, checkpoint):
     scratch.tiny()
     scratch.write("bomb.png", png_bomb())
@@ -90,7 +81,6 @@ def test_png_declaring_20000_by_20000_is_refused_in_predict(scratch, checkpoint)
     assert_bounded(result)
 
 
-@fixed_on("data", DATA)
 def test_png_bomb_in_an_image_folder_is_refused(scratch):
     scratch.tiny()
     for cls in ("a", "b"):
@@ -101,7 +91,6 @@ def test_png_bomb_in_an_image_folder_is_refused(scratch):
     assert_bounded(result)
 
 
-@fixed_on("train", "checkpoints are read with capped member sizes")
 def test_checkpoint_with_a_huge_member_is_refused(scratch):
     scratch.tiny()
     meta = npy_bytes(meta_array({"epoch": 1}))
