@@ -16,8 +16,8 @@ checkpoints, metrics) goes through this module, so the rules hold everywhere:
   refused, and so is a target that is a symbolic link (it would be followed
   and its target overwritten).
 
-Limits are module constants; each has an environment variable that raises it
-(docs/security.md lists them).
+Limits are declared once, in `LIMITS`; each has an environment variable that
+raises it (docs/security.md lists them).
 """
 from __future__ import annotations
 
@@ -36,8 +36,21 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
-def limit(name: str, default: int, unit: str = "bytes") -> int:
-    """A size limit, raised (or lowered) by the environment variable CNNC_MAX_<NAME> (in `unit`)."""
+# Every size limit, once: name -> (default, unit, what it bounds). docs/security.md lists them
+# (a test keeps the two in step); CNNC_MAX_<NAME> in the environment replaces a default.
+LIMITS: dict[str, tuple[int, str, str]] = {
+    "source": (MiB, "bytes", "a .cnn source file or a file it imports"),
+    "tokens": (100_000, "tokens", "tokens in one source file (the largest example has about 400)"),
+    "data": (4 * GiB, "bytes", "a data set (.npz, IDX, .npy, an image folder), counted at float32 size"),
+    "image": (256 * MiB, "bytes", "one image file, and its decoded float32 pixels (from the header)"),
+    "checkpoint": (4 * GiB, "bytes", "a checkpoint, on disk and as its members declare"),
+    "metrics": (64 * MiB, "bytes", "a metrics.jsonl file"),
+}
+
+
+def limit(name: str) -> int:
+    """The limit `name` of LIMITS, replaced by the environment variable CNNC_MAX_<NAME>."""
+    default, unit, _ = LIMITS[name]
     value = os.environ.get(f"CNNC_MAX_{name.upper()}")
     if value is None:
         return default

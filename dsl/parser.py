@@ -8,7 +8,7 @@ words, what was expected there.
 Source text is untrusted: it is read through the one bounded reader
 (`read_source`, at most CNNC_MAX_SOURCE bytes, regular files only, UTF-8 with
 an optional byte-order mark), and parsing stops with a located error at the
-first token past `MAX_TOKENS`, at a tree nested deeper than `MAX_NESTING`
+first token past the `tokens` limit (dsl/files.py LIMITS), at a tree nested deeper than `MAX_NESTING`
 (lark's transformer recurses on it) and at an absurdly long integer literal,
 so no input makes the parser slow, deep or exit with an internal error.
 """
@@ -25,8 +25,6 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from . import ast, files
 from .source import CnncError, Loc, SourceRegistry
 
-SOURCE_LIMIT = files.MiB     # bytes of one source file (CNNC_MAX_SOURCE raises it)
-MAX_TOKENS = 100_000         # tokens in one file (CNNC_MAX_TOKENS); the largest example has about 400
 MAX_NESTING = 256            # levels of the syntax tree; a 60-deep `if` or a 250-term sum is near it
 MAX_INT_DIGITS = 30          # an integer literal longer than this is a mistake (sizes stop at 2**62)
 
@@ -44,7 +42,7 @@ class _NewlinePostLexer:
 
     def __init__(self):
         self.file = "<input>"  # set by `parse` before each run, for the location of a limit error
-        self.max_tokens = MAX_TOKENS
+        self.max_tokens = files.LIMITS["tokens"][0]
 
     def process(self, stream):
         depth = 0
@@ -390,7 +388,7 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
     SourceRegistry.add(file, text)
     lark = _parser()
     postlex = lark.options.postlex
-    postlex.file, postlex.max_tokens = file, files.limit("tokens", MAX_TOKENS, unit="tokens")
+    postlex.file, postlex.max_tokens = file, files.limit("tokens")
     try:
         tree = lark.parse(text)
     except UnexpectedInput as err:
@@ -417,7 +415,7 @@ def read_source(path: str | Path, what: str = "source file") -> str:
     shown = files.describe_path(path)
     if "\x00" not in str(path) and not os.path.lexists(path):
         raise CnncError(f"{shown}: no such file")
-    data = files.read_bytes(path, what, files.limit("source", SOURCE_LIMIT))
+    data = files.read_bytes(path, what, files.limit("source"))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -43,7 +43,6 @@ FORMAT = "cnnc-checkpoint-1"
 PARAM = "param/"        # prefix of a network parameter's member
 OPT = "opt/"            # prefix of an optimizer state member
 NUMERIC_KINDS = "biuf"  # booleans, integers, floats: nothing else is a parameter
-DEFAULT_LIMIT = 4 * files.GiB
 META_LIMIT = 64 * files.MiB
 
 
@@ -181,7 +180,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.nd
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint written by `save_checkpoint` -> (arrays, meta); never unpickles."""
     shown = files.describe_path(path)
-    cap = files.limit("checkpoint", DEFAULT_LIMIT)
+    cap = files.limit("checkpoint")
     with files.open_regular(path, "checkpoint", cap) as (f, size):
         try:
             magic = f.read(4)

@@ -148,7 +148,7 @@ def data_limit() -> int:
     Declared arrays count at float32 size at least (4 bytes a value): that is what
     training holds, so 1 GiB of uint8 pixels already counts 4 GiB.
     """
-    return files.limit("data", 4 * files.GiB)
+    return files.limit("data")
 
 
 def _decoded_bytes(shape: Sequence[int], dtype: np.dtype) -> int:

@@ -42,12 +42,11 @@ from ..dsl.source import CnncError
 
 PathLike = str | os.PathLike
 
-MiB = files.MiB
 
 
 def image_limit() -> int:
     """Bytes one decoded image (float32) and one image file may take; env CNNC_MAX_IMAGE raises it."""
-    return files.limit("image", 256 * MiB)
+    return files.limit("image")
 
 
 def image_suffixes() -> frozenset[str]:

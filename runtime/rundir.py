@@ -95,7 +95,6 @@ def _lock(fd: int, out: Path) -> None:
 class MetricsFile:
     """metrics.jsonl as strict JSON lines, rewritten atomically at every append (never through a link)."""
 
-    LIMIT = 64 * files.MiB
 
     def __init__(self, path: Path, epochs_done: int):
         self.path = path
@@ -107,7 +106,7 @@ class MetricsFile:
         """On resume, the epochs up to the checkpoint: lines written after it are dropped."""
         if not self.path.exists():
             return []
-        raw = files.read_bytes(self.path, "metrics file", files.limit("metrics", self.LIMIT))
+        raw = files.read_bytes(self.path, "metrics file", files.limit("metrics"))
         keep = []
         for line in raw.decode("utf-8", "replace").splitlines():
             try:

@@ -51,7 +51,7 @@ def read_metrics(path: str | Path) -> Metrics:
     if not Path(path).exists() and not Path(path).is_symlink():
         raise CnncError(f"--metrics {files.describe_path(path)}: no such file",
                         hint="cnnc run writes metrics.jsonl into its --out folder (default runs/NETWORK)")
-    data = files.read_bytes(path, "metrics file", files.limit("metrics", 64 * files.MiB))
+    data = files.read_bytes(path, "metrics file", files.limit("metrics"))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

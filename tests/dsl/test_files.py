@@ -102,7 +102,17 @@ def test_write_errors_name_the_file(tmp_path):
 
 def test_limits_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("CNNC_MAX_SOURCE", "123")
-    assert files.limit("source", 5) == 123
+    assert files.limit("source") == 123
     monkeypatch.setenv("CNNC_MAX_SOURCE", "lots")
     with pytest.raises(CnncError, match="CNNC_MAX_SOURCE"):
-        files.limit("source", 5)
+        files.limit("source")
+
+
+def test_every_limit_is_documented_with_its_default():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
+    for name, (default, unit, _) in files.LIMITS.items():
+        row = next((line for line in doc.splitlines() if f"`CNNC_MAX_{name.upper()}`" in line), None)
+        assert row is not None, f"docs/security.md does not list CNNC_MAX_{name.upper()}"
+        shown = files.size_text(default) if unit == "bytes" else f"{default:,}"
+        assert shown in row and unit in row, (name, shown, row)

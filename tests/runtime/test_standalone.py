@@ -15,6 +15,7 @@ from cnnc.runtime.codegen import module_source
 from cnnc.runtime.kernels import KERNELS, Context
 from cnnc.runtime.kernels import _im2col
 from cnnc.runtime.plan import Plan
+from kernel_helpers import GRAPH_OPS
 
 ONE_LAYER = {
     "conv": "conv(4, 3, stride = 2, pad = ((1, 0), (2, 1)), dilation = 1, groups = 2)",
@@ -27,13 +28,6 @@ ONE_LAYER = {
     "leaky_relu": "leaky_relu(0.2)", "elu": "elu(0.5)", "groupnorm": "groupnorm(2)", "lrn": "lrn(3)",
     "dropout": "dropout(0.3, mode = downgrade_in_infer)", "spatial_dropout": "spatial_dropout(0.3)",
     "pad": "pad(((1, 0), (2, 1)), value = -0.5)", "linear": "flatten -> linear(5)",
-}
-GRAPH_OPS = {
-    "concat": "a = x -> conv(2, 1)\n    concat(x, a)",
-    "add": "a = x -> global_avgpool\n    x + a",
-    "mul": "a = x -> global_avgpool\n    x * a",
-    "crop": "a = x -> conv(1, 3)\n    x -> crop(like = a)",
-    "unpool": "x -> p: maxpool(2) -> relu -> unpool(p)",
 }
 MORE = {  # variants the one-layer table does not reach
     "local_tiled": "local(2, 3, tile = 2)",
