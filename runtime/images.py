@@ -160,8 +160,12 @@ def read_image(path: PathLike, max_bytes: int | None = None) -> np.ndarray:
     with _open_header(data, shown) as img:
         _check_declared_size(img, shown, limit)
         try:
-            img.load()
-            return _pixels(img, shown)
+            with warnings.catch_warnings():
+                # Pillow warns about what it repairs or skips (corrupt EXIF, odd chunks): the pixels
+                # decode all the same; its warnings would only add noise after cnnc's own output.
+                warnings.simplefilter("ignore", UserWarning)
+                img.load()
+                return _pixels(img, shown)
         except CnncError:
             raise
         except Exception as err:  # truncated data, a bad palette, a decoder error...

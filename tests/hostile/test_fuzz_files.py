@@ -187,6 +187,7 @@ def test_mutated_npz_datasets_raise_only_user_errors(tmp_path, ops):
     only_user_errors(load_dataset, path)
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # the mutation writes a member twice on purpose
 @FUZZ
 @given(ops=archive_mutations())
 def test_rearranged_npz_datasets_raise_only_user_errors(tmp_path, ops):
