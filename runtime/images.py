@@ -62,6 +62,7 @@ def _open_header(data: bytes, shown: str):
             # Pillow's own bomb check (MAX_IMAGE_PIXELS) warns below its hard limit: cnnc's own
             # limit, checked next from the same header, decides, so the warning is not needed.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # what Pillow repairs in a header (corrupt EXIF)
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as err:
         raise CnncError(f"image '{shown}' declares too many pixels ({err})",
