@@ -11,7 +11,8 @@ import errno
 import os
 import sys
 
-from .dsl.source import CnncError, Diagnostic  # noqa: E402
+from .dsl.source import CnncError, Diagnostic
+from .viz.output import STYLES
 
 EXAMPLES = """examples:
   cnnc check examples/resnet18.cnn
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_compile_args(p)
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="output file; the extension picks "
                                                                           "the format")
-    p.add_argument("--style", choices=("graph", "figure", "rf", "rf-grid", "curves"), default="graph",
+    p.add_argument("--style", choices=STYLES, default="graph",
                    help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
                         "rf-grid (one unit's field over the input), curves (from --metrics)")
     p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N")
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
-            raise
+            return _internal_error(err)
         _silence_stdout()
         print(f"cnnc: error: cannot write the output: {err.strerror or err}", file=sys.stderr)
         return 1
@@ -191,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("cnnc: error: out of memory; try a smaller --batch or input size", file=sys.stderr)
         return 1
-    except Exception as err:  # an internal error: say so plainly, without a traceback unless asked
-        if os.environ.get("CNNC_DEBUG"):
-            raise
-        print(f"cnnc: internal error: {type(err).__name__}: {err}\n"
-              "  this is a bug in cnnc; rerun with CNNC_DEBUG=1 for the traceback", file=sys.stderr)
-        return 70
+    except Exception as err:
+        return _internal_error(err)
+
+
+def _internal_error(err: Exception) -> int:
+    """A bug in cnnc: say so plainly, without a traceback unless CNNC_DEBUG asks for it."""
+    if os.environ.get("CNNC_DEBUG"):
+        raise err
+    print(f"cnnc: internal error: {type(err).__name__}: {err}\n"
+          "  this is a bug in cnnc; rerun with CNNC_DEBUG=1 for the traceback", file=sys.stderr)
+    return 70

@@ -187,3 +187,15 @@ def test_two_concurrent_runs_into_one_directory(tmp_path):
     assert [r["epoch"] for r in lines] == list(range(1, len(lines) + 1))  # one run's epochs, in order
     from cnnc.runtime import checkpoint
     assert checkpoint.load(out / "last.npz").epoch >= 1  # SIGINT left a usable checkpoint
+
+
+def test_an_unexpected_os_error_is_an_internal_error_not_a_traceback(monkeypatch, capsys):
+    import errno
+    from cnnc import cli
+
+    def broken(args):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setitem(cli.COMMANDS, "check", broken)
+    monkeypatch.delenv("CNNC_DEBUG", raising=False)
+    assert cli.main(["check", str(EXAMPLES / "lenet5.cnn")]) == 70
+    assert "cnnc: internal error: PermissionError" in capsys.readouterr().err
