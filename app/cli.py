@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "default: the test split of the train data")
     p.add_argument("--top", type=int, default=1, metavar="K", help="print the K most likely classes")
     p.add_argument("--limit", type=int, default=10, metavar="N", help="at most N rows of the test split")
+    p.add_argument("-o", "--output", metavar="DIR", help="for a segmentation network: write each predicted mask "
+                                                        "as a palette PNG into DIR")
 
     p = sub.add_parser("viz", help="draw a network (.svg, .png, .pdf, .dot)",
                        description="Draw a network's graph, an architecture figure, receptive fields, or "

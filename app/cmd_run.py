@@ -10,10 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .compiler.driver import Compiled
 from .compiler.train_spec import TrainConfig, set_key
 from .compiler.train_vocab import DATA, Invalid
-from .dsl.files import describe_path
+from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
 
 
@@ -83,10 +85,36 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
     if args.limit < 1:
         raise CnncError(f"--limit {args.limit}: must be at least 1")
     p = run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
+    if p.probabilities.ndim > 2:
+        return _print_masks(args, p)
+    if args.output:
+        raise CnncError(f"-o {describe_path(args.output)}: only a segmentation network's masks are written",
+                        hint="this network predicts one class per input; its predictions are printed")
     k = min(args.top, p.probabilities.shape[1])
     for i, name in enumerate(p.names):
         prob = p.probabilities[i]
         guesses = ", ".join(f"{c} ({prob[c]:.1%})" for c in prob.argsort()[::-1][:k])
         truth = f"  [label {int(p.labels[i])}]" if p.labels is not None else ""
         print(f"{describe_path(name)}: {guesses}{truth}")
+    return 0
+
+
+def _print_masks(args: argparse.Namespace, p) -> int:
+    """A dense output: per input its mask's class shares (and pixel accuracy against a label mask);
+    with -o DIR each mask as a palette PNG."""
+    from .viz.masks import mask_png
+    classes = p.probabilities.shape[1]
+    masks = p.probabilities.argmax(axis=1)
+    out = Path(args.output) if args.output else None
+    for i, (name, mask) in enumerate(zip(p.names, masks)):
+        counts = np.bincount(mask.ravel(), minlength=classes) / mask.size
+        shares = ", ".join(f"{c} ({counts[c]:.1%})" for c in np.argsort(-counts)[:args.top] if counts[c] > 0)
+        line = f"{describe_path(name)}: mask {mask.shape[0]}x{mask.shape[1]}, classes {shares}"
+        if p.labels is not None and p.labels[i].shape == mask.shape:
+            line += f"  [pixel accuracy {(p.labels[i] == mask).mean():.1%}]"
+        if out is not None:
+            target = out / f"mask_{i:04d}.png"
+            write_atomic(target, mask_png(mask, classes), "mask", inputs=[args.checkpoint, *args.inputs])
+            line += f" -> {describe_path(target)}"
+        print(line)
     return 0
