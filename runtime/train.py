@@ -39,7 +39,8 @@ from . import data as data_mod
 from . import preprocess
 from .augment import make_augment
 from .kernels import shards
-from .losses import make_loss
+from .evaluation import Confusion, report
+from .losses import CLASS, PIXEL_CLASS, make_loss
 from .optim import make_optimizer, penalty, weight_predicate
 from .plan import Plan
 from .rundir import RunDirectory
@@ -322,13 +323,23 @@ class Trainer:
             self._executor = ThreadPoolExecutor(self.threads)
         return batch_loss_and_grads(self.plan, self.loss, xb, yb, drop_rng, self._executor)
 
-    def evaluate(self, split) -> EpochStats:
+    def evaluate(self, split, confusion: Confusion | None = None) -> EpochStats:
+        """Loss and accuracy on a split; `confusion`, if given, accumulates the class confusion too."""
         stats = EpochStats()
         for xb, yb in data_mod.iterate_batches(split.x, split.y, max(self.cfg.batch, 256)):
             pred = self.plan.forward({self.input: xb})[0][self.output]
             loss, _ = self.loss(pred, yb)
             stats.add(loss, len(xb), self.loss.correct(pred, yb))
+            if confusion is not None:
+                confusion.add(pred, yb)
         return stats
+
+    def _confusion(self) -> Confusion | None:
+        """A confusion matrix for class-label losses (one class per sample or per pixel), else None."""
+        if self.loss.target_kind not in (CLASS, PIXEL_CLASS):
+            return None
+        classes = self.plan.net.shapes[self.output][0]
+        return Confusion(classes, self.loss.options.get("ignore_index"))
 
     def run(self, resume: bool = False, overwrite: bool = False,
             started: Callable[[], None] | None = None) -> RunResult:
@@ -375,10 +386,15 @@ class Trainer:
                 break
         result.history = self.history
         if self.ds.test is not None and len(self.ds.test) and not result.non_finite:  # not with broken weights
-            test = self.evaluate(self.ds.test)
+            confusion = self._confusion()
+            test = self.evaluate(self.ds.test, confusion)
             result.test = {"split": "test", "loss": test.mean_loss, "accuracy": test.accuracy}
+            if confusion is not None:
+                result.test.update(report(confusion, dense=self.loss.target_kind == PIXEL_CLASS))
             metrics.append(result.test)
             acc = f", accuracy {test.accuracy:.2%}" if test.accuracy is not None else ""
+            if result.test.get("mean_iou") is not None:
+                acc += f", mean IoU {result.test['mean_iou']:.2%}"
             self.log(f"test: loss {test.mean_loss:.4f}{acc} ({len(self.ds.test):,} samples)")
         return result
 
