@@ -91,10 +91,13 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
         raise CnncError(f"-o {describe_path(args.output)}: only a segmentation network's masks are written",
                         hint="this network predicts one class per input; its predictions are printed")
     k = min(args.top, p.probabilities.shape[1])
+
+    def named(c: int) -> str:
+        return f"{c} {describe_path(p.classes[c])}" if p.classes and 0 <= c < len(p.classes) else str(c)
     for i, name in enumerate(p.names):
         prob = p.probabilities[i]
-        guesses = ", ".join(f"{c} ({prob[c]:.1%})" for c in prob.argsort()[::-1][:k])
-        truth = f"  [label {int(p.labels[i])}]" if p.labels is not None else ""
+        guesses = ", ".join(f"{named(c)} ({prob[c]:.1%})" for c in prob.argsort()[::-1][:k])
+        truth = f"  [label {named(int(p.labels[i]))}]" if p.labels is not None else ""
         print(f"{describe_path(name)}: {guesses}{truth}")
     return 0
 

@@ -51,6 +51,7 @@ class TrainConfig:
     l2: float = 0.0
     early_stop: Spec | None = None
     val: float | None = None
+    classes: tuple[str, ...] | None = None
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
@@ -159,7 +160,7 @@ def set_key(cfg: TrainConfig, key: str, value: Any, loc: Loc | None) -> TrainCon
         if isinstance(value, str):  # a path: the kind follows from what is there
             value = Spec("path", (value,))
         return replace(cfg, data=_spec(value, family, loc))
-    if key in ("epochs", "batch", "seed", "l1", "l2", "val"):
+    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "classes"):
         v = _plain(key, value, loc)
         return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val") else v})
     if key == "lr":

@@ -98,6 +98,16 @@ def text(v: Any) -> str:
     return v
 
 
+def names(v: Any) -> tuple[str, ...]:
+    """A list of distinct, non-empty names in quotes."""
+    items = v if isinstance(v, tuple) else None
+    if not items or not all(isinstance(x, str) and x.strip() for x in items) or len(set(items)) != len(items):
+        raise Invalid('a list of distinct names in quotes, e.g. ["cat", "dog"]')
+    if len(items) > 100_000:
+        raise Invalid("at most 100,000 names")
+    return tuple(items)
+
+
 def numbers(count: int, item: Check) -> Check:
     """A tuple of `count` values, each checked by `item`."""
     def check(v: Any) -> tuple:
@@ -368,6 +378,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("l2", "L2 penalty on conv/linear weights", NON_NEGATIVE, 0.0),
     Key("early_stop", "stop after this many epochs without improvement", integer(1)),
     Key("val", "validation fraction of the training split", UNIT_OPEN),
+    Key("classes", "names of the classes in label order (predict prints them)", names),
 )}
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS)}

@@ -271,6 +271,14 @@ class Checkpoint:
             value = value.get("preprocess") or []
         return value
 
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names the trainer recorded (label order), or None."""
+        value = self.meta.get("classes")
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise self._bad_meta("classes", "a list of names or null", value)
+        return value
+
     def _count(self, key: str) -> int:
         if key not in self.meta:
             raise CnncError(f"checkpoint '{files.describe_path(self.path)}' has no '{key}' in its meta",

@@ -27,6 +27,7 @@ class Predictions:
     names: list[str]              # the file, or "test #i"
     probabilities: np.ndarray     # [N, classes]
     labels: np.ndarray | None     # the data set's labels, when the inputs came from it
+    classes: list[str] | None     # class names in label order, as the trainer recorded them
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,12 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
         split = ds.test if ds.test is not None else ds.train
         x, labels = split.x[:limit], split.y[:limit]
         names = [f"test #{i}" for i in range(len(x))]
-    return Predictions(names, _softmax(plan.predict(x)), labels)
+    prob = _softmax(plan.predict(x))
+    classes = ck.classes
+    if classes is not None and len(classes) != prob.shape[1]:
+        raise CnncError(f"checkpoint '{describe_path(checkpoint_path)}' names {len(classes)} classes, the network "
+                        f"has {prob.shape[1]} outputs")
+    return Predictions(names, prob, labels, classes)
 
 
 def evaluate(trainer, path: str | Path) -> Evaluation:

@@ -284,6 +284,7 @@ class Trainer:
         self.is_weight = weight_predicate(ops)
         self.output = compiled.net.outputs[0]
         self.input = next(iter(compiled.net.inputs))
+        self.class_names = self._class_names()
         self.epoch = 0            # epochs completed
         self.best: float | None = None
         self.bad_epochs = 0
@@ -333,6 +334,20 @@ class Trainer:
             if confusion is not None:
                 confusion.add(pred, yb)
         return stats
+
+    def _class_names(self) -> list[str] | None:
+        """The train section's `classes` (which must name every output), else the data's own names
+        (an image folder's sub-folders) when they name every output; recorded in checkpoints for predict."""
+        if self.loss.target_kind not in (CLASS, PIXEL_CLASS):
+            return None
+        outputs = self.compiled.net.shapes[self.output][0]
+        if self.cfg.classes:
+            if len(self.cfg.classes) != outputs:
+                raise CnncError(f"classes names {len(self.cfg.classes)} classes, but the network has {outputs} "
+                                "outputs", self.cfg.locs.get("classes"), "name one class per output, in label order")
+            return list(self.cfg.classes)
+        names = self.ds.classes
+        return [str(n) for n in names] if names is not None and len(names) == outputs else None
 
     def _confusion(self) -> Confusion | None:
         """A confusion matrix for class-label losses (one class per sample or per pixel), else None."""
@@ -424,7 +439,7 @@ class Trainer:
         meta = {"network": self.compiled.net.name, "epoch": self.epoch,
                 "seed": self.cfg.seed, "best": self.best, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history,
-                "preprocess": self.ds.meta.get("preprocess", [])}
+                "preprocess": self.ds.meta.get("preprocess", []), "classes": self.class_names}
         checkpoint.save_training_state(path, self.plan.params, self.optimizer.state_dict(), meta)
 
     def _resume(self) -> None:

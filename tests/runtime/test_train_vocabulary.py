@@ -181,7 +181,8 @@ probe("preprocess", "scale", "factor", {"preprocess": "scale(factor = 1000)"}, {
 for key, value in [("epochs", "3"), ("batch", "8"), ("seed", "2"), ("lr", "0.3"), ("l1", "0.01"), ("l2", "0.1"),
                    ("val", "0.25"), ("early_stop", "1"), ("normalize", "normalize"),
                    ("preprocess", "center"), ("augment", "[hflip]"), ("loss", "cross_entropy(label_smoothing = 0.5)"),
-                   ("optimizer", "adam"), ("schedule", "step(1)"), ("data", "synthetic(n = 48, classes = 3)")]:
+                   ("optimizer", "adam"), ("schedule", "step(1)"), ("data", "synthetic(n = 48, classes = 3)"),
+                   ("classes", '["circle", "square", "ring"]')]:
     probe(key, "", "", {key: value}, {"optimizer": "sgd(lr = 1e-9)", "epochs": "4"} if key == "early_stop" else None)
 
 METRICS = [1.0, 0.9, 0.89, 0.95, 0.94, 0.93, 0.5, 0.46]
@@ -219,6 +220,7 @@ def observe(compile_src, program: str, out) -> dict:
     result = t.run()
     seen["epochs"] = result.epochs_run
     seen["weights"] = _digest(*(t.plan.params[k] for k in sorted(t.plan.params)))
+    seen["classes"] = t.class_names
     return seen
 
 
