@@ -205,6 +205,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _mode_for(target: Path) -> int:
+    """The permissions of the replaced file, or what the umask gives a new file (0666 & ~umask)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, what: str, inputs: Iterable[str | os.PathLike] = (),
                   mode: str = "wb") -> Iterator[IO]:
@@ -223,6 +233,7 @@ def atomic_output(path: str | os.PathLike, what: str, inputs: Iterable[str | os.
         raise CnncError(f"cannot write {what} '{shown}': {_os_reason(err)}") from None
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, _mode_for(target))  # mkstemp makes 0600; the file gets the mode a plain write would
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
             f.flush()

@@ -116,3 +116,16 @@ def test_every_limit_is_documented_with_its_default():
         assert row is not None, f"docs/security.md does not list CNNC_MAX_{name.upper()}"
         shown = files.size_text(default) if unit == "bytes" else f"{default:,}"
         assert shown in row and unit in row, (name, shown, row)
+
+
+def test_outputs_get_the_mode_a_plain_write_would(tmp_path):
+    old = os.umask(0o022)
+    try:
+        files.write_atomic(tmp_path / "new.png", b"x", "picture")
+        assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.sh").write_text("old")
+        os.chmod(tmp_path / "kept.sh", 0o750)
+        files.write_atomic(tmp_path / "kept.sh", "new", "script")
+        assert (tmp_path / "kept.sh").stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old)
