@@ -66,6 +66,9 @@ def _spatial(values: np.ndarray, tensor: str) -> np.ndarray:
         shape = "x".join(map(str, values.shape))
         raise CnncError(f"'{tensor}' has shape {shape}, not an image [C, H, W]",
                         hint="choose a layer before the flatten or global pooling with --layer NAME")
+    if not np.isfinite(values).all():
+        raise CnncError(f"'{tensor}' holds NaN or infinite values: there is no picture of them",
+                        hint="check the checkpoint (did training diverge?) and the network's weights")
     return values
 
 

@@ -75,6 +75,9 @@ class Applied:
 
 @dataclass
 class Applier:
+    """One network ready for images: `compile(None)` is the network as declared (checked here: one
+    input, an image [C, H, W]); the checkpoint (or the file's fixed weights) is read once."""
+
     compile: Compiler
     checkpoint_path: str | None = None
     resize: tuple[int, int] | None = None
@@ -132,7 +135,7 @@ class Applier:
         if self.resize is not None:
             image = resize_image(image, self.resize)
         shown = describe_path(path)
-        for axis, (declared, have) in enumerate(zip(self.input_shape[1:], image.shape[1:])):
+        for declared, have in zip(self.input_shape[1:], image.shape[1:]):
             if not is_symbolic(declared) and int(declared) != have:
                 want = "x".join(str(d) for d in self.input_shape[1:])
                 raise CnncError(f"image '{shown}' is {image.shape[1]}x{image.shape[2]} (HxW), "
@@ -180,7 +183,8 @@ def forward(compiled: Compiled, image: np.ndarray, names: Sequence[str], params:
     inputs = {plan.inputs[0]: x}
     layers = tuple(n for n in names if n not in plan.inputs)
     plan.outputs = tuple(dict.fromkeys(plan.outputs + layers))
-    values, _ = plan.forward(inputs)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are refused
+        values, _ = plan.forward(inputs)                                 # by name where they are shown
     values.update(inputs)
     return {n: np.asarray(values[n][0], np.float32) for n in names}
 

@@ -51,6 +51,9 @@ MAX_MAPS, MAX_KERNEL_ROWS, MAX_KERNEL_COLS = 64, 32, 16
 def to_grey(values: np.ndarray, mapping: str = "minmax") -> np.ndarray:
     """[C, H, W] (or [H, W]) real values -> uint8 of the same shape, channel by channel."""
     x = np.asarray(values, np.float64)
+    if not np.isfinite(x).all():
+        raise CnncError("cannot show values that are NaN or infinite as grey levels",
+                        hint="the weights or the input produce non-finite values; check the checkpoint")
     flat = x[None] if x.ndim == 2 else x
     axes = tuple(range(1, flat.ndim))
     if mapping == "minmax":

@@ -137,6 +137,7 @@ def test_a_trained_network_with_its_checkpoint(tmp_path, capsys, lenet_run):
     (["{sobel}", "-o", "out.jpg"], "-o out.jpg: cnnc apply writes PNG images"),
     (["{two}"], "no image given, and the shipped photographs are grey or RGB: the input takes 2 channels"),
     (["{sobel}", "{camera}", "{grey}"], "'{grey}' is not an image cnnc can read"),
+    (["{huge}", "{camera}"], "'conv' holds NaN or infinite values: there is no picture of them"),
 ])
 def test_errors_are_one_line_messages(tmp_path, capsys, lenet_run, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -144,8 +145,11 @@ def test_errors_are_one_line_messages(tmp_path, capsys, lenet_run, monkeypatch, 
     two.write_text("# two channels\nnetwork Two {\n    input x: [2, H, W]\n    x -> conv(1, 1, bias = false, "
                    "trainable = false, weights = [[[[1]], [[1]]]])\n}\n")
     (tmp_path / "text.png").write_text("not a picture")
+    huge = tmp_path / "huge.cnn"  # 4 x 1e38 overflows float32
+    huge.write_text("# overflow\nnetwork Huge {\n    input x: [1, H, W]\n    x -> conv(1, 2, bias = false, "
+                    "trainable = false, weights = [[1e38, 1e38], [1e38, 1e38]])\n}\n")
     subst = {"{lenet}": str(EXAMPLES / "lenet5.cnn"), "{ck}": str(lenet_run / "best.npz"), "{sobel}": SOBEL,
-             "{camera}": str(GREY_PHOTO), "{two}": str(two), "{grey}": str(tmp_path / "text.png")}
+             "{camera}": str(GREY_PHOTO), "{two}": str(two), "{grey}": str(tmp_path / "text.png"), "{huge}": str(huge)}
     for k, v in subst.items():
         argv = [a.replace(k, v) for a in argv]
         message = message.replace(k, v)

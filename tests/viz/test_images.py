@@ -44,6 +44,11 @@ def test_an_unknown_mapping_is_refused_with_the_choices():
     assert all(m in err.value.hint for m in MAPPINGS)
 
 
+def test_non_finite_values_are_refused():
+    with pytest.raises(CnncError, match="cannot show values that are NaN or infinite as grey levels"):
+        to_grey(np.array([[0.0, np.nan]]), "minmax")
+
+
 def test_grid_places_tiles_in_rows_with_gaps():
     tiles = [np.full((2, 3), v, np.uint8) for v in (10, 20, 30)]
     g = grid(tiles, gap=1)  # 3 tiles: 2 columns, 2 rows
