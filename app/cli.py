@@ -12,6 +12,7 @@ import os
 import sys
 
 from .dsl.source import CnncError, Diagnostic
+from .viz.images import MAPPINGS
 from .viz.output import STYLES
 
 EXAMPLES = """examples:
@@ -95,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="DIR", help="for a segmentation network: write each predicted mask "
                                                         "as a palette PNG into DIR")
 
+    p = sub.add_parser("apply", help="run a network on images and write its output as images",
+                       description="Run a network (fixed filters, or trained weights with --checkpoint) on "
+                                   "images and write a tensor as PNG images: one per channel, or one grid.",
+                       epilog="mappings: " + "; ".join(f"{k}: {v}" for k, v in MAPPINGS.items()))
+    _common_compile_args(p)
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any format Pillow reads); default: "
+                                                             "a shipped photograph (grey or RGB, as the input)")
+    p.add_argument("-o", "--output", metavar="OUT.png", help="where the picture goes (default NETWORK.png); "
+                                                              "several pictures add -IMAGE, -TENSOR, -cK")
+    p.add_argument("--checkpoint", metavar="PATH", help="trained weights (a checkpoint written by cnnc run); "
+                                                        "without it every weight must be fixed in the file")
+    p.add_argument("--layer", metavar="NAME", help="write this layer's output instead of the network's")
+    p.add_argument("--map", choices=tuple(MAPPINGS), default="minmax",
+                   help="display mapping per channel: minmax (default), abs or clip")
+    p.add_argument("--grid", action="store_true", help="one grid image of all channels instead of one per channel")
+    p.add_argument("--resize", metavar="HxW", help="resize every image first (for networks of a fixed size)")
+
     p = sub.add_parser("viz", help="draw a network (.svg, .png, .pdf, .dot)",
                        description="Draw a network's graph, an architecture figure, receptive fields, or "
                                    "training curves.")
@@ -103,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "the format")
     p.add_argument("--style", choices=STYLES, default="graph",
                    help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
-                        "rf-grid (one unit's field over the input), curves (from --metrics)")
+                        "rf-grid (one unit's field over the input), curves (from --metrics), activations "
+                        "(every layer's feature maps for --image, .png), kernels (convolution weights, .png)")
     p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N")
     p.add_argument("--expand", action="store_true", help="draw every repeat instead of folding ×N")
     p.add_argument("--details", action="store_true", help="add parameters, MACs and receptive field")
@@ -113,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "spatial layer)")
     p.add_argument("--unit", metavar="I,J", help="for rf-grid: the unit's position (default: the centre)")
     p.add_argument("--metrics", metavar="FILE", help="for curves: a metrics.jsonl written by cnnc run")
+    p.add_argument("--checkpoint", metavar="PATH", help="for activations and kernels: trained weights (default: "
+                                                        "the file's fixed weights)")
+    p.add_argument("--image", metavar="FILE", help="for activations: the input image (default: a shipped "
+                                                   "photograph)")
+    p.add_argument("--layers", metavar="A,B,...", help="for activations and kernels: only these layers")
     return parser
 
 
@@ -162,7 +186,13 @@ def cmd_viz(args) -> int:
     return viz(args, _compile(args))
 
 
-COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz}
+def cmd_apply(args) -> int:
+    from .cmd_apply import apply
+    return apply(args)
+
+
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz,
+            "apply": cmd_apply}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,18 +2,23 @@
 
 Checks the flags against the style (a flag only another style reads is an
 error, not silently ignored), asks viz for the picture's bytes and writes
-them atomically (a failed write leaves an existing file as it was).
+them atomically (a failed write leaves an existing file as it was). The
+styles of values (activations, kernels) need the network run or its weights
+read: the runtime computes those arrays here and viz only draws them.
 """
 from __future__ import annotations
 
 import argparse
 
-from .compiler.driver import Compiled
+from .compiler.driver import Compiled, compile_file, parse_assignment
 from .dsl.files import write_atomic
 from .dsl.source import CnncError
 from .viz.output import PictureOptions, output_format, picture
 
-STYLE_FLAGS = (("--layer", "layer", "rf-grid"), ("--unit", "unit", "rf-grid"), ("--metrics", "metrics", "curves"))
+# (flag, attribute, the styles that read it)
+STYLE_FLAGS = (("--layer", "layer", ("rf-grid",)), ("--unit", "unit", ("rf-grid",)),
+               ("--metrics", "metrics", ("curves",)), ("--checkpoint", "checkpoint", ("activations", "kernels")),
+               ("--image", "image", ("activations",)), ("--layers", "layers", ("activations", "kernels")))
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -21,23 +26,75 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.depth is not None and args.depth < 0:
         raise CnncError(f"--depth {args.depth}: the depth must be 0 or more",
                         hint="--depth 0 draws every top-level block as one node")
+    if args.style in ("activations", "kernels"):
+        if args.input:
+            raise CnncError(f"--input {args.input[0]}: --style {args.style} takes the sizes from the image",
+                            hint="for a network of symbolic size the image's own size is used")
+        if not args.output.lower().endswith(".png"):
+            raise CnncError(f"-o {args.output}: --style {args.style} draws pixels and writes .png",
+                            hint="give -o a name ending in .png")
     for flag, attr, wanted in STYLE_FLAGS:
-        if getattr(args, attr) is not None and style != wanted:
-            raise CnncError(f"{flag} is for --style {wanted}, not --style {style}")
+        if getattr(args, attr) is not None and style not in wanted:
+            raise CnncError(f"{flag} is for --style {' or '.join(wanted)}, not --style {style}")
     if style == "curves" and not args.metrics:
         raise CnncError("--style curves needs --metrics FILE",
                         hint="cnnc run writes metrics.jsonl into its --out folder, e.g. --metrics runs/LeNet5/"
                              "metrics.jsonl")
 
 
+def _layers(args: argparse.Namespace) -> list[str] | None:
+    if args.layers is None:
+        return None
+    names = [n.strip() for n in args.layers.split(",") if n.strip()]
+    if not names:
+        raise CnncError(f"--layers {args.layers!r}: name at least one layer, e.g. --layers conv1,conv2")
+    return names
+
+
+def _values(args: argparse.Namespace, compiled: Compiled) -> dict:
+    """The arrays the activations and kernels styles draw, computed by the runtime."""
+    from .runtime.apply import Applier, default_image, kernel_weights
+    from .viz.images import Panel
+    layers = _layers(args)
+    if args.style == "kernels":
+        kernels = kernel_weights(compiled, args.checkpoint)
+        drawn = [name for name, _ in kernels.weights]
+        if layers:
+            for name in layers:
+                if name not in drawn:
+                    _unknown_kernel(name, drawn, compiled)
+            kernels_ = [(n, w) for n, w in kernels.weights if n in layers]
+        else:
+            kernels_ = kernels.weights
+        return {"kernels": tuple(kernels_), "first": kernels.first}
+    params = dict(parse_assignment(s) for s in args.params)
+    applier = Applier(lambda inputs: compile_file(args.file, args.network, inputs, params, set(args.allow)),
+                      args.checkpoint)
+    applier.resize = applier.fixed_size()  # a network of one size sees any image resized to it
+    names = layers or applier.tensor_names()
+    applier.check_layers(names, "--layers")
+    image = args.image or str(default_image(applier.channels))
+    result = applier.run(image, names)
+    return {"panels": tuple(Panel(n, tuple(v.shape), v) for n, v in result.tensors.items())}
+
+
+def _unknown_kernel(name: str, drawn: list[str], compiled: Compiled) -> None:
+    from .dsl.source import did_you_mean
+    known = [n.name for n in compiled.net.layers()]
+    why = "has no convolution weights" if name in known else "is not a layer of " + compiled.net.name
+    raise CnncError(f"--layers {name}: '{name}' {why}",
+                    hint=did_you_mean(name, drawn, f"layers with kernels: {', '.join(drawn) or 'none'}"))
+
+
 def viz(args: argparse.Namespace, compiled: Compiled) -> int:
     """Draw, write the file, say where it went."""
     fmt = output_format(args.output)
     check_flags(args)
+    values = _values(args, compiled) if args.style in ("activations", "kernels") else {}
     options = PictureOptions(depth=args.depth, expand=args.expand, details=args.details, rankdir=args.rankdir,
-                             fuse=args.fuse, layer=args.layer, unit=args.unit, metrics=args.metrics)
+                             fuse=args.fuse, layer=args.layer, unit=args.unit, metrics=args.metrics, **values)
     data = picture(compiled, args.style, fmt, options, args.output)
-    inputs = [args.file] + ([args.metrics] if args.metrics else [])
+    inputs = [args.file] + [p for p in (args.metrics, args.checkpoint, args.image) if p]
     write_atomic(args.output, data, "picture", inputs=inputs)
     print(f"wrote {args.output} ({args.style}, {fmt})")
     return 0

@@ -20,7 +20,9 @@ from ..dsl.source import CnncError
 from .diagram import diagram, render
 
 FORMATS = ("svg", "png", "pdf", "dot")
-STYLES = ("graph", "figure", "rf", "rf-grid", "curves")
+STYLES = ("graph", "figure", "rf", "rf-grid", "curves", "activations", "kernels")
+# Styles of values (feature maps, weights) drawn with Pillow straight to PNG; the caller computes the values.
+RASTER_STYLES = ("activations", "kernels")
 RSVG_HINT = ("write .svg instead, or install librsvg to convert it "
              "(apt-get install librsvg2-bin, or brew install librsvg)")
 
@@ -28,7 +30,8 @@ RSVG_HINT = ("write .svg instead, or install librsvg to convert it "
 @dataclass(frozen=True)
 class PictureOptions:
     """What the styles read: graph (depth, expand, details, rankdir, fuse), rf-grid (layer, unit),
-    curves (metrics, a metrics.jsonl path)."""
+    curves (metrics, a metrics.jsonl path), activations (panels: one `images.Panel` per layer),
+    kernels (kernels: (layer, weight [O, I, kh, kw]) pairs, first: the layer reading the image)."""
 
     depth: int | None = None
     expand: bool = False
@@ -38,6 +41,9 @@ class PictureOptions:
     layer: str | None = None
     unit: str | None = None
     metrics: str | None = None
+    panels: tuple = ()
+    kernels: tuple = ()
+    first: str | None = None
 
 
 def output_format(path: str) -> str:
@@ -56,6 +62,8 @@ def picture(compiled: Compiled, style: str, fmt: str, options: PictureOptions = 
         g = diagram(compiled, depth=options.depth, expand=options.expand, details=options.details,
                     rankdir=options.rankdir, fuse=options.fuse)
         return g.source.encode("utf-8") if fmt == "dot" else render(g, fmt, target)
+    if style in RASTER_STYLES:
+        return _raster(style, fmt, options, target)
     if fmt == "dot":
         raise CnncError(f"--style {style} is drawn as SVG without Graphviz: it has no .dot source",
                         hint="write .svg (or .png/.pdf), or use --style graph for .dot")
@@ -77,6 +85,16 @@ def _svg(compiled: Compiled, style: str, options: PictureOptions) -> str:
         metrics = read_metrics(options.metrics)
         return curves_svg(metrics, f"{compiled.net.name}: training curves ({options.metrics})")
     raise CnncError(f"unknown style '{style}'", hint=f"styles: {', '.join(STYLES)}")
+
+
+def _raster(style: str, fmt: str, options: PictureOptions, target: str) -> bytes:
+    from .images import activations_png, kernels_png
+    if fmt != "png":
+        raise CnncError(f"cannot write '{target}': --style {style} draws pixels, written as .png",
+                        hint="give -o a name ending in .png")
+    if style == "activations":
+        return activations_png(options.panels)
+    return kernels_png(options.kernels, options.first)
 
 
 def convert_svg(svg: str, fmt: str, target: str) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cnnc.cli import main as cli
@@ -53,7 +54,7 @@ def test_there_are_examples():
                      "resnet1001.cnn", "googlenet.cnn", "densenet121.cnn", "se_resnet.cnn", "mobilenet_v1.cnn",
                      "unet.cnn", "fcn32s.cnn", "segnet.cnn", "deeplab.cnn", "sobel.cnn", "mean_blur.cnn",
                      "inception_block.cnn", "small_resnet.cnn", "small_inception.cnn", "small_unet.cnn",
-                     "cifar_resnet20.cnn"):
+                     "cifar_resnet20.cnn", "sharpen.cnn", "gaussian_blur.cnn", "emboss.cnn", "rgb_edges.cnn"):
         assert expected in names
 
 
@@ -331,6 +332,39 @@ def test_mean_blur_is_fixed():
     assert (t["params"], t["trainable_params"]) == (9, 0)
     w = c.net.node("blur").attrs["weights"]
     assert abs(float(w.sum()) - 1.0) < 1e-6 and float(w.min()) == float(w.max())
+
+
+@pytest.mark.parametrize("name, layer, kernel, out", [
+    # parameters by hand: one output channel, one input, k x k weights, no bias
+    ("sharpen.cnn", "sharpen", [[0, -1, 0], [-1, 5, -1], [0, -1, 0]], 1),
+    ("emboss.cnn", "emboss", [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], 1),
+    ("gaussian_blur.cnn", "blur", (np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256).tolist(), 1),
+])
+def test_fixed_filters(name, layer, kernel, out):
+    c = compiled(name, inputs={"img": (1, 20, 30)})
+    k = np.array(kernel)
+    t = c.analysis.totals()
+    assert (t["params"], t["trainable_params"]) == (k.size, 0)  # 9, 9, 25
+    assert t["macs"] == 20 * 30 * k.size  # one MAC per weight per pixel
+    assert c.net.shapes[layer] == (out, 20, 30)
+    np.testing.assert_allclose(c.net.node(layer).attrs["weights"].reshape(k.shape), k, atol=1e-12)
+
+
+def test_blurs_and_sharpen_keep_flat_regions():
+    for name, layer in (("sharpen.cnn", "sharpen"), ("gaussian_blur.cnn", "blur"), ("mean_blur.cnn", "blur")):
+        assert float(compiled(name).net.node(layer).attrs["weights"].sum()) == pytest.approx(1.0)
+
+
+def test_rgb_edges():
+    c = compiled("rgb_edges.cnn", inputs={"img": (3, 20, 30)})
+    t = c.analysis.totals()
+    assert (t["params"], t["trainable_params"]) == (2 * 3 * 3 * 3, 0)  # 54
+    assert t["macs"] == 20 * 30 * 54 and c.net.shapes["edges"] == (2, 20, 30)
+    w = c.net.node("edges").attrs["weights"]
+    sobel = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 3
+    for rgb in range(3):
+        np.testing.assert_allclose(w[0, rgb], sobel, atol=1e-12)
+        np.testing.assert_allclose(w[1, rgb], sobel.T, atol=1e-12)
 
 
 def test_fcn32s_any_size():

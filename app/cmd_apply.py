@@ -1,0 +1,113 @@
+"""Command line: `cnnc apply FILE [IMAGE...] -o OUT.png` -- a network's output on photographs, as images.
+
+The runtime (runtime/apply.py) runs the network and returns arrays; viz
+(viz/images.py) maps them to grey levels and grids; this module names the
+files, checks them before any work is done (never over an input, never
+through a link) and writes each atomically.
+
+File names: `-o OUT.png` is the name when the run makes one picture; with
+several, OUT's stem gets `-IMAGE` (several images), `-TENSOR` (several
+tensors, e.g. two outputs) and `-cK` (channel K, without `--grid`) suffixes.
+Without `-o`, OUT is `NETWORK.png` in the current folder.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .compiler.driver import compile_file, parse_assignment
+from .dsl.files import check_output, describe_path, write_atomic
+from .dsl.source import CnncError
+from .runtime.apply import Applier, default_image
+from .viz.images import grid, png_bytes, to_grey
+
+
+def parse_size(text: str, flag: str = "--resize") -> tuple[int, int]:
+    """'300x451' -> (300, 451): height x width."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1 or max(size) > 65535:
+        raise CnncError(f"{flag} {text}: expected HxW, two whole numbers from 1 to 65535, e.g. 224x224")
+    return size
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.input:
+        raise CnncError(f"--input {args.input[0]}: cnnc apply binds the input's size from each image",
+                        hint="use --resize HxW to feed the network another size")
+    if args.output is not None and Path(args.output).suffix.lower() != ".png":
+        raise CnncError(f"-o {args.output}: cnnc apply writes PNG images; give a name ending in .png")
+
+
+def _names(out: Path, images: list[str], tensors: list[str], channels: dict[str, int], grid_: bool):
+    """(image index, tensor, channel or None) -> output path, by the rule in the module docstring."""
+    stems = [Path(p).stem for p in images]
+    if len(set(stems)) < len(stems):
+        stems = [f"{i + 1}-{s}" for i, s in enumerate(stems)]
+    names = {}
+    for i, stem in enumerate(stems):
+        for t in tensors:
+            per_channel = [None] if grid_ or channels[t] == 1 else list(range(channels[t]))
+            for c in per_channel:
+                parts = ([stem] if len(images) > 1 else []) + ([t] if len(tensors) > 1 else []) + \
+                        ([f"c{c}"] if c is not None and channels[t] > 1 else [])
+                name = out.stem + "".join(f"-{p}" for p in parts) + out.suffix
+                names[i, t, c] = out.with_name(name)
+    return names
+
+
+def _spatial(values: np.ndarray, tensor: str) -> np.ndarray:
+    if values.ndim != 3:
+        shape = "x".join(map(str, values.shape))
+        raise CnncError(f"'{tensor}' has shape {shape}, not an image [C, H, W]",
+                        hint="choose a layer before the flatten or global pooling with --layer NAME")
+    if not np.isfinite(values).all():
+        raise CnncError(f"'{tensor}' holds NaN or infinite values: there is no picture of them",
+                        hint="check the checkpoint (did training diverge?) and the network's weights")
+    return values
+
+
+def apply(args: argparse.Namespace) -> int:
+    _check_flags(args)
+    params = dict(parse_assignment(s) for s in args.params)
+    allow = set(args.allow)
+
+    def compile_(inputs):
+        return compile_file(args.file, args.network, inputs, params, allow)
+
+    resize = parse_size(args.resize) if args.resize else None
+    applier = Applier(compile_, args.checkpoint, resize)
+    tensors = [args.layer] if args.layer else list(applier.declared.net.outputs)
+    applier.check_layers(tensors)
+    images = list(args.images) or [str(default_image(applier.channels))]
+    out = Path(args.output) if args.output else Path(f"{applier.declared.net.name}.png")
+    inputs = [args.file, *images] + ([args.checkpoint] if args.checkpoint else [])
+    check_output(out, "image", inputs)  # before any work: a bad -o fails fast
+
+    results = [applier.run(path, tensors) for path in images]
+    channels = {t: _spatial(results[0].tensors[t], t).shape[0] for t in tensors}
+    names = _names(out, images, tensors, channels, args.grid)
+    for path in names.values():
+        check_output(path, "image", inputs)
+    for i, result in enumerate(results):
+        for t in tensors:
+            grey = to_grey(_spatial(result.tensors[t], t), args.map)
+            for c in ([None] if args.grid or len(grey) == 1 else range(len(grey))):
+                pixels = grid(list(grey)) if c is None else grey[c]
+                write_atomic(names[i, t, c], png_bytes(pixels), "image", inputs=inputs)
+            _report(result, t, names, i, args)
+    return 0
+
+
+def _report(result, tensor: str, names: dict, i: int, args: argparse.Namespace) -> None:
+    values = result.tensors[tensor]
+    written = [describe_path(p) for (k, t, _), p in names.items() if k == i and t == tensor]
+    shape = "x".join(map(str, values.shape))
+    where = written[0] if len(written) == 1 else f"{written[0]} ... {written[-1]} ({len(written)} files)"
+    print(f"{describe_path(result.image)} -> {tensor} {shape}, values [{values.min():.4g}, {values.max():.4g}], "
+          f"--map {args.map}: wrote {where}")
