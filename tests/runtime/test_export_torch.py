@@ -416,3 +416,14 @@ def test_the_export_choices_come_from_one_registry():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["export"]
     assert next(a for a in sub._actions if a.dest == "to").choices == tuple(EXPORTERS)
     assert export_torch.EXTRA == f"pip install 'cnnc[{EXPORTERS['torch'].extra}]'"
+
+
+def test_the_torch_extra_admits_the_test_extras_pinned_torch():
+    # `pip install '.[test]'` (or '.[test,torch]') must keep resolving to the pinned oracle.
+    import tomllib
+    from packaging.requirements import Requirement
+    extras = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    torch_extra = [Requirement(r) for r in extras["torch"]]
+    pinned = next(Requirement(r) for r in extras["test"] if r.startswith("torch"))
+    assert [r.name for r in torch_extra] == ["torch"] and str(pinned.specifier).startswith("==")
+    assert torch_extra[0].specifier.contains(str(pinned.specifier)[2:])
