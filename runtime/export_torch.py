@@ -338,12 +338,18 @@ def _check_explicit(e: Context, node: Node, dilation=(1, 1)) -> None:
 @register(BACKEND, "maxpool")
 def _maxpool(e: Context, node: Node, x: list[str]) -> Layer:
     a = node.attrs
-    kw = {"stride": _pair(a["stride"]), "dilation": _pair(a["dilation"]), "ceil_mode": bool(a["ceil_mode"])}
+    kw = {"stride": _pair(a["stride"])}
     if _native_padding(a):
-        inp, kw["padding"] = x[0], _pair((a["padding"][0][0], a["padding"][1][0]))
+        inp = x[0]
+        if any(_torch_pad(a["padding"])):
+            kw["padding"] = _pair((a["padding"][0][0], a["padding"][1][0]))
     else:
         _check_explicit(e, node, a["dilation"])
         inp = _padded(x[0], a["padding"], float("-inf"))
+    if _pair(a["dilation"]) != 1:
+        kw["dilation"] = _pair(a["dilation"])
+    if a["ceil_mode"]:
+        kw["ceil_mode"] = True
     if node.name in e.unpooled:   # an unpool reads where the maxima were
         kw["return_indices"] = True
     return Layer(None, _call("F.max_pool2d", inp, py_literal(_pair(a["kernel"])), **kw))
@@ -389,14 +395,17 @@ def _avgpool(e: Context, node: Node, x: list[str]) -> Layer:
     k, s, ceil = _pair(a["kernel"]), _pair(a["stride"]), bool(a["ceil_mode"])
     include = bool(a.get("count_include_pad", True))
     if _native_padding(a):
-        kw = {"padding": _pair((a["padding"][0][0], a["padding"][1][0])), "ceil_mode": ceil}
+        kw: dict[str, Any] = {"padding": _pair((a["padding"][0][0], a["padding"][1][0]))} \
+            if any(_torch_pad(a["padding"])) else {}
+        if ceil:
+            kw["ceil_mode"] = True
         if not include:
             kw["count_include_pad"] = False
         return Layer(None, _call("F.avg_pool2d", x[0], py_literal(k), py_literal(s), **kw))
     _check_explicit(e, node)
     if include:
         return Layer(None, _call("F.avg_pool2d", _padded(x[0], a["padding"]), py_literal(k), py_literal(s),
-                                 ceil_mode=ceil))
+                                 **({"ceil_mode": True} if ceil else {})))
     return Layer(None, _call(e.helper("avg_pool_without_padding"), x[0], py_literal(k), py_literal(s),
                              py_literal(_torch_pad(a["padding"])), py_literal(ceil)))
 
@@ -455,21 +464,26 @@ def build_scopes(net: Network) -> Scope:
                 scopes[path[:-1]].items.append(scopes[path])
         scopes[node.scope].items.append(node)
     producers = {n.name: n for n in net.order()}
+    reads: dict[tuple[str, ...], dict[Value, None]] = {p: {} for p in scopes}    # ordered sets
+    gives: dict[tuple[str, ...], dict[Value, None]] = {p: {} for p in scopes}
+    for node in order:
+        for v in _deps(node):
+            src = producers[v[0]]
+            src_scope = () if src.op == "input" else src.scope
+            for depth in range(1, len(node.scope) + 1):     # the consumer's instances without the producer
+                if src_scope[:depth] != node.scope[:depth]:
+                    reads[node.scope[:depth]][v] = None
+            for depth in range(1, len(src_scope) + 1):      # the producer's instances without the consumer
+                if node.scope[:depth] != src_scope[:depth]:
+                    gives[src_scope[:depth]][v] = None
+    for name in net.outputs:
+        scope = producers[name].scope
+        for depth in range(1, len(scope) + 1):
+            gives[scope[:depth]][(name, "y")] = None
+    rank = {n.name: i for i, n in enumerate(order)}
     for path, scope in scopes.items():
-        if not path:
-            continue
-        for node in order:
-            for v in _deps(node):
-                src = producers[v[0]]
-                if _inside(path, node) and (src.op == "input" or not _inside(path, src)) and v not in scope.inputs:
-                    scope.inputs.append(v)
-                if not _inside(path, node) and src.op != "input" and _inside(path, src) and v not in scope.outputs:
-                    scope.outputs.append(v)
-        for name in net.outputs:
-            if _inside(path, producers[name]) and (name, "y") not in scope.outputs:
-                scope.outputs.append((name, "y"))
-        rank = {n.name: i for i, n in enumerate(order)}
-        scope.outputs.sort(key=lambda v: (rank[v[0]], v[1]))
+        scope.inputs = list(reads[path])
+        scope.outputs = sorted(gives[path], key=lambda v: (rank[v[0]], v[1]))
     for scope in scopes.values():
         scope.items = _item_order(scope, net)
     return root
@@ -574,7 +588,8 @@ class Exporter:
         init, forward = [], []
         for item in scope.items:
             if isinstance(item, Scope):
-                self.check_name(item.attr, next(n for n in self.net.layers() if _inside(item.path, n)))
+                if item.attr in self.kept:
+                    self.check_name(item.attr, next(n for n in self.net.layers() if _inside(item.path, n)))
                 ref = self.module_ref(item.attr)
                 init.append((ref, item))
                 outs = []
@@ -682,7 +697,10 @@ class Exporter:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and py_literal(a) == py_literal(b) if b is not ... else False
+    """The same value written the same way (1 and True differ; `...`, no default, equals nothing)."""
+    if b is ...:
+        return False
+    return type(a) is type(b) and py_literal(a) == py_literal(b)
 
 
 # ------------------------------------------------------------------ module
