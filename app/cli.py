@@ -1,4 +1,4 @@
-"""The `cnnc` command line: check, compile, run, predict, viz.
+"""The `cnnc` command line: check, compile, run, predict, viz, export.
 
 Exit status 0 on success, 1 on a user error (printed as a located
 diagnostic, never a traceback), 2 on bad command-line usage (argparse).
@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   cnnc compile examples/resnet50.cnn --format json > resnet50.json
   cnnc run examples/lenet5.cnn --epochs 2 --out runs/lenet
   cnnc viz examples/resnet18.cnn -o resnet18.svg
+  cnnc export examples/lenet5.cnn --to torch -o lenet5.py
 """
 
 
@@ -137,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", metavar="FILE", help="for activations: the input image (default: a shipped "
                                                    "photograph)")
     p.add_argument("--layers", metavar="A,B,...", help="for activations and kernels: only these layers")
+
+    from .cmd_export import EXPORTERS
+    p = sub.add_parser("export", help="write a network for another framework (--to torch)",
+                       description="Write a network as source for another framework, with its weights.")
+    _common_compile_args(p)
+    p.add_argument("--to", choices=tuple(EXPORTERS), required=True, help="the target framework")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write (torch: model.py; "
+                                                                          "its weights go beside it)")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights: a checkpoint written by cnnc run "
+                                                        "(default: the seeded initial weights)")
     return parser
 
 
@@ -186,13 +197,19 @@ def cmd_viz(args) -> int:
     return viz(args, _compile(args))
 
 
+def cmd_export(args) -> int:
+    from .cmd_export import check_flags, export
+    check_flags(args)  # before compiling: a flag mistake is reported first
+    return export(args, _compile(args))
+
+
 def cmd_apply(args) -> int:
     from .cmd_apply import apply
     return apply(args)
 
 
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz,
-            "apply": cmd_apply}
+            "apply": cmd_apply, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def test_bad_usage_exits_2():
 
 def test_help_on_every_command(capsys):
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == set(COMMANDS) >= {"check", "compile", "run", "predict", "viz", "apply"}
+    assert set(commands) == set(COMMANDS) >= {"check", "compile", "run", "predict", "viz", "apply", "export"}
     for name in commands:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])
