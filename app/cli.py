@@ -111,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "spatial layer)")
     p.add_argument("--unit", metavar="I,J", help="for rf-grid: the unit's position (default: the centre)")
     p.add_argument("--metrics", metavar="FILE", help="for curves: a metrics.jsonl written by cnnc run")
+
+    # Temporary (branch onnxx): the export command's ONNX target until app/cmd_export.py lands.
+    p = sub.add_parser("export", help="export a network to another framework",
+                       description="Write a network as an ONNX model.")
+    _common_compile_args(p)
+    p.add_argument("--to", choices=("onnx",), required=True, help="the target format")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write the model")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights (a checkpoint written by cnnc run; "
+                                                        "default: the seeded initial weights)")
+    p.add_argument("--fuse", action="store_true", help="export the fused inference graph (batchnorm folded)")
     return parser
 
 
@@ -160,7 +170,12 @@ def cmd_viz(args) -> int:
     return viz(args, _compile(args))
 
 
-COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz}
+def cmd_export(args) -> int:
+    from .cmd_export_onnx import run_onnx_export
+    return run_onnx_export(args, _compile(args))
+
+
+COMMANDS = {"export": cmd_export, "check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz}
 
 
 def main(argv: list[str] | None = None) -> int:
