@@ -504,7 +504,6 @@ def build_nodes(net: Network, store: Mapping[str, np.ndarray]) -> _Builder:
 
 def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "") -> Any:
     """The ONNX ModelProto of a (possibly fused) network with the given parameter store."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     b = build_nodes(net, store)
@@ -525,10 +524,17 @@ def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "") ->
                for o in net.outputs]
     initializers = [numpy_helper.from_array(v, name) for name, v in b.initializers.items()]
     graph = helper.make_graph(nodes, net.name, inputs, outputs, initializers, doc_string=doc)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnc",
-                              ir_version=IR_VERSION, doc_string=doc)
-    onnx.checker.check_model(model, full_check=True)   # a failure here is a bug in an emitter
-    return model
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnc",
+                             ir_version=IR_VERSION, doc_string=doc)
+
+
+def checked_bytes(model: Any) -> bytes:
+    """The serialised model, after onnx's full check (structure, types, shape inference) passed on
+    exactly these bytes; a failure is a bug in an emitter, not a user error."""
+    import onnx
+    data = model.SerializeToString()
+    onnx.checker.check_model(data, full_check=True)
+    return data
 
 
 def _require_onnx() -> None:
@@ -549,7 +555,7 @@ def export_onnx(compiled, output: str, checkpoint: str | None = None, fuse: bool
         store = fold_parameters(graph, store)
     doc = f"{net.name} from {describe_path(str(net.source))}, {origin}" + (", fused" if fuse else "")
     model = build_model(graph, store, doc)
-    data = model.SerializeToString()
+    data = checked_bytes(model)
     write_atomic(output, data, "ONNX model", inputs=[p for p in (net.source, checkpoint) if p])
     return {"model": str(output), "opset": OPSET, "nodes": len(model.graph.node),
             "initializers": len(model.graph.initializer), "bytes": len(data), "source": origin,
@@ -567,4 +573,4 @@ def _shown_dims(value_info: Any) -> str:
     return "x".join(x.dim_param or (str(x.dim_value) if x.HasField("dim_value") else "?") for x in d)
 
 
-__all__ = ["OPSET", "BACKEND", "build_model", "build_nodes", "emitter", "export_onnx", "refuse"]
+__all__ = ["OPSET", "BACKEND", "build_model", "build_nodes", "checked_bytes", "emitter", "export_onnx", "refuse"]
