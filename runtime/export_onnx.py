@@ -190,8 +190,10 @@ def _window(node: Node, shape: tuple, auto_same: bool) -> dict[str, Any]:
     pads = a.get("padding", ((0, 0), (0, 0)))
     if any(is_symbolic(p) for p in _flatten(pads)):
         same = tuple(same_padding(n, k, s, d) for n, k, s, d in zip(shape[1:], kernel, stride, dilation))
-        if auto_same and tuple(map(tuple, pads)) == same:
-            out["auto_pad"] = "SAME_UPPER"   # TensorFlow's 'same': the odd pixel goes at the end
+        # TensorFlow's 'same' is ONNX's SAME_UPPER (the odd pixel at the end); ONNX Runtime refuses
+        # SAME_UPPER with a dilation, so that case stays a refusal.
+        if auto_same and tuple(map(tuple, pads)) == same and dilation == (1, 1):
+            out["auto_pad"] = "SAME_UPPER"
             return out
         concrete(node, pads, "padding")
     (t, bm), (l, r) = _ints(pads[0]), _ints(pads[1])

@@ -232,6 +232,37 @@ def test_symbolic_same_padding_is_onnx_same_upper(write):
         assert relative_error(s.run(None, {"x": x})[0], reference(c, params, x)) <= TOL
 
 
+# Ops whose ONNX form differs with the sizes, attributes or symbolic shapes: each body runs on
+# [2, 9, 12] and [2, 10, 7] inputs, declared fixed and symbolic ([2, H, W]), one model per declaration.
+EDGES = {
+    "avgpool ceil pad": "x -> avgpool(3, stride = 2, pad = 1, ceil_mode = true)",
+    "avgpool ceil": "x -> avgpool(2, stride = 2, ceil_mode = true)",
+    "avgpool ceil pad excluded": "x -> avgpool(3, stride = 2, pad = 1, ceil_mode = true, count_include_pad = false)",
+    "lppool p=1": "x -> lppool(3, stride = 2, p = 1)",
+    "lppool p=4": "x -> lppool(3, stride = 1, p = 4)",
+    "unpool dilated": "x -> p: maxpool(3, stride = 2, pad = 1, dilation = 2) -> conv(2, 1) -> unpool(p)",
+    "unpool ceil": "x -> p: maxpool(2, stride = 2, ceil_mode = true) -> unpool(p)",
+    "unpool same": "x -> p: maxpool(3, stride = 2, pad = same) -> conv(2, 1) -> unpool(p)",
+    "upsample bilinear": "x -> upsample((3, 2), mode = bilinear)",
+    "upsample nearest": "x -> upsample((3, 2))",
+    "deconv groups": "x -> deconv(4, 3, stride = 2, groups = 2, dilation = 2)",
+    "gate": "a = x -> global_avgpool -> sigmoid\n    (x * a) * x",
+}
+
+
+@pytest.mark.parametrize("body", EDGES.values(), ids=EDGES.keys())
+def test_size_dependent_forms_at_two_sizes_fixed_and_symbolic(write, body):
+    for declared in ("[2, H, W]", "[2, 9, 12]", "[2, 10, 7]"):
+        c = compile_file(write(f"network E {{\n    input x: {declared}\n    {body}\n}}\n"))
+        shapes = [(2, 9, 12), (2, 10, 7)] if _symbolic(c) else [tuple(c.net.inputs["x"])]
+        params = parameters(c, {"x": shapes[0]} if _symbolic(c) else None)
+        s = session(build_model(c.net, params))
+        for shape in shapes:
+            x = np.random.default_rng(5).standard_normal((2, *shape)).astype(np.float32)
+            x = np.abs(x) if "lppool" in body else x   # an odd power of a negative value: nan in both
+            assert relative_error(s.run(None, {"x": x})[0], reference(c, params, x)) <= TOL, (declared, shape)
+
+
 # ------------------------------------------------------------------ names
 def test_names_come_from_the_cnn():
     c = compile_file(EXAMPLES / "small_resnet.cnn")
@@ -372,6 +403,18 @@ REFUSED = [
      }
      """, 3, "cannot export layer 'adaptive_avgpool' (adaptive_avgpool) to ONNX: its ONNX form needs a "
              "concrete input size (its bins depend on it)"),
+    ("dilated same symbolic", """
+     network R {
+         input x: [2, H, W]
+         x -> conv(3, 3, stride = 2, dilation = 2, pad = same)
+     }
+     """, 3, "cannot export layer 'conv' (conv) to ONNX: its ONNX form needs a concrete padding"),
+    ("lppool ceil symbolic", """
+     network R {
+         input x: [2, H, W]
+         x -> lppool(2, stride = 2, ceil_mode = true)
+     }
+     """, 3, "cannot export layer 'lppool' (lppool) to ONNX: its ONNX form needs a concrete input size"),
     ("avgpool same symbolic", """
      network R {
          input x: [2, H, W]
