@@ -35,7 +35,7 @@ import numpy as np
 
 from ..compiler.fusion import FUSED_OPS, fuse, tail_of
 from ..compiler.graph import Network, Node
-from ..compiler.ops import OPS, implementation, register, same_padding
+from ..compiler.ops import implementation, register, same_padding
 from ..compiler.symbolic import is_symbolic, show
 from ..dsl.files import describe_path, write_atomic
 from ..dsl.source import CnncError
@@ -553,7 +553,7 @@ def export_onnx(compiled, output: str, checkpoint: str | None = None, fuse: bool
     store, origin = parameter_store(net, compiled.analysis.params, checkpoint)
     graph = net
     if fuse:
-        graph = _fuse(net)
+        graph = _fused_graph(net)
         store = fold_parameters(graph, store)
     doc = f"{net.name} from {describe_path(str(net.source))}, {origin}" + (", fused" if fuse else "")
     model = build_model(graph, store, doc)
@@ -566,7 +566,8 @@ def export_onnx(compiled, output: str, checkpoint: str | None = None, fuse: bool
             "outputs": {o.name: _shown_dims(o) for o in model.graph.output}}
 
 
-def _fuse(net: Network) -> Network:
+def _fused_graph(net: Network) -> Network:
+    """The folded inference graph (a helper because `export_onnx`'s flag is named `fuse`)."""
     return fuse(net, "eval").net
 
 

@@ -58,7 +58,7 @@ def test_bad_usage_exits_2():
 
 def test_help_on_every_command(capsys):
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"check", "compile", "run", "predict", "viz"}
+    assert set(commands) == {"check", "compile", "run", "predict", "viz", "export"}
     for name in commands:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])

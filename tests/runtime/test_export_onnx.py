@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
-from cnnc.cli import main as cli
+onnx = pytest.importorskip("onnx")   # the `test` extra installs both (cnnc[onnx])
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper  # noqa: E402
+
+from cnnc.cli import main as cli  # noqa: E402
 from cnnc.compiler.driver import compile_file
 from cnnc.compiler.fusion import FUSED_OPS, fuse
 from cnnc.compiler.ops import OPS
@@ -113,7 +114,8 @@ def test_the_op_networks_use_every_op():
 _TEXTS: dict[str, object] = {}
 
 
-def _compile_text(src: str, tmp=None):
+def _compile_text(src: str):
+    """The network of a source text, compiled once per session (from a file in a temporary folder)."""
     if src not in _TEXTS:
         import tempfile
         path = Path(tempfile.mkdtemp()) / "net.cnn"
@@ -279,6 +281,15 @@ def test_names_come_from_the_cnn():
     assert re.fullmatch(r"conv at .*\.cnn:\d+:\d+", conv.doc_string)
 
 
+def test_the_batch_axis_is_renamed_when_the_network_has_a_size_named_N(write):
+    c = compile_file(write("network M {\n    input x: [1, N, W]\n    x -> conv(2, 3, pad = 1)\n}\n"))
+    model = build_model(c.net, parameters(c, {"x": (1, 5, 6)}))
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, "N", "W"]
+    x = np.random.default_rng(0).standard_normal((3, 1, 7, 4)).astype(np.float32)
+    assert session(model).run(None, {"x": x})[0].shape == (3, 2, 7, 4)
+
+
 SHARED = """
 network Shared {
     input x: [2, 6, 6]
@@ -314,20 +325,22 @@ def test_fused_graph_keeps_the_tensor_names_and_folds_batchnorm():
 def test_checkpoint_weights_are_exported_and_no_warning(tmp_path, capsys):
     c = compile_file(EXAMPLES / "small_resnet.cnn")
     plan, ckpt = checkpoint_for(c, tmp_path / "ck.npz", seed=3)
-    out = tmp_path / "m.onnx"
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    ref = plan.forward(x)[0][plan.outputs[0]]
     for extra in ([], ["--fuse"]):
+        out = tmp_path / f"m{len(extra)}.onnx"
         assert cli(["export", str(EXAMPLES / "small_resnet.cnn"), "--to", "onnx", "-o", str(out),
                     "--checkpoint", str(ckpt), *extra]) == 0
         captured = capsys.readouterr()
         assert captured.err == ""
         assert captured.out.startswith(f"wrote {out} (ONNX opset 21, ") and f"checkpoint {ckpt}" in captured.out
         assert ("fused" in captured.out) == bool(extra)
-        x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
         got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-        assert relative_error(got, plan.forward(x)[0][plan.outputs[0]]) <= TOL
-    stored = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
-    assert set(stored) <= {k for k in plan.params} | {n.name + ".weight" for n in c.net.layers()} \
-        | {n.name + ".bias" for n in c.net.layers()}
+        assert relative_error(got, ref) <= TOL
+    stored = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "m0.onnx")).graph.initializer}
+    assert set(stored) == set(plan.params)
+    for key, value in plan.params.items():   # the checkpoint's values, bit for bit
+        np.testing.assert_array_equal(stored[key], value)
 
 
 def test_without_a_checkpoint_the_seeded_weights_and_a_warning(tmp_path, capsys):
@@ -363,6 +376,15 @@ def test_never_writes_over_the_source_or_the_checkpoint(tmp_path, capsys):
     saved = ckpt.read_bytes()
     assert cli(["export", str(src), "--to", "onnx", "-o", str(ckpt), "--checkpoint", str(ckpt)]) == 1
     assert "ck.npz" in capsys.readouterr().err and ckpt.read_bytes() == saved
+
+
+def test_a_checkpoint_of_another_network_is_refused(tmp_path, capsys):
+    _, ckpt = checkpoint_for(compile_file(EXAMPLES / "small_resnet.cnn"), tmp_path / "ck.npz")
+    out = tmp_path / "m.onnx"
+    assert cli(["export", str(EXAMPLES / "lenet5.cnn"), "--to", "onnx", "-o", str(out), "--checkpoint", str(ckpt)]) == 1
+    err = capsys.readouterr().err
+    assert f"cnnc: error: checkpoint '{ckpt}' does not fit LeNet5: it has no 'conv_1.weight'" in err
+    assert not out.exists()
 
 
 def test_output_flag_is_required(capsys):
