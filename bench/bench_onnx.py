@@ -1,13 +1,14 @@
 """Stage 3 (runtime) benchmark: ResNet-18 inference on ONNX Runtime against cnnc's NumPy runtime.
 
-Run `python bench/bench_onnx.py [--pairs 15] [--pairs32 7] [--size32 112]` (needs `cnnc[onnx]`).
+Run `python bench/bench_onnx.py [--pairs 15] [--pairs32 7] [--size32 112] [--threads N]` (needs `cnnc[onnx]`).
 
 The same compiled ResNet-18 with the same weights (seeded initial weights, batchnorm statistics
 randomised so that folding matters) runs two ways: cnnc's fastest inference path — the fused graph
 (batchnorm folded into the convolutions, runtime/fused.py) on its planned arena (`ArenaExecutor`,
 runtime/memory_plan.py), as bench/bench_fusion.py times it — and ONNX Runtime on the model
 `cnnc export --to onnx` writes (runtime/export_onnx.py; unfused, ORT's own optimiser fuses it),
-both with the machine's cores. At batch 1 on 3x224x224 and batch 32 on 3x112x112 (the input
+both with the machine's cores (ORT's workers told not to spin between runs,
+which would take the cores from the NumPy run that follows). At batch 1 on 3x224x224 and batch 32 on 3x112x112 (the input
 declaration of a copy of the example rewritten, to keep the run short). After warm-up the two
 alternate single runs A B A B ..., so a disturbance on a shared machine hits both alike; each
 pair gives one ratio (NumPy time / ORT time), and the median ratio and its interquartile range
@@ -65,6 +66,8 @@ def runners(size: int, batch: int, tmp: Path, threads: int):
     arena = ArenaExecutor(FusedPlan.from_plan(plan))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # ORT's workers spin after a run by default, and would steal the cores from the NumPy run that follows.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(checked_bytes(build_model(c.net, plan.params)), options,
                                    providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((batch, 3, size, size)).astype(np.float32)
@@ -108,10 +111,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=15, help="alternating pairs at batch 1 (default 15)")
     parser.add_argument("--pairs32", type=int, default=7, help="alternating pairs at batch 32 (default 7)")
     parser.add_argument("--size32", type=int, default=112, help="input size for batch 32 (default 112)")
+    parser.add_argument("--threads", type=int, help="threads for both (default: the number of CPUs)")
     args = parser.parse_args()
-    threads = os.cpu_count() or 1
-    print(f"NumPy {np.__version__}, ONNX Runtime {ort.__version__}, {threads} CPUs "
-          f"(ORT intra-op threads {threads}); ratio = NumPy time / ORT time per alternating pair")
+    threads = args.threads or os.cpu_count() or 1
+    if args.threads:
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(threads)   # NumPy's BLAS
+        except ImportError:
+            sys.exit("--threads needs threadpoolctl")
+    print(f"NumPy {np.__version__}, ONNX Runtime {ort.__version__}, {os.cpu_count()} CPUs, {threads} thread(s) "
+          f"each; ratio = NumPy time / ORT time per alternating pair")
     tmp = Path(tempfile.mkdtemp())
     try:
         bench(224, 1, args.pairs, tmp, threads)
