@@ -140,14 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", metavar="A,B,...", help="for activations and kernels: only these layers")
 
     from .cmd_export import EXPORTERS
-    p = sub.add_parser("export", help="write a network for another framework (--to torch)",
-                       description="Write a network as source for another framework, with its weights.")
+    p = sub.add_parser("export", help="write a network for another framework (--to torch or onnx)",
+                       description="Write a network for another framework (PyTorch source, an ONNX model), "
+                                   "with its weights.")
     _common_compile_args(p)
     p.add_argument("--to", choices=tuple(EXPORTERS), required=True, help="the target framework")
-    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write (torch: model.py; "
-                                                                          "its weights go beside it)")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write (torch: model.py, "
+                                                                          "its weights beside it; onnx: model.onnx)")
     p.add_argument("--checkpoint", metavar="PATH", help="weights: a checkpoint written by cnnc run "
                                                         "(default: the seeded initial weights)")
+    p.add_argument("--fuse", action="store_true", help="onnx: export the fused inference graph (batchnorm folded)")
     return parser
 
 

@@ -44,7 +44,8 @@ BIND = {"alexnet": (3, 63, 63), "alexnet_lrn": (3, 67, 67), "vgg16": (3, 32, 32)
         "googlenet": (3, 32, 32), "se_resnet": (3, 16, 16), "mobilenet_v1": (3, 16, 16),
         "deeplab": (3, 16, 16), "fcn32s": (3, 8, 8), "segnet": (3, 32, 32), "unet": (1, 32, 32),
         "unet_paper": (1, 188, 188), "sobel": (1, 8, 8), "sobel_xy": (1, 8, 8), "mean_blur": (1, 8, 8),
-        "inception_block": (192, 8, 8)}
+        "inception_block": (192, 8, 8), "emboss": (1, 8, 8), "sharpen": (1, 8, 8), "gaussian_blur": (1, 9, 8),
+        "rgb_edges": (3, 8, 8)}
 SETTINGS = {"resnet1001": {"n": 2}}   # 2 bottlenecks per stage instead of 111: the same blocks
 
 
@@ -417,7 +418,10 @@ def test_the_export_choices_come_from_one_registry():
     from cnnc.cmd_export import EXPORTERS
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["export"]
     assert next(a for a in sub._actions if a.dest == "to").choices == tuple(EXPORTERS)
-    assert export_torch.EXTRA == f"pip install 'cnnc[{EXPORTERS['torch'].extra}]'"
+    import tomllib
+    extras = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(EXPORTERS) <= set(extras)  # each target's missing-extra message names `cnnc[TARGET]`
+    assert export_torch.EXTRA == "pip install 'cnnc[torch]'"
 
 
 def test_the_torch_extra_admits_the_test_extras_pinned_torch():
