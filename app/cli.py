@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "the format")
     p.add_argument("--style", choices=STYLES, default="graph",
                    help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
-                        "rf-grid (one unit's field over the input), curves (from --metrics), activations "
+                        "rf-grid (one unit's field over the input), curves and confusion (from --metrics), activations "
                         "(every layer's feature maps for --image, .png), kernels (convolution weights, .png)")
     p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N")
     p.add_argument("--expand", action="store_true", help="draw every repeat instead of folding ×N")

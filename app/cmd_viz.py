@@ -17,7 +17,7 @@ from .viz.output import PictureOptions, output_format, picture
 
 # (flag, attribute, the styles that read it)
 STYLE_FLAGS = (("--layer", "layer", ("rf-grid",)), ("--unit", "unit", ("rf-grid",)),
-               ("--metrics", "metrics", ("curves",)), ("--checkpoint", "checkpoint", ("activations", "kernels")),
+               ("--metrics", "metrics", ("curves", "confusion")), ("--checkpoint", "checkpoint", ("activations", "kernels")),
                ("--image", "image", ("activations",)), ("--layers", "layers", ("activations", "kernels")))
 
 
@@ -36,8 +36,8 @@ def check_flags(args: argparse.Namespace) -> None:
     for flag, attr, wanted in STYLE_FLAGS:
         if getattr(args, attr) is not None and style not in wanted:
             raise CnncError(f"{flag} is for --style {' or '.join(wanted)}, not --style {style}")
-    if style == "curves" and not args.metrics:
-        raise CnncError("--style curves needs --metrics FILE",
+    if style in ("curves", "confusion") and not args.metrics:
+        raise CnncError(f"--style {style} needs --metrics FILE",
                         hint="cnnc run writes metrics.jsonl into its --out folder, e.g. --metrics runs/LeNet5/"
                              "metrics.jsonl")
 

@@ -6,7 +6,8 @@ class, columns: the predicted one = argmax over axis 1, for `[N, K]` and
 `report` turns it into what the trainer writes into the test record of
 `metrics.jsonl`: per class precision, recall and F1 (classification), or
 IoU, mean IoU and pixel accuracy (segmentation). A class that never occurs
-and is never predicted has no score (`null`), and is left out of the means.
+and is never predicted has no score (`null`), and is left out of the means;
+one that occurs but is never predicted has an undefined precision and F1 0.
 """
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _f1(p: float | None, r: float | None) -> float | None:
+    """Harmonic mean; a class never predicted (or predicted but absent) scores 0, one absent and
+    never predicted has no score."""
+    if p is None and r is None:
+        return None
+    if p is None or r is None:
+        return 0.0   # the defined one is 0: no hit was possible
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
 def report(confusion: Confusion, dense: bool) -> dict[str, Any]:
     """The per-class figures of a confusion matrix (see the module docstring)."""
     m = confusion.matrix
@@ -50,7 +61,6 @@ def report(confusion: Confusion, dense: bool) -> dict[str, Any]:
                     "iou": iou, "mean_iou": _mean(iou)})
         return out
     precision, recall = _ratio(hits, guessed), _ratio(hits, truth)
-    f1 = [None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
-          for p, r in zip(precision, recall)]
+    f1 = [_f1(p, r) for p, r in zip(precision, recall)]
     out.update({"precision": precision, "recall": recall, "f1": f1, "macro_f1": _mean(f1)})
     return out

@@ -20,7 +20,7 @@ from ..dsl.source import CnncError
 from .diagram import diagram, render
 
 FORMATS = ("svg", "png", "pdf", "dot")
-STYLES = ("graph", "figure", "rf", "rf-grid", "curves", "activations", "kernels")
+STYLES = ("graph", "figure", "rf", "rf-grid", "curves", "confusion", "activations", "kernels")
 # Styles of values (feature maps, weights) drawn with Pillow straight to PNG; the caller computes the values.
 RASTER_STYLES = ("activations", "kernels")
 RSVG_HINT = ("write .svg instead, or install librsvg to convert it "
@@ -30,7 +30,7 @@ RSVG_HINT = ("write .svg instead, or install librsvg to convert it "
 @dataclass(frozen=True)
 class PictureOptions:
     """What the styles read: graph (depth, expand, details, rankdir, fuse), rf-grid (layer, unit),
-    curves (metrics, a metrics.jsonl path), activations (panels: one `images.Panel` per layer),
+    curves and confusion (metrics, a metrics.jsonl path), activations (panels: one `images.Panel` per layer),
     kernels (kernels: (layer, weight [O, I, kh, kw]) pairs, first: the layer reading the image)."""
 
     depth: int | None = None
@@ -84,6 +84,12 @@ def _svg(compiled: Compiled, style: str, options: PictureOptions) -> str:
         from .curves import curves_svg, read_metrics
         metrics = read_metrics(options.metrics)
         return curves_svg(metrics, f"{compiled.net.name}: training curves ({options.metrics})")
+    if style == "confusion":
+        from .confusion import confusion_svg
+        from .curves import read_metrics
+        train = compiled.net.train
+        return confusion_svg(read_metrics(options.metrics), f"{compiled.net.name}: confusion on the test split",
+                             train.classes if train is not None else None)
     raise CnncError(f"unknown style '{style}'", hint=f"styles: {', '.join(STYLES)}")
 
 

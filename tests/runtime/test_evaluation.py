@@ -38,6 +38,14 @@ def test_a_class_never_seen_nor_predicted_has_no_score_and_leaves_the_means():
     json.dumps(r, allow_nan=False)  # strict JSON, as metrics.jsonl is
 
 
+def test_a_class_never_predicted_scores_f1_zero():
+    c = Confusion(3)
+    c.add(one_hot_logits([0, 0, 1], 3), np.array([0, 2, 1]))   # class 2 occurs, is never predicted
+    r = report(c, dense=False)
+    assert r["precision"][2] is None and r["recall"][2] == 0.0 and r["f1"][2] == 0.0
+    assert r["precision"][0] == 0.5 and r["f1"][0] == pytest.approx(2 * 0.5 * 1 / 1.5)
+
+
 def test_segmentation_report_by_hand_with_ignored_pixels():
     truth = np.array([[[0, 0], [1, 255]]])                 # one 2x2 mask; 255 is ignored
     guess = np.array([[[0, 1], [1, 1]]])
