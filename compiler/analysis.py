@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import networkx as nx
 
-from ..dsl.source import Diagnostic, Loc
+from ..dsl.source import Diagnostic
 from .lints import warning
 from .graph import Network, Node, ParamSpec
 from .ops import OPS, RF, OpSpec, numel

@@ -44,7 +44,7 @@ from ..dsl.source import CnncError
 from . import standalone
 from . import checkpoint as checkpoints
 from .fused import fold_parameters
-from .plan import initial_parameters
+from .plan import initial_parameters, require_concrete
 
 BACKEND = "numpy"
 PACKAGE = __name__.split(".")[0]
@@ -531,10 +531,7 @@ def refuse_overwriting_inputs(module: Path, weights: Path, source: str | None, c
 def emit(compiled, output: str, checkpoint: str | None = None) -> dict[str, Any]:
     """Write OUTPUT (.py) and its weights (.npz beside it), both atomically; returns what was written."""
     net = compiled.net
-    for name, shape in net.shapes.items():
-        if not all(isinstance(d, int) for d in shape):
-            raise CnncError(f"--emit numpy needs concrete sizes, but '{name}' has shape "
-                            f"[{', '.join(map(str, shape))}]", hint="bind the input with --input NAME=CxHxW")
+    require_concrete(net, "--emit numpy")
     module = Path(output)
     if module.suffix != ".py":
         raise CnncError(f"-o {describe_path(output)}: the module must be a .py file")

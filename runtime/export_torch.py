@@ -33,10 +33,11 @@ import networkx as nx
 import numpy as np
 
 from ..compiler.graph import Network, Node
-from ..compiler.ops import OPS, implementation, register
+from ..compiler.ops import implementation, register
 from ..dsl.files import atomic_output, check_output, describe_path
 from ..dsl.source import CnncError
 from . import checkpoint as checkpoints
+from .plan import require_concrete
 from .codegen import parameter_store, py_literal
 
 BACKEND = "torch"
@@ -822,10 +823,7 @@ def export(compiled, output: str, checkpoint: str | None = None) -> dict[str, An
     """Write OUTPUT (.py) and its weights (.pt beside it), both atomically; returns what was written."""
     torch = require_torch()
     net = compiled.net
-    for name, shape in net.shapes.items():
-        if not all(isinstance(d, int) for d in shape):
-            raise CnncError(f"--to torch needs concrete sizes, but '{name}' has shape "
-                            f"[{', '.join(map(str, shape))}]", hint="bind the input with --input NAME=CxHxW")
+    require_concrete(net, "--to torch")
     module = Path(output)
     if module.suffix != ".py":
         raise CnncError(f"-o {describe_path(output)}: the module must be a .py file")

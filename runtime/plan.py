@@ -48,7 +48,7 @@ class Plan:
     def __init__(self, net: Network, param_specs: Mapping[str, Mapping[str, ParamSpec]],
                  seed: int = 0, dtype: type = np.float32, params: Mapping[str, np.ndarray] | None = None):
         """`params` gives the store (e.g. folded weights); otherwise it is drawn with `seed`."""
-        _require_concrete(net)
+        require_concrete(net, "the runtime", "bind the input with --input NAME=CxHxW (or let the data decide it)")
         self.net = net
         self.dtype = dtype
         self.specs = {f"{owner}.{p}": spec for owner, ps in param_specs.items() for p, spec in ps.items()}
@@ -168,12 +168,12 @@ class Plan:
             self.params[k][...] = a
 
 
-def _require_concrete(net: Network) -> None:
+def require_concrete(net: Network, who: str, hint: str = "bind the input with --input NAME=CxHxW") -> None:
+    """Refuse a network with symbolic sizes: `who` ("the runtime", "--emit numpy") needs them bound."""
     for name, shape in net.shapes.items():
         if not all(isinstance(d, int) for d in shape):
-            raise CnncError(f"the runtime needs concrete sizes, but '{name}' has shape "
-                            f"[{', '.join(map(str, shape))}]",
-                            hint="bind the input with --input NAME=CxHxW (or let the data decide it)")
+            raise CnncError(f"{who} needs concrete sizes, but '{name}' has shape "
+                            f"[{', '.join(map(str, shape))}]", hint=hint)
 
 
 # ------------------------------------------------------------ initialisation

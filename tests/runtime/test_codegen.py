@@ -50,8 +50,12 @@ network Every(classes = 5) {
       -> spatial_dropout(0.2) -> tanh -> flatten -> linear(16, bias = false) -> batchnorm -> relu
     k = d -> unpool(p) -> local(4, 3, tile = 2) -> gelu -> hardsigmoid -> batchnorm -> lppool(2, stride = 2)
       -> identity
+      -> global_avgpool -> flatten -> linear(16) -> layernorm -> relu
+    r = x -> q: maxpool(2, stride = 2, pad = ((0, 1), (1, 0))) -> unpool(q)
+      -> avgpool(3, stride = 2, pad = ((1, 0), (0, 1)), count_include_pad = false)
+      -> avgpool(2, pad = ((1, 0), (0, 1))) -> local(3, 2, stride = 2, pad = ((1, 0), (0, 1)), bias = false)
       -> global_avgpool -> flatten -> linear(16) -> relu
-    (m + k) -> dropout(0.5) -> linear(classes) -> softmax
+    (m + k + r) -> dropout(0.5) -> linear(classes) -> softmax
 }
 """
 

@@ -30,6 +30,8 @@ from cnnc.runtime.checkpoint import save_training_state
 from cnnc.runtime.export_torch import module_source, rule_of
 from cnnc.runtime.plan import Plan
 
+from .test_codegen import EVERY
+
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -147,33 +149,8 @@ def test_every_op_has_a_torch_rule():
     assert missing == [], f"ops without a torch rule (register one in runtime/export_torch.py): {missing}"
 
 
-EVERY = """
-network Every(classes = 5) {
-    input x: [4, 12, 12]
-    a = x -> conv(8, 3, pad = ((1, 1), (2, 0))) -> batchnorm -> relu6
-    b = a -> depthwise_conv(3, pad = 1) -> batchnorm -> leaky_relu(0.2)
-    c = b -> conv(8, 3, pad = 2, dilation = 2, groups = 4) -> elu(0.5)
-    d = c -> p: maxpool(3, stride = 2, pad = 1, ceil_mode = true)
-    e = d -> avgpool(2, stride = 2, ceil_mode = true, count_include_pad = false)
-    u = e -> upsample(2, mode = bilinear) -> deconv(6, 3, stride = 2, pad = 1, output_padding = 1)
-    v = u -> lrn(3) -> groupnorm(2) -> hardswish
-    n = d -> upsample(2) -> pad(((2, 1), (1, 2)), value = 0.5) -> instancenorm -> swish
-    w = n -> crop(like = v)
-    g = concat(v, w) -> layernorm -> mish
-    s = g -> global_maxpool -> sigmoid
-    h = (g * s) + g
-    m = h -> avgpool(3, stride = 1, pad = 1) -> adaptive_avgpool(3, 2) -> dropout(0.3, mode = downgrade_in_infer)
-      -> spatial_dropout(0.2) -> tanh -> flatten -> linear(16, bias = false) -> batchnorm -> relu
-    k = d -> unpool(p) -> local(4, 3, tile = 2) -> gelu -> hardsigmoid -> batchnorm -> lppool(2, stride = 2)
-      -> identity
-      -> global_avgpool -> flatten -> linear(16) -> layernorm -> relu
-    r = x -> q: maxpool(2, stride = 2, pad = ((0, 1), (1, 0))) -> unpool(q)
-      -> avgpool(3, stride = 2, pad = ((1, 0), (0, 1)), count_include_pad = false)
-      -> avgpool(2, pad = ((1, 0), (0, 1))) -> local(3, 2, stride = 2, pad = ((1, 0), (0, 1)), bias = false)
-      -> global_avgpool -> flatten -> linear(16)
-    (m + k + r) -> dropout(0.5) -> linear(classes) -> softmax
-}
-"""
+# EVERY (every op, and asymmetric pools and padded local layers) is shared with the other back ends' tests.
+
 
 
 def test_the_every_network_exercises_every_op(compile_src):
