@@ -167,10 +167,14 @@ def bounded_inflate(chunks: Iterable[bytes], what: str, max_bytes: int, wbits: i
 
 
 # ------------------------------------------------------------------ writing
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name one file: an existing file by identity, else by resolved path."""
+    a, b = Path(a), Path(b)
     try:
-        return os.path.samefile(a, b)
-    except OSError:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError, ValueError):
         return False
 
 
@@ -181,7 +185,7 @@ def check_output(path: str | os.PathLike, what: str, inputs: Iterable[str | os.P
     if "\x00" in str(target):
         raise CnncError(f"{what} '{shown}': the path contains a NUL byte")
     for source in inputs:
-        if source is not None and _same_file(target, Path(source)):
+        if source is not None and same_file(target, source):
             raise CnncError(f"{what} '{shown}' is also an input of this command; it would be overwritten",
                             hint="choose another output name")
     if target.is_symlink():

@@ -26,7 +26,6 @@ import ast
 import inspect
 import keyword
 import math
-import os
 import re
 import textwrap
 import types
@@ -39,7 +38,7 @@ import numpy as np
 from ..compiler.fusion import FUSED_OPS, fuse
 from ..compiler.graph import Network, Node
 from ..compiler.ops import OPS, implementation, normalised_name, register
-from ..dsl.files import atomic_output, describe_path
+from ..dsl.files import atomic_output, describe_path, same_file
 from ..dsl.source import CnncError
 from . import standalone
 from . import checkpoint as checkpoints
@@ -506,47 +505,45 @@ def parameter_store(net: Network, specs: dict, checkpoint: str | None) -> tuple[
     return store, f"checkpoint {checkpoint}"
 
 
-def _same_path(a: Path, b: Path) -> bool:
-    """True when two paths name one file (an existing file by identity, else by resolved path)."""
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-        return a.resolve() == b.resolve()
-    except (OSError, RuntimeError, ValueError):
-        return False
-
-
-def refuse_overwriting_inputs(module: Path, weights: Path, source: str | None, checkpoint: str | None) -> None:
-    """A one-line error when the module or its weights file would replace the source or the checkpoint."""
-    inputs = [("the checkpoint it reads", checkpoint), ("the source file it compiles", source)]
+def module_and_weights(output: str, weights_suffix: str, command: str, source: str | None,
+                       checkpoint: str | None) -> tuple[Path, Path, list[str]]:
+    """The `-o` module (a .py file) and its weights beside it (`weights_suffix`), and the command's
+    inputs; a one-line error, before anything is written, when either output would replace an input."""
+    module = Path(output)
+    if module.suffix != ".py":
+        raise CnncError(f"-o {describe_path(output)}: the module must be a .py file")
+    weights = module.with_suffix(weights_suffix)
+    named = [("the checkpoint it reads", checkpoint), ("the source file it compiles", source)]
     for what_out, out in (("weights", weights), ("module", module)):
-        for what_in, given in inputs:
-            if given and _same_path(out, Path(given)):
+        for what_in, given in named:
+            if given and same_file(out, given):
                 beside = f" (from -o '{describe_path(module)}')" if out is weights else ""
-                raise CnncError(f"--emit numpy would write its {what_out} to '{describe_path(out)}'{beside}, "
+                raise CnncError(f"{command} would write its {what_out} to '{describe_path(out)}'{beside}, "
                                 f"which is {what_in}: '{describe_path(given)}'",
-                                hint="choose another -o name; the weights go beside the module as NAME.npz")
+                                hint=f"choose another -o name; the weights go beside the module as "
+                                     f"NAME{weights_suffix}")
+    return module, weights, [p for p in (source, checkpoint) if p]
+
+
+def write_module_and_weights(module: Path, weights: Path, inputs: list[str], text: str,
+                             write_weights: Callable[[Any], None]) -> None:
+    """Both files through temporary files: the weights are renamed into place, then the module."""
+    with atomic_output(module, "module", inputs, "w") as py, atomic_output(weights, "weights", inputs) as w:
+        write_weights(w)
+        py.write(text)
 
 
 def emit(compiled, output: str, checkpoint: str | None = None) -> dict[str, Any]:
     """Write OUTPUT (.py) and its weights (.npz beside it), both atomically; returns what was written."""
     net = compiled.net
     require_concrete(net, "--emit numpy")
-    module = Path(output)
-    if module.suffix != ".py":
-        raise CnncError(f"-o {describe_path(output)}: the module must be a .py file")
-    weights = module.with_suffix(".npz")
-    refuse_overwriting_inputs(module, weights, net.source, checkpoint)
+    module, weights, inputs = module_and_weights(output, ".npz", "--emit numpy", net.source, checkpoint)
     fused = fuse(net, "eval").net
     store, origin = parameter_store(net, compiled.analysis.params, checkpoint)
     folded = {k: np.ascontiguousarray(v, np.float32) for k, v in fold_parameters(fused, store).items()}
     source, functions = module_source(fused, weights.name, origin)
     check_module(source)
-    inputs = [p for p in (net.source, checkpoint) if p]
-    # Both are written to temporary files first; the weights are renamed into place, then the module.
-    with atomic_output(module, "module", inputs, "w") as py, atomic_output(weights, "weights", inputs) as npz:
-        np.savez(npz, **folded)
-        py.write(source)
+    write_module_and_weights(module, weights, inputs, source, lambda f: np.savez(f, **folded))
     return {"module": str(module), "weights": str(weights), "lines": source.count("\n"),
             "functions": functions, "arrays": len(folded), "bytes": sum(v.nbytes for v in folded.values()),
             "source": origin}

@@ -26,7 +26,6 @@ import io
 import keyword
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import networkx as nx
@@ -34,11 +33,10 @@ import numpy as np
 
 from ..compiler.graph import Network, Node
 from ..compiler.ops import implementation, register
-from ..dsl.files import atomic_output, check_output, describe_path
 from ..dsl.source import CnncError
 from . import checkpoint as checkpoints
 from .plan import require_concrete
-from .codegen import parameter_store, py_literal
+from .codegen import module_and_weights, parameter_store, py_literal, write_module_and_weights
 
 BACKEND = "torch"
 EXTRA = "pip install 'cnnc[torch]'"
@@ -824,22 +822,14 @@ def export(compiled, output: str, checkpoint: str | None = None) -> dict[str, An
     torch = require_torch()
     net = compiled.net
     require_concrete(net, "--to torch")
-    module = Path(output)
-    if module.suffix != ".py":
-        raise CnncError(f"-o {describe_path(output)}: the module must be a .py file")
-    weights = module.with_suffix(".pt")
-    inputs = [p for p in (net.source, checkpoint) if p]
-    check_output(module, "module", inputs)       # both refused before either is written
-    check_output(weights, "weights", inputs)
+    module, weights, inputs = module_and_weights(output, ".pt", "--to torch", net.source, checkpoint)
     store, origin = parameter_store(net, compiled.analysis.params, checkpoint)
     source, cls = module_source(net, weights.name, origin, torch)
     check_module(source)
     state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in store.items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    with atomic_output(module, "module", inputs, "w") as py, atomic_output(weights, "weights", inputs) as pt:
-        pt.write(buffer.getvalue())
-        py.write(source)
+    write_module_and_weights(module, weights, inputs, source, lambda f: f.write(buffer.getvalue()))
     return {"module": str(module), "weights": str(weights), "lines": source.count("\n"), "class": cls,
             "arrays": len(state), "bytes": sum(v.nbytes for v in state.values()), "source": origin,
             "initial": checkpoint is None}

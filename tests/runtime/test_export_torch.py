@@ -362,12 +362,13 @@ def test_outputs_never_replace_the_inputs(tmp_path, capsys):
     assert cli(["export", str(EXAMPLES / "lenet5.cnn"), "--to", "torch", "-o", str(tmp_path / "m.py"),
                 "--checkpoint", str(ckpt)]) == 1
     err = capsys.readouterr().err
-    assert "weights" in err and "m.pt" in err and "input of this command" in err
+    assert f"--to torch would write its weights to '{ckpt}'" in err and "which is the checkpoint it reads" in err
     assert ckpt.read_bytes() == before and not (tmp_path / "m.py").exists()
     source = tmp_path / "net.py"
     source.write_text((EXAMPLES / "lenet5.cnn").read_text())
     assert cli(["export", str(source), "--to", "torch", "-o", str(source)]) == 1
-    assert "input of this command" in capsys.readouterr().err
+    assert f"--to torch would write its module to '{source}', which is the source file it compiles" \
+        in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "net.py"]
 
 
