@@ -161,39 +161,29 @@ def only_user_errors(load, *args) -> None:
     return result
 
 
-# ------------------------------------------------------------------ checkpoints
+# ------------------------------------------------------------------ checkpoints and .npz data sets
+ARCHIVES = {"checkpoint": (checkpoint_seed, load_checkpoint), "dataset": (dataset_seed, load_dataset)}
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHIVES))
 @FUZZ
 @given(ops=byte_mutations())
-def test_mutated_checkpoints_raise_only_user_errors(tmp_path, ops):
-    path = tmp_path / "c.npz"
-    path.write_bytes(mutate(checkpoint_seed(), ops))
-    only_user_errors(load_checkpoint, path)
-
-
-@FUZZ
-@given(ops=archive_mutations())
-def test_rearranged_checkpoints_raise_only_user_errors(tmp_path, ops):
-    path = tmp_path / "c.npz"
-    path.write_bytes(mutate_archive(checkpoint_seed(), ops))
-    only_user_errors(load_checkpoint, path)
-
-
-# ------------------------------------------------------------------ data sets
-@FUZZ
-@given(ops=byte_mutations())
-def test_mutated_npz_datasets_raise_only_user_errors(tmp_path, ops):
-    path = tmp_path / "d.npz"
-    path.write_bytes(mutate(dataset_seed(), ops))
-    only_user_errors(load_dataset, path)
+def test_mutated_archives_raise_only_user_errors(tmp_path, kind, ops):
+    seed, load = ARCHIVES[kind]
+    path = tmp_path / "a.npz"
+    path.write_bytes(mutate(seed(), ops))
+    only_user_errors(load, path)
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")  # the mutation writes a member twice on purpose
+@pytest.mark.parametrize("kind", sorted(ARCHIVES))
 @FUZZ
 @given(ops=archive_mutations())
-def test_rearranged_npz_datasets_raise_only_user_errors(tmp_path, ops):
-    path = tmp_path / "d.npz"
-    path.write_bytes(mutate_archive(dataset_seed(), ops))
-    only_user_errors(load_dataset, path)
+def test_rearranged_archives_raise_only_user_errors(tmp_path, kind, ops):
+    seed, load = ARCHIVES[kind]
+    path = tmp_path / "a.npz"
+    path.write_bytes(mutate_archive(seed(), ops))
+    only_user_errors(load, path)
 
 
 IDX_IMAGES = idx_header(0x08, (4, 4, 4)) + bytes(range(64))
