@@ -12,6 +12,7 @@ import os
 import zlib
 
 import numpy as np
+import pytest
 
 from hostile_harness import refused
 from hostile_inputs import (deflate_bomb, meta_array, npy_bytes, npy_header, png_bomb, write_gzip_idx_bomb,
@@ -57,18 +58,12 @@ def test_data_from_a_fifo_does_not_block(scratch):
     refused(scratch.run("run", "tiny.cnn", "--data", "data.npz", "--out", "r", timeout=FIFO_TIMEOUT), scratch)
 
 
-def test_gzip_idx_bomb_is_refused_from_its_header(scratch):
+@pytest.mark.parametrize("name, write", [("mnist", write_gzip_idx_bomb), ("bomb.npz", write_npz_bomb)],
+                         ids=["gzip-idx-bomb", "npz-declaring-a-huge-shape"])
+def test_data_bombs_are_refused_from_their_headers(scratch, name, write):
     scratch.tiny()
-    write_gzip_idx_bomb(scratch.path("mnist"))
-    result = scratch.run("run", "tiny.cnn", "--data", "mnist", "--out", "r")
-    refused(result, scratch)
-    assert_bounded(result)
-
-
-def test_npz_declaring_a_huge_shape_is_refused(scratch):
-    scratch.tiny()
-    write_npz_bomb(scratch.path("bomb.npz"))
-    result = scratch.run("run", "tiny.cnn", "--data", "bomb.npz", "--out", "r")
+    write(scratch.path(name))
+    result = scratch.run("run", "tiny.cnn", "--data", name, "--out", "r")
     refused(result, scratch)
     assert_bounded(result)
 
