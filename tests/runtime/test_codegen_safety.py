@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from cnnc.cli import main as cli
 from cnnc.compiler.driver import compile_file
 from cnnc.runtime import codegen
-from cnnc.runtime.checkpoint import save_checkpoint
+from cnnc.runtime.checkpoint import save_training_state
 from cnnc.runtime.codegen import py_literal
 from cnnc.runtime.plan import Plan
 
@@ -119,14 +119,29 @@ def test_py_literal_nan_and_refusals():
 
 # ------------------------------------------------------------ hostile names
 def trained_checkpoint(c, path: Path) -> Plan:
+    """Weights away from the initial ones, saved as a training checkpoint; the plan holding them."""
     plan = Plan(c.net, c.analysis.params, seed=1)
     rng = np.random.default_rng(1)
     params = {k: np.asarray(np.abs(v) + 0.5 if k.endswith("running_var") else v + rng.normal(0, 0.2, v.shape),
                             np.float32) for k, v in plan.params.items()}
-    save_checkpoint(path, {f"param/{k}": v for k, v in params.items()},
-                    {"format": "cnnc-checkpoint-1", "network": c.net.name, "epoch": 1})
+    save_training_state(path, params, {}, {"network": c.net.name, "epoch": 1})
     plan.load_state(params)
     return plan
+
+
+def hostile_layout(tmp_path: Path, name: str, text: str) -> tuple[Path, Path, Plan, Path, Path]:
+    """A source `name` (holding `text`) in a folder with a hostile name, a trained checkpoint and a
+    module path with hostile names, and an empty working folder: (source, checkpoint, plan, module, work)."""
+    src_dir = tmp_path / "src\nnext line \"\"\" \\"
+    src_dir.mkdir()
+    source = src_dir / name
+    source.write_text(text, encoding="utf-8")
+    ckpt = tmp_path / 'ck """\n\\x\'.npz'
+    plan = trained_checkpoint(compile_file(source), ckpt)
+    module = tmp_path / "out \"\"\"\n\\" / "model x\"\"\";import os;os.system('touch PWNED');\"\"\"\r\x1b.py"
+    work = tmp_path / "work"
+    work.mkdir()
+    return source, ckpt, plan, module, work
 
 
 def run_module(module: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, dict]:
@@ -140,17 +155,7 @@ def run_module(module: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, dic
 
 @pytest.mark.parametrize("index", range(len(SOURCE_NAMES)))
 def test_hostile_paths_reach_the_module_only_as_data(tmp_path, monkeypatch, index, capsys):
-    src_dir = tmp_path / "src\nnext line \"\"\" \\"
-    src_dir.mkdir()
-    source = src_dir / SOURCE_NAMES[index]
-    source.write_text(textwrap.dedent(HOSTILE_NET), encoding="utf-8")
-    c = compile_file(source)
-    ckpt = tmp_path / 'ck """\n\\x\'.npz'
-    plan = trained_checkpoint(c, ckpt)
-    out_dir = tmp_path / "out \"\"\"\n\\"
-    module = out_dir / "model x\"\"\";import os;os.system('touch PWNED');\"\"\"\r\x1b.py"
-    work = tmp_path / "work"
-    work.mkdir()
+    source, ckpt, plan, module, work = hostile_layout(tmp_path, SOURCE_NAMES[index], textwrap.dedent(HOSTILE_NET))
     monkeypatch.chdir(work)
     assert cli(["compile", str(source), "--emit", "numpy", "-o", str(module), "--checkpoint", str(ckpt)]) == 0
     text = module.read_text(encoding="utf-8")
@@ -160,7 +165,7 @@ def test_hostile_paths_reach_the_module_only_as_data(tmp_path, monkeypatch, inde
     x = np.random.default_rng(0).standard_normal((3, 2, 6, 6)).astype(np.float32)
     got, info = run_module(module, x, work)
     assert info == {"source": str(source), "origin": f"checkpoint {ckpt}", "weights": str(module.with_suffix(".npz"))}
-    expected = plan.forward({"x": x})[0][c.net.outputs[0]]
+    expected = plan.forward({"x": x})[0][plan.outputs[0]]
     assert np.isfinite(expected).all()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()

@@ -26,11 +26,11 @@ from cnnc.compiler.driver import compile_file
 from cnnc.compiler.graph import build_graph
 from cnnc.compiler.ops import OPS
 from cnnc.runtime import export_torch
-from cnnc.runtime.checkpoint import save_training_state
 from cnnc.runtime.export_torch import module_source, rule_of
 from cnnc.runtime.plan import Plan
 
 from .test_codegen import EVERY
+from .test_codegen_safety import SOURCE_NAMES, hostile_layout, trained_checkpoint
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -277,20 +277,6 @@ RUNNER = textwrap.dedent("""
                       "prefix": mod.CHECKPOINT_PARAM}))
 """)
 
-HOSTILE_SOURCES = ['x""";open("PWNED","w").write("1");"""y.cnn', "C:\\Users\\me\\net.cnn",
-                   "x'''\\\n# comment\nopen('PWNED','w').write('1') #.cnn"]
-
-
-def trained_checkpoint(c, path: Path) -> Plan:
-    plan = Plan(c.net, c.analysis.params, seed=1)
-    rng = np.random.default_rng(1)
-    params = {k: np.asarray(np.abs(v) + 0.5 if k.endswith("running_var") else v + rng.normal(0, 0.2, v.shape),
-                            np.float32) for k, v in plan.params.items()}
-    save_training_state(path, params, {}, {"network": c.net.name, "epoch": 1})
-    plan.load_state(params)
-    return plan
-
-
 def run_module(module: Path, ckpt: Path, x: np.ndarray, work: Path) -> tuple[dict, dict]:
     torch.save(torch.from_numpy(x), work / "x.pt")
     r = subprocess.run([sys.executable, "-c", RUNNER, json.dumps([str(module), str(ckpt), str(work / "x.pt"),
@@ -300,20 +286,11 @@ def run_module(module: Path, ckpt: Path, x: np.ndarray, work: Path) -> tuple[dic
     return torch.load(work / "y.pt", weights_only=True), json.loads(r.stdout)
 
 
-@pytest.mark.parametrize("index", range(len(HOSTILE_SOURCES)))
+@pytest.mark.parametrize("index", range(len(SOURCE_NAMES)))
 def test_hostile_paths_reach_the_module_only_as_data(tmp_path, monkeypatch, capsys, index):
-    src_dir = tmp_path / "src\nnext line \"\"\" \\"
-    src_dir.mkdir()
-    source = src_dir / HOSTILE_SOURCES[index]
-    source.write_text((EXAMPLES / "small_resnet.cnn").read_text().replace('import "resnet18.cnn"', "")
-                      + (EXAMPLES / "resnet18.cnn").read_text().split("network ResNet18")[0], encoding="utf-8")
-    c = compile_file(source)
-    ckpt = tmp_path / 'ck """\n\\x\'.npz'
-    plan = trained_checkpoint(c, ckpt)
-    out_dir = tmp_path / "out \"\"\"\n\\"
-    module = out_dir / "model x\"\"\";import os;os.system('touch PWNED');\"\"\"\r\x1b.py"
-    work = tmp_path / "work"
-    work.mkdir()
+    text = ((EXAMPLES / "small_resnet.cnn").read_text().replace('import "resnet18.cnn"', "")
+            + (EXAMPLES / "resnet18.cnn").read_text().split("network ResNet18")[0])
+    source, ckpt, plan, module, work = hostile_layout(tmp_path, SOURCE_NAMES[index], text)
     monkeypatch.chdir(work)
     assert cli(["export", str(source), "--to", "torch", "-o", str(module), "--checkpoint", str(ckpt)]) == 0
     out = capsys.readouterr().out
