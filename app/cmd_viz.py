@@ -36,6 +36,11 @@ def check_flags(args: argparse.Namespace) -> None:
     for flag, attr, wanted in STYLE_FLAGS:
         if getattr(args, attr) is not None and style not in wanted:
             raise CnncError(f"{flag} is for --style {' or '.join(wanted)}, not --style {style}")
+    if style != "graph":  # the Graphviz diagram's own options change nothing in another picture
+        for flag, given in (("--depth", args.depth is not None), ("--expand", args.expand),
+                            ("--details", args.details), ("--rankdir", args.rankdir != "TB"), ("--fuse", args.fuse)):
+            if given:
+                raise CnncError(f"{flag} is for --style graph, not --style {style}")
     if style in ("curves", "confusion") and not args.metrics:
         raise CnncError(f"--style {style} needs --metrics FILE",
                         hint="cnnc run writes metrics.jsonl into its --out folder, e.g. --metrics runs/LeNet5/"

@@ -159,3 +159,10 @@ def test_malformed_metrics_point_at_the_line(capsys, tmp_path):
 def test_symbolic_input_asks_for_a_size(capsys, tmp_path):
     code, _, err = run(capsys, "viz", UNET, "-o", str(tmp_path / "g.svg"), "--style", "rf-grid")
     assert code == 1 and "--input x=1x64x64" in err
+
+
+@pytest.mark.parametrize("flags", [["--details"], ["--expand"], ["--fuse"], ["--rankdir", "LR"], ["--depth", "1"]])
+def test_graph_options_are_refused_for_other_styles(capsys, tmp_path, flags):
+    code, _, err = run(capsys, "viz", LENET, "-o", str(tmp_path / "f.svg"), "--style", "figure", *flags)
+    assert code == 1 and f"cnnc: error: {flags[0]} is for --style graph, not --style figure" in err
+    assert not (tmp_path / "f.svg").exists()
