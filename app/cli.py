@@ -12,6 +12,7 @@ import os
 import sys
 
 from .dsl.source import CnncError, Diagnostic
+from .runtime.engines import ENGINES
 from .viz.images import MAPPINGS
 from .viz.output import STYLES
 
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the number of cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=ENGINES, default="numpy",
+                   help="what computes: the embedded numpy runtime (default) or PyTorch (pip install 'cnnc[torch]')")
+    p.add_argument("--device", metavar="DEVICE", help="with --engine torch: cpu (default), cuda or mps")
+    p.add_argument("--nproc", type=int, metavar="N", help="with --engine torch: train in N processes on this "
+                                                          "machine (DistributedDataParallel)")
 
     p = sub.add_parser("predict", help="predict classes for inputs with a trained checkpoint",
                        description="Run a trained network on inputs and print its predictions.")
@@ -218,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from .compiler.elaborate import RECURSION_LIMIT
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))  # nested blocks recurse
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # what `--nproc` starts again in each process
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a full disk or closed pipe surfaces here, not in the interpreter's exit

@@ -7,6 +7,7 @@ or the predictor, and prints what they return.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,13 +52,16 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
         raise CnncError(f"--threads {args.threads}: must be at least 1")
     cfg = config_from_args(args, compiled)
     limit = _limit(args)
-    if compiled.net.train is None:
+    if _processes(args) > 1:
+        from .launch import launch
+        return launch(args.argv, args.nproc)
+    if compiled.net.train is None and os.environ.get("RANK", "0") == "0":
         print(f"note: {compiled.net.name} has no train section; using defaults "
               f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
     out = Path(args.out) if args.out else Path("runs") / compiled.net.name
     trainer = Trainer(compiled, cfg, out, data_override=args.data, limit=limit, progress=progress,
-                      threads=args.threads)
+                      threads=args.threads, engine=args.engine, device=args.device)
     if args.eval:
         return _evaluate(trainer, args.eval)
     ds = trainer.ds
@@ -68,6 +72,27 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
               f"lr {trainer.base_lr:g}; checkpoints in {describe_path(trainer.out)}")
     result = trainer.run(resume=args.resume, overwrite=args.overwrite, started=lambda: print(header))
     return 1 if result.non_finite else 0
+
+
+def _processes(args: argparse.Namespace) -> int:
+    """How many processes --nproc asks for (checked); 1 inside a launcher's process."""
+    launched = "WORLD_SIZE" in os.environ
+    if launched and args.engine != "torch":
+        raise CnncError(f"this process was started by a launcher (WORLD_SIZE={os.environ['WORLD_SIZE']}), but "
+                        "only the torch engine trains in several processes", hint="add --engine torch")
+    if args.nproc is None:
+        return 1
+    if args.nproc < 1:
+        raise CnncError(f"--nproc {args.nproc}: must be at least 1")
+    if args.engine != "torch":
+        raise CnncError(f"--nproc {args.nproc}: only the torch engine trains in several processes",
+                        hint="add --engine torch (pip install 'cnnc[torch]')")
+    if launched:
+        raise CnncError(f"--nproc {args.nproc}: this process was already started by a launcher "
+                        f"(WORLD_SIZE={os.environ['WORLD_SIZE']})", hint="drop --nproc under torchrun")
+    if args.eval:
+        raise CnncError(f"--nproc {args.nproc}: --eval runs in one process", hint="drop --nproc")
+    return args.nproc
 
 
 def _evaluate(trainer, path: str) -> int:

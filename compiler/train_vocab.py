@@ -379,6 +379,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("early_stop", "stop after this many epochs without improvement", integer(1)),
     Key("val", "validation fraction of the training split", UNIT_OPEN),
     Key("classes", "names of the classes in label order (predict prints them)", names),
+    Key("sync_bn", "batchnorm statistics over the global batch when several processes train "
+                   "(--engine torch --nproc N)", boolean, False),
 )}
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS)}

@@ -76,9 +76,9 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
 
 
 def evaluate(trainer, path: str | Path) -> Evaluation:
-    """Load `path` into the trainer's plan and score it on the test split (else validation)."""
+    """Load `path` into the trainer's engine and score it on the test split (else validation)."""
     ck = checkpoint.load(path)
-    trainer.plan.load_state(ck.params, str(path))
+    trainer.engine.load_state(ck.params, {}, str(path))
     split = trainer.ds.test if trainer.ds.test is not None else trainer.ds.val
     if split is None:
         raise CnncError(f"the data '{trainer.ds.name}' has no test or validation split to evaluate on")
