@@ -510,18 +510,25 @@ class Trainer:
         checkpoint.save_training_state(path, self.engine.params(), self.engine.optimizer_state(), meta)
 
     def _resume(self) -> None:
+        """Continue from OUT/last.npz, which rank 0 reads and hands to every process (the other
+        machines of a run need not see OUT)."""
         path = self.out / "last.npz"
+        ck = self.engine.agree(self._resume_checkpoint(path) if self.main else None)
+        epoch, best, bad_epochs, history = ck.epoch, ck.best, ck.bad_epochs, ck.history
+        self.engine.load_state(ck.params, ck.optimizer, str(path))
+        self.schedule.load_state_dict(ck.schedule)
+        self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
+        self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
+
+
+    def _resume_checkpoint(self, path: Path) -> checkpoint.Checkpoint:
         if not path.exists():
             raise CnncError(f"--resume: no checkpoint at {path}", hint="start the run without --resume first")
         ck = checkpoint.load(path)
         if ck.network != self.compiled.net.name:
             raise CnncError(f"--resume: {path} belongs to network '{ck.meta.get('network')}', "
                             f"not '{self.compiled.net.name}'")
-        epoch, best, bad_epochs, history = ck.epoch, ck.best, ck.bad_epochs, ck.history
-        self.engine.load_state(ck.params, ck.optimizer, str(path))
-        self.schedule.load_state_dict(ck.schedule)
-        self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
-        self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
+        return ck
 
 
 class _NoDirectory:

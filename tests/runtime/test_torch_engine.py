@@ -252,3 +252,18 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_weights(write, tm
     assert f"resuming N after epoch {cut_at}" in out
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_workers_read_the_launchers_environment(write, tmp_path):
+    path = write(program(epochs="1", batch="24"))
+    one = cnnc("run", str(path), "--engine", "torch", "--out", str(tmp_path / "one"), "--threads", "1", cwd=tmp_path)
+    launched = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "cnnc", "run", str(path), "--engine", "torch", "--out", str(tmp_path / "two")],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert finished(launched).count("epoch 1/1") == 1
+    finished(one)
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert max(relative(b[k], a[k]) for k in a) <= 1e-5
