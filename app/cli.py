@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--data", metavar="PATH", help="mnist10k, a .npz file, an MNIST IDX folder, an image folder, "
-                                                   "or synthetic")
+                                                   "a segmentation folder (images/ + masks/), or synthetic")
     p.add_argument("--out", metavar="DIR", help="where checkpoints and metrics.jsonl go (default runs/NETWORK)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse)")

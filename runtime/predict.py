@@ -3,7 +3,8 @@
 `predict` runs a network on input files (images, `.npy`, `.npz`) or on the
 first samples of its data set's test split, after the preprocessing records
 the checkpoint carries (the very `preprocess.apply` the trainer used), and
-returns class probabilities; `evaluate` scores a checkpoint on the test (or
+returns class probabilities (with the inputs as read, before preprocessing,
+for pictures such as mask overlays); `evaluate` scores a checkpoint on the test (or
 validation) split. Both return values: the command line prints them.
 """
 from __future__ import annotations

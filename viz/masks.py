@@ -68,5 +68,5 @@ def overlay(image: np.ndarray, mask: np.ndarray, classes: int) -> np.ndarray:
 def overlay_png(image: np.ndarray, mask: np.ndarray, classes: int) -> bytes:
     """`overlay` as RGB PNG bytes."""
     out = io.BytesIO()
-    Image.fromarray(overlay(image, mask, classes), mode="RGB").save(out, format="PNG")
+    Image.fromarray(overlay(image, mask, classes)).save(out, format="PNG")
     return out.getvalue()
