@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--data", metavar="PATH", help="mnist10k, a .npz file, an MNIST IDX folder, an image folder, "
-                                                   "or synthetic")
+                                                   "a segmentation folder (images/ + masks/), or synthetic")
     p.add_argument("--out", metavar="DIR", help="where checkpoints and metrics.jsonl go (default runs/NETWORK)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse)")
@@ -102,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, metavar="N", help="at most N rows of the test split")
     p.add_argument("-o", "--output", metavar="DIR", help="for a segmentation network: write each predicted mask "
                                                         "as a palette PNG into DIR")
+    p.add_argument("--overlay", action="store_true", help="with -o: also write each input blended with its "
+                                                            "coloured mask (overlay_NNNN.png)")
+
+    p = sub.add_parser("make-shapes", help="write a synthetic segmentation data set (shapes and their masks)",
+                       description="Write images of discs, squares and triangles on textured backgrounds with "
+                                   "their masks, in the segmentation folder layout of docs/data.md.")
+    p.add_argument("folder", metavar="DIR", help="the folder to create (must not exist, or be empty)")
+    p.add_argument("--n", type=int, default=500, metavar="N", help="training images (default 500)")
+    p.add_argument("--test", type=int, metavar="N", help="test images (default N/4)")
+    p.add_argument("--size", type=int, default=32, metavar="S", help="images are S x S pixels (default 32)")
+    p.add_argument("--channels", type=int, default=3, metavar="C", help="1 (grey) or 3 (RGB, default)")
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed (default 0)")
 
     p = sub.add_parser("apply", help="run a network on images and write its output as images",
                        description="Run a network (fixed filters, or trained weights with --checkpoint) on "
@@ -216,8 +228,13 @@ def cmd_apply(args) -> int:
     return apply(args)
 
 
+def cmd_make_shapes(args) -> int:
+    from .cmd_shapes import make_shapes_command
+    return make_shapes_command(args)
+
+
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz,
-            "apply": cmd_apply, "export": cmd_export}
+            "apply": cmd_apply, "export": cmd_export, "make-shapes": cmd_make_shapes}
 
 
 def main(argv: list[str] | None = None) -> int:

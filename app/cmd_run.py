@@ -109,9 +109,15 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
         raise CnncError(f"--top {args.top}: must be at least 1")
     if args.limit < 1:
         raise CnncError(f"--limit {args.limit}: must be at least 1")
+    overlay = getattr(args, "overlay", False)
+    if overlay and not args.output:
+        raise CnncError("--overlay: needs -o DIR, the folder the overlays (and masks) are written to")
     p = run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
     if p.probabilities.ndim > 2:
         return _print_masks(args, p)
+    if overlay:
+        raise CnncError("--overlay: only a segmentation network's masks can be overlaid",
+                        hint="this network predicts one class per input, not a mask [classes, H, W]")
     if args.output:
         raise CnncError(f"-o {describe_path(args.output)}: only a segmentation network's masks are written",
                         hint="this network predicts one class per input; its predictions are printed")
@@ -129,8 +135,8 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
 
 def _print_masks(args: argparse.Namespace, p) -> int:
     """A dense output: per input its mask's class shares (and pixel accuracy against a label mask);
-    with -o DIR each mask as a palette PNG."""
-    from .viz.masks import mask_png
+    with -o DIR each mask as a palette PNG, and with --overlay each input blended with its mask."""
+    from .viz.masks import mask_png, overlay_png
     classes = p.probabilities.shape[1]
     masks = p.probabilities.argmax(axis=1)
     out = Path(args.output) if args.output else None
@@ -144,5 +150,22 @@ def _print_masks(args: argparse.Namespace, p) -> int:
             target = out / f"mask_{i:04d}.png"
             write_atomic(target, mask_png(mask, classes), "mask", inputs=[args.checkpoint, *args.inputs])
             line += f" -> {describe_path(target)}"
+        if out is not None and getattr(args, "overlay", False):
+            target = out / f"overlay_{i:04d}.png"
+            write_atomic(target, overlay_png(_overlay_image(p, i, mask), mask, classes), "overlay",
+                         inputs=[args.checkpoint, *args.inputs])
+            line += f", {describe_path(target)}"
         print(line)
     return 0
+
+
+def _overlay_image(p, i: int, mask: np.ndarray) -> np.ndarray:
+    """Input i as read (before preprocessing), checked to be a picture the size of its mask."""
+    image = p.images[i]
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise CnncError(f"--overlay: input {describe_path(p.names[i])} has shape {list(image.shape)}; "
+                        "an overlay needs a grey or RGB image")
+    if image.shape[1:] != mask.shape:
+        raise CnncError(f"--overlay: the network's masks are {mask.shape[1]}x{mask.shape[0]} pixels, its inputs "
+                        f"{image.shape[2]}x{image.shape[1]}; an overlay needs masks of the input's size")
+    return image

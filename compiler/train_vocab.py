@@ -244,7 +244,7 @@ def _channels(v: Any) -> int:
 
 DATA = Family("data", "data set", _entries(
     Entry("mnist10k", "10,000 MNIST digits embedded in cnnc (8,000 train, 2,000 test)"),
-    Entry("path", 'a path given as a string: an .npz, an MNIST IDX folder or an image folder',
+    Entry("path", 'a path given as a string: an .npz, an MNIST IDX folder, an image folder or a segmentation folder',
           (Option("path", text, REQUIRED, "the file or folder"),), ("path",)),
     Entry("npz", "an .npz archive with x_train, y_train (and x_test, y_test)",
           (Option("path", text, REQUIRED, "the .npz file"),), ("path",)),
@@ -253,6 +253,12 @@ DATA = Family("data", "data set", _entries(
     Entry("images", "a folder with one sub-folder of images per class",
           (Option("path", text, REQUIRED, "the folder"),
            Option("size", image_size, None, "resize every image to size x size (or (h, w))"),
+           Option("channels", _channels, None,
+                  "convert every image to 1 (grey) or 3 (RGB) channels")), ("path",)),
+    Entry("segmentation", "a folder of images and masks: DIR/images/*, DIR/masks/* (or DIR/train/..., "
+          "DIR/test/...), optional DIR/classes.txt",
+          (Option("path", text, REQUIRED, "the folder"),
+           Option("size", image_size, None, "resize every image and mask to size x size (or (h, w))"),
            Option("channels", _channels, None,
                   "convert every image to 1 (grey) or 3 (RGB) channels")), ("path",)),
     Entry("synthetic", "generated data that fits the network (classes, masks or regression targets)",

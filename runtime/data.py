@@ -663,6 +663,10 @@ def load_dataset(source: PathLike, **options: Any) -> Dataset:
         raise CnncError(f"data source '{files.describe_path(text)}' does not exist",
                         hint="give a path to an .npz file, an IDX folder or an image folder, "
                              "or one of: mnist10k, " + ", ".join(SYNTHETIC))
+    from .segmentation_data import is_segmentation_folder, load_segmentation_folder
+    if is_segmentation_folder(path):
+        _refuse_options(text, "a segmentation folder", options, _IMAGE_FOLDER_OPTIONS)
+        return load_segmentation_folder(path, **options)
     if path.is_dir() and is_idx_folder(path):
         _refuse_options(text, "an IDX folder", options)
         return load_idx_folder(path)

@@ -47,6 +47,7 @@ from .optim import make_optimizer, penalty, weight_predicate
 from .plan import Plan
 from .rundir import RunDirectory
 from .schedules import make_schedule
+from .segmentation_data import load_segmentation_entry
 
 WEIGHT_OPS = {"conv", "deconv", "local", "linear"}
 
@@ -139,7 +140,7 @@ def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, 
 
 DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
     "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_npz, "idx": _load_idx,
-    "images": _load_images, "synthetic": _load_synthetic,
+    "images": _load_images, "synthetic": _load_synthetic, "segmentation": load_segmentation_entry,
 }
 
 

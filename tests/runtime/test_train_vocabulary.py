@@ -88,13 +88,18 @@ NETS = {
     "rgb8": "input x: [3, 8, 8]\n    x -> conv(2, 3, pad = 1) -> relu -> maxpool(4) -> flatten -> linear(2)",
     "pixels": "input x: [1, 8, 8]\n    x -> conv(3, 3, pad = 1)",
     "regression": "input x: [4]\n    x -> linear(8) -> relu -> linear(1)",
+    "seg16": "input x: [3, 16, 16]\n    x -> conv(4, 3, pad = 1)",
+    "seg8": "input x: [3, 8, 8]\n    x -> conv(4, 3, pad = 1)",
+    "seggrey16": "input x: [1, 16, 16]\n    x -> conv(4, 3, pad = 1)",
 }
 BASE = {"data": "synthetic(n = 64, classes = 3)", "epochs": "1", "batch": "16", "loss": "cross_entropy",
         "optimizer": "sgd(lr = 0.05)", "seed": "1"}
 DATA_BASE = {"classes": {}, "rgb": {}, "pixels": {"data": "synthetic(n = 32)", "loss": "pixel_cross_entropy"},
              "regression": {"data": "synthetic(n = 64, kind = regression)", "loss": "smooth_l1"},
              "rgb16": {"data": 'images("{tmp}/rgb16")'}, "grey16": {"data": 'images("{tmp}/rgb16")'},
-             "rgb8": {"data": 'images("{tmp}/rgb16")'}}
+             "rgb8": {"data": 'images("{tmp}/rgb16")'},
+             **{net: {"data": 'segmentation("{tmp}/seg16")', "loss": "pixel_cross_entropy"}
+                for net in ("seg16", "seg8", "seggrey16")}}
 
 # (family or key, entry, option) -> (net, base overrides, variant overrides); "" entry for plain keys.
 P = {}
@@ -125,6 +130,9 @@ probe("data", "idx", "path", {"data": 'idx("{tmp}/idx_b")'}, {"data": 'idx("{tmp
 probe("data", "images", "path", {"data": 'images("{tmp}/rgb16b")'}, net="rgb16")
 probe("data", "images", "size", {"data": 'images("{tmp}/rgb16", size = 8)'}, net="rgb8")
 probe("data", "images", "channels", {"data": 'images("{tmp}/rgb16", channels = 1)'}, net="grey16")
+probe("data", "segmentation", "path", {"data": 'segmentation("{tmp}/seg16b")'}, net="seg16")
+probe("data", "segmentation", "size", {"data": 'segmentation("{tmp}/seg16", size = 8)'}, net="seg8")
+probe("data", "segmentation", "channels", {"data": 'segmentation("{tmp}/seg16", channels = 1)'}, net="seggrey16")
 # losses
 probe("loss", "cross_entropy", "label_smoothing", {"loss": "cross_entropy(label_smoothing = 0.3)"})
 probe("loss", "cross_entropy", "ignore_index", {"loss": "cross_entropy(ignore_index = 2)"})
@@ -248,6 +256,9 @@ def files_dir(tmp_path_factory):
             (tmp / folder / cls).mkdir(parents=True)
             for i in range(6):
                 Image.fromarray((r.random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp / folder / cls / f"{i}.png")
+    from cnnc.cmd_shapes import write_shapes
+    for folder, seed in (("seg16", 1), ("seg16b", 2)):
+        write_shapes(tmp / folder, n=8, test=0, size=16, channels=3, seed=seed)
     return tmp
 
 
@@ -269,10 +280,11 @@ def test_every_word_changes_what_runs(compile_src, files_dir, tmp_path, word):
     net, base, variant = P[word]
     before = observe(compile_src, _program(net, base, files_dir), tmp_path / "a")
     after = observe(compile_src, _program(net, {**base, **variant}, files_dir), tmp_path / "b")
-    if word[1:] in (("images", "size"), ("images", "channels")):
+    if word[1:] in (("images", "size"), ("images", "channels"), ("segmentation", "size"),
+                    ("segmentation", "channels")):
         # Without the option these images do not fit the network; with it they do.
         assert "refused" in before and "refused" not in after, (before, after)
-    assert "refused" not in before or word[1] == "images", before
+    assert "refused" not in before or word[1] in ("images", "segmentation"), before
     assert before != after, f"{word}: {variant} changes nothing"
     if "refused" in after:  # a refusal counts only when it says what is wrong
         assert any(w in after["refused"] for w in ("shape", "label", "[", "expects", "the network has no")), after
