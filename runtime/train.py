@@ -114,6 +114,11 @@ def _load_idx(compiled, path: str) -> data_mod.Dataset:
 
 
 def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> data_mod.Dataset:
+    from .segmentation_data import is_segmentation_folder
+    if is_segmentation_folder(path):
+        raise CnncError(f"data = images(\"{files.describe_path(path)}\"): that folder holds images and masks "
+                        "(a segmentation data set), not one sub-folder per class",
+                        hint=f"write data = segmentation(\"{files.describe_path(path)}\")")
     given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
     return data_mod.load_dataset(path, **given)
 

@@ -393,7 +393,8 @@ def test_the_language_reference_names_every_key_and_option():
 
 def test_a_data_kind_that_does_not_match_its_path_is_refused(compile_src, files_dir, tmp_path):
     for data_text, message in [(f'npz("{files_dir}/idx_a")', "that is a folder, not an .npz file"),
-                               (f'idx("{files_dir}/a.npz")', "not a folder of MNIST IDX files")]:
+                               (f'idx("{files_dir}/a.npz")', "not a folder of MNIST IDX files"),
+                               (f'images("{files_dir}/seg16")', "holds images and masks")]:
         c = compile_src(_program("classes", {"data": data_text}, tmp_path), allow={"all"})
         with pytest.raises(CnncError) as e:
             Trainer(c, c.net.train, tmp_path / "run", progress=False, log=lambda s: None)
