@@ -52,6 +52,7 @@ class TrainConfig:
     early_stop: Spec | None = None
     val: float | None = None
     classes: tuple[str, ...] | None = None
+    test: float | None = None
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
@@ -160,9 +161,9 @@ def set_key(cfg: TrainConfig, key: str, value: Any, loc: Loc | None) -> TrainCon
         if isinstance(value, str):  # a path: the kind follows from what is there
             value = Spec("path", (value,))
         return replace(cfg, data=_spec(value, family, loc))
-    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "classes"):
+    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "test", "classes"):
         v = _plain(key, value, loc)
-        return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val") else v})
+        return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val", "test") else v})
     if key == "lr":
         opts = dict(cfg.optimizer.kwargs)
         opts["lr"] = float(_plain(key, value, loc))

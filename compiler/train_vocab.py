@@ -263,8 +263,15 @@ DATA = Family("data", "data set", _entries(
                   "what to generate (default: from the output's rank)"),
            Option("seed", integer(0, 2**32 - 1), 0, "the generator's seed"),
            Option("noise", NON_NEGATIVE, None, "standard deviation of the added noise"))),
+    Entry("mnist", "MNIST: 60,000 train and 10,000 test digits, downloaded on first use"),
+    Entry("fashion_mnist", "Fashion-MNIST: 60,000 train and 10,000 test clothing images, downloaded on first use"),
+    Entry("cifar10", "CIFAR-10: 50,000 train and 10,000 test colour images in 10 classes, downloaded on first use"),
+    Entry("cifar100", "CIFAR-100: 50,000 train and 10,000 test colour images in 100 classes (fine labels), "
+                      "downloaded on first use"),
 ), common=(Option("val", UNIT_OPEN, None, "fraction of the training split held out for validation"),
-           Option("limit", integer(1), None, "use only the first N training samples")))
+           Option("limit", integer(1), None, "use only the first N training samples"),
+           Option("test", UNIT_OPEN, None, "fraction of the training split held out as the test split "
+                                           "(for data that ships none)")))
 
 
 
@@ -379,6 +386,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("early_stop", "stop after this many epochs without improvement", integer(1)),
     Key("val", "validation fraction of the training split", UNIT_OPEN),
     Key("classes", "names of the classes in label order (predict prints them)", names),
+    Key("test", "test fraction of the training split, for data without a test split", UNIT_OPEN),
 )}
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS)}

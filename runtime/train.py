@@ -18,6 +18,7 @@ the train section reaches its factory through the train vocabulary
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -37,6 +38,7 @@ from ..dsl.source import CnncError
 from . import checkpoint
 from . import data as data_mod
 from . import preprocess
+from . import standard_datasets
 from .augment import make_augment
 from .kernels import shards
 from .evaluation import Confusion, report
@@ -141,6 +143,16 @@ DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
 }
 
 
+def _standard_loader(name: str) -> Callable[..., data_mod.Dataset]:
+    def load(compiled) -> data_mod.Dataset:
+        return standard_datasets.load_standard(name)
+    return load
+
+
+# The standard data sets by name (mnist, cifar10, ...): downloaded on first use.
+DATA_LOADERS.update({name: _standard_loader(name) for name in standard_datasets.STANDARD})
+
+
 def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
               records: list[dict] | None = None):
     """The dataset for a run, split, preprocessed and checked against the network.
@@ -151,6 +163,7 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     spec = cfg.data
     opts = _spec_options(spec)
     val = opts.pop("val", None)
+    test = opts.pop("test", None)
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
     if data_override is not None:
@@ -160,8 +173,8 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
     val = cfg.val if cfg.val is not None else val
-    if val:
-        ds = data_mod.split_validation(ds, float(val), cfg.seed)
+    test = cfg.test if cfg.test is not None else test
+    ds = data_mod.split_holdout(ds, val, test, cfg.seed)
     if records is None:
         records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
     ds = _preprocessed(ds, records)
@@ -364,6 +377,7 @@ class Trainer:
                 self._resume()
             else:
                 run_dir.claim(overwrite)
+                self._record_split()
             if started is not None:
                 started()
             return self._run_epochs(run_dir)
@@ -442,10 +456,41 @@ class Trainer:
                 "preprocess": self.ds.meta.get("preprocess", []), "classes": self.class_names}
         checkpoint.save_training_state(path, self.plan.params, self.optimizer.state_dict(), meta)
 
+    SPLIT_FILE = "split.json"
+
+    def _record_split(self) -> None:
+        """The held-out split (fractions, seed, indices) goes into OUT/split.json for --resume to check."""
+        path = self.out / self.SPLIT_FILE
+        split = self.ds.meta.get("split")
+        if split is None:
+            if os.path.lexists(path):
+                os.unlink(path)  # an overwritten run's record does not describe this one
+            return
+        files.write_atomic(path, json.dumps(split, separators=(",", ":")), "split record")
+
+    def _check_split(self) -> None:
+        """A resumed run holds out exactly the samples its first epoch held out."""
+        path = self.out / self.SPLIT_FILE
+        split = self.ds.meta.get("split")
+        if not os.path.lexists(path):
+            if split is not None:
+                raise CnncError(f"--resume: the run holds out samples, but {files.describe_path(path)} is missing",
+                                hint="the run directory is incomplete; start the run again")
+            return
+        try:
+            recorded = json.loads(files.read_bytes(path, "split record", 1 << 30))
+        except ValueError:
+            raise CnncError(f"--resume: {files.describe_path(path)} is not valid JSON") from None
+        if recorded != split:
+            raise CnncError(f"--resume: the split recorded in {files.describe_path(path)} differs from the "
+                            "split of this run's data", hint="the data, its val/test fractions or the seed "
+                            "changed since the run started; resume with the same ones")
+
     def _resume(self) -> None:
         path = self.out / "last.npz"
         if not path.exists():
             raise CnncError(f"--resume: no checkpoint at {path}", hint="start the run without --resume first")
+        self._check_split()
         ck = checkpoint.load(path)
         if ck.network != self.compiled.net.name:
             raise CnncError(f"--resume: {path} belongs to network '{ck.meta.get('network')}', "

@@ -112,6 +112,8 @@ def call(name: str, base: str, option: str, value: str) -> str:
 
 # data
 probe("data", "synthetic", "val", {"data": "synthetic(n = 64, classes = 3, val = 0.25)"})
+probe("data", "synthetic", "test", {"data": 'npz("{tmp}/a.npz", test = 0.25)'}, {"data": 'npz("{tmp}/a.npz")'})
+probe("test", "", "", {"test": "0.25"}, {"data": 'npz("{tmp}/a.npz")'})
 probe("data", "synthetic", "limit", {"data": "synthetic(n = 64, classes = 3, limit = 20)"})
 probe("data", "synthetic", "n", {"data": "synthetic(n = 40, classes = 3)"})
 probe("data", "synthetic", "classes", {"data": "synthetic(n = 64, classes = 2)"})
