@@ -17,6 +17,7 @@ from typing import Any
 from ..dsl import ast
 from ..dsl.source import CnncError, Loc, did_you_mean
 from .attrs import describe
+from .lints import softmax_cross_entropy_lints
 from .train_vocab import KEYS, Family, Invalid
 
 
@@ -197,4 +198,6 @@ def validate_train(section: ast.Train, net: Any = None) -> TrainConfig:
         seen[entry.key] = entry.loc
         cfg = set_key(cfg, entry.key, _value(entry.value), entry.value.loc)
     cfg.locs = seen
+    if net is not None:
+        net.warnings.extend(softmax_cross_entropy_lints(net, cfg.loss.name))
     return cfg

@@ -985,6 +985,8 @@ def _check_targets(split: Split, spec: LossSpec, num_classes: int | None, where:
             raise CnncError(f"{where}: loss {spec.name} needs one mask [H, W] per sample, the "
                             f"labels have shape {_fmt(y.shape)}")
         return _integral_labels(y, where, num_classes, spec.options.get("ignore_index"))
+    if spec.one_hot_labels and y.dtype.kind in "iu" and y.ndim == 1 and num_classes is not None and num_classes > 1:
+        return _integral_labels(y, where, num_classes)   # class labels: mse compares one-hot targets
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise CnncError(f"{where}: the targets contain NaN or infinite values")
     if kind in (BINARY, MULTILABEL) and ((y < 0) | (y > 1)).any():

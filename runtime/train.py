@@ -519,14 +519,25 @@ def _schedule_spec(spec: Spec) -> Any:
     return (spec.name, opts)
 
 
-def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float) -> None:
+def _clock(seconds: float) -> str:
+    """0:07, 12:34 or 1:02:03."""
+    s = int(round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float, stream=None) -> None:
+    """The epoch's progress bar (on a terminal: the trainer shows it only there) with samples/s and
+    the time left in the epoch, redrawn in place."""
+    stream = stream if stream is not None else sys.stderr
     width = 24
     filled = int(width * b / n)
     acc = f" acc {stats.accuracy:6.2%}" if stats.accuracy is not None else ""
     rate = stats.samples / seconds if seconds > 0 else 0.0
-    sys.stderr.write(f"\r\x1b[2Kepoch {epoch}/{epochs} [{'█' * filled}{'·' * (width - filled)}] "
-                     f"{b}/{n} loss {stats.mean_loss:.4f}{acc} {rate:,.0f} samples/s")
-    sys.stderr.flush()
+    eta = f" ETA {_clock(seconds / b * (n - b))}" if seconds > 0 else ""
+    stream.write(f"\r\x1b[2Kepoch {epoch}/{epochs} [{'█' * filled}{'·' * (width - filled)}] "
+                 f"{b}/{n} loss {stats.mean_loss:.4f}{acc} {rate:,.0f} samples/s{eta}")
+    stream.flush()
 
 
 def _epoch_line(r: dict, epochs: int, samples: int) -> str:
