@@ -54,6 +54,7 @@ class TrainConfig:
     val: float | None = None
     classes: tuple[str, ...] | None = None
     test: float | None = None
+    init: Spec | None = None
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
@@ -169,7 +170,7 @@ def set_key(cfg: TrainConfig, key: str, value: Any, loc: Loc | None) -> TrainCon
         opts = dict(cfg.optimizer.kwargs)
         opts["lr"] = float(_plain(key, value, loc))
         return replace(cfg, optimizer=Spec(cfg.optimizer.name, cfg.optimizer.args, tuple(opts.items())))
-    if key in ("loss", "optimizer", "schedule"):
+    if key in ("loss", "optimizer", "schedule", "init"):
         return replace(cfg, **{key: _spec(value, family, loc)})
     if key == "augment":
         return replace(cfg, augment=_specs(value, family, loc))

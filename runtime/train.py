@@ -283,7 +283,7 @@ class Trainer:
         self._executor: ThreadPoolExecutor | None = None
         self.progress, self.log = progress, log
         self.ds, self.loss = load_data(cfg, compiled, data_override, limit)
-        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed)
+        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed, init=cfg.init)
         hyper = _spec_options(cfg.optimizer)
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
