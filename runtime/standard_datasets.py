@@ -255,10 +255,10 @@ def _check_cached(ds: StandardDataset, remote: RemoteFile, path: Path) -> None:
         while chunk := f.read(CHUNK):
             sha.update(chunk)
             md5.update(chunk)
-    if sha.hexdigest() != remote.sha256 or md5.hexdigest() != remote.md5:
-        raise CnncError(f"{ds.name} file '{files.describe_path(path)}' fails its SHA-256 check: got "
-                        f"{sha.hexdigest()}, expected {remote.sha256}",
-                        hint="delete it and run again to download it again")
+    for kind, got, want in (("SHA-256", sha.hexdigest(), remote.sha256), ("MD5", md5.hexdigest(), remote.md5)):
+        if got != want:
+            raise CnncError(f"{ds.name} file '{files.describe_path(path)}' fails its {kind} check: got {got}, "
+                            f"expected {want}", hint="delete it and run again to download it again")
 
 
 def _reason(err: BaseException) -> str:
