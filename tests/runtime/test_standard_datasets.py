@@ -283,3 +283,23 @@ def test_the_cache_defaults_to_the_user_cache_directory(monkeypatch, tmp_path):
         assert sd.cache_root() == tmp_path / "cnnc" / "data"
     monkeypatch.setenv("CNNC_DATA", str(tmp_path / "d"))
     assert sd.cache_root() == tmp_path / "d"
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_download_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
+    clock = iter([0.0, 1.0, 2.0])
+    monkeypatch.setattr(sd.time, "perf_counter", lambda: next(clock))
+    term = Terminal()
+    bar = sd._Progress("mnist: f.gz", 2048, term)
+    bar.update(1024)
+    bar.finish(2048)
+    text = term.getvalue()
+    assert "\r\x1b[2Kdownloading mnist: f.gz [████████████············]  50% 1.0 KiB of 2.0 KiB (1.0 KiB/s)" in text
+    assert text.endswith("\r\x1b[2Kdownloaded mnist: f.gz: 2.0 KiB in 2.0s, checksums verified\n")
+    plain = io.StringIO()
+    sd._Progress("mnist: f.gz", 2048, plain).update(1024)
+    assert plain.getvalue() == "downloading mnist: f.gz\n"  # no bar, no control characters
