@@ -291,7 +291,7 @@ class Terminal(io.StringIO):
 
 
 def test_the_download_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
-    clock = iter([0.0, 1.0, 2.0])
+    clock = iter([0.0, 1.0, 2.0, 0.0, 1.0])
     monkeypatch.setattr(sd.time, "perf_counter", lambda: next(clock))
     term = Terminal()
     bar = sd._Progress("mnist: f.gz", 2048, term)
