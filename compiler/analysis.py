@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import networkx as nx
 
 from ..dsl.source import Diagnostic
-from .lints import warning
+from .lints import batchnorm_momentum_lints, warning
 from .graph import Network, Node, ParamSpec
 from .ops import OPS, RF, OpSpec, numel
 from .symbolic import is_symbolic
@@ -230,6 +230,7 @@ def lints(net: Network, fields: dict, ops: Ops = OPS) -> list[Diagnostic]:
                                  "(Li et al., 2019); put dropout after the last batchnorm"))
     _lint_saturating(net, out, ops)
     _lint_unreachable(net, out)
+    out += batchnorm_momentum_lints(net)
     return out
 
 

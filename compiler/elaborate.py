@@ -357,7 +357,7 @@ class Elaborator:
             try:
                 attrs[key] = convert(attr.kind, value, attr.name, attr.choices)
             except OpError as err:
-                if isinstance(value, Word) and attr.kind not in ("choice", "padding"):
+                if isinstance(value, Word) and attr.kind not in ("choice", "padding", "init"):
                     self.lookup(value.name, frame, vloc)  # an undefined name: say so, with a suggestion
                 hint = err.hint
                 if isinstance(value, Word) and attr.kind == "padding":

@@ -271,6 +271,7 @@ def _need_channels(c, what: str):
 
 # ------------------------------------------------------------ convolutions
 _PAD_DOC = "int, (h, w), ((top, bottom), (left, right)), same, valid or full"
+_INIT_DOC = "the weights' initialisation: kaiming_normal, ..., or (normal, std); default the train section's"
 
 CONV_ATTRS = (
     Attr("out", "pos_int", doc="output channels"),
@@ -282,6 +283,7 @@ CONV_ATTRS = (
     Attr("bias", "bool", True),
     Attr("trainable", "bool", True),
     Attr("weights", "weights", None, doc="fixed initial weights [O, C/groups, kh, kw]"),
+    Attr("init", "init", None, doc=_INIT_DOC),
 )
 
 
@@ -404,7 +406,7 @@ DECONV = OpSpec(
     "deconv", "convolution",
     (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
      Attr("output_padding", "pair0", 0), Attr("dilation", "pair", 1), Attr("groups", "pos_int", 1),
-     Attr("bias", "bool", True), Attr("trainable", "bool", True)),
+     Attr("bias", "bool", True), Attr("trainable", "bool", True), Attr("init", "init", None, doc=_INIT_DOC)),
     shape=_deconv_shape, params=_deconv_params, macs=_deconv_macs,
     flops=lambda a, ins, out: 2 * _deconv_macs(a, ins, out) + _bias_flops(a, out),
     rf=_deconv_rf, resolve=_deconv_normalise, doc="transposed convolution")
@@ -443,7 +445,7 @@ LOCAL = OpSpec(
     "local", "convolution",
     (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
      Attr("tile", "opt_pair", None, doc="tiled convolution: weights repeat every (th, tw) positions"),
-     Attr("bias", "bool", True)),
+     Attr("bias", "bool", True), Attr("init", "init", None, doc=_INIT_DOC)),
     shape=lambda a, ins: _window_shape(a, ins, a["out_channels"], "local"),
     params=_local_params, macs=_local_macs,
     flops=lambda a, ins, out: 2 * _local_macs(a, ins, out) + _bias_flops(a, out),
@@ -755,7 +757,7 @@ STRUCTURE = [
            rf=None, saves=(), properties=_TRANSPARENT, doc="[C, H, W] -> [C*H*W]"),
     OpSpec("linear", "structure",
            (Attr("out", "pos_int"), Attr("bias", "bool", True), Attr("trainable", "bool", True),
-            Attr("weights", "weights", None)),
+            Attr("weights", "weights", None), Attr("init", "init", None, doc=_INIT_DOC)),
            shape=_linear_shape, params=_linear_params,
            macs=lambda a, ins, out: ins[0][0] * a["out_features"],
            flops=lambda a, ins, out: 2 * ins[0][0] * a["out_features"] + (a["out_features"] if a["bias"] else 0),

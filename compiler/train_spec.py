@@ -17,6 +17,7 @@ from typing import Any
 from ..dsl import ast
 from ..dsl.source import CnncError, Loc, did_you_mean
 from .attrs import describe
+from .lints import softmax_cross_entropy_lints
 from .train_vocab import KEYS, Family, Invalid
 
 
@@ -53,6 +54,8 @@ class TrainConfig:
     val: float | None = None
     classes: tuple[str, ...] | None = None
     sync_bn: bool = False
+    test: float | None = None
+    init: Spec | None = None
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
@@ -161,14 +164,14 @@ def set_key(cfg: TrainConfig, key: str, value: Any, loc: Loc | None) -> TrainCon
         if isinstance(value, str):  # a path: the kind follows from what is there
             value = Spec("path", (value,))
         return replace(cfg, data=_spec(value, family, loc))
-    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "classes", "sync_bn"):
+    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "test", "classes", "sync_bn"):
         v = _plain(key, value, loc)
-        return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val") else v})
+        return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val", "test") else v})
     if key == "lr":
         opts = dict(cfg.optimizer.kwargs)
         opts["lr"] = float(_plain(key, value, loc))
         return replace(cfg, optimizer=Spec(cfg.optimizer.name, cfg.optimizer.args, tuple(opts.items())))
-    if key in ("loss", "optimizer", "schedule"):
+    if key in ("loss", "optimizer", "schedule", "init"):
         return replace(cfg, **{key: _spec(value, family, loc)})
     if key == "augment":
         return replace(cfg, augment=_specs(value, family, loc))
@@ -197,4 +200,6 @@ def validate_train(section: ast.Train, net: Any = None) -> TrainConfig:
         seen[entry.key] = entry.loc
         cfg = set_key(cfg, entry.key, _value(entry.value), entry.value.loc)
     cfg.locs = seen
+    if net is not None:
+        net.warnings.extend(softmax_cross_entropy_lints(net, cfg.loss.name))
     return cfg

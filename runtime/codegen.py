@@ -497,7 +497,8 @@ def parameter_store(net: Network, specs: dict, checkpoint: str | None) -> tuple[
     """The unfused store: a `cnnc run` checkpoint's parameters, or the seeded initial weights."""
     if checkpoint is None:
         seed = net.train.seed if net.train is not None else 0
-        return initial_parameters(net, specs, seed), f"initial weights, seed {seed}"
+        init = net.train.init if net.train is not None else None
+        return initial_parameters(net, specs, seed, init=init), f"initial weights, seed {seed}"
     expected = {f"{owner}.{p}": np.broadcast_to(np.float32(0), tuple(int(d) for d in spec.shape))
                 for owner, ps in specs.items() for p, spec in ps.items()}  # shapes only, no memory
     store = checkpoints.fit(checkpoints.load(checkpoint), expected,

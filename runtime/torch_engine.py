@@ -170,7 +170,7 @@ class TorchEngine:
         text, cls = module_source(net, "", "cnnc run --engine torch", torch)
         self.generated = load_module(text)
         model = getattr(self.generated, cls)()
-        initial = initial_parameters(net, compiled.analysis.params, cfg.seed)
+        initial = initial_parameters(net, compiled.analysis.params, cfg.seed, init=cfg.init)
         model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in initial.items()})
         if cfg.sync_bn and self.world.size > 1:
             _check_sync_bn(net)

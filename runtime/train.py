@@ -18,6 +18,7 @@ the train section reaches its factory through the train vocabulary
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -38,6 +39,7 @@ from ..dsl.source import CnncError
 from . import checkpoint
 from . import data as data_mod
 from . import preprocess
+from . import standard_datasets
 from .augment import make_augment
 from .kernels import shards
 from .engines import make_engine
@@ -149,6 +151,16 @@ DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
 }
 
 
+def _standard_loader(name: str) -> Callable[..., data_mod.Dataset]:
+    def load(compiled) -> data_mod.Dataset:
+        return standard_datasets.load_standard(name)
+    return load
+
+
+# The standard data sets by name (mnist, cifar10, ...): downloaded on first use.
+DATA_LOADERS.update({name: _standard_loader(name) for name in standard_datasets.STANDARD})
+
+
 def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
               records: list[dict] | None = None):
     """The dataset for a run, split, preprocessed and checked against the network.
@@ -159,6 +171,7 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     spec = cfg.data
     opts = _spec_options(spec)
     val = opts.pop("val", None)
+    test = opts.pop("test", None)
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
     if data_override is not None:
@@ -168,8 +181,8 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
     val = cfg.val if cfg.val is not None else val
-    if val:
-        ds = data_mod.split_validation(ds, float(val), cfg.seed)
+    test = cfg.test if cfg.test is not None else test
+    ds = data_mod.split_holdout(ds, val, test, cfg.seed)
     if records is None:
         records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
     ds = _preprocessed(ds, records)
@@ -280,7 +293,7 @@ class NumpyEngine:
         self.cfg, self.is_weight = cfg, is_weight
         self.threads = max(1, threads if threads is not None else min(SHARDS, os.cpu_count() or 1))
         self._executor: ThreadPoolExecutor | None = None
-        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed)
+        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed, init=cfg.init)
         trainable = {k: v for k, v in self.plan.params.items() if k in self.plan.trainable}
         self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=base_lr, **hyper)
         self._grads: dict[str, np.ndarray] = {}
@@ -432,6 +445,7 @@ class Trainer:
                     self._resume()
                 elif self.main:
                     run_dir.claim(overwrite)
+                    self._record_split()
                 if started is not None and self.main:
                     started()
                 return self._run_epochs(run_dir)
@@ -515,6 +529,36 @@ class Trainer:
                 "preprocess": self.ds.meta.get("preprocess", []), "classes": self.class_names}
         checkpoint.save_training_state(path, self.engine.params(), self.engine.optimizer_state(), meta)
 
+    SPLIT_FILE = "split.json"
+
+    def _record_split(self) -> None:
+        """The held-out split (fractions, seed, indices) goes into OUT/split.json for --resume to check."""
+        path = self.out / self.SPLIT_FILE
+        split = self.ds.meta.get("split")
+        if split is None:
+            if os.path.lexists(path):
+                os.unlink(path)  # an overwritten run's record does not describe this one
+            return
+        files.write_atomic(path, json.dumps(split, separators=(",", ":")), "split record")
+
+    def _check_split(self) -> None:
+        """A resumed run holds out exactly the samples its first epoch held out."""
+        path = self.out / self.SPLIT_FILE
+        split = self.ds.meta.get("split")
+        if not os.path.lexists(path):
+            if split is not None:
+                raise CnncError(f"--resume: the run holds out samples, but {files.describe_path(path)} is missing",
+                                hint="the run directory is incomplete; start the run again")
+            return
+        try:
+            recorded = json.loads(files.read_bytes(path, "split record", 1 << 30))
+        except ValueError:
+            raise CnncError(f"--resume: {files.describe_path(path)} is not valid JSON") from None
+        if recorded != split:
+            raise CnncError(f"--resume: the split recorded in {files.describe_path(path)} differs from the "
+                            "split of this run's data", hint="the data, its val/test fractions or the seed "
+                            "changed since the run started; resume with the same ones")
+
     def _resume(self) -> None:
         """Continue from OUT/last.npz, which rank 0 reads and hands to every process (the other
         machines of a run need not see OUT)."""
@@ -526,10 +570,10 @@ class Trainer:
         self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
         self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
 
-
     def _resume_checkpoint(self, path: Path) -> checkpoint.Checkpoint:
         if not path.exists():
             raise CnncError(f"--resume: no checkpoint at {path}", hint="start the run without --resume first")
+        self._check_split()
         ck = checkpoint.load(path)
         if ck.network != self.compiled.net.name:
             raise CnncError(f"--resume: {path} belongs to network '{ck.meta.get('network')}', "
@@ -566,14 +610,25 @@ def _schedule_spec(spec: Spec) -> Any:
     return (spec.name, opts)
 
 
-def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float) -> None:
+def _clock(seconds: float) -> str:
+    """0:07, 12:34 or 1:02:03."""
+    s = int(round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float, stream=None) -> None:
+    """The epoch's progress bar (on a terminal: the trainer shows it only there) with samples/s and
+    the time left in the epoch, redrawn in place."""
+    stream = stream if stream is not None else sys.stderr
     width = 24
     filled = int(width * b / n)
     acc = f" acc {stats.accuracy:6.2%}" if stats.accuracy is not None else ""
     rate = stats.samples / seconds if seconds > 0 else 0.0
-    sys.stderr.write(f"\r\x1b[2Kepoch {epoch}/{epochs} [{'█' * filled}{'·' * (width - filled)}] "
-                     f"{b}/{n} loss {stats.mean_loss:.4f}{acc} {rate:,.0f} samples/s")
-    sys.stderr.flush()
+    eta = f" ETA {_clock(seconds / b * (n - b))}" if seconds > 0 else ""
+    stream.write(f"\r\x1b[2Kepoch {epoch}/{epochs} [{'█' * filled}{'·' * (width - filled)}] "
+                 f"{b}/{n} loss {stats.mean_loss:.4f}{acc} {rate:,.0f} samples/s{eta}")
+    stream.flush()
 
 
 def _epoch_line(r: dict, epochs: int, samples: int) -> str:

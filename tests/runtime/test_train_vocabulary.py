@@ -117,6 +117,8 @@ def call(name: str, base: str, option: str, value: str) -> str:
 
 # data
 probe("data", "synthetic", "val", {"data": "synthetic(n = 64, classes = 3, val = 0.25)"})
+probe("data", "synthetic", "test", {"data": 'npz("{tmp}/a.npz", test = 0.25)'}, {"data": 'npz("{tmp}/a.npz")'})
+probe("test", "", "", {"test": "0.25"}, {"data": 'npz("{tmp}/a.npz")'})
 probe("data", "synthetic", "limit", {"data": "synthetic(n = 64, classes = 3, limit = 20)"})
 probe("data", "synthetic", "n", {"data": "synthetic(n = 40, classes = 3)"})
 probe("data", "synthetic", "classes", {"data": "synthetic(n = 64, classes = 2)"})
@@ -185,6 +187,15 @@ for name, opt, value, base, net in [
 probe("preprocess", "normalize", "mean", {"preprocess": "normalize(mean = 0.25)"}, {"preprocess": "normalize"})
 probe("preprocess", "normalize", "std", {"preprocess": "normalize(std = 3)"}, {"preprocess": "normalize"})
 probe("preprocess", "scale", "factor", {"preprocess": "scale(factor = 1000)"}, {"preprocess": "scale(factor = 1)"})
+# initialisation: the weights drawn before training differ, so the weights after it do
+for name, opt, value, base in [
+        ("kaiming_normal", "a", "3", ""), ("kaiming_normal", "mode", "fan_out", ""),
+        ("kaiming_uniform", "a", "3", ""), ("kaiming_uniform", "mode", "fan_out", ""),
+        ("xavier_normal", "gain", "3", ""), ("xavier_uniform", "gain", "3", ""),
+        ("normal", "std", "0.5", "std = 0.1"), ("normal", "mean", "0.5", "std = 0.1"),
+        ("uniform", "a", "0.5", "a = 0.1")]:
+    probe("init", name, opt, {"init": call(name, base, opt, value)}, {"init": f"{name}({base})"})
+probe("init", "", "", {"init": "zeros"})
 # plain keys
 for key, value in [("epochs", "3"), ("batch", "8"), ("seed", "2"), ("lr", "0.3"), ("l1", "0.01"), ("l2", "0.1"),
                    ("val", "0.25"), ("early_stop", "1"), ("normalize", "normalize"),
