@@ -105,6 +105,16 @@ def test_penalties_and_batchnorm_take_the_same_first_step(compile_src, tmp_path)
     assert max(relative(pb[k], pa[k]) for k in pa) <= 1e-5
 
 
+def test_the_train_sections_init_gives_both_engines_the_same_weights(compile_src, tmp_path):
+    c = compile_src(program(init="xavier_normal"), allow={"all"})
+    plain = compile_src(program(), allow={"all"})
+    a, b = trainer(c, tmp_path / "np", "numpy"), trainer(c, tmp_path / "pt", "torch")
+    pa, pb = a.engine.params(), b.engine.params()
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+    default = trainer(plain, tmp_path / "default", "torch").engine.params()
+    assert not np.array_equal(pb["conv.weight"], default["conv.weight"])
+
+
 def _metrics(path):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
