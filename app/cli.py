@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the number of cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--kfold", type=int, metavar="K", help="k-fold cross-validation: K models in OUT/fold-1..K and "
+                                                          "their mean ± std (train key kfold)")
+    p.add_argument("--bootstrap", action="store_true", default=None,
+                   help="train on a bootstrap resample of the training split (bagging; train key bootstrap)")
+    p.add_argument("--train", metavar="KEY=VALUE", action="append", default=[],
+                   help="set any train key, e.g. --train optimizer=adam (repeatable)")
 
     p = sub.add_parser("predict", help="predict classes for inputs with a trained checkpoint",
                        description="Run a trained network on inputs and print its predictions.")

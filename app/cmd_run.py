@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .compiler.driver import Compiled
-from .compiler.train_spec import TrainConfig, set_key
+from .compiler.train_spec import TrainConfig, set_key, set_key_text
 from .compiler.train_vocab import DATA, Invalid
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
@@ -25,7 +25,9 @@ def _plural(n: int, noun: str) -> str:
 
 def config_from_args(args: argparse.Namespace, compiled: Compiled) -> TrainConfig:
     cfg = compiled.net.train or TrainConfig()
-    for key in ("epochs", "batch", "seed", "lr"):
+    for assignment in getattr(args, "train", None) or ():
+        cfg = set_key_text(cfg, assignment, "--train")
+    for key in ("epochs", "batch", "seed", "lr", "kfold", "bootstrap"):
         value = getattr(args, key, None)
         if value is not None:
             try:
@@ -56,6 +58,8 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
               f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
     out = Path(args.out) if args.out else Path("runs") / compiled.net.name
+    if cfg.kfold and not args.eval:
+        return _kfold(args, compiled, cfg, out, limit, progress)
     trainer = Trainer(compiled, cfg, out, data_override=args.data, limit=limit, progress=progress,
                       threads=args.threads)
     if args.eval:
@@ -68,6 +72,37 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
               f"lr {trainer.base_lr:g}; checkpoints in {describe_path(trainer.out)}")
     result = trainer.run(resume=args.resume, overwrite=args.overwrite, started=lambda: print(header))
     return 1 if result.non_finite else 0
+
+
+def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: Path, limit: int | None,
+           progress: bool) -> int:
+    """K models, one per fold; each fold's figures and their mean ± std."""
+    from .runtime.kfold import SUMMARY, run_kfold
+    from .runtime.train import Trainer
+
+    def make_trainer(fold_cfg, fold_out, resplit, log):
+        return Trainer(compiled, fold_cfg, fold_out, data_override=args.data, limit=limit, progress=progress,
+                       log=log, threads=args.threads, resplit=resplit)
+
+    def started(n: int) -> None:
+        print(f"{compiled.net.name}: {cfg.kfold}-fold cross-validation of {n:,} training samples (the test "
+              f"split is kept out); {_plural(cfg.epochs, 'epoch')} per fold; folds in {describe_path(out)}")
+    result = run_kfold(compiled, cfg, out, make_trainer, resume=args.resume, overwrite=args.overwrite,
+                       started=started)
+    names = [n for n in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if n in result.summary]
+    print("fold  " + "  ".join(f"{n:>14}" for n in names))
+    for f in result.folds:
+        print(f"{f.index:>4}  " + "  ".join(f"{_figure(n, f.figures[n]):>14}" for n in names))
+    print("mean  " + "  ".join(f"{_figure(n, result.summary[n]['mean']):>14}" for n in names))
+    print(" std  " + "  ".join(f"{_figure(n, result.summary[n]['std']):>14}" for n in names))
+    print(f"wrote {describe_path(out / SUMMARY)}")
+    return 1 if any(f.non_finite for f in result.folds) else 0
+
+
+def _figure(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if name.endswith("accuracy") else f"{value:.4f}"
 
 
 def _evaluate(trainer, path: str) -> int:

@@ -4,7 +4,8 @@ Builds the data (load, split, preprocess, check against the network), the
 plan, the loss, optimizer and schedule from a validated `TrainConfig`, then
 trains epoch by epoch: progress on stderr, one summary line per epoch,
 `metrics.jsonl`, an atomic `last.npz` after every epoch and `best.npz` when
-validation improves. Every random draw of epoch e comes from generators
+validation improves (and, with `snapshots`, `snapshot-K.npz` at the end of
+each warm-restart cycle). Every random draw of epoch e comes from generators
 seeded with (seed, e), so a run resumed from `last.npz` ends with the same
 weights, bit for bit, as one that was never interrupted. A non-finite loss,
 or parameters that are no longer finite at the end of an epoch, stop the run
@@ -37,6 +38,7 @@ from ..dsl.source import CnncError
 from . import checkpoint
 from . import data as data_mod
 from . import preprocess
+from . import resampling
 from .augment import make_augment
 from .kernels import shards
 from .evaluation import Confusion, report
@@ -142,11 +144,13 @@ DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
 
 
 def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
-              records: list[dict] | None = None):
+              records: list[dict] | None = None, resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
     """The dataset for a run, split, preprocessed and checked against the network.
 
-    The preprocessing is fitted on the training split, unless `records` (from a
-    checkpoint) say what it was; either way the records end in `ds.meta["preprocess"]`.
+    `resplit` (a k-fold's fold) re-divides the splits before anything is fitted; `bootstrap`
+    then resamples the training split. The preprocessing is fitted on the training split,
+    unless `records` (from a checkpoint) say what it was; either way the records end in
+    `ds.meta["preprocess"]`.
     """
     spec = cfg.data
     opts = _spec_options(spec)
@@ -162,6 +166,7 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     val = cfg.val if cfg.val is not None else val
     if val:
         ds = data_mod.split_validation(ds, float(val), cfg.seed)
+    ds = resampling.resample(ds, resplit, cfg.bootstrap, cfg.seed)
     if records is None:
         records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
     ds = _preprocessed(ds, records)
@@ -264,12 +269,12 @@ def _shard(plan: Plan, loss_fn, xb, yb, rng, weight: float):
 class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
-                 threads: int | None = None):
+                 threads: int | None = None, resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
         self.threads = max(1, threads if threads is not None else min(SHARDS, os.cpu_count() or 1))
         self._executor: ThreadPoolExecutor | None = None
         self.progress, self.log = progress, log
-        self.ds, self.loss = load_data(cfg, compiled, data_override, limit)
+        self.ds, self.loss = load_data(cfg, compiled, data_override, limit, resplit=resplit)
         self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed)
         hyper = _spec_options(cfg.optimizer)
         if "betas" in hyper:
@@ -279,6 +284,9 @@ class Trainer:
         self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=self.base_lr, **hyper)
         sched = cfg.schedule
         self.schedule = make_schedule(_schedule_spec(sched) if sched else None, self.base_lr, cfg.epochs)
+        if cfg.snapshots and not self.schedule.restarts:
+            raise CnncError("snapshots = true needs a schedule with warm restarts", cfg.locs.get("snapshots"),
+                            "e.g. schedule = cosine_restarts(T_0 = 5): a snapshot is kept at the end of each cycle")
         self.augment = make_augment([(a.name, _spec_options(a)) for a in cfg.augment]) if cfg.augment else None
         ops = {n.name: n.op for n in compiled.net.layers()}
         self.is_weight = weight_predicate(ops)
@@ -393,6 +401,8 @@ class Trainer:
             self._save(self.out / "last.npz")
             if improved:
                 self._save(self.out / "best.npz")
+            if self.cfg.snapshots and self.schedule.cycle_end(epoch):
+                self._save(self.out / snapshot_name(self.schedule, epoch))
             self.log(_epoch_line(record, self.cfg.epochs, train.samples))
             result.epochs_run = self.epoch
             if self.cfg.early_stop and self.bad_epochs >= self.cfg.early_stop.options["patience"]:
@@ -456,6 +466,11 @@ class Trainer:
         self.schedule.load_state_dict(ck.schedule)
         self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
         self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
+
+
+def snapshot_name(schedule, epoch: int) -> str:
+    """snapshot-K.npz for the K-th cycle ending at `epoch` (counted from the schedule: resuming agrees)."""
+    return f"snapshot-{sum(schedule.cycle_end(e) for e in range(epoch + 1))}.npz"
 
 
 class NonFinite(Exception):
