@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   cnnc compile examples/unet.cnn --input x=1x576x576
   cnnc compile examples/resnet50.cnn --format json > resnet50.json
   cnnc run examples/lenet5.cnn --epochs 2 --out runs/lenet
+  cnnc search examples/lenet5.cnn --grid lr=0.01,0.003 --workers 2
   cnnc viz examples/resnet18.cnn -o resnet18.svg
   cnnc export examples/lenet5.cnn --to torch -o lenet5.py
 """
@@ -91,6 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on a bootstrap resample of the training split (bagging; train key bootstrap)")
     p.add_argument("--train", metavar="KEY=VALUE", action="append", default=[],
                    help="set any train key, e.g. --train optimizer=adam (repeatable)")
+
+    p = sub.add_parser("search", help="hyper-parameter search: a grid or random trials, in parallel",
+                       description="Train one model per trial of a grid (or N random draws) over network parameters "
+                                   "and train keys, each in its own run directory; print them ranked and the best "
+                                   "as the command that reproduces it.",
+                       epilog="distributions for --random: uniform(a, b), loguniform(a, b), randint(a, b), "
+                              "choice(v1, v2, ...); docs/model_selection.md")
+    _common_compile_args(p)
+    p.add_argument("--grid", metavar="NAME=V1,V2", action="append", default=[],
+                   help="an axis: a network parameter or a train key and its values, or with --random a "
+                        "distribution such as lr=loguniform(1e-4, 1e-1) (repeatable)")
+    p.add_argument("--random", type=int, metavar="N", help="N random trials instead of the whole grid")
+    p.add_argument("--draw-seed", type=int, default=0, metavar="S", help="seed of the random draws (default 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="trials run at once, each in its own "
+                                                                       "process (default 1)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the trials on this Dask cluster "
+                                                                  "(pip install 'cnnc[dask]')")
+    p.add_argument("--metric", help="rank by val_accuracy, val_loss, train_accuracy, train_loss, test_accuracy "
+                                    "or test_loss (default: the first of these, validation first, that every "
+                                    "trial reports)")
+    p.add_argument("--halving", type=int, metavar="ETA", help="successive halving: only the best 1/ETA of the "
+                                                              "trials train on to ETA times more epochs")
+    p.add_argument("--train", metavar="KEY=VALUE", action="append", default=[],
+                   help="set a train key for every trial (repeatable)")
+    p.add_argument("--data", metavar="PATH", help="the data for every trial (as cnnc run --data)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
+    p.add_argument("--threads", type=int, metavar="N", help="threads per trial (default 1)")
+    p.add_argument("--out", metavar="DIR", help="where trials and results.jsonl go (default runs/search-FILE)")
+    p.add_argument("--resume", action="store_true", help="run only the trials results.jsonl lacks")
+    p.add_argument("--overwrite", action="store_true", help="replace the search already in OUT")
 
     p = sub.add_parser("predict", help="predict classes for inputs with a trained checkpoint",
                        description="Run a trained network on inputs and print its predictions.")
@@ -199,6 +230,11 @@ def cmd_predict(args) -> int:
     return predict(args, _compile(args))
 
 
+def cmd_search(args) -> int:
+    from .cmd_search import search
+    return search(args)
+
+
 def cmd_viz(args) -> int:
     from .cmd_viz import check_flags, viz
     check_flags(args)  # before compiling: a flag mistake is reported first
@@ -216,7 +252,8 @@ def cmd_apply(args) -> int:
     return apply(args)
 
 
-COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz,
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "search": cmd_search,
+            "viz": cmd_viz,
             "apply": cmd_apply, "export": cmd_export}
 
 

@@ -94,7 +94,8 @@ def run_kfold(compiled, cfg: TrainConfig, out: Path, make_trainer: Callable[...,
             result = trainer.run(resume=again, overwrite=overwrite)
             last = result.history[-1] if result.history else {}
             folds.append(Fold(i + 1, len(trainer.ds.train), len(trainer.ds.val), result.epochs_run,
-                              {name: _finite(last.get(name)) for name in FIGURES}, str(fold_out), result.stopped, result.non_finite))
+                              {name: _finite(last.get(name)) for name in FIGURES}, str(fold_out), result.stopped,
+                              result.non_finite))
         kf = KFoldResult(folds, summarize(folds))
         text = json.dumps(kf.as_json(), indent=1, allow_nan=False, default=_plain) + "\n"
         files.write_atomic(out / SUMMARY, text.encode("utf-8"), "k-fold summary")
