@@ -46,6 +46,13 @@ def _common_compile_args(p: argparse.ArgumentParser) -> None:
                    help="silence a warning by its name, e.g. --allow dropped-pixels, or --allow all")
 
 
+def _ensemble_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--member", nargs=2, metavar=("FILE", "CHECKPOINT"), action="append", default=[],
+                   help="an ensemble member of another network: its .cnn file and checkpoint (repeatable)")
+    p.add_argument("--combine", choices=("mean", "vote"), help="how members combine: mean of probabilities "
+                                                               "(default) or majority vote")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnc", description="Compile, analyse, train and draw convolutional networks written in .cnn files.",
@@ -133,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, metavar="N", help="at most N rows of the test split")
     p.add_argument("-o", "--output", metavar="DIR", help="for a segmentation network: write each predicted mask "
                                                         "as a palette PNG into DIR")
+    _ensemble_args(p)
+    p.add_argument("--ensemble", metavar="CHECKPOINT", action="append", default=[],
+                   help="another checkpoint of this network: predict with the ensemble (repeatable)")
+
+    p = sub.add_parser("evaluate", help="score checkpoints on the test split, alone and as an ensemble",
+                       description="Score each checkpoint on the test split (else validation) and, given several, "
+                                   "their ensemble beside them.")
+    _common_compile_args(p)
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints of this file's network")
+    _ensemble_args(p)
+    p.add_argument("--data", metavar="PATH", help="evaluate on this data instead of the train section's")
 
     p = sub.add_parser("apply", help="run a network on images and write its output as images",
                        description="Run a network (fixed filters, or trained weights with --checkpoint) on "
@@ -235,6 +253,11 @@ def cmd_search(args) -> int:
     return search(args)
 
 
+def cmd_evaluate(args) -> int:
+    from .cmd_evaluate import evaluate
+    return evaluate(args, _compile(args))
+
+
 def cmd_viz(args) -> int:
     from .cmd_viz import check_flags, viz
     check_flags(args)  # before compiling: a flag mistake is reported first
@@ -252,7 +275,7 @@ def cmd_apply(args) -> int:
     return apply(args)
 
 
-COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "search": cmd_search,
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "search": cmd_search, "evaluate": cmd_evaluate,
             "viz": cmd_viz,
             "apply": cmd_apply, "export": cmd_export}
 

@@ -114,12 +114,11 @@ def _evaluate(trainer, path: str) -> int:
 
 
 def predict(args: argparse.Namespace, compiled: Compiled) -> int:
-    from .runtime.predict import predict as run_predictions
     if args.top < 1:
         raise CnncError(f"--top {args.top}: must be at least 1")
     if args.limit < 1:
         raise CnncError(f"--limit {args.limit}: must be at least 1")
-    p = run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
+    p = _predictions(args, compiled)
     if p.probabilities.ndim > 2:
         return _print_masks(args, p)
     if args.output:
@@ -135,6 +134,19 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
         truth = f"  [label {named(int(p.labels[i]))}]" if p.labels is not None else ""
         print(f"{describe_path(name)}: {guesses}{truth}")
     return 0
+
+
+def _predictions(args: argparse.Namespace, compiled: Compiled):
+    """One checkpoint's predictions, or (with --ensemble / --member) the ensemble's."""
+    from .runtime.predict import predict as run_predictions
+    if not args.ensemble and not args.member:
+        if args.combine is not None:
+            raise CnncError(f"--combine {args.combine}: an ensemble needs --ensemble or --member checkpoints")
+        return run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
+    from .cmd_evaluate import members
+    from .runtime.ensemble import predict_ensemble
+    group = members(args, compiled, [args.checkpoint, *args.ensemble])
+    return predict_ensemble(group, args.inputs, args.limit, args.combine or "mean")
 
 
 def _print_masks(args: argparse.Namespace, p) -> int:
