@@ -66,6 +66,7 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
         return _evaluate(trainer, args.eval)
     ds = trainer.ds
     header = (f"{compiled.net.name}: {len(ds.train):,} training samples"
+              + (" (a bootstrap resample)" if cfg.bootstrap else "")
               + (f", {len(ds.val):,} validation" if ds.val is not None else "")
               + (f", {len(ds.test):,} test" if ds.test is not None else "")
               + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "

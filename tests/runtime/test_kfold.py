@@ -120,3 +120,17 @@ def test_kfold_in_the_train_section_and_a_val_beside_it_is_located(write, capsys
     assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{path}:8:5: error: kfold = 3 and val = 0.1"), err
+
+
+def test_bootstrap_trains_on_a_resample_of_the_training_split(write, tmp_path, capsys):
+    path = write(SMALL)
+    c = compile_file(path)
+    plain = Trainer(c, c.net.train, tmp_path / "a", limit=200, progress=False)
+    bagged = Trainer(c, set_key(c.net.train, "bootstrap", True, None), tmp_path / "b", limit=200, progress=False)
+    assert len(bagged.ds.train) == len(plain.ds.train) == 200
+    rows = [r.tobytes() for r in bagged.ds.train.x.reshape(200, -1)]
+    assert len(set(rows)) < 160                                          # drawn with replacement
+    assert set(rows) <= _rows(plain.ds.train.x)                          # only training samples
+    assert (bagged.ds.test.x == plain.ds.test.x).all()                   # the test split untouched
+    assert main(["run", str(path), "--bootstrap", "--limit", "100", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "100 training samples (a bootstrap resample)" in capsys.readouterr().out
