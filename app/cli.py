@@ -1,4 +1,4 @@
-"""The `cnnc` command line: check, compile, run, predict, viz, export.
+"""The `cnnc` command line: check, compile, run, search, predict, evaluate, apply, viz, export.
 
 Exit status 0 on success, 1 on a user error (printed as a located
 diagnostic, never a traceback), 2 on bad command-line usage (argparse).
@@ -275,9 +275,9 @@ def cmd_apply(args) -> int:
     return apply(args)
 
 
-COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "search": cmd_search, "evaluate": cmd_evaluate,
-            "viz": cmd_viz,
-            "apply": cmd_apply, "export": cmd_export}
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict,
+            "search": cmd_search, "evaluate": cmd_evaluate, "viz": cmd_viz, "apply": cmd_apply,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ which starts from its epoch 0 with the remaining epochs (SequentialLR with one
 milestone). `make_schedule(spec, base_lr, epochs)` accepts a name, a
 `(name, kwargs)` pair or a `{"name": ..., **kwargs}` dict, nested for
 `warmup(then=...)`; `cosine_restarts` (SGDR) also says which epochs end a
-cycle (`cycle_end`), where snapshot ensembles keep a checkpoint; `state_dict()` holds plain numbers only, for JSON metadata.
+cycle (`cycle_end`), where snapshot ensembles keep a checkpoint;
+`state_dict()` holds plain numbers only, for JSON metadata.
 Names, options, aliases (`every`, `min_lr`) and required options come from the
 train vocabulary (compiler/train_vocab.py `SCHEDULE`); each class's
 constructor takes exactly its entry's options, under their runtime names.

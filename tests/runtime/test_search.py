@@ -149,7 +149,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(write, tmp_path, cap
 def test_resume_after_a_kill_runs_only_the_missing_trials(write, tmp_path):
     path = write(SMALL.replace("epochs = 1", "epochs = 2"))
     out = tmp_path / "search"
-    argv = ["search", str(path), "--grid", "lr=0.01,0.003", "--grid", "width=8,16", "--workers", "1",
+    argv = ["search", str(path), "--grid", "lr=0.01,0.003", "--grid", "width=8,16", "--workers", "2",
             "--limit", "1500", "--out", str(out)]
     proc = _cnnc(*argv, start_new_session=True)
     deadline = time.monotonic() + 120
