@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .compiler.driver import Compiled
-from .compiler.train_spec import TrainConfig, set_key
+from .compiler.train_spec import TrainConfig, set_key, set_key_text
 from .compiler.train_vocab import DATA, Invalid
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
@@ -26,7 +26,9 @@ def _plural(n: int, noun: str) -> str:
 
 def config_from_args(args: argparse.Namespace, compiled: Compiled) -> TrainConfig:
     cfg = compiled.net.train or TrainConfig()
-    for key in ("epochs", "batch", "seed", "lr"):
+    for assignment in getattr(args, "train", None) or ():
+        cfg = set_key_text(cfg, assignment, "--train")
+    for key in ("epochs", "batch", "seed", "lr", "kfold", "bootstrap"):
         value = getattr(args, key, None)
         if value is not None:
             try:
@@ -53,6 +55,9 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
     cfg = config_from_args(args, compiled)
     limit = _limit(args)
     if _processes(args) > 1:
+        if cfg.kfold:
+            raise CnncError(f"--nproc {args.nproc}: k-fold cross-validation trains its folds in one process",
+                            hint="drop --nproc, or train one fold's configuration without kfold")
         from .launch import launch
         return launch(args.argv, args.nproc)
     if compiled.net.train is None and os.environ.get("RANK", "0") == "0":
@@ -60,12 +65,15 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
               f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
     out = Path(args.out) if args.out else Path("runs") / compiled.net.name
+    if cfg.kfold and not args.eval:
+        return _kfold(args, compiled, cfg, out, limit, progress)
     trainer = Trainer(compiled, cfg, out, data_override=args.data, limit=limit, progress=progress,
                       threads=args.threads, engine=args.engine, device=args.device)
     if args.eval:
         return _evaluate(trainer, args.eval)
     ds = trainer.ds
     header = (f"{compiled.net.name}: {len(ds.train):,} training samples"
+              + (" (a bootstrap resample)" if cfg.bootstrap else "")
               + (f", {len(ds.val):,} validation" if ds.val is not None else "")
               + (f", {len(ds.test):,} test" if ds.test is not None else "")
               + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
@@ -95,6 +103,37 @@ def _processes(args: argparse.Namespace) -> int:
     return args.nproc
 
 
+def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: Path, limit: int | None,
+           progress: bool) -> int:
+    """K models, one per fold; each fold's figures and their mean ± std."""
+    from .runtime.kfold import SUMMARY, run_kfold
+    from .runtime.train import Trainer
+
+    def make_trainer(fold_cfg, fold_out, resplit, log):
+        return Trainer(compiled, fold_cfg, fold_out, data_override=args.data, limit=limit, progress=progress,
+                       log=log, threads=args.threads, resplit=resplit, engine=args.engine, device=args.device)
+
+    def started(n: int) -> None:
+        print(f"{compiled.net.name}: {cfg.kfold}-fold cross-validation of {n:,} training samples (the test "
+              f"split is kept out); {_plural(cfg.epochs, 'epoch')} per fold; folds in {describe_path(out)}")
+    result = run_kfold(compiled, cfg, out, make_trainer, resume=args.resume, overwrite=args.overwrite,
+                       started=started)
+    names = [n for n in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if n in result.summary]
+    print("fold  " + "  ".join(f"{n:>14}" for n in names))
+    for f in result.folds:
+        print(f"{f.index:>4}  " + "  ".join(f"{_figure(n, f.figures[n]):>14}" for n in names))
+    print("mean  " + "  ".join(f"{_figure(n, result.summary[n]['mean']):>14}" for n in names))
+    print(" std  " + "  ".join(f"{_figure(n, result.summary[n]['std']):>14}" for n in names))
+    print(f"wrote {describe_path(out / SUMMARY)}")
+    return 1 if any(f.non_finite for f in result.folds) else 0
+
+
+def _figure(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if name.endswith("accuracy") else f"{value:.4f}"
+
+
 def _evaluate(trainer, path: str) -> int:
     from .runtime.predict import evaluate
     e = evaluate(trainer, path)
@@ -104,7 +143,6 @@ def _evaluate(trainer, path: str) -> int:
 
 
 def predict(args: argparse.Namespace, compiled: Compiled) -> int:
-    from .runtime.predict import predict as run_predictions
     if args.top < 1:
         raise CnncError(f"--top {args.top}: must be at least 1")
     if args.limit < 1:
@@ -112,7 +150,7 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
     overlay = getattr(args, "overlay", False)
     if overlay and not args.output:
         raise CnncError("--overlay: needs -o DIR, the folder the overlays (and masks) are written to")
-    p = run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
+    p = _predictions(args, compiled)
     if p.probabilities.ndim > 2:
         return _print_masks(args, p)
     if overlay:
@@ -131,6 +169,19 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
         truth = f"  [label {named(int(p.labels[i]))}]" if p.labels is not None else ""
         print(f"{describe_path(name)}: {guesses}{truth}")
     return 0
+
+
+def _predictions(args: argparse.Namespace, compiled: Compiled):
+    """One checkpoint's predictions, or (with --ensemble / --member) the ensemble's."""
+    from .runtime.predict import predict as run_predictions
+    if not args.ensemble and not args.member:
+        if args.combine is not None:
+            raise CnncError(f"--combine {args.combine}: an ensemble needs --ensemble or --member checkpoints")
+        return run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
+    from .cmd_evaluate import members
+    from .runtime.ensemble import predict_ensemble
+    group = members(args, compiled, [args.checkpoint, *args.ensemble])
+    return predict_ensemble(group, args.inputs, args.limit, args.combine or "mean")
 
 
 def _print_masks(args: argparse.Namespace, p) -> int:

@@ -56,6 +56,9 @@ class TrainConfig:
     sync_bn: bool = False
     test: float | None = None
     init: Spec | None = None
+    kfold: int | None = None
+    bootstrap: bool = False
+    snapshots: bool = False
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
@@ -164,7 +167,8 @@ def set_key(cfg: TrainConfig, key: str, value: Any, loc: Loc | None) -> TrainCon
         if isinstance(value, str):  # a path: the kind follows from what is there
             value = Spec("path", (value,))
         return replace(cfg, data=_spec(value, family, loc))
-    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "test", "classes", "sync_bn"):
+    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "test", "classes", "sync_bn", "kfold", "bootstrap",
+               "snapshots"):
         v = _plain(key, value, loc)
         return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val", "test") else v})
     if key == "lr":
@@ -203,3 +207,25 @@ def validate_train(section: ast.Train, net: Any = None) -> TrainConfig:
     if net is not None:
         net.warnings.extend(softmax_cross_entropy_lints(net, cfg.loss.name))
     return cfg
+
+
+def set_key_text(cfg: TrainConfig, assignment: str, flag: str) -> TrainConfig:
+    """`KEY=VALUE` from the command line (`--train`, `cnnc search --grid`): the value is read as a
+    train section's line would be and checked by `set_key`; an error names the flag."""
+    from ..dsl.parser import parse
+    key, sep, text = assignment.partition("=")
+    key, text = key.strip(), text.strip()
+    try:
+        if not sep or not key or not text:
+            raise CnncError("expected KEY=VALUE, e.g. optimizer=adam or lr=0.01")
+        if key not in KEYS:
+            set_key(cfg, key, None, None)  # raises the unknown-key error with its suggestion
+        if "\n" in text or "\r" in text:
+            raise CnncError("the value must be one line")
+        program = parse(f"train _ {{\n    {key} = {text}\n}}\n", flag)
+        entries = program.items[0].entries if len(program.items) == 1 else ()
+        if len(entries) != 1 or not isinstance(program.items[0], ast.Train):
+            raise CnncError("expected one KEY=VALUE")
+        return set_key(cfg, key, _value(entries[0].value), None)
+    except CnncError as err:
+        raise CnncError(f"{flag} {assignment}: {err.message}", hint=err.hint) from None

@@ -327,6 +327,10 @@ SCHEDULE = Family("schedule", "schedule", _entries(
     Entry("cosine", "cosine annealing", (
         Option("T_max", integer(1), None, "half period in epochs (default: the run)"),
         Option("eta_min", NON_NEGATIVE, 0.0, "the lowest rate", aliases=("min_lr",)))),
+    Entry("cosine_restarts", "cosine annealing with warm restarts (SGDR): cycles of T_0, T_0*T_mult, ... epochs", (
+        Option("T_0", integer(1), REQUIRED, "epochs of the first cycle"),
+        Option("T_mult", integer(1), 1, "each cycle is this many times longer than the one before"),
+        Option("eta_min", NON_NEGATIVE, 0.0, "the lowest rate", aliases=("min_lr",))), ("T_0",)),
     Entry("plateau", "cut the rate when the validation loss stops improving", (
         Option("mode", choice("min", "max"), "min", "whether lower or higher is better"),
         Option("factor", number(0, 1, low_open=True, high_open=True), 0.1, "the factor of each cut"),
@@ -417,6 +421,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("test", "test fraction of the training split, for data without a test split", UNIT_OPEN),
     Key("init", "the initialisation of conv, deconv, local and linear weights (default: He-normal before "
                 "rectifiers, Xavier-uniform otherwise)", family=INIT),
+    Key("kfold", "k-fold cross-validation: train K models, each validated on one K-th of the training split",
+        integer(2, 1000)),
+    Key("bootstrap", "train on a bootstrap resample of the training split (bagging)", boolean, False),
+    Key("snapshots", "keep a checkpoint snapshot-K.npz at the end of each cosine_restarts cycle", boolean, False),
 )}
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS, INIT)}

@@ -4,7 +4,8 @@ Builds the data (load, split, preprocess, check against the network), the
 plan, the loss, optimizer and schedule from a validated `TrainConfig`, then
 trains epoch by epoch: progress on stderr, one summary line per epoch,
 `metrics.jsonl`, an atomic `last.npz` after every epoch and `best.npz` when
-validation improves. Every random draw of epoch e comes from generators
+validation improves (and, with `snapshots`, `snapshot-K.npz` at the end of
+each warm-restart cycle). Every random draw of epoch e comes from generators
 seeded with (seed, e), so a run resumed from `last.npz` ends with the same
 weights, bit for bit, as one that was never interrupted. A non-finite loss,
 or parameters that are no longer finite at the end of an epoch, stop the run
@@ -40,6 +41,7 @@ from . import checkpoint
 from . import data as data_mod
 from . import preprocess
 from . import standard_datasets
+from . import resampling
 from .augment import make_augment
 from .kernels import shards
 from .engines import make_engine
@@ -162,11 +164,13 @@ DATA_LOADERS.update({name: _standard_loader(name) for name in standard_datasets.
 
 
 def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
-              records: list[dict] | None = None):
+              records: list[dict] | None = None, resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
     """The dataset for a run, split, preprocessed and checked against the network.
 
-    The preprocessing is fitted on the training split, unless `records` (from a
-    checkpoint) say what it was; either way the records end in `ds.meta["preprocess"]`.
+    `resplit` (a k-fold's fold) re-divides the splits before anything is fitted; `bootstrap`
+    then resamples the training split. The preprocessing is fitted on the training split,
+    unless `records` (from a checkpoint) say what it was; either way the records end in
+    `ds.meta["preprocess"]`.
     """
     spec = cfg.data
     opts = _spec_options(spec)
@@ -183,6 +187,7 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     val = cfg.val if cfg.val is not None else val
     test = cfg.test if cfg.test is not None else test
     ds = data_mod.split_holdout(ds, val, test, cfg.seed)
+    ds = resampling.resample(ds, resplit, cfg.bootstrap, cfg.seed)
     if records is None:
         records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
     ds = _preprocessed(ds, records)
@@ -343,9 +348,10 @@ class NumpyEngine:
 class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
-                 threads: int | None = None, engine: str = "numpy", device: str | None = None):
+                 threads: int | None = None, engine: str = "numpy", device: str | None = None,
+                 resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
-        self.ds, self.loss = load_data(cfg, compiled, data_override, limit)
+        self.ds, self.loss = load_data(cfg, compiled, data_override, limit, resplit=resplit)
         hyper = _spec_options(cfg.optimizer)
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
@@ -359,6 +365,9 @@ class Trainer:
         self.progress, self.log = progress and self.main, log if self.main else (lambda line: None)
         sched = cfg.schedule
         self.schedule = make_schedule(_schedule_spec(sched) if sched else None, self.base_lr, cfg.epochs)
+        if cfg.snapshots and not self.schedule.restarts:
+            raise CnncError("snapshots = true needs a schedule with warm restarts", cfg.locs.get("snapshots"),
+                            "e.g. schedule = cosine_restarts(T_0 = 5): a snapshot is kept at the end of each cycle")
         self.augment = make_augment([(a.name, _spec_options(a)) for a in cfg.augment]) if cfg.augment else None
         self.output = compiled.net.outputs[0]
         self.input = next(iter(compiled.net.inputs))
@@ -479,6 +488,8 @@ class Trainer:
                 self._save(self.out / "last.npz")
                 if improved:
                     self._save(self.out / "best.npz")
+                if self.cfg.snapshots and self.schedule.cycle_end(epoch):
+                    self._save(self.out / snapshot_name(self.schedule, epoch))
             self.log(_epoch_line(record, self.cfg.epochs, train.samples))
             result.epochs_run = self.epoch
             if self.cfg.early_stop and self.bad_epochs >= self.cfg.early_stop.options["patience"]:
@@ -592,6 +603,11 @@ class _NoDirectory:
 
     def metrics(self, epoch: int) -> None:
         return None
+
+
+def snapshot_name(schedule, epoch: int) -> str:
+    """snapshot-K.npz for the K-th cycle ending at `epoch` (counted from the schedule: resuming agrees)."""
+    return f"snapshot-{sum(schedule.cycle_end(e) for e in range(epoch + 1))}.npz"
 
 
 class NonFinite(Exception):

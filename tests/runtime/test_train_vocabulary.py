@@ -162,6 +162,8 @@ for name, opt, value, base in [
 for name, opt, value, base in [
         ("step", "step_size", "3", "step_size = 2"), ("step", "gamma", "0.5", "step_size = 2"),
         ("cosine", "T_max", "3", ""), ("cosine", "eta_min", "0.01", ""),
+        ("cosine_restarts", "T_0", "3", "T_0 = 2"), ("cosine_restarts", "T_mult", "2", "T_0 = 2"),
+        ("cosine_restarts", "eta_min", "0.01", "T_0 = 2"),
         ("plateau", "mode", "max", "patience = 0"), ("plateau", "factor", "0.5", "patience = 0"),
         ("plateau", "patience", "2", "patience = 0"), ("plateau", "threshold", "0.2", "patience = 0"),
         ("plateau", "threshold_mode", "abs", "patience = 0, threshold = 0.05"),
@@ -203,8 +205,9 @@ for key, value in [("epochs", "3"), ("batch", "8"), ("seed", "2"), ("lr", "0.3")
                    ("optimizer", "adam"), ("schedule", "step(1)"), ("data", "synthetic(n = 48, classes = 3)"),
                    ("classes", '["circle", "square", "ring"]'),
                    # refused here (no batchnorm); what it changes under --nproc: tests/runtime/test_torch_engine.py
-                   ("sync_bn", "true")]:
+                   ("sync_bn", "true"), ("kfold", "2"), ("bootstrap", "true")]:
     probe(key, "", "", {key: value}, {"optimizer": "sgd(lr = 1e-9)", "epochs": "4"} if key == "early_stop" else None)
+probe("snapshots", "", "", {"snapshots": "true"}, {"schedule": "cosine_restarts(1)"})
 
 METRICS = [1.0, 0.9, 0.89, 0.95, 0.94, 0.93, 0.5, 0.46]
 
@@ -229,6 +232,11 @@ def observe(compile_src, program: str, out) -> dict:
         t = Trainer(c, c.net.train, out, progress=False, log=lambda s: None, threads=1)
     except CnncError as err:
         return {"refused": err.message}
+    if c.net.train.kfold:  # K trainers: what shows is each fold's figures
+        from cnnc.runtime.kfold import run_kfold
+        folds = run_kfold(c, c.net.train, out, lambda cfg, o, resplit, log: Trainer(
+            c, cfg, o, progress=False, log=log, threads=1, resplit=resplit), log=lambda s: None).folds
+        return {"folds": [f.figures for f in folds]}
     ds = t.ds
     seen = {"data": _digest(ds.train.x, ds.train.y, *(s.x for s in (ds.val, ds.test) if s is not None))}
     rates = []
@@ -242,6 +250,7 @@ def observe(compile_src, program: str, out) -> dict:
     seen["epochs"] = result.epochs_run
     seen["weights"] = _digest(*(t.plan.params[k] for k in sorted(t.plan.params)))
     seen["classes"] = t.class_names
+    seen["files"] = sorted(p.name for p in out.iterdir())
     return seen
 
 
