@@ -40,23 +40,22 @@ def conv_grads(x, w, b, attrs, dy):
     return y, dx, grads
 
 
-SHAPES = [  # (kernel, padding, dilation): symmetric, none, asymmetric, wider than 3, dilated
+SHAPES = [  # (kernel, padding, dilation): same-size sweeps, symmetric, asymmetric, wider than 3, dilated
     ((3, 3), ((1, 1), (1, 1)), (1, 1)),
-    ((3, 3), ((0, 0), (0, 0)), (1, 1)),
-    ((3, 3), ((0, 2), (2, 1)), (1, 1)),
+    ((3, 3), ((0, 2), (2, 0)), (1, 1)),
     ((5, 3), ((2, 2), (1, 1)), (1, 1)),
-    ((3, 3), ((2, 2), (1, 0)), (2, 2)),
+    ((3, 3), ((2, 2), (1, 1)), (2, 1)),
 ]
 
 
 @pytest.mark.parametrize("kernel, padding, dilation", SHAPES)
 def test_stride1_data_gradient_by_flipped_kernel_matches_the_scatter(kernel, padding, dilation, monkeypatch):
     rng = np.random.default_rng(0)
-    x = nhwc(rng.standard_normal((3, 8, 9, 10)))
-    w, b = rng.standard_normal((7, 8, *kernel)), rng.standard_normal(7)
+    x = nhwc(rng.standard_normal((3, 16, 9, 10)))
+    w, b = rng.standard_normal((7, 16, *kernel)), rng.standard_normal(7)
     attrs = conv_attrs(7, kernel, padding, dilation)
     win = Window.of((9, 10), kernel, (1, 1), padding, dilation)
-    assert conv_module._transposed_plan(conv_module.ConvPlan(win, 3, 8, 7, 1)) is not None
+    assert conv_module._transposed_plan(conv_module.ConvPlan(win, 3, 16, 7, 1)) is not None
     dy = nhwc(rng.standard_normal((3, 7, *win.out_hw)))
     _, dx, grads = conv_grads(x, w, b, attrs, dy)
     monkeypatch.setattr(conv_module, "_transposed_plan", lambda plan: None)
@@ -66,9 +65,15 @@ def test_stride1_data_gradient_by_flipped_kernel_matches_the_scatter(kernel, pad
     np.testing.assert_allclose(grads["weight"], grads_ref["weight"], rtol=1e-12, atol=1e-12)
 
 
-def test_strided_conv_keeps_the_scatter():
-    win = Window.of((9, 9), (3, 3), (2, 2), ((1, 1), (1, 1)))
-    assert conv_module._transposed_plan(conv_module.ConvPlan(win, 2, 8, 8, 1)) is None
+@pytest.mark.parametrize("shape, c_in", [
+    (((3, 3), ((1, 1), (1, 1)), (2, 2)), 16),       # strided
+    (((5, 5), ((0, 0), (0, 0)), (1, 1)), 16),       # valid: the transposed sweep would be larger
+    (((3, 3), ((1, 1), (1, 1)), (1, 1)), 6),        # few input channels: a thin GEMM
+])
+def test_data_gradient_keeps_the_scatter_where_the_flip_does_not_pay(shape, c_in):
+    kernel, padding, stride = shape
+    win = Window.of((9, 9), kernel, stride, padding)
+    assert conv_module._transposed_plan(conv_module.ConvPlan(win, 2, c_in, 8, 1)) is None
 
 
 def test_channels_first_conv_writes_nhwc_and_reads_either_dy_layout():
