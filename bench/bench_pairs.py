@@ -26,7 +26,14 @@ Training cases: one step (forward, backward, SGD with momentum) as `cnnc run` ta
 (`batch_loss_and_grads` on the trainer's pool, then the optimizer) against PyTorch's loop (zero_grad,
 cross entropy, backward, step). Inference cases: cnnc's fastest eval path (the fused graph with
 batchnorm folded, on its planned arena: what `cnnc predict` runs) against the twin in eval mode under
-`torch.inference_mode`. `--quick` takes fewer triples and skips ResNet-50 at batch 32.
+`torch.inference_mode`. `--quick` takes fewer triples and skips ResNet-50 at batch 32. `--scale`
+runs ResNet-20's training step at batch 8 to 256 and a 4x wider ResNet-20 at batch 64 instead, with
+each side's peak memory.
+
+On a machine shared with other processes, two-thread runs measure the scheduler more than the code:
+a thread descheduled mid-step leaves its partner spinning (OpenBLAS's caller waits for its worker, the
+training shards meet at every batchnorm) while PyTorch's team sleeps. `--threads 1` compares the two
+single-threaded, which load cannot skew that way.
 """
 from __future__ import annotations
 
@@ -76,6 +83,7 @@ class Case:
     batch: int
     size: int | None = None  # rewrite a 3-channel input declaration to 3 x size x size
     quick: bool = True       # part of --quick
+    width: int = 1           # ResNet-20 only: every stage this many times wider
 
 
 CASES = [
@@ -86,6 +94,10 @@ CASES = [
     Case("ResNet-50 infer", "resnet50.cnn", "infer", 1, 224),
     Case("ResNet-50 infer", "resnet50.cnn", "infer", 32, 112, quick=False),
 ]
+
+# --scale: how a training step grows with the batch and with the width (ResNet-20 and a 4x wider one).
+SCALE = [Case("ResNet-20 train", "cifar_resnet20.cnn", "train", b) for b in (8, 32, 64, 128, 256)] + \
+        [Case("ResNet-20x4 train", "cifar_resnet20.cnn", "train", 64, width=4)]
 
 
 # ------------------------------------------------------------------ statistics
@@ -143,9 +155,13 @@ def gemm_runner(flops: int) -> Callable[[], None]:
 # -------------------------------------------------------------------- builders
 def compile_case(case: Case, tmp: Path):
     path = EXAMPLES / case.example
-    if case.size is not None:
-        text = re.sub(r"input x: \[3, \d+, \d+\]", f"input x: [3, {case.size}, {case.size}]", path.read_text())
-        path = tmp / f"{case.size}_{case.example}"
+    if case.size is not None or case.width != 1:
+        text = path.read_text()
+        if case.size is not None:
+            text = re.sub(r"input x: \[3, \d+, \d+\]", f"input x: [3, {case.size}, {case.size}]", text)
+        if case.width != 1:     # CIFAR ResNet-20's three stages (and stem) of 16, 32, 64 channels
+            text = re.sub(r"(conv_bn_relu|stage)\((16|32|64)\b", lambda m: f"{m[1]}({int(m[2]) * case.width}", text)
+        path = tmp / f"{case.size}_{case.width}_{case.example}"
         path.write_text(text)
         for dep in re.findall(r'import "([^"]+)"', text):
             (tmp / dep).write_text((EXAMPLES / dep).read_text())
@@ -241,13 +257,45 @@ def run_case(case: Case, rounds: int, threads: int, tmp: Path) -> dict:
             "peak": flops / statistics.median(tg) / 1e9, "note": note}
 
 
+def memory_mib(case: Case, threads: int, tmp: Path) -> tuple[float, float]:
+    """Peak memory of one cold run of each side, in MiB, measured in a fresh process (a heap that
+    earlier cases grew would hide PyTorch's peak): the growth of the peak resident size for PyTorch
+    (VmHWM, whose allocator tracemalloc cannot see), run first, then tracemalloc's peak for NumPy
+    (which sees every NumPy buffer, reused heap or not)."""
+    import subprocess
+    index = SCALE.index(case)
+    out = subprocess.run([sys.executable, __file__, "--memory-of", str(index), "--threads", str(threads)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def _measure_memory(case: Case, threads: int, tmp: Path) -> tuple[float, float]:
+    import tracemalloc
+    compiled = compile_case(case, tmp)
+    ours, theirs, _ = (train_runners if case.kind == "train" else infer_runners)(compiled, case.batch, threads)
+    base = _status_kib("VmRSS")
+    theirs()
+    torch_peak = (_status_kib("VmHWM") - base) / 1024
+    tracemalloc.start()
+    ours()
+    numpy_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return numpy_peak, torch_peak
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def line(r: dict) -> str:
     c = r["case"]
     size = f"{c.size}²" if c.size else ""
+    memory = f"  peak MiB: cnnc {r['memory'][0]:.0f} torch {r['memory'][1]:.0f}" if "memory" in r else ""
     return (f"{c.name:<16} b{c.batch:<4}{size:>5} {r['gflop']:7.2f} GF  cnnc {r['ms'][0]:8.1f} ms  "
             f"torch {r['ms'][1]:8.1f} ms  ratio {r['ratio']:.2f}x (IQR {r['iqr'][0]:.2f}-{r['iqr'][1]:.2f}, "
             f"n={r['rounds']})  machine: cnnc {r['machine'][0]:4.0%} torch {r['machine'][1]:4.0%} "
-            f"of {r['peak']:.0f} GF/s  [{r['note']}]")
+            f"of {r['peak']:.0f} GF/s{memory}  [{r['note']}]")
 
 
 def main() -> None:
@@ -258,6 +306,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="15/5 triples, and no ResNet-50 at batch 32")
     ap.add_argument("--torch-spin", action="store_true",
                     help="leave PyTorch's OpenMP threads spinning when idle (its default; see the source)")
+    ap.add_argument("--scale", action="store_true",
+                    help="ResNet-20 steps at batch 8 to 256 and a 4x wider one at 64, with peak memory")
+    ap.add_argument("--memory-of", type=int, help=argparse.SUPPRESS)   # memory_mib's fresh process
     ap.add_argument("--only", default="", help="run only the cases whose name contains this (case-insensitive)")
     args = ap.parse_args()
 
@@ -267,16 +318,23 @@ def main() -> None:
     keep_freed_memory()                 # what `cnnc run` and `cnnc predict` do when they start
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)     # NumPy's BLAS (the training shards hold it to 1 inside)
+    if args.memory_of is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(*_measure_memory(SCALE[args.memory_of], args.threads, Path(tmp)))
+        return
     pairs, pairs_infer = (15, 5) if args.quick else (args.pairs, args.pairs_infer)
     print(f"NumPy {np.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads} thread(s) "
           f"each, idle OpenMP threads {'spin' if args.torch_spin else 'sleep'}; ratio = cnnc time / torch time per alternating triple (median, IQR); machine = time of "
           f"one float32 GEMM of the same FLOPs / the side's time")
     with tempfile.TemporaryDirectory() as tmp:
-        for case in CASES:
+        for case in SCALE if args.scale else CASES:
             if args.only.lower() not in case.name.lower() or (args.quick and not case.quick):
                 continue
             rounds = pairs if case.kind == "train" else pairs_infer
-            print(line(run_case(case, rounds, args.threads, Path(tmp))), flush=True)
+            result = run_case(case, rounds, args.threads, Path(tmp))
+            if args.scale:
+                result["memory"] = memory_mib(case, args.threads, Path(tmp))
+            print(line(result), flush=True)
 
 
 if __name__ == "__main__":
