@@ -3,7 +3,8 @@
 `predict` runs a network on input files (images, `.npy`, `.npz`) or on the
 first samples of its data set's test split, after the preprocessing records
 the checkpoint carries (the very `preprocess.apply` the trainer used), and
-returns class probabilities, computed by the fused, planned eval path (`fused_predict`); `evaluate` scores a checkpoint on the test (or
+returns class probabilities, computed by the fused, planned eval path
+(`fused_predict`); `evaluate` scores a checkpoint on the test (or
 validation) split. Both return values: the command line prints them.
 """
 from __future__ import annotations

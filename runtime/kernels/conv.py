@@ -15,7 +15,11 @@ chunk's im2col matrix stays in cache, and the backward pass rebuilds it
 instead of keeping it); otherwise the forward keeps its im2col matrix for the
 weight gradient. The data gradient is computed offset-major (one
 small product per kernel offset, batched in one matmul) and scattered back
-(col2im) with one contiguous slice-add per offset, never `np.add.at`. A
+(col2im) with one contiguous slice-add per offset, never `np.add.at`; a
+chunked stride-1 conv with a same-size sweep and 16 or more input channels
+instead takes it as the forward conv of dy with the flipped kernel (no
+scatter). A channels-first conv without groups also returns NHWC memory, so a
+stem with few input channels does not start an NCHW stream. A
 transposed convolution (`deconv`) is exactly the data-gradient pass of the
 conv it transposes, and its backward is that conv's forward.
 """
