@@ -228,11 +228,15 @@ def _lppool_backward(dy: np.ndarray, cache: _LpCache) -> Grads:
 
 def _global_avgpool_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, tuple]:
     x = xs[0]
-    return x.mean(axis=(2, 3), keepdims=True), x.shape
+    return x.mean(axis=(2, 3), keepdims=True), (x.shape, is_channels_last(x))
 
 
-def _global_avgpool_backward(dy: np.ndarray, shape: tuple[int, ...]) -> Grads:
-    return (np.broadcast_to(dy * (1.0 / (shape[2] * shape[3])), shape).copy(),), {}
+def _global_avgpool_backward(dy: np.ndarray, cache: tuple) -> Grads:
+    shape, channels_last = cache
+    # Laid out like the input was, so the backward passes before it keep one layout.
+    dx = zeros(shape, dy.dtype, channels_last)
+    dx[...] = dy * (1.0 / (shape[2] * shape[3]))
+    return (dx,), {}
 
 
 def _global_maxpool_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, tuple]:
