@@ -371,6 +371,8 @@ class Elaborator:
                 if isinstance(value, Word) and attr.kind not in ("choice", "padding"):
                     self.lookup(value.name, frame, vloc)  # an undefined name: say so, with a suggestion
                 hint = err.hint
+                if name == "upsample" and attr.name == "size" and "depends on" in err.message:
+                    hint = "to follow a symbolic size, resize to a tensor: upsample(like = t)"
                 if isinstance(value, Word) and attr.kind == "padding":
                     hint = did_you_mean(value.name, ["same", "valid", "full"], hint)
                 raise CnncError(err.message, vloc, hint) from None
@@ -685,7 +687,7 @@ class Elaborator:
             raise
         finally:
             self.function_stack.pop()
-        if isinstance(value, bool) or not isinstance(value, (int, float, Dim, tuple)):
+        if not isinstance(value, (bool, int, float, Dim, tuple)):
             raise CnncError(f"function '{fn.name}' must give a number, but its last statement gives "
                             f"{describe(value)}", fn.body[-1].loc if fn.body else fn.loc)
         return value
@@ -722,7 +724,11 @@ class Elaborator:
         torch.maximum, whose gradient splits ties evenly)."""
         if len(args) < 2:
             raise CnncError("'max' needs at least two values", expr.loc)
-        tensors = [self._tensor(a, e) for a, e in zip(args, expr.args)]
+        for a, e in zip(args, expr.args):
+            if not isinstance(a, Tensor):
+                raise CnncError(f"max takes tensors or numbers, not both: got {describe(a)} with a tensor", e.loc,
+                                "max(x, 0) of a tensor is `x -> relu`")
+        tensors = list(args)
         out = tensors[0]
         for t in tensors[1:]:
             out = self._variadic("maximum", [out, t], expr.loc, frame, None)
@@ -734,7 +740,7 @@ class Elaborator:
             return convert("float", v, "a number combined with a tensor")
         except OpError as err:
             if isinstance(v, Dim):
-                raise CnncError(f"a number combined with a tensor must be known, but {v} depends on "
+                raise CnncError(f"a number combined with a tensor must be known, but it depends on "
                                 f"{', '.join(sorted(v.symbols()))}", where.loc,
                                 "bind the input size with --input NAME=CxHxW") from None
             if isinstance(v, Word):

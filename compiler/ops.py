@@ -572,13 +572,13 @@ def _upsample_normalise(a: dict, ins: list) -> dict:
     given = [name for name, present in (("scale", a.get("scale") is not None), ("size", a.get("size") is not None),
                                         ("like", len(ins) > 1)) if present]
     if len(given) > 1:
-        raise OpError(f"upsample takes one of scale, size and like, got {' and '.join(given)}",
+        raise OpError(f"give one of scale, size and like, not {' and '.join(given)}",
                       "keep the one that says the output size", attr=given[1])
     if a.get("align_corners") and a["mode"] != "bilinear":
         raise OpError("align_corners applies to mode = bilinear only", "drop it, or write mode = bilinear",
                       attr="align_corners")
     if len(ins) > 1 and len(ins[1]) != 3:
-        raise OpError(f"upsample(like = …) needs a [C, H, W] tensor, got {fmt_shape(ins[1])}", attr="like")
+        raise OpError(f"like must be a [C, H, W] tensor, got {fmt_shape(ins[1])}", attr="like")
     return {**a, "scale": (2, 2)} if not given else a
 
 
