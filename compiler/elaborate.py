@@ -37,6 +37,7 @@ from .unify import ShapeUnifier
 MAX_REPEAT = 10_000
 MAX_NODES = 50_000  # ResNet-2000 has 6,669; more is a mistake, not a network
 MAX_BLOCK_DEPTH = 200
+MAX_FUNCTION_CALLS = 100_000  # `def` helpers build nothing, so their calls are bounded on their own
 MAX_TENSOR_ELEMENTS = 1 << 31
 # Nested block calls recurse in Python (about ten frames a level): room for MAX_BLOCK_DEPTH of them.
 RECURSION_LIMIT = 20 * MAX_BLOCK_DEPTH + 2000
@@ -85,6 +86,7 @@ class Elaborator:
         self.warnings: list[Diagnostic] = []
         self.call_chain: list[tuple[str, Loc | None]] = []  # the block calls being evaluated
         self.function_stack: list[str] = []                 # the `def` helpers being evaluated
+        self.function_calls = 0                             # how many `def` calls so far
 
     # ----------------------------------------------------------- entry point
     def network(self, name: str) -> Network:
@@ -666,6 +668,11 @@ class Elaborator:
             raise CnncError(f"numeric function '{fn.name}' calls itself ({path})", expr.loc,
                             "a `def` cannot recurse, directly or through other functions: "
                             "write the formula without the recursive call")
+        self.function_calls += 1
+        if self.function_calls > MAX_FUNCTION_CALLS:
+            raise CnncError(f"numeric functions were called more than {MAX_FUNCTION_CALLS:,} times", expr.loc,
+                            "a function that calls others several times multiplies the work: bind a value once "
+                            "and reuse it")
         values = self._function_args(fn, expr, frame)
         inner = Frame({}, Scope(None), False, fn.name)
         for p in fn.params:

@@ -165,3 +165,11 @@ LANGUAGE_CASES = [
                          ids=[c[0] for c in LANGUAGE_CASES])
 def test_language_error_message_and_location(error_of, program, line, col, message, extra):
     test_error_message_and_location(error_of, program, line, col, message, extra)
+
+
+def test_numeric_functions_that_multiply_their_work_are_stopped(error_of):
+    """f_k calls f_(k-1) twice: 2^40 calls would never end; elaboration stops at a bound, located."""
+    defs = "def f0(n) = n\n" + "".join(f"def f{k}(n) = f{k - 1}(n) + f{k - 1}(n)\n" for k in range(1, 41))
+    err = error_of(defs + net("x -> conv(f40(1), 1)"))
+    assert "numeric functions were called more than 100,000 times" in err.message
+    assert err.loc.line >= 2 and "bind a value once" in err.render()
