@@ -310,7 +310,8 @@ class Elaborator:
     def _repeat(self, expr: ast.BinOp, x: Tensor, frame: Frame, label: str | None) -> Tensor:
         count = self.ev(expr.right, frame)
         if isinstance(count, bool) or not isinstance(count, int):
-            hint = "make it one with int(…), round(…), ceil(…) or floor(…)" if isinstance(count, float) else None
+            hint = "make it one with int(…), round(…), ceil(…) or floor(…)" if isinstance(count, float) \
+                else None
             raise CnncError(f"a repeat count must be an integer, got {describe(count)}", expr.right.loc, hint)
         if not 0 <= count <= MAX_REPEAT:
             raise CnncError(f"repeat count {count} is out of range (0 to {MAX_REPEAT})", expr.right.loc,

@@ -824,8 +824,8 @@ def _affine_flops(a, ins, out):
 
 ARITHMETIC = [
     OpSpec("affine", "structure", (Attr("scale", "float", 1.0), Attr("shift", "float", 0.0)),
-           shape=_same, flops=_affine_flops, saves=(), properties=_TRANSPARENT, doc="scale * x + shift with constant numbers: `x + 3`, `x * 0.5`, `1 - g`, `x / 2` "
-               "and `-x` lower to it"),
+           shape=_same, flops=_affine_flops, saves=(), properties=_TRANSPARENT,
+           doc="scale * x + shift with constant numbers: `x + 3`, `x * 0.5`, `1 - g`, `x / 2` and `-x` lower to it"),
     OpSpec("maximum", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "take the maximum of"),
            flops=_flops_per_element(-1), saves=("input",),
            doc="element-wise maximum with broadcasting, `max(a, b)` of tensors (maxout)"),

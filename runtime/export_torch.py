@@ -301,8 +301,12 @@ def _pairwise(fn: str, x: list[str]) -> str:
 
 
 register(BACKEND, "maximum")(lambda e, n, x: Layer(None, _pairwise("torch.maximum", x)))
-register(BACKEND, "affine")(
-    lambda e, n, x: Layer(None, f"{x[0]} * {py_literal(float(n.attrs['scale']))} + {py_literal(float(n.attrs['shift']))}"))
+
+
+@register(BACKEND, "affine")
+def _affine(e: Context, node: Node, x: list[str]) -> Layer:
+    scale, shift = py_literal(float(node.attrs["scale"])), py_literal(float(node.attrs["shift"]))
+    return Layer(None, f"{x[0]} * {scale} + {shift}")
 
 
 @register(BACKEND, "crop")
