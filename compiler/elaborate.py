@@ -697,7 +697,8 @@ class Elaborator:
             self.function_stack.pop()
         if not isinstance(value, (bool, int, float, Dim, tuple)):
             raise CnncError(f"function '{fn.name}' must give a number, but its last statement gives "
-                            f"{describe(value)}", fn.body[-1].loc if fn.body else fn.loc)
+                            f"{describe(value)}", fn.body[-1].loc if fn.body else fn.loc) \
+                .add_note(f"in function '{fn.name}', called here", expr.loc)
         return value
 
     def _function_args(self, fn: ast.Function, expr: ast.Call, frame: Frame) -> dict[str, Any]:

@@ -431,3 +431,11 @@ def test_deeplabv3_published_figures_on_a_symbolic_input():
     assert round((t["macs"] + aux_macs) / 1e9, 2) == 178.72          # torchvision docs: "178.72 GFLOPS"
     odd = compiled("deeplabv3.cnn", inputs={"x": (3, 45, 37)})
     assert odd.net.shapes[out] == (21, 45, 37)
+
+
+def test_efficientnet_refuses_an_unknown_variant():
+    with pytest.raises(CnncError) as info:
+        compiled("efficientnet.cnn", args={"variant": 9})
+    rendered = info.value.render()
+    assert "function 'width_of' must give a number" in rendered and "variant must be 0 to 7" in rendered
+    assert "called here" in rendered
