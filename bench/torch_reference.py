@@ -141,9 +141,19 @@ def _batchnorm(c: Call):
 
 
 def _upsample(c: Call):
-    mode = c.attrs["mode"]
-    return F.interpolate(c.x, scale_factor=c.attrs["scale"], mode=mode,
-                         align_corners=False if mode == "bilinear" else None)
+    a, mode = c.attrs, c.attrs["mode"]
+    corners = bool(a.get("align_corners")) if mode == "bilinear" else None
+    if a.get("scale") is not None:
+        return F.interpolate(c.x, scale_factor=a["scale"], mode=mode, align_corners=corners)
+    size = tuple(a["size"]) if a.get("size") is not None else c.xs[1].shape[2:]
+    return F.interpolate(c.x, size=size, mode=mode, align_corners=corners)
+
+
+def _maximum(c: Call):
+    out = c.xs[0]
+    for other in c.xs[1:]:
+        out = torch.maximum(out, other)
+    return out
 
 
 def _lrn(c: Call):
@@ -193,6 +203,8 @@ TWINS: dict[str, Rule] = {
     "identity": lambda c: c.x,
     "pad": lambda c: _pad(c.x, c.attrs["padding"], c.attrs.get("value", 0.0)),
     "crop": _crop,
+    "affine": lambda c: c.x * c.attrs["scale"] + c.attrs["shift"],
+    "maximum": _maximum,
 }
 
 

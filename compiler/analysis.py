@@ -104,7 +104,7 @@ def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS)
             fields[node.name] = (one, one) if len(net.shapes[node.name]) == 3 else None
             continue
         spec = ops[node.op]
-        sources = node.inputs[:1] if node.op == "crop" else node.inputs
+        sources = node.inputs[:1] if node.op in ("crop", "upsample") else node.inputs  # `like` gives a size only
         if node.op in ("add", "mul") and len(sources) > 1:
             sources = _spatial_sources(net, node, sources)
         states = [fields[s] for s in sources]

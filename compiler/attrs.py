@@ -59,6 +59,9 @@ def _int(value, name: str, minimum: int | None = None) -> int:
     if isinstance(value, Dim):
         raise OpError(f"{name} must be a known integer, but it depends on {', '.join(sorted(value.symbols()))}",
                       "bind the input size with --input NAME=CxHxW")
+    if isinstance(value, float):
+        raise OpError(f"{name} must be an integer, got {describe(value)}",
+                      "make it one with int(…), round(…), ceil(…) or floor(…)")
     if isinstance(value, bool) or not isinstance(value, int):
         raise OpError(f"{name} must be an integer, got {describe(value)}")
     if minimum is not None and value < minimum:

@@ -9,6 +9,7 @@ tree and calls these; nothing here builds layers.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..dsl import ast
@@ -18,7 +19,8 @@ from .naming import BlockRef, LayerRef, Tensor
 from .ops import OPS, SURFACE, Word, fmt_shape
 from .symbolic import Constraints, Dim, SymbolicComparison, equal_when
 
-FUNCTIONS = {"channels", "height", "width", "min", "max"}
+FUNCTIONS = {"channels", "height", "width", "min", "max", "round", "ceil", "floor", "int"}
+ROUNDING = {"round": round, "ceil": math.ceil, "floor": math.floor, "int": int}  # number -> integer
 NOT_LAYERS = {"input"}
 MAX_INT = 1 << 62  # sizes and counts beyond this are mistakes (and would overflow NumPy's int64)
 
@@ -130,6 +132,8 @@ def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -
     """`min`/`max` of numbers, or `channels`/`height`/`width` of a tensor."""
     if expr.kwargs:
         raise CnncError(f"'{expr.func}' takes no keyword arguments", expr.kwargs[0].loc)
+    if expr.func in ROUNDING:
+        return _rounded(expr, args, blocks)
     if expr.func in ("min", "max"):
         if len(args) < 2:
             raise CnncError(f"'{expr.func}' needs at least two values", expr.loc)
@@ -146,3 +150,20 @@ def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -
     if axis >= len(t.shape):
         raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc)
     return t.shape[axis]
+
+
+def _rounded(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> Any:
+    """`round(x)` (halves to even, as Python), `ceil(x)`, `floor(x)`, `int(x)` (towards zero): an integer.
+    A size is already an integer and stays as it is (symbolic or not)."""
+    if len(args) != 1:
+        raise CnncError(f"'{expr.func}' takes one number, got {len(args)} arguments", expr.loc)
+    require_number(args[0], expr.args[0], blocks)
+    v = args[0]
+    if isinstance(v, (int, Dim)):
+        return v
+    if not math.isfinite(v):
+        raise CnncError(f"'{expr.func}' needs a finite number, got {describe(v)}", expr.args[0].loc)
+    out = ROUNDING[expr.func](v)
+    if abs(out) > MAX_INT:
+        raise CnncError("number too large", expr.loc)
+    return out

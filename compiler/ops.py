@@ -558,15 +558,53 @@ UNPOOL = OpSpec(
 
 
 def _upsample_rf(a, ins):
+    """Each output pixel reads a source pixel (nearest) or two (bilinear) per axis; the stride
+    is the ratio of the sizes, exact when both are known, else the field is left undecided."""
     width = Fraction(2) if a["mode"] == "bilinear" else Fraction(1)
-    return tuple(RF(width, Fraction(1, s), Fraction(0)) for s in a["scale"])
+    if a.get("scale") is not None:
+        return tuple(RF(width, Fraction(1, s), Fraction(0)) for s in a["scale"])
+    out = a["size"] if a.get("size") is not None else tuple(ins[1][1:])
+    if any(is_symbolic(d) for d in (*ins[0][1:], *out)):
+        return None
+    return tuple(RF(width, Fraction(int(n), int(o)), Fraction(0)) for n, o in zip(ins[0][1:], out))
+
+
+def _upsample_normalise(a: dict, ins: list) -> dict:
+    """Exactly one of scale, size and like (a second input) says the output size; scale 2 by default."""
+    given = [name for name, present in (("scale", a.get("scale") is not None), ("size", a.get("size") is not None),
+                                        ("like", len(ins) > 1)) if present]
+    if len(given) > 1:
+        raise OpError(f"give one of scale, size and like, not {' and '.join(given)}",
+                      "keep the one that says the output size", attr=given[1])
+    if a.get("align_corners") and a["mode"] != "bilinear":
+        raise OpError("align_corners applies to mode = bilinear only", "drop it, or write mode = bilinear",
+                      attr="align_corners")
+    if len(ins) > 1 and len(ins[1]) != 3:
+        raise OpError(f"like must be a [C, H, W] tensor, got {fmt_shape(ins[1])}", attr="like")
+    return {**a, "scale": (2, 2)} if not given else a
+
+
+def _upsample_shape(a, ins):
+    c, h, w = _spatial(ins, "upsample")
+    if a.get("scale") is not None:
+        return (c, h * a["scale"][0], w * a["scale"][1])
+    if a.get("size") is not None:
+        return (c, *a["size"])
+    return (c, *ins[1][1:])
 
 
 UPSAMPLE = OpSpec(
-    "upsample", "pooling", (Attr("scale", "pair", 2), Attr("mode", "choice", "nearest", ("nearest", "bilinear"))),
-    shape=lambda a, ins: (_spatial(ins, "upsample")[0], ins[0][1] * a["scale"][0], ins[0][2] * a["scale"][1]),
+    "upsample", "pooling",
+    (Attr("scale", "opt_pair", None, doc="integer factor, int or (h, w); 2 when no size or like is given"),
+     Attr("mode", "choice", "nearest", ("nearest", "bilinear")),
+     Attr("size", "opt_pair", None, doc="output (h, w), known integers"),
+     Attr("like", "opt_tensor", None, doc="a tensor whose height and width the output takes"),
+     Attr("align_corners", "bool", False, doc="bilinear only, as PyTorch's interpolate")),
+    shape=_upsample_shape,
     flops=lambda a, ins, out: numel(out) * (4 if a["mode"] == "bilinear" else 0),
-    rf=_upsample_rf, saves=(), properties={"init_transparent"}, doc="upsampling by an integer factor")
+    rf=_upsample_rf, saves=(), resolve=_upsample_normalise, properties={"init_transparent"},
+    doc="resizing by an integer factor, to a size or to another tensor's height and width "
+        "(nearest or bilinear, as PyTorch's interpolate)")
 
 
 # -------------------------------------------------------------- activations
@@ -780,11 +818,27 @@ STRUCTURE = [
            doc="a graph input"),
 ]
 
+# ------------------------------------------------ arithmetic with numbers, maxout
+def _affine_flops(a, ins, out):
+    """One per element for each of the multiply and the add that is not the identity."""
+    return ((a["scale"] != 1.0) + (a["shift"] != 0.0)) * numel(out)
+
+
+ARITHMETIC = [
+    OpSpec("affine", "structure", (Attr("scale", "float", 1.0), Attr("shift", "float", 0.0)),
+           shape=_same, flops=_affine_flops, saves=(), properties=_TRANSPARENT,
+           doc="scale * x + shift with constant numbers: `x + 3`, `x * 0.5`, `1 - g`, `x / 2` and `-x` lower to it"),
+    OpSpec("maximum", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "take the maximum of"),
+           flops=_flops_per_element(-1), saves=("input",),
+           doc="element-wise maximum with broadcasting, `max(a, b)` of tensors (maxout)"),
+]
+
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [CONV, DECONV, LOCAL, MAXPOOL, AVGPOOL, LPPOOL, GLOBAL_AVGPOOL, GLOBAL_MAXPOOL,
                  ADAPTIVE_AVGPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE]
 }
+OPS.update({spec.name: spec for spec in ARITHMETIC})
 
 def normalised_name(op: str, attr: str) -> str:
     """The normalised attribute a surface argument fills: k -> kernel, pad -> padding, out -> ..."""

@@ -352,8 +352,14 @@ register(BACKEND, "global_avgpool")(lambda e, n, x: e.call(standalone.global_avg
 register(BACKEND, "global_maxpool")(lambda e, n, x: e.call(standalone.global_max_pool, x[0]))
 register(BACKEND, "adaptive_avgpool")(
     lambda e, n, x: e.call(standalone.adaptive_avg_pool, x[0], output=_tuples(n.attrs["output"])))
-register(BACKEND, "upsample")(
-    lambda e, n, x: e.call(standalone.upsample, x[0], scale=_tuples(n.attrs["scale"]), mode=str(n.attrs["mode"])))
+@register(BACKEND, "upsample")
+def _upsample(e: _Emitter, node: Node, x: list[str]) -> str:
+    a = node.attrs
+    if a.get("scale") is not None and not a.get("align_corners"):
+        return e.call(standalone.upsample, x[0], scale=_tuples(a["scale"]), mode=str(a["mode"]))
+    size = e.net.shapes[node.name][1:]          # known: --emit numpy needs every size bound
+    return e.call(standalone.resize, x[0], size=tuple(int(d) for d in size), mode=str(a["mode"]),
+                  align_corners=bool(a.get("align_corners")))
 register(BACKEND, "flatten")(lambda e, n, x: e.call(standalone.flatten, x[0]))
 register(BACKEND, "add")(lambda e, n, x: " + ".join(x))
 register(BACKEND, "mul")(lambda e, n, x: " * ".join(x))
@@ -362,6 +368,19 @@ register(BACKEND, "identity")(lambda e, n, x: x[0])
 register(BACKEND, "pad")(lambda e, n, x: e.call(standalone.pad2d, x[0], padding=_tuples(n.attrs["padding"]),
                                                  value=float(n.attrs["value"])))
 register(BACKEND, "crop")(lambda e, n, x: e.call(standalone.crop, x[0], x[1]))
+register(BACKEND, "affine")(lambda e, n, x: e.call(standalone.affine, x[0], scale=float(n.attrs["scale"]),
+                                                   shift=float(n.attrs["shift"])))
+
+
+def _pairwise(fn: str, x: list[str]) -> str:
+    """`fn(fn(a, b), c)`: a variadic op from the left, as the runtime computes it."""
+    acc = x[0]
+    for other in x[1:]:
+        acc = f"{fn}({acc}, {other})"
+    return acc
+
+
+register(BACKEND, "maximum")(lambda e, n, x: _pairwise("np.maximum", x))
 
 
 # ------------------------------------------------------------------ module
