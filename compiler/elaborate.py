@@ -158,8 +158,9 @@ class Elaborator:
         shape = tuple(dims)
         if stmt.name in self.bindings:
             shape = self._bind_input(stmt, shape, self.bindings[stmt.name])
-        if not shape or len(shape) not in (1, 3):
-            raise CnncError(f"an input is [C, H, W] or [F], got {fmt_shape(shape)}", stmt.loc)
+        if not shape or len(shape) not in (1, 2, 3):
+            raise CnncError(f"an input is [C, H, W], [C, L] or [F], got {fmt_shape(shape)}", stmt.loc,
+                            "an image is [C, H, W], a 1-D signal [C, L], a feature vector [F]")
         self._check_size(shape, stmt.loc)
         t = self._new_node("input", (), {"shape": shape}, stmt.loc, frame, label=stmt.name, shape=shape)
         self.inputs[stmt.name] = t.node
@@ -263,13 +264,13 @@ class Elaborator:
                 x = self.step(part, x, frame)
             return x
         if isinstance(expr, ast.Name):
-            callee = self.lookup(expr.id, frame, expr.loc)
+            callee = self.lookup(expr.id, frame, expr.loc, called="step")
             if isinstance(callee, Tensor):
                 frame.used.add(expr.id)
                 return self._shared(callee, x, expr, frame, label)
             return self.apply(callee, (), (), x, expr.loc, expr.loc, frame, label)
         if isinstance(expr, ast.Call):
-            callee = self.lookup(expr.func, frame, expr.func_loc)
+            callee = self.lookup(expr.func, frame, expr.func_loc, called="step")
             if isinstance(callee, LayerRef) and _is_variadic(callee.name):
                 args = [x] + [self._tensor(self.ev(a, frame), a) for a in expr.args]
                 return self._variadic(callee.name, args, expr.loc, frame, label)
@@ -570,8 +571,8 @@ class Elaborator:
         return p.display(), p.loc
 
     # ------------------------------------------------------------ evaluation
-    def lookup(self, name: str, frame: Frame, loc: Loc, quiet: bool = False) -> Any:
-        return lookup(name, frame.env, self.defs.blocks, loc, quiet)
+    def lookup(self, name: str, frame: Frame, loc: Loc, quiet: bool = False, called: str | None = None) -> Any:
+        return lookup(name, frame.env, self.defs.blocks, loc, quiet, called)
 
     def ev(self, expr: ast.Expr, frame: Frame) -> Any:
         """The value of an expression in value position."""
@@ -604,6 +605,8 @@ class Elaborator:
                             f"write `{expr.label}: conv(...)`, or bind a value with `{expr.label} = ...`")
         if isinstance(expr, ast.Chain) or isinstance(expr, ast.Labeled):
             return self.head(expr, frame)
+        if isinstance(expr, ast.Subscript):
+            return self._channel_slice(expr, frame)
         if isinstance(expr, ast.IfExpr):
             branch = expr.then if self._condition(expr.cond, frame) else expr.orelse
             value = None
@@ -615,7 +618,7 @@ class Elaborator:
     def _call(self, expr: ast.Call, frame: Frame) -> Any:
         if expr.func in FUNCTIONS and expr.func not in frame.env:
             return self._function(expr, frame)
-        callee = self.lookup(expr.func, frame, expr.func_loc)
+        callee = self.lookup(expr.func, frame, expr.func_loc, called="call")
         source = self._functional_input(expr, frame) if isinstance(callee, LayerRef) else None
         if source is not None and not _is_variadic(callee.name):
             frame.used.add(expr.args[0].id)
@@ -633,6 +636,21 @@ class Elaborator:
             frame.used.add("in")
             return self.step(expr, frame.env["in"], frame)
         raise CnncError(f"'{expr.func}' is {describe(callee)}, not something that can be called", expr.func_loc)
+
+    def _channel_slice(self, expr: ast.Subscript, frame: Frame) -> Tensor:
+        """`x[start:stop]`: a `slice` layer on the channels of x."""
+        x = self._tensor(self.ev(expr.value, frame), expr.value)
+        attrs: dict[str, Any] = {"start": 0, "stop": None}
+        locs: dict[str, Loc] = {}
+        for key, bound in (("start", expr.start), ("stop", expr.stop)):
+            if bound is None:
+                continue
+            try:
+                attrs[key] = convert("int", self.ev(bound, frame), f"a channel slice's {key}")
+            except OpError as err:
+                raise CnncError(err.message, bound.loc, "slice bounds are channel numbers: x[0:c // 2]") from None
+            locs[key] = bound.loc
+        return self._node("slice", [x], attrs, expr.loc, frame, None, locs)
 
     def _function(self, expr: ast.Call, frame: Frame) -> Any:
         return builtin_function(expr, [self.ev(a, frame) for a in expr.args], self.defs.blocks)

@@ -4,11 +4,12 @@ What names mean (`lookup`: a bound value, a block, a layer, or an unknown name
 with a did-you-mean hint), integer and size arithmetic with comparisons that
 may depend on symbolic input sizes (`arith`, deciding `==` with the
 elaborator's constraints), conditions, and the built-in functions
-`min`/`max` and `channels`/`height`/`width`. The elaborator walks the syntax
+`min`/`max` and `channels`/`height`/`width`/`length`. The elaborator walks the syntax
 tree and calls these; nothing here builds layers.
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from ..dsl import ast
@@ -18,7 +19,8 @@ from .naming import BlockRef, LayerRef, Tensor
 from .ops import OPS, SURFACE, Word, fmt_shape
 from .symbolic import Constraints, Dim, SymbolicComparison, equal_when
 
-FUNCTIONS = {"channels", "height", "width", "min", "max"}
+FUNCTIONS = {"channels", "height", "width", "length", "min", "max"}
+SHAPE_QUERIES = {"channels", "height", "width", "length"}
 NOT_LAYERS = {"input"}
 MAX_INT = 1 << 62  # sizes and counts beyond this are mistakes (and would overflow NumPy's int64)
 
@@ -27,8 +29,11 @@ def is_builtin(name: str) -> bool:
     return name in OPS or name in SURFACE or name in FUNCTIONS
 
 
-def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Loc, quiet: bool = False) -> Any:
-    """What `name` means: a bound value, a block, a layer; else a `Word` (quiet) or an error."""
+def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Loc, quiet: bool = False,
+           called: str | None = None) -> Any:
+    """What `name` means: a bound value, a block, a layer; else a `Word` (quiet) or an error.
+    `called` says how an unknown name was used, so the hint suggests only what fits there:
+    "step" (after `->`: a layer or block), "call" (`f(...)`: also a function, named as one)."""
     if name in env:
         return env[name]
     if name in blocks:
@@ -39,9 +44,22 @@ def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Lo
         return Word(name)
     if name == "in":
         raise CnncError("`in` exists only inside a block", loc, "in a network, name the input tensor")
-    candidates = list(env) + list(blocks) + [n for n in OPS if n not in NOT_LAYERS] + list(SURFACE) \
-        + sorted(FUNCTIONS)
+    layers = list(blocks) + [n for n in OPS if n not in NOT_LAYERS] + list(SURFACE)
+    if called is not None:
+        raise CnncError(f"unknown name '{name}'", loc, _callable_hint(name, layers, called == "call"))
+    candidates = list(env) + layers + sorted(FUNCTIONS)
     raise CnncError(f"unknown name '{name}'", loc, did_you_mean(name, candidates))
+
+
+def _callable_hint(name: str, layers: list[str], functions: bool) -> str | None:
+    """The closest layer or block (and, for a call, built-in function, said to be one)."""
+    close = difflib.get_close_matches(name, sorted(set(layers) | (FUNCTIONS if functions else set())), n=1)
+    if not close:
+        return None
+    if close[0] in FUNCTIONS:
+        kind = "shape query" if close[0] in SHAPE_QUERIES else "function"
+        return f"did you mean '{close[0]}' (a {kind}, not a layer)?"
+    return f"did you mean '{close[0]}'?"
 
 
 def require_tensor(v: Any, where, blocks: dict[str, ast.Block]) -> Tensor:
@@ -142,7 +160,13 @@ def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -
     if len(args) != 1:
         raise CnncError(f"'{expr.func}' takes one tensor, got {len(args)} arguments", expr.loc)
     t = require_tensor(args[0], expr.args[0], blocks)
+    if expr.func == "length":
+        if len(t.shape) != 2:
+            raise CnncError(f"length() needs a [C, L] signal, got {fmt_shape(t.shape)}", expr.args[0].loc,
+                            "height() and width() read a [C, H, W] tensor")
+        return t.shape[1]
     axis = {"channels": 0, "height": 1, "width": 2}[expr.func]
-    if axis >= len(t.shape):
-        raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc)
+    if axis >= len(t.shape) or (axis and len(t.shape) == 2):
+        raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc,
+                        "length() reads a [C, L] signal" if len(t.shape) == 2 else None)
     return t.shape[axis]

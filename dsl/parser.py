@@ -266,6 +266,14 @@ class _ToAst(Transformer):
     def list_lit(self, meta, children):
         return ast.ListExpr(self._l(meta), tuple(children))
 
+    @v_args(meta=True)
+    def subscript(self, meta, children):
+        value, start, stop = children
+        return ast.Subscript(self._l(meta), value, start, stop)
+
+    def slice_bound(self, children):
+        return children[0] if children else None
+
 
 # Terminal names in words, for "expected …" messages.
 _WORDS = {

@@ -20,6 +20,7 @@ from ..compiler.graph import Network, ParamSpec
 from ..compiler.ops import OPS, OpSpec, implementation
 from ..dsl.source import CnncError
 from .kernels import Context, Kernel
+from .kernels.signal import lift
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Plan:
         kernel = self._kernel(node.op)
         if kernel is None:
             raise CnncError(f"the runtime has no kernel for '{node.op}' (layer '{node.name}')", node.loc)
+        if any(len(self.net.shapes[i]) == 2 for i in node.inputs):  # a [C, L] signal: the 2-D kernel, lifted
+            kernel = lift(kernel, tuple(self.net.shapes[node.name]))
         owner = node.shares or node.name
         keys = tuple((p, f"{owner}.{p}") for p in self._param_names(owner))
         needs = any(i not in self.net.inputs for i in node.inputs)

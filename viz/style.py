@@ -145,6 +145,8 @@ register("label", "leaky_relu")(lambda node, _: f"leaky_relu {node.attrs['slope'
 register("label", "groupnorm")(lambda node, _: f"groupnorm g={node.attrs['groups']}")
 register("label", "lrn")(lambda node, _: f"lrn n={node.attrs['size']}")
 register("label", "input")(lambda node, _: f"input {node.name}")
+register("label", "slice")(lambda node, _: f"channels {node.attrs['start']}:{node.attrs['stop']}")
+register("label", "channel_shuffle")(lambda node, _: f"shuffle g={node.attrs['groups']}")
 
 
 @register("label", "local")
