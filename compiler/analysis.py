@@ -265,10 +265,11 @@ def _as_image(shape: tuple) -> tuple:
 def _lint_dropped_pixels(net: Network, node: Node, out: list) -> None:
     """Warn when the last window stops before the last real row/column (floor division)."""
     (_, h, w), a = _as_image(net.shapes[node.inputs[0]]), node.attrs
+    signal = len(net.shapes[node.inputs[0]]) == 2
     pads = a.get("padding", ((0, 0), (0, 0)))
     dil = a.get("dilation", (1, 1))
     dropped = []
-    for axis, n, what in ((0, h, "row"), (1, w, "column")):
+    for axis, n, what in ((0, h, "row"), (1, w, "value" if signal else "column")):
         k, s = dil[axis] * (a["kernel"][axis] - 1) + 1, a["stride"][axis]
         if is_symbolic(n) or any(is_symbolic(p) for p in pads[axis]) or s > k:
             continue  # a stride larger than the window skips pixels by design
@@ -280,7 +281,7 @@ def _lint_dropped_pixels(net: Network, node: Node, out: list) -> None:
     if dropped:
         out.append(warning("dropped-pixels",
                          f"'{node.name}': the last {' and '.join(dropped)} of its "
-                         f"{h}x{w} input fall outside every window", node.loc,
+                         f"{f'length-{w}' if signal else f'{h}x{w}'} input fall outside every window", node.loc,
                          "adjust the padding or the input size"
                          + (", or use ceil_mode = true" if node.op != "conv" else "")))
 

@@ -45,8 +45,9 @@ def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Lo
     if name == "in":
         raise CnncError("`in` exists only inside a block", loc, "in a network, name the input tensor")
     layers = list(blocks) + [n for n in OPS if n not in NOT_LAYERS] + list(SURFACE)
-    if called is not None:
-        raise CnncError(f"unknown name '{name}'", loc, _callable_hint(name, layers, called == "call"))
+    if called is not None:  # a labelled layer may be applied again (shared weights): it is a candidate too
+        shared = [n for n, v in env.items() if getattr(v, "labelled_layer", False)]
+        raise CnncError(f"unknown name '{name}'", loc, _callable_hint(name, layers + shared, called == "call"))
     candidates = list(env) + layers + sorted(FUNCTIONS)
     raise CnncError(f"unknown name '{name}'", loc, did_you_mean(name, candidates))
 

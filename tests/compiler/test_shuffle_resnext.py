@@ -201,3 +201,11 @@ def test_a_shape_query_suggested_for_a_call_says_what_it_is(write):
     with pytest.raises(CnncError) as err:
         compile_file(path)
     assert "did you mean 'channels' (a shape query, not a layer)?" in str(err.value)
+
+
+def test_a_misspelt_shared_layer_is_still_suggested(write):
+    path = write("network N {\n    input a: [1, 8, 8]\n    input b: [1, 8, 8]\n"
+                 "    fa = a -> encoder: conv(4, 3) -> flatten\n    fb = b -> encodr -> flatten\n    output fa, fb\n}\n")
+    with pytest.raises(CnncError) as err:
+        compile_file(path)
+    assert "net.cnn:5:15:" in str(err.value) and "did you mean 'encoder'?" in str(err.value)

@@ -142,3 +142,15 @@ def test_signal_cnn_matches_a_torch_twin():
     convs = [n.name for n in c.net.layers() if n.op == "conv"]
     assert [c.analysis.params[n]["weight"].shape for n in convs] == \
         [tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Conv1d)]
+
+
+def test_dropped_values_of_a_signal_are_named_along_its_length(compile_src):
+    c = compile_src("""
+        network N {
+            input x: [2, 102]
+            x -> conv(4, 3, stride = 2) -> maxpool(3, stride = 2)
+        }
+    """)
+    messages = [w.message for w in c.analysis.warnings if w.code == "dropped-pixels"]
+    assert messages == ["'conv': the last 1 value of its length-102 input fall outside every window",
+                        "'maxpool': the last 1 value of its length-50 input fall outside every window"]
