@@ -374,8 +374,8 @@ def _conv_params(a: dict, ins: list) -> dict:
     o, g = a["out_channels"], a["groups"]
     fan_in = c // g * kh * kw
     fixed = a.get("weights") is not None
-    out = {"weight": ParamSpec((o, c // g, *_kernel_dims(a, ins)), a["trainable"], init="fixed" if fixed else "he_normal",
-                               fan_in=fan_in, fan_out=o // g * kh * kw, value=a.get("weights"))}
+    out = {"weight": ParamSpec((o, c // g, *_kernel_dims(a, ins)), a["trainable"],
+                               init="fixed" if fixed else "he_normal", fan_in=fan_in, fan_out=o // g * kh * kw, value=a.get("weights"))}
     if a["bias"]:
         out["bias"] = ParamSpec((o,), a["trainable"], init="zeros", fan_in=fan_in)
     return out
@@ -627,7 +627,8 @@ def _upsample_shape(a, ins):
 UPSAMPLE = OpSpec(
     "upsample", "pooling", (Attr("scale", "pair", 2), Attr("mode", "choice", "nearest", ("nearest", "bilinear"))),
     shape=_upsample_shape, flops=lambda a, ins, out: numel(out) * (4 if a["mode"] == "bilinear" else 0),
-    rf=_upsample_rf, saves=(), resolve=lambda a, ins: _signal_attrs(a, ins, "upsample"), properties={"init_transparent"}, doc="upsampling by an integer factor")
+    rf=_upsample_rf, saves=(), resolve=lambda a, ins: _signal_attrs(a, ins, "upsample"),
+    properties={"init_transparent"}, doc="upsampling by an integer factor")
 
 
 # -------------------------------------------------------------- activations

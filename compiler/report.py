@@ -198,7 +198,8 @@ def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
     lines.append(f"             kept for backward {fmt_bytes(t['train_saved_bytes'])}")
     lines.append(f"             inference peak {fmt_bytes(t['inference_peak_bytes'])}")
     for o in net.outputs:
-        lines.append(f"output       {o}: {_shape(net.shapes[o])}, receptive field {_rf(_axes(a.rf.get(o), net.shapes[o]))}")
+        field = _rf(_axes(a.rf.get(o), net.shapes[o]))
+        lines.append(f"output       {o}: {_shape(net.shapes[o])}, receptive field {field}")
     for s, info in net.symbols.items():
         rule = info["constraint"] or f"{s} may be any size"
         smallest = f"; smallest valid {s} = {info['smallest']}" if info["smallest"] else ""
