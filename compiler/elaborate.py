@@ -119,6 +119,8 @@ class Elaborator:
             value = self.head(stmt.value, frame)
             self._bind(frame, stmt.name, value, stmt.loc)
             return value
+        if isinstance(stmt, ast.TupleAssign):
+            return self._bind_parts(stmt, frame)
         if isinstance(stmt, ast.ExprStmt):
             return self.head(stmt.expr, frame)
         if isinstance(stmt, ast.Output):
@@ -343,6 +345,8 @@ class Elaborator:
             return self._depthwise(raw, x, loc, frame, label)
         if name == "separable_conv":
             return self._separable(raw, x, loc, frame, label)
+        if name == "split":
+            return self._split(raw, x, loc, frame, label)
         spec = OPS[name]
         inputs = [x]
         attrs = {}
@@ -636,6 +640,38 @@ class Elaborator:
             frame.used.add("in")
             return self.step(expr, frame.env["in"], frame)
         raise CnncError(f"'{expr.func}' is {describe(callee)}, not something that can be called", expr.func_loc)
+
+    def _split(self, raw: dict, x: Tensor, loc: Loc, frame: Frame, label: str | None) -> tuple:
+        """`x -> split(n)`: n equal channel slices (a tuple of tensors, for `a, b = ...`)."""
+        parts, where = raw["parts"]
+        try:
+            n = convert("pos_int", parts, "parts")
+        except OpError as err:
+            raise CnncError(err.message, where) from None
+        if label is not None:
+            raise CnncError("a split cannot carry a label: it makes several layers", loc,
+                            "label the layers that use its parts")
+        c = self._channels(x, loc)
+        if c % n:
+            raise CnncError(f"split: {n} parts do not divide the {c} channels", where,
+                            f"use a divisor of {c}, or slices of different sizes: x[0:a], x[a:]")
+        size = c // n
+        return tuple(self._node("slice", [x], {"start": i * size, "stop": (i + 1) * size}, loc, frame, None, {},
+                                layer="split") for i in range(n))
+
+    def _bind_parts(self, stmt: ast.TupleAssign, frame: Frame) -> tuple:
+        value = self.head(stmt.value, frame)
+        if not isinstance(value, tuple) or not value or not all(isinstance(v, Tensor) for v in value):
+            what = "a tensor" if isinstance(value, Tensor) else describe(value)
+            raise CnncError(f"{len(stmt.names)} names need a split into {len(stmt.names)} parts, "
+                            f"got {what}", stmt.value.loc, f"write `{', '.join(stmt.names)} = x -> "
+                            f"split({len(stmt.names)})`")
+        if len(value) != len(stmt.names):
+            raise CnncError(f"{len(stmt.names)} names for a split into {len(value)} parts", stmt.loc,
+                            f"name every part, or split({len(stmt.names)})")
+        for name, part in zip(stmt.names, value):
+            self._bind(frame, name, part, stmt.loc)
+        return value
 
     def _channel_slice(self, expr: ast.Subscript, frame: Frame) -> Tensor:
         """`x[start:stop]`: a `slice` layer on the channels of x."""

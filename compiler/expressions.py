@@ -68,6 +68,9 @@ def require_tensor(v: Any, where, blocks: dict[str, ast.Block]) -> Tensor:
     if isinstance(v, Tensor):
         return v
     loc = where.loc if hasattr(where, "loc") else where
+    if isinstance(v, tuple) and v and all(isinstance(t, Tensor) for t in v):
+        raise CnncError(f"expected a tensor, got the {len(v)} parts of a split", loc,
+                        f"bind them first: `{', '.join('abcdefgh'[:min(len(v), 8)])} = x -> split({len(v)})`")
     if isinstance(v, Word):
         lookup(v.name, {}, blocks, loc)  # an undefined name: say so, with a suggestion
     raise CnncError(f"expected a tensor, got {describe(v)}", loc)

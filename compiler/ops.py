@@ -892,6 +892,8 @@ SURFACE: dict[str, tuple[Attr, ...]] = {
                        Attr("dilation", "pair", 1), Attr("multiplier", "pos_int", 1), Attr("bias", "bool", True)),
     "separable_conv": (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1),
                        Attr("pad", "padding", 0), Attr("dilation", "pair", 1), Attr("bias", "bool", True)),
+    # `a, b = x -> split(2)`: equal channel slices, one `slice` layer each
+    "split": (Attr("parts", "pos_int", doc="how many equal groups of channels"),),
 }
 
 FAMILIES = ("convolution", "pooling", "activation", "normalisation", "regularisation", "structure")

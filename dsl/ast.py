@@ -131,6 +131,14 @@ class Assign(Stmt):
 
 
 @dataclass(frozen=True)
+class TupleAssign(Stmt):
+    """`a, b = expr`: binds each part of a split (`x -> split(2)`) to a name."""
+
+    names: tuple[str, ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
 class Output(Stmt):
     values: tuple[Expr, ...]
 

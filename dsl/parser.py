@@ -168,6 +168,10 @@ class _ToAst(Transformer):
         return ast.Assign(_loc(self.file, children[0]), str(children[0]), children[1])
 
     @v_args(meta=True)
+    def tuple_assign(self, meta, children):
+        return ast.TupleAssign(_loc(self.file, children[0]), tuple(str(c) for c in children[:-1]), children[-1])
+
+    @v_args(meta=True)
     def expr_stmt(self, meta, children):
         return ast.ExprStmt(self._l(meta), children[0])
 

@@ -27,7 +27,8 @@ def test_shufflenet_v2_published_figures():
     assert t["params"] == 2_278_604
     assert t["macs"] == 144_907_992 and round(t["macs"] / 1e7) == 14
     assert c.net.shapes["stage4.unit_3.channel_shuffle"] == (464, 7, 7)
-    assert c.net.shapes["stage2.unit_1.slice_1"] == (58, 28, 28)
+    assert c.net.shapes["stage2.unit_1.split_1"] == (58, 28, 28)
+    assert c.net.node("stage2.unit_1.split_2").attrs == {"start": 58, "stop": 116}
 
 
 def test_resnext50_published_figures():
@@ -209,3 +210,40 @@ def test_a_misspelt_shared_layer_is_still_suggested(write):
     with pytest.raises(CnncError) as err:
         compile_file(path)
     assert "net.cnn:5:15:" in str(err.value) and "did you mean 'encoder'?" in str(err.value)
+
+
+# ------------------------------------------------------------------ split
+def test_split_binds_equal_channel_slices(compile_src):
+    c = compile_src("""
+        block unit() {
+            kept, rest = split(2)
+            concat(kept, rest -> relu) -> channel_shuffle(2)
+        }
+        network N {
+            input x: [8, 3, 3]
+            a, b, d, e = x -> split(4)
+            p, q = split(x, 2)
+            y = x -> unit
+            output a, e, q, y
+        }
+    """)
+    nodes = [c.net.node(o) for o in c.net.outputs[:3]]
+    assert [(n.op, n.layer, dict(n.attrs)) for n in nodes] == [
+        ("slice", "split", {"start": 0, "stop": 2}), ("slice", "split", {"start": 6, "stop": 8}),
+        ("slice", "split", {"start": 4, "stop": 8})]
+    assert c.net.shapes[c.net.outputs[3]] == (8, 3, 3)
+
+
+@pytest.mark.parametrize("stmt, col, message, hint", [
+    ("a, b = x -> split(3)", 23, "split: 3 parts do not divide the 8 channels", "use a divisor of 8"),
+    ("a, b = x -> split(4)", 5, "2 names for a split into 4 parts", "split(2)"),
+    ("a, b = x -> relu", 12, "2 names need a split into 2 parts, got a tensor", "a, b = x -> split(2)"),
+    ("a, b = x -> split(2) -> relu", 12, "expected a tensor, got the 2 parts of a split", "bind them first"),
+    ("a, b = x -> s: split(2)", 20, "a split cannot carry a label", "label the layers"),
+])
+def test_split_errors_are_located(write, stmt, col, message, hint):
+    path = write(f"network N {{\n    input x: [8, 4, 4]\n    {stmt}\n    a\n}}\n")
+    with pytest.raises(CnncError) as err:
+        compile_file(path)
+    text = str(err.value)
+    assert f"net.cnn:3:{col}:" in text and message in text and hint in text, text
