@@ -1,4 +1,4 @@
-"""The `cnnc` command line: check, compile, run, predict, viz, export.
+"""The `cnnc` command line: check, compile, run, search, predict, evaluate, apply, viz, export.
 
 Exit status 0 on success, 1 on a user error (printed as a located
 diagnostic, never a traceback), 2 on bad command-line usage (argparse).
@@ -12,6 +12,7 @@ import os
 import sys
 
 from .dsl.source import CnncError, Diagnostic
+from .runtime.engines import ENGINES
 from .viz.images import MAPPINGS
 from .viz.output import STYLES
 
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
   cnnc compile examples/unet.cnn --input x=1x576x576
   cnnc compile examples/resnet50.cnn --format json > resnet50.json
   cnnc run examples/lenet5.cnn --epochs 2 --out runs/lenet
+  cnnc search examples/lenet5.cnn --grid lr=0.01,0.003 --workers 2
   cnnc viz examples/resnet18.cnn -o resnet18.svg
   cnnc export examples/lenet5.cnn --to torch -o lenet5.py
 """
@@ -43,6 +45,13 @@ def _common_compile_args(p: argparse.ArgumentParser) -> None:
                    help="set a network parameter, e.g. classes=100 (repeatable)")
     p.add_argument("--allow", metavar="LINT", action="append", default=[],
                    help="silence a warning by its name, e.g. --allow dropped-pixels, or --allow all")
+
+
+def _ensemble_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--member", nargs=2, metavar=("FILE", "CHECKPOINT"), action="append", default=[],
+                   help="an ensemble member of another network: its .cnn file and checkpoint (repeatable)")
+    p.add_argument("--combine", choices=("mean", "vote"), help="how members combine: mean of probabilities "
+                                                               "(default) or majority vote")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--data", metavar="PATH", help="mnist10k, a .npz file, an MNIST IDX folder, an image folder, "
-                                                   "or synthetic")
+                                                   "a segmentation folder (images/ + masks/), or synthetic")
     p.add_argument("--out", metavar="DIR", help="where checkpoints and metrics.jsonl go (default runs/NETWORK)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse)")
@@ -85,6 +94,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the number of cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=ENGINES, default="numpy",
+                   help="what computes: the embedded numpy runtime (default) or PyTorch (pip install 'cnnc[torch]')")
+    p.add_argument("--device", metavar="DEVICE", help="with --engine torch: cpu (default), cuda or mps")
+    p.add_argument("--nproc", type=int, metavar="N", help="with --engine torch: train in N processes on this "
+                                                          "machine (DistributedDataParallel)")
+    p.add_argument("--kfold", type=int, metavar="K", help="k-fold cross-validation: K models in OUT/fold-1..K and "
+                                                          "their mean ± std (train key kfold)")
+    p.add_argument("--bootstrap", action="store_true", default=None,
+                   help="train on a bootstrap resample of the training split (bagging; train key bootstrap)")
+    p.add_argument("--train", metavar="KEY=VALUE", action="append", default=[],
+                   help="set any train key, e.g. --train optimizer=adam (repeatable)")
+
+    p = sub.add_parser("search", help="hyper-parameter search: a grid or random trials, in parallel",
+                       description="Train one model per trial of a grid (or N random draws) over network parameters "
+                                   "and train keys, each in its own run directory; print them ranked and the best "
+                                   "as the command that reproduces it.",
+                       epilog="distributions for --random: uniform(a, b), loguniform(a, b), randint(a, b), "
+                              "choice(v1, v2, ...); docs/model_selection.md")
+    _common_compile_args(p)
+    p.add_argument("--grid", metavar="NAME=V1,V2", action="append", default=[],
+                   help="an axis: a network parameter or a train key and its values, or with --random a "
+                        "distribution such as lr=loguniform(1e-4, 1e-1) (repeatable)")
+    p.add_argument("--random", type=int, metavar="N", help="N random trials instead of the whole grid")
+    p.add_argument("--draw-seed", type=int, default=0, metavar="S", help="seed of the random draws (default 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="W", help="trials run at once, each in its own "
+                                                                       "process (default 1)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run the trials on this Dask cluster "
+                                                                  "(pip install 'cnnc[dask]')")
+    p.add_argument("--metric", help="rank by val_accuracy, val_loss, train_accuracy, train_loss, test_accuracy "
+                                    "or test_loss (default: the first of these, validation first, that every "
+                                    "trial reports)")
+    p.add_argument("--halving", type=int, metavar="ETA", help="successive halving: only the best 1/ETA of the "
+                                                              "trials train on to ETA times more epochs")
+    p.add_argument("--train", metavar="KEY=VALUE", action="append", default=[],
+                   help="set a train key for every trial (repeatable)")
+    p.add_argument("--data", metavar="PATH", help="the data for every trial (as cnnc run --data)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
+    p.add_argument("--threads", type=int, metavar="N", help="threads per trial (default 1)")
+    p.add_argument("--out", metavar="DIR", help="where trials and results.jsonl go (default runs/search-FILE)")
+    p.add_argument("--resume", action="store_true", help="run only the trials results.jsonl lacks")
+    p.add_argument("--overwrite", action="store_true", help="replace the search already in OUT")
 
     p = sub.add_parser("predict", help="predict classes for inputs with a trained checkpoint",
                        description="Run a trained network on inputs and print its predictions.")
@@ -96,6 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, metavar="N", help="at most N rows of the test split")
     p.add_argument("-o", "--output", metavar="DIR", help="for a segmentation network: write each predicted mask "
                                                         "as a palette PNG into DIR")
+    p.add_argument("--overlay", action="store_true", help="with -o: also write each input blended with its "
+                                                            "coloured mask (overlay_NNNN.png)")
+
+    _ensemble_args(p)
+    p.add_argument("--ensemble", metavar="CHECKPOINT", action="append", default=[],
+                   help="another checkpoint of this network: predict with the ensemble (repeatable)")
+
+    p = sub.add_parser("evaluate", help="score checkpoints on the test split, alone and as an ensemble",
+                       description="Score each checkpoint on the test split (else validation) and, given several, "
+                                   "their ensemble beside them.")
+    _common_compile_args(p)
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints of this file's network")
+    _ensemble_args(p)
+    p.add_argument("--data", metavar="PATH", help="evaluate on this data instead of the train section's")
+
+    p = sub.add_parser("make-shapes", help="write a synthetic segmentation data set (shapes and their masks)",
+                       description="Write images of discs, squares and triangles on textured backgrounds with "
+                                   "their masks, in the segmentation folder layout of docs/data.md.")
+    p.add_argument("folder", metavar="DIR", help="the folder to create (must not exist, or be empty)")
+    p.add_argument("--n", type=int, default=500, metavar="N", help="training images (default 500)")
+    p.add_argument("--test", type=int, metavar="N", help="test images (default N/4)")
+    p.add_argument("--size", type=int, default=32, metavar="S", help="images are S x S pixels (default 32)")
+    p.add_argument("--channels", type=int, default=3, metavar="C", help="1 (grey) or 3 (RGB, default)")
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed (default 0)")
 
     p = sub.add_parser("apply", help="run a network on images and write its output as images",
                        description="Run a network (fixed filters, or trained weights with --checkpoint) on "
@@ -193,6 +267,16 @@ def cmd_predict(args) -> int:
     return predict(args, _compile(args))
 
 
+def cmd_search(args) -> int:
+    from .cmd_search import search
+    return search(args)
+
+
+def cmd_evaluate(args) -> int:
+    from .cmd_evaluate import evaluate
+    return evaluate(args, _compile(args))
+
+
 def cmd_viz(args) -> int:
     from .cmd_viz import check_flags, viz
     check_flags(args)  # before compiling: a flag mistake is reported first
@@ -210,14 +294,21 @@ def cmd_apply(args) -> int:
     return apply(args)
 
 
-COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict, "viz": cmd_viz,
-            "apply": cmd_apply, "export": cmd_export}
+def cmd_make_shapes(args) -> int:
+    from .cmd_shapes import make_shapes_command
+    return make_shapes_command(args)
+
+
+COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict,
+            "search": cmd_search, "evaluate": cmd_evaluate, "viz": cmd_viz, "apply": cmd_apply,
+            "export": cmd_export, "make-shapes": cmd_make_shapes}
 
 
 def main(argv: list[str] | None = None) -> int:
     from .compiler.elaborate import RECURSION_LIMIT
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))  # nested blocks recurse
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # what `--nproc` starts again in each process
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a full disk or closed pipe surfaces here, not in the interpreter's exit

@@ -149,9 +149,19 @@ def _batchnorm(c: Call):
 
 
 def _upsample(c: Call):
-    mode = c.attrs["mode"]
-    return F.interpolate(c.x, scale_factor=c.attrs["scale"], mode=mode,
-                         align_corners=False if mode == "bilinear" else None)
+    a, mode = c.attrs, c.attrs["mode"]
+    corners = bool(a.get("align_corners")) if mode == "bilinear" else None
+    if a.get("scale") is not None:
+        return F.interpolate(c.x, scale_factor=a["scale"], mode=mode, align_corners=corners)
+    size = tuple(a["size"]) if a.get("size") is not None else c.xs[1].shape[2:]
+    return F.interpolate(c.x, size=size, mode=mode, align_corners=corners)
+
+
+def _maximum(c: Call):
+    out = c.xs[0]
+    for other in c.xs[1:]:
+        out = torch.maximum(out, other)
+    return out
 
 
 def _lrn(c: Call):
@@ -203,6 +213,8 @@ TWINS: dict[str, Rule] = {
     "crop": _crop,
     "slice": _slice,
     "channel_shuffle": _channel_shuffle,
+    "affine": lambda c: c.x * c.attrs["scale"] + c.attrs["shift"],
+    "maximum": _maximum,
 }
 
 

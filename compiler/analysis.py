@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import networkx as nx
 
 from ..dsl.source import Diagnostic
-from .lints import warning
+from .lints import batchnorm_momentum_lints, warning
 from .graph import Network, Node, ParamSpec
 from .ops import OPS, RF, OpSpec, numel
 from .symbolic import is_symbolic
@@ -104,7 +104,7 @@ def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS)
             fields[node.name] = (one, one) if len(net.shapes[node.name]) in (2, 3) else None  # image or signal
             continue
         spec = ops[node.op]
-        sources = node.inputs[:1] if node.op == "crop" else node.inputs
+        sources = node.inputs[:1] if node.op in ("crop", "upsample") else node.inputs  # `like` gives a size only
         if node.op in ("add", "mul") and len(sources) > 1:
             sources = _spatial_sources(net, node, sources)
         states = [fields[s] for s in sources]
@@ -234,6 +234,7 @@ def lints(net: Network, fields: dict, ops: Ops = OPS) -> list[Diagnostic]:
                                  "(Li et al., 2019); put dropout after the last batchnorm"))
     _lint_saturating(net, out, ops)
     _lint_unreachable(net, out)
+    out += batchnorm_momentum_lints(net)
     return out
 
 

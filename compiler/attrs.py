@@ -59,6 +59,9 @@ def _int(value, name: str, minimum: int | None = None) -> int:
     if isinstance(value, Dim):
         raise OpError(f"{name} must be a known integer, but it depends on {', '.join(sorted(value.symbols()))}",
                       "bind the input size with --input NAME=CxHxW")
+    if isinstance(value, float):
+        raise OpError(f"{name} must be an integer, got {describe(value)}",
+                      "make it one with int(…), round(…), ceil(…) or floor(…)")
     if isinstance(value, bool) or not isinstance(value, int):
         raise OpError(f"{name} must be an integer, got {describe(value)}")
     if minimum is not None and value < minimum:
@@ -128,6 +131,35 @@ def _plain(value):
     return value
 
 
+def _init(value: Any, name: str) -> tuple | None:
+    """A layer's `init`: a word (`kaiming_uniform`) or a tuple of a word and its numbers (`(normal, 0.02)`),
+    checked against the train vocabulary's INIT family; normalised to (name, ((option, value), ...))."""
+    from .train_vocab import INIT, Invalid
+    if _is_none(value):
+        return None
+    head, args = (value[0], value[1:]) if isinstance(value, tuple) and value else (value, ())
+    word = head.name if isinstance(head, Word) else head
+    entry = INIT.entries.get(word) if isinstance(word, str) else None
+    if entry is None:
+        raise OpError(f"{name} must be one of {', '.join(INIT.entries)}; got {describe(value)}",
+                      did_you_mean(str(word), INIT.entries))
+    if len(args) > len(entry.positional):
+        raise OpError(f"{name} = {word} takes {len(entry.positional) or 'no'} number"
+                      f"{'s' if len(entry.positional) != 1 else ''}, got {len(args)}")
+    options = []
+    for option_name, v in zip(entry.positional, args):
+        try:
+            options.append((option_name, entry.option(option_name).check(v)))
+        except Invalid as bad:
+            raise OpError(f"{name} = {word}: {option_name} must be {bad}, got {describe(v)}") from None
+    given = {o for o, _ in options}
+    missing = [o.name for o in entry.options if o.required and o.name not in given]
+    if missing:
+        raise OpError(f"{name} = {word} needs its {missing[0]}", f"write {name} = ({word}, ...), e.g. "
+                      f"{name} = ({word}, 0.02)")
+    return (word, tuple(options))
+
+
 def convert(kind: str, value: Any, name: str, choices: tuple[str, ...] = ()) -> Any:
     """The normalised value of one attribute (see ops.Attr.kind)."""
     if kind == "pos_int":
@@ -168,4 +200,6 @@ def convert(kind: str, value: Any, name: str, choices: tuple[str, ...] = ()) -> 
         return word
     if kind == "weights":
         return _weights(value, name)
+    if kind == "init":
+        return _init(value, name)
     raise AssertionError(f"unknown attribute kind {kind}")

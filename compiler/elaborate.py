@@ -37,6 +37,7 @@ from .unify import ShapeUnifier
 MAX_REPEAT = 10_000
 MAX_NODES = 50_000  # ResNet-2000 has 6,669; more is a mistake, not a network
 MAX_BLOCK_DEPTH = 200
+MAX_FUNCTION_CALLS = 100_000  # `def` helpers build nothing, so their calls are bounded on their own
 MAX_TENSOR_ELEMENTS = 1 << 31
 # Nested block calls recurse in Python (about ten frames a level): room for MAX_BLOCK_DEPTH of them.
 RECURSION_LIMIT = 20 * MAX_BLOCK_DEPTH + 2000
@@ -84,6 +85,8 @@ class Elaborator:
         self.unifier = ShapeUnifier(self.constraints, self._producer)
         self.warnings: list[Diagnostic] = []
         self.call_chain: list[tuple[str, Loc | None]] = []  # the block calls being evaluated
+        self.function_stack: list[str] = []                 # the `def` helpers being evaluated
+        self.function_calls = 0                             # how many `def` calls so far
 
     # ----------------------------------------------------------- entry point
     def network(self, name: str) -> Network:
@@ -201,6 +204,7 @@ class Elaborator:
         if self._is_application(expr, frame):
             if "in" not in frame.env:
                 what = self._callee_name(expr)
+                self._refuse_layers_in_function(what, expr.loc)
                 raise CnncError(f"nothing is piped into '{what}' here", expr.loc,
                                 "in a network, start the chain with a tensor: `x -> " + what + "(...)`")
             frame.used.add("in")
@@ -272,6 +276,9 @@ class Elaborator:
                 return self._shared(callee, x, expr, frame, label)
             return self.apply(callee, (), (), x, expr.loc, expr.loc, frame, label)
         if isinstance(expr, ast.Call):
+            if expr.func in self.defs.functions and expr.func not in frame.env:
+                raise CnncError(f"'{expr.func}' is a numeric function: it cannot follow '->'", expr.func_loc,
+                                "a `def` computes a number; use its value as an argument, e.g. `conv(f(32))`")
             callee = self.lookup(expr.func, frame, expr.func_loc, called="step")
             if isinstance(callee, LayerRef) and _is_variadic(callee.name):
                 args = [x] + [self._tensor(self.ev(a, frame), a) for a in expr.args]
@@ -306,9 +313,12 @@ class Elaborator:
     def _repeat(self, expr: ast.BinOp, x: Tensor, frame: Frame, label: str | None) -> Tensor:
         count = self.ev(expr.right, frame)
         if isinstance(count, bool) or not isinstance(count, int):
-            raise CnncError(f"a repeat count must be an integer, got {describe(count)}", expr.right.loc)
-        if not 1 <= count <= MAX_REPEAT:
-            raise CnncError(f"repeat count {count} is out of range (1 to {MAX_REPEAT})", expr.right.loc)
+            hint = "make it one with int(…), round(…), ceil(…) or floor(…)" if isinstance(count, float) \
+                else None
+            raise CnncError(f"a repeat count must be an integer, got {describe(count)}", expr.right.loc, hint)
+        if not 0 <= count <= MAX_REPEAT:
+            raise CnncError(f"repeat count {count} is out of range (0 to {MAX_REPEAT})", expr.right.loc,
+                            "`* 0` passes the tensor on unchanged" if count < 0 else None)
         if label is not None:
             raise CnncError("a repeated block cannot carry a label: it stands for several layers", expr.loc,
                             "label a single application instead")
@@ -356,15 +366,21 @@ class Elaborator:
             if attr.kind == "tensor":
                 inputs.append(self._tensor(value, vloc))
                 continue
+            if attr.kind == "opt_tensor":  # `upsample(like = t)`: t is a second input when given
+                if value is not None and not (isinstance(value, Word) and value.name == "none"):
+                    inputs.append(self._tensor(value, vloc))
+                continue
             if attr.kind == "layer":
                 attrs.update(self._pool_reference(value, vloc, x))
                 continue
             try:
                 attrs[key] = convert(attr.kind, value, attr.name, attr.choices)
             except OpError as err:
-                if isinstance(value, Word) and attr.kind not in ("choice", "padding"):
+                if isinstance(value, Word) and attr.kind not in ("choice", "padding", "init"):
                     self.lookup(value.name, frame, vloc)  # an undefined name: say so, with a suggestion
                 hint = err.hint
+                if name == "upsample" and attr.name == "size" and "depends on" in err.message:
+                    hint = "to follow a symbolic size, resize to a tensor: upsample(like = t)"
                 if isinstance(value, Word) and attr.kind == "padding":
                     hint = did_you_mean(value.name, ["same", "valid", "full"], hint)
                 raise CnncError(err.message, vloc, hint) from None
@@ -576,7 +592,7 @@ class Elaborator:
 
     # ------------------------------------------------------------ evaluation
     def lookup(self, name: str, frame: Frame, loc: Loc, quiet: bool = False, called: str | None = None) -> Any:
-        return lookup(name, frame.env, self.defs.blocks, loc, quiet, called)
+        return lookup(name, frame.env, self.defs.blocks, loc, quiet, called, self.defs.functions)
 
     def ev(self, expr: ast.Expr, frame: Frame) -> Any:
         """The value of an expression in value position."""
@@ -598,6 +614,8 @@ class Elaborator:
             v = self.ev(expr.operand, frame)
             if expr.op == "not":
                 return not truth(v, expr.operand)
+            if isinstance(v, Tensor):
+                return self._affine(v, -1.0, 0.0, expr.loc, frame)
             return arith("-", 0, v, expr, self.constraints, self.defs.blocks)
         if isinstance(expr, ast.BinOp):
             return self._binop(expr, frame)
@@ -620,6 +638,8 @@ class Elaborator:
         raise AssertionError(expr)
 
     def _call(self, expr: ast.Call, frame: Frame) -> Any:
+        if expr.func in self.defs.functions and expr.func not in frame.env:
+            return self._user_function(self.defs.functions[expr.func], expr, frame)
         if expr.func in FUNCTIONS and expr.func not in frame.env:
             return self._function(expr, frame)
         callee = self.lookup(expr.func, frame, expr.func_loc, called="call")
@@ -689,7 +709,109 @@ class Elaborator:
         return self._node("slice", [x], attrs, expr.loc, frame, None, locs)
 
     def _function(self, expr: ast.Call, frame: Frame) -> Any:
-        return builtin_function(expr, [self.ev(a, frame) for a in expr.args], self.defs.blocks)
+        args = [self.ev(a, frame) for a in expr.args]
+        if expr.func == "max" and any(isinstance(a, Tensor) for a in args) and not expr.kwargs:
+            return self._tensor_max(expr, args, frame)
+        return builtin_function(expr, args, self.defs.blocks)
+
+    # ------------------------------------------- numeric helpers, tensor arithmetic
+    def _user_function(self, fn: ast.Function, expr: ast.Call, frame: Frame) -> Any:
+        """The value of a `def` helper: its parameters bound to the arguments, its body run in a frame
+        of its own (it sees its parameters, other helpers and the built-in functions, no tensors)."""
+        if fn.name in self.function_stack:
+            path = " -> ".join([*self.function_stack[self.function_stack.index(fn.name):], fn.name])
+            raise CnncError(f"numeric function '{fn.name}' calls itself ({path})", expr.loc,
+                            "a `def` cannot recurse, directly or through other functions: "
+                            "write the formula without the recursive call")
+        self.function_calls += 1
+        if self.function_calls > MAX_FUNCTION_CALLS:
+            raise CnncError(f"numeric functions were called more than {MAX_FUNCTION_CALLS:,} times", expr.loc,
+                            "a function that calls others several times multiplies the work: bind a value once "
+                            "and reuse it")
+        values = self._function_args(fn, expr, frame)
+        inner = Frame({}, Scope(None), False, fn.name)
+        for p in fn.params:
+            if p.name in values:
+                inner.env[p.name] = values[p.name]
+            elif p.default is not None:
+                inner.env[p.name] = self.ev(p.default, inner)
+            else:
+                raise CnncError(f"function '{fn.name}' needs its parameter '{p.name}'", expr.loc,
+                                f"'{fn.name}' is defined at {fn.loc}")
+        self.function_stack.append(fn.name)
+        try:
+            value = None
+            for stmt in fn.body:
+                value = self.statement(stmt, inner)
+        except CnncError as err:
+            if len(err.diagnostic.notes) < 12:
+                err.add_note(f"in function '{fn.name}', called here", expr.loc)
+            raise
+        finally:
+            self.function_stack.pop()
+        if not isinstance(value, (bool, int, float, Dim, tuple)):
+            raise CnncError(f"function '{fn.name}' must give a number, but its last statement gives "
+                            f"{describe(value)}", fn.body[-1].loc if fn.body else fn.loc) \
+                .add_note(f"in function '{fn.name}', called here", expr.loc)
+        return value
+
+    def _function_args(self, fn: ast.Function, expr: ast.Call, frame: Frame) -> dict[str, Any]:
+        names = [p.name for p in fn.params]
+        if len(expr.args) > len(names):
+            raise CnncError(f"function '{fn.name}' takes {len(names)} arguments, got {len(expr.args)}",
+                            expr.args[len(names)].loc, f"defined at {fn.loc}")
+        given = [(p.name, e) for p, e in zip(fn.params, expr.args)]
+        for kw in expr.kwargs:
+            if kw.name not in names:
+                raise CnncError(f"function '{fn.name}' has no parameter '{kw.name}'", kw.loc,
+                                did_you_mean(kw.name, names, f"its parameters: {', '.join(names) or 'none'}"))
+            if kw.name in dict(given):
+                raise CnncError(f"parameter '{kw.name}' of function '{fn.name}' is given twice", kw.loc)
+            given.append((kw.name, kw.value))
+        values = {}
+        for name, e in given:
+            v = self.ev(e, frame)
+            if isinstance(v, Tensor):
+                raise CnncError(f"function '{fn.name}' takes numbers, got a tensor for '{name}'", e.loc,
+                                "pass a size instead, e.g. channels(t)")
+            values[name] = v
+        return values
+
+    def _refuse_layers_in_function(self, what: str, loc: Loc) -> None:
+        if self.function_stack:
+            raise CnncError(f"numeric function '{self.function_stack[-1]}' cannot apply '{what}'", loc,
+                            "a `def` computes numbers only; build layers in a block")
+
+    def _tensor_max(self, expr: ast.Call, args: list, frame: Frame) -> Tensor:
+        """`max(a, b, …)` of tensors: element-wise maximum, pairwise from the left (PyTorch's
+        torch.maximum, whose gradient splits ties evenly)."""
+        if len(args) < 2:
+            raise CnncError("'max' needs at least two values", expr.loc)
+        for a, e in zip(args, expr.args):
+            if not isinstance(a, Tensor):
+                raise CnncError(f"max takes tensors or numbers, not both: got {describe(a)} with a tensor", e.loc,
+                                "max(x, 0) of a tensor is `x -> relu`")
+        tensors = list(args)
+        out = tensors[0]
+        for t in tensors[1:]:
+            out = self._variadic("maximum", [out, t], expr.loc, frame, None)
+        return out
+
+    def _scalar(self, v: Any, where: ast.Expr) -> float:
+        """A number combined with a tensor (`x + 3`): known and finite."""
+        try:
+            return convert("float", v, "a number combined with a tensor")
+        except OpError as err:
+            if isinstance(v, Dim):
+                raise CnncError(f"a number combined with a tensor must be known, but it depends on "
+                                f"{', '.join(sorted(v.symbols()))}", where.loc,
+                                "bind the input size with --input NAME=CxHxW") from None
+            if isinstance(v, Word):
+                lookup(v.name, {}, self.defs.blocks, where.loc, functions=self.defs.functions)  # say so
+            raise CnncError(err.message, where.loc, err.hint) from None
+
+    def _affine(self, t: Tensor, scale: float, shift: float, loc: Loc, frame: Frame) -> Tensor:
+        return self._node("affine", [t], {"scale": scale, "shift": shift}, loc, frame, None, {})
 
     def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
         if expr.op in ("and", "or"):
@@ -709,11 +831,25 @@ class Elaborator:
         return arith(expr.op, left, right, expr, self.constraints, self.defs.blocks)
 
     def _tensor_binop(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> Tensor:
-        if expr.op not in ("+", "*"):
-            raise CnncError(f"tensors support '+' and '*', not '{expr.op}'", expr.loc)
-        a = self._tensor(left, expr.left)
-        b = self._tensor(right, expr.right)
-        return self._variadic("add" if expr.op == "+" else "mul", [a, b], expr.loc, frame, None)
+        if expr.op not in ("+", "-", "*", "/"):
+            raise CnncError(f"tensors support '+', '-', '*' and '/', not '{expr.op}'", expr.loc)
+        if isinstance(left, Tensor) and isinstance(right, Tensor):
+            if expr.op == "/":
+                raise CnncError("'/' divides a tensor by a number, not by a tensor", expr.loc)
+            if expr.op == "-":   # a - b = a + (-1·b)
+                right = self._affine(right, -1.0, 0.0, expr.loc, frame)
+            return self._variadic("mul" if expr.op == "*" else "add", [left, right], expr.loc, frame, None)
+        if isinstance(right, Tensor):   # number (op) tensor
+            if expr.op == "/":
+                raise CnncError("'/' divides a tensor by a number, not a number by a tensor", expr.loc)
+            n = self._scalar(left, expr.left)
+            scale, shift = {"+": (1.0, n), "-": (-1.0, n), "*": (n, 0.0)}[expr.op]
+            return self._affine(right, scale, shift, expr.loc, frame)
+        n = self._scalar(right, expr.right)
+        if expr.op == "/" and n == 0:
+            raise CnncError("division by zero", expr.right.loc)
+        scale, shift = {"+": (1.0, n), "-": (1.0, -n), "*": (n, 0.0), "/": (1.0 / n, 0.0)}[expr.op]
+        return self._affine(left, scale, shift, expr.loc, frame)
 
     def _condition(self, expr: ast.Expr, frame: Frame) -> bool:
         return truth(self.ev(expr, frame), expr)

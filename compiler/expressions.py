@@ -4,13 +4,14 @@ What names mean (`lookup`: a bound value, a block, a layer, or an unknown name
 with a did-you-mean hint), integer and size arithmetic with comparisons that
 may depend on symbolic input sizes (`arith`, deciding `==` with the
 elaborator's constraints), conditions, and the built-in functions
-`min`/`max` and `channels`/`height`/`width`/`length`. The elaborator walks the syntax
+`min`/`max`, `round`/`ceil`/`floor`/`int` and `channels`/`height`/`width`/`length`. The elaborator walks the syntax
 tree and calls these; nothing here builds layers.
 """
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import math
+from typing import Any, Iterable
 
 from ..dsl import ast
 from ..dsl.source import CnncError, Loc, did_you_mean
@@ -19,8 +20,9 @@ from .naming import BlockRef, LayerRef, Tensor
 from .ops import OPS, SURFACE, Word, fmt_shape
 from .symbolic import Constraints, Dim, SymbolicComparison, equal_when
 
-FUNCTIONS = {"channels", "height", "width", "length", "min", "max"}
+FUNCTIONS = {"channels", "height", "width", "length", "min", "max", "round", "ceil", "floor", "int"}
 SHAPE_QUERIES = {"channels", "height", "width", "length"}
+ROUNDING = {"round": round, "ceil": math.ceil, "floor": math.floor, "int": int}  # number -> integer
 NOT_LAYERS = {"input"}
 MAX_INT = 1 << 62  # sizes and counts beyond this are mistakes (and would overflow NumPy's int64)
 
@@ -30,10 +32,11 @@ def is_builtin(name: str) -> bool:
 
 
 def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Loc, quiet: bool = False,
-           called: str | None = None) -> Any:
+           called: str | None = None, functions: Iterable[str] = ()) -> Any:
     """What `name` means: a bound value, a block, a layer; else a `Word` (quiet) or an error.
     `called` says how an unknown name was used, so the hint suggests only what fits there:
-    "step" (after `->`: a layer or block), "call" (`f(...)`: also a function, named as one)."""
+    "step" (after `->`: a layer or block), "call" (`f(...)`: also a function, built-in or the
+    program's `def` (`functions`), named as one)."""
     if name in env:
         return env[name]
     if name in blocks:
@@ -47,17 +50,18 @@ def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Lo
     layers = list(blocks) + [n for n in OPS if n not in NOT_LAYERS] + list(SURFACE)
     if called is not None:  # a labelled layer may be applied again (shared weights): it is a candidate too
         shared = [n for n, v in env.items() if getattr(v, "labelled_layer", False)]
-        raise CnncError(f"unknown name '{name}'", loc, _callable_hint(name, layers + shared, called == "call"))
-    candidates = list(env) + layers + sorted(FUNCTIONS)
+        callable_functions = set(FUNCTIONS) | set(functions) if called == "call" else set()
+        raise CnncError(f"unknown name '{name}'", loc, _callable_hint(name, layers + shared, callable_functions))
+    candidates = list(env) + layers + sorted(FUNCTIONS) + sorted(functions)
     raise CnncError(f"unknown name '{name}'", loc, did_you_mean(name, candidates))
 
 
-def _callable_hint(name: str, layers: list[str], functions: bool) -> str | None:
-    """The closest layer or block (and, for a call, built-in function, said to be one)."""
-    close = difflib.get_close_matches(name, sorted(set(layers) | (FUNCTIONS if functions else set())), n=1)
+def _callable_hint(name: str, layers: list[str], functions: set[str]) -> str | None:
+    """The closest layer or block (and, for a call, function, said to be one)."""
+    close = difflib.get_close_matches(name, sorted(set(layers) | functions), n=1)
     if not close:
         return None
-    if close[0] in FUNCTIONS:
+    if close[0] in functions:
         kind = "shape query" if close[0] in SHAPE_QUERIES else "function"
         return f"did you mean '{close[0]}' (a {kind}, not a layer)?"
     return f"did you mean '{close[0]}'?"
@@ -149,9 +153,12 @@ def _arith(op: str, a: Any, b: Any, expr: ast.Expr) -> Any:
 
 
 def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> Any:
-    """`min`/`max` of numbers, or `channels`/`height`/`width` of a tensor."""
+    """`min`/`max` of numbers, `round`/`ceil`/`floor`/`int` of a number, or `channels`/`height`/`width`/`length`
+    of a tensor."""
     if expr.kwargs:
         raise CnncError(f"'{expr.func}' takes no keyword arguments", expr.kwargs[0].loc)
+    if expr.func in ROUNDING:
+        return _rounded(expr, args, blocks)
     if expr.func in ("min", "max"):
         if len(args) < 2:
             raise CnncError(f"'{expr.func}' needs at least two values", expr.loc)
@@ -174,3 +181,20 @@ def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -
         raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc,
                         "length() reads a [C, L] signal" if len(t.shape) == 2 else None)
     return t.shape[axis]
+
+
+def _rounded(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> Any:
+    """`round(x)` (halves to even, as Python), `ceil(x)`, `floor(x)`, `int(x)` (towards zero): an integer.
+    A size is already an integer and stays as it is (symbolic or not)."""
+    if len(args) != 1:
+        raise CnncError(f"'{expr.func}' takes one number, got {len(args)} arguments", expr.loc)
+    require_number(args[0], expr.args[0], blocks)
+    v = args[0]
+    if isinstance(v, (int, Dim)):
+        return v
+    if not math.isfinite(v):
+        raise CnncError(f"'{expr.func}' needs a finite number, got {describe(v)}", expr.args[0].loc)
+    out = ROUNDING[expr.func](v)
+    if abs(out) > MAX_INT:
+        raise CnncError("number too large", expr.loc)
+    return out

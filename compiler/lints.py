@@ -9,7 +9,7 @@ lists the same names (a test keeps them in step).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..dsl.source import CnncError, Diagnostic, Loc, did_you_mean
 
@@ -25,6 +25,10 @@ LINTS: dict[str, str] = {
     "misaligned": "merged paths look at different places of the input",
     "shadowing": "a binding or parameter hides another name (a layer, block, function or built-in) in its scope",
     "input-override": "`--input` replaces a concrete size the file declares",
+    "softmax-before-cross-entropy": "the network ends in softmax and the loss is cross_entropy, which applies "
+                                    "softmax itself (softmax twice)",
+    "batchnorm-momentum": "batchnorm momentum above 0.5: cnnc follows PyTorch (the weight of the new batch, "
+                          "0.1), not Paddle or Keras (the weight of the old statistics, 0.9)",
 }
 ALL = "all"
 
@@ -51,3 +55,36 @@ def allowed(diagnostics: list[Diagnostic], names: frozenset[str]) -> list[Diagno
     if ALL in names:
         return []
     return [d for d in diagnostics if d.code not in names]
+
+
+# ---------------------------------------------------------------- lints of conventions learners trip on
+def batchnorm_momentum_lints(net: Any) -> list[Diagnostic]:
+    """A batchnorm momentum above 0.5 is most likely Paddle's or Keras's convention (0.9, 0.99)."""
+    out = []
+    for node in net.layers():
+        m = node.attrs.get("momentum") if node.op == "batchnorm" else None
+        if m is not None and m > 0.5:
+            out.append(warning(
+                "batchnorm-momentum", f"'{node.name}': batchnorm momentum {m:g} gives the new batch a weight of "
+                f"{m:g} in the running statistics (PyTorch's convention, whose default is 0.1)", node.loc,
+                f"if {m:g} is the weight of the old statistics (Paddle, Keras), write momentum = {1 - m:.4g}"))
+    return out
+
+
+CROSS_ENTROPY_LOSSES = ("cross_entropy", "pixel_cross_entropy")
+
+
+def softmax_cross_entropy_lints(net: Any, loss: str) -> list[Diagnostic]:
+    """An output made by softmax fed to a loss that applies softmax itself: softmax twice."""
+    if loss not in CROSS_ENTROPY_LOSSES:
+        return []
+    out = []
+    for name in net.outputs:
+        node = net.node(name)
+        if node.op == "softmax":
+            out.append(warning(
+                "softmax-before-cross-entropy", f"'{node.name}': the network ends in softmax and the loss "
+                f"{loss} applies softmax itself, so the outputs are squashed twice", node.loc,
+                f"end the network in the logits (drop this softmax): {loss} takes logits, and predict "
+                "still ranks the classes the same"))
+    return out

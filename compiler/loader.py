@@ -31,6 +31,7 @@ class Definitions:
 
     main: str
     blocks: dict[str, ast.Block] = field(default_factory=dict)
+    functions: dict[str, ast.Function] = field(default_factory=dict)   # `def` numeric helpers
     networks: dict[str, ast.Network] = field(default_factory=dict)
     trains: dict[str, ast.Train] = field(default_factory=dict)
     main_networks: list[str] = field(default_factory=list)
@@ -43,7 +44,7 @@ def load(path: str | Path) -> Definitions:
     return defs
 
 
-_KINDS = {ast.Block: ("blocks", "block"), ast.Network: ("networks", "network"),
+_KINDS = {ast.Block: ("blocks", "block"), ast.Function: ("functions", "function"), ast.Network: ("networks", "network"),
           ast.Train: ("trains", "train section for")}
 
 
@@ -66,9 +67,22 @@ def _load_into(defs: Definitions, path: Path, stack: tuple, import_loc: Loc | No
         if key in table and table[key].loc != item.loc:
             raise CnncError(f"{what} '{key}' is defined twice", item.loc).add_note("first defined here",
                                                                                   table[key].loc)
+        _refuse_block_function_clash(defs, item)
         table[key] = item
         if isinstance(item, ast.Network) and not stack:
             defs.main_networks.append(item.name)
+
+
+def _refuse_block_function_clash(defs: Definitions, item) -> None:
+    """A `def` and a block of one name would make every call ambiguous."""
+    if not isinstance(item, (ast.Block, ast.Function)):
+        return
+    other = defs.functions if isinstance(item, ast.Block) else defs.blocks
+    if item.name in other:
+        what = "function" if isinstance(item, ast.Block) else "block"
+        raise CnncError(f"'{item.name}' is already a {what}", item.loc,
+                        "a block and a numeric function cannot share a name").add_note("defined here",
+                                                                                     other[item.name].loc)
 
 
 def _check_import_path(text: str, loc: Loc) -> None:

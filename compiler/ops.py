@@ -184,7 +184,7 @@ def _spatial(ins, what="this layer") -> tuple:
 # dilation (1, d)), so every rule, kernel and analysis of images serves signals unchanged;
 # only the shapes users see drop the unit axis, and a 1-D conv's weight is [O, C/groups, k]
 # (PyTorch's Conv1d). `is_signal` is the one test of "this layer works on a signal".
-SIGNAL_AXES = ("kernel", "stride", "dilation", "scale", "output_padding")
+SIGNAL_AXES = ("kernel", "stride", "dilation", "scale", "size", "output_padding")
 
 
 def is_signal(shape) -> bool:
@@ -323,6 +323,7 @@ def _need_channels(c, what: str):
 
 # ------------------------------------------------------------ convolutions
 _PAD_DOC = "int, (h, w), ((top, bottom), (left, right)), same, valid or full"
+_INIT_DOC = "the weights' initialisation: kaiming_normal, ..., or (normal, std); default the train section's"
 
 CONV_ATTRS = (
     Attr("out", "pos_int", doc="output channels"),
@@ -334,6 +335,7 @@ CONV_ATTRS = (
     Attr("bias", "bool", True),
     Attr("trainable", "bool", True),
     Attr("weights", "weights", None, doc="fixed initial weights [O, C/groups, kh, kw]"),
+    Attr("init", "init", None, doc=_INIT_DOC),
 )
 
 
@@ -461,7 +463,7 @@ DECONV = OpSpec(
     "deconv", "convolution",
     (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
      Attr("output_padding", "pair0", 0), Attr("dilation", "pair", 1), Attr("groups", "pos_int", 1),
-     Attr("bias", "bool", True), Attr("trainable", "bool", True)),
+     Attr("bias", "bool", True), Attr("trainable", "bool", True), Attr("init", "init", None, doc=_INIT_DOC)),
     shape=_deconv_shape, params=_deconv_params, macs=_deconv_macs,
     flops=lambda a, ins, out: 2 * _deconv_macs(a, ins, out) + _bias_flops(a, out),
     rf=_deconv_rf, resolve=_deconv_normalise, doc="transposed convolution")
@@ -500,7 +502,7 @@ LOCAL = OpSpec(
     "local", "convolution",
     (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
      Attr("tile", "opt_pair", None, doc="tiled convolution: weights repeat every (th, tw) positions"),
-     Attr("bias", "bool", True)),
+     Attr("bias", "bool", True), Attr("init", "init", None, doc=_INIT_DOC)),
     shape=lambda a, ins: _window_shape(a, ins, a["out_channels"], "local"),
     params=_local_params, macs=_local_macs,
     flops=lambda a, ins, out: 2 * _local_macs(a, ins, out) + _bias_flops(a, out),
@@ -614,21 +616,63 @@ UNPOOL = OpSpec(
 
 
 def _upsample_rf(a, ins):
+    """Each output pixel reads a source pixel (nearest) or two (bilinear) per axis; the stride
+    is the ratio of the sizes, exact when both are known, else the field is left undecided."""
     width = Fraction(2) if a["mode"] == "bilinear" else Fraction(1)
-    rf = tuple(RF(width, Fraction(1, s), Fraction(0)) for s in a["scale"])
+    if a.get("scale") is not None:
+        rf = tuple(RF(width, Fraction(1, s), Fraction(0)) for s in a["scale"])
+    else:
+        out = a["size"] if a.get("size") is not None else _plane(ins[1])
+        if any(is_symbolic(d) for d in (*_plane(ins[0]), *out)):
+            return None
+        rf = tuple(RF(width, Fraction(int(n), int(o)), Fraction(0)) for n, o in zip(_plane(ins[0]), out))
     return (RF(Fraction(1), Fraction(1), Fraction(0)), rf[1]) if is_signal(ins[0]) else rf
+
+
+def _plane(shape) -> tuple:
+    """(h, w) of a [C, H, W] shape; (1, L) of a [C, L] signal."""
+    return (1, shape[1]) if is_signal(shape) else tuple(shape[1:])
+
+
+def _upsample_normalise(a: dict, ins: list) -> dict:
+    """Exactly one of scale, size and like (a second input) says the output size; scale 2 by default.
+    On a [C, L] signal, scale and size are integers (unit-height pairs) and like is a signal too."""
+    given = [name for name, present in (("scale", a.get("scale") is not None), ("size", a.get("size") is not None),
+                                        ("like", len(ins) > 1)) if present]
+    if len(given) > 1:
+        raise OpError(f"give one of scale, size and like, not {' and '.join(given)}",
+                      "keep the one that says the output size", attr=given[1])
+    if a.get("align_corners") and a["mode"] != "bilinear":
+        raise OpError("align_corners applies to mode = bilinear only", "drop it, or write mode = bilinear",
+                      attr="align_corners")
+    if len(ins) > 1 and is_signal(ins[0]) and not is_signal(ins[1]):
+        raise OpError(f"like must be a [C, L] signal, as the input is, got {fmt_shape(ins[1])}", attr="like")
+    if len(ins) > 1 and not is_signal(ins[0]) and len(ins[1]) != 3:
+        raise OpError(f"like must be a [C, H, W] tensor, got {fmt_shape(ins[1])}", attr="like")
+    return _signal_attrs({**a, "scale": (2, 2)} if not given else a, ins, "upsample")
 
 
 def _upsample_shape(a, ins):
     c, h, w = _grid(ins, "upsample")
-    return _on_grid(ins, (c, h * a["scale"][0], w * a["scale"][1]))
+    if a.get("scale") is not None:
+        return _on_grid(ins, (c, h * a["scale"][0], w * a["scale"][1]))
+    if a.get("size") is not None:
+        return _on_grid(ins, (c, *a["size"]))
+    return _on_grid(ins, (c, *_plane(ins[1])))
 
 
 UPSAMPLE = OpSpec(
-    "upsample", "pooling", (Attr("scale", "pair", 2), Attr("mode", "choice", "nearest", ("nearest", "bilinear"))),
-    shape=_upsample_shape, flops=lambda a, ins, out: numel(out) * (4 if a["mode"] == "bilinear" else 0),
-    rf=_upsample_rf, saves=(), resolve=lambda a, ins: _signal_attrs(a, ins, "upsample"),
-    properties={"init_transparent"}, doc="upsampling by an integer factor")
+    "upsample", "pooling",
+    (Attr("scale", "opt_pair", None, doc="integer factor, int or (h, w); 2 when no size or like is given"),
+     Attr("mode", "choice", "nearest", ("nearest", "bilinear")),
+     Attr("size", "opt_pair", None, doc="output (h, w), known integers"),
+     Attr("like", "opt_tensor", None, doc="a tensor whose height and width the output takes"),
+     Attr("align_corners", "bool", False, doc="bilinear only, as PyTorch's interpolate")),
+    shape=_upsample_shape,
+    flops=lambda a, ins, out: numel(out) * (4 if a["mode"] == "bilinear" else 0),
+    rf=_upsample_rf, saves=(), resolve=_upsample_normalise, properties={"init_transparent"},
+    doc="resizing by an integer factor, to a size or to another tensor's height and width "
+        "(nearest or bilinear, as PyTorch's interpolate); on a [C, L] signal, along its length")
 
 
 # -------------------------------------------------------------- activations
@@ -819,7 +863,7 @@ STRUCTURE = [
            rf=None, saves=(), properties=_TRANSPARENT, doc="[C, H, W] -> [C*H*W]"),
     OpSpec("linear", "structure",
            (Attr("out", "pos_int"), Attr("bias", "bool", True), Attr("trainable", "bool", True),
-            Attr("weights", "weights", None)),
+            Attr("weights", "weights", None), Attr("init", "init", None, doc=_INIT_DOC)),
            shape=_linear_shape, params=_linear_params,
            macs=lambda a, ins, out: ins[0][0] * a["out_features"],
            flops=lambda a, ins, out: 2 * ins[0][0] * a["out_features"] + (a["out_features"] if a["bias"] else 0),
@@ -870,12 +914,29 @@ CHANNEL_OPS = [
            doc="interleaves the channels of `groups` groups (ShuffleNet): channel g*n + i goes to i*groups + g"),
 ]
 
+
+# ------------------------------------------------ arithmetic with numbers, maxout
+def _affine_flops(a, ins, out):
+    """One per element for each of the multiply and the add that is not the identity."""
+    return ((a["scale"] != 1.0) + (a["shift"] != 0.0)) * numel(out)
+
+
+ARITHMETIC = [
+    OpSpec("affine", "structure", (Attr("scale", "float", 1.0), Attr("shift", "float", 0.0)),
+           shape=_same, flops=_affine_flops, saves=(), properties=_TRANSPARENT,
+           doc="scale * x + shift with constant numbers: `x + 3`, `x * 0.5`, `1 - g`, `x / 2` and `-x` lower to it"),
+    OpSpec("maximum", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "take the maximum of"),
+           flops=_flops_per_element(-1), saves=("input",),
+           doc="element-wise maximum with broadcasting, `max(a, b)` of tensors (maxout)"),
+]
+
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [CONV, DECONV, LOCAL, MAXPOOL, AVGPOOL, LPPOOL, GLOBAL_AVGPOOL, GLOBAL_MAXPOOL,
                  ADAPTIVE_AVGPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE,
                  *CHANNEL_OPS]
 }
+OPS.update({spec.name: spec for spec in ARITHMETIC})
 
 def normalised_name(op: str, attr: str) -> str:
     """The normalised attribute a surface argument fills: k -> kernel, pad -> padding, out -> ..."""

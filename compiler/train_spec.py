@@ -17,6 +17,7 @@ from typing import Any
 from ..dsl import ast
 from ..dsl.source import CnncError, Loc, did_you_mean
 from .attrs import describe
+from .lints import softmax_cross_entropy_lints
 from .train_vocab import KEYS, Family, Invalid
 
 
@@ -52,6 +53,12 @@ class TrainConfig:
     early_stop: Spec | None = None
     val: float | None = None
     classes: tuple[str, ...] | None = None
+    sync_bn: bool = False
+    test: float | None = None
+    init: Spec | None = None
+    kfold: int | None = None
+    bootstrap: bool = False
+    snapshots: bool = False
     locs: dict[str, Loc] = field(default_factory=dict)
 
 
@@ -160,14 +167,15 @@ def set_key(cfg: TrainConfig, key: str, value: Any, loc: Loc | None) -> TrainCon
         if isinstance(value, str):  # a path: the kind follows from what is there
             value = Spec("path", (value,))
         return replace(cfg, data=_spec(value, family, loc))
-    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "classes"):
+    if key in ("epochs", "batch", "seed", "l1", "l2", "val", "test", "classes", "sync_bn", "kfold", "bootstrap",
+               "snapshots"):
         v = _plain(key, value, loc)
-        return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val") else v})
+        return replace(cfg, **{key: float(v) if key in ("l1", "l2", "val", "test") else v})
     if key == "lr":
         opts = dict(cfg.optimizer.kwargs)
         opts["lr"] = float(_plain(key, value, loc))
         return replace(cfg, optimizer=Spec(cfg.optimizer.name, cfg.optimizer.args, tuple(opts.items())))
-    if key in ("loss", "optimizer", "schedule"):
+    if key in ("loss", "optimizer", "schedule", "init"):
         return replace(cfg, **{key: _spec(value, family, loc)})
     if key == "augment":
         return replace(cfg, augment=_specs(value, family, loc))
@@ -196,4 +204,28 @@ def validate_train(section: ast.Train, net: Any = None) -> TrainConfig:
         seen[entry.key] = entry.loc
         cfg = set_key(cfg, entry.key, _value(entry.value), entry.value.loc)
     cfg.locs = seen
+    if net is not None:
+        net.warnings.extend(softmax_cross_entropy_lints(net, cfg.loss.name))
     return cfg
+
+
+def set_key_text(cfg: TrainConfig, assignment: str, flag: str) -> TrainConfig:
+    """`KEY=VALUE` from the command line (`--train`, `cnnc search --grid`): the value is read as a
+    train section's line would be and checked by `set_key`; an error names the flag."""
+    from ..dsl.parser import parse
+    key, sep, text = assignment.partition("=")
+    key, text = key.strip(), text.strip()
+    try:
+        if not sep or not key or not text:
+            raise CnncError("expected KEY=VALUE, e.g. optimizer=adam or lr=0.01")
+        if key not in KEYS:
+            set_key(cfg, key, None, None)  # raises the unknown-key error with its suggestion
+        if "\n" in text or "\r" in text:
+            raise CnncError("the value must be one line")
+        program = parse(f"train _ {{\n    {key} = {text}\n}}\n", flag)
+        entries = program.items[0].entries if len(program.items) == 1 else ()
+        if len(entries) != 1 or not isinstance(program.items[0], ast.Train):
+            raise CnncError("expected one KEY=VALUE")
+        return set_key(cfg, key, _value(entries[0].value), None)
+    except CnncError as err:
+        raise CnncError(f"{flag} {assignment}: {err.message}", hint=err.hint) from None

@@ -244,7 +244,7 @@ def _channels(v: Any) -> int:
 
 DATA = Family("data", "data set", _entries(
     Entry("mnist10k", "10,000 MNIST digits embedded in cnnc (8,000 train, 2,000 test)"),
-    Entry("path", 'a path given as a string: an .npz, an MNIST IDX folder or an image folder',
+    Entry("path", 'a path given as a string: an .npz, an MNIST IDX folder, an image folder or a segmentation folder',
           (Option("path", text, REQUIRED, "the file or folder"),), ("path",)),
     Entry("npz", "an .npz archive with x_train, y_train (and x_test, y_test)",
           (Option("path", text, REQUIRED, "the .npz file"),), ("path",)),
@@ -255,6 +255,12 @@ DATA = Family("data", "data set", _entries(
            Option("size", image_size, None, "resize every image to size x size (or (h, w))"),
            Option("channels", _channels, None,
                   "convert every image to 1 (grey) or 3 (RGB) channels")), ("path",)),
+    Entry("segmentation", "a folder of images and masks: DIR/images/*, DIR/masks/* (or DIR/train/..., "
+          "DIR/test/...), optional DIR/classes.txt",
+          (Option("path", text, REQUIRED, "the folder"),
+           Option("size", image_size, None, "resize every image and mask to size x size (or (h, w))"),
+           Option("channels", _channels, None,
+                  "convert every image to 1 (grey) or 3 (RGB) channels")), ("path",)),
     Entry("synthetic", "generated data that fits the network (classes, masks or regression targets)",
           (Option("n", integer(1, 10**6), None, "training samples (the test split gets n/4)"),
            Option("classes", integer(1, 10**4), None, "classes (default: the network's outputs)"),
@@ -263,8 +269,15 @@ DATA = Family("data", "data set", _entries(
                   "what to generate (default: from the output's rank)"),
            Option("seed", integer(0, 2**32 - 1), 0, "the generator's seed"),
            Option("noise", NON_NEGATIVE, None, "standard deviation of the added noise"))),
+    Entry("mnist", "MNIST: 60,000 train and 10,000 test digits, downloaded on first use"),
+    Entry("fashion_mnist", "Fashion-MNIST: 60,000 train and 10,000 test clothing images, downloaded on first use"),
+    Entry("cifar10", "CIFAR-10: 50,000 train and 10,000 test colour images in 10 classes, downloaded on first use"),
+    Entry("cifar100", "CIFAR-100: 50,000 train and 10,000 test colour images in 100 classes (fine labels), "
+                      "downloaded on first use"),
 ), common=(Option("val", UNIT_OPEN, None, "fraction of the training split held out for validation"),
-           Option("limit", integer(1), None, "use only the first N training samples")))
+           Option("limit", integer(1), None, "use only the first N training samples"),
+           Option("test", UNIT_OPEN, None, "fraction of the training split held out as the test split "
+                                           "(for data that ships none)")))
 
 
 
@@ -314,6 +327,10 @@ SCHEDULE = Family("schedule", "schedule", _entries(
     Entry("cosine", "cosine annealing", (
         Option("T_max", integer(1), None, "half period in epochs (default: the run)"),
         Option("eta_min", NON_NEGATIVE, 0.0, "the lowest rate", aliases=("min_lr",)))),
+    Entry("cosine_restarts", "cosine annealing with warm restarts (SGDR): cycles of T_0, T_0*T_mult, ... epochs", (
+        Option("T_0", integer(1), REQUIRED, "epochs of the first cycle"),
+        Option("T_mult", integer(1), 1, "each cycle is this many times longer than the one before"),
+        Option("eta_min", NON_NEGATIVE, 0.0, "the lowest rate", aliases=("min_lr",))), ("T_0",)),
     Entry("plateau", "cut the rate when the validation loss stops improving", (
         Option("mode", choice("min", "max"), "min", "whether lower or higher is better"),
         Option("factor", number(0, 1, low_open=True, high_open=True), 0.1, "the factor of each cut"),
@@ -361,6 +378,26 @@ PREPROCESS = Family("preprocess", "preprocessing", _entries(
           (Option("factor", number(), REQUIRED, "the factor"),), ("factor",)),
 ), many=True)
 
+# -------------------------------------------------------------- initialisation
+# PyTorch's torch.nn.init formulas; fan_in and fan_out as torch computes them from the weight's shape.
+_INIT_A = Option("a", NON_NEGATIVE, 0.0, "the negative slope of the leaky rectifier that follows (0: relu)")
+_INIT_MODE = Option("mode", choice("fan_in", "fan_out"), "fan_in",
+                    "fan_in keeps the variance of the forward pass, fan_out that of the backward pass")
+_INIT_GAIN = Option("gain", POSITIVE, 1.0, "a factor on the standard deviation or bound")
+INIT = Family("init", "initialisation", _entries(
+    Entry("kaiming_normal", "N(0, std^2), std = gain / sqrt(fan), gain = sqrt(2 / (1 + a^2)) (He et al. 2015)",
+          (_INIT_A, _INIT_MODE)),
+    Entry("kaiming_uniform", "U(-bound, bound), bound = gain * sqrt(3 / fan), gain = sqrt(2 / (1 + a^2))",
+          (_INIT_A, _INIT_MODE)),
+    Entry("xavier_normal", "N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010)",
+          (_INIT_GAIN,)),
+    Entry("xavier_uniform", "U(-bound, bound), bound = gain * sqrt(6 / (fan_in + fan_out))", (_INIT_GAIN,)),
+    Entry("normal", "N(mean, std^2)", (Option("std", POSITIVE, REQUIRED, "the standard deviation"),
+                                       Option("mean", number(), 0.0, "the mean")), ("std", "mean")),
+    Entry("uniform", "U(-a, a)", (Option("a", POSITIVE, REQUIRED, "the bound"),), ("a",)),
+    Entry("zeros", "all weights zero"),
+))
+
 # -------------------------------------------------------------- keys
 KEYS: dict[str, Key] = {k.name: k for k in (
     Key("data", "the data set", family=DATA),
@@ -379,9 +416,18 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("early_stop", "stop after this many epochs without improvement", integer(1)),
     Key("val", "validation fraction of the training split", UNIT_OPEN),
     Key("classes", "names of the classes in label order (predict prints them)", names),
+    Key("sync_bn", "batchnorm statistics over the global batch when several processes train "
+                   "(--engine torch --nproc N)", boolean, False),
+    Key("test", "test fraction of the training split, for data without a test split", UNIT_OPEN),
+    Key("init", "the initialisation of conv, deconv, local and linear weights (default: He-normal before "
+                "rectifiers, Xavier-uniform otherwise)", family=INIT),
+    Key("kfold", "k-fold cross-validation: train K models, each validated on one K-th of the training split",
+        integer(2, 1000)),
+    Key("bootstrap", "train on a bootstrap resample of the training split (bagging)", boolean, False),
+    Key("snapshots", "keep a checkpoint snapshot-K.npz at the end of each cosine_restarts cycle", boolean, False),
 )}
 
-FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS)}
+FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS, INIT)}
 
 
 def entry_options(family: Family, name: str) -> tuple[Option, ...]:

@@ -165,6 +165,16 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Function:
+    """`def name(params) = expr` or `def name(params) { ... }`: a numeric helper (no layers)."""
+
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
 class Network:
     name: str
     params: tuple[Param, ...]
@@ -195,4 +205,4 @@ class Import:
 @dataclass(frozen=True)
 class Program:
     path: str
-    items: tuple[Import | Block | Network | Train, ...]
+    items: tuple[Import | Block | Function | Network | Train, ...]

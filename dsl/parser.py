@@ -131,6 +131,13 @@ class _ToAst(Transformer):
         return ast.Block(str(name), params, body, _loc(self.file, name))
 
     @v_args(meta=True)
+    def func_def(self, meta, children):
+        name, params, body = children
+        if not isinstance(body, tuple):  # `def f(x) = expr`: one statement, its value
+            body = (ast.ExprStmt(body.loc, body),)
+        return ast.Function(str(name), params, body, _loc(self.file, name))
+
+    @v_args(meta=True)
     def network_def(self, meta, children):
         name, params, body = self._split_def(children)
         return ast.Network(str(name), params, body, _loc(self.file, name))

@@ -370,8 +370,15 @@ register(BACKEND, "global_avgpool")(lambda e, n, x: e.call(standalone.global_avg
 register(BACKEND, "global_maxpool")(lambda e, n, x: e.call(standalone.global_max_pool, x[0]))
 register(BACKEND, "adaptive_avgpool")(
     lambda e, n, x: e.call(standalone.adaptive_avg_pool, x[0], output=_tuples(n.attrs["output"])))
-register(BACKEND, "upsample")(
-    lambda e, n, x: e.call(standalone.upsample, x[0], scale=_tuples(n.attrs["scale"]), mode=str(n.attrs["mode"])))
+@register(BACKEND, "upsample")
+def _upsample(e: _Emitter, node: Node, x: list[str]) -> str:
+    a = node.attrs
+    if a.get("scale") is not None and not a.get("align_corners"):
+        return e.call(standalone.upsample, x[0], scale=_tuples(a["scale"]), mode=str(a["mode"]))
+    size = e.net.shapes[node.name][1:]          # known: --emit numpy needs every size bound
+    size = (1, *size) if e.on_signal else size  # a [C, L] signal runs as a unit-height image
+    return e.call(standalone.resize, x[0], size=tuple(int(d) for d in size), mode=str(a["mode"]),
+                  align_corners=bool(a.get("align_corners")))
 register(BACKEND, "flatten")(lambda e, n, x: e.call(standalone.flatten, x[0]))
 register(BACKEND, "add")(lambda e, n, x: " + ".join(x))
 register(BACKEND, "mul")(lambda e, n, x: " * ".join(x))
@@ -384,6 +391,19 @@ register(BACKEND, "slice")(
     lambda e, n, x: e.call(standalone.channel_slice, x[0], start=n.attrs["start"], stop=n.attrs["stop"]))
 register(BACKEND, "channel_shuffle")(
     lambda e, n, x: e.call(standalone.channel_shuffle, x[0], groups=n.attrs["groups"]))
+register(BACKEND, "affine")(lambda e, n, x: e.call(standalone.affine, x[0], scale=float(n.attrs["scale"]),
+                                                   shift=float(n.attrs["shift"])))
+
+
+def _pairwise(fn: str, x: list[str]) -> str:
+    """`fn(fn(a, b), c)`: a variadic op from the left, as the runtime computes it."""
+    acc = x[0]
+    for other in x[1:]:
+        acc = f"{fn}({acc}, {other})"
+    return acc
+
+
+register(BACKEND, "maximum")(lambda e, n, x: _pairwise("np.maximum", x))
 
 
 # ------------------------------------------------------------------ module
@@ -519,7 +539,8 @@ def parameter_store(net: Network, specs: dict, checkpoint: str | None) -> tuple[
     """The unfused store: a `cnnc run` checkpoint's parameters, or the seeded initial weights."""
     if checkpoint is None:
         seed = net.train.seed if net.train is not None else 0
-        return initial_parameters(net, specs, seed), f"initial weights, seed {seed}"
+        init = net.train.init if net.train is not None else None
+        return initial_parameters(net, specs, seed, init=init), f"initial weights, seed {seed}"
     expected = {f"{owner}.{p}": np.broadcast_to(np.float32(0), tuple(int(d) for d in spec.shape))
                 for owner, ps in specs.items() for p, spec in ps.items()}  # shapes only, no memory
     store = checkpoints.fit(checkpoints.load(checkpoint), expected,

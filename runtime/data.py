@@ -680,11 +680,19 @@ def load_dataset(source: PathLike, **options: Any) -> Dataset:
     if text == "mnist10k":
         _refuse_options(text, "", options)
         return load_mnist10k()
+    from . import standard_datasets  # it reads its files with this module's readers
+    if text in standard_datasets.STANDARD and not Path(text).exists():  # a folder of that name wins
+        _refuse_options(text, "", options)
+        return standard_datasets.load_standard(text)
     path = Path(source)
     if not path.exists():
         raise CnncError(f"data source '{files.describe_path(text)}' does not exist",
                         hint="give a path to an .npz file, an IDX folder or an image folder, "
-                             "or one of: mnist10k, " + ", ".join(SYNTHETIC))
+                             "or one of: mnist10k, " + ", ".join([*standard_datasets.STANDARD, *SYNTHETIC]))
+    from .segmentation_data import is_segmentation_folder, load_segmentation_folder
+    if is_segmentation_folder(path):
+        _refuse_options(text, "a segmentation folder", options, _IMAGE_FOLDER_OPTIONS)
+        return load_segmentation_folder(path, **options)
     if path.is_dir() and is_idx_folder(path):
         _refuse_options(text, "an IDX folder", options)
         return load_idx_folder(path)
@@ -818,6 +826,72 @@ def split_validation(ds: Dataset, val: float, seed: int = 0) -> Dataset:
     return replace(ds, train=ds.train.take(train_idx), val=ds.train.take(val_idx))
 
 
+def _allocate(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Split `total` over groups in proportion to `counts` (largest remainders, ties drawn at random)."""
+    exact = counts * (total / max(int(counts.sum()), 1))
+    base = np.floor(exact).astype(np.int64)
+    order = np.lexsort((rng.random(len(counts)), -(exact - base)))
+    base[order[:total - int(base.sum())]] += 1
+    return base
+
+
+def _held_out_count(fraction: float, n: int) -> int:
+    return 0 if not fraction else max(1, int(round(fraction * n)))
+
+
+def holdout_indices(y: np.ndarray, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    """Sorted indices of the train, validation and test parts, seeded and disjoint.
+
+    `val` and `test` are fractions of all `len(y)` samples. With one class label
+    per sample the split is stratified: each class is cut in the same proportions
+    (largest remainders), so every part keeps the class balance of the whole.
+    """
+    n = len(y)
+    n_test, n_val = _held_out_count(test, n), _held_out_count(val, n)
+    if n_test + n_val >= n:
+        raise CnncError(f"holding out {n_val} validation and {n_test} test samples leaves no training "
+                        f"samples out of {n}", hint="lower val or test")
+    rng = np.random.default_rng([seed, 0x5B117])
+    order = rng.permutation(n)
+    labels = np.asarray(y)
+    if labels.ndim == 1 and labels.dtype.kind in "iub":
+        classes, inverse = np.unique(labels[order], return_inverse=True)
+        counts = np.bincount(inverse, minlength=len(classes))
+        want_test = _allocate(counts, n_test, rng)
+        want_val = _allocate(counts - want_test, n_val, rng)
+        rank = np.empty(n, np.int64)   # position of each sample among its class, in shuffled order
+        for c in range(len(classes)):
+            members = np.flatnonzero(inverse == c)
+            rank[members] = np.arange(len(members))
+        part = np.where(rank < want_test[inverse], 2, np.where(rank < (want_test + want_val)[inverse], 1, 0))
+    else:
+        part = np.zeros(n, np.int64)
+        part[:n_test], part[n_test:n_test + n_val] = 2, 1
+    return {name: np.sort(order[part == k]) for k, name in ((0, "train"), (1, "val"), (2, "test"))}
+
+
+def split_holdout(ds: Dataset, val: float | None, test: float | None, seed: int = 0) -> Dataset:
+    """Hold out validation and/or test parts of the training split (see `holdout_indices`).
+
+    A `test` fraction is refused for data that ships its own test split. The split
+    is recorded in `ds.meta["split"]` (fractions, seed and indices) for the run directory.
+    """
+    val, test = float(val or 0.0), float(test or 0.0)
+    if not val and not test:
+        return ds
+    if test and ds.test is not None:
+        raise CnncError(f"data '{files.describe_path(ds.name)}' has its own test split, so a test fraction "
+                        "would replace it", hint="drop test = ..., or use val = ... to hold out validation data")
+    index = holdout_indices(ds.train.y, val, test, seed)
+    meta = dict(ds.meta)
+    meta["split"] = {"seed": seed, "val": val, "test": test, "samples": len(ds.train),
+                     "stratified": bool(np.asarray(ds.train.y).ndim == 1 and ds.train.y.dtype.kind in "iub"),
+                     "val_index": index["val"].tolist(), "test_index": index["test"].tolist()}
+    part = lambda k: ds.train.take(index[k]) if len(index[k]) else None  # noqa: E731
+    return replace(ds, train=ds.train.take(index["train"]), val=part("val") or ds.val,
+                   test=part("test") if test else ds.test, meta=meta)
+
+
 # ====================================================================== batching
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
@@ -937,6 +1011,8 @@ def _check_targets(split: Split, spec: LossSpec, num_classes: int | None, where:
             raise CnncError(f"{where}: loss {spec.name} needs one mask [H, W] per sample, the "
                             f"labels have shape {_fmt(y.shape)}")
         return _integral_labels(y, where, num_classes, spec.options.get("ignore_index"))
+    if spec.one_hot_labels and y.dtype.kind in "iu" and y.ndim == 1 and num_classes is not None and num_classes > 1:
+        return _integral_labels(y, where, num_classes)   # class labels: mse compares one-hot targets
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise CnncError(f"{where}: the targets contain NaN or infinite values")
     if kind in (BINARY, MULTILABEL) and ((y < 0) | (y > 1)).any():

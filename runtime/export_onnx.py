@@ -437,14 +437,33 @@ def _adaptive_avgpool(b: _Builder, node: Node, x: list[str], out: str) -> None:
 
 @register(BACKEND, "upsample")
 def _upsample(b: _Builder, node: Node, x: list[str], out: str) -> None:
-    sh, sw = _ints(node.attrs["scale"])
+    a = node.attrs
     signal = len(_shape_of(b, node)) == 2   # a [C, L] signal: its length only
-    scales = b.const("scales", [1.0, 1.0, sw] if signal else [1.0, 1.0, sh, sw], np.float32)
-    if node.attrs["mode"] == "bilinear":   # PyTorch's align_corners=False
-        b.add("Resize", [x[0], "", scales], out, mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
-    else:                                  # each pixel repeated: source = floor(destination / scale)
-        b.add("Resize", [x[0], "", scales], out, mode="nearest", coordinate_transformation_mode="asymmetric",
-              nearest_mode="floor")
+    axes = [2] if signal else [2, 3]
+    if a.get("scale") is not None and not a.get("align_corners"):
+        sh, sw = _ints(a["scale"])
+        scales = b.const("scales", [1.0, 1.0, sw] if signal else [1.0, 1.0, sh, sw], np.float32)
+        if a["mode"] == "bilinear":   # PyTorch's align_corners=False
+            b.add("Resize", [x[0], "", scales], out, mode="linear",
+                  coordinate_transformation_mode="pytorch_half_pixel")
+        else:                         # each pixel repeated: source = floor(destination / scale)
+            b.add("Resize", [x[0], "", scales], out, mode="nearest", coordinate_transformation_mode="asymmetric",
+                  nearest_mode="floor")
+        return
+    # To a size: the constant one, or the `like` tensor's height and width (length), read in the graph.
+    plane = (lambda pair: _ints(pair)[1:]) if signal else _ints
+    if a.get("scale") is not None:
+        sizes = b.add("Mul", [b.add("Shape", [x[0]], start=2, end=2 + len(axes)), b.const("scale", plane(a["scale"]))])
+    elif a.get("size") is not None:
+        sizes = b.const("sizes", plane(a["size"]))
+    else:
+        sizes = b.add("Shape", [x[1]], start=2, end=2 + len(axes))
+    if a["mode"] == "bilinear":
+        mode = "align_corners" if a.get("align_corners") else "half_pixel"
+        b.add("Resize", [x[0], "", "", sizes], out, mode="linear", coordinate_transformation_mode=mode, axes=axes)
+    else:
+        b.add("Resize", [x[0], "", "", sizes], out, mode="nearest", coordinate_transformation_mode="asymmetric",
+              nearest_mode="floor", axes=axes)
 
 
 @register(BACKEND, "crop")
@@ -496,6 +515,17 @@ def _chain(op_type: str) -> Rule:
 
 register(BACKEND, "add")(_chain("Add"))
 register(BACKEND, "mul")(_chain("Mul"))
+register(BACKEND, "maximum")(_chain("Max"))
+
+
+@register(BACKEND, "affine")
+def _affine(b: _Builder, node: Node, x: list[str], out: str) -> None:
+    scale, shift = float(node.attrs["scale"]), float(node.attrs["shift"])
+    if shift == 0.0:
+        b.add("Mul", [x[0], b.const("scale", scale, np.float32)], out)
+        return
+    scaled = x[0] if scale == 1.0 else b.add("Mul", [x[0], b.const("scale", scale, np.float32)])
+    b.add("Add", [scaled, b.const("shift", shift, np.float32)], out)
 register(BACKEND, "concat")(lambda b, n, x, out: b.add("Concat", x, out, axis=1))
 register(BACKEND, "flatten")(lambda b, n, x, out: b.add("Flatten", [x[0]], out, axis=1))
 register(BACKEND, "identity")(lambda b, n, x, out: b.add("Identity", [x[0]], out))

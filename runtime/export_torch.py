@@ -330,10 +330,30 @@ register(BACKEND, "channel_shuffle")(
 
 @register(BACKEND, "upsample")
 def _upsample(e: Context, node: Node, x: list[str]) -> Layer:
-    mode = str(node.attrs["mode"])
-    extra = {"align_corners": False} if mode == "bilinear" else {}
-    return Layer(None, _call("F.interpolate", x[0], scale_factor=tuple(float(s) for s in node.attrs["scale"]),
-                             mode=mode, **extra))
+    a, mode = node.attrs, str(node.attrs["mode"])
+    extra = {"align_corners": bool(a.get("align_corners"))} if mode == "bilinear" else {}
+    if a.get("scale") is not None:
+        return Layer(None, _call("F.interpolate", x[0], scale_factor=tuple(float(s) for s in a["scale"]),
+                                 mode=mode, **extra))
+    if a.get("size") is not None:
+        return Layer(None, _call("F.interpolate", x[0], size=tuple(int(s) for s in a["size"]), mode=mode, **extra))
+    return Layer(None, _call("F.interpolate", x[0], f"size={x[1]}.shape[2:]", mode=mode, **extra))
+
+
+def _pairwise(fn: str, x: list[str]) -> str:
+    acc = x[0]
+    for other in x[1:]:
+        acc = f"{fn}({acc}, {other})"
+    return acc
+
+
+register(BACKEND, "maximum")(lambda e, n, x: Layer(None, _pairwise("torch.maximum", x)))
+
+
+@register(BACKEND, "affine")
+def _affine(e: Context, node: Node, x: list[str]) -> Layer:
+    scale, shift = py_literal(float(node.attrs["scale"])), py_literal(float(node.attrs["shift"]))
+    return Layer(None, f"{x[0]} * {scale} + {shift}")
 
 
 @register(BACKEND, "crop")

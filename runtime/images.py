@@ -222,3 +222,42 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(channel, np.float32))
                                 .resize((width, height), Image.BILINEAR), np.float32)
                      for channel in image])
+
+
+# ------------------------------------------------------------------ masks
+# Modes whose pixel values are class indices as they are: 8-bit grey, palette (the index, not the
+# colour it looks up) and 1-bit (0 or 1).
+_MASK_MODES = ("L", "P", "1")
+
+
+def read_mask(path: PathLike, max_bytes: int | None = None) -> np.ndarray:
+    """A segmentation mask as uint8 [H, W] of class indices, from an 8-bit grey or palette image.
+
+    A palette image's indices are the classes (its colours are only for viewers);
+    any other mode (RGB, 16-bit, alpha) is refused naming the file, since its
+    values are colours, not indices. Bounded like `read_image`.
+    """
+    shown = files.describe_path(path)
+    limit = image_limit() if max_bytes is None else max_bytes
+    data = files.read_bytes(path, "mask", limit)
+    with _open_header(data, shown) as img:
+        _check_declared_size(img, shown, limit)
+        if img.mode not in _MASK_MODES:
+            raise CnncError(f"mask '{shown}' is a {img.mode} image; a mask holds one class index per pixel",
+                            hint="save masks as 8-bit grey or palette PNGs (value = class index)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # see read_image
+                img.load()
+                return np.asarray(img if img.mode != "1" else img.convert("L").point(lambda v: v // 255),
+                                  np.uint8).copy()
+        except Exception as err:  # truncated data, a decoder error...
+            raise CnncError(f"mask '{shown}' is corrupt or unsupported ({_reason(err)})") from None
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[H, W] class indices -> [height, width] with Pillow's nearest filter (indices are never mixed)."""
+    height, width = size
+    if mask.shape == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST), np.uint8)

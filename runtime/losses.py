@@ -16,7 +16,7 @@ keyword-only parameters are exactly its entry's options.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -172,9 +172,30 @@ def multilabel_bce(logits: np.ndarray, targets: np.ndarray) -> LossResult:
 
 # ---------------------------------------------------------------- regression
 
+def is_class_labels(pred: np.ndarray, targets: np.ndarray) -> bool:
+    """Integer targets, one per sample, for a prediction of K > 1 values per sample: class labels."""
+    t, p = np.asarray(targets), np.asarray(pred)
+    return t.dtype.kind in "iu" and t.ndim == 1 and p.ndim == 2 and p.shape[1] > 1 and len(t) == len(p)
+
+
+def one_hot(labels: np.ndarray, k: int, loss: str) -> np.ndarray:
+    """Labels [N] in [0, k) as float64 rows [N, k] with a 1 at each label."""
+    labels = np.asarray(labels, dtype=np.int64)
+    bad = (labels < 0) | (labels >= k)
+    if bad.any():
+        raise CnncError(f"{loss}: label {int(labels[bad][0])} is outside [0, {k})",
+                        hint=f"the network has {k} outputs, so labels must be 0..{k - 1}")
+    out = np.zeros((len(labels), k))
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
 def mse(pred: np.ndarray, targets: np.ndarray) -> LossResult:
-    """Mean squared error (torch.nn.MSELoss)."""
+    """Mean squared error (torch.nn.MSELoss); class labels [N] against K outputs become one-hot
+    targets (LeCun et al. 1989 trained with tanh outputs and squared error this way)."""
     p = _as_float64(pred)
+    if is_class_labels(p, targets):
+        targets = one_hot(targets, p.shape[1], "mse")
     d = p - _match_target(p, targets, "mse").astype(np.float64)
     return float((d * d).mean()), (2.0 * d / d.size).astype(_grad_dtype(pred))
 
@@ -205,6 +226,11 @@ def _count_argmax(logits: np.ndarray, labels: np.ndarray, *,
     return int(((guess == labels) & valid).sum()), int(valid.sum())
 
 
+def _count_class_labels(pred: np.ndarray, targets: np.ndarray, **_: Any) -> tuple[int, int] | None:
+    """(correct, counted) by argmax when the targets are class labels (mse on labels), else None."""
+    return _count_argmax(pred, targets) if is_class_labels(pred, targets) else None
+
+
 def _count_threshold(logits: np.ndarray, targets: np.ndarray, **_: Any) -> tuple[int, int]:
     """(correct, counted) per output value: sigmoid(z) > 0.5 is z > 0, target >= 0.5 is positive."""
     z = np.asarray(logits)
@@ -223,6 +249,7 @@ class LossSpec:
     target_kind: str
     count_correct: CountFn | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    one_hot_labels: bool = False   # a REAL loss that also takes class labels, compared as one-hot targets
 
     def __call__(self, pred: np.ndarray, target: np.ndarray) -> LossResult:
         return self.fn(pred, target, **self.options)
@@ -252,7 +279,7 @@ LOSSES: dict[str, LossSpec] = {
                                     _count_argmax),
     "bce": LossSpec("bce", bce, BINARY, _count_threshold),
     "multilabel_bce": LossSpec("multilabel_bce", multilabel_bce, MULTILABEL, _count_threshold),
-    "mse": LossSpec("mse", mse, REAL),
+    "mse": LossSpec("mse", mse, REAL, _count_class_labels, one_hot_labels=True),
     "smooth_l1": LossSpec("smooth_l1", smooth_l1, REAL),
 }
 
@@ -273,5 +300,5 @@ def make_loss(name: str, **options: Any) -> LossSpec:
     if unknown:
         allowed = ", ".join(declared) or "none"
         raise CnncError(f"loss '{name}' has no option '{unknown[0]}'", hint=f"its options: {allowed}")
-    return LossSpec(spec.name, spec.fn, spec.target_kind, spec.count_correct, dict(options))
+    return replace(spec, options=dict(options))
 

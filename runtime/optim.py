@@ -46,6 +46,7 @@ class Optimizer:
     """Shared bookkeeping: parameters, lazily-created state slots, state (de)serialisation."""
 
     name = "optimizer"
+    torch_name = ""     # the torch.optim class this optimizer reproduces (the torch engine steps with it)
     default_lr = 1e-3
     slots: tuple[str, ...] = ()  # per-parameter state arrays created on first use
 
@@ -130,6 +131,7 @@ class SGD(Optimizer):
     """torch.optim.SGD: momentum buffer starts as the first gradient; nesterov looks ahead."""
 
     name = "sgd"
+    torch_name = "SGD"
     default_lr = 1e-3
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None,
@@ -163,6 +165,7 @@ class Adam(Optimizer):
     """torch.optim.Adam (L2-coupled weight decay; optional AMSGrad)."""
 
     name = "adam"
+    torch_name = "Adam"
     default_lr = 1e-3
     decoupled = False
 
@@ -201,6 +204,7 @@ class AdamW(Adam):
     """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2)."""
 
     name = "adamw"
+    torch_name = "AdamW"
     decoupled = True
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None,
@@ -213,6 +217,7 @@ class Adagrad(Optimizer):
     """torch.optim.Adagrad: accumulated squared gradients; lr decays as lr / (1 + (t-1) decay)."""
 
     name = "adagrad"
+    torch_name = "Adagrad"
     default_lr = 1e-2
     slots = ("sum",)
 
@@ -242,6 +247,7 @@ class RMSprop(Optimizer):
     """torch.optim.RMSprop (optionally centered, optionally with momentum)."""
 
     name = "rmsprop"
+    torch_name = "RMSprop"
     default_lr = 1e-2
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None,

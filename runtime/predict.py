@@ -3,7 +3,9 @@
 `predict` runs a network on input files (images, `.npy`, `.npz`) or on the
 first samples of its data set's test split, after the preprocessing records
 the checkpoint carries (the very `preprocess.apply` the trainer used), and
-returns class probabilities; `evaluate` scores a checkpoint on the test (or
+returns class probabilities, computed by the fused, planned eval path
+(`fused_predict`), with the inputs as read, before preprocessing, for
+pictures such as mask overlays; `evaluate` scores a checkpoint on the test (or
 validation) split. Both return values: the command line prints them.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Predictions:
     probabilities: np.ndarray     # [N, classes]
     labels: np.ndarray | None     # the data set's labels, when the inputs came from it
     classes: list[str] | None     # class names in label order, as the trainer recorded them
+    images: np.ndarray | None = None  # the inputs [N, C, H, W] as read, before preprocessing (for overlays)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def fused_predict(plan, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The plan's first output for every sample of x by the fastest eval path: the fused graph
+    (batchnorm folded into the convs, runtime/fused.py) run in one preallocated arena
+    (runtime/memory_plan.py), batch by batch. Equal to `plan.predict(x)` up to float rounding."""
+    from .fused import FusedPlan
+    from .memory_plan import ArenaExecutor
+    if not len(x):
+        return plan.predict(x)
+    arena = ArenaExecutor(FusedPlan.from_plan(plan))
+    out = plan.outputs[0]
+    return np.concatenate([arena.run({plan.inputs[0]: x[i:i + batch]})[out] for i in range(0, len(x), batch)])
 
 
 def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: int = 10) -> Predictions:
@@ -60,25 +76,27 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
         names = list(inputs) if len(inputs) == len(x) else [f"#{i}" for i in range(len(x))]
         if tuple(x.shape[1:]) != tuple(shape):
             raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
-        x = preprocess.apply(records, x)  # what the trainer did to every sample it saw
     else:
         from .train import load_data
-        ds, _ = load_data(compiled.net.train or TrainConfig(), compiled, records=records)
+        # read without preprocessing (records=[]) to keep the samples as they are, then apply it below
+        ds, _ = load_data(compiled.net.train or TrainConfig(), compiled, records=[])
         split = ds.test if ds.test is not None else ds.train
         x, labels = split.x[:limit], split.y[:limit]
         names = [f"test #{i}" for i in range(len(x))]
-    prob = _softmax(plan.predict(x))
+    raw = x
+    x = preprocess.apply(records, x)  # what the trainer did to every sample it saw
+    prob = _softmax(fused_predict(plan, x))
     classes = ck.classes
     if classes is not None and len(classes) != prob.shape[1]:
         raise CnncError(f"checkpoint '{describe_path(checkpoint_path)}' names {len(classes)} classes, the network "
                         f"has {prob.shape[1]} outputs")
-    return Predictions(names, prob, labels, classes)
+    return Predictions(names, prob, labels, classes, raw)
 
 
 def evaluate(trainer, path: str | Path) -> Evaluation:
-    """Load `path` into the trainer's plan and score it on the test split (else validation)."""
+    """Load `path` into the trainer's engine and score it on the test split (else validation)."""
     ck = checkpoint.load(path)
-    trainer.plan.load_state(ck.params, str(path))
+    trainer.engine.load_state(ck.params, {}, str(path))
     split = trainer.ds.test if trainer.ds.test is not None else trainer.ds.val
     if split is None:
         raise CnncError(f"the data '{trainer.ds.name}' has no test or validation split to evaluate on")

@@ -27,6 +27,7 @@ class RunDirectory:
 
     LOCK = ".lock"
     OUTPUTS = ("last.npz", "best.npz", "metrics.jsonl")
+    SNAPSHOTS = "snapshot-*.npz"   # a snapshot ensemble's members (train key `snapshots`)
 
     def __init__(self, out: Path):
         self.out = Path(out)
@@ -64,6 +65,7 @@ class RunDirectory:
     def claim(self, overwrite: bool) -> None:
         """A fresh run: refuse a directory holding an earlier run unless told to overwrite it."""
         present = [name for name in self.OUTPUTS if os.path.lexists(self.out / name)]
+        present += sorted(p.name for p in self.out.glob(self.SNAPSHOTS))
         if present and not overwrite:
             raise CnncError(f"run directory '{files.describe_path(self.out)}' already holds a run "
                             f"({', '.join(present)})",

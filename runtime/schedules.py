@@ -10,7 +10,9 @@ ramps linearly for its own epochs and then hands over to any other schedule,
 which starts from its epoch 0 with the remaining epochs (SequentialLR with one
 milestone). `make_schedule(spec, base_lr, epochs)` accepts a name, a
 `(name, kwargs)` pair or a `{"name": ..., **kwargs}` dict, nested for
-`warmup(then=...)`; `state_dict()` holds plain numbers only, for JSON metadata.
+`warmup(then=...)`; `cosine_restarts` (SGDR) also says which epochs end a
+cycle (`cycle_end`), where snapshot ensembles keep a checkpoint;
+`state_dict()` holds plain numbers only, for JSON metadata.
 Names, options, aliases (`every`, `min_lr`) and required options come from the
 train vocabulary (compiler/train_vocab.py `SCHEDULE`); each class's
 constructor takes exactly its entry's options, under their runtime names.
@@ -41,6 +43,15 @@ class Schedule:
 
     def observe(self, metric: float) -> None:
         """Report the end-of-epoch validation metric; only metric-driven schedules care."""
+
+    def cycle_end(self, epoch: int) -> bool:
+        """Whether epoch `epoch` ends a cycle (the next one restarts the rate); only warm restarts do."""
+        return False
+
+    @property
+    def restarts(self) -> bool:
+        """Whether the rate restarts (so that `cycle_end` can be true): snapshot ensembles need it."""
+        return False
 
     def state_dict(self) -> State:
         return {}
@@ -82,6 +93,38 @@ class CosineSchedule(Schedule):
     def lr(self, epoch: int) -> float:
         cos = math.cos(math.pi * epoch / self.T_max)
         return self.eta_min + (self.base_lr - self.eta_min) * (1.0 + cos) / 2.0
+
+
+class CosineRestartsSchedule(Schedule):
+    """CosineAnnealingWarmRestarts stepped once per epoch: cycles of T_0, T_0*T_mult, ... epochs."""
+
+    name = "cosine_restarts"
+
+    def __init__(self, base_lr: float, epochs: int, T_0: int, T_mult: int = 1, eta_min: float = 0.0) -> None:
+        super().__init__(base_lr, epochs)
+        if int(T_0) < 1 or int(T_mult) < 1:
+            raise CnncError(f"schedule cosine_restarts: T_0 and T_mult must be positive integers, got {T_0}, {T_mult}")
+        self.T_0, self.T_mult, self.eta_min = int(T_0), int(T_mult), float(eta_min)
+
+    def _position(self, epoch: int) -> tuple[int, int]:
+        """(epochs into the current cycle, the cycle's length); walked in integers, so never off by one."""
+        t_cur, t_i = int(epoch), self.T_0
+        while t_cur >= t_i:
+            t_cur -= t_i
+            t_i *= self.T_mult
+        return t_cur, t_i
+
+    def lr(self, epoch: int) -> float:
+        t_cur, t_i = self._position(epoch)
+        return self.eta_min + (self.base_lr - self.eta_min) * (1.0 + math.cos(math.pi * t_cur / t_i)) / 2.0
+
+    def cycle_end(self, epoch: int) -> bool:
+        t_cur, t_i = self._position(epoch)
+        return t_cur == t_i - 1
+
+    @property
+    def restarts(self) -> bool:
+        return True
 
 
 class PlateauSchedule(Schedule):
@@ -178,6 +221,13 @@ class WarmupSchedule(Schedule):
             return self.base_lr * (self.start_factor + (1.0 - self.start_factor) * epoch / n)
         return self.then.lr(epoch - n)
 
+    def cycle_end(self, epoch: int) -> bool:
+        return epoch >= self.warmup_epochs and self.then.cycle_end(epoch - self.warmup_epochs)
+
+    @property
+    def restarts(self) -> bool:
+        return self.then.restarts
+
     def observe(self, metric: float) -> None:
         # Metrics measured while the rate was still ramping would poison plateau's "best".
         if self.last_epoch >= self.warmup_epochs:
@@ -198,6 +248,7 @@ class WarmupSchedule(Schedule):
 
 SCHEDULES: dict[str, type[Schedule]] = {
     "constant": Schedule, "step": StepSchedule, "cosine": CosineSchedule,
+    "cosine_restarts": CosineRestartsSchedule,
     "plateau": PlateauSchedule, "warmup": WarmupSchedule,
 }
 _ALIASES = {"none": "constant"}

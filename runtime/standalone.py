@@ -267,6 +267,37 @@ def upsample(x, scale=(2, 2), mode="nearest"):
     return x.repeat(scale[0], axis=2).repeat(scale[1], axis=3)
 
 
+def _resize_matrix(size, out, mode, align_corners, dtype):
+    """[out, size]: PyTorch's interpolate to a size (nearest: floor(d*size/out) in float32;
+    bilinear: half-pixel centres clamped at 0, or aligned corners)."""
+    m = np.zeros((out, size))
+    ratio = np.float32(size) / np.float32(out)
+    for d in range(out):
+        if mode == "nearest":
+            m[d, min(int(np.floor(np.float32(d) * ratio)), size - 1)] = 1.0
+            continue
+        if align_corners:
+            src = d * (size - 1) / (out - 1) if out > 1 else 0.0
+        else:
+            src = max((d + 0.5) * size / out - 0.5, 0.0)
+        i0 = min(int(src), size - 1)
+        i1 = min(i0 + 1, size - 1)
+        m[d, i0] += 1.0 - (src - i0)
+        m[d, i1] += src - i0
+    return m.astype(dtype)
+
+
+def resize(x, size, mode="nearest", align_corners=False):
+    """x resized to size = (h, w) (upsample(size = ...), upsample(like = t))."""
+    h, w = x.shape[2:]
+    return (_resize_matrix(h, size[0], mode, align_corners, x.dtype) @ x
+            @ _resize_matrix(w, size[1], mode, align_corners, x.dtype).T)
+
+
+def affine(x, scale=1.0, shift=0.0):
+    return x * x.dtype.type(scale) + x.dtype.type(shift)
+
+
 # ---------------------------------------------------------------- structure
 def flatten(x):
     return x.reshape(len(x), -1)

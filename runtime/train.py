@@ -4,7 +4,8 @@ Builds the data (load, split, preprocess, check against the network), the
 plan, the loss, optimizer and schedule from a validated `TrainConfig`, then
 trains epoch by epoch: progress on stderr, one summary line per epoch,
 `metrics.jsonl`, an atomic `last.npz` after every epoch and `best.npz` when
-validation improves. Every random draw of epoch e comes from generators
+validation improves (and, with `snapshots`, `snapshot-K.npz` at the end of
+each warm-restart cycle). Every random draw of epoch e comes from generators
 seeded with (seed, e), so a run resumed from `last.npz` ends with the same
 weights, bit for bit, as one that was never interrupted. A non-finite loss,
 or parameters that are no longer finite at the end of an epoch, stop the run
@@ -18,6 +19,7 @@ the train section reaches its factory through the train vocabulary
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -30,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..compiler.ops import OPS
 from ..compiler.train_spec import Spec, TrainConfig
 from ..compiler.train_vocab import OPTIMIZER
 from ..dsl import files
@@ -37,14 +40,18 @@ from ..dsl.source import CnncError
 from . import checkpoint
 from . import data as data_mod
 from . import preprocess
+from . import standard_datasets
+from . import resampling
 from .augment import make_augment
 from .kernels import shards
+from .engines import make_engine
 from .evaluation import Confusion, report
 from .losses import CLASS, PIXEL_CLASS, make_loss
 from .optim import make_optimizer, penalty, weight_predicate
 from .plan import Plan
 from .rundir import RunDirectory
 from .schedules import make_schedule
+from .segmentation_data import load_segmentation_entry
 
 WEIGHT_OPS = {"conv", "deconv", "local", "linear"}
 
@@ -111,6 +118,11 @@ def _load_idx(compiled, path: str) -> data_mod.Dataset:
 
 
 def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> data_mod.Dataset:
+    from .segmentation_data import is_segmentation_folder
+    if is_segmentation_folder(path):
+        raise CnncError(f"data = images(\"{files.describe_path(path)}\"): that folder holds images and masks "
+                        "(a segmentation data set), not one sub-folder per class",
+                        hint=f"write data = segmentation(\"{files.describe_path(path)}\")")
     given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
     return data_mod.load_dataset(path, **given)
 
@@ -137,20 +149,33 @@ def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, 
 
 DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
     "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_npz, "idx": _load_idx,
-    "images": _load_images, "synthetic": _load_synthetic,
+    "images": _load_images, "synthetic": _load_synthetic, "segmentation": load_segmentation_entry,
 }
 
 
+def _standard_loader(name: str) -> Callable[..., data_mod.Dataset]:
+    def load(compiled) -> data_mod.Dataset:
+        return standard_datasets.load_standard(name)
+    return load
+
+
+# The standard data sets by name (mnist, cifar10, ...): downloaded on first use.
+DATA_LOADERS.update({name: _standard_loader(name) for name in standard_datasets.STANDARD})
+
+
 def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
-              records: list[dict] | None = None):
+              records: list[dict] | None = None, resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
     """The dataset for a run, split, preprocessed and checked against the network.
 
-    The preprocessing is fitted on the training split, unless `records` (from a
-    checkpoint) say what it was; either way the records end in `ds.meta["preprocess"]`.
+    `resplit` (a k-fold's fold) re-divides the splits before anything is fitted; `bootstrap`
+    then resamples the training split. The preprocessing is fitted on the training split,
+    unless `records` (from a checkpoint) say what it was; either way the records end in
+    `ds.meta["preprocess"]`.
     """
     spec = cfg.data
     opts = _spec_options(spec)
     val = opts.pop("val", None)
+    test = opts.pop("test", None)
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
     if data_override is not None:
@@ -160,8 +185,9 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
     val = cfg.val if cfg.val is not None else val
-    if val:
-        ds = data_mod.split_validation(ds, float(val), cfg.seed)
+    test = cfg.test if cfg.test is not None else test
+    ds = data_mod.split_holdout(ds, val, test, cfg.seed)
+    ds = resampling.resample(ds, resplit, cfg.bootstrap, cfg.seed)
     if records is None:
         records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
     ds = _preprocessed(ds, records)
@@ -261,27 +287,88 @@ def _shard(plan: Plan, loss_fn, xb, yb, rng, weight: float):
     return loss, pred, grads
 
 
+class NumpyEngine:
+    """The embedded engine: the Plan tape interpreter, cnnc's optimizers, batches cut into shards
+    that run on a thread pool (see batch_loss_and_grads)."""
+
+    name = "numpy"
+
+    def __init__(self, compiled, cfg: TrainConfig, base_lr: float, hyper: dict[str, Any], is_weight,
+                 threads: int | None = None):
+        self.cfg, self.is_weight = cfg, is_weight
+        self.threads = max(1, threads if threads is not None else min(SHARDS, os.cpu_count() or 1))
+        self._executor: ThreadPoolExecutor | None = None
+        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed, init=cfg.init)
+        trainable = {k: v for k, v in self.plan.params.items() if k in self.plan.trainable}
+        self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=base_lr, **hyper)
+        self._grads: dict[str, np.ndarray] = {}
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Nothing to do: the trainer's (seed, epoch) generator draws this engine's random drops."""
+
+    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, loss_fn, drop_rng: np.random.Generator):
+        """The batch's loss (with the L1/L2 penalty) and (correct, counted); the gradients wait for step."""
+        if self._executor is None and self.threads > 1:
+            self._executor = ThreadPoolExecutor(self.threads)
+        loss, pred, grads = batch_loss_and_grads(self.plan, loss_fn, xb, yb, drop_rng, self._executor)
+        extra, pgrads = penalty(self.plan.params, self.cfg.l1, self.cfg.l2, self.is_weight)
+        for k, g in pgrads.items():
+            if k in grads:
+                grads[k] = grads[k] + g
+        self._grads = grads
+        return loss + extra, loss_fn.correct(pred, yb)
+
+    def step(self, lr: float) -> None:
+        self.optimizer.step(self._grads, lr)
+        self._grads = {}
+
+    def predict(self, xb: np.ndarray) -> np.ndarray:
+        out = self.plan.forward({self.plan.inputs[0]: xb})[0]
+        return out[self.plan.outputs[0]]
+
+    def params(self) -> dict[str, np.ndarray]:
+        return self.plan.params
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return self.optimizer.state_dict()
+
+    def load_state(self, params, optimizer, source: str) -> None:
+        self.plan.load_state(params, source)
+        self.optimizer.load_state_dict(optimizer)
+
+    def agree(self, value: Any) -> Any:
+        return value   # one process: its value is every process's
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+
 class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
-                 threads: int | None = None):
+                 threads: int | None = None, engine: str = "numpy", device: str | None = None,
+                 resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
-        self.threads = max(1, threads if threads is not None else min(SHARDS, os.cpu_count() or 1))
-        self._executor: ThreadPoolExecutor | None = None
-        self.progress, self.log = progress, log
-        self.ds, self.loss = load_data(cfg, compiled, data_override, limit)
-        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed)
+        self.ds, self.loss = load_data(cfg, compiled, data_override, limit, resplit=resplit)
         hyper = _spec_options(cfg.optimizer)
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
         self.base_lr = float(hyper.pop("lr", OPTIMIZER.entries[cfg.optimizer.name].option("lr").default))
-        trainable = {k: v for k, v in self.plan.params.items() if k in self.plan.trainable}
-        self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=self.base_lr, **hyper)
+        if cfg.sync_bn and not any(OPS[n.op].has("batch_statistics") for n in compiled.net.layers()):
+            raise CnncError("sync_bn = true, but the network has no layer that uses batch statistics",
+                            cfg.locs.get("sync_bn"), "sync_bn synchronises batchnorm across processes; drop it")
+        ops = {n.name: n.op for n in compiled.net.layers()}
+        self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device)
+        self.main = getattr(self.engine, "world", None) is None or self.engine.world.main
+        self.progress, self.log = progress and self.main, log if self.main else (lambda line: None)
         sched = cfg.schedule
         self.schedule = make_schedule(_schedule_spec(sched) if sched else None, self.base_lr, cfg.epochs)
+        if cfg.snapshots and not self.schedule.restarts:
+            raise CnncError("snapshots = true needs a schedule with warm restarts", cfg.locs.get("snapshots"),
+                            "e.g. schedule = cosine_restarts(T_0 = 5): a snapshot is kept at the end of each cycle")
         self.augment = make_augment([(a.name, _spec_options(a)) for a in cfg.augment]) if cfg.augment else None
-        ops = {n.name: n.op for n in compiled.net.layers()}
-        self.is_weight = weight_predicate(ops)
         self.output = compiled.net.outputs[0]
         self.input = next(iter(compiled.net.inputs))
         self.class_names = self._class_names()
@@ -290,45 +377,45 @@ class Trainer:
         self.bad_epochs = 0
         self.history: list[dict] = []
 
+    @property
+    def plan(self) -> Plan:
+        """The numpy engine's plan (predict and tests reach the weights through it)."""
+        return self.engine.plan
+
+    @property
+    def optimizer(self):
+        return self.engine.optimizer
+
     # -------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> EpochStats:
-        cfg, plan = self.cfg, self.plan
+        cfg = self.cfg
         x, y = self.ds.train.x, self.ds.train.y
         lr = self.schedule.lr(epoch)
         stats = EpochStats()
         aug_rng, drop_rng = _rng(cfg.seed, epoch, AUGMENT), _rng(cfg.seed, epoch, DROPOUT)
         n_batches = data_mod.num_batches(len(x), cfg.batch)
+        self.engine.begin_epoch(epoch)
         start = time.perf_counter()
         for b, (xb, yb) in enumerate(data_mod.iterate_batches(x, y, cfg.batch, shuffle=True,
                                                                rng=_rng(cfg.seed, epoch, SHUFFLE))):
             if self.augment is not None:
                 xb, yb = self.augment(xb, yb, aug_rng)
-            loss, pred, grads = self._loss_and_grads(xb, yb, drop_rng)
-            extra, pgrads = penalty(plan.params, cfg.l1, cfg.l2, self.is_weight)
-            loss += extra
+            loss, counts = self.engine.forward_backward(xb, yb, self.loss, drop_rng)
             if not math.isfinite(loss):
                 raise NonFinite(epoch, b, loss)
-            for k, g in pgrads.items():
-                if k in grads:
-                    grads[k] = grads[k] + g
-            self.optimizer.step(grads, lr)
-            stats.add(loss, len(xb), self.loss.correct(pred, yb))
+            self.engine.step(lr)
+            stats.add(loss, len(xb), counts)
             if self.progress:
                 _progress(epoch + 1, cfg.epochs, b + 1, n_batches, stats, time.perf_counter() - start)
         if self.progress:
             sys.stderr.write("\r\x1b[2K")
         return stats
 
-    def _loss_and_grads(self, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator):
-        if self._executor is None and self.threads > 1:
-            self._executor = ThreadPoolExecutor(self.threads)
-        return batch_loss_and_grads(self.plan, self.loss, xb, yb, drop_rng, self._executor)
-
     def evaluate(self, split, confusion: Confusion | None = None) -> EpochStats:
         """Loss and accuracy on a split; `confusion`, if given, accumulates the class confusion too."""
         stats = EpochStats()
         for xb, yb in data_mod.iterate_batches(split.x, split.y, max(self.cfg.batch, 256)):
-            pred = self.plan.forward({self.input: xb})[0][self.output]
+            pred = self.engine.predict(xb)
             loss, _ = self.loss(pred, yb)
             stats.add(loss, len(xb), self.loss.correct(pred, yb))
             if confusion is not None:
@@ -353,20 +440,26 @@ class Trainer:
         """A confusion matrix for class-label losses (one class per sample or per pixel), else None."""
         if self.loss.target_kind not in (CLASS, PIXEL_CLASS):
             return None
-        classes = self.plan.net.shapes[self.output][0]
+        classes = self.compiled.net.shapes[self.output][0]
         return Confusion(classes, self.loss.options.get("ignore_index"))
 
     def run(self, resume: bool = False, overwrite: bool = False,
             started: Callable[[], None] | None = None) -> RunResult:
-        """Train in the locked run directory; `started` is called once it is ours and ready."""
-        with RunDirectory(self.out) as run_dir, np.errstate(**QUIET_FLOATS):
-            if resume:
-                self._resume()
-            else:
-                run_dir.claim(overwrite)
-            if started is not None:
-                started()
-            return self._run_epochs(run_dir)
+        """Train in the locked run directory; `started` is called once it is ours and ready.
+        With several processes, rank 0 owns the directory; the others only compute."""
+        try:
+            with (RunDirectory(self.out) if self.main else _NoDirectory()) as run_dir, \
+                    np.errstate(**QUIET_FLOATS):
+                if resume:
+                    self._resume()
+                elif self.main:
+                    run_dir.claim(overwrite)
+                    self._record_split()
+                if started is not None and self.main:
+                    started()
+                return self._run_epochs(run_dir)
+        finally:
+            self.engine.close()
 
     def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
         metrics = run_dir.metrics(self.epoch)
@@ -380,7 +473,8 @@ class Trainer:
                 result.stopped, result.non_finite = str(err), True
                 self.log(f"stopped: {err}; {self._last_good()}")
                 break
-            val = self.evaluate(self.ds.val) if self.ds.val is not None and len(self.ds.val) else None
+            has_val = self.ds.val is not None and len(self.ds.val)
+            val = self.engine.agree(self.evaluate(self.ds.val) if has_val and self.main else None)
             record = {"epoch": epoch + 1, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
                       "val_loss": val.mean_loss if val else None, "val_accuracy": val.accuracy if val else None,
                       "lr": self.schedule.lr(epoch), "seconds": round(time.perf_counter() - t0, 3)}
@@ -389,10 +483,13 @@ class Trainer:
             self.epoch = epoch + 1
             improved = self._track_best(val if val is not None else train)
             self.history.append(record)
-            metrics.append(record)
-            self._save(self.out / "last.npz")
-            if improved:
-                self._save(self.out / "best.npz")
+            if self.main:
+                metrics.append(record)
+                self._save(self.out / "last.npz")
+                if improved:
+                    self._save(self.out / "best.npz")
+                if self.cfg.snapshots and self.schedule.cycle_end(epoch):
+                    self._save(self.out / snapshot_name(self.schedule, epoch))
             self.log(_epoch_line(record, self.cfg.epochs, train.samples))
             result.epochs_run = self.epoch
             if self.cfg.early_stop and self.bad_epochs >= self.cfg.early_stop.options["patience"]:
@@ -400,7 +497,8 @@ class Trainer:
                 self.log(result.stopped)
                 break
         result.history = self.history
-        if self.ds.test is not None and len(self.ds.test) and not result.non_finite:  # not with broken weights
+        if self.main and self.ds.test is not None and len(self.ds.test) and not result.non_finite:
+            # (not with broken weights)
             confusion = self._confusion()
             test = self.evaluate(self.ds.test, confusion)
             result.test = {"split": "test", "loss": test.mean_loss, "accuracy": test.accuracy}
@@ -415,7 +513,7 @@ class Trainer:
 
     def _require_finite_state(self, epoch: int) -> None:
         """Parameters and optimizer state must be finite before any checkpoint is written."""
-        for what, arrays in (("parameter", self.plan.params), ("optimizer state", self.optimizer.state_dict())):
+        for what, arrays in (("parameter", self.engine.params()), ("optimizer state", self.engine.optimizer_state())):
             for key, value in arrays.items():
                 if value.dtype.kind == "f" and not np.isfinite(value).all():
                     raise NonFinite(epoch, None, None, f"{what} '{key}'")
@@ -440,22 +538,76 @@ class Trainer:
                 "seed": self.cfg.seed, "best": self.best, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history,
                 "preprocess": self.ds.meta.get("preprocess", []), "classes": self.class_names}
-        checkpoint.save_training_state(path, self.plan.params, self.optimizer.state_dict(), meta)
+        checkpoint.save_training_state(path, self.engine.params(), self.engine.optimizer_state(), meta)
+
+    SPLIT_FILE = "split.json"
+
+    def _record_split(self) -> None:
+        """The held-out split (fractions, seed, indices) goes into OUT/split.json for --resume to check."""
+        path = self.out / self.SPLIT_FILE
+        split = self.ds.meta.get("split")
+        if split is None:
+            if os.path.lexists(path):
+                os.unlink(path)  # an overwritten run's record does not describe this one
+            return
+        files.write_atomic(path, json.dumps(split, separators=(",", ":")), "split record")
+
+    def _check_split(self) -> None:
+        """A resumed run holds out exactly the samples its first epoch held out."""
+        path = self.out / self.SPLIT_FILE
+        split = self.ds.meta.get("split")
+        if not os.path.lexists(path):
+            if split is not None:
+                raise CnncError(f"--resume: the run holds out samples, but {files.describe_path(path)} is missing",
+                                hint="the run directory is incomplete; start the run again")
+            return
+        try:
+            recorded = json.loads(files.read_bytes(path, "split record", 1 << 30))
+        except ValueError:
+            raise CnncError(f"--resume: {files.describe_path(path)} is not valid JSON") from None
+        if recorded != split:
+            raise CnncError(f"--resume: the split recorded in {files.describe_path(path)} differs from the "
+                            "split of this run's data", hint="the data, its val/test fractions or the seed "
+                            "changed since the run started; resume with the same ones")
 
     def _resume(self) -> None:
+        """Continue from OUT/last.npz, which rank 0 reads and hands to every process (the other
+        machines of a run need not see OUT)."""
         path = self.out / "last.npz"
+        ck = self.engine.agree(self._resume_checkpoint(path) if self.main else None)
+        epoch, best, bad_epochs, history = ck.epoch, ck.best, ck.bad_epochs, ck.history
+        self.engine.load_state(ck.params, ck.optimizer, str(path))
+        self.schedule.load_state_dict(ck.schedule)
+        self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
+        self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
+
+    def _resume_checkpoint(self, path: Path) -> checkpoint.Checkpoint:
         if not path.exists():
             raise CnncError(f"--resume: no checkpoint at {path}", hint="start the run without --resume first")
+        self._check_split()
         ck = checkpoint.load(path)
         if ck.network != self.compiled.net.name:
             raise CnncError(f"--resume: {path} belongs to network '{ck.meta.get('network')}', "
                             f"not '{self.compiled.net.name}'")
-        self.plan.load_state(ck.params, str(path))
-        epoch, best, bad_epochs, history = ck.epoch, ck.best, ck.bad_epochs, ck.history
-        self.optimizer.load_state_dict(ck.optimizer)
-        self.schedule.load_state_dict(ck.schedule)
-        self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
-        self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
+        return ck
+
+
+class _NoDirectory:
+    """What a process other than rank 0 holds instead of the run directory: it writes nothing."""
+
+    def __enter__(self) -> "_NoDirectory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def metrics(self, epoch: int) -> None:
+        return None
+
+
+def snapshot_name(schedule, epoch: int) -> str:
+    """snapshot-K.npz for the K-th cycle ending at `epoch` (counted from the schedule: resuming agrees)."""
+    return f"snapshot-{sum(schedule.cycle_end(e) for e in range(epoch + 1))}.npz"
 
 
 class NonFinite(Exception):
@@ -474,14 +626,25 @@ def _schedule_spec(spec: Spec) -> Any:
     return (spec.name, opts)
 
 
-def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float) -> None:
+def _clock(seconds: float) -> str:
+    """0:07, 12:34 or 1:02:03."""
+    s = int(round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float, stream=None) -> None:
+    """The epoch's progress bar (on a terminal: the trainer shows it only there) with samples/s and
+    the time left in the epoch, redrawn in place."""
+    stream = stream if stream is not None else sys.stderr
     width = 24
     filled = int(width * b / n)
     acc = f" acc {stats.accuracy:6.2%}" if stats.accuracy is not None else ""
     rate = stats.samples / seconds if seconds > 0 else 0.0
-    sys.stderr.write(f"\r\x1b[2Kepoch {epoch}/{epochs} [{'█' * filled}{'·' * (width - filled)}] "
-                     f"{b}/{n} loss {stats.mean_loss:.4f}{acc} {rate:,.0f} samples/s")
-    sys.stderr.flush()
+    eta = f" ETA {_clock(seconds / b * (n - b))}" if seconds > 0 else ""
+    stream.write(f"\r\x1b[2Kepoch {epoch}/{epochs} [{'█' * filled}{'·' * (width - filled)}] "
+                 f"{b}/{n} loss {stats.mean_loss:.4f}{acc} {rate:,.0f} samples/s{eta}")
+    stream.flush()
 
 
 def _epoch_line(r: dict, epochs: int, samples: int) -> str:

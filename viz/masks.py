@@ -40,3 +40,33 @@ def mask_png(mask: np.ndarray, classes: int) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """A network input [C, H, W] (C = 1 or 3, values in [0, 1]) as uint8 [H, W, 3]: values are clipped
+    to [0, 1] and scaled by 255 (rounded); a grey channel is repeated."""
+    image = np.asarray(image, np.float64)
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise CnncError(f"an overlay needs a grey or RGB image [1 or 3, H, W], got shape {list(image.shape)}")
+    rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+    return np.round(np.clip(np.nan_to_num(rgb), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, classes: int) -> np.ndarray:
+    """uint8 [H, W, 3]: the image with every non-background pixel blended half and half with its
+    class's palette colour (see the module docstring)."""
+    rgb = display_rgb(image)
+    mask = np.asarray(mask)
+    if mask.shape != rgb.shape[:2]:
+        raise CnncError(f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels, its image "
+                        f"{rgb.shape[1]}x{rgb.shape[0]}: an overlay needs one size")
+    colours = np.asarray(palette_for(classes), np.uint16).reshape(classes, 3)
+    blended = ((rgb.astype(np.uint16) + colours[mask] + 1) // 2).astype(np.uint8)
+    return np.where((mask > 0)[..., None], blended, rgb)
+
+
+def overlay_png(image: np.ndarray, mask: np.ndarray, classes: int) -> bytes:
+    """`overlay` as RGB PNG bytes."""
+    out = io.BytesIO()
+    Image.fromarray(overlay(image, mask, classes)).save(out, format="PNG")
+    return out.getvalue()

@@ -156,7 +156,23 @@ def _local_label(node: Node, _: Any) -> str:
 
 @register("label", "upsample")
 def _upsample_label(node: Node, _: Any) -> str:
-    return f"upsample ×{_pair(node.attrs['scale'])} {node.attrs.get('mode', '')}".rstrip()
+    a = node.attrs
+    if a.get("scale") is not None:
+        size = f"×{_pair(a['scale'])}"
+    elif a.get("size") is not None:
+        size = f"→ {_pair(a['size'])}"
+    else:
+        size = f"→ size of {node.inputs[1]}" if len(node.inputs) > 1 else ""
+    corners = " aligned" if a.get("align_corners") else ""
+    return f"upsample {size} {a.get('mode', '')}{corners}".rstrip()
+
+
+@register("label", "affine")
+def _affine_label(node: Node, _: Any) -> str:
+    """`×0.5 +3`: the multiply and the add that are not the identity."""
+    scale, shift = float(node.attrs["scale"]), float(node.attrs["shift"])
+    parts = ([f"×{scale:g}"] if scale != 1.0 else []) + ([f"{shift:+g}"] if shift != 0.0 else [])
+    return " ".join(parts) or "×1"
 
 
 @register("label", "elu")
@@ -191,6 +207,7 @@ register("short_label", "groupnorm")(lambda node: "gn")
 register("short_label", "identity")(lambda node: "id")
 register("short_label", "add")(lambda node: "+")
 register("short_label", "mul")(lambda node: "×")
+register("short_label", "maximum")(lambda node: "max")
 register("short_label", "dropout")(lambda node: f"dropout {node.attrs['p']:g}")
 register("short_label", "spatial_dropout")(lambda node: f"sdrop {node.attrs['p']:g}")
 

@@ -9,8 +9,9 @@ behind a channels-first view when a channels-last conv produced it).
 `maxpool` records the kernel offset of each window's first maximum
 (PyTorch's tie-break) in a `MaxPoolIndices` it also leaves in
 `ctx.saved[node]`, where `unpool` finds it; in inference that argmax is only
-computed if an `unpool` asks for it. Adaptive average pooling and bilinear
-upsampling are separable linear maps, applied as two small matrix products.
+computed if an `unpool` asks for it. Adaptive average pooling, bilinear
+upsampling and resizing to a size (`upsample(size = …)`, `upsample(like = t)`)
+are separable linear maps, applied as two small matrix products.
 """
 from __future__ import annotations
 
@@ -228,11 +229,15 @@ def _lppool_backward(dy: np.ndarray, cache: _LpCache) -> Grads:
 
 def _global_avgpool_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, tuple]:
     x = xs[0]
-    return x.mean(axis=(2, 3), keepdims=True), x.shape
+    return x.mean(axis=(2, 3), keepdims=True), (x.shape, is_channels_last(x))
 
 
-def _global_avgpool_backward(dy: np.ndarray, shape: tuple[int, ...]) -> Grads:
-    return (np.broadcast_to(dy * (1.0 / (shape[2] * shape[3])), shape).copy(),), {}
+def _global_avgpool_backward(dy: np.ndarray, cache: tuple) -> Grads:
+    shape, channels_last = cache
+    # Laid out like the input was, so the backward passes before it keep one layout.
+    dx = zeros(shape, dy.dtype, channels_last)
+    dx[...] = dy * (1.0 / (shape[2] * shape[3]))
+    return (dx,), {}
 
 
 def _global_maxpool_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, tuple]:
@@ -296,10 +301,42 @@ def _separable_backward(dy: np.ndarray, cache: tuple) -> Grads:
     return (_separable(dy, mh.T, mw.T),), {}
 
 
+@lru_cache(maxsize=256)
+def _resize_matrix(size: int, out: int, mode: str, align_corners: bool, dtype: str) -> np.ndarray:
+    """[out, size]: PyTorch's interpolate to a size. Nearest takes source floor(d·size/out) (the
+    ratio in float32, as PyTorch computes it); bilinear blends the two sources around
+    (d + ½)·size/out − ½ (clamped at 0), or d·(size − 1)/(out − 1) with align_corners."""
+    m = np.zeros((out, size))
+    ratio = np.float32(size) / np.float32(out)
+    for d in range(out):
+        if mode == "nearest":
+            m[d, min(int(np.floor(np.float32(d) * ratio)), size - 1)] = 1.0
+            continue
+        if align_corners:
+            src = d * (size - 1) / (out - 1) if out > 1 else 0.0
+        else:
+            src = max((d + 0.5) * size / out - 0.5, 0.0)
+        i0 = min(int(src), size - 1)
+        i1 = min(i0 + 1, size - 1)
+        m[d, i0] += 1.0 - (src - i0)
+        m[d, i1] += src - i0
+    m = m.astype(dtype)
+    m.flags.writeable = False
+    return m
+
+
 def _upsample_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, tuple]:
     x = xs[0]
-    (n, c, h, w), (sh, sw) = x.shape, attrs["scale"]
-    if attrs.get("mode", "nearest") == "bilinear":
+    (n, c, h, w), scale = x.shape, attrs.get("scale")
+    mode, corners = attrs.get("mode", "nearest"), bool(attrs.get("align_corners"))
+    if scale is None or corners:      # to a size, to another tensor's size, or bilinear with aligned corners
+        oh, ow = (h * scale[0], w * scale[1]) if scale is not None else \
+            tuple(attrs["size"]) if attrs.get("size") is not None else xs[1].shape[2:]
+        mh = _resize_matrix(h, int(oh), mode, corners, x.dtype.str)
+        mw = _resize_matrix(w, int(ow), mode, corners, x.dtype.str)
+        return _separable(x, mh, mw), ("matrix", mh, mw, len(xs))
+    sh, sw = scale
+    if mode == "bilinear":
         mh, mw = _bilinear_matrix(h, sh, x.dtype.str), _bilinear_matrix(w, sw, x.dtype.str)
         return _separable(x, mh, mw), ("bilinear", mh, mw)
     y = np.empty((n, c, h, sh, w, sw), x.dtype)
@@ -308,6 +345,9 @@ def _upsample_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -
 
 
 def _upsample_backward(dy: np.ndarray, cache: tuple) -> Grads:
+    if cache[0] == "matrix":          # `like` gives only its size: no gradient
+        _, mh, mw, inputs = cache
+        return (_separable(dy, mh.T, mw.T), *([None] * (inputs - 1))), {}
     if cache[0] == "bilinear":
         return _separable_backward(dy, cache[1:])
     _, sh, sw = cache

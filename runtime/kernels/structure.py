@@ -4,7 +4,9 @@
 arithmetic; their gradients are the inverse moves (`crop` sends no gradient to
 its `like` input, whose only role is its size). `add` and `mul` combine any
 number of same-rank inputs whose size-1 axes broadcast, and reduce each
-input's gradient back to its own shape by summing over the broadcast axes.
+input's gradient back to its own shape by summing over the broadcast axes;
+`maximum` does too, sending each gradient to the larger input (half to each
+on a tie, as PyTorch). `affine` is `scale·x + shift` with constant numbers.
 """
 from __future__ import annotations
 
@@ -121,6 +123,41 @@ def _crop_backward(dy: np.ndarray, cache: tuple) -> Grads:
     return (dx, None), {}
 
 
+def _affine_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
+    x = xs[0]
+    t = x.dtype.type                   # numbers of the tensor's own dtype: float32 stays float32
+    scale, shift = attrs.get("scale", 1.0), attrs.get("shift", 0.0)
+    y = x * t(scale) if scale != 1.0 else x.copy()
+    if shift != 0.0:
+        y += t(shift)
+    return y, t(scale)
+
+
+def _affine_backward(dy: np.ndarray, scale) -> Grads:
+    return (dy * scale if scale != 1.0 else dy,), {}
+
+
+def _maximum_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
+    """Pairwise from the left; each step's gradient goes to the larger input, split evenly on ties
+    (PyTorch's torch.maximum)."""
+    _check_rank(xs)
+    steps, y = [], xs[0]
+    for x in xs[1:]:
+        steps.append((y > x, y == x, y.shape, x.shape))
+        y = np.maximum(y, x)
+    return y, steps
+
+
+def _maximum_backward(dy: np.ndarray, steps: list) -> Grads:
+    grads = []
+    for left_wins, tie, left_shape, right_shape in reversed(steps):
+        share = left_wins.astype(dy.dtype)
+        share += tie.astype(dy.dtype) * dy.dtype.type(0.5)
+        grads.append(_sum_to(dy * (1 - share), right_shape))
+        dy = _sum_to(dy * share, left_shape)
+    return (dy, *reversed(grads)), {}
+
+
 # Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
 register("kernel", "flatten")(Kernel(_flatten_forward, _flatten_backward))
 register("kernel", "identity")(Kernel(_identity_forward, _identity_backward))
@@ -129,3 +166,5 @@ register("kernel", "add")(Kernel(_add_forward, _add_backward))
 register("kernel", "mul")(Kernel(_mul_forward, _mul_backward))
 register("kernel", "pad")(Kernel(_pad_forward, _pad_backward))
 register("kernel", "crop")(Kernel(_crop_forward, _crop_backward))
+register("kernel", "affine")(Kernel(_affine_forward, _affine_backward))
+register("kernel", "maximum")(Kernel(_maximum_forward, _maximum_backward))

@@ -26,6 +26,7 @@ speed: the field does not depend on them.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -380,8 +381,136 @@ def aspp(cin: int, c: int) -> nn.Sequential:
                          *conv_bn_relu(4 * c, c, 1))
 
 
+# ------------------------------------ MobileNetV3, EfficientNet, DeepLabV3 (issue 11, part A)
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """torchvision's _make_divisible."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class ResizeLike(nn.Module):
+    """F.interpolate(x, size=like's H and W), as torchvision's DeepLabV3 resizes."""
+
+    def forward(self, x, like):
+        return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision.ops.SqueezeExcitation."""
+
+    def __init__(self, c: int, squeeze: int, act: type, gate: type):
+        super().__init__()
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, squeeze, 1), act(), nn.Conv2d(squeeze, c, 1),
+                                  gate())
+
+    def forward(self, x):
+        return x * self.gate(x)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV3's bneck and EfficientNet's MBConv: expand, depthwise, squeeze-excite, project."""
+
+    def __init__(self, cin: int, k: int, wide: int, out: int, stride: int, act: type, se: SqueezeExcitation | None,
+                 eps: float = 1e-5):
+        super().__init__()
+        def cba(i, o, k=1, s=1, g=1, a=True):
+            return [nn.Conv2d(i, o, k, s, (k - 1) // 2, groups=g, bias=False), bn(o, eps), *([act()] if a else [])]
+        layers = cba(cin, wide) if wide != cin else []
+        layers += cba(wide, wide, k, stride, wide) + ([se] if se is not None else []) + cba(wide, out, a=False)
+        self.block, self.residual = nn.Sequential(*layers), stride == 1 and cin == out
+
+    def forward(self, x):
+        return self.block(x) + x if self.residual else self.block(x)
+
+
+def mobilenet_v3_large(classes: int = 1000) -> nn.Sequential:
+    setting = [(3, 16, 16, False, False, 1), (3, 64, 24, False, False, 2), (3, 72, 24, False, False, 1),
+               (5, 72, 40, True, False, 2), (5, 120, 40, True, False, 1), (5, 120, 40, True, False, 1),
+               (3, 240, 80, False, True, 2), (3, 200, 80, False, True, 1), (3, 184, 80, False, True, 1),
+               (3, 184, 80, False, True, 1), (3, 480, 112, True, True, 1), (3, 672, 112, True, True, 1),
+               (5, 672, 160, True, True, 2), (5, 960, 160, True, True, 1), (5, 960, 160, True, True, 1)]
+    mods, cin = [nn.Conv2d(3, 16, 3, 2, 1, bias=False), bn(16, 0.001), nn.Hardswish()], 16
+    for k, wide, out, se, hs, stride in setting:
+        gate = SqueezeExcitation(wide, make_divisible(wide // 4), nn.ReLU, nn.Hardsigmoid) if se else None
+        mods.append(InvertedResidual(cin, k, wide, out, stride, nn.Hardswish if hs else nn.ReLU, gate, 0.001))
+        cin = out
+    return nn.Sequential(*mods, nn.Conv2d(cin, 960, 1, bias=False), bn(960, 0.001), nn.Hardswish(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(960, 1280), nn.Hardswish(),
+                         nn.Dropout(0.2), nn.Linear(1280, classes))
+
+
+# (width, depth, resolution) of EfficientNet-B0 ... B7 (torchvision; B2 at the paper's 260) and the
+# parameter counts of torchvision's docs.
+EFFICIENTNETS = [(1.0, 1.0, 224, 5_288_548), (1.0, 1.1, 240, 7_794_184), (1.1, 1.2, 260, 9_109_994),
+                 (1.2, 1.4, 300, 12_233_232), (1.4, 1.8, 380, 19_341_616), (1.6, 2.2, 456, 30_389_784),
+                 (1.8, 2.6, 528, 43_040_704), (2.0, 3.1, 600, 66_347_960)]
+
+
+def efficientnet(width: float, depth: float, classes: int = 1000) -> nn.Sequential:
+    setting = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+               (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    cin = make_divisible(32 * width)
+    mods = [nn.Conv2d(3, cin, 3, 2, 1, bias=False), bn(cin), nn.SiLU()]
+    for expand, k, stride, c, n in setting:
+        out = make_divisible(c * width)
+        for j in range(int(math.ceil(n * depth))):
+            wide = make_divisible(cin * expand)
+            se = SqueezeExcitation(wide, max(1, cin // 4), nn.SiLU, nn.Sigmoid)
+            mods.append(InvertedResidual(cin, k, wide, out, stride if j == 0 else 1, nn.SiLU, se))
+            cin = out
+    return nn.Sequential(*mods, nn.Conv2d(cin, 4 * cin, 1, bias=False), bn(4 * cin), nn.SiLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(4 * cin, classes))
+
+
+class DilatedBottleneck(nn.Module):
+    def __init__(self, cin: int, c: int, stride: int, dilation: int):
+        super().__init__()
+        self.main = nn.Sequential(nn.Conv2d(cin, c, 1, bias=False), bn(c), nn.ReLU(),
+                                  nn.Conv2d(c, c, 3, stride, dilation, dilation, bias=False), bn(c), nn.ReLU(),
+                                  nn.Conv2d(c, 4 * c, 1, bias=False), bn(4 * c))
+        self.skip = conv_bn(cin, 4 * c, 1, stride) if stride != 1 or cin != 4 * c else None
+
+    def forward(self, x):
+        return F.relu(self.main(x) + (self.skip(x) if self.skip is not None else x))
+
+
+class ASPPPooling(nn.Module):
+    def __init__(self, cin: int, c: int):
+        super().__init__()
+        self.gate, self.resize = nn.Sequential(nn.AdaptiveAvgPool2d(1), *conv_bn_relu(cin, c, 1)), ResizeLike()
+
+    def forward(self, x):
+        return self.resize(self.gate(x), x)
+
+
+class DeepLabV3(nn.Module):
+    """torchvision's deeplabv3_resnet50 without the auxiliary head (aux_loss=False)."""
+
+    def __init__(self, classes: int = 21, c: int = 256):
+        super().__init__()
+        mods, cin = [*conv_bn_relu(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1)], 64
+        for width, n, stride, dilation, first in ((64, 3, 1, 1, 1), (128, 4, 2, 1, 1), (256, 6, 1, 2, 1),
+                                                  (512, 3, 1, 4, 2)):
+            for j in range(n):
+                mods.append(DilatedBottleneck(cin, width, stride if j == 0 else 1, first if j == 0 else dilation))
+                cin = 4 * width
+        self.backbone = nn.Sequential(*mods)
+
+        def atrous(rate):
+            return nn.Sequential(nn.Conv2d(cin, c, 3, padding=rate, dilation=rate, bias=False), bn(c), nn.ReLU())
+        self.aspp = nn.Sequential(Concat(conv_bn_relu(cin, c, 1), atrous(12), atrous(24), atrous(36),
+                                         ASPPPooling(cin, c)), *conv_bn_relu(5 * c, c, 1), nn.Dropout(0.5))
+        self.head = nn.Sequential(*conv_bn_relu(c, c, 3), nn.Conv2d(c, classes, 1))
+        self.resize = ResizeLike()
+
+    def forward(self, x):
+        return self.resize(self.head(self.aspp(self.backbone(x))), x)
+
+
 # ================================================================== profiling
 def _kind(m: nn.Module) -> str | None:
+    if isinstance(m, ResizeLike):
+        return "upsample"
     if isinstance(m, nn.AdaptiveAvgPool2d):
         size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,) * 2
         return "global_avgpool" if tuple(size) == (1, 1) else "adaptive_avgpool"
@@ -616,3 +745,25 @@ def test_receptive_field_aspp(tmp_path):
     f = c.analysis.rf[c.net.outputs[0]]
     assert f[0].size == 3 + 2 * 36 and f[0].stride == 2          # dilation 18: 37 taps at stride 2, after a 3-pool
     assert_field(f, lambda: nn.Sequential(nn.MaxPool2d(3, 2, 1), aspp(3, 4)), (3, 120, 120))
+
+
+# The examples of issue 11, part A: each against a model written here from torchvision's source.
+LANGUAGE_TWINS = [
+    ("mobilenet_v3_large", "mobilenet_v3.cnn", {}, None, mobilenet_v3_large, (3, 224, 224), "meta"),
+    *[(f"efficientnet_b{v}", "efficientnet.cnn", {"variant": v}, None, lambda w=w, d=d: efficientnet(w, d),
+       (3, r, r), "meta") for v, (w, d, r, _) in enumerate(EFFICIENTNETS)],
+    ("deeplabv3_520", "deeplabv3.cnn", {}, (3, 520, 520), DeepLabV3, (3, 520, 520), "meta"),
+    ("deeplabv3_odd", "deeplabv3.cnn", {}, (3, 45, 37), DeepLabV3, (3, 45, 37), "cpu"),
+]
+
+
+@pytest.mark.parametrize("name, file, args, bind, build, shape, device", LANGUAGE_TWINS,
+                         ids=[t[0] for t in LANGUAGE_TWINS])
+def test_language_examples_match_torch_twin(name, file, args, bind, build, shape, device):
+    test_matches_torch_twin(name, file, args, bind, build, shape, device)
+
+
+@pytest.mark.parametrize("variant", range(8))
+def test_efficientnet_twins_have_the_published_parameter_counts(variant):
+    width, depth, _, published = EFFICIENTNETS[variant]
+    assert sum(p.numel() for p in efficientnet(width, depth).parameters()) == published

@@ -103,3 +103,73 @@ def test_missing_import_points_at_the_import(error_of):
     err = error_of('import "nowhere.cnn"\n' + net("x -> relu"))
     assert (err.loc.line, err.loc.col) == (1, 1) and 'cannot import "' in err.message
     assert "relative to the importing file" in err.hint
+
+
+SYM = "network N {{\n    input x: [3, H, W]\n    {body}\n}}\n"
+FN = "def f(n) = n\n"
+
+# Numeric functions, tensor-number arithmetic, max of tensors, `* 0` and resizing (issue 11, part A).
+LANGUAGE_CASES = [
+    ("def-recursion", "def f(n) = if n <= 0 { 1 } else { f(n - 1) }\n" + net("x -> conv(f(2), 1)"), 1, 35,
+     "numeric function 'f' calls itself (f -> f)", "cannot recurse"),
+    ("def-mutual-recursion", "def f(n) = g(n)\ndef g(n) = f(n) + 1\n" + net("x -> conv(f(2), 1)"), 2, 12,
+     "numeric function 'f' calls itself (f -> g -> f)", "in function 'g', called here"),
+    ("float-size", "network N(wm = 1.25) {\n    input x: [3, 32, 32]\n    x -> conv(32 * wm, 3)\n}\n", 3, 18,
+     "out must be an integer, got the number 40.0", "int(…), round(…), ceil(…) or floor(…)"),
+    ("float-repeat", net("x -> relu * (3 / 2)"), 3, 20, "a repeat count must be an integer, got the number 1.5",
+     "int(…), round(…)"),
+    ("negative-repeat", net("x -> relu * (0 - 1)"), 3, 20, "repeat count -1 is out of range (0 to 10000)",
+     "`* 0` passes the tensor on unchanged"),
+    ("upsample-zero-size", net("x -> upsample(size = (0, 4))"), 3, 26, "size must be at least 1, got 0", None),
+    ("upsample-scale-and-size", net("x -> upsample(2, size = (4, 4))"), 3, 29,
+     "upsample: give one of scale, size and like, not scale and size", "keep the one"),
+    ("upsample-scale-and-like", net("y = x -> maxpool(2)\n    y -> upsample(2, like = x)"), 4, 29,
+     "give one of scale, size and like, not scale and like", None),
+    ("upsample-corners-nearest", net("x -> upsample(size = (4, 4), align_corners = true)"), 3, 50,
+     "align_corners applies to mode = bilinear only", "write mode = bilinear"),
+    ("upsample-symbolic-size", SYM.format(body="x -> upsample(size = (height(x) * 2, 5))"), 3, 26,
+     "size must be a known integer, but it depends on H", "upsample(like = t)"),
+    ("upsample-like-flat", net("f = x -> flatten\n    x -> upsample(like = f)"), 4, 26,
+     "like must be a [C, H, W] tensor, got [3072]", None),
+    ("tensor-floordiv", net("x // 2"), 3, 7, "tensors support '+', '-', '*' and '/', not '//'", None),
+    ("number-over-tensor", net("1 / x"), 3, 7, "'/' divides a tensor by a number, not a number by a tensor", None),
+    ("tensor-over-tensor", net("x / x"), 3, 7, "'/' divides a tensor by a number, not by a tensor", None),
+    ("tensor-over-zero", net("x / 0"), 3, 9, "division by zero", None),
+    ("tensor-plus-symbolic", SYM.format(body="x + height(x)"), 3, 9,
+     "a number combined with a tensor must be known, but it depends on H", "--input"),
+    ("tensor-plus-unknown", net("x + fo"), 3, 9, "unknown name 'fo'", None),
+    ("max-tensor-and-number", net("max(x, 1)"), 3, 12, "max takes tensors or numbers, not both",
+     "max(x, 0) of a tensor is `x -> relu`"),
+    ("def-after-arrow", FN + net("x -> f(2)"), 4, 10, "'f' is a numeric function: it cannot follow '->'",
+     "use its value as an argument"),
+    ("def-applies-layer", "def f(n) { conv(n, 1) }\n" + net("x -> conv(f(2), 1)"), 1, 12,
+     "numeric function 'f' cannot apply 'conv'", "build layers in a block"),
+    ("def-gives-a-string", 'def f(n) { "s" }\n' + net("x -> conv(f(2), 1)"), 1, 12,
+     "function 'f' must give a number", None),
+    ("def-takes-a-tensor", FN + net("x -> conv(f(x), 1)"), 4, 17, "function 'f' takes numbers, got a tensor",
+     "channels(t)"),
+    ("def-too-many-arguments", FN + net("x -> conv(f(1, 2), 1)"), 4, 20, "function 'f' takes 1 arguments, got 2",
+     None),
+    ("def-unknown-keyword", FN + net("x -> conv(f(m = 1), 1)"), 4, 17, "function 'f' has no parameter 'm'",
+     "its parameters: n"),
+    ("def-missing-argument", FN + net("x -> conv(f(), 1)"), 4, 15, "function 'f' needs its parameter 'n'", None),
+    ("def-and-block-share-a-name", "block f(c) { relu }\n" + FN + net("x -> relu"), 2, 5, "'f' is already a block",
+     "defined here"),
+    ("round-of-a-tensor", net("x -> conv(round(x), 1)"), 3, 21, "expected a number, got a tensor", None),
+    ("round-two-arguments", net("x -> conv(round(1.5, 2), 1)"), 3, 15, "'round' takes one number, got 2", None),
+    ("int-of-infinity", net("x -> conv(int(1e400), 1)"), 3, 19, "'int' needs a finite number", None),
+]
+
+
+@pytest.mark.parametrize("program, line, col, message, extra", [c[1:] for c in LANGUAGE_CASES],
+                         ids=[c[0] for c in LANGUAGE_CASES])
+def test_language_error_message_and_location(error_of, program, line, col, message, extra):
+    test_error_message_and_location(error_of, program, line, col, message, extra)
+
+
+def test_numeric_functions_that_multiply_their_work_are_stopped(error_of):
+    """f_k calls f_(k-1) twice: 2^40 calls would never end; elaboration stops at a bound, located."""
+    defs = "def f0(n) = n\n" + "".join(f"def f{k}(n) = f{k - 1}(n) + f{k - 1}(n)\n" for k in range(1, 41))
+    err = error_of(defs + net("x -> conv(f40(1), 1)"))
+    assert "numeric functions were called more than 100,000 times" in err.message
+    assert err.loc.line >= 2 and "bind a value once" in err.render()

@@ -1,6 +1,7 @@
 """Elaboration: blocks, names, repeats, conditionals, shape queries, imports, bindings."""
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -308,3 +309,123 @@ def test_bound_sizes_that_break_a_derived_constraint_say_so(write):
     with pytest.raises(CnncError) as info:
         compile_file(path, inputs={"x": (1, 30, 32)})
     assert info.value.hint == "H must be a multiple of 4, and --input gives H = 30 (the smallest valid H is 4)"
+
+
+# ------------------------------------------ issue 11 part A: numbers, functions, resizing
+def _layers(c, op):
+    return [n for n in c.net.layers() if n.op == op]
+
+
+def test_tensor_number_arithmetic_lowers_to_one_affine_each(compile_src):
+    c = compile_src("""
+    network N(m = 0.5) {
+        input x: [2, 4, 4]
+        a = x + 3
+        b = x - m
+        d = 1 - x
+        e = x * 0.5
+        f = 2 * x
+        g = x / 4
+        h = -x
+        output a, b, d, e, f, g, h
+    }""")
+    got = [(n.attrs["scale"], n.attrs["shift"]) for n in _layers(c, "affine")]
+    assert got == [(1.0, 3.0), (1.0, -0.5), (-1.0, 1.0), (0.5, 0.0), (2.0, 0.0), (0.25, 0.0), (-1.0, 0.0)]
+    assert all(c.net.shapes[n.name] == (2, 4, 4) for n in _layers(c, "affine"))
+    # FLOPs: one per element for the multiply and one for the add, each only when not the identity
+    assert [c.analysis.flops[n.name] for n in _layers(c, "affine")] == [32, 32, 64, 32, 32, 32, 32]
+
+
+def test_tensor_difference_is_an_add_of_the_negated_operand(compile_src):
+    c = compile_src("network N {\n    input x: [2, 4, 4]\n    y = x -> relu\n    x - y\n}\n")
+    (neg,), (add,) = _layers(c, "affine"), _layers(c, "add")
+    assert (neg.attrs["scale"], neg.attrs["shift"], neg.inputs) == (-1.0, 0.0, ("relu",))
+    assert add.inputs == ("x", neg.name)
+
+
+def test_max_of_tensors_is_a_pairwise_maximum_that_broadcasts(compile_src):
+    c = compile_src("""
+    network N {
+        input x: [2, 4, 4]
+        g = x -> global_avgpool
+        max(x, g, x -> relu)
+    }""")
+    first, second = _layers(c, "maximum")
+    assert first.inputs == ("x", "global_avgpool") and second.inputs == (first.name, "relu")
+    assert c.net.shapes[second.name] == (2, 4, 4)
+    assert c.analysis.macs[second.name] == 0 and c.analysis.flops[second.name] == 32
+
+
+def test_repeat_zero_times_is_the_identity(compile_src):
+    src = "network N(n = 1) {\n    input x: [2, 4, 4]\n    x -> conv(3, 1) -> conv(3, 1) * (n - 1) -> relu\n}\n"
+    c = compile_src(src)
+    assert [n.op for n in c.net.layers()] == ["conv", "relu"]
+    assert [n.op for n in compile_src(src, args={"n": 3}).net.layers()] == ["conv", "conv", "conv", "relu"]
+
+
+def test_rounding_functions_and_numeric_helpers(compile_src):
+    c = compile_src("""
+    def make_divisible(v, divisor = 8) {
+        n = max(divisor, int(v + divisor / 2) // divisor * divisor)
+        if n < 0.9 * v { n + divisor } else { n }
+    }
+    def twice(v) = 2 * v
+    def nested(v, w = twice(v)) = w + 1
+    network N(wm = 1.25) {
+        input x: [3, 8, 8]
+        x -> conv(make_divisible(32 * wm), 1) -> conv(make_divisible(10), 1) -> conv(round(2.5), 1)
+          -> conv(round(3.5), 1) -> conv(ceil(2.1), 1) -> conv(floor(2.9), 1) -> conv(int(-2.7) + 5, 1)
+          -> conv(nested(3), 1) -> conv(nested(3, w = 2), 1) -> conv(round(channels(x) * 1.0), 1)
+    }""")
+    # make_divisible: 40 stays 40; 10 -> 8 is below 0.9 * 10, so 16; round halves to even (Python)
+    assert [n.attrs["out_channels"] for n in _layers(c, "conv")] == [40, 16, 2, 4, 3, 2, 3, 7, 3, 3]
+
+
+def test_a_family_member_is_picked_with_set(compile_src):
+    src = """
+    def width_of(v) = if v == 0 { 1.0 } else { 1.5 }
+    network N(variant = 0, width = width_of(variant)) {
+        input x: [3, 8, 8]
+        x -> conv(int(16 * width), 1)
+    }"""
+    assert _layers(compile_src(src), "conv")[0].attrs["out_channels"] == 16
+    assert _layers(compile_src(src, args={"variant": 1}), "conv")[0].attrs["out_channels"] == 24
+    assert _layers(compile_src(src, args={"width": 2.0}), "conv")[0].attrs["out_channels"] == 32
+
+
+def test_functions_are_imported_with_blocks(tmp_path):
+    (tmp_path / "lib.cnn").write_text("def half(v) = v // 2\n")
+    (tmp_path / "main.cnn").write_text('import "lib.cnn"\nnetwork N {\n    input x: [4, 8, 8]\n'
+                                       '    x -> conv(half(channels(x)), 1)\n}\n')
+    c = compile_file(tmp_path / "main.cnn")
+    assert c.net.shapes["conv"] == (2, 8, 8)
+
+
+def test_upsample_to_a_size_and_to_a_symbolic_tensor(compile_src):
+    src = """
+    network N {
+        input x: [3, H, W]
+        f = x -> conv(8, 3, stride = 2, pad = 1)
+        p = f -> global_avgpool -> upsample(like = f, mode = bilinear)
+        back = concat(f, p) -> upsample(like = x, mode = bilinear, align_corners = true)
+        s = back -> upsample(size = (5, 7))
+        output back, s
+    }"""
+    c = compile_src(src)
+    ups = {n.name: n for n in _layers(c, "upsample")}
+    assert c.net.shapes["upsample_1"] == c.net.shapes["conv"]                  # [8, (H + 1)//2, (W + 1)//2]
+    assert c.net.shapes["upsample_2"][1:] == c.net.shapes["x"][1:]          # H and W, symbolic
+    assert c.net.shapes["upsample_3"] == (16, 5, 7)
+    assert ups["upsample_1"].inputs == ("global_avgpool", "conv")             # `like` is a second input
+    assert ups["upsample_3"].attrs["scale"] is None and ups["upsample_3"].attrs["size"] == (5, 7)
+    assert not c.net.constraints                                              # any H, W
+    bound = compile_src(src, inputs={"x": (3, 45, 37)})
+    assert bound.net.shapes["upsample_2"] == (16, 45, 37)
+    assert bound.analysis.flops["upsample_2"] == 4 * 16 * 45 * 37            # bilinear: four per element
+
+
+def test_upsample_receptive_field_stride_is_the_size_ratio(compile_src):
+    c = compile_src("network N {\n    input x: [1, 8, 8]\n    x -> upsample(size = (12, 20))\n}\n")
+    fy, fx = c.analysis.rf["upsample"]
+    assert (fy.stride, fx.stride) == (Fraction(2, 3), Fraction(2, 5))
+    assert (fy.size, fx.size) == (1, 1)

@@ -385,3 +385,57 @@ def test_deeplab_uses_dilations_6_12_18():
     dilations = sorted({n.attrs["dilation"][0] for n in c.net.layers() if n.op == "conv"})
     assert dilations == [1, 2, 6, 12, 18]
     assert c.net.shapes[c.net.outputs[0]] == (21, 513, 513)
+
+
+# ------------------------------------- MobileNetV3, EfficientNet B0-B7, DeepLabV3 (issue 11, part A)
+def test_mobilenet_v3_large_published_figures():
+    t = totals("mobilenet_v3.cnn")
+    assert t["params"] == 5_483_032                       # torchvision docs, mobilenet_v3_large
+    assert t["macs"] == 216_589_760                       # "0.22 GFLOPS"
+    assert round(t["macs"] / 1e9, 2) == 0.22
+    assert compiled("mobilenet_v3.cnn").net.shapes["fc"] == (1000,)
+
+
+# variant, published parameters and GFLOPS (torchvision docs), resolution they were measured at
+EFFICIENTNET = [(0, 5_288_548, 0.39, 224), (1, 7_794_184, 0.69, 240), (2, 9_109_994, 1.09, 288),
+                (3, 12_233_232, 1.83, 300), (4, 19_341_616, 4.39, 380), (5, 30_389_784, 10.27, 456),
+                (6, 43_040_704, 19.07, 528), (7, 66_347_960, 37.75, 600)]
+
+
+@pytest.mark.parametrize("variant, params, gmacs, resolution", EFFICIENTNET, ids=[f"b{e[0]}" for e in EFFICIENTNET])
+def test_efficientnet_family_from_one_file(variant, params, gmacs, resolution):
+    c = compiled("efficientnet.cnn", args={"variant": variant, "resolution": resolution})
+    t = c.analysis.totals()
+    assert t["params"] == params
+    assert round(t["macs"] / 1e9, 2) == gmacs
+    assert c.net.inputs["x"] == (3, resolution, resolution)
+
+
+def test_efficientnet_b0_figures_and_free_scaling():
+    assert totals("efficientnet.cnn")["macs"] == 385_814_752          # B0 at 224: "0.39 GFLOPS"
+    assert compiled("efficientnet.cnn", args={"variant": 2}).net.inputs["x"] == (3, 260, 260)  # the paper's size
+    # the multipliers are parameters too: B0's width and depth give B0, whatever the variant says
+    assert totals("efficientnet.cnn", args={"variant": 5, "width": 1.0, "depth": 1.0,
+                                            "resolution": 224})["params"] == 5_288_548
+
+
+def test_deeplabv3_published_figures_on_a_symbolic_input():
+    c = compiled("deeplabv3.cnn")
+    (out,) = c.net.outputs
+    assert [str(d) for d in c.net.shapes[out]] == ["21", "H", "W"]   # resized back to any input
+    assert not c.net.constraints
+    t = totals("deeplabv3.cnn", inputs={"x": (3, 520, 520)})
+    aux_params, aux_macs = 2_365_205, 9_990_739_200                  # torchvision's auxiliary FCN head
+    assert t["params"] == 39_638_869 == 42_004_074 - aux_params      # torchvision docs: 42,004,074
+    assert t["macs"] == 168_731_205_888
+    assert round((t["macs"] + aux_macs) / 1e9, 2) == 178.72          # torchvision docs: "178.72 GFLOPS"
+    odd = compiled("deeplabv3.cnn", inputs={"x": (3, 45, 37)})
+    assert odd.net.shapes[out] == (21, 45, 37)
+
+
+def test_efficientnet_refuses_an_unknown_variant():
+    with pytest.raises(CnncError) as info:
+        compiled("efficientnet.cnn", args={"variant": 9})
+    rendered = info.value.render()
+    assert "function 'width_of' must give a number" in rendered and "variant must be 0 to 7" in rendered
+    assert "called here" in rendered

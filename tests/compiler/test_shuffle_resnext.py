@@ -204,6 +204,26 @@ def test_a_shape_query_suggested_for_a_call_says_what_it_is(write):
     assert "did you mean 'channels' (a shape query, not a layer)?" in str(err.value)
 
 
+@pytest.mark.parametrize("call, suggestion", [
+    ("make_divisbl(30)", "'make_divisible' (a function, not a layer)"),   # the program's own `def`
+    ("roun(30.2)", "'round' (a function, not a layer)"),                  # a built-in of numbers
+])
+def test_a_function_suggested_for_a_call_says_what_it_is(write, call, suggestion):
+    path = write("def make_divisible(v, d = 8) = max(d, int(v + d / 2) // d * d)\n"
+                 f"network N {{\n    input x: [8, 4, 4]\n    x -> conv({call}, 1)\n}}\n")
+    with pytest.raises(CnncError) as err:
+        compile_file(path)
+    assert "net.cnn:4:15:" in str(err.value) and f"did you mean {suggestion}?" in str(err.value), str(err.value)
+
+
+def test_a_numeric_function_is_not_suggested_after_an_arrow(write):
+    path = write("def make_divisible(v, d = 8) = max(d, int(v + d / 2) // d * d)\n"
+                 "network N {\n    input x: [8, 4, 4]\n    x -> make_divisbl\n}\n")
+    with pytest.raises(CnncError) as err:
+        compile_file(path)
+    assert "net.cnn:4:10:" in str(err.value) and "make_divisible" not in str(err.value), str(err.value)
+
+
 def test_a_misspelt_shared_layer_is_still_suggested(write):
     path = write("network N {\n    input a: [1, 8, 8]\n    input b: [1, 8, 8]\n"
                  "    fa = a -> encoder: conv(4, 3) -> flatten\n    fb = b -> encodr -> flatten\n    output fa, fb\n}\n")

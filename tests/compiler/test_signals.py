@@ -84,6 +84,9 @@ def test_length_query_and_signal_add_concat(compile_src):
     ("deconv(4, 2)", "deconv needs a [C, H, W] input, got [3, 20]", "this layer needs an image"),
     ("adaptive_avgpool(2)", "adaptive_avgpool needs a [C, H, W] input, got [3, 20]", "this layer needs an image"),
     ("conv(4, 30)", "kernel of size 30 does not fit the padded input", "smaller kernel"),
+    ("upsample(size = (2, 8))", "upsample on a [C, L] signal takes an integer size, got [2, 8]",
+     "a pair (h, w) is for images"),
+    ("upsample(2, size = 8)", "give one of scale, size and like, not scale and size", "keep the one"),
 ])
 def test_signal_mistakes_are_located(write, layer, message, hint):
     path = write(f"network N {{\n    input x: [3, 20]\n    x -> {layer}\n}}\n")
@@ -91,6 +94,35 @@ def test_signal_mistakes_are_located(write, layer, message, hint):
         compile_file(path)
     text = str(err.value)
     assert "net.cnn:3:" in text and message in text and hint in text, text
+
+
+def test_signal_upsampling_to_a_size_or_like_another_signal(compile_src):
+    c = compile_src("""
+        network N {
+            input x: [2, 12]
+            a = x -> conv(4, 3, stride = 2, pad = 1)
+            s = a -> u1: upsample(size = 9, mode = bilinear, align_corners = true)
+            l = a -> u2: upsample(like = x) -> u3: upsample
+            output s, l
+        }
+    """)
+    assert [c.net.shapes[n] for n in ("u1", "u2", "u3")] == [(4, 9), (4, 12), (4, 24)]
+    assert c.net.node("u1").attrs["size"] == (1, 9)        # a unit-height pair, as a signal's other sizes
+    height, length = c.analysis.rf["u2"]
+    assert (height.size, height.stride) == (1, 1) and length.stride == 1   # conv stride 2, then 6 -> 12
+
+
+@pytest.mark.parametrize("inputs, layer, col, message", [
+    ("input x: [3, 20]\n    input img: [3, 8, 8]", "x -> upsample(like = img)", 26,
+     "like must be a [C, L] signal, as the input is, got [3, 8, 8]"),
+    ("input x: [3, 20]\n    input img: [3, 8, 8]", "img -> upsample(like = x)", 28,
+     "like must be a [C, H, W] tensor, got [3, 20]"),
+])
+def test_upsample_like_of_another_kind_is_located(write, inputs, layer, col, message):
+    path = write(f"network N {{\n    {inputs}\n    {layer}\n}}\n")
+    with pytest.raises(CnncError) as err:
+        compile_file(path)
+    assert f"net.cnn:4:{col}:" in str(err.value) and message in str(err.value), str(err.value)
 
 
 def test_height_of_a_signal_names_length(write):

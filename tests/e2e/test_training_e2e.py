@@ -21,15 +21,41 @@ def metrics(out: Path) -> tuple[list[dict], dict]:
     return [l for l in lines if "epoch" in l], next(l for l in lines if l.get("split") == "test")
 
 
+@pytest.fixture(scope="module")
+def lenet_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """The example's own train section, unchanged, on both engines at once (one thread each)."""
+    runs = {}
+    for engine in ("numpy", "torch"):
+        out = tmp_path_factory.mktemp(f"lenet5-{engine}")
+        runs[engine] = (subprocess.Popen([sys.executable, "-m", "cnnc", "run", str(EXAMPLES / "lenet5.cnn"),
+                                          "--out", str(out), "--quiet", "--engine", engine, "--threads", "1"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), out)
+    done = {}
+    for engine, (p, out) in runs.items():
+        stdout, stderr = p.communicate(timeout=1800)
+        done[engine] = (subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr), out)
+    return done
+
+
 @pytest.mark.slow
-def test_lenet5_reaches_the_accuracy_target_on_the_embedded_digits(tmp_path):
-    """The acceptance run: the example's own train section, unchanged, on real MNIST digits."""
-    r = cnnc("run", str(EXAMPLES / "lenet5.cnn"), "--out", str(tmp_path), "--quiet")
+def test_lenet5_reaches_the_accuracy_target_on_the_embedded_digits(lenet_runs):
+    """The acceptance run on real MNIST digits."""
+    r, out = lenet_runs["numpy"]
     assert r.returncode == 0, r.stderr
-    epochs, test = metrics(tmp_path)
+    epochs, test = metrics(out)
     assert test["accuracy"] >= 0.975, test
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] / 5
     assert "test: loss" in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_lenet5_on_the_torch_engine_is_within_a_point_of_the_numpy_engine(lenet_runs):
+    pytest.importorskip("torch")
+    accuracy = {}
+    for engine, (r, out) in lenet_runs.items():
+        assert r.returncode == 0, r.stderr
+        accuracy[engine] = metrics(out)[1]["accuracy"]
+    assert abs(accuracy["torch"] - accuracy["numpy"]) <= 0.01, accuracy
 
 
 @pytest.mark.slow

@@ -155,10 +155,10 @@ def one_layer_call(op: str) -> str | None:
         "adaptive_avgpool": "adaptive_avgpool(3, 2)", "upsample": "upsample(2, mode = bilinear)",
         "leaky_relu": "leaky_relu(0.2)", "elu": "elu(0.5)", "groupnorm": "groupnorm(2)", "lrn": "lrn(3)",
         "dropout": "dropout(0.3)", "spatial_dropout": "spatial_dropout(0.3)", "pad": "pad(((1, 0), (2, 1)))",
-        "flatten": "flatten", "linear": "flatten -> linear(5)",
+        "flatten": "flatten", "linear": "flatten -> linear(5)", "affine": "affine(0.5, -3)",
         "slice": "slice(1, 3)", "channel_shuffle": "channel_shuffle(2)",
     }
-    special = {"input", "concat", "add", "mul", "crop", "unpool"}
+    special = {"input", "concat", "add", "mul", "crop", "unpool", "maximum"}
     if op in special:
         return None
     return calls.get(op, op)
@@ -170,6 +170,7 @@ GRAPH_OPS = {
     "mul": "a = x -> global_avgpool\n    x * a",
     "crop": "a = x -> conv(1, 3)\n    x -> crop(like = a)",
     "unpool": "x -> p: maxpool(2) -> relu -> unpool(p)",
+    "maximum": "a = x -> global_avgpool\n    max(x, a)",
 }
 
 

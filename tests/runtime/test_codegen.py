@@ -55,7 +55,10 @@ network Every(classes = 5) {
       -> avgpool(3, stride = 2, pad = ((1, 0), (0, 1)), count_include_pad = false)
       -> avgpool(2, pad = ((1, 0), (0, 1))) -> local(3, 2, stride = 2, pad = ((1, 0), (0, 1)), bias = false)
       -> global_avgpool -> flatten -> linear(16) -> relu
-    (m + k + r) -> dropout(0.5) -> linear(classes) -> softmax
+    t = max(h, 1 - h * 0.5, -h) -> upsample(size = (5, 7), mode = bilinear, align_corners = true)
+      -> upsample(like = g) -> upsample(size = (7, 9), mode = bilinear) -> global_avgpool -> flatten
+      -> linear(16) -> relu
+    (m + k + r + t) -> dropout(0.5) -> linear(classes) -> softmax
 }
 """
 

@@ -32,11 +32,12 @@ TOL = 1e-5
 # Small sizes for the examples declared with symbolic sizes (each a size the network accepts).
 BIND = {"sobel": (1, 20, 24), "sobel_xy": (1, 21, 17), "mean_blur": (1, 19, 23), "deeplab": (3, 33, 35),
         "segnet": (3, 32, 32), "unet": (1, 32, 48), "fcn32s": (3, 20, 28), "unet_paper": (1, 188, 188),
-        "emboss": (1, 18, 21), "sharpen": (1, 20, 17), "gaussian_blur": (1, 19, 22), "rgb_edges": (3, 16, 19)}
+        "emboss": (1, 18, 21), "sharpen": (1, 20, 17), "gaussian_blur": (1, 19, 22), "rgb_edges": (3, 16, 19),
+        "deeplabv3": (3, 33, 35)}
 # The 224x224 ImageNet examples run at 64x64 (a copy with the input declaration rewritten): their
 # adaptive or global pools take any size, and the ops and weights are the same.
 SMALLER = ("resnet18", "resnet50", "resnet152", "se_resnet", "densenet121", "googlenet", "mobilenet_v1", "vgg16",
-           "alexnet")
+           "alexnet", "mobilenet_v3")
 # The examples whose fused graph differs (batchnorm folded, epilogues): exported with --fuse too.
 FUSED = ("small_resnet", "resnet18", "mobilenet_v1", "segnet", "deeplab", "small_unet", "cifar_resnet20")
 
@@ -155,6 +156,8 @@ def test_every_layer_equals_the_runtime(name, src):
 # ------------------------------------------------------------ every example
 def example(path: Path, tmp_path: Path):
     """The example compiled, at 64x64 if it is one of SMALLER."""
+    if path.stem == "efficientnet":   # its input is [3, resolution, resolution]: B0's blocks at 64x64
+        return compile_file(path, args={"resolution": 64})
     if path.stem not in SMALLER:
         return compile_file(path)
     text, n = re.subn(r"input x: \[3, 224, 224\]", "input x: [3, 64, 64]", path.read_text())

@@ -47,7 +47,7 @@ BIND = {"alexnet": (3, 63, 63), "alexnet_lrn": (3, 67, 67), "vgg16": (3, 32, 32)
         "deeplab": (3, 16, 16), "fcn32s": (3, 8, 8), "segnet": (3, 32, 32), "unet": (1, 32, 32),
         "unet_paper": (1, 188, 188), "sobel": (1, 8, 8), "sobel_xy": (1, 8, 8), "mean_blur": (1, 8, 8),
         "inception_block": (192, 8, 8), "emboss": (1, 8, 8), "sharpen": (1, 8, 8), "gaussian_blur": (1, 9, 8),
-        "rgb_edges": (3, 8, 8)}
+        "rgb_edges": (3, 8, 8), "mobilenet_v3": (3, 32, 32), "efficientnet": (3, 64, 64), "deeplabv3": (3, 16, 16)}
 SETTINGS = {"resnet1001": {"n": 2}}   # 2 bottlenecks per stage instead of 111: the same blocks
 
 
@@ -137,9 +137,13 @@ def check_training(c, batch: int | None = None) -> tuple[float, float, float, di
         grad = max(float(np.abs(named[k].grad.numpy() - g).max() / max(np.abs(g).max(), floor))
                    for k, g in grads.items())
     state = model.state_dict()
-    # A running mean that is zero by construction (a bias-free conv of a batchnorm's output, as in
-    # ShuffleNet's branches) holds float64 rounding noise (1e-15) on both sides: measure from 1e-6.
-    running = [relative(state[k].numpy(), plan.params[k], 1e-6) for k in plan.params if ".running_" in k]
+    # A batchnorm fed by a 1x1 convolution of another batchnorm's output (MobileNetV3's and EfficientNet's
+    # linear bottlenecks, ShuffleNet's bias-free branches) sees a batch mean of zero up to rounding: measure
+    # each running statistic against its own largest value, but no smaller than a millionth of the largest
+    # of all (as the gradients).
+    keys = [k for k in plan.params if ".running_" in k]
+    floor = 1e-6 * max((np.abs(plan.params[k]).max() for k in keys), default=0.0)
+    running = [relative(state[k].numpy(), plan.params[k], max(floor, 1e-30)) for k in keys]
     out_error = max(relative(got[o].detach().numpy(), out[o]) for o in net.outputs)
     return out_error, grad, max(running, default=0.0), store
 

@@ -416,3 +416,68 @@ def test_pool_gradient_keeps_a_channels_last_input_layout(op):
         assert dx.strides[1] == channel_stride            # channels adjacent in memory iff they were
         ref, _ = H.run(op, [x], {}, attrs, Context(training=True))
         np.testing.assert_array_equal(y, ref)
+
+
+# ------------------------------------------------ upsample to a size or like a tensor
+
+def naive_resize(x, size, mode, align_corners):
+    """PyTorch's interpolate to `size`, written per output pixel from its documented coordinate rules."""
+    n, c, h, w = x.shape
+    y = np.zeros((n, c, *size))
+
+    def source(d, n_in, n_out):
+        if mode == "nearest":
+            return min(math.floor(d * n_in / n_out), n_in - 1), None, 0.0
+        if align_corners:
+            src = d * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        else:
+            src = max((d + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = min(math.floor(src), n_in - 1)
+        return i0, min(i0 + 1, n_in - 1), src - i0
+    for i in range(size[0]):
+        for j in range(size[1]):
+            r0, r1, a = source(i, h, size[0])
+            c0, c1, b = source(j, w, size[1])
+            if mode == "nearest":
+                y[:, :, i, j] = x[:, :, r0, c0]
+                continue
+            y[:, :, i, j] = ((1 - a) * (1 - b) * x[:, :, r0, c0] + (1 - a) * b * x[:, :, r0, c1]
+                             + a * (1 - b) * x[:, :, r1, c0] + a * b * x[:, :, r1, c1])
+    return y
+
+
+RESIZE_CASES = [((3, 4), (7, 5), "nearest", False), ((5, 5), (3, 8), "nearest", False),
+                ((3, 4), (7, 5), "bilinear", False), ((6, 2), (4, 9), "bilinear", False),
+                ((3, 4), (7, 5), "bilinear", True), ((1, 4), (3, 1), "bilinear", True),
+                ((1, 1), (4, 6), "bilinear", False), ((4, 4), (8, 8), "bilinear", True)]
+
+
+@pytest.mark.parametrize("insize, size, mode, corners", RESIZE_CASES)
+@pytest.mark.parametrize("form", ["size", "like"])
+def test_upsample_to_a_size_forward_and_gradients(insize, size, mode, corners, form):
+    x = np.random.default_rng(7).standard_normal((2, 2, *insize))
+    attrs = {"scale": None, "size": size if form == "size" else None, "mode": mode, "align_corners": corners}
+    xs = [x] if form == "size" else [x, np.zeros((1, 3, *size))]
+    y, _ = H.run("upsample", xs, {}, attrs)
+    H.assert_close(y, naive_resize(x, size, mode, corners), 1e-12, "upsample to a size")
+    H.check_grads("upsample", xs, {}, attrs, no_grad_inputs=(1,) if form == "like" else ())
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("insize, size, mode, corners", RESIZE_CASES)
+def test_upsample_to_a_size_matches_torch(insize, size, mode, corners):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(8).standard_normal((2, 3, *insize))
+    attrs = {"scale": None, "size": size, "mode": mode, "align_corners": corners}
+    kwargs = {"align_corners": corners} if mode == "bilinear" else {}
+    H.torch_compare("upsample", [x], {}, attrs,
+                    lambda t: torch.nn.functional.interpolate(t, size=size, mode=mode, **kwargs))
+
+
+@pytest.mark.torch
+def test_upsample_by_a_scale_with_aligned_corners_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(9).standard_normal((1, 2, 3, 5))
+    attrs = {"scale": (2, 3), "mode": "bilinear", "align_corners": True}
+    H.torch_compare("upsample", [x], {}, attrs, lambda t: torch.nn.functional.interpolate(
+        t, scale_factor=(2, 3), mode="bilinear", align_corners=True))

@@ -223,3 +223,50 @@ def test_dropout_inference_matches_torch(p):
     H.torch_compare("spatial_dropout", [x], {}, {"p": p}, lambda t: F.dropout2d(t, p, training=False))
     H.torch_compare("dropout", [x], {}, {"p": p, "mode": "downgrade_in_infer"},
                     lambda t: F.dropout(t, p, training=False) * (1 - p))
+
+
+# ------------------------------------------------- affine (tensor and number), maximum
+
+@pytest.mark.parametrize("scale, shift", [(0.5, 3.0), (-1.0, 1.0), (1.0, -2.5), (1 / 6, 0.0)])
+def test_affine_forward_and_gradients(scale, shift):
+    x = np.random.default_rng(3).standard_normal((2, 3, 4, 5))
+    y, _ = H.run("affine", [x], {}, {"scale": scale, "shift": shift})
+    ref = np.array([[[[scale * v + shift for v in row] for row in plane] for plane in s] for s in x])
+    H.assert_close(y, ref, 1e-15, "affine")
+    H.check_grads("affine", [x], {}, {"scale": scale, "shift": shift})
+
+
+def test_affine_keeps_float32():
+    x = np.ones((1, 2, 2, 2), np.float32)
+    y, _ = H.run("affine", [x], {}, {"scale": 0.1, "shift": 3.0})
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, np.float32(1) * np.float32(0.1) + np.float32(3.0))
+
+
+def test_maximum_forward_broadcasts_and_routes_gradients():
+    rng = np.random.default_rng(4)
+    a = H.spread_values(rng, (2, 3, 4, 4))
+    b = H.spread_values(rng, (2, 3, 1, 1), low=-0.3)
+    c = H.spread_values(rng, (2, 3, 4, 4), low=-0.5, gap=0.013)
+    y, _ = H.run("maximum", [a, b, c])
+    H.assert_close(y, np.maximum(np.maximum(a, b), c), 0, "maximum")
+    H.check_grads("maximum", [a, b, c])
+
+
+def test_maximum_splits_the_gradient_of_a_tie():
+    a = np.array([[[[1.0, 2.0]]]])
+    b = np.array([[[[1.0, 0.0]]]])
+    _, cache = H.run("maximum", [a, b])
+    (da, db), _ = KERNELS["maximum"].backward(np.ones((1, 1, 1, 2)), cache)
+    np.testing.assert_array_equal(da, [[[[0.5, 1.0]]]])   # torch.maximum: half to each on a tie
+    np.testing.assert_array_equal(db, [[[[0.5, 0.0]]]])
+
+
+@pytest.mark.torch
+def test_affine_and_maximum_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 4, 5))
+    H.torch_compare("affine", [x], {}, {"scale": -0.25, "shift": 1.5}, lambda t: 1.5 - t * 0.25)
+    a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 1, 1))
+    H.torch_compare("maximum", [a, b], {}, {}, lambda s, t: torch.maximum(s, t))

@@ -177,3 +177,80 @@ def test_cnnc_run_trains_the_1d_cnn_on_synthetic_signals(tmp_path):
     test = next(line for line in lines if line.get("split") == "test")
     assert len(epochs) == 3 and epochs[-1]["train_loss"] < 0.7 * epochs[0]["train_loss"], epochs
     assert test["accuracy"] > 0.5, test   # chance is 0.25
+
+
+# -------------------------------------- part A's ops on signals: affine, maximum, resizing
+RESIZE_NET = """
+network R(classes = 2) {
+    input x: [3, 10]
+    a = x -> c1: conv(4, 3, pad = 1) -> maxpool(2)
+    b = max(a * 0.5 + 1, -a) -> upsample(like = x, mode = bilinear)
+    c = (1 - a) -> upsample(size = 7, mode = bilinear, align_corners = true) -> upsample(size = 12)
+    d = a -> upsample(3)
+    concat(b -> global_avgpool, c -> global_maxpool, d -> global_avgpool) -> flatten -> fc: linear(classes)
+}
+"""
+
+
+class TorchResize(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.fc = torch.nn.Conv1d(3, 4, 3, padding=1), torch.nn.Linear(12, 2)
+
+    def forward(self, x):
+        a = F.max_pool1d(self.c1(x), 2)
+        b = F.interpolate(torch.maximum(a * 0.5 + 1, -a), size=x.shape[2:], mode="linear", align_corners=False)
+        c = F.interpolate(F.interpolate(1 - a, size=7, mode="linear", align_corners=True), size=12, mode="nearest")
+        d = F.interpolate(a, scale_factor=3.0, mode="nearest")
+        pooled = torch.cat([b.mean(2, keepdim=True), c.amax(2, keepdim=True), d.mean(2, keepdim=True)], 1)
+        return self.fc(torch.flatten(pooled, 1))
+
+
+@pytest.mark.torch
+def test_signal_resizing_affine_and_maximum_match_pytorch(write):
+    """upsample by a factor, to a size and like another signal (linear along L, aligned corners
+    too), `x * 0.5 + 1`, `1 - a`, `max(a, b)` on [C, L]: outputs and gradients against F.interpolate."""
+    c = compile_file(write(RESIZE_NET))
+    assert [c.net.shapes[n.name] for n in c.net.layers() if n.op == "upsample"] == [(4, 10), (4, 7), (4, 12), (4, 15)]
+    plan = Plan(c.net, c.analysis.params, seed=2, dtype=np.float64)
+    twin = TorchResize().double()
+    twin.load_state_dict({k: torch.tensor(v) for k, v in plan.params.items()})
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((3, 3, 10)), rng.integers(0, 2, 3)
+    out, tape = plan.forward({"x": x}, training=True, keep_tape=True)
+    logits = out[plan.outputs[0]]
+    _, dlogits = make_loss("cross_entropy")(logits, y)
+    grads = plan.backward(tape, {plan.outputs[0]: dlogits})
+    t_logits = twin(torch.tensor(x))
+    F.cross_entropy(t_logits, torch.tensor(y)).backward()
+    H.assert_close(logits, t_logits.detach().numpy(), 1e-10, "logits")
+    for name, p in twin.named_parameters():
+        H.assert_close(grads[name], p.grad.numpy(), 1e-8, f"d/d{name}")
+
+
+@pytest.mark.torch
+def test_signal_resizing_exports(write, tmp_path):
+    """--emit numpy, the PyTorch module and ONNX give the runtime's outputs for the resizing network."""
+    import importlib.util
+
+    import onnxruntime
+    from cnnc.runtime import codegen, export_onnx
+    from cnnc.runtime.export_torch import module_source
+    c = compile_file(write(RESIZE_NET))
+    plan = Plan(c.net, c.analysis.params, seed=0)
+    x = np.random.default_rng(5).standard_normal((2, 3, 10)).astype(np.float32)
+    expected = plan.forward({"x": x})[0][plan.outputs[0]]
+    codegen.emit(c, str(tmp_path / "plan.py"))
+    spec = importlib.util.spec_from_file_location("plan", tmp_path / "plan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    H.assert_close(module.forward(x), expected, 1e-5, "--emit numpy")
+    text, cls = module_source(c.net, "w.pt", "test", torch)
+    namespace: dict = {}
+    exec(compile(text, "exported", "exec"), namespace)
+    model = namespace[cls]()
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in plan.params.items()})
+    H.assert_close(model.eval()(torch.from_numpy(x)).detach().numpy(), expected, 1e-5, "torch")
+    export_onnx.export_onnx(c, str(tmp_path / "model.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    H.assert_close(session.run(None, {"x": x})[0], expected, 1e-5, "onnx")

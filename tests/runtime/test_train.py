@@ -180,7 +180,8 @@ def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     c = compile_src(TINY.format(epochs=1, extra="").replace("dropout(0.2)", "identity"), allow={"all"})
     t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, threads=2)
     x, y = t.ds.train.x[:16], t.ds.train.y[:16]
-    loss, _, grads = t._loss_and_grads(x, y, np.random.default_rng(0))
+    loss, _ = t.engine.forward_backward(x, y, t.loss, np.random.default_rng(0))
+    grads = t.engine._grads
     from cnnc.runtime.train import _shard
     whole_loss, _, whole = _shard(t.plan, t.loss, x, y, np.random.default_rng(0), 1.0)
     assert loss == pytest.approx(whole_loss, rel=1e-6)

@@ -88,13 +88,18 @@ NETS = {
     "rgb8": "input x: [3, 8, 8]\n    x -> conv(2, 3, pad = 1) -> relu -> maxpool(4) -> flatten -> linear(2)",
     "pixels": "input x: [1, 8, 8]\n    x -> conv(3, 3, pad = 1)",
     "regression": "input x: [4]\n    x -> linear(8) -> relu -> linear(1)",
+    "seg16": "input x: [3, 16, 16]\n    x -> conv(4, 3, pad = 1)",
+    "seg8": "input x: [3, 8, 8]\n    x -> conv(4, 3, pad = 1)",
+    "seggrey16": "input x: [1, 16, 16]\n    x -> conv(4, 3, pad = 1)",
 }
 BASE = {"data": "synthetic(n = 64, classes = 3)", "epochs": "1", "batch": "16", "loss": "cross_entropy",
         "optimizer": "sgd(lr = 0.05)", "seed": "1"}
 DATA_BASE = {"classes": {}, "rgb": {}, "pixels": {"data": "synthetic(n = 32)", "loss": "pixel_cross_entropy"},
              "regression": {"data": "synthetic(n = 64, kind = regression)", "loss": "smooth_l1"},
              "rgb16": {"data": 'images("{tmp}/rgb16")'}, "grey16": {"data": 'images("{tmp}/rgb16")'},
-             "rgb8": {"data": 'images("{tmp}/rgb16")'}}
+             "rgb8": {"data": 'images("{tmp}/rgb16")'},
+             **{net: {"data": 'segmentation("{tmp}/seg16")', "loss": "pixel_cross_entropy"}
+                for net in ("seg16", "seg8", "seggrey16")}}
 
 # (family or key, entry, option) -> (net, base overrides, variant overrides); "" entry for plain keys.
 P = {}
@@ -112,6 +117,8 @@ def call(name: str, base: str, option: str, value: str) -> str:
 
 # data
 probe("data", "synthetic", "val", {"data": "synthetic(n = 64, classes = 3, val = 0.25)"})
+probe("data", "synthetic", "test", {"data": 'npz("{tmp}/a.npz", test = 0.25)'}, {"data": 'npz("{tmp}/a.npz")'})
+probe("test", "", "", {"test": "0.25"}, {"data": 'npz("{tmp}/a.npz")'})
 probe("data", "synthetic", "limit", {"data": "synthetic(n = 64, classes = 3, limit = 20)"})
 probe("data", "synthetic", "n", {"data": "synthetic(n = 40, classes = 3)"})
 probe("data", "synthetic", "classes", {"data": "synthetic(n = 64, classes = 2)"})
@@ -125,6 +132,9 @@ probe("data", "idx", "path", {"data": 'idx("{tmp}/idx_b")'}, {"data": 'idx("{tmp
 probe("data", "images", "path", {"data": 'images("{tmp}/rgb16b")'}, net="rgb16")
 probe("data", "images", "size", {"data": 'images("{tmp}/rgb16", size = 8)'}, net="rgb8")
 probe("data", "images", "channels", {"data": 'images("{tmp}/rgb16", channels = 1)'}, net="grey16")
+probe("data", "segmentation", "path", {"data": 'segmentation("{tmp}/seg16b")'}, net="seg16")
+probe("data", "segmentation", "size", {"data": 'segmentation("{tmp}/seg16", size = 8)'}, net="seg8")
+probe("data", "segmentation", "channels", {"data": 'segmentation("{tmp}/seg16", channels = 1)'}, net="seggrey16")
 # losses
 probe("loss", "cross_entropy", "label_smoothing", {"loss": "cross_entropy(label_smoothing = 0.3)"})
 probe("loss", "cross_entropy", "ignore_index", {"loss": "cross_entropy(ignore_index = 2)"})
@@ -152,6 +162,8 @@ for name, opt, value, base in [
 for name, opt, value, base in [
         ("step", "step_size", "3", "step_size = 2"), ("step", "gamma", "0.5", "step_size = 2"),
         ("cosine", "T_max", "3", ""), ("cosine", "eta_min", "0.01", ""),
+        ("cosine_restarts", "T_0", "3", "T_0 = 2"), ("cosine_restarts", "T_mult", "2", "T_0 = 2"),
+        ("cosine_restarts", "eta_min", "0.01", "T_0 = 2"),
         ("plateau", "mode", "max", "patience = 0"), ("plateau", "factor", "0.5", "patience = 0"),
         ("plateau", "patience", "2", "patience = 0"), ("plateau", "threshold", "0.2", "patience = 0"),
         ("plateau", "threshold_mode", "abs", "patience = 0, threshold = 0.05"),
@@ -177,13 +189,25 @@ for name, opt, value, base, net in [
 probe("preprocess", "normalize", "mean", {"preprocess": "normalize(mean = 0.25)"}, {"preprocess": "normalize"})
 probe("preprocess", "normalize", "std", {"preprocess": "normalize(std = 3)"}, {"preprocess": "normalize"})
 probe("preprocess", "scale", "factor", {"preprocess": "scale(factor = 1000)"}, {"preprocess": "scale(factor = 1)"})
+# initialisation: the weights drawn before training differ, so the weights after it do
+for name, opt, value, base in [
+        ("kaiming_normal", "a", "3", ""), ("kaiming_normal", "mode", "fan_out", ""),
+        ("kaiming_uniform", "a", "3", ""), ("kaiming_uniform", "mode", "fan_out", ""),
+        ("xavier_normal", "gain", "3", ""), ("xavier_uniform", "gain", "3", ""),
+        ("normal", "std", "0.5", "std = 0.1"), ("normal", "mean", "0.5", "std = 0.1"),
+        ("uniform", "a", "0.5", "a = 0.1")]:
+    probe("init", name, opt, {"init": call(name, base, opt, value)}, {"init": f"{name}({base})"})
+probe("init", "", "", {"init": "zeros"})
 # plain keys
 for key, value in [("epochs", "3"), ("batch", "8"), ("seed", "2"), ("lr", "0.3"), ("l1", "0.01"), ("l2", "0.1"),
                    ("val", "0.25"), ("early_stop", "1"), ("normalize", "normalize"),
                    ("preprocess", "center"), ("augment", "[hflip]"), ("loss", "cross_entropy(label_smoothing = 0.5)"),
                    ("optimizer", "adam"), ("schedule", "step(1)"), ("data", "synthetic(n = 48, classes = 3)"),
-                   ("classes", '["circle", "square", "ring"]')]:
+                   ("classes", '["circle", "square", "ring"]'),
+                   # refused here (no batchnorm); what it changes under --nproc: tests/runtime/test_torch_engine.py
+                   ("sync_bn", "true"), ("kfold", "2"), ("bootstrap", "true")]:
     probe(key, "", "", {key: value}, {"optimizer": "sgd(lr = 1e-9)", "epochs": "4"} if key == "early_stop" else None)
+probe("snapshots", "", "", {"snapshots": "true"}, {"schedule": "cosine_restarts(1)"})
 
 METRICS = [1.0, 0.9, 0.89, 0.95, 0.94, 0.93, 0.5, 0.46]
 
@@ -208,6 +232,11 @@ def observe(compile_src, program: str, out) -> dict:
         t = Trainer(c, c.net.train, out, progress=False, log=lambda s: None, threads=1)
     except CnncError as err:
         return {"refused": err.message}
+    if c.net.train.kfold:  # K trainers: what shows is each fold's figures
+        from cnnc.runtime.kfold import run_kfold
+        folds = run_kfold(c, c.net.train, out, lambda cfg, o, resplit, log: Trainer(
+            c, cfg, o, progress=False, log=log, threads=1, resplit=resplit), log=lambda s: None).folds
+        return {"folds": [f.figures for f in folds]}
     ds = t.ds
     seen = {"data": _digest(ds.train.x, ds.train.y, *(s.x for s in (ds.val, ds.test) if s is not None))}
     rates = []
@@ -221,6 +250,7 @@ def observe(compile_src, program: str, out) -> dict:
     seen["epochs"] = result.epochs_run
     seen["weights"] = _digest(*(t.plan.params[k] for k in sorted(t.plan.params)))
     seen["classes"] = t.class_names
+    seen["files"] = sorted(p.name for p in out.iterdir())
     return seen
 
 
@@ -246,6 +276,9 @@ def files_dir(tmp_path_factory):
             (tmp / folder / cls).mkdir(parents=True)
             for i in range(6):
                 Image.fromarray((r.random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp / folder / cls / f"{i}.png")
+    from cnnc.cmd_shapes import write_shapes
+    for folder, seed in (("seg16", 1), ("seg16b", 2)):
+        write_shapes(tmp / folder, n=8, test=0, size=16, channels=3, seed=seed)
     return tmp
 
 
@@ -267,13 +300,14 @@ def test_every_word_changes_what_runs(compile_src, files_dir, tmp_path, word):
     net, base, variant = P[word]
     before = observe(compile_src, _program(net, base, files_dir), tmp_path / "a")
     after = observe(compile_src, _program(net, {**base, **variant}, files_dir), tmp_path / "b")
-    if word[1:] in (("images", "size"), ("images", "channels")):
+    if word[1:] in (("images", "size"), ("images", "channels"), ("segmentation", "size"),
+                    ("segmentation", "channels")):
         # Without the option these images do not fit the network; with it they do.
         assert "refused" in before and "refused" not in after, (before, after)
-    assert "refused" not in before or word[1] == "images", before
+    assert "refused" not in before or word[1] in ("images", "segmentation"), before
     assert before != after, f"{word}: {variant} changes nothing"
     if "refused" in after:  # a refusal counts only when it says what is wrong
-        assert any(w in after["refused"] for w in ("shape", "label", "[", "expects")), after
+        assert any(w in after["refused"] for w in ("shape", "label", "[", "expects", "the network has no")), after
 
 
 # ------------------------------------------------------------------ the drifts, end to end
@@ -379,7 +413,8 @@ def test_the_language_reference_names_every_key_and_option():
 
 def test_a_data_kind_that_does_not_match_its_path_is_refused(compile_src, files_dir, tmp_path):
     for data_text, message in [(f'npz("{files_dir}/idx_a")', "that is a folder, not an .npz file"),
-                               (f'idx("{files_dir}/a.npz")', "not a folder of MNIST IDX files")]:
+                               (f'idx("{files_dir}/a.npz")', "not a folder of MNIST IDX files"),
+                               (f'images("{files_dir}/seg16")', "holds images and masks")]:
         c = compile_src(_program("classes", {"data": data_text}, tmp_path), allow={"all"})
         with pytest.raises(CnncError) as e:
             Trainer(c, c.net.train, tmp_path / "run", progress=False, log=lambda s: None)

@@ -30,3 +30,16 @@ def test_the_graph_diagram_of_a_signal_network(compile_src, tmp_path):
     from cnnc.viz.diagram import diagram
     dot = diagram(compile_src(SRC)).source
     assert "conv 5 /2 d3, 8" in dot and "1×5" not in dot
+
+
+def test_signal_upsampling_to_a_size_is_labelled_along_its_length(compile_src):
+    c = compile_src("""
+        network N {
+            input x: [4, 64]
+            x -> u: upsample(size = 80, mode = bilinear, align_corners = true) -> v: upsample(3)
+              -> w: upsample(like = x)
+        }
+    """)
+    label = lambda name: style.op_label(c.net.node(name), 4, True)
+    assert [label(n) for n in "uvw"] == ["upsample → 80 bilinear aligned", "upsample ×3 nearest",
+                                         "upsample → size of x nearest"]

@@ -1,0 +1,31 @@
+"""Stage 3 (runtime): the engines `cnnc run --engine` chooses from, and how each is built.
+
+An engine is what computes a training run — a batch's loss and gradients, an
+optimizer step, predictions, the state a checkpoint holds; the trainer
+(runtime/train.py) owns everything else. `numpy` is the embedded runtime
+(runtime/train.py `NumpyEngine`), `torch` is PyTorch (runtime/torch_engine.py,
+the `cnnc[torch]` extra). This module is light so the command line can list
+the engines without importing either.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..dsl.source import CnncError
+
+ENGINES = ("numpy", "torch")   # the first is the default
+
+
+def make_engine(name: str, compiled, cfg, base_lr: float, hyper: dict[str, Any], is_weight,
+                threads: int | None = None, device: str | None = None):
+    if name == "numpy":
+        from .train import NumpyEngine
+        if device not in (None, "cpu"):
+            raise CnncError(f"--device {device}: the numpy engine runs on the CPU",
+                            hint="train on a GPU with --engine torch")
+        return NumpyEngine(compiled, cfg, base_lr, hyper, is_weight, threads)
+    if name == "torch":
+        from .torch_engine import TorchEngine, World
+        return TorchEngine(compiled, cfg, base_lr, hyper, is_weight, device or "cpu", threads,
+                           World.from_environment())
+    raise CnncError(f"--engine {name}: unknown engine", hint="choose one of " + ", ".join(ENGINES))

@@ -1,0 +1,530 @@
+"""Stage 3 (runtime): hyper-parameter search behind `cnnc search` — the plan, the trials, the ranking.
+
+A search has axes: a network parameter (what `--set` binds) or a train key
+(what `--train` sets), each with a list of values (`lr=0.1,0.01`) or, for a
+random search, a distribution (`lr=loguniform(1e-4, 1e-1)`). `plan_grid`
+takes the cartesian product, `plan_random` draws N distinct trials from a
+seeded generator. Every trial is checked before any runs: its network
+compiles with its parameters and its train keys pass the train checker
+(compiler/train_spec.py `set_key_text`), so a bad value is an error naming
+its flag, not a failed trial.
+
+`run_trial(spec)` trains one trial in its own run directory (a plain,
+picklable dict goes in, a JSON-able record comes out) and never raises: a
+trial that fails is a record with its error. `execute` runs trials in worker
+processes, or on a Dask cluster (`scheduler`); results.jsonl (rewritten
+atomically after every trial) is the record of what finished, so a resumed
+search runs only what is missing. `rank` orders the finished trials by a
+metric (accuracy: higher is better; loss: lower is better).
+
+Successive halving (`halving = ETA`): every trial first trains
+epochs/ETA^(R-1) epochs (R rungs, the largest R with at least one epoch per
+rung), the best 1/ETA of them continue (resumed from their checkpoint) to
+ETA times as many epochs, and so on until the survivors reach the full
+epochs. A stopped trial keeps its record with the epochs it ran.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..compiler.driver import compile_file, parse_assignment, parse_shape
+from ..compiler.train_spec import TrainConfig, set_key_text
+from ..compiler.train_vocab import KEYS
+from ..dsl import files
+from ..dsl.source import CnncError, did_you_mean
+
+RESULTS = "results.jsonl"
+# What a trial reports, and which way is better.
+METRICS = {"val_accuracy": "max", "val_loss": "min", "test_accuracy": "max", "test_loss": "min",
+           "train_accuracy": "max", "train_loss": "min"}
+AUTO_ORDER = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")  # never the test split unasked
+SIGNIFICANT = 4   # drawn numbers are rounded to this many significant digits (readable, reproducible)
+
+
+# ------------------------------------------------------------------ distributions
+@dataclass(frozen=True)
+class Distribution:
+    name: str
+    args: tuple
+
+    def draw(self, rng: np.random.Generator) -> str:
+        low, high = self.args[0], self.args[-1]
+        if self.name == "uniform":
+            return _short(rng.uniform(low, high))
+        if self.name == "loguniform":
+            return _short(math.exp(rng.uniform(math.log(low), math.log(high))))
+        if self.name == "randint":
+            return str(int(rng.integers(int(low), int(high) + 1)))
+        return self.args[int(rng.integers(len(self.args)))]   # choice
+
+
+def _short(value: float) -> str:
+    return repr(float(f"{value:.{SIGNIFICANT}g}"))
+
+
+def _numbers(name: str, items: list[str]) -> tuple[float, float]:
+    if len(items) != 2:
+        raise CnncError(f"{name} takes two numbers (low, high), got {len(items)}")
+    try:
+        low, high = float(items[0]), float(items[1])
+    except ValueError:
+        raise CnncError(f"{name} takes two numbers (low, high)") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
+        raise CnncError(f"{name}({low:g}, {high:g}): low must be below high, both finite")
+    return low, high
+
+
+def _uniform(items: list[str]) -> tuple:
+    return _numbers("uniform", items)
+
+
+def _loguniform(items: list[str]) -> tuple:
+    low, high = _numbers("loguniform", items)
+    if low <= 0:
+        raise CnncError(f"loguniform({low:g}, {high:g}): low must be positive")
+    return low, high
+
+
+def _randint(items: list[str]) -> tuple:
+    low, high = _numbers("randint", items)
+    if low != int(low) or high != int(high):
+        raise CnncError("randint takes two integers (low, high), both included")
+    return int(low), int(high)
+
+
+def _choice(items: list[str]) -> tuple:
+    if not items or not all(items):
+        raise CnncError("choice takes one or more values")
+    return tuple(items)
+
+
+DISTRIBUTIONS: dict[str, Callable[[list[str]], tuple]] = {
+    "uniform": _uniform, "loguniform": _loguniform, "randint": _randint, "choice": _choice}
+
+
+# ------------------------------------------------------------------ axes
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    train: bool                                   # a train key (else a network parameter)
+    values: tuple[str, ...] = ()                  # a grid's values, as text
+    distribution: Distribution | None = None
+    text: str = ""                                # as the user wrote it, for messages
+
+    def draw(self, rng: np.random.Generator) -> str:
+        if self.distribution is not None:
+            return self.distribution.draw(rng)
+        return self.values[int(rng.integers(len(self.values)))]
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets and quotes: `adam(lr=0.1),sgd` -> ['adam(lr=0.1)', 'sgd']."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return parts
+
+
+def _call(text: str) -> tuple[str, str] | None:
+    """'name(args)' -> (name, args), else None."""
+    head, paren, rest = text.partition("(")
+    if paren and rest.endswith(")") and head.strip().isidentifier():
+        return head.strip(), rest[:-1]
+    return None
+
+
+def parse_axis(text: str, network_params: Sequence[str], flag: str = "--grid") -> Axis:
+    """`NAME=V1,V2,...` or `NAME=DIST(args)`, for a train key or a parameter of the network."""
+    name, sep, rest = text.partition("=")
+    name, rest = name.strip(), rest.strip()
+    shown = f"{flag} {text}"
+    if not sep or not name or not rest:
+        raise CnncError(f"{shown}: expected NAME=V1,V2,... or NAME=DISTRIBUTION(...)",
+                        hint="e.g. --grid lr=0.1,0.01 or --grid lr=loguniform(1e-4, 1e-1) with --random N")
+    train = name in KEYS
+    if not train and name not in network_params:
+        raise CnncError(f"{shown}: '{name}' is neither a train key nor a parameter of the network",
+                        hint=did_you_mean(name, list(KEYS) + list(network_params),
+                                          f"network parameters: {', '.join(network_params) or 'none'}; "
+                                          f"train keys: {', '.join(sorted(KEYS))}"))
+    items = split_top_level(rest)
+    call = _call(rest) if len(items) == 1 else None
+    # A call is a distribution unless it is a train key's own kind of value (optimizer=adam(lr=0.1)).
+    family = train and KEYS[name].family is not None
+    if call and (call[0] in DISTRIBUTIONS or not family):
+        dist_name, args = call
+        make = DISTRIBUTIONS.get(dist_name)
+        if make is None:
+            raise CnncError(f"{shown}: unknown distribution '{dist_name}'",
+                            hint=did_you_mean(dist_name, DISTRIBUTIONS,
+                                              f"distributions: {', '.join(DISTRIBUTIONS)}"))
+        try:
+            return Axis(name, train, distribution=Distribution(dist_name, make(split_top_level(args))), text=text)
+        except CnncError as err:
+            raise CnncError(f"{shown}: {err.message}") from None
+    if any(not v for v in items):
+        raise CnncError(f"{shown}: an empty value", hint="separate values with single commas: lr=0.1,0.01")
+    if len(set(items)) != len(items):
+        raise CnncError(f"{shown}: a value is given twice")
+    return Axis(name, train, values=tuple(items), text=text)
+
+
+# ------------------------------------------------------------------ plans
+Settings = dict[str, str]   # axis name -> value as text
+
+
+def plan_grid(axes: Sequence[Axis]) -> list[Settings]:
+    """Every combination, the first axis varying slowest."""
+    for a in axes:
+        if a.distribution is not None:
+            raise CnncError(f"--grid {a.text}: a distribution needs --random N",
+                            hint="a grid takes lists of values: --grid lr=0.1,0.01")
+    return [dict(zip((a.name for a in axes), combo)) for combo in itertools.product(*(a.values for a in axes))]
+
+
+def plan_random(axes: Sequence[Axis], n: int, seed: int) -> list[Settings]:
+    """n distinct draws (fewer when the axes have fewer combinations), from a generator seeded by `seed`."""
+    rng = np.random.default_rng([seed, 9])
+    out: list[Settings] = []
+    seen: set[str] = set()
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        s = {a.name: a.draw(rng) for a in axes}
+        if settings_key(s) not in seen:
+            seen.add(settings_key(s))
+            out.append(s)
+    return out
+
+
+def settings_key(settings: Settings) -> str:
+    return json.dumps(settings, sort_keys=True)
+
+
+def trial_id(settings: Settings) -> str:
+    return hashlib.sha256(settings_key(settings).encode()).hexdigest()[:10]
+
+
+# ------------------------------------------------------------------ the base of every trial
+@dataclass
+class Base:
+    """What every trial shares: the file and the flags given once."""
+    file: str
+    network: str | None = None
+    inputs: list[str] = field(default_factory=list)      # --input texts
+    params: list[str] = field(default_factory=list)      # --set texts
+    allow: list[str] = field(default_factory=list)
+    train: list[str] = field(default_factory=list)       # --train KEY=VALUE texts
+    data: str | None = None
+    limit: int | None = None
+    threads: int = 1
+
+
+def compile_trial(base: Base, settings: Settings, axes: Sequence[Axis]):
+    """(compiled network, train config) of one trial; errors name the flag at fault."""
+    params = dict(parse_assignment(p) for p in base.params)
+    net_axes = {a.name: a for a in axes if not a.train}
+    for name, value in settings.items():
+        if name in net_axes:
+            params[name] = parse_assignment(f"{name}={value}", f"--grid {net_axes[name].text}:")[1]
+    try:
+        compiled = compile_file(base.file, base.network, dict(parse_shape(s) for s in base.inputs), params,
+                                set(base.allow))
+    except CnncError as err:
+        shown = ", ".join(f"{k}={settings[k]}" for k in settings if k in net_axes)
+        if shown:
+            raise CnncError(f"--grid with {shown}: {err.message}", hint=err.hint) from None
+        raise
+    cfg = compiled.net.train or TrainConfig()
+    for text in base.train:
+        cfg = set_key_text(cfg, text, "--train")
+    train_axes = {a.name: a for a in axes if a.train}
+    for name, value in settings.items():
+        if name in train_axes:
+            cfg = set_key_text(cfg, f"{name}={value}", f"--grid {train_axes[name].text}:")
+    if cfg.kfold:
+        raise CnncError("cnnc search trains one model per trial; kfold is for cnnc run",
+                        cfg.locs.get("kfold"), "remove kfold from the search")
+    return compiled, cfg
+
+
+def network_parameters(base: Base) -> list[str]:
+    """The names `--set` may bind in the chosen network."""
+    from ..compiler.loader import choose_network, load
+    defs = load(base.file)
+    return [p.name for p in defs.networks[choose_network(defs, base.network)].params]
+
+
+# ------------------------------------------------------------------ one trial
+def trial_spec(base: Base, settings: Settings, axes: Sequence[Axis], out: Path, epochs: int | None = None,
+               resume: bool = False) -> dict[str, Any]:
+    """The picklable description a worker runs."""
+    return {"base": vars(base), "settings": settings, "axes": [vars(a) | {"distribution": None} for a in axes],
+            "out": str(out), "epochs": epochs, "resume": resume, "id": trial_id(settings)}
+
+
+def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one trial in its run directory; a record of its figures, or of its failure (never raises)."""
+    from threadpoolctl import threadpool_limits
+    from .kernels import keep_freed_memory
+    from .train import Trainer
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"trial": spec["id"], "settings": spec["settings"], "out": spec["out"]}
+    try:
+        keep_freed_memory()
+        base = Base(**spec["base"])
+        axes = [Axis(**a) for a in spec["axes"]]
+        compiled, cfg = compile_trial(base, spec["settings"], axes)
+        if spec.get("epochs"):
+            cfg = set_key_text(cfg, f"epochs={spec['epochs']}", "--halving")
+        with threadpool_limits(base.threads):
+            trainer = Trainer(compiled, cfg, Path(spec["out"]), data_override=base.data, limit=base.limit,
+                              progress=False, log=lambda s: None, threads=base.threads)
+            result = trainer.run(resume=spec.get("resume", False), overwrite=not spec.get("resume", False))
+        last = result.history[-1] if result.history else {}
+        figures = {k: last.get(k) for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+        if result.test:
+            figures.update({"test_loss": result.test.get("loss"), "test_accuracy": result.test.get("accuracy")})
+        record.update(status="failed" if result.non_finite else "ok", epochs=result.epochs_run,
+                      figures={k: v for k, v in figures.items() if isinstance(v, (int, float)) and math.isfinite(v)})
+        if result.non_finite:
+            record["error"] = result.stopped
+    except CnncError as err:
+        record.update(status="failed", error=err.message)
+    except Exception as err:   # a trial's failure is recorded, never the end of the search
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    return record
+
+
+# ------------------------------------------------------------------ running many
+def execute(specs: Sequence[dict[str, Any]], workers: int, scheduler: str | None,
+            done: Callable[[dict[str, Any]], None]) -> None:
+    """Run the trials in `workers` local processes, or on the Dask cluster at `scheduler`; call
+    `done(record)` in this process as each finishes."""
+    if not specs:
+        return
+    if scheduler:
+        return _execute_dask(specs, scheduler, done)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    # spawn: a fresh interpreter per worker, whatever threads or locks this process holds
+    with ProcessPoolExecutor(min(workers, len(specs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_trial, s): s for s in specs}
+        for f in as_completed(futures):
+            done(_outcome(f, futures[f]))
+
+
+def _outcome(future: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """The worker's record; a worker that died (killed, out of memory) is a failed trial."""
+    try:
+        return future.result()
+    except Exception as err:
+        return {"trial": spec["id"], "settings": spec["settings"], "out": spec["out"], "status": "failed",
+                "error": f"the worker died: {type(err).__name__}: {err}"}
+
+
+DASK_EXTRA = "pip install 'cnnc[dask]'"
+
+
+def _execute_dask(specs: Sequence[dict[str, Any]], scheduler: str, done: Callable[[dict], None]) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise CnncError(f"--scheduler {scheduler}: running trials on a Dask cluster needs Dask's distributed, "
+                        f"which is not installed: run {DASK_EXTRA}") from None
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as err:
+        raise CnncError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({err})") from None
+    with client:
+        futures = {client.submit(run_trial, s, pure=False, key=f"cnnc-trial-{s['id']}-{time.time_ns()}"): s
+                   for s in specs}
+        for f in as_completed(list(futures)):
+            done(_outcome(f, futures[f]))
+
+
+# ------------------------------------------------------------------ results
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The records of results.jsonl (a bad line is an error naming the file and line)."""
+    if not path.exists():
+        return []
+    text = files.read_bytes(path, "search results", files.limit("metrics")).decode("utf-8", "replace")
+    records = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+            raise CnncError(f"{files.describe_path(path)}:{i}: not a trial record",
+                            hint="it is written by cnnc search; start over with --overwrite")
+        records.append(record)
+    return records
+
+
+def write_results(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
+    files.write_atomic(path, text, "search results")
+
+
+def choose_metric(records: Sequence[dict[str, Any]], metric: str | None) -> str:
+    """The metric to rank by: the one asked for, else the first of AUTO_ORDER every finished trial has."""
+    if metric is not None:
+        if metric not in METRICS:
+            raise CnncError(f"--metric {metric}: unknown metric", hint=did_you_mean(
+                metric, METRICS, f"metrics: {', '.join(METRICS)}"))
+        return metric
+    ok = [r for r in records if r.get("status") == "ok"]
+    for name in AUTO_ORDER:
+        if ok and all(name in r.get("figures", {}) for r in ok):
+            return name
+    return AUTO_ORDER[0]
+
+
+def rank(records: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Finished trials with the metric, best first; then those without it; failed trials last."""
+    sign = -1.0 if METRICS[metric] == "max" else 1.0
+
+    def order(r: dict[str, Any]) -> tuple:
+        value = r.get("figures", {}).get(metric)
+        if r.get("status") != "ok":
+            return (2, 0.0)
+        return (1, 0.0) if value is None else (0, sign * value)
+    return sorted(records, key=order)
+
+
+def halving_rungs(epochs: int, eta: int) -> list[int]:
+    """The epochs of each rung of successive halving: ..., epochs/ETA^2, epochs/ETA, epochs (at least 1 each)."""
+    rungs = [epochs]
+    while rungs[0] // eta >= 1 and rungs[0] // eta < rungs[0]:
+        rungs.insert(0, rungs[0] // eta)
+    return rungs
+
+
+def survivors(records: Sequence[dict[str, Any]], metric: str, eta: int) -> list[dict[str, Any]]:
+    """The best ceil(n/ETA) finished trials of a rung (at least one)."""
+    ranked = [r for r in rank(records, metric) if r.get("status") == "ok" and metric in r.get("figures", {})]
+    return ranked[:max(1, math.ceil(len(records) / eta))] if ranked else []
+
+
+# ------------------------------------------------------------------ the search
+@dataclass
+class SearchResult:
+    records: list[dict[str, Any]]   # ranked, best first
+    metric: str
+    ran: int                        # trials run now (each rung of each trial counts once)
+    skipped: int                    # finished trials a resumed search kept
+
+
+def run_search(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: Path, *, workers: int = 1,
+               scheduler: str | None = None, resume: bool = False, overwrite: bool = False,
+               metric: str | None = None, halving: int | None = None,
+               log: Callable[[str], None] = print) -> SearchResult:
+    """Check every trial, run the missing ones (OUT/trial-ID each), keep OUT/results.jsonl, rank them."""
+    from .rundir import RunDirectory
+    if metric is not None:
+        choose_metric([], metric)                      # a bad --metric fails before anything runs
+    configs = [compile_trial(base, s, axes)[1] for s in plan]  # every trial checked before any runs
+    if halving is not None and len({c.epochs for c in configs}) > 1:
+        raise CnncError(f"--halving {halving}: the trials train for different epochs; successive halving "
+                        "needs one epoch budget", hint="leave epochs out of the --grid axes")
+    out = Path(out)
+    path = out / RESULTS
+    with RunDirectory(out):
+        if path.exists() and not (resume or overwrite):
+            raise CnncError(f"search directory '{files.describe_path(out)}' already holds a search ({RESULTS})",
+                            hint="continue it with --resume, replace it with --overwrite, or choose another --out")
+        records = read_results(path) if resume else []
+        if overwrite and not resume and path.exists():
+            path.unlink()
+        state = _State(records, path, log)
+        finished = {settings_key(r["settings"]) for r in records if r.get("status") == "ok" and r.get("final")}
+        pending = [s for s in plan if settings_key(s) not in finished]
+        skipped = len(plan) - len(pending)
+        if skipped:
+            log(f"resuming: {skipped} of {len(plan)} trials are finished; running the other {len(pending)}")
+        if halving is None:
+            specs = [trial_spec(base, s, axes, out / f"trial-{trial_id(s)}") for s in pending]
+            execute(specs, workers, scheduler, lambda r: state.add(r, final=True))
+        else:
+            _halve(base, axes, pending, out, configs[0].epochs if configs else 1, halving, workers, scheduler,
+                   metric, state)
+        keys = {settings_key(s) for s in plan}
+        mine = [r for r in state.records if settings_key(r["settings"]) in keys]
+        chosen = choose_metric(mine, metric)
+        return SearchResult(rank(mine, chosen), chosen, state.ran, skipped)
+
+
+class _State:
+    """The records so far; results.jsonl is rewritten (atomically) after each finished trial."""
+
+    def __init__(self, records: list[dict[str, Any]], path: Path, log: Callable[[str], None]):
+        self.records, self.path, self.log, self.ran = list(records), path, log, 0
+
+    def add(self, record: dict[str, Any], final: bool) -> dict[str, Any]:
+        record["final"] = final
+        key = settings_key(record["settings"])
+        self.records = [r for r in self.records if settings_key(r["settings"]) != key] + [record]
+        self.ran += 1
+        write_results(self.path, self.records)
+        shown = ", ".join(f"{k}={v}" for k, v in record["settings"].items())
+        if record["status"] == "ok":
+            figures = "  ".join(f"{k} {v:.4g}" for k, v in record.get("figures", {}).items())
+            self.log(f"trial {shown}: {_epochs(record.get('epochs'))}  {figures}  ({record.get('seconds', 0):.1f}s)")
+        else:
+            self.log(f"trial {shown}: failed: {record.get('error')}")
+        return record
+
+
+def _halve(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: Path, epochs: int, eta: int,
+           workers: int, scheduler: str | None, metric: str | None, state: _State) -> None:
+    """Successive halving over the rungs of `halving_rungs(epochs, eta)` (see the module docstring)."""
+    alive = list(plan)
+    rungs = halving_rungs(epochs, eta)
+    for i, rung in enumerate(rungs):
+        last = i == len(rungs) - 1
+        done_here = {settings_key(r["settings"]): r for r in state.records
+                     if r.get("status") == "ok" and r.get("epochs", 0) >= rung}
+        todo = [s for s in alive if settings_key(s) not in done_here]
+        specs = [trial_spec(base, s, axes, out / f"trial-{trial_id(s)}", epochs=rung,
+                            resume=(out / f"trial-{trial_id(s)}" / "last.npz").exists() and i > 0) for s in todo]
+        execute(specs, workers, scheduler, lambda r: state.add(r, final=last or r["status"] != "ok"))
+        if last:
+            break
+        here = [r for r in state.records if settings_key(r["settings"]) in {settings_key(s) for s in alive}]
+        chosen = choose_metric(here, metric)
+        keep = {settings_key(r["settings"]) for r in survivors(here, chosen, eta)}
+        for r in here:
+            if settings_key(r["settings"]) not in keep and r.get("status") == "ok":
+                r["final"], r["halted"] = True, f"stopped by successive halving after {r.get('epochs')} epochs"
+        write_results(state.path, state.records)
+        state.log(f"successive halving: {len(keep)} of {len(here)} trials continue to {rungs[i + 1]} epochs "
+                  f"(ranked by {chosen})")
+        alive = [s for s in alive if settings_key(s) in keep]
+
+
+def _epochs(n: Any) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")

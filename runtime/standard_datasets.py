@@ -1,0 +1,373 @@
+"""Stage 3 (runtime): the standard data sets by name — download, verify, unpack, cache.
+
+`data = mnist | fashion_mnist | cifar10 | cifar100` names a public data set.
+`STANDARD` is the one table of them: where each file lives, its size, SHA-256
+and MD5 (both are checked: the SHA-256 is the guard, the MD5 is the value the
+publishers and torchvision list), and how to read it. On first use every file
+is downloaded into the cache (`CNNC_DATA`, default the user's cache directory,
+e.g. ~/.cache/cnnc/data), to a temporary name beside its final one; only a file
+whose size and both digests match is renamed into place, so the cache never
+holds a half-written or unverified file and a second run downloads nothing.
+`CNNC_DATA_MIRROR` replaces the official locations with `MIRROR/NAME/FILE`
+(tests serve files from 127.0.0.1 that way).
+
+MNIST and Fashion-MNIST are gzipped IDX files, read in place by
+`data.read_idx`. CIFAR comes as the publisher's *binary* tarballs (the Python
+versions are pickles, which cnnc never unpickles): the archive is inflated
+with a bounded inflater (CNNC_MAX_DATA), only the expected members are taken,
+each a regular file with a plain name (no absolute path, no `..`, no link),
+and written atomically into the cache. A download that fails (offline, a
+proxy, a truncated transfer) says which file to fetch and where to put it.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import os
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+
+from ..dsl import files
+from ..dsl.source import CnncError
+from . import data as data_mod
+
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One published file: its name at the source, size in bytes and digests."""
+
+    name: str
+    size: int
+    sha256: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class StandardDataset:
+    """A named public data set: where its files live and how they are read."""
+
+    name: str
+    base_url: str                       # the official location, without the file name
+    files: tuple[RemoteFile, ...]
+    reader: str                         # "idx" or "cifar"
+    classes: tuple[str, ...] = ()
+    # CIFAR: the folder inside the tarball, its training and test members, the label bytes per record
+    folder: str = ""
+    train_members: tuple[str, ...] = ()
+    test_members: tuple[str, ...] = ()
+    label_bytes: int = 1
+    names_member: str | None = None     # a text member with one class name per line
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.train_members + self.test_members + ((self.names_member,) if self.names_member else ())
+
+
+_MNIST_CLASSES = tuple(str(i) for i in range(10))
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot")
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# The published digests. MD5: torchvision's resources and the CIFAR page; SHA-256: torchvision's
+# prototype datasets (MNIST, Fashion-MNIST) and independent downloaders of the CIFAR binaries.
+STANDARD: dict[str, StandardDataset] = {d.name: d for d in (
+    StandardDataset("mnist", "https://ossci-datasets.s3.amazonaws.com/mnist", (
+        RemoteFile("train-images-idx3-ubyte.gz", 9912422,
+                   "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                   "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        RemoteFile("train-labels-idx1-ubyte.gz", 28881,
+                   "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                   "d53e105ee54ea40749a09fcbcd1e9432"),
+        RemoteFile("t10k-images-idx3-ubyte.gz", 1648877,
+                   "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                   "9fb629c4189551a2d022fa330f9573f3"),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", 4542,
+                   "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                   "ec29112dd5afa0611ce80d1b7f02629c"),
+    ), "idx", _MNIST_CLASSES),
+    StandardDataset("fashion_mnist", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com", (
+        RemoteFile("train-images-idx3-ubyte.gz", 26421880,
+                   "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                   "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        RemoteFile("train-labels-idx1-ubyte.gz", 29515,
+                   "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                   "25c81989df183df01b3e8a0aad5dffbe"),
+        RemoteFile("t10k-images-idx3-ubyte.gz", 4422102,
+                   "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                   "bef4ecab320f06d8554ea6380940ec79"),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", 5148,
+                   "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                   "bb300cfdad3c16e7a12a480ee83cd310"),
+    ), "idx", _FASHION_CLASSES),
+    StandardDataset("cifar10", "https://www.cs.toronto.edu/~kriz", (
+        RemoteFile("cifar-10-binary.tar.gz", 170052171,
+                   "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+                   "c32a1d4ab5d03f1284b67883e8d87530"),
+    ), "cifar", _CIFAR10_CLASSES, folder="cifar-10-batches-bin",
+        train_members=tuple(f"data_batch_{i}.bin" for i in range(1, 6)), test_members=("test_batch.bin",)),
+    StandardDataset("cifar100", "https://www.cs.toronto.edu/~kriz", (
+        RemoteFile("cifar-100-binary.tar.gz", 168513733,
+                   "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
+                   "03b5dce01913d631647c71ecec9e9cb8"),
+    ), "cifar", folder="cifar-100-binary", train_members=("train.bin",), test_members=("test.bin",),
+        label_bytes=2, names_member="fine_label_names.txt"),
+)}
+
+CIFAR_PIXELS = 3 * 32 * 32
+
+
+# ------------------------------------------------------------------ places
+def cache_root() -> Path:
+    """CNNC_DATA, else the user's cache directory (XDG_CACHE_HOME, ~/Library/Caches, %LOCALAPPDATA%)."""
+    given = os.environ.get("CNNC_DATA")
+    if given:
+        return Path(given).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "cnnc" / "data"
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "cnnc" / "data"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnc" / "data"
+
+
+def file_url(ds: StandardDataset, remote: RemoteFile) -> str:
+    """The official location, or MIRROR/NAME/FILE when CNNC_DATA_MIRROR is set."""
+    mirror = os.environ.get("CNNC_DATA_MIRROR")
+    if mirror:
+        return f"{mirror.rstrip('/')}/{ds.name}/{remote.name}"
+    return f"{ds.base_url}/{remote.name}"
+
+
+# ------------------------------------------------------------------ download
+class _Progress:
+    """A progress bar on a terminal, two plain lines otherwise (logs, pipes)."""
+
+    def __init__(self, label: str, total: int | None, stream=None):
+        self.label, self.total = label, total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = self.last = time.perf_counter()
+        self.stream.write(f"downloading {label}" + ("" if self.tty else "\n"))
+        self.stream.flush()
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if not self.tty or now - self.last < 0.1:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        if self.total:
+            width = 24
+            filled = min(width, int(width * done / self.total))
+            bar = f"[{'█' * filled}{'·' * (width - filled)}] {done / self.total:4.0%} "
+            size = f"{files.size_text(done)} of {files.size_text(self.total)}"
+        else:
+            bar, size = "", files.size_text(done)
+        self.stream.write(f"\r\x1b[2Kdownloading {self.label} {bar}{size} ({files.size_text(int(rate))}/s)")
+        self.stream.flush()
+
+    def finish(self, done: int) -> None:
+        seconds = time.perf_counter() - self.start
+        line = f"downloaded {self.label}: {files.size_text(done)} in {seconds:.1f}s, checksums verified"
+        self.stream.write(("\r\x1b[2K" if self.tty else "") + line + "\n")
+        self.stream.flush()
+
+
+def _offline_error(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, reason: str) -> CnncError:
+    return CnncError(f"cannot download {ds.name} file '{remote.name}' from {url}: {reason}",
+                     hint=f"fetch {url} by hand and put it at {files.describe_path(target)} "
+                          f"(SHA-256 {remote.sha256}); or set CNNC_DATA to a folder that holds it")
+
+
+def _open(url: str):
+    request = urllib.request.Request(url, headers={"User-Agent": "cnnc"})
+    return urllib.request.urlopen(request, timeout=60)
+
+
+def download(ds: StandardDataset, remote: RemoteFile, target: Path,
+             opener: Callable[[str], object] = _open) -> None:
+    """Fetch one file to `target`: temporary name, size and digests checked, then renamed."""
+    url = file_url(ds, remote)
+    limit = max(remote.size, data_mod.data_limit())
+    try:
+        response = opener(url)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
+        raise _offline_error(ds, remote, url, target, _reason(err)) from None
+    with response, files.atomic_output(target, f"{ds.name} file") as out:
+        declared = response.headers.get("Content-Length")
+        total = int(declared) if declared and declared.isdigit() else remote.size
+        progress = _Progress(f"{ds.name}: {remote.name}", total)
+        sha, md5, done = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+        try:
+            while chunk := response.read(CHUNK):
+                done += len(chunk)
+                if done > limit:
+                    raise CnncError(f"{url} sends more than {files.size_text(limit)}; "
+                                    f"'{remote.name}' has {files.size_text(remote.size)}")
+                sha.update(chunk)
+                md5.update(chunk)
+                out.write(chunk)
+                progress.update(done)
+        except (OSError, http.client.HTTPException) as err:
+            raise _broke_off(ds, remote, url, target, done, total, progress, f" ({_reason(err)})") from None
+        if declared and declared.isdigit() and done < total:  # the connection closed early
+            raise _broke_off(ds, remote, url, target, done, total, progress, "")
+        _verify(ds, remote, url, done, sha.hexdigest(), md5.hexdigest(), progress)
+        progress.finish(done)
+
+
+def _broke_off(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, done: int, total: int,
+               progress: _Progress, why: str) -> CnncError:
+    if progress.tty:
+        progress.stream.write("\n")
+    return _offline_error(ds, remote, url, target, f"the transfer broke off after {done:,} of {total:,} bytes{why}")
+
+
+def _verify(ds: StandardDataset, remote: RemoteFile, url: str, size: int, sha256: str, md5: str,
+            progress: _Progress) -> None:
+    if progress.tty:
+        progress.stream.write("\n")
+    if sha256 == remote.sha256 and md5 == remote.md5:
+        return
+    if size < remote.size:
+        raise CnncError(f"the download of {ds.name} file '{remote.name}' is truncated: {size:,} of "
+                        f"{remote.size:,} bytes (from {url})",
+                        hint="nothing was kept; run again to download it again")
+    kind, got, want = ("SHA-256", sha256, remote.sha256) if sha256 != remote.sha256 else ("MD5", md5, remote.md5)
+    raise CnncError(f"{ds.name} file '{remote.name}' from {url} fails its {kind} check: got {got}, expected {want}",
+                    hint="the file is damaged or not the published one; nothing was kept")
+
+
+def _check_cached(ds: StandardDataset, remote: RemoteFile, path: Path) -> None:
+    """A file in the cache (downloaded, or put there by hand) must still be the published one."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with files.open_regular(path, f"{ds.name} file", max(remote.size, data_mod.data_limit())) as (f, _size):
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+    for kind, got, want in (("SHA-256", sha.hexdigest(), remote.sha256), ("MD5", md5.hexdigest(), remote.md5)):
+        if got != want:
+            raise CnncError(f"{ds.name} file '{files.describe_path(path)}' fails its {kind} check: got {got}, "
+                            f"expected {want}", hint="delete it and run again to download it again")
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return str(err.reason)
+    return str(err) or type(err).__name__
+
+
+def fetch(name: str, opener: Callable[[str], object] = _open) -> Path:
+    """The cache folder of a standard data set, downloading and unpacking what is missing."""
+    ds = STANDARD[name]
+    folder = cache_root() / ds.name
+    for remote in ds.files:
+        target = folder / remote.name
+        if ds.reader == "cifar" and all((folder / m).is_file() for m in ds.members):
+            continue  # unpacked already: the archive is not needed
+        if target.is_file():
+            _check_cached(ds, remote, target)
+        else:
+            download(ds, remote, target, opener)
+        if ds.reader == "cifar":
+            unpack_cifar(ds, target, folder)
+    return folder
+
+
+# ------------------------------------------------------------------ CIFAR
+def _member_name(member: tarfile.TarInfo, ds: StandardDataset, archive: str) -> str | None:
+    """The member's file name if it is one cnnc takes; hostile names and links are refused."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts or "\\" in member.name or "\x00" in member.name:
+        raise CnncError(f"archive '{archive}' holds a member with an unsafe path "
+                        f"'{files.describe_path(member.name)}'", hint="the archive is not the published one")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if len(parts) != 2 or parts[0] != ds.folder or parts[1] not in ds.members:
+        return None
+    if not member.isfile():
+        raise CnncError(f"archive '{archive}': '{files.describe_path(member.name)}' is not a regular file",
+                        hint="the archive is not the published one")
+    return parts[1]
+
+
+def unpack_cifar(ds: StandardDataset, archive: Path, folder: Path) -> None:
+    """Inflate the tarball (bounded) and write its expected members into `folder`, each atomically."""
+    shown = files.describe_path(archive)
+    limit = data_mod.data_limit()
+    raw = files.read_bytes(archive, f"{ds.name} archive", limit)
+    tar_bytes = files.bounded_inflate([raw[i:i + (1 << 20)] for i in range(0, len(raw), 1 << 20)],
+                                      f"{ds.name} archive '{shown}'", limit)
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+            for member in tar:
+                name = _member_name(member, ds, shown)
+                if name is None:
+                    continue
+                handle = tar.extractfile(member)
+                found[name] = handle.read() if handle is not None else b""
+    except tarfile.TarError as err:
+        raise CnncError(f"{ds.name} archive '{shown}' is not a readable tar file ({err})",
+                        hint="delete it and run again to download it again") from None
+    missing = [m for m in ds.members if m not in found]
+    if missing:
+        raise CnncError(f"{ds.name} archive '{shown}' has no '{ds.folder}/{missing[0]}'",
+                        hint="the archive is not the published one")
+    for name, body in found.items():
+        files.write_atomic(folder / name, body, f"{ds.name} file")
+
+
+def _cifar_records(path: Path, ds: StandardDataset) -> tuple[np.ndarray, np.ndarray]:
+    record = ds.label_bytes + CIFAR_PIXELS
+    raw = files.read_bytes(path, f"{ds.name} file", data_mod.data_limit())
+    if not raw or len(raw) % record:
+        raise CnncError(f"{ds.name} file '{files.describe_path(path)}' holds {len(raw):,} bytes, not a whole "
+                        f"number of {record}-byte records", hint="delete it and run again to download it again")
+    table = np.frombuffer(raw, np.uint8).reshape(-1, record)
+    labels = table[:, ds.label_bytes - 1].astype(np.int64)   # CIFAR-100: coarse, then fine label
+    images = table[:, ds.label_bytes:].reshape(-1, 3, 32, 32)
+    return images, labels
+
+
+def _cifar_split(folder: Path, ds: StandardDataset, members: tuple[str, ...]) -> data_mod.Split:
+    parts = [_cifar_records(folder / m, ds) for m in members]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    classes = len(ds.classes) if ds.classes else 100
+    if y.size and int(y.max()) >= classes:
+        raise CnncError(f"{ds.name} file '{members[0]}' holds label {int(y.max())}, outside [0, {classes})",
+                        hint="delete the cached files and run again to download them again")
+    return data_mod.Split((x / np.float32(255)).astype(np.float32), y)
+
+
+def _cifar_classes(folder: Path, ds: StandardDataset) -> list[str]:
+    if ds.classes:
+        return list(ds.classes)
+    text = files.read_bytes(folder / ds.names_member, f"{ds.name} file", 1 << 20).decode("utf-8", "replace")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    return names if len(names) == 100 else [str(i) for i in range(100)]
+
+
+def load_standard(name: str, opener: Callable[[str], object] = _open) -> data_mod.Dataset:
+    """The named data set, from the cache (downloaded on first use)."""
+    ds = STANDARD[name]
+    folder = fetch(name, opener)
+    if ds.reader == "idx":
+        train_images, train_labels, test_images, test_labels = (folder / f.name for f in ds.files)
+        loaded = data_mod.load_idx(train_images, train_labels, test_images, test_labels, name=name)
+        return data_mod.Dataset(name, loaded.train, loaded.test, classes=list(ds.classes))
+    train = _cifar_split(folder, ds, ds.train_members)
+    test = _cifar_split(folder, ds, ds.test_members)
+    return data_mod.Dataset(name, train, test, classes=_cifar_classes(folder, ds))

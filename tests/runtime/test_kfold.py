@@ -1,0 +1,136 @@
+"""k-fold cross-validation: disjoint folds that cover the training split, the test split out of every fold,
+one result per fold and their mean ± std; bagging and the fold re-division come from runtime/resampling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cnnc.cli import main
+from cnnc.compiler.driver import compile_file
+from cnnc.compiler.train_spec import set_key
+from cnnc.dsl.source import CnncError
+from cnnc.runtime import resampling
+from cnnc.runtime.data import Dataset, Split
+from cnnc.runtime.kfold import run_kfold
+from cnnc.runtime.train import Trainer
+
+SMALL = """
+network Small(classes = 10) {
+    input x: [1, 28, 28]
+    x -> maxpool(4) -> flatten -> linear(16) -> relu -> linear(classes)
+}
+train Small {
+    data = mnist10k
+    epochs = 1
+    batch = 32
+    optimizer = adam(lr = 0.01)
+}
+"""
+
+
+def _rows(x: np.ndarray) -> set[bytes]:
+    return {r.tobytes() for r in x.reshape(len(x), -1)}
+
+
+def test_fold_indices_are_disjoint_cover_and_balanced():
+    parts = resampling.fold_indices(10, 3, seed=4)
+    assert [len(p) for p in parts] == [4, 3, 3]
+    joined = np.concatenate(parts)
+    assert sorted(joined) == list(range(10))
+    assert all((a == b).all() for a, b in zip(parts, resampling.fold_indices(10, 3, seed=4)))  # reproducible
+
+
+@pytest.mark.parametrize("n, k, message", [(2, 3, "only 2 samples, fewer than the folds"),
+                                           (10, 1, "kfold must be at least 2")])
+def test_impossible_folds_are_refused(n, k, message):
+    with pytest.raises(CnncError, match=message):
+        resampling.fold_indices(n, k, 0)
+
+
+def test_bootstrap_draws_with_replacement_reproducibly():
+    ds = Dataset("t", Split(np.arange(100, dtype=np.float32)[:, None], np.arange(100)))
+    a, b = resampling.bootstrap(ds, 3), resampling.bootstrap(ds, 3)
+    assert len(a.train) == 100 and (a.train.y == b.train.y).all()
+    assert len(set(a.train.y.tolist())) < 100   # some drawn twice: ~63% distinct
+    assert 50 < len(set(a.train.y.tolist())) < 75
+    assert not (resampling.bootstrap(ds, 4).train.y == a.train.y).all()
+
+
+def test_three_folds_of_the_embedded_digits(write, tmp_path):
+    path = write(SMALL)
+    c = compile_file(path)
+    cfg = set_key(c.net.train, "kfold", 3, None)
+    seen = []
+
+    def make(fold_cfg, out, resplit, log):
+        t = Trainer(c, fold_cfg, out, limit=300, progress=False, log=lambda s: None, threads=1, resplit=resplit)
+        seen.append(t)
+        return t
+    result = run_kfold(c, cfg, tmp_path / "cv", make, log=lambda s: None)
+    assert [f.index for f in result.folds] == [1, 2, 3]
+    test_rows = _rows(Trainer(c, c.net.train, tmp_path / "t", limit=300, progress=False).ds.test.x)
+    vals = []
+    for t in seen:
+        assert t.ds.test is None                                   # never scored on the test split
+        assert len(t.ds.train) + len(t.ds.val) == 300
+        assert not (_rows(t.ds.train.x) | _rows(t.ds.val.x)) & test_rows   # no test sample in a fold
+        assert not _rows(t.ds.train.x) & _rows(t.ds.val.x)
+        vals.append(_rows(t.ds.val.x))
+    assert not (vals[0] & vals[1]) and not (vals[0] & vals[2]) and not (vals[1] & vals[2])  # disjoint folds
+    accs = [f.figures["val_accuracy"] for f in result.folds]
+    assert result.summary["val_accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert result.summary["val_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    doc = json.loads((tmp_path / "cv" / "kfold.json").read_text())
+    assert doc["k"] == 3 and len(doc["folds"]) == 3 and doc["summary"] == result.summary
+    for i in (1, 2, 3):
+        assert (tmp_path / "cv" / f"fold-{i}" / "last.npz").exists()
+
+
+def test_kfold_on_the_command_line(write, tmp_path, capsys):
+    path = write(SMALL)
+    out = tmp_path / "cv"
+    argv = ["run", str(path), "--kfold", "2", "--limit", "120", "--out", str(out), "--quiet", "--threads", "1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "2-fold cross-validation of 120 training samples" in text
+    assert "mean" in text and " std" in text and (out / "kfold.json").exists()
+    assert main(argv) == 1                                 # a finished cross-validation is not replaced
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0                  # every fold is finished: nothing retrains
+    assert "resuming" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kfold", "1"], "--kfold 1: kfold must be an integer >= 2, got the integer 1"),
+    (["--train", "kfold=x"], "--train kfold=x: kfold must be an integer >= 2"),
+    (["--kfold", "3", "--train", "val=0.2"], "kfold = 3 and val = 0.2: each fold validates on its held-out fold"),
+    (["--kfold", "500", "--limit", "100"], "kfold = 500: the training split has only 100 samples"),
+])
+def test_bad_kfold_flags_are_one_line_errors(write, tmp_path, capsys, argv, message):
+    path = write(SMALL)
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet", *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+def test_kfold_in_the_train_section_and_a_val_beside_it_is_located(write, capsys, tmp_path):
+    path = write(SMALL.replace("epochs = 1", "epochs = 1\n    kfold = 3\n    val = 0.1"))
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:8:5: error: kfold = 3 and val = 0.1"), err
+
+
+def test_bootstrap_trains_on_a_resample_of_the_training_split(write, tmp_path, capsys):
+    path = write(SMALL)
+    c = compile_file(path)
+    plain = Trainer(c, c.net.train, tmp_path / "a", limit=200, progress=False)
+    bagged = Trainer(c, set_key(c.net.train, "bootstrap", True, None), tmp_path / "b", limit=200, progress=False)
+    assert len(bagged.ds.train) == len(plain.ds.train) == 200
+    rows = [r.tobytes() for r in bagged.ds.train.x.reshape(200, -1)]
+    assert len(set(rows)) < 160                                          # drawn with replacement
+    assert set(rows) <= _rows(plain.ds.train.x)                          # only training samples
+    assert (bagged.ds.test.x == plain.ds.test.x).all()                   # the test split untouched
+    assert main(["run", str(path), "--bootstrap", "--limit", "100", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "100 training samples (a bootstrap resample)" in capsys.readouterr().out
