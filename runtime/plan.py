@@ -18,6 +18,7 @@ import numpy as np
 
 from ..compiler.graph import Network, ParamSpec
 from ..compiler.ops import OPS, OpSpec, implementation
+from ..compiler.train_vocab import INIT, bound_options
 from ..dsl.source import CnncError
 from .kernels import Context, Kernel
 from .kernels.signal import lift
@@ -47,8 +48,10 @@ class Plan:
     ops: Mapping[str, OpSpec] = OPS
 
     def __init__(self, net: Network, param_specs: Mapping[str, Mapping[str, ParamSpec]],
-                 seed: int = 0, dtype: type = np.float32, params: Mapping[str, np.ndarray] | None = None):
-        """`params` gives the store (e.g. folded weights); otherwise it is drawn with `seed`."""
+                 seed: int = 0, dtype: type = np.float32, params: Mapping[str, np.ndarray] | None = None,
+                 init: Any = None):
+        """`params` gives the store (e.g. folded weights); otherwise it is drawn with `seed`, and `init`
+        (the train section's `init`, a Spec) is the initialisation of layers without their own."""
         require_concrete(net, "the runtime", "bind the input with --input NAME=CxHxW (or let the data decide it)")
         self.net = net
         self.dtype = dtype
@@ -58,7 +61,7 @@ class Plan:
         self.outputs = tuple(net.outputs)
         self.steps = [self._step(node) for node in net.layers()]
         if params is None:
-            self.params = initial_parameters(net, param_specs, seed, dtype)
+            self.params = initial_parameters(net, param_specs, seed, dtype, init)
         else:
             missing = [k for k in self.specs if k not in params]
             if missing:
@@ -198,14 +201,34 @@ def _followed_by_relu(net: Network, name: str) -> bool:
     return False
 
 
-def initial_parameters(net: Network, param_specs, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
-    """He-normal before rectifiers, Xavier-uniform otherwise (sigmoid, tanh, logits); biases zero."""
+DRAWN = ("he_normal", "xavier_uniform")   # the weights an `init` replaces (not norms' scales, not biases)
+
+
+def initial_parameters(net: Network, param_specs, seed: int, dtype=np.float32,
+                       init: Any = None) -> dict[str, np.ndarray]:
+    """Weights as each layer's `init` attribute, else the train section's `init`, say; without either,
+    He-normal before rectifiers and Xavier-uniform otherwise (sigmoid, tanh, logits). Biases zero."""
     rng = np.random.default_rng(seed)
+    default = None if init is None else (init.name, tuple(init.kwargs))
     out: dict[str, np.ndarray] = {}
     for owner, specs in param_specs.items():
+        chosen = _layer_init(net, owner, specs) or default
         for pname, spec in specs.items():
-            out[f"{owner}.{pname}"] = _init(spec, pname, _followed_by_relu(net, owner), rng, dtype)
+            if chosen is not None and pname == "weight" and spec.init in DRAWN:
+                out[f"{owner}.{pname}"] = draw_init(chosen, spec, rng).astype(dtype)
+            else:
+                out[f"{owner}.{pname}"] = _init(spec, pname, _followed_by_relu(net, owner), rng, dtype)
     return out
+
+
+def _layer_init(net: Network, owner: str, specs) -> tuple | None:
+    """A layer's own `init`; refused beside fixed `weights`, which would silently win."""
+    node = net.node(owner) if owner in net.graph else None
+    chosen = node.attrs.get("init") if node is not None else None
+    if chosen is not None and any(s.init == "fixed" for s in specs.values()):
+        raise CnncError(f"'{owner}' gives both fixed weights and init = {chosen[0]}", node.loc,
+                        "drop one: fixed weights are the initial weights")
+    return chosen
 
 
 def _init(spec: ParamSpec, pname: str, relu_next: bool, rng: np.random.Generator, dtype) -> np.ndarray:
@@ -214,9 +237,70 @@ def _init(spec: ParamSpec, pname: str, relu_next: bool, rng: np.random.Generator
         return np.array(spec.value, dtype=dtype).reshape(shape)
     if spec.init == "ones":
         return np.ones(shape, dtype)
-    if spec.init in ("he_normal", "xavier_uniform") and pname == "weight":
+    if spec.init in DRAWN and pname == "weight":
         if relu_next:
             return (rng.standard_normal(shape) * np.sqrt(2.0 / spec.fan_in)).astype(dtype)
         limit = np.sqrt(6.0 / (spec.fan_in + spec.fan_out))
         return rng.uniform(-limit, limit, shape).astype(dtype)
     return np.zeros(shape, dtype)
+
+
+# ------------------------------------------------------------ named initialisers (train_vocab INIT)
+def fans(spec: ParamSpec) -> tuple[int, int]:
+    """fan_in and fan_out as torch.nn.init computes them from a weight's shape: [out, in, *kernel]
+    (conv, a 1-D conv's [out, in/groups, k], linear; a transposed conv's [in, out/groups, kh, kw] is read
+    the same way, as torch does). A locally connected weight [O, th, tw, C, kh, kw] has no such layout:
+    its spec's fans (C*kh*kw, O*kh*kw)."""
+    shape = tuple(int(d) for d in spec.shape)
+    if len(shape) in (2, 3, 4):
+        field = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+        return shape[1] * field, shape[0] * field
+    return int(spec.fan_in), int(spec.fan_out)
+
+
+def _gain(a: float) -> float:
+    return float(np.sqrt(2.0 / (1.0 + a * a)))   # torch.nn.init.calculate_gain("leaky_relu", a)
+
+
+def kaiming_normal(shape, fan_in, fan_out, rng, *, a=0.0, mode="fan_in"):
+    fan = fan_in if mode == "fan_in" else fan_out
+    return rng.standard_normal(shape) * (_gain(a) / np.sqrt(fan))
+
+
+def kaiming_uniform(shape, fan_in, fan_out, rng, *, a=0.0, mode="fan_in"):
+    fan = fan_in if mode == "fan_in" else fan_out
+    bound = _gain(a) * np.sqrt(3.0 / fan)
+    return rng.uniform(-bound, bound, shape)
+
+
+def xavier_normal(shape, fan_in, fan_out, rng, *, gain=1.0):
+    return rng.standard_normal(shape) * (gain * np.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def xavier_uniform(shape, fan_in, fan_out, rng, *, gain=1.0):
+    bound = gain * np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, shape)
+
+
+def normal(shape, fan_in, fan_out, rng, *, std, mean=0.0):
+    return mean + std * rng.standard_normal(shape)
+
+
+def uniform(shape, fan_in, fan_out, rng, *, a):
+    return rng.uniform(-a, a, shape)
+
+
+def zeros(shape, fan_in, fan_out, rng):
+    return np.zeros(shape)
+
+
+INITIALISERS = {f.__name__: f for f in (kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform,
+                                        normal, uniform, zeros)}
+
+
+def draw_init(chosen: tuple, spec: ParamSpec, rng: np.random.Generator) -> np.ndarray:
+    """A weight drawn by a named initialiser: `chosen` is (name, ((option, value), ...))."""
+    name, given = chosen
+    options = bound_options(INIT, name, dict(given))
+    shape = tuple(int(d) for d in spec.shape)
+    return INITIALISERS[name](shape, *fans(spec), rng, **options)
