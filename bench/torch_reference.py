@@ -134,6 +134,14 @@ def _crop(c: Call):
     return c.x[:, :, top:top + lh, left:left + lw]
 
 
+def _slice(c: Call):
+    return c.x[:, c.attrs["start"]:c.attrs["stop"]]
+
+
+def _channel_shuffle(c: Call):
+    return F.channel_shuffle(c.x, c.attrs["groups"])
+
+
 def _batchnorm(c: Call):
     a = c.attrs
     return F.batch_norm(c.x, c.p("running_mean"), c.p("running_var"), c.p("weight"), c.p("bias"),
@@ -203,6 +211,8 @@ TWINS: dict[str, Rule] = {
     "identity": lambda c: c.x,
     "pad": lambda c: _pad(c.x, c.attrs["padding"], c.attrs.get("value", 0.0)),
     "crop": _crop,
+    "slice": _slice,
+    "channel_shuffle": _channel_shuffle,
     "affine": lambda c: c.x * c.attrs["scale"] + c.attrs["shift"],
     "maximum": _maximum,
 }

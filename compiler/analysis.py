@@ -101,7 +101,7 @@ def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS)
     for node in net.order():
         if node.op == "input":
             one = FieldState(Fraction(1), Fraction(1), Fraction(0))
-            fields[node.name] = (one, one) if len(net.shapes[node.name]) == 3 else None
+            fields[node.name] = (one, one) if len(net.shapes[node.name]) in (2, 3) else None  # image or signal
             continue
         spec = ops[node.op]
         sources = node.inputs[:1] if node.op in ("crop", "upsample") else node.inputs  # `like` gives a size only
@@ -126,9 +126,13 @@ def _spatial_sources(net: Network, node: Node, sources: tuple) -> tuple:
     """Inputs broadcast over H and W (a squeeze-excitation gate) scale channels, not places:
     they do not decide which input pixels an output unit sees."""
     out_shape = net.shapes[node.name]
-    spatial = tuple(s for s in sources if len(net.shapes[s]) != 3 or tuple(net.shapes[s][1:]) != (1, 1)
-                    or tuple(out_shape[1:]) == (1, 1))
+    spatial = tuple(s for s in sources if not _one_place(net.shapes[s]) or _one_place(out_shape))
     return spatial or sources
+
+
+def _one_place(shape: tuple) -> bool:
+    """An image [C, 1, 1] or a signal [C, 1]: a value per channel, broadcast over every place."""
+    return len(shape) in (2, 3) and all(d == 1 for d in shape[1:])
 
 
 def _contribution(spec: OpSpec, node: Node, net: Network) -> tuple[RF, RF] | None:
@@ -241,7 +245,7 @@ def _lint_field_exceeds_input(net: Network, fields: dict, out: list) -> None:
         if f is None or not node.inputs:
             continue
         src = [fields.get(i) for i in node.inputs]
-        shape = next(iter(net.inputs.values()))
+        shape = _as_image(next(iter(net.inputs.values())))
         if len(shape) != 3 or any(is_symbolic(d) for d in shape[1:]):
             return
         exceeds = lambda ff: ff is not None and (ff[0].size > shape[1] or ff[1].size > shape[2])
@@ -254,17 +258,23 @@ def _lint_field_exceeds_input(net: Network, fields: dict, out: list) -> None:
             return
 
 
+def _as_image(shape: tuple) -> tuple:
+    """A [C, L] signal as the [C, 1, L] image its layers' unit-height attributes describe."""
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
+
+
 def _lint_dropped_pixels(net: Network, node: Node, out: list) -> None:
     """Warn when the last window stops before the last real row/column (floor division)."""
-    (_, h, w), a = net.shapes[node.inputs[0]], node.attrs
+    (_, h, w), a = _as_image(net.shapes[node.inputs[0]]), node.attrs
+    signal = len(net.shapes[node.inputs[0]]) == 2
     pads = a.get("padding", ((0, 0), (0, 0)))
     dil = a.get("dilation", (1, 1))
     dropped = []
-    for axis, n, what in ((0, h, "row"), (1, w, "column")):
+    for axis, n, what in ((0, h, "row"), (1, w, "value" if signal else "column")):
         k, s = dil[axis] * (a["kernel"][axis] - 1) + 1, a["stride"][axis]
         if is_symbolic(n) or any(is_symbolic(p) for p in pads[axis]) or s > k:
             continue  # a stride larger than the window skips pixels by design
-        out_n = net.shapes[node.name][axis + 1]
+        out_n = _as_image(net.shapes[node.name])[axis + 1]
         last_covered = (out_n - 1) * s + k - 1          # in padded coordinates
         missed = (n + pads[axis][0] - 1) - last_covered  # real pixels after it
         if missed > 0:
@@ -272,7 +282,7 @@ def _lint_dropped_pixels(net: Network, node: Node, out: list) -> None:
     if dropped:
         out.append(warning("dropped-pixels",
                          f"'{node.name}': the last {' and '.join(dropped)} of its "
-                         f"{h}x{w} input fall outside every window", node.loc,
+                         f"{f'length-{w}' if signal else f'{h}x{w}'} input fall outside every window", node.loc,
                          "adjust the padding or the input size"
                          + (", or use ceil_mode = true" if node.op != "conv" else "")))
 

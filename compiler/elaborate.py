@@ -122,6 +122,8 @@ class Elaborator:
             value = self.head(stmt.value, frame)
             self._bind(frame, stmt.name, value, stmt.loc)
             return value
+        if isinstance(stmt, ast.TupleAssign):
+            return self._bind_parts(stmt, frame)
         if isinstance(stmt, ast.ExprStmt):
             return self.head(stmt.expr, frame)
         if isinstance(stmt, ast.Output):
@@ -161,8 +163,9 @@ class Elaborator:
         shape = tuple(dims)
         if stmt.name in self.bindings:
             shape = self._bind_input(stmt, shape, self.bindings[stmt.name])
-        if not shape or len(shape) not in (1, 3):
-            raise CnncError(f"an input is [C, H, W] or [F], got {fmt_shape(shape)}", stmt.loc)
+        if not shape or len(shape) not in (1, 2, 3):
+            raise CnncError(f"an input is [C, H, W], [C, L] or [F], got {fmt_shape(shape)}", stmt.loc,
+                            "an image is [C, H, W], a 1-D signal [C, L], a feature vector [F]")
         self._check_size(shape, stmt.loc)
         t = self._new_node("input", (), {"shape": shape}, stmt.loc, frame, label=stmt.name, shape=shape)
         self.inputs[stmt.name] = t.node
@@ -267,7 +270,7 @@ class Elaborator:
                 x = self.step(part, x, frame)
             return x
         if isinstance(expr, ast.Name):
-            callee = self.lookup(expr.id, frame, expr.loc)
+            callee = self.lookup(expr.id, frame, expr.loc, called="step")
             if isinstance(callee, Tensor):
                 frame.used.add(expr.id)
                 return self._shared(callee, x, expr, frame, label)
@@ -276,7 +279,7 @@ class Elaborator:
             if expr.func in self.defs.functions and expr.func not in frame.env:
                 raise CnncError(f"'{expr.func}' is a numeric function: it cannot follow '->'", expr.func_loc,
                                 "a `def` computes a number; use its value as an argument, e.g. `conv(f(32))`")
-            callee = self.lookup(expr.func, frame, expr.func_loc)
+            callee = self.lookup(expr.func, frame, expr.func_loc, called="step")
             if isinstance(callee, LayerRef) and _is_variadic(callee.name):
                 args = [x] + [self._tensor(self.ev(a, frame), a) for a in expr.args]
                 return self._variadic(callee.name, args, expr.loc, frame, label)
@@ -352,6 +355,8 @@ class Elaborator:
             return self._depthwise(raw, x, loc, frame, label)
         if name == "separable_conv":
             return self._separable(raw, x, loc, frame, label)
+        if name == "split":
+            return self._split(raw, x, loc, frame, label)
         spec = OPS[name]
         inputs = [x]
         attrs = {}
@@ -586,8 +591,8 @@ class Elaborator:
         return p.display(), p.loc
 
     # ------------------------------------------------------------ evaluation
-    def lookup(self, name: str, frame: Frame, loc: Loc, quiet: bool = False) -> Any:
-        return lookup(name, frame.env, self.defs.blocks, loc, quiet)
+    def lookup(self, name: str, frame: Frame, loc: Loc, quiet: bool = False, called: str | None = None) -> Any:
+        return lookup(name, frame.env, self.defs.blocks, loc, quiet, called, self.defs.functions)
 
     def ev(self, expr: ast.Expr, frame: Frame) -> Any:
         """The value of an expression in value position."""
@@ -622,6 +627,8 @@ class Elaborator:
                             f"write `{expr.label}: conv(...)`, or bind a value with `{expr.label} = ...`")
         if isinstance(expr, ast.Chain) or isinstance(expr, ast.Labeled):
             return self.head(expr, frame)
+        if isinstance(expr, ast.Subscript):
+            return self._channel_slice(expr, frame)
         if isinstance(expr, ast.IfExpr):
             branch = expr.then if self._condition(expr.cond, frame) else expr.orelse
             value = None
@@ -635,7 +642,7 @@ class Elaborator:
             return self._user_function(self.defs.functions[expr.func], expr, frame)
         if expr.func in FUNCTIONS and expr.func not in frame.env:
             return self._function(expr, frame)
-        callee = self.lookup(expr.func, frame, expr.func_loc)
+        callee = self.lookup(expr.func, frame, expr.func_loc, called="call")
         source = self._functional_input(expr, frame) if isinstance(callee, LayerRef) else None
         if source is not None and not _is_variadic(callee.name):
             frame.used.add(expr.args[0].id)
@@ -653,6 +660,53 @@ class Elaborator:
             frame.used.add("in")
             return self.step(expr, frame.env["in"], frame)
         raise CnncError(f"'{expr.func}' is {describe(callee)}, not something that can be called", expr.func_loc)
+
+    def _split(self, raw: dict, x: Tensor, loc: Loc, frame: Frame, label: str | None) -> tuple:
+        """`x -> split(n)`: n equal channel slices (a tuple of tensors, for `a, b = ...`)."""
+        parts, where = raw["parts"]
+        try:
+            n = convert("pos_int", parts, "parts")
+        except OpError as err:
+            raise CnncError(err.message, where) from None
+        if label is not None:
+            raise CnncError("a split cannot carry a label: it makes several layers", loc,
+                            "label the layers that use its parts")
+        c = self._channels(x, loc)
+        if c % n:
+            raise CnncError(f"split: {n} parts do not divide the {c} channels", where,
+                            f"use a divisor of {c}, or slices of different sizes: x[0:a], x[a:]")
+        size = c // n
+        return tuple(self._node("slice", [x], {"start": i * size, "stop": (i + 1) * size}, loc, frame, None, {},
+                                layer="split") for i in range(n))
+
+    def _bind_parts(self, stmt: ast.TupleAssign, frame: Frame) -> tuple:
+        value = self.head(stmt.value, frame)
+        if not isinstance(value, tuple) or not value or not all(isinstance(v, Tensor) for v in value):
+            what = "a tensor" if isinstance(value, Tensor) else describe(value)
+            raise CnncError(f"{len(stmt.names)} names need a split into {len(stmt.names)} parts, "
+                            f"got {what}", stmt.value.loc, f"write `{', '.join(stmt.names)} = x -> "
+                            f"split({len(stmt.names)})`")
+        if len(value) != len(stmt.names):
+            raise CnncError(f"{len(stmt.names)} names for a split into {len(value)} parts", stmt.loc,
+                            f"name every part, or split({len(stmt.names)})")
+        for name, part in zip(stmt.names, value):
+            self._bind(frame, name, part, stmt.loc)
+        return value
+
+    def _channel_slice(self, expr: ast.Subscript, frame: Frame) -> Tensor:
+        """`x[start:stop]`: a `slice` layer on the channels of x."""
+        x = self._tensor(self.ev(expr.value, frame), expr.value)
+        attrs: dict[str, Any] = {"start": 0, "stop": None}
+        locs: dict[str, Loc] = {}
+        for key, bound in (("start", expr.start), ("stop", expr.stop)):
+            if bound is None:
+                continue
+            try:
+                attrs[key] = convert("int", self.ev(bound, frame), f"a channel slice's {key}")
+            except OpError as err:
+                raise CnncError(err.message, bound.loc, "slice bounds are channel numbers: x[0:c // 2]") from None
+            locs[key] = bound.loc
+        return self._node("slice", [x], attrs, expr.loc, frame, None, locs)
 
     def _function(self, expr: ast.Call, frame: Frame) -> Any:
         args = [self.ev(a, frame) for a in expr.args]
@@ -753,7 +807,7 @@ class Elaborator:
                                 f"{', '.join(sorted(v.symbols()))}", where.loc,
                                 "bind the input size with --input NAME=CxHxW") from None
             if isinstance(v, Word):
-                lookup(v.name, {}, self.defs.blocks, where.loc)  # an undefined name: say so
+                lookup(v.name, {}, self.defs.blocks, where.loc, functions=self.defs.functions)  # say so
             raise CnncError(err.message, where.loc, err.hint) from None
 
     def _affine(self, t: Tensor, scale: float, shift: float, loc: Loc, frame: Frame) -> Tensor:

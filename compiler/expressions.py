@@ -4,13 +4,14 @@ What names mean (`lookup`: a bound value, a block, a layer, or an unknown name
 with a did-you-mean hint), integer and size arithmetic with comparisons that
 may depend on symbolic input sizes (`arith`, deciding `==` with the
 elaborator's constraints), conditions, and the built-in functions
-`min`/`max` and `channels`/`height`/`width`. The elaborator walks the syntax
+`min`/`max`, `round`/`ceil`/`floor`/`int` and `channels`/`height`/`width`/`length`. The elaborator walks the syntax
 tree and calls these; nothing here builds layers.
 """
 from __future__ import annotations
 
+import difflib
 import math
-from typing import Any
+from typing import Any, Iterable
 
 from ..dsl import ast
 from ..dsl.source import CnncError, Loc, did_you_mean
@@ -19,7 +20,8 @@ from .naming import BlockRef, LayerRef, Tensor
 from .ops import OPS, SURFACE, Word, fmt_shape
 from .symbolic import Constraints, Dim, SymbolicComparison, equal_when
 
-FUNCTIONS = {"channels", "height", "width", "min", "max", "round", "ceil", "floor", "int"}
+FUNCTIONS = {"channels", "height", "width", "length", "min", "max", "round", "ceil", "floor", "int"}
+SHAPE_QUERIES = {"channels", "height", "width", "length"}
 ROUNDING = {"round": round, "ceil": math.ceil, "floor": math.floor, "int": int}  # number -> integer
 NOT_LAYERS = {"input"}
 MAX_INT = 1 << 62  # sizes and counts beyond this are mistakes (and would overflow NumPy's int64)
@@ -29,8 +31,12 @@ def is_builtin(name: str) -> bool:
     return name in OPS or name in SURFACE or name in FUNCTIONS
 
 
-def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Loc, quiet: bool = False) -> Any:
-    """What `name` means: a bound value, a block, a layer; else a `Word` (quiet) or an error."""
+def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Loc, quiet: bool = False,
+           called: str | None = None, functions: Iterable[str] = ()) -> Any:
+    """What `name` means: a bound value, a block, a layer; else a `Word` (quiet) or an error.
+    `called` says how an unknown name was used, so the hint suggests only what fits there:
+    "step" (after `->`: a layer or block), "call" (`f(...)`: also a function, built-in or the
+    program's `def` (`functions`), named as one)."""
     if name in env:
         return env[name]
     if name in blocks:
@@ -41,9 +47,24 @@ def lookup(name: str, env: dict[str, Any], blocks: dict[str, ast.Block], loc: Lo
         return Word(name)
     if name == "in":
         raise CnncError("`in` exists only inside a block", loc, "in a network, name the input tensor")
-    candidates = list(env) + list(blocks) + [n for n in OPS if n not in NOT_LAYERS] + list(SURFACE) \
-        + sorted(FUNCTIONS)
+    layers = list(blocks) + [n for n in OPS if n not in NOT_LAYERS] + list(SURFACE)
+    if called is not None:  # a labelled layer may be applied again (shared weights): it is a candidate too
+        shared = [n for n, v in env.items() if getattr(v, "labelled_layer", False)]
+        callable_functions = set(FUNCTIONS) | set(functions) if called == "call" else set()
+        raise CnncError(f"unknown name '{name}'", loc, _callable_hint(name, layers + shared, callable_functions))
+    candidates = list(env) + layers + sorted(FUNCTIONS) + sorted(functions)
     raise CnncError(f"unknown name '{name}'", loc, did_you_mean(name, candidates))
+
+
+def _callable_hint(name: str, layers: list[str], functions: set[str]) -> str | None:
+    """The closest layer or block (and, for a call, function, said to be one)."""
+    close = difflib.get_close_matches(name, sorted(set(layers) | functions), n=1)
+    if not close:
+        return None
+    if close[0] in functions:
+        kind = "shape query" if close[0] in SHAPE_QUERIES else "function"
+        return f"did you mean '{close[0]}' (a {kind}, not a layer)?"
+    return f"did you mean '{close[0]}'?"
 
 
 def require_tensor(v: Any, where, blocks: dict[str, ast.Block]) -> Tensor:
@@ -51,6 +72,9 @@ def require_tensor(v: Any, where, blocks: dict[str, ast.Block]) -> Tensor:
     if isinstance(v, Tensor):
         return v
     loc = where.loc if hasattr(where, "loc") else where
+    if isinstance(v, tuple) and v and all(isinstance(t, Tensor) for t in v):
+        raise CnncError(f"expected a tensor, got the {len(v)} parts of a split", loc,
+                        f"bind them first: `{', '.join('abcdefgh'[:min(len(v), 8)])} = x -> split({len(v)})`")
     if isinstance(v, Word):
         lookup(v.name, {}, blocks, loc)  # an undefined name: say so, with a suggestion
     raise CnncError(f"expected a tensor, got {describe(v)}", loc)
@@ -129,7 +153,8 @@ def _arith(op: str, a: Any, b: Any, expr: ast.Expr) -> Any:
 
 
 def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> Any:
-    """`min`/`max` of numbers, or `channels`/`height`/`width` of a tensor."""
+    """`min`/`max` of numbers, `round`/`ceil`/`floor`/`int` of a number, or `channels`/`height`/`width`/`length`
+    of a tensor."""
     if expr.kwargs:
         raise CnncError(f"'{expr.func}' takes no keyword arguments", expr.kwargs[0].loc)
     if expr.func in ROUNDING:
@@ -146,9 +171,15 @@ def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -
     if len(args) != 1:
         raise CnncError(f"'{expr.func}' takes one tensor, got {len(args)} arguments", expr.loc)
     t = require_tensor(args[0], expr.args[0], blocks)
+    if expr.func == "length":
+        if len(t.shape) != 2:
+            raise CnncError(f"length() needs a [C, L] signal, got {fmt_shape(t.shape)}", expr.args[0].loc,
+                            "height() and width() read a [C, H, W] tensor")
+        return t.shape[1]
     axis = {"channels": 0, "height": 1, "width": 2}[expr.func]
-    if axis >= len(t.shape):
-        raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc)
+    if axis >= len(t.shape) or (axis and len(t.shape) == 2):
+        raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc,
+                        "length() reads a [C, L] signal" if len(t.shape) == 2 else None)
     return t.shape[axis]
 
 

@@ -171,9 +171,60 @@ def numel(shape) -> Any:
 def _spatial(ins, what="this layer") -> tuple:
     shape = ins[0]
     if len(shape) != 3:
-        raise OpError(f"{what} needs a [C, H, W] input, got {fmt_shape(shape)}",
-                      "a flat tensor comes from flatten or linear; spatial layers must come before them")
+        hint = ("a [C, L] signal goes through conv, pooling, normalisation, activations, dropout, upsample, "
+                "add and concat; this layer needs an image" if len(shape) == 2 else
+                "a flat tensor comes from flatten or linear; spatial layers must come before them")
+        raise OpError(f"{what} needs a [C, H, W] input, got {fmt_shape(shape)}", hint)
     return shape
+
+
+# ------------------------------------------------------------ 1-D signals
+# A [C, L] signal runs through the 2-D rules as a [C, 1, L] image: its layers' normalised
+# attributes have a unit height (kernel (1, k), stride (1, s), padding ((0, 0), (left, right)),
+# dilation (1, d)), so every rule, kernel and analysis of images serves signals unchanged;
+# only the shapes users see drop the unit axis, and a 1-D conv's weight is [O, C/groups, k]
+# (PyTorch's Conv1d). `is_signal` is the one test of "this layer works on a signal".
+SIGNAL_AXES = ("kernel", "stride", "dilation", "scale", "size", "output_padding")
+
+
+def is_signal(shape) -> bool:
+    return len(shape) == 2
+
+
+def _grid(ins, what="this layer") -> tuple:
+    """The input as [C, H, W]: a [C, L] signal is [C, 1, L]."""
+    shape = ins[0]
+    return (shape[0], 1, shape[1]) if is_signal(shape) else _spatial(ins, what)
+
+
+def _on_grid(ins, out: tuple) -> tuple:
+    """A [C, H, W] result of the 2-D rules as the user's shape: [C, L] for a signal."""
+    return (out[0], out[2]) if is_signal(ins[0]) else out
+
+
+def _signal_attrs(a: dict, ins: list, what: str) -> dict:
+    """A 1-D layer's integer sizes as unit-height pairs; (h, w) pairs make no sense on a signal."""
+    if not is_signal(ins[0]):
+        return a
+    a = dict(a)
+    for key in SIGNAL_AXES:
+        v = a.get(key)
+        if isinstance(v, tuple):
+            if v[0] != v[1]:
+                raise OpError(f"{what} on a [C, L] signal takes an integer {normalised_surface(key)}, "
+                              f"got {fmt_shape(v)}", "a pair (h, w) is for images", attr=key)
+            a[key] = (0 if key == "output_padding" else 1, v[1])
+    pad = a.get("padding")
+    if isinstance(pad, tuple):
+        if pad[0] != pad[1] or pad[0][0] != pad[0][1]:
+            raise OpError(f"{what} on a [C, L] signal takes pad as an integer, same, valid or full, "
+                          f"got {pad}", "per-side padding of a signal is not supported yet", attr="padding")
+        a["padding"] = ((0, 0), pad[1])
+    return a
+
+
+def normalised_surface(key: str) -> str:
+    return {"kernel": "k", "padding": "pad"}.get(key, key)
 
 
 def fmt_shape(shape) -> str:
@@ -225,7 +276,7 @@ def same_padding(n, k: int, s: int, d: int) -> tuple:
 def _resolve_padding(a: dict, ins: list, key: str = "padding") -> dict:
     pad = a[key]
     if isinstance(pad, str):
-        _, h, w = _spatial(ins)
+        _, h, w = _grid(ins)
         kh, kw = a["kernel"]
         sh, sw = a.get("stride", (1, 1))
         dh, dw = a.get("dilation", (1, 1))
@@ -239,14 +290,15 @@ def _resolve_padding(a: dict, ins: list, key: str = "padding") -> dict:
 
 
 def _window_shape(a: dict, ins: list, channels, what: str) -> tuple:
-    _, h, w = _spatial(ins, what)
+    _, h, w = _grid(ins, what)
     (kh, kw), (sh, sw) = a["kernel"], a["stride"]
     dh, dw = a.get("dilation", (1, 1))
     (pt, pb), (pl, pr) = a.get("padding", ((0, 0), (0, 0)))
     _check_fits(h, kh, (pt, pb), dh, "height")
     _check_fits(w, kw, (pl, pr), dw, "width")
     ceil_mode = a.get("ceil_mode", False)
-    return (channels, window_out(h, kh, sh, (pt, pb), dh, ceil_mode), window_out(w, kw, sw, (pl, pr), dw, ceil_mode))
+    out = (channels, window_out(h, kh, sh, (pt, pb), dh, ceil_mode), window_out(w, kw, sw, (pl, pr), dw, ceil_mode))
+    return _on_grid(ins, out)
 
 
 def _window_rf(a: dict, ins: list) -> tuple[RF, RF]:
@@ -288,8 +340,8 @@ CONV_ATTRS = (
 
 
 def _conv_normalise(a: dict, ins: list) -> dict:
-    a = _resolve_padding(a, ins)
-    c = _need_channels(_spatial(ins, "conv")[0], "conv")
+    a = _resolve_padding(_signal_attrs(a, ins, "conv"), ins)
+    c = _need_channels(_grid(ins, "conv")[0], "conv")
     g = a["groups"]
     if c % g:
         raise OpError(f"groups must divide the input channels, but {g} does not divide {c}", attr="groups")
@@ -298,7 +350,7 @@ def _conv_normalise(a: dict, ins: list) -> dict:
                       attr="groups")
     w = a.get("weights")
     if w is not None:
-        w = _fit_weights(w, (a["out_channels"], c // g, *a["kernel"]))
+        w = _fit_weights(w, (a["out_channels"], c // g, *_kernel_dims(a, ins)))
         a = {**a, "weights": w}
     return a
 
@@ -313,14 +365,19 @@ def _fit_weights(w: np.ndarray, shape: tuple) -> np.ndarray:
                   attr="weights")
 
 
+def _kernel_dims(a: dict, ins: list) -> tuple:
+    """A conv weight's kernel axes: (kh, kw), or (k,) on a signal (PyTorch's Conv1d weight)."""
+    return a["kernel"][1:] if is_signal(ins[0]) else tuple(a["kernel"])
+
+
 def _conv_params(a: dict, ins: list) -> dict:
     c = ins[0][0]
     kh, kw = a["kernel"]
     o, g = a["out_channels"], a["groups"]
     fan_in = c // g * kh * kw
     fixed = a.get("weights") is not None
-    out = {"weight": ParamSpec((o, c // g, kh, kw), a["trainable"], init="fixed" if fixed else "he_normal",
-                               fan_in=fan_in, fan_out=o // g * kh * kw, value=a.get("weights"))}
+    out = {"weight": ParamSpec((o, c // g, *_kernel_dims(a, ins)), a["trainable"],
+                               init="fixed" if fixed else "he_normal", fan_in=fan_in, fan_out=o // g * kh * kw, value=a.get("weights"))}
     if a["bias"]:
         out["bias"] = ParamSpec((o,), a["trainable"], init="zeros", fan_in=fan_in)
     return out
@@ -462,6 +519,7 @@ _WINDOW_POOL = frozenset({"sliding_window", "init_transparent"})
 
 
 def _pool_normalise(a, ins):
+    a = _signal_attrs(a, ins, "pooling")
     if a["stride"] is None:
         a = {**a, "stride": a["kernel"]}
     if "padding" in a:
@@ -482,7 +540,7 @@ def _pool_flops(a, ins, out):
 
 
 def _pool_shape(what):
-    return lambda a, ins: _window_shape(a, ins, _spatial(ins, what)[0], what)
+    return lambda a, ins: _window_shape(a, ins, _grid(ins, what)[0], what)
 
 
 MAXPOOL = OpSpec(
@@ -507,7 +565,7 @@ LPPOOL = OpSpec(
 
 
 def _global_shape(a, ins):
-    return (_spatial(ins, "global pooling")[0], 1, 1)
+    return _on_grid(ins, (_grid(ins, "global pooling")[0], 1, 1))
 
 
 GLOBAL_AVGPOOL = OpSpec("global_avgpool", "pooling", (), shape=_global_shape,
@@ -562,15 +620,23 @@ def _upsample_rf(a, ins):
     is the ratio of the sizes, exact when both are known, else the field is left undecided."""
     width = Fraction(2) if a["mode"] == "bilinear" else Fraction(1)
     if a.get("scale") is not None:
-        return tuple(RF(width, Fraction(1, s), Fraction(0)) for s in a["scale"])
-    out = a["size"] if a.get("size") is not None else tuple(ins[1][1:])
-    if any(is_symbolic(d) for d in (*ins[0][1:], *out)):
-        return None
-    return tuple(RF(width, Fraction(int(n), int(o)), Fraction(0)) for n, o in zip(ins[0][1:], out))
+        rf = tuple(RF(width, Fraction(1, s), Fraction(0)) for s in a["scale"])
+    else:
+        out = a["size"] if a.get("size") is not None else _plane(ins[1])
+        if any(is_symbolic(d) for d in (*_plane(ins[0]), *out)):
+            return None
+        rf = tuple(RF(width, Fraction(int(n), int(o)), Fraction(0)) for n, o in zip(_plane(ins[0]), out))
+    return (RF(Fraction(1), Fraction(1), Fraction(0)), rf[1]) if is_signal(ins[0]) else rf
+
+
+def _plane(shape) -> tuple:
+    """(h, w) of a [C, H, W] shape; (1, L) of a [C, L] signal."""
+    return (1, shape[1]) if is_signal(shape) else tuple(shape[1:])
 
 
 def _upsample_normalise(a: dict, ins: list) -> dict:
-    """Exactly one of scale, size and like (a second input) says the output size; scale 2 by default."""
+    """Exactly one of scale, size and like (a second input) says the output size; scale 2 by default.
+    On a [C, L] signal, scale and size are integers (unit-height pairs) and like is a signal too."""
     given = [name for name, present in (("scale", a.get("scale") is not None), ("size", a.get("size") is not None),
                                         ("like", len(ins) > 1)) if present]
     if len(given) > 1:
@@ -579,18 +645,20 @@ def _upsample_normalise(a: dict, ins: list) -> dict:
     if a.get("align_corners") and a["mode"] != "bilinear":
         raise OpError("align_corners applies to mode = bilinear only", "drop it, or write mode = bilinear",
                       attr="align_corners")
-    if len(ins) > 1 and len(ins[1]) != 3:
+    if len(ins) > 1 and is_signal(ins[0]) and not is_signal(ins[1]):
+        raise OpError(f"like must be a [C, L] signal, as the input is, got {fmt_shape(ins[1])}", attr="like")
+    if len(ins) > 1 and not is_signal(ins[0]) and len(ins[1]) != 3:
         raise OpError(f"like must be a [C, H, W] tensor, got {fmt_shape(ins[1])}", attr="like")
-    return {**a, "scale": (2, 2)} if not given else a
+    return _signal_attrs({**a, "scale": (2, 2)} if not given else a, ins, "upsample")
 
 
 def _upsample_shape(a, ins):
-    c, h, w = _spatial(ins, "upsample")
+    c, h, w = _grid(ins, "upsample")
     if a.get("scale") is not None:
-        return (c, h * a["scale"][0], w * a["scale"][1])
+        return _on_grid(ins, (c, h * a["scale"][0], w * a["scale"][1]))
     if a.get("size") is not None:
-        return (c, *a["size"])
-    return (c, *ins[1][1:])
+        return _on_grid(ins, (c, *a["size"]))
+    return _on_grid(ins, (c, *_plane(ins[1])))
 
 
 UPSAMPLE = OpSpec(
@@ -604,7 +672,7 @@ UPSAMPLE = OpSpec(
     flops=lambda a, ins, out: numel(out) * (4 if a["mode"] == "bilinear" else 0),
     rf=_upsample_rf, saves=(), resolve=_upsample_normalise, properties={"init_transparent"},
     doc="resizing by an integer factor, to a size or to another tensor's height and width "
-        "(nearest or bilinear, as PyTorch's interpolate)")
+        "(nearest or bilinear, as PyTorch's interpolate); on a [C, L] signal, along its length")
 
 
 # -------------------------------------------------------------- activations
@@ -666,7 +734,7 @@ def _groupnorm_check(a, ins):
 
 
 def _instancenorm_check(a, ins):
-    _spatial(ins, "instancenorm")
+    _grid(ins, "instancenorm")
     return a
 
 
@@ -697,7 +765,7 @@ REGULARISATION = [
            shape=_same, flops=lambda a, ins, out: 0, saves=("mask",), properties=_DROPOUT,
            doc="zeroes elements with probability p in training"),
     OpSpec("spatial_dropout", "regularisation", (Attr("p", "prob", 0.5),),
-           shape=lambda a, ins: tuple(_spatial(ins, "spatial_dropout")), flops=lambda a, ins, out: 0,
+           shape=lambda a, ins: _on_grid(ins, _grid(ins, "spatial_dropout")), flops=lambda a, ins, out: 0,
            saves=("mask",), properties=_DROPOUT, doc="zeroes whole channels with probability p in training"),
 ]
 
@@ -818,6 +886,35 @@ STRUCTURE = [
            doc="a graph input"),
 ]
 
+# ------------------------------------------- channel split and shuffle (ShuffleNet)
+def _slice_normalise(a: dict, ins: list) -> dict:
+    c = _need_channels(ins[0][0], "a channel slice")
+    start, stop = a["start"], c if a["stop"] is None else a["stop"]
+    if not 0 <= start < stop <= c:
+        raise OpError(f"channel slice {start}:{stop} is out of range for {c} channels",
+                      f"the bounds must satisfy 0 <= start < stop <= {c}", attr="stop" if start >= 0 else "start")
+    return {**a, "stop": stop}
+
+
+def _shuffle_normalise(a: dict, ins: list) -> dict:
+    c = _need_channels(ins[0][0], "channel_shuffle")
+    if c % a["groups"]:
+        raise OpError(f"groups must divide the channels, but {a['groups']} does not divide {c}",
+                      f"channel_shuffle splits the {c} channels into groups of equal size", attr="groups")
+    return a
+
+
+CHANNEL_OPS = [
+    OpSpec("slice", "structure", (Attr("start", "int", 0), Attr("stop", "opt_int", None)),
+           shape=lambda a, ins: (a["stop"] - a["start"], *ins[0][1:]), flops=lambda a, ins, out: 0,
+           saves=(), resolve=_slice_normalise, properties=_TRANSPARENT,
+           doc="channels start to stop-1 of a tensor (written `x[start:stop]`)"),
+    OpSpec("channel_shuffle", "structure", (Attr("groups", "pos_int"),), shape=_same,
+           flops=lambda a, ins, out: 0, saves=(), resolve=_shuffle_normalise, properties=_TRANSPARENT,
+           doc="interleaves the channels of `groups` groups (ShuffleNet): channel g*n + i goes to i*groups + g"),
+]
+
+
 # ------------------------------------------------ arithmetic with numbers, maxout
 def _affine_flops(a, ins, out):
     """One per element for each of the multiply and the add that is not the identity."""
@@ -836,7 +933,8 @@ ARITHMETIC = [
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [CONV, DECONV, LOCAL, MAXPOOL, AVGPOOL, LPPOOL, GLOBAL_AVGPOOL, GLOBAL_MAXPOOL,
-                 ADAPTIVE_AVGPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE]
+                 ADAPTIVE_AVGPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE,
+                 *CHANNEL_OPS]
 }
 OPS.update({spec.name: spec for spec in ARITHMETIC})
 
@@ -855,6 +953,8 @@ SURFACE: dict[str, tuple[Attr, ...]] = {
                        Attr("dilation", "pair", 1), Attr("multiplier", "pos_int", 1), Attr("bias", "bool", True)),
     "separable_conv": (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1),
                        Attr("pad", "padding", 0), Attr("dilation", "pair", 1), Attr("bias", "bool", True)),
+    # `a, b = x -> split(2)`: equal channel slices, one `slice` layer each
+    "split": (Attr("parts", "pos_int", doc="how many equal groups of channels"),),
 }
 
 FAMILIES = ("convolution", "pooling", "activation", "normalisation", "regularisation", "structure")

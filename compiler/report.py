@@ -33,7 +33,12 @@ def _num(x: Any) -> Any:
     return x
 
 
-def _rf_json(rf: tuple[FieldState, FieldState] | None) -> dict | None:
+def _axes(rf: tuple[FieldState, ...] | None, shape: tuple) -> tuple[FieldState, ...] | None:
+    """The field on the axes a user sees: a [C, L] signal's layers have a unit height, shown as L only."""
+    return rf[1:] if rf is not None and len(shape) == 2 else rf
+
+
+def _rf_json(rf: tuple[FieldState, ...] | None) -> dict | None:
     if rf is None:
         return None
     out = {"size": [_num(f.size) for f in rf], "stride": [_num(f.stride) for f in rf],
@@ -50,7 +55,7 @@ def to_json(c: Compiled) -> dict:
         entry = {"name": node.name, "op": node.op, "inputs": list(node.inputs),
                  "shape": [_num(d) for d in net.shapes[node.name]],
                  "params": a.layer_params.get(node.name, 0), "macs": _num(a.macs[node.name]),
-                 "flops": _num(a.flops[node.name]), "rf": _rf_json(a.rf.get(node.name)),
+                 "flops": _num(a.flops[node.name]), "rf": _rf_json(_axes(a.rf.get(node.name), net.shapes[node.name])),
                  "loc": str(node.loc) if node.loc else None}
         if node.layer != node.op:
             entry["layer"] = node.layer
@@ -64,7 +69,7 @@ def to_json(c: Compiled) -> dict:
         "network": net.name,
         "inputs": {k: [_num(d) for d in v] for k, v in net.inputs.items()},
         "layers": layers,
-        "outputs": {o: {"shape": [_num(d) for d in net.shapes[o]], "rf": _rf_json(a.rf.get(o))}
+        "outputs": {o: {"shape": [_num(d) for d in net.shapes[o]], "rf": _rf_json(_axes(a.rf.get(o), net.shapes[o]))}
                     for o in net.outputs},
         "totals": totals,
         "warnings": [{"loc": str(w.loc) if w.loc else None, "message": w.message, "code": w.code}
@@ -102,8 +107,8 @@ def _shape(shape) -> str:
 def _rf(rf) -> str:
     if rf is None:
         return "all"
-    h, w = (fmt_frac(f.size) for f in rf)
-    return h if h == w else f"{h}x{w}"
+    sizes = [fmt_frac(f.size) for f in rf]
+    return sizes[0] if len(set(sizes)) == 1 else "x".join(sizes)
 
 
 def _fit(text: str, width: int, left: bool = True) -> str:
@@ -122,7 +127,7 @@ def _rows(c: Compiled, expand: bool, depth: int | None) -> list[Row]:
     collapsed: dict[str, list] = {}
     order: list[tuple[str, Any]] = []
     for node in net.layers():
-        rf = a.rf.get(node.name)
+        rf = _axes(a.rf.get(node.name), net.shapes[node.name])
         params, macs = a.layer_params.get(node.name, 0), a.macs[node.name]
         if not expand and node.repeat and node.repeat[1] > 0:
             group, i, n = node.repeat
@@ -193,7 +198,8 @@ def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
     lines.append(f"             kept for backward {fmt_bytes(t['train_saved_bytes'])}")
     lines.append(f"             inference peak {fmt_bytes(t['inference_peak_bytes'])}")
     for o in net.outputs:
-        lines.append(f"output       {o}: {_shape(net.shapes[o])}, receptive field {_rf(a.rf.get(o))}")
+        field = _rf(_axes(a.rf.get(o), net.shapes[o]))
+        lines.append(f"output       {o}: {_shape(net.shapes[o])}, receptive field {field}")
     for s, info in net.symbols.items():
         rule = info["constraint"] or f"{s} may be any size"
         smallest = f"; smallest valid {s} = {info['smallest']}" if info["smallest"] else ""

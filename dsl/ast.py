@@ -97,6 +97,15 @@ class Chain(Expr):
 
 
 @dataclass(frozen=True)
+class Subscript(Expr):
+    """`x[start:stop]`: the channels start to stop-1 of a tensor (None: from the first / to the last)."""
+
+    value: Expr
+    start: Expr | None
+    stop: Expr | None
+
+
+@dataclass(frozen=True)
 class IfExpr(Expr):
     cond: Expr
     then: tuple["Stmt", ...]
@@ -118,6 +127,14 @@ class InputDecl(Stmt):
 @dataclass(frozen=True)
 class Assign(Stmt):
     name: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class TupleAssign(Stmt):
+    """`a, b = expr`: binds each part of a split (`x -> split(2)`) to a name."""
+
+    names: tuple[str, ...]
     value: Expr
 
 

@@ -175,6 +175,10 @@ class _ToAst(Transformer):
         return ast.Assign(_loc(self.file, children[0]), str(children[0]), children[1])
 
     @v_args(meta=True)
+    def tuple_assign(self, meta, children):
+        return ast.TupleAssign(_loc(self.file, children[0]), tuple(str(c) for c in children[:-1]), children[-1])
+
+    @v_args(meta=True)
     def expr_stmt(self, meta, children):
         return ast.ExprStmt(self._l(meta), children[0])
 
@@ -272,6 +276,14 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def list_lit(self, meta, children):
         return ast.ListExpr(self._l(meta), tuple(children))
+
+    @v_args(meta=True)
+    def subscript(self, meta, children):
+        value, start, stop = children
+        return ast.Subscript(self._l(meta), value, start, stop)
+
+    def slice_bound(self, children):
+        return children[0] if children else None
 
 
 # Terminal names in words, for "expected …" messages.

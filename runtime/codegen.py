@@ -190,6 +190,7 @@ class _Emitter:
     def __init__(self, net: Network, names: dict[str, str]):
         self.net, self.names, self.used = net, names, []
         self.unpooled = {n.attrs["of"] for n in net.layers() if n.op == "unpool"}
+        self.on_signal = False   # emitting a layer on a [C, L] signal as a unit-height image
 
     def target(self, node: Node) -> str:
         """The variable(s) a node's line assigns: a pool an unpool reads also yields its argmax."""
@@ -204,7 +205,9 @@ class _Emitter:
         return f"{fn.__name__}({', '.join(parts)})"
 
     def param(self, node: Node, name: str) -> str:
-        return f"p[{py_literal(f'{node.shares or node.name}.{name}')}]"
+        ref = f"p[{py_literal(f'{node.shares or node.name}.{name}')}]"
+        # a 1-D conv's [O, C/g, k] weight, viewed as the 2-D function's [O, C/g, 1, k]
+        return f"{ref}[:, :, None]" if self.on_signal and name == "weight" and node.op in SIGNAL_WEIGHTS else ref
 
     def activation(self, expr: str, attrs: dict) -> str:
         """A fused node's trailing activation (attrs["activation"]), emitted by that op's own emitter."""
@@ -216,7 +219,22 @@ class _Emitter:
         if rule is None:
             raise CnncError(f"--emit numpy does not support '{node.op}' yet (layer '{node.name}')", node.loc,
                             hint="the runtime runs it: use `cnnc run`/`cnnc predict`")
-        return rule(self, node, [self.names[i] for i in node.inputs])
+        names = [self.names[i] for i in node.inputs]
+        if not any(len(self.net.shapes[i]) == 2 for i in node.inputs):
+            return rule(self, node, names)
+        # A [C, L] signal: the 2-D function on a unit-height view (compiler/ops.py, "1-D signals"),
+        # its result shaped back.
+        lifted = [f"{n}[:, :, None]" if len(self.net.shapes[i]) == 2 else n for n, i in zip(names, node.inputs)]
+        self.on_signal = True
+        try:
+            expr = rule(self, node, lifted)
+        finally:
+            self.on_signal = False
+        shape = py_literal(tuple(int(d) for d in self.net.shapes[node.name]))
+        return f"({expr}).reshape((len({names[0]}),) + {shape})"
+
+
+SIGNAL_WEIGHTS = ("conv", "fused_conv")   # the ops whose weight has a kernel axis a signal makes 1-D
 
 
 class Elementwise:
@@ -358,6 +376,7 @@ def _upsample(e: _Emitter, node: Node, x: list[str]) -> str:
     if a.get("scale") is not None and not a.get("align_corners"):
         return e.call(standalone.upsample, x[0], scale=_tuples(a["scale"]), mode=str(a["mode"]))
     size = e.net.shapes[node.name][1:]          # known: --emit numpy needs every size bound
+    size = (1, *size) if e.on_signal else size  # a [C, L] signal runs as a unit-height image
     return e.call(standalone.resize, x[0], size=tuple(int(d) for d in size), mode=str(a["mode"]),
                   align_corners=bool(a.get("align_corners")))
 register(BACKEND, "flatten")(lambda e, n, x: e.call(standalone.flatten, x[0]))
@@ -368,6 +387,10 @@ register(BACKEND, "identity")(lambda e, n, x: x[0])
 register(BACKEND, "pad")(lambda e, n, x: e.call(standalone.pad2d, x[0], padding=_tuples(n.attrs["padding"]),
                                                  value=float(n.attrs["value"])))
 register(BACKEND, "crop")(lambda e, n, x: e.call(standalone.crop, x[0], x[1]))
+register(BACKEND, "slice")(
+    lambda e, n, x: e.call(standalone.channel_slice, x[0], start=n.attrs["start"], stop=n.attrs["stop"]))
+register(BACKEND, "channel_shuffle")(
+    lambda e, n, x: e.call(standalone.channel_shuffle, x[0], groups=n.attrs["groups"]))
 register(BACKEND, "affine")(lambda e, n, x: e.call(standalone.affine, x[0], scale=float(n.attrs["scale"]),
                                                    shift=float(n.attrs["shift"])))
 

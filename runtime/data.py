@@ -536,6 +536,8 @@ def synthetic_classes(n_train: int = 512, n_test: int = 128, num_classes: int = 
     Positions jitter by up to a pixel and noise is added, so a small conv net has
     to use local spatial patterns (not single pixels) to reach high accuracy.
     """
+    if len(shape) == 2:
+        return _synthetic_signals(n_train, n_test, num_classes, shape, noise, seed)
     c, h, w = (int(s) for s in shape)
     rng = np.random.default_rng(seed)
     n = n_train + n_test
@@ -595,6 +597,26 @@ def synthetic_segmentation(n_train: int = 96, n_test: int = 32, num_classes: int
     names = ["background"] + [f"shape{k}" for k in range(1, num_classes)]
     return Dataset("synthetic_segmentation", Split(x[:n_train], masks[:n_train]),
                    Split(x[n_train:], masks[n_train:]), classes=names)
+
+
+def _synthetic_signals(n_train: int, n_test: int, num_classes: int, shape: Sequence[int], noise: float,
+                       seed: int) -> Dataset:
+    """[C, L] signals for 1-D networks: class k is a burst of a class-specific frequency at a random
+    place (each channel with its own phase), plus noise, so a conv net must find a local pattern."""
+    c, length = (int(s) for s in shape)
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    y = rng.permutation(np.arange(n) % num_classes)
+    t = np.arange(length, dtype=np.float64)
+    centre = rng.uniform(0.25, 0.75, n)[:, None] * length
+    envelope = np.exp(-((t[None] - centre) ** 2) / (2 * (length / 8) ** 2))
+    cycles = (2 + 2 * y)[:, None, None] * (2 * np.pi / length)
+    phase = rng.uniform(0, 2 * np.pi, (n, c, 1))
+    x = envelope[:, None] * np.sin(cycles * t[None, None] + phase) + noise * rng.standard_normal((n, c, length))
+    x = x.astype(np.float32)
+    return Dataset("synthetic_classes", Split(x[:n_train], y[:n_train].astype(np.int64)),
+                   Split(x[n_train:], y[n_train:].astype(np.int64)),
+                   classes=[f"class{k}" for k in range(num_classes)])
 
 
 def synthetic_regression(n_train: int = 512, n_test: int = 128, features: int = 8,

@@ -180,7 +180,21 @@ def _activation(b: _Builder, x: str, out: str, attrs: dict) -> None:
 
 
 def _window(node: Node, shape: tuple, auto_same: bool) -> dict[str, Any]:
-    """kernel_shape, strides, dilations and pads (or auto_pad SAME_UPPER for a symbolic 'same')."""
+    """kernel_shape, strides, dilations and pads (or auto_pad SAME_UPPER for a symbolic 'same');
+    on a [C, L] signal (unit-height attributes, compiler/ops.py) the length axis only: a 1-D op."""
+    if len(shape) == 2:
+        return _length_axis(_window_2d(node, (shape[0], 1, shape[1]), auto_same))
+    return _window_2d(node, shape, auto_same)
+
+
+def _length_axis(window: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v[1:] if k in ("kernel_shape", "strides", "dilations") else v for k, v in window.items()}
+    if "pads" in window:
+        out["pads"] = [window["pads"][1], window["pads"][3]]
+    return out
+
+
+def _window_2d(node: Node, shape: tuple, auto_same: bool) -> dict[str, Any]:
     a = node.attrs
     kernel, stride = tuple(a["kernel"]), tuple(a.get("stride", (1, 1)))
     dilation = tuple(a.get("dilation", (1, 1)))
@@ -366,13 +380,16 @@ def _lppool(b: _Builder, node: Node, x: list[str], out: str) -> None:
         b.add("LpPool", [x[0]], out, p=int(p), **window)
         return
     c = int(concrete(node, _shape_of(b, node)[0], "channel count"))
+    signal = len(_shape_of(b, node)) == 2
+    if signal and a.get("ceil_mode"):
+        raise refuse(node, "lp pooling of a [C, L] signal with ceil_mode has no ONNX form here")
     if a.get("ceil_mode"):   # the overhang of the last window adds zeros: pad by it
         _, h, w = concrete(node, _shape_of(b, node), "input size")
         _, oh, ow = b.net.shapes[node.name]
         (kh, kw), (sh, sw) = _ints(a["kernel"]), _ints(a["stride"])
         window["pads"] = [0, 0, max((int(oh) - 1) * sh + kh - int(h), 0), max((int(ow) - 1) * sw + kw - int(w), 0)]
     powered = b.add("Pow", [x[0], b.const("p", p, np.float32)])
-    ones = np.ones((c, 1, *_ints(a["kernel"])), np.float32)
+    ones = np.ones((c, 1, *_ints(a["kernel"])[1 if signal else 0:]), np.float32)
     summed = b.add("Conv", [powered, b.const("ones", ones, np.float32)], group=c, **window)
     if p == 2:
         b.add("Sqrt", [summed], out)
@@ -421,9 +438,11 @@ def _adaptive_avgpool(b: _Builder, node: Node, x: list[str], out: str) -> None:
 @register(BACKEND, "upsample")
 def _upsample(b: _Builder, node: Node, x: list[str], out: str) -> None:
     a = node.attrs
+    signal = len(_shape_of(b, node)) == 2   # a [C, L] signal: its length only
+    axes = [2] if signal else [2, 3]
     if a.get("scale") is not None and not a.get("align_corners"):
         sh, sw = _ints(a["scale"])
-        scales = b.const("scales", [1.0, 1.0, sh, sw], np.float32)
+        scales = b.const("scales", [1.0, 1.0, sw] if signal else [1.0, 1.0, sh, sw], np.float32)
         if a["mode"] == "bilinear":   # PyTorch's align_corners=False
             b.add("Resize", [x[0], "", scales], out, mode="linear",
                   coordinate_transformation_mode="pytorch_half_pixel")
@@ -431,19 +450,20 @@ def _upsample(b: _Builder, node: Node, x: list[str], out: str) -> None:
             b.add("Resize", [x[0], "", scales], out, mode="nearest", coordinate_transformation_mode="asymmetric",
                   nearest_mode="floor")
         return
-    # To a size: the constant one, or the `like` tensor's height and width, read in the graph.
+    # To a size: the constant one, or the `like` tensor's height and width (length), read in the graph.
+    plane = (lambda pair: _ints(pair)[1:]) if signal else _ints
     if a.get("scale") is not None:
-        sizes = b.add("Mul", [b.add("Shape", [x[0]], start=2, end=4), b.const("scale", _ints(a["scale"]))])
+        sizes = b.add("Mul", [b.add("Shape", [x[0]], start=2, end=2 + len(axes)), b.const("scale", plane(a["scale"]))])
     elif a.get("size") is not None:
-        sizes = b.const("sizes", _ints(a["size"]))
+        sizes = b.const("sizes", plane(a["size"]))
     else:
-        sizes = b.add("Shape", [x[1]], start=2, end=4)
+        sizes = b.add("Shape", [x[1]], start=2, end=2 + len(axes))
     if a["mode"] == "bilinear":
         mode = "align_corners" if a.get("align_corners") else "half_pixel"
-        b.add("Resize", [x[0], "", "", sizes], out, mode="linear", coordinate_transformation_mode=mode, axes=[2, 3])
+        b.add("Resize", [x[0], "", "", sizes], out, mode="linear", coordinate_transformation_mode=mode, axes=axes)
     else:
         b.add("Resize", [x[0], "", "", sizes], out, mode="nearest", coordinate_transformation_mode="asymmetric",
-              nearest_mode="floor", axes=[2, 3])
+              nearest_mode="floor", axes=axes)
 
 
 @register(BACKEND, "crop")
@@ -466,6 +486,22 @@ def _pad(b: _Builder, node: Node, x: list[str], out: str) -> None:
     (t, bm), (l, r) = _ints(node.attrs["padding"])[:2], _ints(node.attrs["padding"])[2:]
     b.add("Pad", [x[0], b.const("pads", [0, 0, t, l, 0, 0, bm, r]),
                   b.const("value", float(node.attrs["value"]), np.float32)], out, mode="constant")
+
+
+@register(BACKEND, "slice")
+def _slice(b: _Builder, node: Node, x: list[str], out: str) -> None:
+    b.add("Slice", [x[0], b.const("starts", [int(node.attrs["start"])]), b.const("ends", [int(node.attrs["stop"])]),
+                    b.const("axes", [1])], out)
+
+
+@register(BACKEND, "channel_shuffle")
+def _channel_shuffle(b: _Builder, node: Node, x: list[str], out: str) -> None:
+    """[N, C, ...] -> [N, g, C/g, rest] -> swap the group axes -> back to x's shape (any size, symbolic too)."""
+    g = int(node.attrs["groups"])
+    c = int(concrete(node, b.net.shapes[node.inputs[0]][0], "channel count"))
+    grouped = b.add("Reshape", [x[0], b.const("groups", [0, g, c // g, -1])])
+    swapped = b.add("Transpose", [grouped], perm=[0, 2, 1, 3])
+    b.add("Reshape", [swapped, b.add("Shape", [x[0]])], out)
 
 
 def _chain(op_type: str) -> Rule:

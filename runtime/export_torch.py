@@ -147,6 +147,48 @@ def _conv(e: Context, node: Node, x: list[str]) -> Layer:
     return Layer(Ctor("nn.Conv2d", args, _frozen(a)), call)
 
 
+# ----------------------------------------------------------- 1-D signals
+# A layer on a [C, L] signal has unit-height attributes (compiler/ops.py, "1-D signals"); its PyTorch
+# form is registered as "torch_signal": nn.Conv1d for conv (whose [O, C/g, k] weight is cnnc's), and
+# the 2-D pooling/upsampling of a parameter-free layer on x.unsqueeze(2), squeezed back.
+SIGNAL = "torch_signal"
+
+
+def is_signal(e: Context, node: Node) -> bool:
+    return any(len(e.net.shapes[i]) == 2 for i in node.inputs)
+
+
+def rule_for(e: Context, node: Node) -> Rule | None:
+    """The rule of a node: its signal form when it works on a [C, L] signal and has one."""
+    signal = implementation(node.op, SIGNAL) if is_signal(e, node) else None
+    return signal or rule_of(node.op)
+
+
+@register(SIGNAL, "conv")
+def _conv1d(e: Context, node: Node, x: list[str]) -> Layer:
+    a = node.attrs
+    (left, right) = a["padding"][1]
+    args = (Arg(None, "in_channels", e.channels(node)), Arg(None, "channels", int(a["out_channels"])),
+            Arg(None, "kernel", int(a["kernel"][1])), Arg("stride", "stride", int(a["stride"][1]), 1),
+            Arg("padding", "padding", int(left) if left == right else 0, 0),
+            Arg("dilation", "dilation", int(a["dilation"][1]), 1), Arg("groups", "groups", int(a["groups"]), 1),
+            Arg("bias", "bias", bool(a["bias"]), True))
+    call = "{m}(" + (x[0] if left == right else _padded(x[0], a["padding"])) + ")"
+    return Layer(Ctor("nn.Conv1d", args, _frozen(a)), call)
+
+
+def _unit_height(op: str) -> Rule:
+    """A parameter-free 2-D rule on the signal viewed as a [C, 1, L] image."""
+    def rule(e: Context, node: Node, x: list[str]) -> Layer:
+        layer = rule_of(op)(e, node, [f"{v}.unsqueeze(2)" for v in x])
+        return Layer(None, f"({layer.call}).squeeze(2)")
+    return rule
+
+
+for _op in ("maxpool", "avgpool", "lppool", "upsample", "global_avgpool", "global_maxpool", "spatial_dropout"):
+    register(SIGNAL, _op)(_unit_height(_op))
+
+
 @register(BACKEND, "deconv")
 def _deconv(e: Context, node: Node, x: list[str]) -> Layer:
     a = node.attrs
@@ -281,6 +323,11 @@ register(BACKEND, "pad")(lambda e, n, x: Layer(None, _padded(x[0], n.attrs["padd
                                                if any(_torch_pad(n.attrs["padding"])) else x[0]))
 
 
+register(BACKEND, "slice")(lambda e, n, x: Layer(None, f"{x[0]}[:, {int(n.attrs['start'])}:{int(n.attrs['stop'])}]"))
+register(BACKEND, "channel_shuffle")(
+    lambda e, n, x: Layer(None, _call("F.channel_shuffle", x[0], groups=int(n.attrs["groups"]))))
+
+
 @register(BACKEND, "upsample")
 def _upsample(e: Context, node: Node, x: list[str]) -> Layer:
     a, mode = node.attrs, str(node.attrs["mode"])
@@ -345,13 +392,14 @@ def _native_padding(a) -> bool:
 
 def _check_explicit(e: Context, node: Node, dilation=(1, 1)) -> None:
     """Padding first, then pooling: refuse when ceil_mode would make PyTorch's size differ."""
-    a, (_, h, w) = node.attrs, e.shape(node.inputs[0])
+    image = lambda shape: (shape[0], 1, shape[1]) if len(shape) == 2 else shape   # a signal's unit height
+    a, (_, h, w) = node.attrs, image(e.shape(node.inputs[0]))
     (t, b), (l, r) = a["padding"]
     got = tuple(_window_out(n, k, s, d, a.get("ceil_mode", False))
                 for n, k, s, d in zip((h + t + b, w + l + r), a["kernel"], a["stride"], dilation))
-    if got != e.shape(node.name)[1:]:
+    if got != image(e.shape(node.name))[1:]:
         raise e.refuse(node, f"with this padding and ceil_mode PyTorch's pooled size is {list(got)}, "
-                             f"cnnc's {list(e.shape(node.name)[1:])}")
+                             f"cnnc's {list(image(e.shape(node.name))[1:])}")
 
 
 @register(BACKEND, "maxpool")
@@ -630,7 +678,7 @@ class Exporter:
         """`name = call` for one layer, its module (if it has parameters) appended to `init`."""
         rel = node.name.rsplit(".", 1)[-1]
         self.check_name(rel, node)
-        rule = rule_of(node.op)
+        rule = rule_for(self.ctx, node)
         if rule is None:
             raise self.ctx.refuse(node, f"no PyTorch rule for '{node.op}'")
         layer = rule(self.ctx, node, [var[v] for v in _deps(node)])

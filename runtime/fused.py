@@ -347,14 +347,14 @@ def _fold(node, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     mean, var = params[f"{bn}.running_mean"].astype(np.float64), params[f"{bn}.running_var"].astype(np.float64)
     scale = gamma / np.sqrt(var + node.attrs["eps"])
     b = params[f"{conv}.bias"].astype(np.float64) if f"{conv}.bias" in params else np.zeros_like(mean)
-    return {f"{node.name}.weight": gemm_layout((w * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)),
+    return {f"{node.name}.weight": gemm_layout((w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)),
             f"{node.name}.bias": ((b - mean) * scale + beta).astype(w.dtype)}
 
 
 def gemm_layout(w: np.ndarray) -> np.ndarray:
     """The same [O, C/g, kh, kw] weights, stored O-kh-kw-C in memory when the conv takes the
     channels-last GEMM (C/g >= 4): its [kh·kw·C/g, O] matrix is then a view, not a copy per call."""
-    if w.shape[1] < 4:
+    if w.ndim != 4 or w.shape[1] < 4:  # a 1-D conv's [O, C/g, k] weight is lifted per call (kernels/signal.py)
         return w
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 

@@ -21,6 +21,7 @@ from ..compiler.ops import OPS, OpSpec, implementation
 from ..compiler.train_vocab import INIT, bound_options
 from ..dsl.source import CnncError
 from .kernels import Context, Kernel
+from .kernels.signal import lift
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Plan:
         kernel = self._kernel(node.op)
         if kernel is None:
             raise CnncError(f"the runtime has no kernel for '{node.op}' (layer '{node.name}')", node.loc)
+        if any(len(self.net.shapes[i]) == 2 for i in node.inputs):  # a [C, L] signal: the 2-D kernel, lifted
+            kernel = lift(kernel, tuple(self.net.shapes[node.name]))
         owner = node.shares or node.name
         keys = tuple((p, f"{owner}.{p}") for p in self._param_names(owner))
         needs = any(i not in self.net.inputs for i in node.inputs)
@@ -245,10 +248,11 @@ def _init(spec: ParamSpec, pname: str, relu_next: bool, rng: np.random.Generator
 # ------------------------------------------------------------ named initialisers (train_vocab INIT)
 def fans(spec: ParamSpec) -> tuple[int, int]:
     """fan_in and fan_out as torch.nn.init computes them from a weight's shape: [out, in, *kernel]
-    (conv, linear; a transposed conv's [in, out/groups, kh, kw] is read the same way, as torch does).
-    A locally connected weight [O, th, tw, C, kh, kw] has no such layout: its spec's fans (C*kh*kw, O*kh*kw)."""
+    (conv, a 1-D conv's [out, in/groups, k], linear; a transposed conv's [in, out/groups, kh, kw] is read
+    the same way, as torch does). A locally connected weight [O, th, tw, C, kh, kw] has no such layout:
+    its spec's fans (C*kh*kw, O*kh*kw)."""
     shape = tuple(int(d) for d in spec.shape)
-    if len(shape) in (2, 4):
+    if len(shape) in (2, 3, 4):
         field = int(np.prod(shape[2:])) if len(shape) > 2 else 1
         return shape[1] * field, shape[0] * field
     return int(spec.fan_in), int(spec.fan_out)

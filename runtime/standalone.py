@@ -312,3 +312,13 @@ def crop(x, like):
     (hh, ww), (h, w) = x.shape[2:], like.shape[2:]
     top, left = (hh - h) // 2, (ww - w) // 2
     return x[:, :, top:top + h, left:left + w]
+
+
+def channel_slice(x, start, stop):
+    return x[:, start:stop]
+
+
+def channel_shuffle(x, groups):
+    """Channel g*(C/groups) + i moves to i*groups + g (ShuffleNet)."""
+    n, c = x.shape[:2]
+    return x.reshape((n, groups, c // groups) + x.shape[2:]).swapaxes(1, 2).reshape(x.shape)

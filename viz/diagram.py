@@ -46,7 +46,8 @@ def _in_channels(net: Network, item: Item):
 
 def _layer_label(net: Network, a: Analysis, item: Item, details: bool) -> str:
     node = item.nodes[0]
-    head = f"<B>{h(style.op_label(node, _in_channels(net, item)))}</B>"
+    signal = bool(node.inputs) and len(net.shapes[node.inputs[0]]) == 2
+    head = f"<B>{h(style.op_label(node, _in_channels(net, item), signal))}</B>"
     if style.is_user_label(node) and node.op != "input":
         head = f"<I>{h(style.local_name(node))}</I>  " + head
     lines = [head, _small(style.shape_text(net.shapes[node.name]))]

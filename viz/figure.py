@@ -148,7 +148,7 @@ def slabs_of(net: Network, path: list[Node]) -> list[Slab]:
 def _main_label(net: Network, slab: Slab) -> str:
     node = slab.nodes[0]
     ins = [net.shapes[i] for i in node.inputs]
-    return style.op_label(node, ins[0][0] if ins and ins[0] else None)
+    return style.op_label(node, ins[0][0] if ins and ins[0] else None, bool(ins) and len(ins[0]) == 2)
 
 
 def _sub_label(slabs: list[Slab]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from ..compiler.analysis import FieldState, fmt_frac
 from ..compiler.graph import Node
-from ..compiler.ops import OPS, implementation, register
+from ..compiler.ops import OPS, SIGNAL_AXES, implementation, register
 from ..compiler.symbolic import is_symbolic
 
 FONT = "Helvetica"  # Graphviz maps it through fontconfig (Liberation Sans / DejaVu Sans on Linux)
@@ -103,17 +103,15 @@ def field_text(rf: tuple[FieldState, FieldState] | None) -> str:
 
 # ---------------------------------------------------------------------- ops
 def _pair(p: tuple) -> str:
-    a, b = p
-    return dim(a) if a == b else f"{dim(a)}×{dim(b)}"
+    return dim(p[0]) if len(set(p)) == 1 else "×".join(dim(v) for v in p)
 
 
 def _window(a: Mapping[str, Any], up: bool = False) -> str:
     """'3×3 /2' for kernel and stride (stride 1 omitted; '↑2' for a transposed conv), plus dilation."""
-    kh, kw = a["kernel"]
-    text = f"{kh}×{kw}"
-    if "stride" in a and tuple(a["stride"]) != (1, 1):
+    text = "×".join(str(k) for k in a["kernel"])   # one size on a signal
+    if "stride" in a and set(a["stride"]) != {1}:
         text += f" {'↑' if up else '/'}{_pair(a['stride'])}"
-    if tuple(a.get("dilation", (1, 1))) != (1, 1):
+    if set(a.get("dilation", (1, 1))) != {1}:
         text += f" d{_pair(a['dilation'])}"
     return text
 
@@ -145,6 +143,8 @@ register("label", "leaky_relu")(lambda node, _: f"leaky_relu {node.attrs['slope'
 register("label", "groupnorm")(lambda node, _: f"groupnorm g={node.attrs['groups']}")
 register("label", "lrn")(lambda node, _: f"lrn n={node.attrs['size']}")
 register("label", "input")(lambda node, _: f"input {node.name}")
+register("label", "slice")(lambda node, _: f"channels {node.attrs['start']}:{node.attrs['stop']}")
+register("label", "channel_shuffle")(lambda node, _: f"shuffle g={node.attrs['groups']}")
 
 
 @register("label", "local")
@@ -187,11 +187,15 @@ def _name_label(node: Node, _: Any) -> str:
     return node.op
 
 
-def op_label(node: Node, in_channels: Any = None) -> str:
+def op_label(node: Node, in_channels: Any = None, signal: bool = False) -> str:
     """The op and its key attributes, as a reader of a paper expects them: the entry's label rule.
     An op without attributes (relu, add, ...) needs none: it is written as its name, and so is
-    an op outside the table (a fused one, labelled by its members elsewhere)."""
+    an op outside the table (a fused one, labelled by its members elsewhere). `signal`: the layer
+    works on a [C, L] signal, whose unit height (compiler/ops.py, "1-D signals") is not shown."""
     label: Label | None = implementation(node.op, "label")
+    if label is not None and signal:
+        node = node.replace(attrs={k: tuple(v)[1:] if k in SIGNAL_AXES and isinstance(v, tuple) else v
+                                   for k, v in node.attrs.items()})
     return node.op if label is None else label(node, in_channels)
 
 

@@ -10,7 +10,7 @@ Kernels receive batched channels-first tensors (`[N, C, H, W]` or `[N, F]`),
 the parameters by their contract names and the normalised attributes; they
 keep the input's dtype (float32 for training, float64 for gradient checks).
 Ops live in modules by family: conv, linear, pool, activation, norm, dropout,
-structure. Importing changes no process setting: a command that trains or
+structure, channels. Importing changes no process setting: a command that trains or
 predicts calls `keep_freed_memory()` (`_alloc`) when it starts.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from ...compiler.ops import OPS, implementation
-from . import activation, conv, dropout, linear, norm, pool, structure  # noqa: F401  (they register)
+from . import activation, channels, conv, dropout, linear, norm, pool, structure  # noqa: F401  (they register)
 from ._alloc import keep_freed_memory
 from ._core import Context, Kernel
 from .pool import MaxPoolIndices

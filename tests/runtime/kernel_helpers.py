@@ -156,6 +156,7 @@ def one_layer_call(op: str) -> str | None:
         "leaky_relu": "leaky_relu(0.2)", "elu": "elu(0.5)", "groupnorm": "groupnorm(2)", "lrn": "lrn(3)",
         "dropout": "dropout(0.3)", "spatial_dropout": "spatial_dropout(0.3)", "pad": "pad(((1, 0), (2, 1)))",
         "flatten": "flatten", "linear": "flatten -> linear(5)", "affine": "affine(0.5, -3)",
+        "slice": "slice(1, 3)", "channel_shuffle": "channel_shuffle(2)",
     }
     special = {"input", "concat", "add", "mul", "crop", "unpool", "maximum"}
     if op in special:

@@ -51,7 +51,7 @@ network Every(classes = 5) {
     k = d -> unpool(p) -> local(4, 3, tile = 2) -> gelu -> hardsigmoid -> batchnorm -> lppool(2, stride = 2)
       -> identity
       -> global_avgpool -> flatten -> linear(16) -> layernorm -> relu
-    r = x -> q: maxpool(2, stride = 2, pad = ((0, 1), (1, 0))) -> unpool(q)
+    r = concat(x[2:], x[:2]) -> channel_shuffle(2) -> q: maxpool(2, stride = 2, pad = ((0, 1), (1, 0))) -> unpool(q)
       -> avgpool(3, stride = 2, pad = ((1, 0), (0, 1)), count_include_pad = false)
       -> avgpool(2, pad = ((1, 0), (0, 1))) -> local(3, 2, stride = 2, pad = ((1, 0), (0, 1)), bias = false)
       -> global_avgpool -> flatten -> linear(16) -> relu

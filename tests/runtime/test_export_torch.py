@@ -90,8 +90,8 @@ def outputs_of(model, net, xs):
     return got if isinstance(got, dict) else {net.outputs[0]: got}
 
 
-def relative(a, b) -> float:
-    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-30))
+def relative(a, b, floor: float = 1e-30) -> float:
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), floor))
 
 
 def small_batch(net) -> int:
@@ -138,12 +138,12 @@ def check_training(c, batch: int | None = None) -> tuple[float, float, float, di
                    for k, g in grads.items())
     state = model.state_dict()
     # A batchnorm fed by a 1x1 convolution of another batchnorm's output (MobileNetV3's and EfficientNet's
-    # linear bottlenecks) sees a batch mean of zero up to rounding: measure each running statistic against
-    # its own largest value, but no smaller than a millionth of the largest of all (as the gradients).
+    # linear bottlenecks, ShuffleNet's bias-free branches) sees a batch mean of zero up to rounding: measure
+    # each running statistic against its own largest value, but no smaller than a millionth of the largest
+    # of all (as the gradients).
     keys = [k for k in plan.params if ".running_" in k]
     floor = 1e-6 * max((np.abs(plan.params[k]).max() for k in keys), default=0.0)
-    running = [float(np.abs(state[k].numpy() - plan.params[k]).max() / max(np.abs(plan.params[k]).max(), floor, 1e-30))
-               for k in keys]
+    running = [relative(state[k].numpy(), plan.params[k], max(floor, 1e-30)) for k in keys]
     out_error = max(relative(got[o].detach().numpy(), out[o]) for o in net.outputs)
     return out_error, grad, max(running, default=0.0), store
 

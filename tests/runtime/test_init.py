@@ -16,9 +16,10 @@ from cnnc.runtime.plan import INITIALISERS, Plan, draw_init, fans
 
 torch_fans = torch.nn.init._calculate_fan_in_and_fan_out
 
-# (shape, what): a conv, a grouped conv, a linear layer, a transposed conv's [in, out/groups, kh, kw]
+# (shape, what): a conv, a grouped conv, a linear layer, a transposed conv's [in, out/groups, kh, kw],
+# a grouped conv on a [C, L] signal ([out, in/groups, k], PyTorch's Conv1d)
 SHAPES = [((64, 32, 5, 5), "conv"), ((64, 8, 3, 3), "grouped conv"), ((300, 500), "linear"),
-          ((32, 16, 4, 4), "deconv")]
+          ((32, 16, 4, 4), "deconv"), ((64, 8, 25), "grouped 1-D conv")]
 
 
 @pytest.mark.parametrize("shape, what", SHAPES)

@@ -85,6 +85,8 @@ def _samples(rng):
         "mul": ([x, x[:1]], {}, {}),
         "pad": ([x], {}, {"padding": ((1, 2), (0, 1)), "value": 0.5}),
         "crop": ([x, x[:, :, :3, :4]], {}, {}),
+        "slice": ([x], {}, {"start": 1, "stop": 3}),
+        "channel_shuffle": ([x], {}, {"groups": 2}),
         "affine": ([x], {}, {"scale": 0.5, "shift": 3.0}),
         "maximum": ([x, x[:, :, :1, :1], x[::-1]], {}, {}),
     }

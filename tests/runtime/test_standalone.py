@@ -28,6 +28,7 @@ ONE_LAYER = {
     "leaky_relu": "leaky_relu(0.2)", "elu": "elu(0.5)", "groupnorm": "groupnorm(2)", "lrn": "lrn(3)",
     "dropout": "dropout(0.3, mode = downgrade_in_infer)", "spatial_dropout": "spatial_dropout(0.3)",
     "pad": "pad(((1, 0), (2, 1)), value = -0.5)", "linear": "flatten -> linear(5)",
+    "slice": "slice(1, 3)", "channel_shuffle": "channel_shuffle(2)",
 }
 MORE = {  # variants the one-layer table does not reach
     "local_tiled": "local(2, 3, tile = 2)",
