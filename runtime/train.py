@@ -341,7 +341,8 @@ class NumpyEngine:
 
     def close(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown()
+            # Never wait here: after Ctrl-C a shard may still be running, and the interpreter joins it at exit.
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
 
