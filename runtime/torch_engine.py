@@ -320,6 +320,10 @@ class TorchEngine:
         return box[0]
 
     def close(self) -> None:
+        """Leave together: rank 0 hosts the rendezvous store, so no rank may tear down after it is gone
+        (rank 0 finishes later than the others: it alone evaluates the test split)."""
         dist = self.torch.distributed
         if self.world.size > 1 and dist.is_initialized():
+            self.network = self.model     # drop DDP (its reducer holds the process group) first
+            dist.barrier()
             dist.destroy_process_group()
