@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable
 
 import numpy as np
@@ -262,7 +262,16 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
             results = [first, *(f.result() for f in futures)]
     elif pool is not None:
         with shards.blas_threads(1):
-            results = list(pool.map(lambda job: _shard(plan, loss_fn, *job), jobs))
+            futures = [pool.submit(_shard, plan, loss_fn, *job) for job in jobs]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                # Ctrl-C: let the running shards end before BLAS gets its threads back (changing
+                # OpenBLAS's thread count while another thread is inside it can deadlock the exit).
+                for f in futures:
+                    f.cancel()
+                wait(futures)
+                raise
     else:
         results = [_shard(plan, loss_fn, *job) for job in jobs]
     loss = sum(r[0] * job[3] for r, job in zip(results, jobs))
