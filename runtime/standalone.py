@@ -267,7 +267,7 @@ def upsample(x, scale=(2, 2), mode="nearest"):
     return x.repeat(scale[0], axis=2).repeat(scale[1], axis=3)
 
 
-def _resize_matrix(size, out, mode, align_corners, dtype):
+def resize_matrix(size, out, mode, align_corners, dtype):
     """[out, size]: PyTorch's interpolate to a size (nearest: floor(d*size/out) in float32;
     bilinear: half-pixel centres clamped at 0, or aligned corners)."""
     m = np.zeros((out, size))
@@ -290,8 +290,8 @@ def _resize_matrix(size, out, mode, align_corners, dtype):
 def resize(x, size, mode="nearest", align_corners=False):
     """x resized to size = (h, w) (upsample(size = ...), upsample(like = t))."""
     h, w = x.shape[2:]
-    return (_resize_matrix(h, size[0], mode, align_corners, x.dtype) @ x
-            @ _resize_matrix(w, size[1], mode, align_corners, x.dtype).T)
+    return (resize_matrix(h, size[0], mode, align_corners, x.dtype) @ x
+            @ resize_matrix(w, size[1], mode, align_corners, x.dtype).T)
 
 
 def affine(x, scale=1.0, shift=0.0):

@@ -303,24 +303,10 @@ def _separable_backward(dy: np.ndarray, cache: tuple) -> Grads:
 
 @lru_cache(maxsize=256)
 def _resize_matrix(size: int, out: int, mode: str, align_corners: bool, dtype: str) -> np.ndarray:
-    """[out, size]: PyTorch's interpolate to a size. Nearest takes source floor(d·size/out) (the
-    ratio in float32, as PyTorch computes it); bilinear blends the two sources around
-    (d + ½)·size/out − ½ (clamped at 0), or d·(size − 1)/(out − 1) with align_corners."""
-    m = np.zeros((out, size))
-    ratio = np.float32(size) / np.float32(out)
-    for d in range(out):
-        if mode == "nearest":
-            m[d, min(int(np.floor(np.float32(d) * ratio)), size - 1)] = 1.0
-            continue
-        if align_corners:
-            src = d * (size - 1) / (out - 1) if out > 1 else 0.0
-        else:
-            src = max((d + 0.5) * size / out - 0.5, 0.0)
-        i0 = min(int(src), size - 1)
-        i1 = min(i0 + 1, size - 1)
-        m[d, i0] += 1.0 - (src - i0)
-        m[d, i1] += src - i0
-    m = m.astype(dtype)
+    """[out, size]: PyTorch's interpolate to a size (runtime/standalone.py's matrix, which generated
+    modules copy), cached and read-only."""
+    from ..standalone import resize_matrix   # here: standalone imports the runtime's kernels
+    m = resize_matrix(size, out, mode, align_corners, dtype)
     m.flags.writeable = False
     return m
 
