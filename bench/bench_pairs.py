@@ -13,7 +13,7 @@ other processes on a shared machine hits each triple alike, and each triple give
     % of machine = G / A and G / B    (the share of the sustained GEMM peak each side reaches)
 
 Printed per case: the median of the per-triple ratios with its interquartile range, and the median
-share of the machine for each side. A median of block medians (bench/bench_train_step.py) cannot
+share of the machine for each side. A median of block medians (the earlier bench_train_step.py) cannot
 steer work on a loaded machine; a median of paired ratios can.
 
 FLOPs come from the compiler (`analysis.flops`: 2 per MAC plus one per element of activations,
