@@ -189,7 +189,6 @@ class TorchEngine:
         self.optimizer_name, self.hyper = cfg.optimizer.name, dict(hyper)
         self.optimizer = _torch_optimizer(torch, self.optimizer_name, self.trainable, base_lr, self.hyper)
         self.steps = {k: 0 for k in self.keys}
-        self._seen: list[str] = []
 
     def _synchronise_batchnorm(self, model) -> None:
         synced = _synchronised(self.generated.BatchNorm)
