@@ -53,7 +53,6 @@ from .rundir import RunDirectory
 from .schedules import make_schedule
 from .segmentation_data import load_segmentation_entry
 
-WEIGHT_OPS = {"conv", "deconv", "local", "linear"}
 
 
 @dataclass
