@@ -347,8 +347,19 @@ def _fold(node, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     mean, var = params[f"{bn}.running_mean"].astype(np.float64), params[f"{bn}.running_var"].astype(np.float64)
     scale = gamma / np.sqrt(var + node.attrs["eps"])
     b = params[f"{conv}.bias"].astype(np.float64) if f"{conv}.bias" in params else np.zeros_like(mean)
-    return {f"{node.name}.weight": gemm_layout((w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)),
-            f"{node.name}.bias": ((b - mean) * scale + beta).astype(w.dtype)}
+    return {f"{node.name}.weight": _read_only(gemm_layout((w * scale.reshape((-1,) + (1,) * (w.ndim - 1)))
+                                                          .astype(w.dtype))),
+            f"{node.name}.bias": _read_only(((b - mean) * scale + beta).astype(w.dtype))}
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A folded tensor is computed once and never updated: read-only, it lets kernels keep what they
+    derive from it (kernels/winograd.py keeps its transformed kernel)."""
+    base = a
+    while isinstance(base, np.ndarray):
+        base.flags.writeable = False
+        base = base.base
+    return a
 
 
 def gemm_layout(w: np.ndarray) -> np.ndarray:

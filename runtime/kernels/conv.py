@@ -33,6 +33,7 @@ import numpy as np
 
 from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
+from . import winograd
 from .norm import channel_sums
 from ._im2col import Window, _region, crop, is_channels_last, pad_into, window_view
 
@@ -462,7 +463,8 @@ def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tu
     trainable = attrs.get("trainable", True)
     if chunked(plan):
         x = _nhwc(x).transpose(0, 3, 1, 2)       # once: the backward pass reads the same layout
-        y = chunked_forward(x, w, plan, params["bias"] if attrs["bias"] else None)
+        bias = params["bias"] if attrs["bias"] else None
+        y = winograd.forward(x, w, plan, bias) if winograd.applies(plan, w) else chunked_forward(x, w, plan, bias)
         return y, _ConvCache(plan, x if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad,
                              chunked=True)
     saved = prepare(x, plan)
