@@ -19,7 +19,9 @@ small product per kernel offset, batched in one matmul) and scattered back
 chunked stride-1 conv with a same-size sweep and 16 or more input channels
 instead takes it as the forward conv of dy with the flipped kernel (no
 scatter). A channels-first conv without groups also returns NHWC memory, so a
-stem with few input channels does not start an NCHW stream. A
+stem with few input channels does not start an NCHW stream. A wide 3×3
+stride-1 conv whose weights are read-only (the folded weights of the fused
+inference graph) takes the Winograd forward instead (`winograd`). A
 transposed convolution (`deconv`) is exactly the data-gradient pass of the
 conv it transposes, and its backward is that conv's forward.
 """

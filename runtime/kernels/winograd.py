@@ -4,16 +4,16 @@ Each 2×2 block of outputs is computed from the 4×4 input tile under it with
 16 products per (input, output) channel pair instead of 36: the tile is
 transformed (V = Bᵀ d B), multiplied channel-wise by the transformed kernel
 (U = G g Gᵀ) as 16 independent GEMMs [tiles, C]·[C, O] batched in one
-`np.matmul`, and transformed back (Y = Aᵀ M A). The transforms are additions
-and halvings only (exact in binary floating point), done as whole-array
-additions of strided views of channels-last memory, so every inner loop is
-the C or O contiguous channels. It pays where the GEMMs dominate the
-transforms: with many channels (the transforms are linear in C + O, the
-products in C·O) and many tiles (the kernel transform, made per call so that
-weights updated in place are always seen, is linear in C·O); `eligible` says
-where (measured in bench/bench_kernels.py). The result is the same tensor as
-the im2col conv to float32 rounding (kernel tests compare both against a
-float64 reference).
+`np.matmul`, and transformed back (Y = Aᵀ M A). Each transform is itself one
+GEMM on position-major tiles ((Bᵀ⊗Bᵀ) and (Aᵀ⊗Aᵀ) on the left): more
+arithmetic than the additions it stands for, but one streaming BLAS call where
+separate NumPy additions over strided views would pass over the tiles ~20
+times. It pays where the channel products dominate the transforms, which are
+linear in C + O while the products are linear in C·O: from 128 channels on,
+with enough tiles (`eligible`; per-layer figures in bench/README.md). The
+transforms use additions and halvings only, so the result is the im2col conv's
+to float32 rounding (tests/runtime/test_winograd.py compares both against a
+float64 direct convolution).
 
 Only immutable weights take this path: the kernel transform costs 2.7 ms for
 256×256 channels and 14 ms for 512×512, more than a call saves, so it is made
@@ -33,8 +33,9 @@ from numpy.lib.stride_tricks import as_strided
 # (one thread, against the chunked im2col conv: 1.4x slower at 16 channels, 1.2x at 32, even at 64,
 # 0.75x at 128 channels (14², batch 32), 0.90x at 256 (7², batch 32)).
 MIN_CHANNELS = 128
-# 2x2 output tiles per call below which the per-call kernel transform outweighs the saving
-# (256 channels at 14², batch 1: 49 tiles, 1.35x slower).
+# 2x2 output tiles per call below which the products are too small to pay for reading the
+# transformed kernel (16/9 the weight's size) and the transforms (256 channels at 14², batch 1:
+# 49 tiles, 1.35x slower).
 MIN_TILES = 128
 # Bytes of transformed input per chunk of samples: the 16 GEMMs and both transforms stay in cache.
 _CHUNK_BYTES = 4 << 20
