@@ -25,10 +25,10 @@ layer. The optimizer update is not counted.
 Training cases: one step (forward, backward, SGD with momentum) as `cnnc run` takes it
 (`batch_loss_and_grads` on the trainer's pool, then the optimizer) against PyTorch's loop (zero_grad,
 cross entropy, backward, step). Inference cases: cnnc's fastest eval path (the fused graph with
-batchnorm folded, on its planned arena: what `cnnc predict` runs) against the twin in eval mode under
-`torch.inference_mode`. `--quick` takes fewer triples and skips ResNet-50 at batch 32. `--scale`
-runs ResNet-20's training step at batch 8 to 256 and a 4x wider ResNet-20 at batch 64 instead, with
-each side's peak memory.
+batchnorm folded, on planned arenas, the batch cut into a shard per thread: what `cnnc predict`
+runs) against the twin in eval mode under `torch.inference_mode`. `--quick` takes fewer triples and
+skips ResNet-50 at batch 32. `--scale` runs ResNet-20's training step at batch 8 to 256 and a 4x
+wider ResNet-20 at batch 64 instead, with each side's peak memory.
 
 On a machine shared with other processes, two-thread runs measure the scheduler more than the code:
 a thread descheduled mid-step leaves its partner spinning (OpenBLAS's caller waits for its worker, the
@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnc.compiler.driver import compile_file  # noqa: E402
 from cnnc.runtime.fused import FusedPlan  # noqa: E402
 from cnnc.runtime.losses import make_loss  # noqa: E402
-from cnnc.runtime.memory_plan import ArenaExecutor  # noqa: E402
+from cnnc.runtime.memory_plan import ShardedArena  # noqa: E402
 from cnnc.runtime.optim import make_optimizer  # noqa: E402
 from cnnc.runtime.plan import Plan  # noqa: E402
 from cnnc.runtime.train import batch_loss_and_grads  # noqa: E402
@@ -219,7 +219,7 @@ def infer_runners(compiled, batch: int, threads: int):
     from torch_reference import TorchTwin
     plan = Plan(compiled.net, compiled.analysis.params, seed=0)
     randomise_bn(plan, np.random.default_rng(0))
-    arena = ArenaExecutor(FusedPlan.from_plan(plan))
+    arena = ShardedArena(FusedPlan.from_plan(plan), threads)     # what `cnnc predict` runs
     twin = TorchTwin(compiled, plan.params).eval()
     shape = compiled.net.shapes[plan.inputs[0]]
     x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)

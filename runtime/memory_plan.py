@@ -12,6 +12,11 @@ activation its own buffer) and with the lower bound no assignment can beat
 (the largest sum of simultaneously live tensors). Sizes are per sample: every
 tensor scales with the batch, so offsets × N stay disjoint for any batch.
 
+`ShardedArena` runs inference on several threads: samples never meet in
+inference, so a batch is cut into one shard per thread, each run by its own
+`ArenaExecutor` with BLAS held to one thread (the im2col copies and the
+epilogues, which BLAS threads never reach, then use every core too).
+
 `ArenaExecutor` runs a `Plan` (or `FusedPlan`) in inference on that plan: it
 allocates the arena once per batch size and every step writes its output into
 its slice — the fused kernels, relu and add directly (`out=`), every other op
@@ -22,7 +27,9 @@ matrix and padded input of a convolution, the output of kernels without an
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping
 
 import numpy as np
@@ -31,7 +38,7 @@ from ..compiler.graph import Network
 from ..compiler.ops import numel
 from ..dsl.source import CnncError
 from .fused import INTO, like
-from .kernels import Context
+from .kernels import Context, shards
 from .plan import Plan, Step
 
 
@@ -205,3 +212,34 @@ class ArenaExecutor:
         out = like(buf, y)
         np.copyto(out, y)
         return out
+
+
+class ShardedArena:
+    """Inference on `threads` threads: each batch cut into up to `threads` shards of consecutive
+    samples, each shard on its own arena (the arenas together hold what one full-batch arena would).
+    A batch of one sample runs whole, with BLAS on every thread."""
+
+    def __init__(self, plan: Plan, threads: int = 1):
+        memory = plan_memory(plan.net, np.dtype(plan.dtype).itemsize)
+        self.plan = plan
+        self.executors = [ArenaExecutor(plan, memory) for _ in range(max(1, threads))]
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs for the batch, as `ArenaExecutor.run` gives them."""
+        values = self.plan._bind_inputs(inputs)
+        n = next(iter(values.values())).shape[0]
+        k = min(len(self.executors), n)
+        if k <= 1:
+            return self.executors[0].run(values)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self.executors) - 1)
+        jobs = [partial(ex.run, {name: v[a:b] for name, v in values.items()})
+                for ex, (a, b) in zip(self.executors, shards.bounds(n, k))]
+        results = shards.in_parallel(self._pool, jobs)
+        return {o: np.concatenate([r[o] for r in results]) for o in self.plan.outputs}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

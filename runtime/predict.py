@@ -10,6 +10,8 @@ validation) split. Both return values: the command line prints them.
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,17 +49,21 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fused_predict(plan, x: np.ndarray, batch: int = 64) -> np.ndarray:
+def fused_predict(plan, x: np.ndarray, batch: int = 64, threads: int | None = None) -> np.ndarray:
     """The plan's first output for every sample of x by the fastest eval path: the fused graph
-    (batchnorm folded into the convs, runtime/fused.py) run in one preallocated arena
-    (runtime/memory_plan.py), batch by batch. Equal to `plan.predict(x)` up to float rounding."""
+    (batchnorm folded into the convs, runtime/fused.py) run on preallocated arenas, one per thread
+    (runtime/memory_plan.py `ShardedArena`; default: a thread per core), batch by batch. Equal to
+    `plan.predict(x)` up to float rounding."""
     from .fused import FusedPlan
-    from .memory_plan import ArenaExecutor
+    from .memory_plan import ShardedArena
     if not len(x):
         return plan.predict(x)
-    arena = ArenaExecutor(FusedPlan.from_plan(plan))
+    arena = ShardedArena(FusedPlan.from_plan(plan), threads or os.cpu_count() or 1)
     out = plan.outputs[0]
-    return np.concatenate([arena.run({plan.inputs[0]: x[i:i + batch]})[out] for i in range(0, len(x), batch)])
+    try:
+        return np.concatenate([arena.run({plan.inputs[0]: x[i:i + batch]})[out] for i in range(0, len(x), batch)])
+    finally:
+        arena.close()
 
 
 def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: int = 10) -> Predictions:

@@ -26,8 +26,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -260,17 +261,7 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
                 raise
             results = [first, *(f.result() for f in futures)]
     elif pool is not None:
-        with shards.blas_threads(1):
-            futures = [pool.submit(_shard, plan, loss_fn, *job) for job in jobs]
-            try:
-                results = [f.result() for f in futures]
-            except BaseException:
-                # Ctrl-C: let the running shards end before BLAS gets its threads back (changing
-                # OpenBLAS's thread count while another thread is inside it can deadlock the exit).
-                for f in futures:
-                    f.cancel()
-                wait(futures)
-                raise
+        results = shards.in_parallel(pool, [partial(_shard, plan, loss_fn, *job) for job in jobs])
     else:
         results = [_shard(plan, loss_fn, *job) for job in jobs]
     loss = sum(r[0] * job[3] for r, job in zip(results, jobs))
@@ -331,8 +322,17 @@ class NumpyEngine:
         self._grads = {}
 
     def predict(self, xb: np.ndarray) -> np.ndarray:
-        out = self.plan.forward({self.plan.inputs[0]: xb})[0]
-        return out[self.plan.outputs[0]]
+        """Eval-mode outputs; the batch cut into a shard per thread (samples never meet in eval)."""
+        k = min(self.threads, len(xb))
+        if k <= 1:
+            return self._predict(xb)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads)
+        parts = shards.in_parallel(self._executor, [partial(self._predict, xb[a:b]) for a, b in shards.bounds(len(xb), k)])
+        return np.concatenate(parts)
+
+    def _predict(self, xb: np.ndarray) -> np.ndarray:
+        return self.plan.forward({self.plan.inputs[0]: xb})[0][self.plan.outputs[0]]
 
     def params(self) -> dict[str, np.ndarray]:
         return self.plan.params

@@ -14,12 +14,15 @@ the thread count or the timing. A kernel finds its group through
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+T = TypeVar("T")
 _local = threading.local()
 _controller: ThreadpoolController | None = None
 
@@ -81,3 +84,25 @@ def blas_threads(n: int):
     if _controller is None:
         _controller = ThreadpoolController()
     return _controller.limit(limits=n)
+
+
+def in_parallel(pool: ThreadPoolExecutor, jobs: list[Callable[[], T]]) -> list[T]:
+    """The jobs' results, in order: the first on this thread, the others on the pool, all with BLAS
+    held to one thread. For independent jobs (shards that never meet); on an error or Ctrl-C, the
+    running jobs end before BLAS gets its threads back (changing OpenBLAS's thread count while
+    another thread is inside it can deadlock the exit)."""
+    with blas_threads(1):
+        futures = [pool.submit(job) for job in jobs[1:]]
+        try:
+            return [jobs[0](), *(f.result() for f in futures)]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise
+
+
+def bounds(n: int, k: int) -> list[tuple[int, int]]:
+    """[start, stop) of k consecutive shards of n items, as equal as can be (k <= n)."""
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))

@@ -134,3 +134,34 @@ def test_the_new_runtime_modules_never_import_the_parser():
             "print('cnnc.dsl.parser' in sys.modules, 'lark' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 2, 7])
+def test_sharded_arena_equals_one_arena(threads, batch):
+    """A batch cut into a shard per thread (consecutive samples, each on its own arena) gives the
+    outputs of one arena, whatever the batch is against the thread count."""
+    from cnnc.runtime.memory_plan import ShardedArena
+    c = compile_file(EXAMPLES / "cifar_resnet20.cnn")
+    fused = FusedPlan.from_plan(Plan(c.net, c.analysis.params))
+    x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    out = fused.outputs[0]
+    sharded = ShardedArena(fused, threads)
+    try:
+        got = sharded.run(x)[out]
+        assert len(sharded.executors) == threads
+        used = [ex for ex in sharded.executors if ex.arena is not None]
+        assert len(used) == min(threads, batch)                 # one arena per shard that ran
+        assert sum(ex.batch for ex in used) == batch
+    finally:
+        sharded.close()
+    np.testing.assert_allclose(got, ArenaExecutor(fused).run(x)[out], rtol=1e-5, atol=1e-5)
+
+
+def test_sharded_arena_refuses_a_wrong_input_before_any_thread_runs():
+    from cnnc.runtime.memory_plan import ShardedArena
+    c = compile_file(EXAMPLES / "cifar_resnet20.cnn")
+    sharded = ShardedArena(FusedPlan.from_plan(Plan(c.net, c.analysis.params)), 2)
+    with pytest.raises(CnncError, match="per-sample shape"):
+        sharded.run(np.zeros((4, 3, 16, 16), np.float32))
+    assert sharded._pool is None

@@ -342,3 +342,38 @@ def test_predicting_from_files_equals_predicting_from_the_data_set(tmp_path, cap
     assert len(from_data) == 8
     assert guesses(*pngs) == from_data
     assert guesses(str(tmp_path / "digits.npy")) == from_data
+
+
+def test_engine_predictions_do_not_depend_on_the_thread_count(compile_src, tmp_path):
+    """Eval-mode predictions are cut into a shard per thread (samples never meet in eval): equal to
+    the single-thread ones, for a batch smaller than the thread count too."""
+    c = compile_src(TINY.format(epochs=1, extra=""), allow={"all"})
+    engines = [Trainer(c, c.net.train, tmp_path / str(n), progress=False, log=lambda s: None, threads=n).engine
+               for n in (1, 2, 3)]
+    x = engines[0].plan.params  # same seed: same initial weights in every engine
+    assert all(np.array_equal(x[k], e.plan.params[k]) for e in engines[1:] for k in x)
+    xb = np.random.default_rng(0).standard_normal((11, *c.net.shapes[engines[0].plan.inputs[0]])).astype(np.float32)
+    one = engines[0].predict(xb)
+    for e in engines[1:]:
+        np.testing.assert_allclose(e.predict(xb), one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(e.predict(xb[:2]), one[:2], rtol=1e-5, atol=1e-6)
+        e.close()
+
+
+def test_in_parallel_raises_a_jobs_error_and_gives_blas_its_threads_back():
+    from concurrent.futures import ThreadPoolExecutor
+    from threadpoolctl import threadpool_info
+    from cnnc.runtime.kernels import shards
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    before = blas()
+
+    def fail():
+        raise ValueError("shard 1 failed")
+    with ThreadPoolExecutor(2) as pool:
+        assert shards.in_parallel(pool, [lambda: blas()[0], lambda: 7]) == [1, 7]   # BLAS at 1 inside
+        with pytest.raises(ValueError, match="shard 1 failed"):
+            shards.in_parallel(pool, [lambda: 1, fail])
+    assert blas() == before
+    assert shards.bounds(7, 3) == [(0, 2), (2, 5), (5, 7)] and shards.bounds(2, 2) == [(0, 1), (1, 2)]
