@@ -34,6 +34,7 @@ class Call:
     training: bool = False
     name: str = ""
     saved: dict = field(default_factory=dict)   # maxpool name -> (indices, padded input shape)
+    unpooled: bool = False                      # an unpool reads this (maxpool) layer's indices
 
     @property
     def x(self):
@@ -88,10 +89,17 @@ def _local(c: Call):
 
 
 def _maxpool(c: Call):
+    # As a PyTorch model writes it where it can: symmetric padding to max_pool2d itself (not with
+    # ceil_mode, whose last-window rule counts explicit padding as input), indices only for an unpool.
     a = c.attrs
-    padded = _pad(c.x, a["padding"], float("-inf"))
-    y, idx = F.max_pool2d(padded, a["kernel"], a["stride"], 0, a["dilation"], a["ceil_mode"], return_indices=True)
-    c.saved[c.name] = (idx, padded.shape, a["padding"])
+    same = _symmetric(a["padding"])
+    pad_inside = same is not None and not a["ceil_mode"] and all(
+        2 * p <= d * (k - 1) + 1 for p, k, d in zip(same, a["kernel"], a["dilation"]))
+    x, pad = (c.x, same) if pad_inside else (_pad(c.x, a["padding"], float("-inf")), 0)
+    if not c.unpooled:
+        return F.max_pool2d(x, a["kernel"], a["stride"], pad, a["dilation"], a["ceil_mode"])
+    y, idx = F.max_pool2d(x, a["kernel"], a["stride"], pad, a["dilation"], a["ceil_mode"], return_indices=True)
+    c.saved[c.name] = (idx, x.shape, ((0, 0), (0, 0)) if pad_inside else a["padding"])
     return y
 
 
@@ -233,6 +241,7 @@ class TorchTwin(torch.nn.Module):
         super().__init__()
         self.net = compiled.net
         self.order = [n for n in compiled.net.order() if n.op != "input"]
+        self.unpooled = {n.attrs["of"] for n in self.order if n.op == "unpool"}
         self.store = torch.nn.ParameterDict()
         self.buffers_ = {}
         for key, value in params.items():
@@ -266,4 +275,4 @@ class TorchTwin(torch.nn.Module):
         owner = node.shares or node.name
         names = ("weight", "bias", "running_mean", "running_var")
         params = {n: t for n in names if (t := self.p(owner, n)) is not None}
-        return rule(Call(xs, node.attrs, params, self.training, node.name, saved))
+        return rule(Call(xs, node.attrs, params, self.training, node.name, saved, node.name in self.unpooled))
