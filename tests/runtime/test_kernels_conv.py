@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cnnc.runtime.kernels import KERNELS, Context, conv as conv_module
+from cnnc.runtime.kernels._im2col import Window
 
 
 import kernel_helpers as H  # tests/runtime is on sys.path (pytest `pythonpath`)
@@ -350,3 +351,22 @@ def test_linear_matches_torch(seed):
     torch = pytest.importorskip("torch")
     x, params, attrs = linear_case(seed)
     H.torch_compare("linear", [x], params, attrs, torch.nn.functional.linear, wrt_params=_wrt(params), seed=seed)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_wide_stem_takes_the_channels_last_path_and_stays_exact(stride):
+    """An ImageNet-like stem (3 -> 64 channels, 5x5 = 75 patch values) runs the channels-last
+    im2col (ConvPlan.wide_stem) whatever the few-channel threshold says; forward against the naive
+    conv, gradients against finite differences."""
+    rng = np.random.default_rng(stride)
+    x = rng.standard_normal((2, 3, 7, 6))
+    params = {"weight": rng.standard_normal((64, 3, 5, 5)), "bias": rng.standard_normal(64)}
+    attrs = dict(out_channels=64, kernel=(5, 5), stride=(stride, stride), padding=((2, 2), (2, 2)),
+                 dilation=(1, 1), groups=1, bias=True, trainable=True, weights=None)
+    win = Window.of((7, 6), (5, 5), (stride, stride), ((2, 2), (2, 2)))
+    assert conv_module.ConvPlan(win, 2, 3, 64, 1).wide_stem
+    assert not conv_module.ConvPlan(win, 2, 3, 32, 1).wide_stem       # 32 outputs: channels-first
+    y, _ = H.run("conv", [x], params, attrs)
+    H.assert_close(y, naive_conv(x, params["weight"], params["bias"], attrs["stride"], attrs["padding"],
+                                 (1, 1), 1), 1e-12, "conv")
+    H.check_grads("conv", [x], params, attrs, wrt_params=["bias", "weight"], seed=stride)
