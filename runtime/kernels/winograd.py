@@ -9,7 +9,7 @@ GEMM on position-major tiles ((Bᵀ⊗Bᵀ) and (Aᵀ⊗Aᵀ) on the left): more
 arithmetic than the additions it stands for, but one streaming BLAS call where
 separate NumPy additions over strided views would pass over the tiles ~20
 times. It pays where the channel products dominate the transforms, which are
-linear in C + O while the products are linear in C·O: from 128 channels on,
+linear in C + O while the products are linear in C·O: from 64 channels on,
 with enough tiles (`eligible`; per-layer figures in bench/README.md). The
 transforms use additions and halvings only, so the result is the im2col conv's
 to float32 rounding (tests/runtime/test_winograd.py compares both against a
@@ -30,9 +30,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 # Input and output channels from which the transforms cost less than the products they save
-# (one thread, against the chunked im2col conv: 1.4x slower at 16 channels, 1.2x at 32, even at 64,
-# 0.75x at 128 channels (14², batch 32), 0.90x at 256 (7², batch 32)).
-MIN_CHANNELS = 128
+# (one thread, kept kernel transform, against the chunked im2col conv: 1.4x slower at 16 channels,
+# 1.2x at 32; 0.92x at 64 channels (28², batch 32), 0.75x at 128 (14², batch 32), 0.90x at 256
+# (7², batch 32)).
+MIN_CHANNELS = 64
 # 2x2 output tiles per call below which the products are too small to pay for reading the
 # transformed kernel (16/9 the weight's size) and the transforms (256 channels at 14², batch 1:
 # 49 tiles, 1.35x slower).
