@@ -30,6 +30,7 @@ from ..compiler.fusion import ALL_OPS, FUSED_OPS, fuse, parameters
 from ..compiler.graph import Network
 from ..compiler.ops import implementation, register
 from .kernels import Context, Kernel, shards
+from .kernels.conv import conv_into
 from .kernels._core import Attrs, Grads, Params, Tensors
 from .kernels._im2col import is_channels_last
 from .plan import Plan
@@ -302,12 +303,17 @@ def like(buf: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def fused_conv_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
-    """Inference `fused_conv` into `buf`: the conv kernel's output, its epilogue in place, one copy."""
-    y, _ = _conv(xs[0], params, attrs, Context(training=False))
+    """Inference `fused_conv` into `buf`: the conv kernel writes there itself where its path can
+    (`conv_into`), else its output is copied in; the epilogue runs in place."""
+    p = {"weight": params["weight"], **({"bias": params["bias"]} if attrs["bias"] else {})}
+    y = conv_into(xs[0], p, attrs, buf.reshape(-1, attrs["out_channels"]))   # buf: the output's size
+    if y is None:
+        y, _ = _conv(xs[0], params, attrs, Context(training=False))
+        out = like(buf, y)
+        np.copyto(out, y)
+        y = out
     _conv_epilogue(y, xs, params, attrs, training=False)
-    out = like(buf, y)
-    np.copyto(out, y)
-    return out
+    return y
 
 
 def fused_linear_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:

@@ -355,25 +355,37 @@ def _scatter_slices(win: Window) -> tuple[tuple[int, int, tuple, tuple], ...]:
     return tuple(out)
 
 
+def pointwise(plan: ConvPlan) -> bool:
+    """A 1x1 conv that reads every input position once (stride 1, no padding): one GEMM on the
+    NHWC input itself, no im2col copy."""
+    return plan.win.kernel == (1, 1) and plan.win.stride == (1, 1) and plan.win.trivial
+
+
 def chunked_forward(x: np.ndarray, w: np.ndarray, plan: ConvPlan,
-                    bias: np.ndarray | None = None) -> np.ndarray:
-    """The conv output [N, c_out, oh, ow] (a view of NHWC memory), chunk by chunk."""
+                    bias: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """The conv output [N, c_out, oh, ow] (a view of NHWC memory), chunk by chunk; written into
+    `out` ([N·oh·ow, c_out] contiguous rows) when given."""
     win, n = plan.win, plan.n
     (kh, kw), (oh, ow) = win.kernel, win.out_hw
     p, k, s = oh * ow, kh * kw * plan.cg, _chunk(plan)
     xn = _nhwc(x)
-    pad = _Padder(xn, win, s)
     wm = _weight_cl(w, plan)[0]                                     # [K, O]
-    y = np.empty((n * p, plan.c_out), x.dtype)
+    y = np.empty((n * p, plan.c_out), x.dtype) if out is None else out
+    if pointwise(plan):
+        np.matmul(xn.reshape(n * p, plan.c_in), wm, out=y)
+        if bias is not None:
+            y += bias
+        return y.reshape(n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
+    pad = _Padder(xn, win, s)
     cols_ws = np.empty((s * p, k), x.dtype)
     for s0 in range(0, n, s):
         s1 = min(n, s0 + s)
         cols = cols_ws[:(s1 - s0) * p]
         np.copyto(cols.reshape(s1 - s0, oh, ow, kh, kw, plan.cg), pad.windows(s0, s1))
-        out = y[s0 * p:s1 * p]
-        np.matmul(cols, wm, out=out)
+        rows = y[s0 * p:s1 * p]
+        np.matmul(cols, wm, out=rows)
         if bias is not None:
-            out += bias
+            rows += bias
     return y.reshape(n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
 
 
@@ -384,6 +396,12 @@ def chunked_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, plan: ConvPla
     (kh, kw), (oh, ow), (h, wd) = win.kernel, win.out_hw, win.in_hw
     p, k, s = oh * ow, kh * kw * c, _chunk(plan)
     rows = _nhwc(dy).reshape(n * p, plan.c_out)
+    if pointwise(plan):        # dw = Xᵀ·dY and dx = dY·W: two GEMMs, no im2col, no scatter
+        dw = np.ascontiguousarray(np.matmul(_nhwc(x).reshape(n * p, c).T, rows).T).reshape(w.shape) \
+            if need_dw else None
+        dx = np.matmul(rows, w.reshape(plan.c_out, c)).reshape(n, h, wd, c).transpose(0, 3, 1, 2) \
+            if need_dx else None
+        return dx, dw
     transposed = _transposed_plan(plan) if need_dx else None
     if transposed is not None:
         # A stride-1 conv's data gradient is the forward conv of dy with the flipped kernel:
@@ -484,6 +502,22 @@ def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tu
     if attrs["bias"]:
         y += params["bias"].reshape(-1, 1, 1)
     return y, _ConvCache(plan, saved if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad)
+
+
+def conv_into(x: np.ndarray, params: Params, attrs: Attrs, rows: np.ndarray) -> np.ndarray | None:
+    """Inference: the conv output written into `rows` ([N·oh·ow, c_out] contiguous), returned as
+    its [N, c_out, oh, ow] view, when the conv takes a channels-last path that can (the chunked
+    im2col, the 1x1 GEMM, Winograd on even output sizes); None otherwise."""
+    n, c, h, wd = x.shape
+    w = params["weight"]
+    win = Window.of((h, wd), attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
+    plan = ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+    if not chunked(plan):
+        return None
+    bias = params["bias"] if attrs["bias"] else None
+    if winograd.applies(plan, w):
+        return winograd.forward(x, w, plan, bias, out=rows)
+    return chunked_forward(x, w, plan, bias, out=rows)
 
 
 def _conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:

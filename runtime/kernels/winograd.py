@@ -107,8 +107,10 @@ def _tiles_view(xp: np.ndarray, th: int, tw: int) -> np.ndarray:
     return as_strided(xp, (4, 4, n, th, tw, c), (s1, s2, s0, 2 * s1, 2 * s2, s3), writeable=False)
 
 
-def forward(x: np.ndarray, w: np.ndarray, plan, bias: np.ndarray | None = None) -> np.ndarray:
-    """The conv output [N, O, oh, ow] (a channels-first view of NHWC memory), chunk by chunk of samples.
+def forward(x: np.ndarray, w: np.ndarray, plan, bias: np.ndarray | None = None,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """The conv output [N, O, oh, ow] (a channels-first view of NHWC memory), chunk by chunk of samples;
+    written into `out` ([N·oh·ow, O] contiguous rows) when given.
 
     Both transforms are one GEMM each on position-major tiles ([16, tiles·C], (Bᵀ⊗Bᵀ) and (Aᵀ⊗Aᵀ)
     on the left): a dense 16×16 product does more arithmetic than the additions it replaces, but as
@@ -130,7 +132,8 @@ def forward(x: np.ndarray, w: np.ndarray, plan, bias: np.ndarray | None = None) 
     v = np.empty_like(d)
     m = np.empty((16, chunk * th * tw, o), dt)
     t = np.empty((4, chunk * th * tw * o), dt)
-    y = np.empty((n, th, 2, tw, 2, o), dt)                     # NHWC of [n, 2·th, 2·tw, O]
+    even = (2 * th, 2 * tw) == (oh, ow)
+    y = out.reshape(n, th, 2, tw, 2, o) if out is not None and even else np.empty((n, th, 2, tw, 2, o), dt)
     for s0 in range(0, n, chunk):
         k = min(chunk, n - s0)
         xp[:k, top + r0:top + r1, left + c0:left + c1] = xn[s0:s0 + k, r0:r1, c0:c1]
@@ -142,8 +145,10 @@ def forward(x: np.ndarray, w: np.ndarray, plan, bias: np.ndarray | None = None) 
         np.matmul(at, mk.reshape(16, p * o), out=tk)
         np.copyto(y[s0:s0 + k], tk.reshape(2, 2, k, th, tw, o).transpose(2, 3, 0, 4, 1, 5))
     y = y.reshape(n, 2 * th, 2 * tw, o)
+    if not even:
+        cropped = y[:, :oh, :ow]
+        y = np.empty((n, oh, ow, o), dt) if out is None else out.reshape(n, oh, ow, o)
+        np.copyto(y, cropped)
     if bias is not None:
         y += bias
-    if (2 * th, 2 * tw) != (oh, ow):
-        y = np.ascontiguousarray(y[:, :oh, :ow])
     return y.transpose(0, 3, 1, 2)

@@ -370,3 +370,25 @@ def test_wide_stem_takes_the_channels_last_path_and_stays_exact(stride):
     H.assert_close(y, naive_conv(x, params["weight"], params["bias"], attrs["stride"], attrs["padding"],
                                  (1, 1), 1), 1e-12, "conv")
     H.check_grads("conv", [x], params, attrs, wrt_params=["bias", "weight"], seed=stride)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_conv_is_one_gemm_and_exact(bias, monkeypatch):
+    """A 1x1 stride-1 unpadded conv on the channels-last path reads its input with no im2col
+    (ConvPlan `pointwise`); forward against the naive conv, gradients against finite differences."""
+    monkeypatch.setattr(conv_module, "_CHANNELS_LAST_MIN", 1)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 16, 4, 5))
+    params = {"weight": rng.standard_normal((24, 16, 1, 1)), **({"bias": rng.standard_normal(24)} if bias else {})}
+    attrs = dict(out_channels=24, kernel=(1, 1), stride=(1, 1), padding=((0, 0), (0, 0)),
+                 dilation=(1, 1), groups=1, bias=bias, trainable=True, weights=None)
+    assert conv_module.pointwise(conv_module.ConvPlan(Window.of((4, 5), (1, 1), (1, 1), ((0, 0), (0, 0))),
+                                                      3, 16, 24, 1))
+    copies = []
+    real = conv_module._Padder
+    monkeypatch.setattr(conv_module, "_Padder", lambda *a: copies.append(1) or real(*a))
+    y, _ = H.run("conv", [x], params, attrs)
+    H.assert_close(y, naive_conv(x, params["weight"], params.get("bias"), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+                   1e-12, "conv")
+    H.check_grads("conv", [x], params, attrs, wrt_params=_wrt(params), seed=7)
+    assert not copies                                         # no im2col in either direction

@@ -120,3 +120,16 @@ def test_conv_kernel_uses_it_for_folded_inference_weights(tmp_path):
     assert calls, "the folded wide conv did not take the Winograd path"
     expected = plan.forward(x)[0][plan.outputs[0]]
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw", [(8, 6), (7, 9)])
+def test_forward_into_rows_equals_a_fresh_output(hw):
+    """With `out` (the arena's rows) the result is written there, cropped when the output size is odd."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 8, *hw)).astype(np.float32)
+    w = rng.standard_normal((5, 8, 3, 3)).astype(np.float32)
+    plan = plan_of(2, 8, 5, hw, ((1, 1), (1, 1)))
+    rows = np.full((2 * hw[0] * hw[1], 5), np.nan, np.float32)
+    y = winograd.forward(x, w, plan, np.ones(5, np.float32), out=rows)
+    assert np.shares_memory(y, rows) and not np.isnan(rows).any()
+    np.testing.assert_array_equal(y, winograd.forward(x, w, plan, np.ones(5, np.float32)))
