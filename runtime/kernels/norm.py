@@ -95,8 +95,18 @@ class _Layout:
         """Per-channel sums of a flat array."""
         if self.last:
             s = np.ones(f.shape[0], f.dtype) @ f
-            return s.reshape(self.k, self.c).sum(axis=0) if self.k > 1 else s
+            return self._fold(s)
         return (f @ np.ones(f.shape[2], f.dtype)).sum(axis=0)
+
+    def dot_sums(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Per-channel sums of a·b of two flat arrays, in one read of each (einsum's sum of products:
+        2-3x faster than writing the product and summing it)."""
+        if self.last:
+            return self._fold(np.einsum("ij,ij->j", a, b))
+        return np.einsum("ncp,ncp->c", a, b)
+
+    def _fold(self, s: np.ndarray) -> np.ndarray:
+        return s.reshape(self.k, self.c).sum(axis=0) if self.k > 1 else s
 
 
 def channel_sums(x: np.ndarray) -> np.ndarray:
@@ -138,8 +148,7 @@ def _batchnorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) 
             raise ValueError(f"batchnorm needs more than one value per channel in training, got {x.shape}")
         mean = sums / count
         xc = xf - lay.vec(mean)
-        sq = np.square(xc)
-        var = _total(shard, lay.sums(sq)) / count
+        var = _total(shard, lay.dot_sums(xc, xc)) / count
         if shard is None or shard[1] == 0:
             rm, rv = params["running_mean"], params["running_var"]
             rm *= 1 - m
@@ -149,9 +158,8 @@ def _batchnorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) 
     else:
         mean, var = params["running_mean"], params["running_var"]
         xc = xf - lay.vec(mean)
-        sq = None
     inv_std = 1.0 / np.sqrt(var + eps)
-    y = np.multiply(xc, lay.vec(w * inv_std), out=sq)
+    y = np.multiply(xc, lay.vec(w * inv_std))
     y += lay.vec(b)
     return lay.unflat(y), _BatchNormCache(xc, inv_std, w, lay, count, ctx.training, shard)
 
@@ -160,10 +168,9 @@ def _batchnorm_backward(dy: np.ndarray, cache: _BatchNormCache) -> Grads:
     lay, xc, inv_std = cache.layout, cache.xc, cache.inv_std
     g = lay.flat(dy)
     scale = cache.weight * inv_std
-    t = np.multiply(g, xc)
-    db, dw = lay.sums(g), lay.sums(t) * inv_std          # this shard's part of each
+    db, dw = lay.sums(g), lay.dot_sums(g, xc) * inv_std   # this shard's part of each
     if not cache.batch_stats:
-        return (lay.unflat(np.multiply(g, lay.vec(scale), out=t)),), {"weight": dw, "bias": db}
+        return (lay.unflat(np.multiply(g, lay.vec(scale))),), {"weight": dw, "bias": db}
     c, n = len(db), cache.count
     if cache.shard is None:
         db_all, dw_all = db, dw
@@ -171,7 +178,7 @@ def _batchnorm_backward(dy: np.ndarray, cache: _BatchNormCache) -> Grads:
         tot = _total(cache.shard, np.concatenate([db, dw]))
         db_all, dw_all = tot[:c], tot[c:]
     # dx = γ/σ·(dy − Σdy/n − x̂·Σ(dy·x̂)/n) with x̂ = xc/σ: three per-channel factors.
-    np.multiply(xc, lay.vec(-scale * inv_std * dw_all / n), out=t)
+    t = np.multiply(xc, lay.vec(-scale * inv_std * dw_all / n))
     dx = np.multiply(g, lay.vec(scale))
     dx += t
     dx += lay.vec(-scale * db_all / n)
