@@ -19,7 +19,8 @@ small product per kernel offset, batched in one matmul) and scattered back
 (col2im) with one contiguous slice-add per offset, never `np.add.at`; a
 chunked stride-1 conv with a same-size sweep and 16 or more input channels
 instead takes it as the forward conv of dy with the flipped kernel (no
-scatter). A channels-first conv without groups also returns NHWC memory, so a
+scatter), and its weight gradient from that same im2col of dy (no second
+im2col of the input). A channels-first conv without groups also returns NHWC memory, so a
 stem with few input channels does not start an NCHW stream. A wide 3×3
 stride-1 conv whose weights are read-only (the folded weights of the fused
 inference graph) takes the Winograd forward instead (`winograd`). A
@@ -405,8 +406,11 @@ def chunked_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, plan: ConvPla
     transposed = _transposed_plan(plan) if need_dx else None
     if transposed is not None:
         # A stride-1 conv's data gradient is the forward conv of dy with the flipped kernel:
-        # one im2col GEMM per chunk, no per-offset scatter (5-15% faster at ResNet-20's shapes).
+        # one im2col GEMM per chunk, no per-offset scatter (5-15% faster at ResNet-20's shapes);
+        # the same im2col of dy gives the weight gradient too (`_transposed_backward`).
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        if need_dw:
+            return _transposed_backward(rows, x, flipped, plan, transposed)
         dx = chunked_forward(rows.reshape(n, oh, ow, plan.c_out).transpose(0, 3, 1, 2), flipped, transposed)
         need_dx = False
     chunks = range(0, n, s)
@@ -442,6 +446,33 @@ def chunked_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, plan: ConvPla
     if transposed is not None:
         return dx, dw
     return (dx.transpose(0, 3, 1, 2) if need_dx else None), dw
+
+
+def _transposed_backward(rows: np.ndarray, x: np.ndarray, flipped: np.ndarray, plan: ConvPlan,
+                         back: ConvPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(dx, dw) of a stride-1 conv from one im2col of dy per chunk (`back`, the transposed conv):
+    dx = cols·W_flipped as in `chunked_forward`, and dw from the same columns, dW[o, c, i, j] =
+    Σ x[·, c]·cols[·, (kh−1−i, kw−1−j, o)] (re-indexing the weight gradient's sum over the input
+    positions, where the padded dy window holds dy[y − i·d + p]): no im2col of x is rebuilt."""
+    win, n, c, o = back.win, plan.n, plan.c_in, plan.c_out
+    (kh, kw), (h, wd) = win.kernel, win.out_hw
+    p, k, s = h * wd, kh * kw * o, _chunk(back)
+    pad = _Padder(rows.reshape(n, *plan.win.out_hw, o), win, s)
+    wm = _weight_cl(flipped, back)[0]                               # [kh·kw·O, C]
+    xr = _nhwc(x).reshape(n * p, c)
+    dx = np.empty((n * p, c), rows.dtype)
+    cols_ws = np.empty((s * p, k), rows.dtype)
+    chunks = range(0, n, s)
+    parts = np.empty((len(chunks), c, k), rows.dtype)
+    for ci, s0 in enumerate(chunks):
+        s1 = min(n, s0 + s)
+        cols = cols_ws[:(s1 - s0) * p]
+        np.copyto(cols.reshape(s1 - s0, h, wd, kh, kw, o), pad.windows(s0, s1))
+        np.matmul(cols, wm, out=dx[s0 * p:s1 * p])
+        np.matmul(xr[s0 * p:s1 * p].T, cols, out=parts[ci])
+    g = parts[0] if len(chunks) == 1 else parts.sum(axis=0)        # [C, (i', j', O)], i' = kh-1-i
+    dw = np.ascontiguousarray(g.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 0, 1, 2))
+    return dx.reshape(n, h, wd, c).transpose(0, 3, 1, 2), dw
 
 
 def _transposed_plan(plan: ConvPlan) -> ConvPlan | None:

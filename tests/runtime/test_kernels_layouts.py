@@ -2,7 +2,8 @@
 layout the layers after them read.
 
 A stride-1 chunked conv takes its data gradient as the forward conv of dy with the flipped kernel
-(instead of per-offset products scattered back); a channels-first conv (few input channels: a stem,
+(instead of per-offset products scattered back), and its weight gradient from the same im2col of dy
+(instead of rebuilding the input's); a channels-first conv (few input channels: a stem,
 LeNet's first layer) writes NHWC memory and reads an NHWC dy without a copy; global average pooling
 hands back its gradient in its input's layout; so a ResNet's training step stays channels-last from
 the stem to the classifier and back.
