@@ -48,11 +48,13 @@ _CHANNELS_LAST_MIN = 6
 
 # Bytes of im2col matrix per chunk of samples in the chunked convolution: a
 # chunk's matrix, its GEMMs and its scatter stay in the core's L2 (2 MiB here).
-# Measured by alternating whole steps: a CIFAR ResNet-20 training step is 12%
-# faster at 384 KiB than at 1.5 MiB (the saved activations compete for the
-# cache), fused inference 2.5% slower (ResNet-18, batch 32), so inference
-# (`conv_into`) keeps 1.5 MiB.
-_CHUNK_BYTES = 3 << 17
+# Measured by alternating whole training steps against 1.5 MiB: 768 KiB makes
+# a CIFAR ResNet-20 step 9% faster on one thread, 4% on two (the saved
+# activations compete for the cache) and costs LeNet-5 3% on two threads (more
+# chunks, each a turn of the GIL); 384 KiB gains 2-3% more on ResNet-20 but
+# costs LeNet-5 9%. Fused
+# inference (`conv_into`) keeps 1.5 MiB: 2.5% faster for ResNet-18 at batch 32.
+_CHUNK_BYTES = 3 << 18
 _INFERENCE_CHUNK_BYTES = 3 << 19
 
 
