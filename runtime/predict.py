@@ -11,7 +11,6 @@ validation) split. Both return values: the command line prints them.
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence

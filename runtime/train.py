@@ -328,8 +328,8 @@ class NumpyEngine:
             return self._predict(xb)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads)
-        parts = shards.in_parallel(self._executor, [partial(self._predict, xb[a:b]) for a, b in shards.bounds(len(xb), k)])
-        return np.concatenate(parts)
+        jobs = [partial(self._predict, xb[a:b]) for a, b in shards.bounds(len(xb), k)]
+        return np.concatenate(shards.in_parallel(self._executor, jobs))
 
     def _predict(self, xb: np.ndarray) -> np.ndarray:
         return self.plan.forward({self.plan.inputs[0]: xb})[0][self.plan.outputs[0]]

@@ -20,8 +20,9 @@ small product per kernel offset, batched in one matmul) and scattered back
 chunked stride-1 conv with a same-size sweep and 16 or more input channels
 instead takes it as the forward conv of dy with the flipped kernel (no
 scatter), and its weight gradient from that same im2col of dy (no second
-im2col of the input). A channels-first conv without groups also returns NHWC memory, so a
-stem with few input channels does not start an NCHW stream. A wide 3×3
+im2col of the input). A channels-first conv without groups also returns NHWC
+memory, so a stem with few input channels does not start an NCHW stream. A
+1x1 stride-1 conv is one GEMM on its NHWC input (`pointwise`). A wide 3×3
 stride-1 conv whose weights are read-only (the folded weights of the fused
 inference graph) takes the Winograd forward instead (`winograd`). A
 transposed convolution (`deconv`) is exactly the data-gradient pass of the
@@ -52,8 +53,8 @@ _CHANNELS_LAST_MIN = 6
 # a CIFAR ResNet-20 step 9% faster on one thread, 4% on two (the saved
 # activations compete for the cache) and costs LeNet-5 3% on two threads (more
 # chunks, each a turn of the GIL); 384 KiB gains 2-3% more on ResNet-20 but
-# costs LeNet-5 9%. Fused
-# inference (`conv_into`) keeps 1.5 MiB: 2.5% faster for ResNet-18 at batch 32.
+# costs LeNet-5 9%. Fused inference (`conv_into`) keeps 1.5 MiB: 2.5% faster
+# for ResNet-18 at batch 32.
 _CHUNK_BYTES = 3 << 18
 _INFERENCE_CHUNK_BYTES = 3 << 19
 
