@@ -4,8 +4,8 @@ Run `python bench/bench_onnx.py [--pairs 15] [--pairs32 7] [--size32 112] [--thr
 
 The same compiled ResNet-18 with the same weights (seeded initial weights, batchnorm statistics
 randomised so that folding matters) runs two ways: cnnc's fastest inference path — the fused graph
-(batchnorm folded into the convolutions, runtime/fused.py) on its planned arena (`ArenaExecutor`,
-runtime/memory_plan.py), as bench/bench_fusion.py times it — and ONNX Runtime on the model
+(batchnorm folded into the convolutions, runtime/fused.py) on planned arenas, a shard of the batch
+per thread (`ShardedArena`, runtime/memory_plan.py), what `cnnc predict` runs — and ONNX Runtime on the model
 `cnnc export --to onnx` writes (runtime/export_onnx.py; unfused, ORT's own optimiser fuses it),
 both with the machine's cores (ORT's workers told not to spin between runs,
 which would take the cores from the NumPy run that follows). At batch 1 on 3x224x224 and batch 32 on 3x112x112 (the input
@@ -31,7 +31,7 @@ import numpy as np
 from cnnc.compiler.driver import compile_file
 from cnnc.runtime.export_onnx import build_model, checked_bytes
 from cnnc.runtime.fused import FusedPlan
-from cnnc.runtime.memory_plan import ArenaExecutor
+from cnnc.runtime.memory_plan import ShardedArena
 from cnnc.runtime.plan import Plan
 
 try:
@@ -63,7 +63,7 @@ def runners(size: int, batch: int, tmp: Path, threads: int):
     c = compile_at(size, tmp)
     plan = Plan(c.net, c.analysis.params)
     randomise_bn(plan, np.random.default_rng(0))
-    arena = ArenaExecutor(FusedPlan.from_plan(plan))
+    arena = ShardedArena(FusedPlan.from_plan(plan), threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # ORT's workers spin after a run by default, and would steal the cores from the NumPy run that follows.
