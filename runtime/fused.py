@@ -151,12 +151,14 @@ def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 CONV = implementation("conv", "kernel")
 
 
+def _conv_params(params: Params, attrs: Attrs) -> Params:
+    """The conv's own tensors among the fused step's (which also holds batchnorm's)."""
+    return {"weight": params["weight"], **({"bias": params["bias"]} if attrs["bias"] else {})}
+
+
 def _conv(x: np.ndarray, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, object]:
     """The conv kernel's output (bias included) and its cache."""
-    p = {"weight": params["weight"]}
-    if attrs["bias"]:
-        p["bias"] = params["bias"]
-    return CONV.forward((x,), p, attrs, ctx)
+    return CONV.forward((x,), _conv_params(params, attrs), attrs, ctx)
 
 
 def _unfolded_bn(attrs: Attrs) -> bool:
@@ -305,8 +307,7 @@ def like(buf: np.ndarray, y: np.ndarray) -> np.ndarray:
 def fused_conv_into(xs: Tensors, params: Params, attrs: Attrs, buf: np.ndarray) -> np.ndarray:
     """Inference `fused_conv` into `buf`: the conv kernel writes there itself where its path can
     (`conv_into`), else its output is copied in; the epilogue runs in place."""
-    p = {"weight": params["weight"], **({"bias": params["bias"]} if attrs["bias"] else {})}
-    y = conv_into(xs[0], p, attrs, buf.reshape(-1, attrs["out_channels"]))   # buf: the output's size
+    y = conv_into(xs[0], _conv_params(params, attrs), attrs, buf.reshape(-1, attrs["out_channels"]))
     if y is None:
         y, _ = _conv(xs[0], params, attrs, Context(training=False))
         out = like(buf, y)

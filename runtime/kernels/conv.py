@@ -523,16 +523,28 @@ def _bias_grad(dy: np.ndarray) -> np.ndarray:
     return channel_sums(dy)
 
 
-def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _ConvCache]:
-    x, w = xs[0], params["weight"]
+def _conv_plan(x: np.ndarray, attrs: Attrs) -> ConvPlan:
     n, c, h, wd = x.shape
     win = Window.of((h, wd), attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
-    plan = ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+    return ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+
+
+def _channels_last_forward(x: np.ndarray, params: Params, attrs: Attrs, plan: ConvPlan,
+                           out: np.ndarray | None = None, budget: int | None = None) -> np.ndarray:
+    """A chunked conv's output: Winograd where it applies (read-only weights), else the im2col."""
+    w, bias = params["weight"], params["bias"] if attrs["bias"] else None
+    if winograd.applies(plan, w):
+        return winograd.forward(x, w, plan, bias, out=out)
+    return chunked_forward(x, w, plan, bias, out=out, budget=budget)
+
+
+def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _ConvCache]:
+    x, w = xs[0], params["weight"]
+    plan = _conv_plan(x, attrs)
     trainable = attrs.get("trainable", True)
     if chunked(plan):
         x = _nhwc(x).transpose(0, 3, 1, 2)       # once: the backward pass reads the same layout
-        bias = params["bias"] if attrs["bias"] else None
-        y = winograd.forward(x, w, plan, bias) if winograd.applies(plan, w) else chunked_forward(x, w, plan, bias)
+        y = _channels_last_forward(x, params, attrs, plan)
         return y, _ConvCache(plan, x if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad,
                              chunked=True)
     saved = prepare(x, plan)
@@ -545,17 +557,11 @@ def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tu
 def conv_into(x: np.ndarray, params: Params, attrs: Attrs, rows: np.ndarray) -> np.ndarray | None:
     """Inference: the conv output written into `rows` ([N·oh·ow, c_out] contiguous), returned as
     its [N, c_out, oh, ow] view, when the conv takes a channels-last path that can (the chunked
-    im2col, the 1x1 GEMM, Winograd on even output sizes); None otherwise."""
-    n, c, h, wd = x.shape
-    w = params["weight"]
-    win = Window.of((h, wd), attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
-    plan = ConvPlan(win, n, c, attrs["out_channels"], attrs["groups"])
+    im2col, the 1x1 GEMM, Winograd); None otherwise."""
+    plan = _conv_plan(x, attrs)
     if not chunked(plan):
         return None
-    bias = params["bias"] if attrs["bias"] else None
-    if winograd.applies(plan, w):
-        return winograd.forward(x, w, plan, bias, out=rows)
-    return chunked_forward(x, w, plan, bias, out=rows, budget=_INFERENCE_CHUNK_BYTES)
+    return _channels_last_forward(x, params, attrs, plan, out=rows, budget=_INFERENCE_CHUNK_BYTES)
 
 
 def _conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:

@@ -113,7 +113,7 @@ def test_conv_kernel_uses_it_for_folded_inference_weights(tmp_path):
     calls = []
     real = winograd.forward
     try:
-        winograd.forward = lambda *a: calls.append(1) or real(*a)
+        winograd.forward = lambda *a, **kw: calls.append(1) or real(*a, **kw)
         ours = fused.forward(x)[0][fused.outputs[0]]
     finally:
         winograd.forward = real
