@@ -67,12 +67,11 @@ from cnnc.compiler.driver import compile_file  # noqa: E402
 from cnnc.runtime.fused import FusedPlan  # noqa: E402
 from cnnc.runtime.losses import make_loss  # noqa: E402
 from cnnc.runtime.memory_plan import ShardedArena  # noqa: E402
-from cnnc.runtime.optim import make_optimizer  # noqa: E402
+from cnnc.runtime.optim import WEIGHT_OPS, make_optimizer  # noqa: E402
 from cnnc.runtime.plan import Plan  # noqa: E402
 from cnnc.runtime.train import batch_loss_and_grads  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-WEIGHT_OPS = {"conv", "deconv", "local", "linear"}
 
 
 @dataclass(frozen=True)
