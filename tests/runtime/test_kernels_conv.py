@@ -374,9 +374,8 @@ def test_wide_stem_takes_the_channels_last_path_and_stays_exact(stride):
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_pointwise_conv_is_one_gemm_and_exact(bias, monkeypatch):
-    """A 1x1 stride-1 unpadded conv on the channels-last path reads its input with no im2col
-    (ConvPlan `pointwise`); forward against the naive conv, gradients against finite differences."""
-    monkeypatch.setattr(conv_module, "_CHANNELS_LAST_MIN", 1)
+    """A 1x1 stride-1 unpadded conv on the channels-last path (16 channels) reads its input with no
+    im2col (`pointwise`); forward against the naive conv, gradients against finite differences."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 16, 4, 5))
     params = {"weight": rng.standard_normal((24, 16, 1, 1)), **({"bias": rng.standard_normal(24)} if bias else {})}

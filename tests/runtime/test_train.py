@@ -350,8 +350,8 @@ def test_engine_predictions_do_not_depend_on_the_thread_count(compile_src, tmp_p
     c = compile_src(TINY.format(epochs=1, extra=""), allow={"all"})
     engines = [Trainer(c, c.net.train, tmp_path / str(n), progress=False, log=lambda s: None, threads=n).engine
                for n in (1, 2, 3)]
-    x = engines[0].plan.params  # same seed: same initial weights in every engine
-    assert all(np.array_equal(x[k], e.plan.params[k]) for e in engines[1:] for k in x)
+    first = engines[0].plan.params  # same seed: same initial weights in every engine
+    assert all(np.array_equal(first[k], e.plan.params[k]) for e in engines[1:] for k in first)
     xb = np.random.default_rng(0).standard_normal((11, *c.net.shapes[engines[0].plan.inputs[0]])).astype(np.float32)
     one = engines[0].predict(xb)
     for e in engines[1:]:

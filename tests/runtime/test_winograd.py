@@ -35,7 +35,12 @@ def plan_of(n, c, o, hw, padding) -> conv_kernels.ConvPlan:
     (5, 16, 16, (4, 4), ((1, 1), (1, 1))),    # several chunks of samples
 ])
 def test_forward_matches_float64_direct_conv(n, c, o, hw, padding, monkeypatch):
-    monkeypatch.setattr(winograd, "_CHUNK_BYTES", 16 * 4 * 4 * 16 * 4 * 2)    # 2 samples per chunk
+    # Transformed tiles per sample: 16 positions x tiles x C floats (4 bytes). Two samples of the
+    # last case (2x2 tiles, 16 channels: 4 KiB each) per chunk, so its 5 samples take 3 chunks.
+    monkeypatch.setattr(winograd, "_CHUNK_BYTES", 2 * 16 * 2 * 2 * 16 * 4)
+    chunks = []
+    real = winograd._tiles_view
+    monkeypatch.setattr(winograd, "_tiles_view", lambda *a: chunks.append(1) or real(*a))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, *hw)).astype(np.float32)
     w = (rng.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
@@ -43,6 +48,7 @@ def test_forward_matches_float64_direct_conv(n, c, o, hw, padding, monkeypatch):
     plan = plan_of(n, c, o, hw, padding)
     ref = direct_conv(x, w, padding) + bias.reshape(1, -1, 1, 1)
     y = winograd.forward(x, w, plan, bias)
+    assert c != 16 or len(chunks) == 3
     assert y.shape == ref.shape == (n, o, *plan.win.out_hw) and y.dtype == np.float32
     scale = np.abs(ref).max()
     assert np.abs(y - ref).max() / scale < 2e-6
