@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from types import TracebackType
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from ..dsl import ast
 from ..dsl.source import CnncError, Diagnostic, Loc, did_you_mean
@@ -477,14 +477,12 @@ class Elaborator:
                 raise CnncError(f"parameter '{kw.name}' of block '{block.name}' is given twice", kw.loc)
             values[kw.name] = (self.ev(kw.value, frame), kw.value.loc)
         inner.env["in"] = x
+        given = {k: v for k, (v, _) in values.items()}
         for p in block.params:
-            if p.name in values:
-                inner.env[p.name] = values[p.name][0]
-            elif p.default is not None:
-                inner.env[p.name] = self.ev(p.default, inner)
-            else:
-                raise CnncError(f"block '{block.name}' needs its parameter '{p.name}'", loc,
-                                f"'{block.name}' is defined at {block.loc}")
+            inner.env[p.name] = self._param_value(
+                p, given, inner,
+                lambda p: CnncError(f"block '{block.name}' needs its parameter '{p.name}'", loc,
+                                    f"'{block.name}' is defined at {block.loc}"))
             inner.bound_at[p.name] = p.loc
             inner.used.add(p.name)
             if is_builtin(p.name):
@@ -731,13 +729,9 @@ class Elaborator:
         values = self._function_args(fn, expr, frame)
         inner = Frame({}, Scope(None), False, fn.name)
         for p in fn.params:
-            if p.name in values:
-                inner.env[p.name] = values[p.name]
-            elif p.default is not None:
-                inner.env[p.name] = self.ev(p.default, inner)
-            else:
-                raise CnncError(f"function '{fn.name}' needs its parameter '{p.name}'", expr.loc,
-                                f"'{fn.name}' is defined at {fn.loc}")
+            inner.env[p.name] = self._param_value(
+                p, values, inner, lambda p: CnncError(f"function '{fn.name}' needs its parameter '{p.name}'",
+                                                      expr.loc, f"'{fn.name}' is defined at {fn.loc}"))
         self.function_stack.append(fn.name)
         try:
             value = None
@@ -857,6 +851,15 @@ class Elaborator:
     def _tensor(self, v: Any, where) -> Tensor:
         return require_tensor(v, where, self.defs.blocks)
 
+    def _param_value(self, p, given: Mapping[str, Any], frame: Frame, missing: Callable[[Any], CnncError]) -> Any:
+        """A parameter's value: the one given, else its default evaluated in the callee's frame (so it
+        can use the parameters before it), else the caller's error `missing(p)`."""
+        if p.name in given:
+            return given[p.name]
+        if p.default is not None:
+            return self.ev(p.default, frame)
+        raise missing(p)
+
     def _bind_params(self, params: tuple, given: dict, frame: Frame, loc: Loc, what: str, cli: bool) -> None:
         names = {p.name for p in params}
         for key in given:
@@ -864,13 +867,9 @@ class Elaborator:
                 raise CnncError(f"{what} has no parameter '{key}'",
                                 hint=f"its parameters: {', '.join(sorted(names)) or 'none'}")
         for p in params:
-            if p.name in given:
-                frame.env[p.name] = given[p.name]
-            elif p.default is not None:
-                frame.env[p.name] = self.ev(p.default, frame)
-            else:
-                raise CnncError(f"{what} needs a value for its parameter '{p.name}'", p.loc,
-                                f"give it with --set {p.name}=VALUE")
+            frame.env[p.name] = self._param_value(
+                p, given, frame, lambda p: CnncError(f"{what} needs a value for its parameter '{p.name}'", p.loc,
+                                                     f"give it with --set {p.name}=VALUE"))
             frame.bound_at[p.name] = p.loc
             frame.used.add(p.name)
 
