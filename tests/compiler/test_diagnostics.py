@@ -60,6 +60,8 @@ CASES = [
      "shapes [1, H, W] and [1, H//2, W//2] do not line up", "--input"),
     ("block-missing-param", "block b(c) { conv(c, 1) }\n" + net("x -> b()"), 4, 10,
      "block 'b' needs its parameter 'c'", None),
+    ("network-param-unset", "network N(width) {\n    input x: [3, 32, 32]\n    x -> conv(width, 3)\n}\n", 1, 11,
+     "network 'N' needs a value for its parameter 'width'", "--set width=VALUE"),
     ("block-unknown-param", "block b(c) { conv(c, 1) }\n" + net("x -> b(d = 3)"), 4, 12,
      "block 'b' has no parameter 'd'", None),
     ("error-inside-block", "block b(c) {\n    conv(c, 3, groups = 2)\n}\n" + net("x -> b(8)"), 2, 25,
