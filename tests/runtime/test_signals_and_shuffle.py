@@ -8,6 +8,7 @@ against finite differences; `cnnc run` training a 1-D CNN on synthetic signals.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -144,28 +145,37 @@ def test_signal_network_matches_pytorch(write, training):
         H.assert_close(plan.params["b1.running_var"], twin.b1.running_var.numpy(), 1e-12, "running_var")
 
 
+def emitted_numpy(c, tmp_path):
+    """`forward` of the module `--emit numpy` writes for c, imported from its file."""
+    from cnnc.runtime import codegen
+    codegen.emit(c, str(tmp_path / "plan.py"))
+    spec = importlib.util.spec_from_file_location("plan", tmp_path / "plan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.forward
+
+
+def exported_onnx(c, tmp_path):
+    """The ONNX model `cnnc export --to onnx` writes for c, as a function of x on ONNX Runtime."""
+    import onnxruntime
+    from cnnc.runtime import export_onnx
+    export_onnx.export_onnx(c, str(tmp_path / "model.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    return lambda x: session.run(None, {"x": x})[0]
+
+
 @pytest.mark.torch
 def test_signal_network_exports(write, tmp_path):
     """--emit numpy and the PyTorch/ONNX exporters give the runtime's outputs on a signal network."""
-    import importlib.util
-
-    import onnxruntime
-    from cnnc.runtime import codegen, export_onnx, export_torch
+    from cnnc.runtime import export_torch
     c = compile_file(write(SIGNAL_NET))
     plan = Plan(c.net, c.analysis.params, seed=0)
     x = np.random.default_rng(3).standard_normal((3, 2, 24)).astype(np.float32)
     expected = plan.forward({"x": x})[0][plan.outputs[0]]
-    codegen.emit(c, str(tmp_path / "plan.py"))
+    H.assert_close(emitted_numpy(c, tmp_path)(x), expected, 1e-5, "--emit numpy")
     export_torch.export(c, str(tmp_path / "model.py"))
-    export_onnx.export_onnx(c, str(tmp_path / "model.onnx"))
-    spec = importlib.util.spec_from_file_location("plan", tmp_path / "plan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    H.assert_close(module.forward(x), expected, 1e-5, "--emit numpy")
-    text = (tmp_path / "model.py").read_text()
-    assert "nn.Conv1d(2, 6, 5, padding=2, groups=2)" in text
-    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
-    H.assert_close(session.run(None, {"x": x})[0], expected, 1e-5, "onnx")
+    assert "nn.Conv1d(2, 6, 5, padding=2, groups=2)" in (tmp_path / "model.py").read_text()
+    H.assert_close(exported_onnx(c, tmp_path)(x), expected, 1e-5, "onnx")
 
 
 def test_cnnc_run_trains_the_1d_cnn_on_synthetic_signals(tmp_path):
@@ -231,26 +241,16 @@ def test_signal_resizing_affine_and_maximum_match_pytorch(write):
 @pytest.mark.torch
 def test_signal_resizing_exports(write, tmp_path):
     """--emit numpy, the PyTorch module and ONNX give the runtime's outputs for the resizing network."""
-    import importlib.util
-
-    import onnxruntime
-    from cnnc.runtime import codegen, export_onnx
     from cnnc.runtime.export_torch import module_source
     c = compile_file(write(RESIZE_NET))
     plan = Plan(c.net, c.analysis.params, seed=0)
     x = np.random.default_rng(5).standard_normal((2, 3, 10)).astype(np.float32)
     expected = plan.forward({"x": x})[0][plan.outputs[0]]
-    codegen.emit(c, str(tmp_path / "plan.py"))
-    spec = importlib.util.spec_from_file_location("plan", tmp_path / "plan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    H.assert_close(module.forward(x), expected, 1e-5, "--emit numpy")
+    H.assert_close(emitted_numpy(c, tmp_path)(x), expected, 1e-5, "--emit numpy")
     text, cls = module_source(c.net, "w.pt", "test", torch)
     namespace: dict = {}
     exec(compile(text, "exported", "exec"), namespace)
     model = namespace[cls]()
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in plan.params.items()})
     H.assert_close(model.eval()(torch.from_numpy(x)).detach().numpy(), expected, 1e-5, "torch")
-    export_onnx.export_onnx(c, str(tmp_path / "model.onnx"))
-    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
-    H.assert_close(session.run(None, {"x": x})[0], expected, 1e-5, "onnx")
+    H.assert_close(exported_onnx(c, tmp_path)(x), expected, 1e-5, "onnx")
