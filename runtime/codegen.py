@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..compiler.fusion import FUSED_OPS, fuse
+from ..compiler.fusion import FUSED_OPS, fuse, parameters
 from ..compiler.graph import Network, Node
 from ..compiler.ops import OPS, implementation, normalised_name, register
 from ..dsl.files import atomic_output, describe_path, same_file
@@ -191,6 +191,10 @@ class _Emitter:
         self.net, self.names, self.used = net, names, []
         self.unpooled = {n.attrs["of"] for n in net.layers() if n.op == "unpool"}
         self.on_signal = False   # emitting a layer on a [C, L] signal as a unit-height image
+        # Parameters of rank 3 (a 1-D conv's [O, C/g, k]) get a unit-height axis on a signal, as the
+        # runtime's lift gives every 3-D parameter (kernels/signal.py).
+        self.rank3 = {f"{owner}.{p}" for owner, ps in parameters(net).items()
+                      for p, spec in ps.items() if len(spec.shape) == 3}
 
     def target(self, node: Node) -> str:
         """The variable(s) a node's line assigns: a pool an unpool reads also yields its argmax."""
@@ -205,9 +209,10 @@ class _Emitter:
         return f"{fn.__name__}({', '.join(parts)})"
 
     def param(self, node: Node, name: str) -> str:
-        ref = f"p[{py_literal(f'{node.shares or node.name}.{name}')}]"
+        key = f"{node.shares or node.name}.{name}"
+        ref = f"p[{py_literal(key)}]"
         # a 1-D conv's [O, C/g, k] weight, viewed as the 2-D function's [O, C/g, 1, k]
-        return f"{ref}[:, :, None]" if self.on_signal and name == "weight" and node.op in SIGNAL_WEIGHTS else ref
+        return f"{ref}[:, :, None]" if self.on_signal and key in self.rank3 else ref
 
     def activation(self, expr: str, attrs: dict) -> str:
         """A fused node's trailing activation (attrs["activation"]), emitted by that op's own emitter."""
@@ -232,9 +237,6 @@ class _Emitter:
             self.on_signal = False
         shape = py_literal(tuple(int(d) for d in self.net.shapes[node.name]))
         return f"({expr}).reshape((len({names[0]}),) + {shape})"
-
-
-SIGNAL_WEIGHTS = ("conv", "fused_conv")   # the ops whose weight has a kernel axis a signal makes 1-D
 
 
 class Elementwise:
