@@ -44,6 +44,7 @@ from cnnc.compiler.fusion import analyse_fused, fuse
 from cnnc.runtime.fused import FusedPlan
 from cnnc.runtime.memory_plan import ArenaExecutor
 from cnnc.runtime.plan import Plan
+from common import randomise_bn   # bench/: the script's own directory
 
 try:
     import torch
@@ -130,13 +131,6 @@ def compile_at(name: str, size: int, tmp: Path):
     return compile_file(path)
 
 
-def randomise_bn(plan: Plan, rng: np.random.Generator) -> None:
-    for key, v in plan.params.items():
-        kind = key.rsplit(".", 1)[1]
-        if plan.net.node(key.rsplit(".", 1)[0]).op != "batchnorm":
-            continue
-        v[...] = {"running_mean": rng.normal(0, 0.1, v.shape), "running_var": rng.uniform(0.5, 2.0, v.shape),
-                  "weight": rng.uniform(0.2, 0.6, v.shape), "bias": rng.normal(0, 0.1, v.shape)}[kind]
 
 
 # -------------------------------------------------------------------- torch

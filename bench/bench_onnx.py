@@ -33,6 +33,7 @@ from cnnc.runtime.export_onnx import build_model, checked_bytes
 from cnnc.runtime.fused import FusedPlan
 from cnnc.runtime.memory_plan import ShardedArena
 from cnnc.runtime.plan import Plan
+from common import quartiles, randomise_bn   # bench/: the script's own directory
 
 try:
     import onnxruntime as ort
@@ -50,12 +51,6 @@ def compile_at(size: int, tmp: Path):
     return compile_file(path)
 
 
-def randomise_bn(plan: Plan, rng: np.random.Generator) -> None:
-    for key, v in plan.params.items():
-        owner, kind = key.rsplit(".", 1)
-        if plan.net.node(owner).op == "batchnorm":
-            v[...] = {"running_mean": rng.normal(0, 0.1, v.shape), "running_var": rng.uniform(0.5, 2.0, v.shape),
-                      "weight": rng.uniform(0.2, 0.6, v.shape), "bias": rng.normal(0, 0.1, v.shape)}[kind]
 
 
 def runners(size: int, batch: int, tmp: Path, threads: int):
@@ -89,9 +84,6 @@ def alternate(a, b, pairs: int, warmup: int = 2) -> tuple[list[float], list[floa
     return ta, tb
 
 
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q2, q3
 
 
 def bench(size: int, batch: int, pairs: int, tmp: Path, threads: int) -> None:

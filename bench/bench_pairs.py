@@ -70,6 +70,7 @@ from cnnc.runtime.memory_plan import ShardedArena  # noqa: E402
 from cnnc.runtime.optim import WEIGHT_OPS, make_optimizer  # noqa: E402
 from cnnc.runtime.plan import Plan  # noqa: E402
 from cnnc.runtime.train import batch_loss_and_grads  # noqa: E402
+from common import quartiles, randomise_bn  # noqa: E402  (bench/, on sys.path above)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -100,12 +101,6 @@ SCALE = [Case("ResNet-20 train", "cifar_resnet20.cnn", "train", b) for b in (8, 
 
 
 # ------------------------------------------------------------------ statistics
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """(Q1, median, Q3) of the values (inclusive method; one value is its own quartiles)."""
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q2, q3
 
 
 def alternate(runners: list[Callable[[], object]], rounds: int, warmup: int = 2) -> list[list[float]]:
@@ -167,13 +162,6 @@ def compile_case(case: Case, tmp: Path):
     return compile_file(path, allow={"all"})
 
 
-def randomise_bn(plan: Plan, rng: np.random.Generator) -> None:
-    """Batchnorm statistics and affines away from 0/1, so that folding them matters."""
-    for key, v in plan.params.items():
-        owner, kind = key.rsplit(".", 1)
-        if plan.net.node(owner).op == "batchnorm":
-            v[...] = {"running_mean": rng.normal(0, 0.1, v.shape), "running_var": rng.uniform(0.5, 2.0, v.shape),
-                      "weight": rng.uniform(0.2, 0.6, v.shape), "bias": rng.normal(0, 0.1, v.shape)}[kind]
 
 
 def train_runners(compiled, batch: int, threads: int):
