@@ -60,11 +60,11 @@ def main() -> None:
             stats = t.train_epoch(0)
             results[engine] = (time.perf_counter() - start, stats.mean_loss)
             t.engine.close()
-    (np_s, np_loss), (pt_s, pt_loss) = results["numpy"], results["torch"]
     print(f"CIFAR ResNet-20, one epoch of {args.samples:,} samples, batch {args.batch}, {args.threads} threads")
     for name, (seconds, loss) in results.items():
         print(f"  {name:>5} engine: {seconds:7.1f} s  {args.samples / seconds:7.0f} samples/s  train loss {loss:.4f}")
-    print(f"  ratio numpy / torch: {np_s / pt_s:.2f}x  (above 1: the torch engine is faster)")
+    print(f"  ratio numpy / torch: {results['numpy'][0] / results['torch'][0]:.2f}x  "
+          "(above 1: the torch engine is faster)")
 
 
 if __name__ == "__main__":

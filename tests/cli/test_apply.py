@@ -2,7 +2,6 @@
 NumPy computations through the stated display mapping, and every refusal as a one-line message."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np

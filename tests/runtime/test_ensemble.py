@@ -14,7 +14,7 @@ import pytest
 from cnnc.cli import main
 from cnnc.compiler.driver import compile_file
 from cnnc.runtime import checkpoint
-from cnnc.runtime.ensemble import combine, score, softmax
+from cnnc.runtime.ensemble import combine, score
 from cnnc.runtime.plan import Plan
 from cnnc.runtime.train import load_data
 
