@@ -12,7 +12,7 @@ import os
 import sys
 
 from .dsl.source import CnncError, Diagnostic
-from .runtime.engines import ENGINES
+from .runtime.train.engines import ENGINES
 from .viz.images import MAPPINGS
 from .viz.output import STYLES
 

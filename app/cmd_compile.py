@@ -73,7 +73,7 @@ def _fused(args: argparse.Namespace, c: Compiled, warn: Callable[[Diagnostic], N
     fused = Compiled(fusion.net, analyse_fused(fusion.net, c.analysis))
     emitted = None
     if args.emit:
-        from .runtime import codegen
+        from .runtime.export import codegen
         emitted = codegen.emit(c, args.output, args.checkpoint)
     memory = _memory(c, fused) if args.fuse else None
     if args.format == "json":

@@ -18,7 +18,7 @@ from .dsl.source import CnncError
 def members(args: argparse.Namespace, compiled: Compiled, checkpoints: list[str]):
     """Checkpoints of the main file's network, then every `--member FILE CHECKPOINT`."""
     from .runtime import checkpoint
-    from .runtime.ensemble import Member
+    from .runtime.select.ensemble import Member
     out = [Member(compiled, path, f"checkpoint {describe_path(path)}") for path in checkpoints]
     for file, path in args.member or ():
         flag = f"--member {describe_path(file)} {describe_path(path)}"
@@ -33,7 +33,7 @@ def members(args: argparse.Namespace, compiled: Compiled, checkpoints: list[str]
 
 
 def evaluate(args: argparse.Namespace, compiled: Compiled) -> int:
-    from .runtime.ensemble import evaluate_ensemble
+    from .runtime.select.ensemble import evaluate_ensemble
     group = members(args, compiled, list(args.checkpoints))
     if len(group) < 2 and args.combine is not None:
         raise CnncError(f"--combine {args.combine}: an ensemble needs two or more checkpoints")

@@ -17,7 +17,7 @@ from .dsl.files import describe_path
 
 def run_onnx_export(args: argparse.Namespace, compiled: Compiled) -> int:
     """Write the ONNX model the flags ask for (`-o`, `--checkpoint`, `--fuse`) and report it."""
-    from .runtime.export_onnx import export_onnx
+    from .runtime.export.onnx import export_onnx
     info = export_onnx(compiled, args.output, checkpoint=args.checkpoint, fuse=bool(args.fuse))
     shown = describe_path(info["model"])
     if info["random"]:

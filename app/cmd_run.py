@@ -49,7 +49,7 @@ def _limit(args: argparse.Namespace) -> int | None:
 
 
 def run(args: argparse.Namespace, compiled: Compiled) -> int:
-    from .runtime.train import Trainer
+    from .runtime.train.trainer import Trainer
     if args.threads is not None and args.threads < 1:
         raise CnncError(f"--threads {args.threads}: must be at least 1")
     cfg = config_from_args(args, compiled)
@@ -106,8 +106,8 @@ def _processes(args: argparse.Namespace) -> int:
 def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: Path, limit: int | None,
            progress: bool) -> int:
     """K models, one per fold; each fold's figures and their mean ± std."""
-    from .runtime.kfold import SUMMARY, run_kfold
-    from .runtime.train import Trainer
+    from .runtime.select.kfold import SUMMARY, run_kfold
+    from .runtime.train.trainer import Trainer
 
     def make_trainer(fold_cfg, fold_out, resplit, log):
         return Trainer(compiled, fold_cfg, fold_out, data_override=args.data, limit=limit, progress=progress,
@@ -179,7 +179,7 @@ def _predictions(args: argparse.Namespace, compiled: Compiled):
             raise CnncError(f"--combine {args.combine}: an ensemble needs --ensemble or --member checkpoints")
         return run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
     from .cmd_evaluate import members
-    from .runtime.ensemble import predict_ensemble
+    from .runtime.select.ensemble import predict_ensemble
     group = members(args, compiled, [args.checkpoint, *args.ensemble])
     return predict_ensemble(group, args.inputs, args.limit, args.combine or "mean")
 

@@ -31,7 +31,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def search(args: argparse.Namespace) -> int:
-    from .runtime import search as s
+    from .runtime.select import search as s
     check_flags(args)
     base = s.Base(args.file, args.network, list(args.input), list(args.params), list(args.allow), list(args.train),
                   args.data, args.limit, args.threads or 1)
@@ -61,7 +61,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def _print_table(result, names: list[str]) -> None:
-    from .runtime.search import METRICS
+    from .runtime.select.search import METRICS
     shown = [m for m in METRICS if any(m in r.get("figures", {}) for r in result.records)]
     shown = [result.metric] + [m for m in shown if m != result.metric]
     widths = [max(len(n), *(len(str(r["settings"].get(n, ""))) for r in result.records)) for n in names]

@@ -21,8 +21,8 @@ from PIL import Image
 
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
-from .runtime.segmentation_data import CLASSES_FILE, IMAGES, MASKS
-from .runtime.shapes import SHAPE_CLASSES, make_shapes
+from .runtime.data.segmentation import CLASSES_FILE, IMAGES, MASKS
+from .runtime.data.shapes import SHAPE_CLASSES, make_shapes
 from .viz.masks import mask_png
 
 MAX_SAMPLES, MAX_SIZE = 100_000, 1024

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnc.compiler.driver import compile_file
-from cnnc.runtime.export_onnx import build_model, checked_bytes
+from cnnc.runtime.export.onnx import build_model, checked_bytes
 from cnnc.runtime.fused import FusedPlan
 from cnnc.runtime.memory_plan import ShardedArena
 from cnnc.runtime.plan import Plan

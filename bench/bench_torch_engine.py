@@ -25,7 +25,7 @@ import numpy as np
 
 from cnnc.compiler.driver import compile_file
 from cnnc.compiler.train_spec import Spec
-from cnnc.runtime.train import Trainer
+from cnnc.runtime.train.trainer import Trainer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cifar_resnet20.cnn"
 

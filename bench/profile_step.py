@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pairs import Case, compile_case  # noqa: E402
 from cnnc.runtime.kernels import Kernel  # noqa: E402
-from cnnc.runtime.losses import make_loss  # noqa: E402
-from cnnc.runtime.optim import make_optimizer  # noqa: E402
+from cnnc.runtime.train.losses import make_loss  # noqa: E402
+from cnnc.runtime.train.optim import make_optimizer  # noqa: E402
 from cnnc.runtime.plan import Plan  # noqa: E402
-from cnnc.runtime.train import batch_loss_and_grads  # noqa: E402
+from cnnc.runtime.train.trainer import batch_loss_and_grads  # noqa: E402
 
 
 def timed(kernel: Kernel, op: str, times: dict) -> Kernel:

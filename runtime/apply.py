@@ -32,7 +32,7 @@ from ..compiler.symbolic import is_symbolic
 from ..dsl.files import describe_path
 from ..dsl.source import CnncError, did_you_mean
 from . import checkpoint, preprocess
-from .images import convert_channels, read_image, resize as resize_image
+from .data.images import convert_channels, read_image, resize as resize_image
 
 IMAGES = Path(__file__).resolve().parent / "datasets" / "images"
 GREY_PHOTO, COLOUR_PHOTO = IMAGES / "camera.png", IMAGES / "chelsea.png"

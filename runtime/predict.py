@@ -21,7 +21,7 @@ from ..compiler.train_spec import TrainConfig
 from ..dsl.files import describe_path
 from ..dsl.source import CnncError
 from . import checkpoint
-from . import data as data_mod
+from .data import array_files as data_mod
 from . import preprocess
 
 
@@ -82,7 +82,7 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
         if tuple(x.shape[1:]) != tuple(shape):
             raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
     else:
-        from .train import load_data
+        from .train.trainer import load_data
         # read without preprocessing (records=[]) to keep the samples as they are, then apply it below
         ds, _ = load_data(compiled.net.train or TrainConfig(), compiled, records=[])
         split = ds.test if ds.test is not None else ds.train

@@ -34,10 +34,10 @@ from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
-from ..dsl import files
-from ..dsl.source import CnncError
+from ...dsl import files
+from ...dsl.source import CnncError
 from .images import convert_channels, image_suffixes, read_image, resize, target_size
-from .losses import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, LossSpec, get_loss
+from ..train.losses import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, LossSpec, get_loss
 
 PathLike = str | os.PathLike
 
@@ -680,7 +680,7 @@ def load_dataset(source: PathLike, **options: Any) -> Dataset:
     if text == "mnist10k":
         _refuse_options(text, "", options)
         return load_mnist10k()
-    from . import standard_datasets  # it reads its files with this module's readers
+    from . import standard as standard_datasets  # it reads its files with this module's readers
     if text in standard_datasets.STANDARD and not Path(text).exists():  # a folder of that name wins
         _refuse_options(text, "", options)
         return standard_datasets.load_standard(text)
@@ -689,7 +689,7 @@ def load_dataset(source: PathLike, **options: Any) -> Dataset:
         raise CnncError(f"data source '{files.describe_path(text)}' does not exist",
                         hint="give a path to an .npz file, an IDX folder or an image folder, "
                              "or one of: mnist10k, " + ", ".join([*standard_datasets.STANDARD, *SYNTHETIC]))
-    from .segmentation_data import is_segmentation_folder, load_segmentation_folder
+    from .segmentation import is_segmentation_folder, load_segmentation_folder
     if is_segmentation_folder(path):
         _refuse_options(text, "a segmentation folder", options, _IMAGE_FOLDER_OPTIONS)
         return load_segmentation_folder(path, **options)

@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..compiler.train_vocab import AUGMENT
-from ..dsl.source import CnncError, did_you_mean
+from ...compiler.train_vocab import AUGMENT
+from ...dsl.source import CnncError, did_you_mean
 
 Batch = tuple[np.ndarray, "np.ndarray | None"]
 

@@ -37,8 +37,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..dsl import files
-from ..dsl.source import CnncError
+from ...dsl import files
+from ...dsl.source import CnncError
 
 PathLike = str | os.PathLike
 

@@ -16,8 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..dsl.source import CnncError
-from .data import Dataset
+from ...dsl.source import CnncError
+from .array_files import Dataset
 
 FOLDS, BOOTSTRAP = 7, 8   # random streams of their own (the trainer's are 0-2)
 

@@ -36,9 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..dsl import files
-from ..dsl.source import CnncError
-from . import data as data_mod
+from ...dsl import files
+from ...dsl.source import CnncError
+from . import array_files as data_mod
 
 CHUNK = 1 << 16
 

@@ -35,15 +35,15 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..compiler.fusion import FUSED_OPS, fuse, parameters
-from ..compiler.graph import Network, Node
-from ..compiler.ops import OPS, implementation, normalised_name, register
-from ..dsl.files import atomic_output, describe_path, same_file
-from ..dsl.source import CnncError
+from ...compiler.fusion import FUSED_OPS, fuse, parameters
+from ...compiler.graph import Network, Node
+from ...compiler.ops import OPS, implementation, normalised_name, register
+from ...dsl.files import atomic_output, describe_path, same_file
+from ...dsl.source import CnncError
 from . import standalone
-from . import checkpoint as checkpoints
-from .fused import fold_parameters
-from .plan import initial_parameters, require_concrete
+from .. import checkpoint as checkpoints
+from ..fused import fold_parameters
+from ..plan import initial_parameters, require_concrete
 
 BACKEND = "numpy"
 PACKAGE = __name__.split(".")[0]

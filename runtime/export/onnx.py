@@ -33,14 +33,14 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..compiler.fusion import FUSED_OPS, fuse, tail_of
-from ..compiler.graph import Network, Node
-from ..compiler.ops import implementation, register, same_padding
-from ..compiler.symbolic import is_symbolic, show
-from ..dsl.files import describe_path, write_atomic
-from ..dsl.source import CnncError
+from ...compiler.fusion import FUSED_OPS, fuse, tail_of
+from ...compiler.graph import Network, Node
+from ...compiler.ops import implementation, register, same_padding
+from ...compiler.symbolic import is_symbolic, show
+from ...dsl.files import describe_path, write_atomic
+from ...dsl.source import CnncError
 from .codegen import parameter_store
-from .fused import fold_parameters
+from ..fused import fold_parameters
 from .standalone import _bin_matrix
 
 BACKEND = "onnx"

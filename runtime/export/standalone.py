@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compiler.ops import window_out
-from .kernels._erf import erf
-from .kernels.pool import window_counts
+from ...compiler.ops import window_out
+from ..kernels._erf import erf
+from ..kernels.pool import window_counts
 
 
 # ------------------------------------------------------------------ weights

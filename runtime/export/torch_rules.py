@@ -31,11 +31,11 @@ from typing import Any, Callable, NamedTuple
 import networkx as nx
 import numpy as np
 
-from ..compiler.graph import Network, Node
-from ..compiler.ops import implementation, register
-from ..dsl.source import CnncError
-from . import checkpoint as checkpoints
-from .plan import require_concrete
+from ...compiler.graph import Network, Node
+from ...compiler.ops import implementation, register
+from ...dsl.source import CnncError
+from .. import checkpoint as checkpoints
+from ..plan import require_concrete
 from .codegen import module_and_weights, parameter_store, py_literal, write_module_and_weights
 
 BACKEND = "torch"

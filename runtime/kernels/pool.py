@@ -317,7 +317,7 @@ def _separable_backward(dy: np.ndarray, cache: tuple) -> Grads:
 def _resize_matrix(size: int, out: int, mode: str, align_corners: bool, dtype: str) -> np.ndarray:
     """[out, size]: PyTorch's interpolate to a size (runtime/standalone.py's matrix, which generated
     modules copy), cached and read-only."""
-    from ..standalone import resize_matrix   # here: standalone imports the runtime's kernels
+    from ..export.standalone import resize_matrix   # here: standalone imports the runtime's kernels
     m = resize_matrix(size, out, mode, align_corners, dtype)
     m.flags.writeable = False
     return m

@@ -20,14 +20,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..compiler.train_spec import TrainConfig
-from ..dsl.files import describe_path
-from ..dsl.source import CnncError
-from . import checkpoint
-from . import preprocess
-from .evaluation import Confusion, report
-from .losses import CLASS, PIXEL_CLASS
-from .predict import Predictions, predict as predict_one
+from ...compiler.train_spec import TrainConfig
+from ...dsl.files import describe_path
+from ...dsl.source import CnncError
+from .. import checkpoint
+from .. import preprocess
+from ..train.evaluation import Confusion, report
+from ..train.losses import CLASS, PIXEL_CLASS
+from ..predict import Predictions, predict as predict_one
 
 COMBINE = ("mean", "vote")
 
@@ -117,7 +117,7 @@ def predict_ensemble(members: Sequence[Member], inputs: Sequence[str], limit: in
 
 def _member_split(m: Member, data_override: str | None) -> tuple[np.ndarray, np.ndarray, str, str, Any]:
     """The member's test (else validation) split after its own checkpoint's preprocessing."""
-    from .train import load_data
+    from ..train.trainer import load_data
     ck = checkpoint.load(m.path)
     records = preprocess.check_records(ck.preprocess, f"checkpoint '{m.name}'")
     ds, loss = load_data(m.compiled.net.train or TrainConfig(), m.compiled, data_override, records=records)
@@ -131,7 +131,7 @@ def _member_split(m: Member, data_override: str | None) -> tuple[np.ndarray, np.
 
 
 def _probabilities(m: Member, x: np.ndarray) -> np.ndarray:
-    from .plan import Plan
+    from ..plan import Plan
     ck = checkpoint.load(m.path)
     plan = Plan(m.compiled.net, m.compiled.analysis.params)
     plan.load_state(ck.params, m.path)

@@ -19,11 +19,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..compiler.train_spec import TrainConfig
-from ..dsl import files
-from ..dsl.source import CnncError
-from . import resampling
-from .rundir import RunDirectory
+from ...compiler.train_spec import TrainConfig
+from ...dsl import files
+from ...dsl.source import CnncError
+from ..data import splits as resampling
+from ..train.rundir import RunDirectory
 
 FIGURES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 SUMMARY = "kfold.json"

@@ -36,11 +36,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..compiler.driver import compile_file, parse_assignment, parse_shape
-from ..compiler.train_spec import TrainConfig, set_key_text
-from ..compiler.train_vocab import KEYS
-from ..dsl import files
-from ..dsl.source import CnncError, did_you_mean
+from ...compiler.driver import compile_file, parse_assignment, parse_shape
+from ...compiler.train_spec import TrainConfig, set_key_text
+from ...compiler.train_vocab import KEYS
+from ...dsl import files
+from ...dsl.source import CnncError, did_you_mean
 
 RESULTS = "results.jsonl"
 # What a trial reports, and which way is better.
@@ -270,7 +270,7 @@ def compile_trial(base: Base, settings: Settings, axes: Sequence[Axis]):
 
 def network_parameters(base: Base) -> list[str]:
     """The names `--set` may bind in the chosen network."""
-    from ..compiler.loader import choose_network, load
+    from ...compiler.loader import choose_network, load
     defs = load(base.file)
     return [p.name for p in defs.networks[choose_network(defs, base.network)].params]
 
@@ -286,8 +286,8 @@ def trial_spec(base: Base, settings: Settings, axes: Sequence[Axis], out: Path, 
 def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one trial in its run directory; a record of its figures, or of its failure (never raises)."""
     from threadpoolctl import threadpool_limits
-    from .kernels import keep_freed_memory
-    from .train import Trainer
+    from ..kernels import keep_freed_memory
+    from ..train.trainer import Trainer
     t0 = time.perf_counter()
     record: dict[str, Any] = {"trial": spec["id"], "settings": spec["settings"], "out": spec["out"]}
     try:
@@ -444,7 +444,7 @@ def run_search(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: 
                metric: str | None = None, halving: int | None = None,
                log: Callable[[str], None] = print) -> SearchResult:
     """Check every trial, run the missing ones (OUT/trial-ID each), keep OUT/results.jsonl, rank them."""
-    from .rundir import RunDirectory
+    from ..train.rundir import RunDirectory
     if metric is not None:
         choose_metric([], metric)                      # a bad --metric fails before anything runs
     configs = [compile_trial(base, s, axes)[1] for s in plan]  # every trial checked before any runs

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..dsl.source import CnncError
+from ...dsl.source import CnncError
 
 ENGINES = ("numpy", "torch")   # the first is the default
 
@@ -19,7 +19,7 @@ ENGINES = ("numpy", "torch")   # the first is the default
 def make_engine(name: str, compiled, cfg, base_lr: float, hyper: dict[str, Any], is_weight,
                 threads: int | None = None, device: str | None = None):
     if name == "numpy":
-        from .train import NumpyEngine
+        from .trainer import NumpyEngine
         if device not in (None, "cpu"):
             raise CnncError(f"--device {device}: the numpy engine runs on the CPU",
                             hint="train on a GPU with --engine torch")

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..compiler.train_vocab import LOSS
-from ..dsl.source import CnncError, did_you_mean
+from ...compiler.train_vocab import LOSS
+from ...dsl.source import CnncError, did_you_mean
 
 LossResult = tuple[float, np.ndarray]
 LossFn = Callable[..., LossResult]

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..compiler.train_vocab import OPTIMIZER
-from ..dsl.source import CnncError, did_you_mean
+from ...compiler.train_vocab import OPTIMIZER
+from ...dsl.source import CnncError, did_you_mean
 
 Params = dict[str, np.ndarray]
 Predicate = Callable[[str, np.ndarray], bool]

@@ -18,8 +18,8 @@ import math
 import os
 from pathlib import Path
 
-from ..dsl import files
-from ..dsl.source import CnncError
+from ...dsl import files
+from ...dsl.source import CnncError
 
 
 class RunDirectory:

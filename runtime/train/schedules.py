@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from ..compiler.train_vocab import SCHEDULE
-from ..dsl.source import CnncError, did_you_mean
+from ...compiler.train_vocab import SCHEDULE
+from ...dsl.source import CnncError, did_you_mean
 
 State = dict[str, float]
 Spec = Any  # str | (str, dict) | dict | Schedule | None

@@ -34,11 +34,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..compiler.ops import OPS
-from ..dsl.source import CnncError
-from .export_torch import module_source, require_torch
+from ...compiler.ops import OPS
+from ...dsl.source import CnncError
+from ..export.torch_rules import module_source, require_torch
 from .optim import OPTIMIZERS
-from .plan import initial_parameters, require_concrete
+from ..plan import initial_parameters, require_concrete
 
 DEVICES = ("cpu", "cuda", "mps")
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -289,7 +289,7 @@ class TorchEngine:
 
     def load_state(self, params: Mapping[str, np.ndarray], optimizer: Mapping[str, np.ndarray], source: str) -> None:
         """Parameters and optimizer state of a cnnc checkpoint, whichever engine wrote it."""
-        from .checkpoint import fit
+        from ..checkpoint import fit
         current = self.params()
         arrays = fit(params, current, source)
         self.model.load_state_dict({k: self.torch.from_numpy(np.ascontiguousarray(arrays[k], dtype=current[k].dtype))

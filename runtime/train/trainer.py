@@ -33,26 +33,26 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..compiler.ops import OPS
-from ..compiler.train_spec import Spec, TrainConfig
-from ..compiler.train_vocab import OPTIMIZER
-from ..dsl import files
-from ..dsl.source import CnncError
-from . import checkpoint
-from . import data as data_mod
-from . import preprocess
-from . import standard_datasets
-from . import resampling
-from .augment import make_augment
-from .kernels import shards
+from ...compiler.ops import OPS
+from ...compiler.train_spec import Spec, TrainConfig
+from ...compiler.train_vocab import OPTIMIZER
+from ...dsl import files
+from ...dsl.source import CnncError
+from .. import checkpoint
+from ..data import array_files as data_mod
+from .. import preprocess
+from ..data import standard as standard_datasets
+from ..data import splits as resampling
+from ..data.augment import make_augment
+from ..kernels import shards
 from .engines import make_engine
 from .evaluation import Confusion, report
 from .losses import CLASS, PIXEL_CLASS, make_loss
 from .optim import make_optimizer, penalty, weight_predicate
-from .plan import Plan
+from ..plan import Plan
 from .rundir import RunDirectory
 from .schedules import make_schedule
-from .segmentation_data import load_segmentation_entry
+from ..data.segmentation import load_segmentation_entry
 
 
 
@@ -118,7 +118,7 @@ def _load_idx(compiled, path: str) -> data_mod.Dataset:
 
 
 def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> data_mod.Dataset:
-    from .segmentation_data import is_segmentation_folder
+    from ..data.segmentation import is_segmentation_folder
     if is_segmentation_folder(path):
         raise CnncError(f"data = images(\"{files.describe_path(path)}\"): that folder holds images and masks "
                         "(a segmentation data set), not one sub-folder per class",

@@ -136,8 +136,8 @@ def test_training_fusion_in_the_trainers_lockstep_shards(compile_src):
     the fused steps take part in that exchange, so shards give the whole batch's gradients."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from cnnc.runtime.losses import make_loss
-    from cnnc.runtime.train import batch_loss_and_grads
+    from cnnc.runtime.train.losses import make_loss
+    from cnnc.runtime.train.trainer import batch_loss_and_grads
     plan, x = _case(compile_src, "residual")
     fused = FusedPlan.from_plan(plan, "train")
     assert not fused.batch_independent

@@ -18,7 +18,7 @@ import pytest
 from cnnc.compiler.driver import compile_file
 from cnnc.runtime.kernels import KERNELS, Context, conv as conv_module
 from cnnc.runtime.kernels._im2col import Window, is_channels_last
-from cnnc.runtime.losses import make_loss
+from cnnc.runtime.train.losses import make_loss
 from cnnc.runtime.plan import Plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

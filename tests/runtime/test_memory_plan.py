@@ -135,7 +135,7 @@ def test_symbolic_sizes_cannot_be_planned():
 def test_the_new_runtime_modules_never_import_the_parser():
     import subprocess
     import sys
-    code = ("import sys, cnnc.runtime.fused, cnnc.runtime.memory_plan, cnnc.runtime.codegen; "
+    code = ("import sys, cnnc.runtime.fused, cnnc.runtime.memory_plan, cnnc.runtime.export.codegen; "
             "print('cnnc.dsl.parser' in sys.modules, 'lark' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

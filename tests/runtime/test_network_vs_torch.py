@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cnnc.compiler.driver import compile_file
-from cnnc.runtime.losses import make_loss
+from cnnc.runtime.train.losses import make_loss
 from cnnc.runtime.plan import Plan
 
 torch = pytest.importorskip("torch")

@@ -21,7 +21,7 @@ import kernel_helpers as H  # tests/runtime is on sys.path (pytest `pythonpath`)
 from cnnc.compiler.driver import compile_file
 from cnnc.runtime.kernels import KERNELS, Context
 from cnnc.runtime.kernels.signal import lift
-from cnnc.runtime.losses import make_loss
+from cnnc.runtime.train.losses import make_loss
 from cnnc.runtime.plan import Plan
 
 torch = pytest.importorskip("torch")
@@ -147,7 +147,7 @@ def test_signal_network_matches_pytorch(write, training):
 
 def emitted_numpy(c, tmp_path):
     """`forward` of the module `--emit numpy` writes for c, imported from its file."""
-    from cnnc.runtime import codegen
+    from cnnc.runtime.export import codegen
     codegen.emit(c, str(tmp_path / "plan.py"))
     spec = importlib.util.spec_from_file_location("plan", tmp_path / "plan.py")
     module = importlib.util.module_from_spec(spec)
@@ -158,7 +158,7 @@ def emitted_numpy(c, tmp_path):
 def exported_onnx(c, tmp_path):
     """The ONNX model `cnnc export --to onnx` writes for c, as a function of x on ONNX Runtime."""
     import onnxruntime
-    from cnnc.runtime import export_onnx
+    from cnnc.runtime.export import onnx as export_onnx
     export_onnx.export_onnx(c, str(tmp_path / "model.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
     return lambda x: session.run(None, {"x": x})[0]
@@ -167,7 +167,7 @@ def exported_onnx(c, tmp_path):
 @pytest.mark.torch
 def test_signal_network_exports(write, tmp_path):
     """--emit numpy and the PyTorch/ONNX exporters give the runtime's outputs on a signal network."""
-    from cnnc.runtime import export_torch
+    from cnnc.runtime.export import torch_rules as export_torch
     c = compile_file(write(SIGNAL_NET))
     plan = Plan(c.net, c.analysis.params, seed=0)
     x = np.random.default_rng(3).standard_normal((3, 2, 24)).astype(np.float32)
@@ -241,7 +241,7 @@ def test_signal_resizing_affine_and_maximum_match_pytorch(write):
 @pytest.mark.torch
 def test_signal_resizing_exports(write, tmp_path):
     """--emit numpy, the PyTorch module and ONNX give the runtime's outputs for the resizing network."""
-    from cnnc.runtime.export_torch import module_source
+    from cnnc.runtime.export.torch_rules import module_source
     c = compile_file(write(RESIZE_NET))
     plan = Plan(c.net, c.analysis.params, seed=0)
     x = np.random.default_rng(5).standard_normal((2, 3, 10)).astype(np.float32)

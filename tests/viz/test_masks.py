@@ -52,7 +52,7 @@ def test_predict_on_a_segmentation_network_writes_masks(tmp_path, capsys):
     from cnnc.compiler.driver import compile_file
     from cnnc.runtime import checkpoint, preprocess
     from cnnc.runtime.plan import Plan
-    from cnnc.runtime.train import load_data
+    from cnnc.runtime.train.trainer import load_data
     c = compile_file(net)
     ck = checkpoint.load(ckpt)
     plan = Plan(c.net, c.analysis.params)

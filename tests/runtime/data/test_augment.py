@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.augment import (AUGMENTATIONS, ColorJitter, GaussianNoise, HFlip, RandomCrop,
-                                  RandomResizedCrop, RandomRotation, make_augment)
+from cnnc.runtime.data.augment import (
+    AUGMENTATIONS,
+    ColorJitter,
+    GaussianNoise,
+    HFlip,
+    RandomCrop,
+    RandomResizedCrop,
+    RandomRotation,
+    make_augment,
+)
 
 ALL_SPECS = [("random_crop", {"padding": 3}), ("random_rotation", {"degrees": 30}),
              ("random_resized_crop", {"scale": (0.3, 1.0)}), "hflip",

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data, preprocess
-from cnnc.runtime.data import Dataset, Split, check_dataset
-from cnnc.runtime.losses import make_loss
+from cnnc.runtime.data import array_files as data
+from cnnc.runtime import preprocess
+from cnnc.runtime.data.array_files import Dataset, Split, check_dataset
+from cnnc.runtime.train.losses import make_loss
 
 RNG = np.random.default_rng(7)
 

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data
-from cnnc.runtime.data import Dataset, Split, check_dataset
+from cnnc.runtime.data import array_files as data
+from cnnc.runtime.data.array_files import Dataset, Split, check_dataset
 
 MiB = 1 << 20
 MEMORY_CAP = 1 << 30  # the address-space limit the bombs run under
@@ -100,7 +100,7 @@ def write_npz_of_zeros(path, n: int) -> None:
 RUNNER = textwrap.dedent("""
     import json, resource, sys, time
     from cnnc.dsl.source import CnncError
-    from cnnc.runtime import data
+    from cnnc.runtime.data import array_files as data
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     try:

@@ -10,8 +10,8 @@ from PIL import Image
 
 from cnnc.cli import main
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data
-from cnnc.runtime.segmentation_data import is_segmentation_folder, load_segmentation_folder
+from cnnc.runtime.data import array_files as data
+from cnnc.runtime.data.segmentation import is_segmentation_folder, load_segmentation_folder
 from cnnc.viz.masks import mask_png
 
 RNG = np.random.default_rng(0)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from cnnc.cli import main
-from cnnc.runtime.segmentation_data import load_segmentation_folder
-from cnnc.runtime.shapes import NOISE, SHAPE_CLASSES, make_shapes
+from cnnc.runtime.data.segmentation import load_segmentation_folder
+from cnnc.runtime.data.shapes import NOISE, SHAPE_CLASSES, make_shapes
 from cnnc.viz.masks import PALETTE
 
 # area / (pi * rho^2), rho the farthest pixel from the centroid: what each kind fills of its circle

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data as data_mod
-from cnnc.runtime.train import Trainer
+from cnnc.runtime.data import array_files as data_mod
+from cnnc.runtime.train.trainer import Trainer
 
 
 def labelled(counts: list[int], seed: int = 0) -> data_mod.Dataset:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data as data_mod
-from cnnc.runtime import standard_datasets as sd
-from cnnc.runtime import train
+from cnnc.runtime.data import array_files as data_mod
+from cnnc.runtime.data import standard as sd
+from cnnc.runtime.train import trainer as train
 
 
 # ------------------------------------------------------------------ official formats, in small

@@ -16,10 +16,10 @@ from cnnc.compiler.driver import compile_file
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.checkpoint import save_checkpoint
 from cnnc.compiler.ops import OPS
-from cnnc.runtime.codegen import emit, variable_names
+from cnnc.runtime.export.codegen import emit, variable_names
 from cnnc.runtime.plan import Plan
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 UNPOOL = """
 network Un {
@@ -212,7 +212,7 @@ def test_variable_names_are_distinct_identifiers(compile_src):
 # ------------------------------------------------------------ coverage
 def test_every_op_of_the_compiler_and_every_fused_op_has_a_numpy_emitter():
     from cnnc.compiler.fusion import FUSED_OPS
-    from cnnc.runtime.codegen import emitter
+    from cnnc.runtime.export.codegen import emitter
     # Graph inputs (inputs=0) become forward's arguments; every other op needs an emitter.
     missing = [op for op, spec in {**OPS, **FUSED_OPS}.items() if spec.inputs != 0 and emitter(op) is None]
     assert missing == [], f"ops without a numpy emitter (register one in runtime/codegen.py): {missing}"
@@ -229,8 +229,8 @@ def test_the_every_network_exercises_every_op(tmp_path, write):
 def test_the_generated_functions_are_the_real_functions_copied(compile_src):
     import inspect
     from cnnc.compiler.ops import window_out
-    from cnnc.runtime import standalone
-    from cnnc.runtime.codegen import module_source
+    from cnnc.runtime.export import standalone
+    from cnnc.runtime.export.codegen import module_source
     from cnnc.runtime.kernels import _erf
     c = compile_src("network G {\n  input x: [2, 6, 6]\n  x -> conv(3, 3) -> gelu -> avgpool(2)\n}\n")
     source, functions = module_source(c.net, "w.npz", "test")
@@ -249,7 +249,7 @@ def test_the_generated_functions_are_the_real_functions_copied(compile_src):
 def test_no_kernel_is_kept_as_a_string_literal_in_the_generator():
     import ast as pyast
     import inspect
-    from cnnc.runtime import codegen
+    from cnnc.runtime.export import codegen
     literals = [n.value for n in pyast.walk(pyast.parse(inspect.getsource(codegen)))
                 if isinstance(n, pyast.Constant) and isinstance(n.value, str)]
     assert not [t for t in literals if "def " in t and "return" in t and "np." in t]

@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 
 from cnnc.cli import main as cli
 from cnnc.compiler.driver import compile_file
-from cnnc.runtime import codegen
+from cnnc.runtime.export import codegen
 from cnnc.runtime.checkpoint import save_training_state
-from cnnc.runtime.codegen import py_literal
+from cnnc.runtime.export.codegen import py_literal
 from cnnc.runtime.plan import Plan
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 HOSTILE_NET = """
 network Hostile {

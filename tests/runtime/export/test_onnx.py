@@ -19,14 +19,14 @@ from cnnc.compiler.driver import compile_file
 from cnnc.compiler.fusion import FUSED_OPS, fuse
 from cnnc.compiler.ops import OPS
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import export_onnx as exporter
-from cnnc.runtime.export_onnx import OPSET, build_model, checked_bytes, emitter
+from cnnc.runtime.export import onnx as exporter
+from cnnc.runtime.export.onnx import OPSET, build_model, checked_bytes, emitter
 from cnnc.runtime.fused import fold_parameters
 from cnnc.runtime.plan import Plan
 
 from .test_codegen import EVERY, NEW_OPS, UNPOOL, checkpoint_for
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FILES = sorted(EXAMPLES.glob("*.cnn"))
 TOL = 1e-5
 # Small sizes for the examples declared with symbolic sizes (each a size the network accepts).

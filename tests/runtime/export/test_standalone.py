@@ -10,8 +10,8 @@ import torch
 
 from cnnc.compiler.ops import OPS, window_out
 from cnnc.compiler.symbolic import Dim
-from cnnc.runtime import standalone
-from cnnc.runtime.codegen import module_source
+from cnnc.runtime.export import standalone
+from cnnc.runtime.export.codegen import module_source
 from cnnc.runtime.kernels import KERNELS, Context
 from cnnc.runtime.kernels import _im2col
 from cnnc.runtime.plan import Plan

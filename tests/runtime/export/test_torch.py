@@ -25,8 +25,8 @@ from cnnc.cli import main as cli
 from cnnc.compiler.driver import compile_file
 from cnnc.compiler.graph import build_graph
 from cnnc.compiler.ops import OPS
-from cnnc.runtime import export_torch
-from cnnc.runtime.export_torch import module_source, rule_of
+from cnnc.runtime.export import torch_rules as export_torch
+from cnnc.runtime.export.torch_rules import module_source, rule_of
 from cnnc.runtime.plan import Plan
 
 from .test_codegen import EVERY
@@ -34,7 +34,7 @@ from .test_codegen_safety import SOURCE_NAMES, hostile_layout, trained_checkpoin
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FILES = sorted(EXAMPLES.glob("*.cnn"))
 
 # Small inputs: the symbolic examples need a size; the ImageNet ones run at 16x16 or 32x32 (their

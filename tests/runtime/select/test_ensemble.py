@@ -14,11 +14,11 @@ import pytest
 from cnnc.cli import main
 from cnnc.compiler.driver import compile_file
 from cnnc.runtime import checkpoint
-from cnnc.runtime.ensemble import combine, score
+from cnnc.runtime.select.ensemble import combine, score
 from cnnc.runtime.plan import Plan
-from cnnc.runtime.train import load_data
+from cnnc.runtime.train.trainer import load_data
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 TINY = """
 network Tiny(classes = 3) {

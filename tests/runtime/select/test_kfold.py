@@ -11,10 +11,10 @@ from cnnc.cli import main
 from cnnc.compiler.driver import compile_file
 from cnnc.compiler.train_spec import set_key
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import resampling
-from cnnc.runtime.data import Dataset, Split
-from cnnc.runtime.kfold import run_kfold
-from cnnc.runtime.train import Trainer
+from cnnc.runtime.data import splits as resampling
+from cnnc.runtime.data.array_files import Dataset, Split
+from cnnc.runtime.select.kfold import run_kfold
+from cnnc.runtime.train.trainer import Trainer
 
 SMALL = """
 network Small(classes = 10) {

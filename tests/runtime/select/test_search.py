@@ -15,7 +15,7 @@ import pytest
 
 from cnnc.cli import main
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import search as s
+from cnnc.runtime.select import search as s
 
 SMALL = """
 network Small(width = 16, classes = 10) {

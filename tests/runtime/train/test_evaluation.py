@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cnnc.runtime.evaluation import Confusion, report
+from cnnc.runtime.train.evaluation import Confusion, report
 
 
 def one_hot_logits(classes: list[int], k: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_segmentation_report_by_hand_with_ignored_pixels():
 def test_the_test_record_carries_the_per_class_figures(tmp_path):
     from cnnc.cli import main
     from pathlib import Path
-    net = str(Path(__file__).resolve().parents[2] / "examples" / "lenet5.cnn")
+    net = str(Path(__file__).resolve().parents[3] / "examples" / "lenet5.cnn")
     assert main(["run", net, "--epochs", "1", "--limit", "256", "--out", str(tmp_path), "--quiet"]) == 0
     record = json.loads((tmp_path / "metrics.jsonl").read_text().strip().splitlines()[-1])
     m = np.array(record["confusion"])

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import data as data_mod
-from cnnc.runtime import losses
-from cnnc.runtime.train import EpochStats, Trainer, _progress
+from cnnc.runtime.data import array_files as data_mod
+from cnnc.runtime.train import losses
+from cnnc.runtime.train.trainer import EpochStats, Trainer, _progress
 
 
 def test_mse_on_class_labels_compares_one_hot_targets_as_pytorch_does():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import losses
-from cnnc.runtime.losses import LOSSES, get_loss, make_loss
+from cnnc.runtime.train import losses
+from cnnc.runtime.train.losses import LOSSES, get_loss, make_loss
 
 RNG = np.random.default_rng(1234)
 

@@ -6,8 +6,7 @@ import pytest
 
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.checkpoint import load_checkpoint, save_checkpoint
-from cnnc.runtime.optim import (OPTIMIZERS, default_is_weight, make_optimizer, penalty,
-                                weight_predicate)
+from cnnc.runtime.train.optim import OPTIMIZERS, default_is_weight, make_optimizer, penalty, weight_predicate
 
 SHAPES = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "fc.weight": (5, 6)}
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.schedules import make_schedule
+from cnnc.runtime.train.schedules import make_schedule
 
 BASE = 0.1
 

@@ -6,7 +6,7 @@ import pytest
 
 from cnnc.cli import main
 from cnnc.runtime import checkpoint
-from cnnc.runtime.schedules import make_schedule
+from cnnc.runtime.train.schedules import make_schedule
 
 BASE = 0.1
 

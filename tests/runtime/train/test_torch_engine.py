@@ -25,8 +25,8 @@ import pytest
 from cnnc.cli import main
 from cnnc.compiler.train_vocab import OPTIMIZER
 from cnnc.runtime import checkpoint
-from cnnc.runtime.optim import OPTIMIZERS
-from cnnc.runtime.train import Trainer
+from cnnc.runtime.train.optim import OPTIMIZERS
+from cnnc.runtime.train.trainer import Trainer
 
 torch = pytest.importorskip("torch")
 

@@ -21,8 +21,10 @@ from cnnc.compiler.train_spec import set_key, TrainConfig
 from cnnc.compiler.train_vocab import (AUGMENT, DATA, FAMILIES, KEYS, LOSS, OPTIMIZER, PREPROCESS, REQUIRED,
                                        SCHEDULE)
 from cnnc.dsl.source import CnncError
-from cnnc.runtime import augment, data, losses, optim, preprocess, schedules, train
-from cnnc.runtime.train import Trainer
+from cnnc.runtime.data import augment, array_files as data
+from cnnc.runtime.train import losses, optim, schedules, trainer as train
+from cnnc.runtime import preprocess
+from cnnc.runtime.train.trainer import Trainer
 
 
 
@@ -233,7 +235,7 @@ def observe(compile_src, program: str, out) -> dict:
     except CnncError as err:
         return {"refused": err.message}
     if c.net.train.kfold:  # K trainers: what shows is each fold's figures
-        from cnnc.runtime.kfold import run_kfold
+        from cnnc.runtime.select.kfold import run_kfold
         folds = run_kfold(c, c.net.train, out, lambda cfg, o, resplit, log: Trainer(
             c, cfg, o, progress=False, log=log, threads=1, resplit=resplit), log=lambda s: None).folds
         return {"folds": [f.figures for f in folds]}
@@ -398,7 +400,7 @@ def test_a_run_and_check_agree_on_defaults():
 
 def test_the_language_reference_names_every_key_and_option():
     from pathlib import Path
-    text = (Path(__file__).resolve().parents[2] / "docs" / "language.md").read_text()
+    text = (Path(__file__).resolve().parents[3] / "docs" / "language.md").read_text()
     section = text[text.index("## The `train` section"):]
     missing = [key for key in KEYS if f"`{key}`" not in section]
     for family in FAMILIES.values():

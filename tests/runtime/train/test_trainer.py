@@ -10,7 +10,7 @@ from cnnc.cli import main
 from cnnc.dsl.source import CnncError
 from cnnc.runtime import checkpoint
 from cnnc.runtime.checkpoint import load_checkpoint
-from cnnc.runtime.train import Trainer
+from cnnc.runtime.train.trainer import Trainer
 
 TINY = """
 network Tiny {{
@@ -182,7 +182,7 @@ def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     x, y = t.ds.train.x[:16], t.ds.train.y[:16]
     loss, _ = t.engine.forward_backward(x, y, t.loss, np.random.default_rng(0))
     grads = t.engine._grads
-    from cnnc.runtime.train import _shard
+    from cnnc.runtime.train.trainer import _shard
     whole_loss, _, whole = _shard(t.plan, t.loss, x, y, np.random.default_rng(0), 1.0)
     assert loss == pytest.approx(whole_loss, rel=1e-6)
     for k in whole:
@@ -239,7 +239,7 @@ def test_weights_that_turn_non_finite_with_a_finite_loss_are_never_saved(compile
 
 
 def test_metrics_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
-    from cnnc.runtime.rundir import MetricsFile
+    from cnnc.runtime.train.rundir import MetricsFile
     m = MetricsFile(tmp_path / "metrics.jsonl", 0)
     m.append({"epoch": 1, "train_loss": float("nan"), "val_loss": float("inf"), "lr": 0.1})
     assert (tmp_path / "metrics.jsonl").read_text() == \
@@ -320,8 +320,8 @@ def test_predicting_from_files_equals_predicting_from_the_data_set(tmp_path, cap
 
     from PIL import Image
 
-    from cnnc.runtime import data
-    lenet = str(Path(__file__).resolve().parents[2] / "examples" / "lenet5.cnn")
+    from cnnc.runtime.data import array_files as data
+    lenet = str(Path(__file__).resolve().parents[3] / "examples" / "lenet5.cnn")
     out = tmp_path / "run"
     assert main(["run", lenet, "--epochs", "1", "--limit", "512", "--out", str(out), "--quiet"]) == 0
     ck = checkpoint.load(out / "last.npz")
