@@ -9,7 +9,8 @@ generated module with `inspect.getsource`, together with every helper they
 call (found by reading their code). Helpers shared with other stages are
 imported, not restated: the window-count rule is the compiler's
 `window_out`, the error function is the gelu kernel's `erf`, the average-pool
-divisor is the pool kernel's `window_counts`. Write a function here only
+divisor (`window_counts`) and the resizing matrix (`resize_matrix`) are the pool
+kernel's, from kernels/resample.py. Write a function here only
 with what a copy can carry: module-level functions, NumPy as `np`, and
 constants that are plain literals (numbers, strings, tuples, lists, dicts).
 `load` reads a generated module's weights file; every module carries it.
@@ -20,7 +21,7 @@ import numpy as np
 
 from ...compiler.ops import window_out
 from ..kernels._erf import erf
-from ..kernels.pool import window_counts
+from ..kernels.resample import resize_matrix, window_counts
 
 
 # ------------------------------------------------------------------ weights
@@ -265,26 +266,6 @@ def upsample(x, scale=(2, 2), mode="nearest"):
         h, w = x.shape[2:]
         return _bilinear_matrix(h, scale[0], x.dtype) @ x @ _bilinear_matrix(w, scale[1], x.dtype).T
     return x.repeat(scale[0], axis=2).repeat(scale[1], axis=3)
-
-
-def resize_matrix(size, out, mode, align_corners, dtype):
-    """[out, size]: PyTorch's interpolate to a size (nearest: floor(d*size/out) in float32;
-    bilinear: half-pixel centres clamped at 0, or aligned corners)."""
-    m = np.zeros((out, size))
-    ratio = np.float32(size) / np.float32(out)
-    for d in range(out):
-        if mode == "nearest":
-            m[d, min(int(np.floor(np.float32(d) * ratio)), size - 1)] = 1.0
-            continue
-        if align_corners:
-            src = d * (size - 1) / (out - 1) if out > 1 else 0.0
-        else:
-            src = max((d + 0.5) * size / out - 0.5, 0.0)
-        i0 = min(int(src), size - 1)
-        i1 = min(i0 + 1, size - 1)
-        m[d, i0] += 1.0 - (src - i0)
-        m[d, i1] += src - i0
-    return m.astype(dtype)
 
 
 def resize(x, size, mode="nearest", align_corners=False):

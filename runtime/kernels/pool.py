@@ -23,6 +23,7 @@ import numpy as np
 from ...compiler.ops import register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 from ._im2col import Window, crop, is_channels_last, pad_into, zeros
+from .resample import resize_matrix, window_counts
 
 
 def _views(buf: np.ndarray, win: Window) -> list[np.ndarray]:
@@ -158,16 +159,6 @@ def _unpool_backward(dy: np.ndarray, rec: MaxPoolIndices) -> Grads:
 
 
 # ------------------------------------------------------------------ avgpool
-
-def window_counts(size: int, out: int, kernel: int, stride: int, pad: tuple[int, int],
-                   include_pad: bool) -> np.ndarray:
-    """Elements per window along one axis, as PyTorch's avg_pool2d divides."""
-    start = np.arange(out) * stride - pad[0]
-    end = np.minimum(start + kernel, size + pad[1])     # the ceil-mode overhang never counts
-    if include_pad:
-        return end - start
-    return np.minimum(end, size) - np.maximum(start, 0)
-
 
 @lru_cache(maxsize=256)
 def _avg_scale(win: Window, padding, include_pad: bool, dtype) -> np.ndarray | float:
@@ -315,9 +306,7 @@ def _separable_backward(dy: np.ndarray, cache: tuple) -> Grads:
 
 @lru_cache(maxsize=256)
 def _resize_matrix(size: int, out: int, mode: str, align_corners: bool, dtype: str) -> np.ndarray:
-    """[out, size]: PyTorch's interpolate to a size (runtime/standalone.py's matrix, which generated
-    modules copy), cached and read-only."""
-    from ..export.standalone import resize_matrix   # here: standalone imports the runtime's kernels
+    """[out, size]: PyTorch's interpolate to a size (the matrix generated modules copy), cached and read-only."""
     m = resize_matrix(size, out, mode, align_corners, dtype)
     m.flags.writeable = False
     return m
