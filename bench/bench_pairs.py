@@ -69,7 +69,7 @@ from cnnc.runtime.train.losses import make_loss  # noqa: E402
 from cnnc.runtime.memory_plan import ShardedArena  # noqa: E402
 from cnnc.runtime.train.optim import WEIGHT_OPS, make_optimizer  # noqa: E402
 from cnnc.runtime.plan import Plan  # noqa: E402
-from cnnc.runtime.train.trainer import batch_loss_and_grads  # noqa: E402
+from cnnc.runtime.train.numpy_engine import batch_loss_and_grads  # noqa: E402
 from common import quartiles, randomise_bn  # noqa: E402  (bench/, on sys.path above)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

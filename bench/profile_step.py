@@ -32,7 +32,7 @@ from cnnc.runtime.kernels import Kernel  # noqa: E402
 from cnnc.runtime.train.losses import make_loss  # noqa: E402
 from cnnc.runtime.train.optim import make_optimizer  # noqa: E402
 from cnnc.runtime.plan import Plan  # noqa: E402
-from cnnc.runtime.train.trainer import batch_loss_and_grads  # noqa: E402
+from cnnc.runtime.train.numpy_engine import batch_loss_and_grads  # noqa: E402
 
 
 def timed(kernel: Kernel, op: str, times: dict) -> Kernel:

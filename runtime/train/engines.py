@@ -2,10 +2,11 @@
 
 An engine is what computes a training run — a batch's loss and gradients, an
 optimizer step, predictions, the state a checkpoint holds; the trainer
-(runtime/train.py) owns everything else. `numpy` is the embedded runtime
-(runtime/train.py `NumpyEngine`), `torch` is PyTorch (runtime/torch_engine.py,
+(trainer.py) owns everything else. `numpy` is the embedded runtime
+(numpy_engine.py `NumpyEngine`), `torch` is PyTorch (torch_engine.py,
 the `cnnc[torch]` extra). This module is light so the command line can list
-the engines without importing either.
+the engines without importing either; it imports each engine's module when
+that engine is built.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ ENGINES = ("numpy", "torch")   # the first is the default
 def make_engine(name: str, compiled, cfg, base_lr: float, hyper: dict[str, Any], is_weight,
                 threads: int | None = None, device: str | None = None):
     if name == "numpy":
-        from .trainer import NumpyEngine
+        from .numpy_engine import NumpyEngine
         if device not in (None, "cpu"):
             raise CnncError(f"--device {device}: the numpy engine runs on the CPU",
                             hint="train on a GPU with --engine torch")

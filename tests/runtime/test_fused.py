@@ -137,7 +137,7 @@ def test_training_fusion_in_the_trainers_lockstep_shards(compile_src):
     from concurrent.futures import ThreadPoolExecutor
 
     from cnnc.runtime.train.losses import make_loss
-    from cnnc.runtime.train.trainer import batch_loss_and_grads
+    from cnnc.runtime.train.numpy_engine import batch_loss_and_grads
     plan, x = _case(compile_src, "residual")
     fused = FusedPlan.from_plan(plan, "train")
     assert not fused.batch_independent

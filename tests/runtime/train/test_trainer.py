@@ -182,7 +182,7 @@ def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     x, y = t.ds.train.x[:16], t.ds.train.y[:16]
     loss, _ = t.engine.forward_backward(x, y, t.loss, np.random.default_rng(0))
     grads = t.engine._grads
-    from cnnc.runtime.train.trainer import _shard
+    from cnnc.runtime.train.numpy_engine import _shard
     whole_loss, _, whole = _shard(t.plan, t.loss, x, y, np.random.default_rng(0), 1.0)
     assert loss == pytest.approx(whole_loss, rel=1e-6)
     for k in whole:
