@@ -21,7 +21,7 @@ from ..compiler.train_spec import TrainConfig
 from ..dsl.files import describe_path
 from ..dsl.source import CnncError
 from . import checkpoint
-from .data import array_files as data_mod
+from .data.inputs import load_inputs
 from . import preprocess
 
 
@@ -75,7 +75,7 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
     shape = compiled.net.shapes[plan.inputs[0]]
     labels = None
     if inputs:
-        x = data_mod.load_inputs(list(inputs), shape)
+        x = load_inputs(list(inputs), shape)
         if x.ndim == len(shape):  # [N, H, W] for one-channel images
             x = x[:, None]
         names = list(inputs) if len(inputs) == len(x) else [f"#{i}" for i in range(len(x))]

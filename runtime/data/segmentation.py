@@ -24,7 +24,7 @@ import numpy as np
 
 from ...dsl import files
 from ...dsl.source import CnncError
-from .array_files import Dataset, Split, data_limit
+from .containers import Dataset, Split, data_limit
 from .images import convert_channels, image_suffixes, read_image, read_mask, resize, resize_mask, target_size
 
 IMAGES, MASKS, CLASSES_FILE = "images", "masks", "classes.txt"

@@ -1,6 +1,7 @@
-"""Stage 3 (runtime): the standard data sets by name — download, verify, unpack, cache.
+"""Stage 3 (runtime), data: the standard data sets by name — embedded, or downloaded, verified, unpacked, cached.
 
-`data = mnist | fashion_mnist | cifar10 | cifar100` names a public data set.
+`data = mnist10k` is the 10,000-digit MNIST sample shipped inside cnnc
+(`load_mnist10k`). `data = mnist | fashion_mnist | cifar10 | cifar100` names a public data set.
 `STANDARD` is the one table of them: where each file lives, its size, SHA-256
 and MD5 (both are checked: the SHA-256 is the guard, the MD5 is the value the
 publishers and torchvision list), and how to read it. On first use every file
@@ -12,7 +13,7 @@ holds a half-written or unverified file and a second run downloads nothing.
 (tests serve files from 127.0.0.1 that way).
 
 MNIST and Fashion-MNIST are gzipped IDX files, read in place by
-`data.read_idx`. CIFAR comes as the publisher's *binary* tarballs (the Python
+`array_files.read_idx`. CIFAR comes as the publisher's *binary* tarballs (the Python
 versions are pickles, which cnnc never unpickles): the archive is inflated
 with a bounded inflater (CNNC_MAX_DATA), only the expected members are taken,
 each a regular file with a plain name (no absolute path, no `..`, no link),
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.resources
 import io
 import os
 import sys
@@ -38,7 +40,8 @@ import numpy as np
 
 from ...dsl import files
 from ...dsl.source import CnncError
-from . import array_files as data_mod
+from .array_files import load_idx
+from .containers import Dataset, Split, as_split, data_limit
 
 CHUNK = 1 << 16
 
@@ -198,7 +201,7 @@ def download(ds: StandardDataset, remote: RemoteFile, target: Path,
              opener: Callable[[str], object] = _open) -> None:
     """Fetch one file to `target`: temporary name, size and digests checked, then renamed."""
     url = file_url(ds, remote)
-    limit = max(remote.size, data_mod.data_limit())
+    limit = max(remote.size, data_limit())
     try:
         response = opener(url)
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
@@ -251,7 +254,7 @@ def _verify(ds: StandardDataset, remote: RemoteFile, url: str, size: int, sha256
 def _check_cached(ds: StandardDataset, remote: RemoteFile, path: Path) -> None:
     """A file in the cache (downloaded, or put there by hand) must still be the published one."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with files.open_regular(path, f"{ds.name} file", max(remote.size, data_mod.data_limit())) as (f, _size):
+    with files.open_regular(path, f"{ds.name} file", max(remote.size, data_limit())) as (f, _size):
         while chunk := f.read(CHUNK):
             sha.update(chunk)
             md5.update(chunk)
@@ -305,7 +308,7 @@ def _member_name(member: tarfile.TarInfo, ds: StandardDataset, archive: str) -> 
 def unpack_cifar(ds: StandardDataset, archive: Path, folder: Path) -> None:
     """Inflate the tarball (bounded) and write its expected members into `folder`, each atomically."""
     shown = files.describe_path(archive)
-    limit = data_mod.data_limit()
+    limit = data_limit()
     raw = files.read_bytes(archive, f"{ds.name} archive", limit)
     tar_bytes = files.bounded_inflate([raw[i:i + (1 << 20)] for i in range(0, len(raw), 1 << 20)],
                                       f"{ds.name} archive '{shown}'", limit)
@@ -331,7 +334,7 @@ def unpack_cifar(ds: StandardDataset, archive: Path, folder: Path) -> None:
 
 def _cifar_records(path: Path, ds: StandardDataset) -> tuple[np.ndarray, np.ndarray]:
     record = ds.label_bytes + CIFAR_PIXELS
-    raw = files.read_bytes(path, f"{ds.name} file", data_mod.data_limit())
+    raw = files.read_bytes(path, f"{ds.name} file", data_limit())
     if not raw or len(raw) % record:
         raise CnncError(f"{ds.name} file '{files.describe_path(path)}' holds {len(raw):,} bytes, not a whole "
                         f"number of {record}-byte records", hint="delete it and run again to download it again")
@@ -341,7 +344,7 @@ def _cifar_records(path: Path, ds: StandardDataset) -> tuple[np.ndarray, np.ndar
     return images, labels
 
 
-def _cifar_split(folder: Path, ds: StandardDataset, members: tuple[str, ...]) -> data_mod.Split:
+def _cifar_split(folder: Path, ds: StandardDataset, members: tuple[str, ...]) -> Split:
     parts = [_cifar_records(folder / m, ds) for m in members]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
@@ -349,7 +352,7 @@ def _cifar_split(folder: Path, ds: StandardDataset, members: tuple[str, ...]) ->
     if y.size and int(y.max()) >= classes:
         raise CnncError(f"{ds.name} file '{members[0]}' holds label {int(y.max())}, outside [0, {classes})",
                         hint="delete the cached files and run again to download them again")
-    return data_mod.Split((x / np.float32(255)).astype(np.float32), y)
+    return Split((x / np.float32(255)).astype(np.float32), y)
 
 
 def _cifar_classes(folder: Path, ds: StandardDataset) -> list[str]:
@@ -360,14 +363,23 @@ def _cifar_classes(folder: Path, ds: StandardDataset) -> list[str]:
     return names if len(names) == 100 else [str(i) for i in range(100)]
 
 
-def load_standard(name: str, opener: Callable[[str], object] = _open) -> data_mod.Dataset:
+def load_mnist10k() -> Dataset:
+    """The embedded 10k-sample MNIST subset: 8000 train / 2000 test, [N, 1, 28, 28] in [0, 1]."""
+    resource = importlib.resources.files("cnnc.runtime").joinpath("datasets", "mnist10k.npz")
+    with np.load(io.BytesIO(resource.read_bytes()), allow_pickle=False) as z:
+        train = as_split(z["x_train"], z["y_train"], "mnist10k")
+        test = as_split(z["x_test"], z["y_test"], "mnist10k")
+    return Dataset("mnist10k", train, test, classes=[str(i) for i in range(10)])
+
+
+def load_standard(name: str, opener: Callable[[str], object] = _open) -> Dataset:
     """The named data set, from the cache (downloaded on first use)."""
     ds = STANDARD[name]
     folder = fetch(name, opener)
     if ds.reader == "idx":
         train_images, train_labels, test_images, test_labels = (folder / f.name for f in ds.files)
-        loaded = data_mod.load_idx(train_images, train_labels, test_images, test_labels, name=name)
-        return data_mod.Dataset(name, loaded.train, loaded.test, classes=list(ds.classes))
+        loaded = load_idx(train_images, train_labels, test_images, test_labels, name=name)
+        return Dataset(name, loaded.train, loaded.test, classes=list(ds.classes))
     train = _cifar_split(folder, ds, ds.train_members)
     test = _cifar_split(folder, ds, ds.test_members)
-    return data_mod.Dataset(name, train, test, classes=_cifar_classes(folder, ds))
+    return Dataset(name, train, test, classes=_cifar_classes(folder, ds))

@@ -25,8 +25,8 @@ from ...dsl.files import describe_path
 from ...dsl.source import CnncError
 from .. import checkpoint
 from .. import preprocess
+from ..data.targets import CLASS, PIXEL_CLASS
 from ..train.evaluation import Confusion, report
-from ..train.losses import CLASS, PIXEL_CLASS
 from ..predict import Predictions, predict as predict_one
 
 COMBINE = ("mean", "vote")

@@ -7,8 +7,8 @@ it, and `dpred` the gradient of that mean with respect to `pred`, in `pred`'s
 dtype. The arithmetic runs in float64 whatever the input dtype, because the
 reductions are cheap next to the network and the extra precision makes the
 reported loss stable across batch sizes. `LOSSES` maps each name to a
-`LossSpec`, which also knows what kind of target the loss expects (used by
-`data.check_dataset`) and how to count "correct" predictions for the accuracy
+`LossSpec`, which also names the kind of target the loss takes (a kind of
+data/targets.py, whose checks read it) and how to count "correct" predictions for the accuracy
 the trainer reports; `make_loss(name, **options)` binds options such as
 `label_smoothing` or `ignore_index`. The names and options are those the
 train vocabulary declares (compiler/train_vocab.py `LOSS`): each function's
@@ -23,17 +23,11 @@ import numpy as np
 
 from ...compiler.train_vocab import LOSS
 from ...dsl.source import CnncError, did_you_mean
+from ..data.targets import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, REAL
 
 LossResult = tuple[float, np.ndarray]
 LossFn = Callable[..., LossResult]
 CountFn = Callable[..., tuple[int, int]]
-
-# Target kinds, read by data.check_dataset to validate labels before training.
-CLASS = "class"              # int labels [N] in [0, K)
-PIXEL_CLASS = "pixel_class"  # int labels [N, H, W] in [0, K) (or ignore_index)
-BINARY = "binary"            # 0/1 (or probabilities) [N] / [N, 1]
-MULTILABEL = "multilabel"    # 0/1 [N, K]
-REAL = "real"                # any float targets, same size as the output
 
 
 # ---------------------------------------------------------------- helpers

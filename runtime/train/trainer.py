@@ -36,14 +36,18 @@ from ...compiler.train_vocab import OPTIMIZER
 from ...dsl import files
 from ...dsl.source import CnncError
 from .. import checkpoint
-from ..data import array_files as data_mod
+from ..data import batching, sources
+from ..data.array_files import is_idx_folder
+from ..data.containers import Dataset, Split
+from ..data.splits import split_holdout
+from ..data.targets import CLASS, PIXEL_CLASS, check_dataset
 from .. import preprocess
 from ..data import standard as standard_datasets
 from ..data import splits as resampling
 from ..data.augment import make_augment
 from .engines import make_engine
 from .evaluation import Confusion, report
-from .losses import CLASS, PIXEL_CLASS, make_loss
+from .losses import make_loss
 from .numpy_engine import QUIET_FLOATS
 from .optim import weight_predicate
 from ..plan import Plan
@@ -92,40 +96,40 @@ def _spec_options(spec: Spec) -> dict[str, Any]:
 
 # One loader per entry of the vocabulary's DATA family; each takes exactly the entry's options
 # (the family's common options, val and limit, are applied by load_data to every data set).
-def _load_mnist10k(compiled) -> data_mod.Dataset:
-    return data_mod.load_dataset("mnist10k")
+def _load_mnist10k(compiled) -> Dataset:
+    return sources.load_dataset("mnist10k")
 
 
-def _load_path(compiled, path: str) -> data_mod.Dataset:
-    return data_mod.load_dataset(path)
+def _load_path(compiled, path: str) -> Dataset:
+    return sources.load_dataset(path)
 
 
-def _load_npz(compiled, path: str) -> data_mod.Dataset:
+def _load_npz(compiled, path: str) -> Dataset:
     if Path(path).is_dir():
         raise CnncError(f"data = npz(\"{files.describe_path(path)}\"): that is a folder, not an .npz file",
                         hint="for a folder of images write images(\"…\"), for IDX files idx(\"…\")")
-    return data_mod.load_dataset(path)
+    return sources.load_dataset(path)
 
 
-def _load_idx(compiled, path: str) -> data_mod.Dataset:
-    if Path(path).exists() and not data_mod.is_idx_folder(path):
+def _load_idx(compiled, path: str) -> Dataset:
+    if Path(path).exists() and not is_idx_folder(path):
         raise CnncError(f"data = idx(\"{files.describe_path(path)}\"): not a folder of MNIST IDX files",
                         hint="it needs train-images-idx3-ubyte and train-labels-idx1-ubyte (.gz allowed)")
-    return data_mod.load_dataset(path)
+    return sources.load_dataset(path)
 
 
-def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> data_mod.Dataset:
+def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> Dataset:
     from ..data.segmentation import is_segmentation_folder
     if is_segmentation_folder(path):
         raise CnncError(f"data = images(\"{files.describe_path(path)}\"): that folder holds images and masks "
                         "(a segmentation data set), not one sub-folder per class",
                         hint=f"write data = segmentation(\"{files.describe_path(path)}\")")
     given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
-    return data_mod.load_dataset(path, **given)
+    return sources.load_dataset(path, **given)
 
 
 def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, shape: Any = None,
-                    kind: str | None = None, seed: int = 0, noise: float | None = None) -> data_mod.Dataset:
+                    kind: str | None = None, seed: int = 0, noise: float | None = None) -> Dataset:
     net = compiled.net
     out = net.shapes[net.outputs[0]]
     in_shape = tuple(shape) if shape is not None else tuple(net.shapes[next(iter(net.inputs))])
@@ -141,17 +145,17 @@ def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, 
     else:
         opts["shape"] = in_shape
         opts["num_classes"] = classes if classes is not None else out[0]
-    return data_mod.load_dataset(f"synthetic_{kind}", **opts)
+    return sources.load_dataset(f"synthetic_{kind}", **opts)
 
 
-DATA_LOADERS: dict[str, Callable[..., data_mod.Dataset]] = {
+DATA_LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_npz, "idx": _load_idx,
     "images": _load_images, "synthetic": _load_synthetic, "segmentation": load_segmentation_entry,
 }
 
 
-def _standard_loader(name: str) -> Callable[..., data_mod.Dataset]:
-    def load(compiled) -> data_mod.Dataset:
+def _standard_loader(name: str) -> Callable[..., Dataset]:
+    def load(compiled) -> Dataset:
         return standard_datasets.load_standard(name)
     return load
 
@@ -161,7 +165,7 @@ DATA_LOADERS.update({name: _standard_loader(name) for name in standard_datasets.
 
 
 def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
-              records: list[dict] | None = None, resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
+              records: list[dict] | None = None, resplit: Callable[[Dataset], Dataset] | None = None):
     """The dataset for a run, split, preprocessed and checked against the network.
 
     `resplit` (a k-fold's fold) re-divides the splits before anything is fitted; `bootstrap`
@@ -176,14 +180,14 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
     if data_override is not None:
-        ds = data_mod.load_dataset(data_override)
+        ds = sources.load_dataset(data_override)
     else:
         ds = DATA_LOADERS[spec.name](compiled, **opts)
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
     val = cfg.val if cfg.val is not None else val
     test = cfg.test if cfg.test is not None else test
-    ds = data_mod.split_holdout(ds, val, test, cfg.seed)
+    ds = split_holdout(ds, val, test, cfg.seed)
     ds = resampling.resample(ds, resplit, cfg.bootstrap, cfg.seed)
     if records is None:
         records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
@@ -193,12 +197,12 @@ def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limi
     out_shape = net.shapes[net.outputs[0]]
     loss = make_loss(cfg.loss.name, **_spec_options(cfg.loss))
     classes = out_shape[0] if out_shape else None
-    return data_mod.check_dataset(ds, input_shape, classes, loss), loss
+    return check_dataset(ds, input_shape, classes, loss), loss
 
 
-def _preprocessed(ds: data_mod.Dataset, records: list[dict]) -> data_mod.Dataset:
+def _preprocessed(ds: Dataset, records: list[dict]) -> Dataset:
     def fix(split):
-        return None if split is None else data_mod.Split(preprocess.apply(records, split.x), split.y)
+        return None if split is None else Split(preprocess.apply(records, split.x), split.y)
 
     meta = dict(ds.meta)
     meta["preprocess"] = list(records)
@@ -220,7 +224,7 @@ class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
-                 resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
+                 resplit: Callable[[Dataset], Dataset] | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
         self.ds, self.loss = load_data(cfg, compiled, data_override, limit, resplit=resplit)
         hyper = _spec_options(cfg.optimizer)
@@ -264,10 +268,10 @@ class Trainer:
         lr = self.schedule.lr(epoch)
         stats = EpochStats()
         aug_rng, drop_rng = _rng(cfg.seed, epoch, AUGMENT), _rng(cfg.seed, epoch, DROPOUT)
-        n_batches = data_mod.num_batches(len(x), cfg.batch)
+        n_batches = batching.num_batches(len(x), cfg.batch)
         self.engine.begin_epoch(epoch)
         start = time.perf_counter()
-        for b, (xb, yb) in enumerate(data_mod.iterate_batches(x, y, cfg.batch, shuffle=True,
+        for b, (xb, yb) in enumerate(batching.iterate_batches(x, y, cfg.batch, shuffle=True,
                                                                rng=_rng(cfg.seed, epoch, SHUFFLE))):
             if self.augment is not None:
                 xb, yb = self.augment(xb, yb, aug_rng)
@@ -285,7 +289,7 @@ class Trainer:
     def evaluate(self, split, confusion: Confusion | None = None) -> EpochStats:
         """Loss and accuracy on a split; `confusion`, if given, accumulates the class confusion too."""
         stats = EpochStats()
-        for xb, yb in data_mod.iterate_batches(split.x, split.y, max(self.cfg.batch, 256)):
+        for xb, yb in batching.iterate_batches(split.x, split.y, max(self.cfg.batch, 256)):
             pred = self.engine.predict(xb)
             loss, _ = self.loss(pred, yb)
             stats.add(loss, len(xb), self.loss.correct(pred, yb))

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.checkpoint import load_checkpoint, save_checkpoint
-from cnnc.runtime.data.array_files import load_dataset, read_image
+from cnnc.runtime.data.images import read_image
+from cnnc.runtime.data.sources import load_dataset
 from cnnc.viz.curves import curves_svg, read_metrics
 
 from hostile_inputs import idx_header, npy_bytes, npy_header, png_bytes

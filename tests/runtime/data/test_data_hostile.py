@@ -26,8 +26,10 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.data import array_files as data
-from cnnc.runtime.data.array_files import Dataset, Split, check_dataset
+from cnnc.runtime.data import array_files, images, inputs, sources
+from cnnc.runtime.data.containers import Dataset, Split
+from cnnc.runtime.data.targets import check_dataset
+from cnnc.runtime.train.losses import get_loss
 
 MiB = 1 << 20
 MEMORY_CAP = 1 << 30  # the address-space limit the bombs run under
@@ -100,11 +102,13 @@ def write_npz_of_zeros(path, n: int) -> None:
 RUNNER = textwrap.dedent("""
     import json, resource, sys, time
     from cnnc.dsl.source import CnncError
-    from cnnc.runtime.data import array_files as data
+    from cnnc.runtime.data import array_files, images, sources
+    READERS = {"read_idx": array_files.read_idx, "load_npz": array_files.load_npz, "read_npy": array_files.read_npy,
+               "read_image": images.read_image, "load_dataset": sources.load_dataset}
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     try:
-        getattr(data, sys.argv[1])(*sys.argv[2:])
+        READERS[sys.argv[1]](*sys.argv[2:])
         message = None
     except CnncError as err:
         message = err.message
@@ -116,7 +120,7 @@ RUNNER = textwrap.dedent("""
 
 
 def run_capped(function: str, *args, env: dict[str, str] | None = None) -> dict:
-    """data.<function>(*args) in a subprocess limited to MEMORY_CAP bytes of address space."""
+    """The data reader <function>(*args) in a subprocess limited to MEMORY_CAP bytes of address space."""
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
@@ -174,7 +178,7 @@ def test_idx_headers_that_lie(tmp_path, header, expected):
         path = tmp_path / ("h.gz" if gz else "h")
         path.write_bytes(gzip.compress(header) if gz else header)
         with pytest.raises(CnncError) as e:
-            data.read_idx(path)
+            array_files.read_idx(path)
         message = e.value.message
         assert message.startswith(f"IDX file '{path}' ") and "\n" not in message
         if expected.startswith("declares 16"):
@@ -227,7 +231,7 @@ def test_npz_refusals_name_the_file(tmp_path):
         path = tmp_path / name
         path.write_bytes(raw)
         with pytest.raises(CnncError) as e:
-            data.load_dataset(path)
+            sources.load_dataset(path)
         assert e.value.message.startswith(expected.format(p=path)), (name, e.value.message)
         assert "\n" not in e.value.message
 
@@ -236,7 +240,7 @@ def test_npz_fortran_order_and_all_dtypes_read_back(tmp_path):
     x = np.asfortranarray(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
     y = np.array([1, 0], np.uint16)
     np.savez_compressed(tmp_path / "f.npz", x=x, y=y)
-    ds = data.load_npz(tmp_path / "f.npz")
+    ds = array_files.load_npz(tmp_path / "f.npz")
     np.testing.assert_array_equal(ds.train.x[:, 0], x)
     np.testing.assert_array_equal(ds.train.y, [1, 0])
 
@@ -260,10 +264,10 @@ def test_png_over_the_image_limit_is_refused_from_its_header(tmp_path, monkeypat
                                 "than the limit of 256.0 MiB")
     small = tmp_path / "small.png"
     small.write_bytes(tiny_png(64, 64))
-    assert data.read_image(small).shape == (1, 64, 64)
+    assert images.read_image(small).shape == (1, 64, 64)
     monkeypatch.setenv("CNNC_MAX_IMAGE", "10000")  # the limit is on the decoded float32 array
     with pytest.raises(CnncError) as e:
-        data.read_image(small)
+        images.read_image(small)
     assert e.value.message == (f"image '{small}' declares 64x64 pixels (16.0 KiB decoded), more than the "
                                "limit of 9.8 KiB")
 
@@ -278,31 +282,32 @@ def test_bad_palettes_are_one_line_errors(tmp_path, palette, pixels, expected):
     path = tmp_path / "p.png"
     path.write_bytes(tiny_png(2, 2, colour=3, palette=palette, pixels=pixels))
     with pytest.raises(CnncError) as e:
-        data.read_image(path)
+        images.read_image(path)
     assert e.value.message == f"image '{path}' {expected}"
 
 
 def test_good_palette_is_looked_up_as_rgb(tmp_path):
     path = tmp_path / "p.png"
     path.write_bytes(tiny_png(2, 1, colour=3, palette=bytes([10, 20, 30, 255, 0, 128]), pixels=bytes([1, 0])))
-    np.testing.assert_allclose(data.read_image(path)[:, 0],
+    np.testing.assert_allclose(images.read_image(path)[:, 0],
                                np.array([[255, 10], [0, 20], [128, 30]]) / 255.0, atol=1e-7)
 
 
 # ====================================================================== files that are not files
 
-@pytest.mark.parametrize("reader", ["read_image", "read_idx", "load_npz", "load_dataset", "read_npy"])
+@pytest.mark.parametrize("reader", [images.read_image, array_files.read_idx, array_files.load_npz,
+                                    sources.load_dataset, array_files.read_npy], ids=lambda f: f.__name__)
 def test_devices_fifos_and_directories_are_refused(tmp_path, reader):
     fifo = tmp_path / "fifo.npz"
     os.mkfifo(fifo)  # no writer: a blocking open would hang for ever
     for path, expected in ((fifo, "is not a regular file (a device, pipe or socket)"),
                            ("/dev/zero", "is not a regular file (a device, pipe or socket)")):
         with pytest.raises(CnncError) as e:
-            getattr(data, reader)(path)
+            reader(path)
         assert e.value.message.endswith(f"'{path}' {expected}"), e.value.message
-    if reader != "load_dataset":  # a directory is an image or IDX folder to load_dataset
+    if reader is not sources.load_dataset:  # a directory is an image or IDX folder to load_dataset
         with pytest.raises(CnncError) as e:
-            getattr(data, reader)(tmp_path)
+            reader(tmp_path)
         assert e.value.message.endswith(f"'{tmp_path}' is a directory, not a file")
 
 
@@ -317,16 +322,16 @@ def test_uint64_labels_report_their_real_value(tmp_path):
     huge = 2 ** 64 - 1
     np.savez(tmp_path / "u.npz", x=np.zeros((2, 3)), y=np.array([0, huge], np.uint64))
     with pytest.raises(CnncError) as e:
-        data.load_npz(tmp_path / "u.npz")
+        array_files.load_npz(tmp_path / "u.npz")
     assert e.value.message == f"{tmp_path / 'u.npz'}: the labels hold {huge}, too large for a class index"
     ds = Dataset("d.npz", Split(np.zeros((2, 3), np.float32), np.array([3, 2 ** 63 + 5], np.uint64)))
     with pytest.raises(CnncError) as e:
-        check_dataset(ds, (3,), 10, "cross_entropy")
+        check_dataset(ds, (3,), 10, get_loss("cross_entropy"))
     assert e.value.message == ("data 'd.npz' (train split): labels must lie in [0, 10), the data has "
                                f"label(s) {2 ** 63 + 5}")
     ds = Dataset("d.npz", Split(np.zeros((2, 3), np.float32), np.array([1e30, -2.0])))
     with pytest.raises(CnncError) as e:
-        check_dataset(ds, (3,), 10, "cross_entropy")
+        check_dataset(ds, (3,), 10, get_loss("cross_entropy"))
     assert e.value.message == ("data 'd.npz' (train split): labels must lie in [0, 10), the data has "
                                f"label(s) -2 to {int(1e30)}")
 
@@ -366,7 +371,7 @@ def test_resize_matches_the_filter_computed_by_hand(tmp_path):
     image = rng.integers(0, 256, (8, 12), dtype=np.uint8)
     _write_png(tmp_path / "a" / "1.png", image)
     for size, (h, w) in ((4, (4, 4)), ((4, 6), (4, 6)), ((16, 24), (16, 24)), ((5, 7), (5, 7))):
-        ds = data.load_dataset(tmp_path, size=size)
+        ds = sources.load_dataset(tmp_path, size=size)
         assert ds.train.x.shape == (1, 1, h, w)
         expected = _bilinear_weights(8, h) @ (image / 255.0) @ _bilinear_weights(12, w).T
         np.testing.assert_allclose(ds.train.x[0, 0], expected, atol=1e-5)
@@ -376,13 +381,13 @@ def test_resize_keeps_constants_and_averages_a_checkerboard(tmp_path):
     _write_png(tmp_path / "a" / "c.png", np.full((6, 10, 3), (200, 50, 0)))
     board = (np.indices((8, 8)).sum(0) % 2) * 255
     _write_png(tmp_path / "b" / "k.png", board)
-    ds = data.load_dataset(tmp_path, size=(3, 4))
+    ds = sources.load_dataset(tmp_path, size=(3, 4))
     assert ds.train.x.shape == (2, 3, 3, 4)
     np.testing.assert_allclose(ds.train.x[0], np.array([200, 50, 0])[:, None, None] / 255 * np.ones((3, 4)),
                                atol=1e-6)
     only_board = tmp_path / "board"
     _write_png(only_board / "k" / "k.png", board)
-    halved = data.load_dataset(only_board, size=4).train.x[0, 0]
+    halved = sources.load_dataset(only_board, size=4).train.x[0, 0]
     # Inside, the 1/8 3/8 3/8 1/8 taps cover two light and two dark pixels per axis: exactly 0.5.
     np.testing.assert_allclose(halved[1:3, 1:3], 0.5, atol=1e-6)
 
@@ -390,11 +395,11 @@ def test_resize_keeps_constants_and_averages_a_checkerboard(tmp_path):
 def test_channels_option_converts(tmp_path):
     _write_png(tmp_path / "a" / "c.png", np.full((2, 2, 3), (200, 50, 10)))
     _write_png(tmp_path / "b" / "g.png", np.full((2, 2), 70))
-    grey = data.load_dataset(tmp_path, channels=1).train.x
+    grey = sources.load_dataset(tmp_path, channels=1).train.x
     assert grey.shape == (2, 1, 2, 2)
     np.testing.assert_allclose(grey[0], (0.299 * 200 + 0.587 * 50 + 0.114 * 10) / 255, atol=1e-6)
     np.testing.assert_allclose(grey[1], 70 / 255, atol=1e-7)
-    rgb = data.load_dataset(tmp_path, channels=3).train.x
+    rgb = sources.load_dataset(tmp_path, channels=3).train.x
     assert rgb.shape == (2, 3, 2, 2)
     np.testing.assert_allclose(rgb[1], 70 / 255, atol=1e-7)
 
@@ -403,11 +408,11 @@ def test_folder_options_are_checked(tmp_path):
     _write_png(tmp_path / "a" / "1.png", np.zeros((4, 4)))
     _write_png(tmp_path / "a" / "2.png", np.zeros((5, 4)))
     with pytest.raises(CnncError) as e:
-        data.load_dataset(tmp_path)
+        sources.load_dataset(tmp_path)
     assert e.value.message == (f"image '{tmp_path / 'a' / '2.png'}' is 4x5 pixels, but "
                                f"'{tmp_path / 'a' / '1.png'}' is 4x4")
     assert "size = N" in e.value.hint
-    assert data.load_dataset(tmp_path, size=3).train.x.shape == (2, 1, 3, 3)
+    assert sources.load_dataset(tmp_path, size=3).train.x.shape == (2, 1, 3, 3)
     for options, expected in (
             ({"colour": 1}, f"data source '{tmp_path}' (an image folder) takes only size, channels, "
                             "got ['colour']"),
@@ -417,14 +422,14 @@ def test_folder_options_are_checked(tmp_path):
             ({"size": 2.5}, "images: size must be a positive whole number or (height, width), got 2.5"),
             ({"channels": 2}, "images: channels must be 1 (grey) or 3 (RGB), got 2")):
         with pytest.raises(CnncError) as e:
-            data.load_dataset(tmp_path, **options)
+            sources.load_dataset(tmp_path, **options)
         assert e.value.message == expected
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 2)), y=np.zeros(2))
     with pytest.raises(CnncError) as e:
-        data.load_dataset(tmp_path / "d.npz", size=4)
+        sources.load_dataset(tmp_path / "d.npz", size=4)
     assert e.value.message == f"data source '{tmp_path / 'd.npz'}' (an .npz archive) takes no options, got ['size']"
     with pytest.raises(CnncError) as e:
-        data.load_dataset("synthetic_classes", n_train=-5)
+        sources.load_dataset("synthetic_classes", n_train=-5)
     assert e.value.message == "data source 'synthetic_classes': n_train must be a whole number of at least 1, got -5"
 
 
@@ -435,11 +440,11 @@ def test_load_inputs_reads_images_and_arrays(tmp_path):
     _write_png(tmp_path / "a.png", a)
     np.save(tmp_path / "b.npy", np.stack([a, a]))  # a batch [N, H, W] of uint8
     np.savez(tmp_path / "c.npz", x=(a / 255.0).astype(np.float32)[None])  # one sample [1, H, W]
-    x = data.load_inputs([tmp_path / "a.png", tmp_path / "b.npy", tmp_path / "c.npz"], (1, 3, 4))
+    x = inputs.load_inputs([tmp_path / "a.png", tmp_path / "b.npy", tmp_path / "c.npz"], (1, 3, 4))
     assert x.shape == (4, 1, 3, 4) and x.dtype == np.float32
     for sample in x:
         np.testing.assert_allclose(sample[0], a / 255.0, atol=1e-7)
-    np.testing.assert_array_equal(data.load_inputs([str(tmp_path / "a.png")]), x[:1])
+    np.testing.assert_array_equal(inputs.load_inputs([str(tmp_path / "a.png")]), x[:1])
 
 
 def test_load_inputs_refusals_name_the_file(tmp_path):
@@ -472,7 +477,7 @@ def test_load_inputs_refusals_name_the_file(tmp_path):
     for names, shape, expected in cases:
         paths = [n if n.startswith("/") else p(n) for n in names]
         with pytest.raises(CnncError) as e:
-            data.load_inputs(paths, shape)
+            inputs.load_inputs(paths, shape)
         assert e.value.message == expected
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnc.cli import main
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.data import array_files as data
+from cnnc.runtime.data import sources
 from cnnc.runtime.data.segmentation import is_segmentation_folder, load_segmentation_folder
 from cnnc.viz.masks import mask_png
 
@@ -59,7 +59,7 @@ def test_train_and_test_folders_and_class_names(tmp_path):
         write_sample(root / "train", f"b{i}", image, mask)
     write_sample(root / "test", "a", *test[0])
     (root / "classes.txt").write_text("sky\n  road \n\ncar\n")
-    ds = data.load_dataset(root)   # the `path` entry and --data recognise the layout
+    ds = sources.load_dataset(root)   # the `path` entry and --data recognise the layout
     assert ds.classes == ["sky", "road", "car"]
     assert ds.train.x.shape == (2, 1, 6, 5) and ds.test.x.shape == (1, 1, 6, 5)
     np.testing.assert_array_equal(ds.train.y[1], train[1][1])   # name order: b0, b1

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.data import array_files as data_mod
+from cnnc.runtime.data import sources
 from cnnc.runtime.data import standard as sd
 from cnnc.runtime.train import trainer as train
 
@@ -137,7 +137,7 @@ def cache_listing(tmp_path) -> list[str]:
 def test_mnist_downloads_once_verifies_and_reads(server, monkeypatch, tmp_path, capsys):
     bodies = mnist_files()
     server.publish(monkeypatch, "mnist", bodies)
-    ds = data_mod.load_dataset("mnist")
+    ds = sources.load_dataset("mnist")
     assert ds.train.x.shape == (12, 1, 28, 28) and ds.test.x.shape == (4, 1, 28, 28)
     assert ds.train.y.tolist() == [i % 10 for i in range(12)] and ds.test.y.tolist() == [3, 1, 4, 1]
     assert ds.classes == [str(i) for i in range(10)]
@@ -155,7 +155,7 @@ def test_a_checksum_mismatch_keeps_nothing(server, monkeypatch, tmp_path):
     listed = dict(bodies, **{"train-labels-idx1-ubyte.gz": idx_bytes(np.arange(12) % 3)})  # another file's sum
     server.publish(monkeypatch, "mnist", bodies, listed)
     with pytest.raises(CnncError) as err:
-        data_mod.load_dataset("mnist")
+        sources.load_dataset("mnist")
     expected = hashlib.sha256(listed["train-labels-idx1-ubyte.gz"]).hexdigest()
     got = hashlib.sha256(bodies["train-labels-idx1-ubyte.gz"]).hexdigest()
     assert err.value.message == (f"mnist file 'train-labels-idx1-ubyte.gz' from {server.url}/mnist/"
@@ -170,14 +170,14 @@ def test_a_truncated_download_keeps_nothing_and_the_next_run_completes_it(server
     server.publish(monkeypatch, "mnist", bodies)
     server.truncate.add("/mnist/train-images-idx3-ubyte.gz")
     with pytest.raises(CnncError) as err:
-        data_mod.load_dataset("mnist")
+        sources.load_dataset("mnist")
     size = len(bodies["train-images-idx3-ubyte.gz"])
     assert err.value.message.startswith("cannot download mnist file 'train-images-idx3-ubyte.gz' from "
                                         f"{server.url}/mnist/train-images-idx3-ubyte.gz: the transfer broke off "
                                         f"after {size // 2:,} of {size:,} bytes")
     assert cache_listing(tmp_path) == []
     server.truncate.clear()
-    assert len(data_mod.load_dataset("mnist").train) == 12
+    assert len(sources.load_dataset("mnist").train) == 12
 
 
 def test_a_short_file_sent_whole_is_reported_truncated(server, monkeypatch, tmp_path):
@@ -187,7 +187,7 @@ def test_a_short_file_sent_whole_is_reported_truncated(server, monkeypatch, tmp_
     with pytest.raises(CnncError, match=r"the download of mnist file 't10k-labels-idx1-ubyte.gz' is truncated: "
                                         rf"{len(short['t10k-labels-idx1-ubyte.gz'])} of "
                                         rf"{len(bodies['t10k-labels-idx1-ubyte.gz'])} bytes"):
-        data_mod.load_dataset("mnist")
+        sources.load_dataset("mnist")
     assert "mnist/t10k-labels-idx1-ubyte.gz" not in cache_listing(tmp_path)
 
 
@@ -198,7 +198,7 @@ def test_offline_the_error_says_which_file_to_fetch_and_where(monkeypatch, tmp_p
     monkeypatch.setenv("CNNC_DATA_MIRROR", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("CNNC_DATA", str(tmp_path / "cache"))
     with pytest.raises(CnncError) as err:
-        data_mod.load_dataset("cifar10")
+        sources.load_dataset("cifar10")
     url = f"http://127.0.0.1:{port}/cifar10/cifar-10-binary.tar.gz"
     assert err.value.message.startswith(f"cannot download cifar10 file 'cifar-10-binary.tar.gz' from {url}: ")
     where = tmp_path / "cache" / "cifar10" / "cifar-10-binary.tar.gz"
@@ -214,29 +214,29 @@ def test_a_file_put_in_the_cache_by_hand_is_used_and_checked(server, monkeypatch
     folder.mkdir(parents=True)
     for name, body in bodies.items():
         (folder / name).write_bytes(body)
-    assert len(data_mod.load_dataset("mnist").test) == 4 and server.requests == []
+    assert len(sources.load_dataset("mnist").test) == 4 and server.requests == []
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b damaged")
     with pytest.raises(CnncError, match=r"mnist file '.*t10k-labels-idx1-ubyte.gz' fails its SHA-256 check"):
-        data_mod.load_dataset("mnist")
+        sources.load_dataset("mnist")
 
 
 def test_cifar10_binary_archive_is_unpacked_and_read(server, monkeypatch, tmp_path):
     archive = cifar10_archive()
     server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
-    ds = data_mod.load_dataset("cifar10")
+    ds = sources.load_dataset("cifar10")
     assert ds.train.x.shape == (10, 3, 32, 32) and ds.train.x.dtype == np.float32
     assert ds.train.y.tolist() == [1, 8, 2, 7, 3, 6, 4, 5, 5, 4] and ds.test.y.tolist() == [0, 7, 2]
     first = cifar_records([1], 1, 1)[1:]  # the first record's pixels: R plane, G plane, B plane
     np.testing.assert_array_equal(ds.train.x[0], np.frombuffer(first, np.uint8).reshape(3, 32, 32) / np.float32(255))
     assert ds.classes[:3] == ["airplane", "automobile", "bird"]
     requests = len(server.requests)
-    data_mod.load_dataset("cifar10")
+    sources.load_dataset("cifar10")
     assert len(server.requests) == requests  # unpacked members are used; nothing downloaded again
 
 
 def test_cifar100_uses_the_fine_labels_and_names(server, monkeypatch):
     server.publish(monkeypatch, "cifar100", {"cifar-100-binary.tar.gz": cifar100_archive()})
-    ds = data_mod.load_dataset("cifar100")
+    ds = sources.load_dataset("cifar100")
     assert ds.train.y.tolist() == [0, 42, 99] and ds.test.y.tolist() == [17]
     assert ds.classes[42] == "class42" and len(ds.classes) == 100
 
@@ -249,7 +249,7 @@ def test_cifar100_uses_the_fine_labels_and_names(server, monkeypatch):
 def test_archive_members_cannot_leave_the_cache(server, monkeypatch, tmp_path, member, message):
     server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": cifar10_archive(**{member: b"x"})})
     with pytest.raises(CnncError, match=message.replace(".", r"\.")):
-        data_mod.load_dataset("cifar10")
+        sources.load_dataset("cifar10")
     assert not (tmp_path / "evil.bin").exists() and not (tmp_path / "cache" / "evil.bin").exists()
 
 
@@ -258,7 +258,7 @@ def test_a_linked_member_is_refused(server, monkeypatch, tmp_path):
     archive = tar_gz(members, links={"cifar-10-batches-bin/test_batch.bin": "/etc/passwd"})
     server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
     with pytest.raises(CnncError, match="'cifar-10-batches-bin/test_batch.bin' is not a regular file"):
-        data_mod.load_dataset("cifar10")
+        sources.load_dataset("cifar10")
 
 
 def test_an_archive_bomb_is_refused_while_inflating(server, monkeypatch):
@@ -266,7 +266,7 @@ def test_an_archive_bomb_is_refused_while_inflating(server, monkeypatch):
     big = {f"cifar-10-batches-bin/data_batch_{i}.bin": bytes(1 << 20) for i in range(1, 6)}
     server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": tar_gz(big)})
     with pytest.raises(CnncError, match=r"inflates to more than 1\.0 MiB"):
-        data_mod.load_dataset("cifar10")
+        sources.load_dataset("cifar10")
 
 
 def test_the_table_lists_the_published_digests():

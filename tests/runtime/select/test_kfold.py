@@ -12,7 +12,7 @@ from cnnc.compiler.driver import compile_file
 from cnnc.compiler.train_spec import set_key
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import splits as resampling
-from cnnc.runtime.data.array_files import Dataset, Split
+from cnnc.runtime.data.containers import Dataset, Split
 from cnnc.runtime.select.kfold import run_kfold
 from cnnc.runtime.train.trainer import Trainer
 

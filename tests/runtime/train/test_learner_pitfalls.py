@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.data import array_files as data_mod
+from cnnc.runtime.data import containers, targets
 from cnnc.runtime.train import losses
 from cnnc.runtime.train.trainer import EpochStats, Trainer, _progress
 
@@ -37,9 +37,9 @@ def test_mse_on_class_labels_counts_argmax_accuracy_and_on_real_targets_none():
 def test_mse_labels_outside_the_outputs_are_refused():
     with pytest.raises(CnncError, match=r"mse: label 4 is outside \[0, 4\)"):
         losses.make_loss("mse")(np.zeros((2, 4)), np.array([1, 4]))
-    ds = data_mod.Dataset("d", data_mod.Split(np.zeros((2, 3), np.float32), np.array([0, 5])))
+    ds = containers.Dataset("d", containers.Split(np.zeros((2, 3), np.float32), np.array([0, 5])))
     with pytest.raises(CnncError, match=r"labels must lie in \[0, 4\), the data has label\(s\) 5"):
-        data_mod.check_dataset(ds, (3,), 4, "mse")
+        targets.check_dataset(ds, (3,), 4, losses.get_loss("mse"))
 
 
 LENET_1989_STYLE = """

@@ -21,7 +21,7 @@ from cnnc.compiler.train_spec import set_key, TrainConfig
 from cnnc.compiler.train_vocab import (AUGMENT, DATA, FAMILIES, KEYS, LOSS, OPTIMIZER, PREPROCESS, REQUIRED,
                                        SCHEDULE)
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.data import augment, array_files as data
+from cnnc.runtime.data import augment
 from cnnc.runtime.train import losses, optim, schedules, trainer as train
 from cnnc.runtime import preprocess
 from cnnc.runtime.train.trainer import Trainer

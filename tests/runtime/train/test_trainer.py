@@ -320,13 +320,13 @@ def test_predicting_from_files_equals_predicting_from_the_data_set(tmp_path, cap
 
     from PIL import Image
 
-    from cnnc.runtime.data import array_files as data
+    from cnnc.runtime.data.standard import load_mnist10k
     lenet = str(Path(__file__).resolve().parents[3] / "examples" / "lenet5.cnn")
     out = tmp_path / "run"
     assert main(["run", lenet, "--epochs", "1", "--limit", "512", "--out", str(out), "--quiet"]) == 0
     ck = checkpoint.load(out / "last.npz")
     assert [r["op"] for r in ck.preprocess] == ["normalize"] and ck.preprocess[0]["std"][0] < 0.5
-    digits = np.rint(data.load_mnist10k().test.x[:8, 0] * 255).astype(np.uint8)
+    digits = np.rint(load_mnist10k().test.x[:8, 0] * 255).astype(np.uint8)
     pngs = []
     for i, d in enumerate(digits):
         pngs.append(str(tmp_path / f"{i}.png"))
