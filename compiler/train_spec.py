@@ -33,6 +33,11 @@ class Spec:
     def options(self) -> dict[str, Any]:
         return dict(self.kwargs)
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The options as the runtime's factories take them: a tuple value (a size, numbers) as a list."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.kwargs}
+
     def get(self, name: str, default: Any = None) -> Any:
         return self.options.get(name, default)
 

@@ -22,7 +22,10 @@ from ..dsl.files import describe_path
 from ..dsl.source import CnncError
 from . import checkpoint
 from .data.inputs import load_inputs
+from .data.pipeline import prepare
+from .data.targets import NetworkShapes
 from . import preprocess
+from .train.losses import loss_for   # which targets the network's loss takes: its data is checked against them
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,9 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
         if tuple(x.shape[1:]) != tuple(shape):
             raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
     else:
-        from .train.trainer import load_data
+        cfg = compiled.net.train or TrainConfig()
         # read without preprocessing (records=[]) to keep the samples as they are, then apply it below
-        ds, _ = load_data(compiled.net.train or TrainConfig(), compiled, records=[])
+        ds = prepare(cfg, NetworkShapes.of(compiled.net), loss_for(cfg), records=[])
         split = ds.test if ds.test is not None else ds.train
         x, labels = split.x[:limit], split.y[:limit]
         names = [f"test #{i}" for i in range(len(x))]

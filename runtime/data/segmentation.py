@@ -192,11 +192,3 @@ def _channel_count(channels: Any) -> int | None:
     if isinstance(channels, bool) or channels not in (1, 3):
         raise CnncError(f"segmentation: channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     return int(channels)
-
-
-def load_segmentation_entry(compiled, path: str, size: Any = None, channels: int | None = None) -> Dataset:
-    """The train vocabulary's `segmentation("dir", size, channels)`: the folder, with its masks checked
-    against the network's class count (its dense output's channels) file by file."""
-    out = compiled.net.shapes[compiled.net.outputs[0]]
-    classes = out[0] if len(out) == 3 and isinstance(out[0], int) else None
-    return load_segmentation_folder(path, size=size, channels=channels, classes=classes)

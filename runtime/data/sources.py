@@ -4,11 +4,15 @@
 (standard.py), a synthetic set's name (synthetic.py), an .npz file or an IDX
 folder (array_files.py), a segmentation folder (segmentation.py) or an image
 folder (image_folders.py), and refuses options the source does not take.
+`DATA_LOADERS` reads each entry of the train vocabulary's `data` family
+(compiler/train_vocab.py `DATA`) with exactly that entry's options, given the
+network's shapes (a synthetic set fits them; a segmentation folder's masks are
+checked against the output's classes).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ...dsl import files
 from ...dsl.source import CnncError
@@ -18,6 +22,7 @@ from .containers import Dataset, PathLike
 from .image_folders import load_image_folder
 from .segmentation import is_segmentation_folder, load_segmentation_folder
 from .synthetic import SYNTHETIC, load_synthetic
+from .targets import NetworkShapes
 
 
 _IMAGE_FOLDER_OPTIONS = ("size", "channels")
@@ -61,3 +66,79 @@ def load_dataset(source: PathLike, **options: Any) -> Dataset:
         return load_image_folder(path, **options)
     _refuse_options(text, "an .npz archive", options)
     return load_npz(path)
+
+
+# One loader per entry of the vocabulary's DATA family; each takes exactly the entry's options
+# (the family's common options, val, test and limit, are applied by pipeline.py to every data set).
+def _load_mnist10k(shapes: NetworkShapes) -> Dataset:
+    return load_dataset("mnist10k")
+
+
+def _load_path(shapes: NetworkShapes, path: str) -> Dataset:
+    return load_dataset(path)
+
+
+def _load_npz(shapes: NetworkShapes, path: str) -> Dataset:
+    if Path(path).is_dir():
+        raise CnncError(f"data = npz(\"{files.describe_path(path)}\"): that is a folder, not an .npz file",
+                        hint="for a folder of images write images(\"…\"), for IDX files idx(\"…\")")
+    return load_dataset(path)
+
+
+def _load_idx(shapes: NetworkShapes, path: str) -> Dataset:
+    if Path(path).exists() and not is_idx_folder(path):
+        raise CnncError(f"data = idx(\"{files.describe_path(path)}\"): not a folder of MNIST IDX files",
+                        hint="it needs train-images-idx3-ubyte and train-labels-idx1-ubyte (.gz allowed)")
+    return load_dataset(path)
+
+
+def _load_images(shapes: NetworkShapes, path: str, size: Any = None, channels: int | None = None) -> Dataset:
+    if is_segmentation_folder(path):
+        raise CnncError(f"data = images(\"{files.describe_path(path)}\"): that folder holds images and masks "
+                        "(a segmentation data set), not one sub-folder per class",
+                        hint=f"write data = segmentation(\"{files.describe_path(path)}\")")
+    given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
+    return load_dataset(path, **given)
+
+
+def _load_synthetic(shapes: NetworkShapes, n: int | None = None, classes: int | None = None, shape: Any = None,
+                    kind: str | None = None, seed: int = 0, noise: float | None = None) -> Dataset:
+    out = shapes.output
+    in_shape = tuple(shape) if shape is not None else shapes.input
+    kind = kind or ("segmentation" if len(out) == 3 else "classes")
+    opts: dict[str, Any] = {"seed": seed}
+    if noise is not None:
+        opts["noise"] = noise
+    if n is not None:
+        opts["n_train"], opts["n_test"] = n, max(n // 4, 1)
+    if kind == "regression":
+        opts["features"] = in_shape[0]
+        opts["targets"] = classes if classes is not None else out[0]
+    else:
+        opts["shape"] = in_shape
+        opts["num_classes"] = classes if classes is not None else out[0]
+    return load_dataset(f"synthetic_{kind}", **opts)
+
+
+def _load_segmentation(shapes: NetworkShapes, path: str, size: Any = None, channels: int | None = None) -> Dataset:
+    """The train vocabulary's `segmentation("dir", size, channels)`: the folder, with its masks checked
+    against the network's class count (its dense output's channels) file by file."""
+    out = shapes.output
+    classes = out[0] if len(out) == 3 and isinstance(out[0], int) else None
+    return load_segmentation_folder(path, size=size, channels=channels, classes=classes)
+
+
+DATA_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_npz, "idx": _load_idx,
+    "images": _load_images, "synthetic": _load_synthetic, "segmentation": _load_segmentation,
+}
+
+
+def _standard_loader(name: str) -> Callable[..., Dataset]:
+    def load(shapes: NetworkShapes) -> Dataset:
+        return standard.load_standard(name)
+    return load
+
+
+# The standard data sets by name (mnist, cifar10, ...): downloaded on first use.
+DATA_LOADERS.update({name: _standard_loader(name) for name in standard.STANDARD})

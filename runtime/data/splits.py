@@ -10,8 +10,8 @@ scikit-learn's shuffled `KFold`); `fold(k, i, seed)` returns the re-division
 for fold i: training on the other folds, validating on fold i, and no test
 split at all, so the test samples never reach a fold (they are held back for
 the model finally chosen). `bootstrap` draws len(train) samples of the
-training split with replacement (bagging). The trainer applies both before
-it fits any preprocessing, so statistics never see a held-out sample.
+training split with replacement (bagging). The pipeline (pipeline.py) applies
+both before it fits any preprocessing, so statistics never see a held-out sample.
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def bootstrap(ds: Dataset, seed: int) -> Dataset:
 
 def resample(ds: Dataset, resplit: Callable[[Dataset], Dataset] | None, use_bootstrap: bool,
              seed: int) -> Dataset:
-    """What load_data applies after its own splits: a fold's re-division, then a bootstrap resample."""
+    """What the pipeline applies after the held-out splits: a fold's re-division, then a bootstrap resample."""
     if resplit is not None:
         ds = resplit(ds)
     return bootstrap(ds, seed) if use_bootstrap else ds

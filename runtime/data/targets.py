@@ -1,7 +1,8 @@
 """Stage 3 (runtime), data: what the network expects of the data — input shapes and target kinds.
 
-The target kinds are the kinds of label a loss can take (a loss names its
-kind: train/losses.py); `check_dataset` compares every split with the
+`NetworkShapes` is all the data side knows of a network: its per-sample input
+and output shapes. The target kinds are the kinds of label a loss can take (a
+loss names its kind: train/losses.py); `check_dataset` compares every split with the
 network's declared input and the loss's target kind before any training
 starts, so a mismatch becomes a `CnncError` with a hint instead of a shape
 error deep in a kernel, and returns the labels in canonical dtypes.
@@ -9,7 +10,7 @@ error deep in a kernel, and returns the labels in canonical dtypes.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -23,6 +24,20 @@ PIXEL_CLASS = "pixel_class"  # int labels [N, H, W] in [0, K) (or ignore_index)
 BINARY = "binary"            # 0/1 (or probabilities) [N] / [N, 1]
 MULTILABEL = "multilabel"    # 0/1 [N, K]
 REAL = "real"                # any float targets, same size as the output
+
+
+@dataclass(frozen=True)
+class NetworkShapes:
+    """A network's per-sample input shape (its first input) and output shape (its first output),
+    channels first; a symbolic dimension is any non-int value."""
+
+    input: tuple
+    output: tuple
+
+    @classmethod
+    def of(cls, net) -> "NetworkShapes":
+        """The shapes of a checked `Network` (compiler/graph.py)."""
+        return cls(tuple(net.shapes[next(iter(net.inputs))]), tuple(net.shapes[net.outputs[0]]))
 
 
 class TargetSpec(Protocol):

@@ -25,8 +25,10 @@ from ...dsl.files import describe_path
 from ...dsl.source import CnncError
 from .. import checkpoint
 from .. import preprocess
-from ..data.targets import CLASS, PIXEL_CLASS
+from ..data.pipeline import prepare
+from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..train.evaluation import Confusion, report
+from ..train.losses import loss_for
 from ..predict import Predictions, predict as predict_one
 
 COMBINE = ("mean", "vote")
@@ -117,10 +119,11 @@ def predict_ensemble(members: Sequence[Member], inputs: Sequence[str], limit: in
 
 def _member_split(m: Member, data_override: str | None) -> tuple[np.ndarray, np.ndarray, str, str, Any]:
     """The member's test (else validation) split after its own checkpoint's preprocessing."""
-    from ..train.trainer import load_data
     ck = checkpoint.load(m.path)
     records = preprocess.check_records(ck.preprocess, f"checkpoint '{m.name}'")
-    ds, loss = load_data(m.compiled.net.train or TrainConfig(), m.compiled, data_override, records=records)
+    cfg = m.compiled.net.train or TrainConfig()
+    loss = loss_for(cfg)
+    ds = prepare(cfg, NetworkShapes.of(m.compiled.net), loss, data_override, records=records)
     if loss.target_kind not in (CLASS, PIXEL_CLASS):
         raise CnncError(f"{m.flag}: network '{m.compiled.net.name}' is trained with a {loss.name} loss; "
                         "ensembles combine class probabilities", hint="only classifiers and segmenters combine")

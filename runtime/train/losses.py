@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...compiler.train_spec import TrainConfig
 from ...compiler.train_vocab import LOSS
 from ...dsl.source import CnncError, did_you_mean
 from ..data.targets import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, REAL
@@ -284,6 +285,11 @@ def get_loss(name: str) -> LossSpec:
     except KeyError:
         raise CnncError(f"unknown loss '{name}'",
                         hint=did_you_mean(name, LOSSES, "known losses: " + ", ".join(LOSSES))) from None
+
+
+def loss_for(cfg: TrainConfig) -> LossSpec:
+    """The loss a train section names, with its options bound."""
+    return make_loss(cfg.loss.name, **cfg.loss.arguments)
 
 
 def make_loss(name: str, **options: Any) -> LossSpec:

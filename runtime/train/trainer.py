@@ -1,11 +1,12 @@
-"""Stage 3 (runtime): the training loop behind `cnnc run`.
+"""Stage 3 (runtime), training: the training loop behind `cnnc run`.
 
-Builds the data (load, split, preprocess, check against the network), the
-plan, the loss, optimizer and schedule from a validated `TrainConfig`, then
-trains epoch by epoch: progress on stderr, one summary line per epoch,
-`metrics.jsonl`, an atomic `last.npz` after every epoch and `best.npz` when
-validation improves (and, with `snapshots`, `snapshot-K.npz` at the end of
-each warm-restart cycle). Every random draw of epoch e comes from generators
+From a validated `TrainConfig` it makes the loss, asks the data pipeline
+(data/pipeline.py) once for the run's data (read, split, preprocessed, checked
+against the network), builds the engine (engines.py) and the schedule, then
+trains epoch by epoch, augmenting and batching the training split: progress
+on stderr, one summary line per epoch, `metrics.jsonl`, an atomic `last.npz`
+after every epoch and `best.npz` when validation improves (and, with
+`snapshots`, `snapshot-K.npz` at the end of each warm-restart cycle). Every random draw of epoch e comes from generators
 seeded with (seed, e), so a run resumed from `last.npz` ends with the same
 weights, bit for bit, as one that was never interrupted. A non-finite loss,
 or parameters that are no longer finite at the end of an epoch, stop the run
@@ -24,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,25 +37,19 @@ from ...compiler.train_vocab import OPTIMIZER
 from ...dsl import files
 from ...dsl.source import CnncError
 from .. import checkpoint
-from ..data import batching, sources
-from ..data.array_files import is_idx_folder
-from ..data.containers import Dataset, Split
-from ..data.splits import split_holdout
-from ..data.targets import CLASS, PIXEL_CLASS, check_dataset
-from .. import preprocess
-from ..data import standard as standard_datasets
-from ..data import splits as resampling
+from ..data import batching
 from ..data.augment import make_augment
+from ..data.containers import Dataset
+from ..data.pipeline import prepare
+from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
+from ..plan import Plan
 from .engines import make_engine
 from .evaluation import Confusion, report
-from .losses import make_loss
+from .losses import loss_for
 from .numpy_engine import QUIET_FLOATS
 from .optim import weight_predicate
-from ..plan import Plan
 from .rundir import RunDirectory
 from .schedules import make_schedule
-from ..data.segmentation import load_segmentation_entry
-
 
 
 @dataclass
@@ -89,128 +84,6 @@ class RunResult:
     non_finite: bool = False  # stopped because the loss or the weights stopped being finite
 
 
-# ------------------------------------------------------------------- data
-def _spec_options(spec: Spec) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.kwargs}
-
-
-# One loader per entry of the vocabulary's DATA family; each takes exactly the entry's options
-# (the family's common options, val and limit, are applied by load_data to every data set).
-def _load_mnist10k(compiled) -> Dataset:
-    return sources.load_dataset("mnist10k")
-
-
-def _load_path(compiled, path: str) -> Dataset:
-    return sources.load_dataset(path)
-
-
-def _load_npz(compiled, path: str) -> Dataset:
-    if Path(path).is_dir():
-        raise CnncError(f"data = npz(\"{files.describe_path(path)}\"): that is a folder, not an .npz file",
-                        hint="for a folder of images write images(\"…\"), for IDX files idx(\"…\")")
-    return sources.load_dataset(path)
-
-
-def _load_idx(compiled, path: str) -> Dataset:
-    if Path(path).exists() and not is_idx_folder(path):
-        raise CnncError(f"data = idx(\"{files.describe_path(path)}\"): not a folder of MNIST IDX files",
-                        hint="it needs train-images-idx3-ubyte and train-labels-idx1-ubyte (.gz allowed)")
-    return sources.load_dataset(path)
-
-
-def _load_images(compiled, path: str, size: Any = None, channels: int | None = None) -> Dataset:
-    from ..data.segmentation import is_segmentation_folder
-    if is_segmentation_folder(path):
-        raise CnncError(f"data = images(\"{files.describe_path(path)}\"): that folder holds images and masks "
-                        "(a segmentation data set), not one sub-folder per class",
-                        hint=f"write data = segmentation(\"{files.describe_path(path)}\")")
-    given = {k: v for k, v in (("size", size), ("channels", channels)) if v is not None}
-    return sources.load_dataset(path, **given)
-
-
-def _load_synthetic(compiled, n: int | None = None, classes: int | None = None, shape: Any = None,
-                    kind: str | None = None, seed: int = 0, noise: float | None = None) -> Dataset:
-    net = compiled.net
-    out = net.shapes[net.outputs[0]]
-    in_shape = tuple(shape) if shape is not None else tuple(net.shapes[next(iter(net.inputs))])
-    kind = kind or ("segmentation" if len(out) == 3 else "classes")
-    opts: dict[str, Any] = {"seed": seed}
-    if noise is not None:
-        opts["noise"] = noise
-    if n is not None:
-        opts["n_train"], opts["n_test"] = n, max(n // 4, 1)
-    if kind == "regression":
-        opts["features"] = in_shape[0]
-        opts["targets"] = classes if classes is not None else out[0]
-    else:
-        opts["shape"] = in_shape
-        opts["num_classes"] = classes if classes is not None else out[0]
-    return sources.load_dataset(f"synthetic_{kind}", **opts)
-
-
-DATA_LOADERS: dict[str, Callable[..., Dataset]] = {
-    "mnist10k": _load_mnist10k, "path": _load_path, "npz": _load_npz, "idx": _load_idx,
-    "images": _load_images, "synthetic": _load_synthetic, "segmentation": load_segmentation_entry,
-}
-
-
-def _standard_loader(name: str) -> Callable[..., Dataset]:
-    def load(compiled) -> Dataset:
-        return standard_datasets.load_standard(name)
-    return load
-
-
-# The standard data sets by name (mnist, cifar10, ...): downloaded on first use.
-DATA_LOADERS.update({name: _standard_loader(name) for name in standard_datasets.STANDARD})
-
-
-def load_data(cfg: TrainConfig, compiled, data_override: str | None = None, limit: int | None = None,
-              records: list[dict] | None = None, resplit: Callable[[Dataset], Dataset] | None = None):
-    """The dataset for a run, split, preprocessed and checked against the network.
-
-    `resplit` (a k-fold's fold) re-divides the splits before anything is fitted; `bootstrap`
-    then resamples the training split. The preprocessing is fitted on the training split,
-    unless `records` (from a checkpoint) say what it was; either way the records end in
-    `ds.meta["preprocess"]`.
-    """
-    spec = cfg.data
-    opts = _spec_options(spec)
-    val = opts.pop("val", None)
-    test = opts.pop("test", None)
-    limit = limit or opts.pop("limit", None)
-    opts.pop("limit", None)
-    if data_override is not None:
-        ds = sources.load_dataset(data_override)
-    else:
-        ds = DATA_LOADERS[spec.name](compiled, **opts)
-    if limit:
-        ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
-    val = cfg.val if cfg.val is not None else val
-    test = cfg.test if cfg.test is not None else test
-    ds = split_holdout(ds, val, test, cfg.seed)
-    ds = resampling.resample(ds, resplit, cfg.bootstrap, cfg.seed)
-    if records is None:
-        records = preprocess.fit([(p.name, _spec_options(p)) for p in cfg.preprocess], ds.train.x)
-    ds = _preprocessed(ds, records)
-    net = compiled.net
-    input_shape = net.shapes[net.inputs and next(iter(net.inputs))]
-    out_shape = net.shapes[net.outputs[0]]
-    loss = make_loss(cfg.loss.name, **_spec_options(cfg.loss))
-    classes = out_shape[0] if out_shape else None
-    return check_dataset(ds, input_shape, classes, loss), loss
-
-
-def _preprocessed(ds: Dataset, records: list[dict]) -> Dataset:
-    def fix(split):
-        return None if split is None else Split(preprocess.apply(records, split.x), split.y)
-
-    meta = dict(ds.meta)
-    meta["preprocess"] = list(records)
-    if not records:
-        return replace(ds, meta=meta)
-    return replace(ds, train=fix(ds.train), val=fix(ds.val), test=fix(ds.test), meta=meta)
-
-
 # ------------------------------------------------------------------ state
 def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
     """Independent, reproducible generators per (seed, epoch, purpose)."""
@@ -226,8 +99,9 @@ class Trainer:
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
-        self.ds, self.loss = load_data(cfg, compiled, data_override, limit, resplit=resplit)
-        hyper = _spec_options(cfg.optimizer)
+        self.loss = loss_for(cfg)
+        self.ds = prepare(cfg, NetworkShapes.of(compiled.net), self.loss, data_override, limit, resplit=resplit)
+        hyper = cfg.optimizer.arguments
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
         self.base_lr = float(hyper.pop("lr", OPTIMIZER.entries[cfg.optimizer.name].option("lr").default))
@@ -243,7 +117,7 @@ class Trainer:
         if cfg.snapshots and not self.schedule.restarts:
             raise CnncError("snapshots = true needs a schedule with warm restarts", cfg.locs.get("snapshots"),
                             "e.g. schedule = cosine_restarts(T_0 = 5): a snapshot is kept at the end of each cycle")
-        self.augment = make_augment([(a.name, _spec_options(a)) for a in cfg.augment]) if cfg.augment else None
+        self.augment = make_augment([(a.name, a.arguments) for a in cfg.augment]) if cfg.augment else None
         self.output = compiled.net.outputs[0]
         self.input = next(iter(compiled.net.inputs))
         self.class_names = self._class_names()
@@ -495,7 +369,7 @@ class NonFinite(Exception):
 
 def _schedule_spec(spec: Spec) -> Any:
     """(name, options) for make_schedule; warmup's `then` is a schedule of its own."""
-    opts = _spec_options(spec)
+    opts = spec.arguments
     if isinstance(opts.get("then"), Spec):
         opts["then"] = _schedule_spec(opts["then"])
     return (spec.name, opts)

@@ -16,7 +16,6 @@ import pytest
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import sources
 from cnnc.runtime.data import standard as sd
-from cnnc.runtime.train import trainer as train
 
 
 # ------------------------------------------------------------------ official formats, in small
@@ -145,7 +144,7 @@ def test_mnist_downloads_once_verifies_and_reads(server, monkeypatch, tmp_path, 
     assert cache_listing(tmp_path) == sorted(f"mnist/{f}" for f in bodies)  # nothing else: no temporary files
     err = capsys.readouterr().err
     assert "downloaded mnist: train-images-idx3-ubyte.gz" in err and "checksums verified" in err
-    again = train.DATA_LOADERS["mnist"](None)  # the train section's `data = mnist`
+    again = sources.DATA_LOADERS["mnist"](None)  # the train section's `data = mnist`
     assert len(server.requests) == 4  # the second run downloads nothing
     np.testing.assert_array_equal(again.train.x, ds.train.x)
 

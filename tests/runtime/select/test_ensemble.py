@@ -16,7 +16,9 @@ from cnnc.compiler.driver import compile_file
 from cnnc.runtime import checkpoint
 from cnnc.runtime.select.ensemble import combine, score
 from cnnc.runtime.plan import Plan
-from cnnc.runtime.train.trainer import load_data
+from cnnc.runtime.data.pipeline import prepare
+from cnnc.runtime.data.targets import NetworkShapes
+from cnnc.runtime.train.losses import loss_for
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -78,7 +80,7 @@ def _by_hand(path: Path, checkpoints: list[Path]) -> list[np.ndarray]:
     out = []
     for ck_path in checkpoints:
         ck = checkpoint.load(ck_path)
-        ds, _ = load_data(c.net.train, c, records=ck.preprocess)
+        ds = prepare(c.net.train, NetworkShapes.of(c.net), loss_for(c.net.train), records=ck.preprocess)
         plan = Plan(c.net, c.analysis.params)
         plan.load_state(ck.params, str(ck_path))
         logits = plan.predict(ds.test.x).astype(np.float64)

@@ -21,7 +21,7 @@ from cnnc.compiler.train_spec import set_key, TrainConfig
 from cnnc.compiler.train_vocab import (AUGMENT, DATA, FAMILIES, KEYS, LOSS, OPTIMIZER, PREPROCESS, REQUIRED,
                                        SCHEDULE)
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.data import augment
+from cnnc.runtime.data import augment, sources
 from cnnc.runtime.train import losses, optim, schedules, trainer as train
 from cnnc.runtime import preprocess
 from cnnc.runtime.train.trainer import Trainer
@@ -72,7 +72,7 @@ def test_preprocessing_takes_exactly_the_declared_options():
 
 
 def test_data_loaders_take_exactly_the_declared_options():
-    _implemented(DATA, train.DATA_LOADERS, drop=("compiled",))
+    _implemented(DATA, sources.DATA_LOADERS, drop=("shapes",))
 
 
 def test_every_key_has_a_check_or_a_family():
