@@ -22,7 +22,7 @@ class Exporter(NamedTuple):
 
 
 def _torch(args: argparse.Namespace, compiled) -> int:
-    from .runtime.export.torch_rules import export
+    from .runtime.export.torch_module import export
     result = export(compiled, args.output, args.checkpoint)
     print(f"wrote {describe_path(result['module'])} ({result['lines']} lines, class {result['class']})")
     print(f"wrote {describe_path(result['weights'])} ({result['arrays']} arrays, "

@@ -36,7 +36,8 @@ import numpy as np
 
 from ...compiler.ops import OPS
 from ...dsl.source import CnncError
-from ..export.torch_rules import module_source, require_torch
+from ..export.torch_module import module_source
+from ..export.torch_rules import require_torch
 from .optim import OPTIMIZERS
 from ..plan import initial_parameters, require_concrete
 

@@ -167,13 +167,13 @@ def exported_onnx(c, tmp_path):
 @pytest.mark.torch
 def test_signal_network_exports(write, tmp_path):
     """--emit numpy and the PyTorch/ONNX exporters give the runtime's outputs on a signal network."""
-    from cnnc.runtime.export import torch_rules as export_torch
+    from cnnc.runtime.export import torch_module
     c = compile_file(write(SIGNAL_NET))
     plan = Plan(c.net, c.analysis.params, seed=0)
     x = np.random.default_rng(3).standard_normal((3, 2, 24)).astype(np.float32)
     expected = plan.forward({"x": x})[0][plan.outputs[0]]
     H.assert_close(emitted_numpy(c, tmp_path)(x), expected, 1e-5, "--emit numpy")
-    export_torch.export(c, str(tmp_path / "model.py"))
+    torch_module.export(c, str(tmp_path / "model.py"))
     assert "nn.Conv1d(2, 6, 5, padding=2, groups=2)" in (tmp_path / "model.py").read_text()
     H.assert_close(exported_onnx(c, tmp_path)(x), expected, 1e-5, "onnx")
 
@@ -241,7 +241,7 @@ def test_signal_resizing_affine_and_maximum_match_pytorch(write):
 @pytest.mark.torch
 def test_signal_resizing_exports(write, tmp_path):
     """--emit numpy, the PyTorch module and ONNX give the runtime's outputs for the resizing network."""
-    from cnnc.runtime.export.torch_rules import module_source
+    from cnnc.runtime.export.torch_module import module_source
     c = compile_file(write(RESIZE_NET))
     plan = Plan(c.net, c.analysis.params, seed=0)
     x = np.random.default_rng(5).standard_normal((2, 3, 10)).astype(np.float32)

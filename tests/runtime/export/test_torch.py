@@ -25,8 +25,9 @@ from cnnc.cli import main as cli
 from cnnc.compiler.driver import compile_file
 from cnnc.compiler.graph import build_graph
 from cnnc.compiler.ops import OPS
-from cnnc.runtime.export import torch_rules as export_torch
-from cnnc.runtime.export.torch_rules import module_source, rule_of
+from cnnc.runtime.export import torch_rules
+from cnnc.runtime.export.torch_module import module_source
+from cnnc.runtime.export.torch_rules import rule_of
 from cnnc.runtime.plan import Plan
 
 from .test_codegen import EVERY
@@ -152,7 +153,7 @@ def check_training(c, batch: int | None = None) -> tuple[float, float, float, di
 def test_every_op_has_a_torch_rule():
     # Graph inputs (inputs=0) become forward's arguments; every other op needs a rule.
     missing = [op for op, spec in OPS.items() if spec.inputs != 0 and rule_of(op) is None]
-    assert missing == [], f"ops without a torch rule (register one in runtime/export_torch.py): {missing}"
+    assert missing == [], f"ops without a torch rule (register one in runtime/export/torch_rules.py): {missing}"
 
 
 # EVERY (every op, and asymmetric pools and padded local layers) is shared with the other back ends' tests.
@@ -382,7 +383,7 @@ def test_the_export_choices_come_from_one_registry():
     import tomllib
     extras = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(EXPORTERS) <= set(extras)  # each target's missing-extra message names `cnnc[TARGET]`
-    assert export_torch.EXTRA == "pip install 'cnnc[torch]'"
+    assert torch_rules.EXTRA == "pip install 'cnnc[torch]'"
 
 
 def test_the_torch_extra_admits_the_test_extras_pinned_torch():
