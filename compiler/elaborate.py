@@ -9,8 +9,10 @@ construct at fault and the chain of block calls that led there.
 
 The parts live beside it: `loader` (files and imports -> `Definitions`),
 `naming` (values, scopes and layer names), `expressions` (what names and
-operators mean), `unify` (sizes that must agree at merge points); this module
-walks the syntax tree and builds the nodes. Elaboration is bounded (layers,
+operators mean), `unify` (sizes that must agree at merge points); two parts of
+the elaborator itself, `functions` (calls of `def` helpers and built-ins) and
+`tensor_expressions` (arithmetic on tensors, channel slices, splits); this
+module walks the syntax tree and builds the nodes. Elaboration is bounded (layers,
 repeats, block depth, tensor sizes) and never ends in Python's RecursionError:
 it makes room for `MAX_BLOCK_DEPTH` nested blocks while it runs, and a program
 that still nests too deeply is a located error.
@@ -25,19 +27,20 @@ from typing import Any, Callable, Iterator, Mapping
 from ..dsl import ast
 from ..dsl.source import CnncError, Diagnostic, Loc, did_you_mean
 from .attrs import convert, describe
-from .expressions import FUNCTIONS, arith, builtin_function, is_builtin, lookup, require_tensor, truth
+from .expressions import FUNCTIONS, arith, is_builtin, lookup, require_tensor, truth
+from .functions import FunctionCalls
 from .graph import Network, build_graph
 from .lints import warning
 from .loader import Definitions, choose_network, load  # noqa: F401  (re-exported: the compiler's entry points)
 from .naming import BlockRef, Frame, LayerRef, Pending, Scope, Segment, Tensor, final_names, outermost_in
 from .ops import OPS, REQUIRED, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name, numel
 from .symbolic import Constraints, Dim, SymbolicComparison, is_symbolic
+from .tensor_expressions import TensorExpressions
 from .unify import ShapeUnifier
 
 MAX_REPEAT = 10_000
 MAX_NODES = 50_000  # ResNet-2000 has 6,669; more is a mistake, not a network
 MAX_BLOCK_DEPTH = 200
-MAX_FUNCTION_CALLS = 100_000  # `def` helpers build nothing, so their calls are bounded on their own
 MAX_TENSOR_ELEMENTS = 1 << 31
 # Nested block calls recurse in Python (about ten frames a level): room for MAX_BLOCK_DEPTH of them.
 RECURSION_LIMIT = 20 * MAX_BLOCK_DEPTH + 2000
@@ -71,7 +74,7 @@ def _innermost_loc(tb: TracebackType | None) -> Loc | None:
     return loc
 
 
-class Elaborator:
+class Elaborator(FunctionCalls, TensorExpressions):
     """Builds one network of a program; all of its state is set here, in `__init__`."""
 
     def __init__(self, defs: Definitions, bindings: dict[str, tuple] | None = None,
@@ -658,192 +661,6 @@ class Elaborator:
             frame.used.add("in")
             return self.step(expr, frame.env["in"], frame)
         raise CnncError(f"'{expr.func}' is {describe(callee)}, not something that can be called", expr.func_loc)
-
-    def _split(self, raw: dict, x: Tensor, loc: Loc, frame: Frame, label: str | None) -> tuple:
-        """`x -> split(n)`: n equal channel slices (a tuple of tensors, for `a, b = ...`)."""
-        parts, where = raw["parts"]
-        try:
-            n = convert("pos_int", parts, "parts")
-        except OpError as err:
-            raise CnncError(err.message, where) from None
-        if label is not None:
-            raise CnncError("a split cannot carry a label: it makes several layers", loc,
-                            "label the layers that use its parts")
-        c = self._channels(x, loc)
-        if c % n:
-            raise CnncError(f"split: {n} parts do not divide the {c} channels", where,
-                            f"use a divisor of {c}, or slices of different sizes: x[0:a], x[a:]")
-        size = c // n
-        return tuple(self._node("slice", [x], {"start": i * size, "stop": (i + 1) * size}, loc, frame, None, {},
-                                layer="split") for i in range(n))
-
-    def _bind_parts(self, stmt: ast.TupleAssign, frame: Frame) -> tuple:
-        value = self.head(stmt.value, frame)
-        if not isinstance(value, tuple) or not value or not all(isinstance(v, Tensor) for v in value):
-            what = "a tensor" if isinstance(value, Tensor) else describe(value)
-            raise CnncError(f"{len(stmt.names)} names need a split into {len(stmt.names)} parts, "
-                            f"got {what}", stmt.value.loc, f"write `{', '.join(stmt.names)} = x -> "
-                            f"split({len(stmt.names)})`")
-        if len(value) != len(stmt.names):
-            raise CnncError(f"{len(stmt.names)} names for a split into {len(value)} parts", stmt.loc,
-                            f"name every part, or split({len(stmt.names)})")
-        for name, part in zip(stmt.names, value):
-            self._bind(frame, name, part, stmt.loc)
-        return value
-
-    def _channel_slice(self, expr: ast.Subscript, frame: Frame) -> Tensor:
-        """`x[start:stop]`: a `slice` layer on the channels of x."""
-        x = self._tensor(self.ev(expr.value, frame), expr.value)
-        attrs: dict[str, Any] = {"start": 0, "stop": None}
-        locs: dict[str, Loc] = {}
-        for key, bound in (("start", expr.start), ("stop", expr.stop)):
-            if bound is None:
-                continue
-            try:
-                attrs[key] = convert("int", self.ev(bound, frame), f"a channel slice's {key}")
-            except OpError as err:
-                raise CnncError(err.message, bound.loc, "slice bounds are channel numbers: x[0:c // 2]") from None
-            locs[key] = bound.loc
-        return self._node("slice", [x], attrs, expr.loc, frame, None, locs)
-
-    def _function(self, expr: ast.Call, frame: Frame) -> Any:
-        args = [self.ev(a, frame) for a in expr.args]
-        if expr.func == "max" and any(isinstance(a, Tensor) for a in args) and not expr.kwargs:
-            return self._tensor_max(expr, args, frame)
-        return builtin_function(expr, args, self.defs.blocks)
-
-    # ------------------------------------------- numeric helpers, tensor arithmetic
-    def _user_function(self, fn: ast.Function, expr: ast.Call, frame: Frame) -> Any:
-        """The value of a `def` helper: its parameters bound to the arguments, its body run in a frame
-        of its own (it sees its parameters, other helpers and the built-in functions, no tensors)."""
-        if fn.name in self.function_stack:
-            path = " -> ".join([*self.function_stack[self.function_stack.index(fn.name):], fn.name])
-            raise CnncError(f"numeric function '{fn.name}' calls itself ({path})", expr.loc,
-                            "a `def` cannot recurse, directly or through other functions: "
-                            "write the formula without the recursive call")
-        self.function_calls += 1
-        if self.function_calls > MAX_FUNCTION_CALLS:
-            raise CnncError(f"numeric functions were called more than {MAX_FUNCTION_CALLS:,} times", expr.loc,
-                            "a function that calls others several times multiplies the work: bind a value once "
-                            "and reuse it")
-        values = self._function_args(fn, expr, frame)
-        inner = Frame({}, Scope(None), False, fn.name)
-        for p in fn.params:
-            inner.env[p.name] = self._param_value(
-                p, values, inner, lambda p: CnncError(f"function '{fn.name}' needs its parameter '{p.name}'",
-                                                      expr.loc, f"'{fn.name}' is defined at {fn.loc}"))
-        self.function_stack.append(fn.name)
-        try:
-            value = None
-            for stmt in fn.body:
-                value = self.statement(stmt, inner)
-        except CnncError as err:
-            if len(err.diagnostic.notes) < 12:
-                err.add_note(f"in function '{fn.name}', called here", expr.loc)
-            raise
-        finally:
-            self.function_stack.pop()
-        if not isinstance(value, (bool, int, float, Dim, tuple)):
-            raise CnncError(f"function '{fn.name}' must give a number, but its last statement gives "
-                            f"{describe(value)}", fn.body[-1].loc if fn.body else fn.loc) \
-                .add_note(f"in function '{fn.name}', called here", expr.loc)
-        return value
-
-    def _function_args(self, fn: ast.Function, expr: ast.Call, frame: Frame) -> dict[str, Any]:
-        names = [p.name for p in fn.params]
-        if len(expr.args) > len(names):
-            raise CnncError(f"function '{fn.name}' takes {len(names)} arguments, got {len(expr.args)}",
-                            expr.args[len(names)].loc, f"defined at {fn.loc}")
-        given = [(p.name, e) for p, e in zip(fn.params, expr.args)]
-        for kw in expr.kwargs:
-            if kw.name not in names:
-                raise CnncError(f"function '{fn.name}' has no parameter '{kw.name}'", kw.loc,
-                                did_you_mean(kw.name, names, f"its parameters: {', '.join(names) or 'none'}"))
-            if kw.name in dict(given):
-                raise CnncError(f"parameter '{kw.name}' of function '{fn.name}' is given twice", kw.loc)
-            given.append((kw.name, kw.value))
-        values = {}
-        for name, e in given:
-            v = self.ev(e, frame)
-            if isinstance(v, Tensor):
-                raise CnncError(f"function '{fn.name}' takes numbers, got a tensor for '{name}'", e.loc,
-                                "pass a size instead, e.g. channels(t)")
-            values[name] = v
-        return values
-
-    def _refuse_layers_in_function(self, what: str, loc: Loc) -> None:
-        if self.function_stack:
-            raise CnncError(f"numeric function '{self.function_stack[-1]}' cannot apply '{what}'", loc,
-                            "a `def` computes numbers only; build layers in a block")
-
-    def _tensor_max(self, expr: ast.Call, args: list, frame: Frame) -> Tensor:
-        """`max(a, b, …)` of tensors: element-wise maximum, pairwise from the left (PyTorch's
-        torch.maximum, whose gradient splits ties evenly)."""
-        if len(args) < 2:
-            raise CnncError("'max' needs at least two values", expr.loc)
-        for a, e in zip(args, expr.args):
-            if not isinstance(a, Tensor):
-                raise CnncError(f"max takes tensors or numbers, not both: got {describe(a)} with a tensor", e.loc,
-                                "max(x, 0) of a tensor is `x -> relu`")
-        tensors = list(args)
-        out = tensors[0]
-        for t in tensors[1:]:
-            out = self._variadic("maximum", [out, t], expr.loc, frame, None)
-        return out
-
-    def _scalar(self, v: Any, where: ast.Expr) -> float:
-        """A number combined with a tensor (`x + 3`): known and finite."""
-        try:
-            return convert("float", v, "a number combined with a tensor")
-        except OpError as err:
-            if isinstance(v, Dim):
-                raise CnncError(f"a number combined with a tensor must be known, but it depends on "
-                                f"{', '.join(sorted(v.symbols()))}", where.loc,
-                                "bind the input size with --input NAME=CxHxW") from None
-            if isinstance(v, Word):
-                lookup(v.name, {}, self.defs.blocks, where.loc, functions=self.defs.functions)  # say so
-            raise CnncError(err.message, where.loc, err.hint) from None
-
-    def _affine(self, t: Tensor, scale: float, shift: float, loc: Loc, frame: Frame) -> Tensor:
-        return self._node("affine", [t], {"scale": scale, "shift": shift}, loc, frame, None, {})
-
-    def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
-        if expr.op in ("and", "or"):
-            left = truth(self.ev(expr.left, frame), expr.left)
-            if (expr.op == "and") != left:
-                return left
-            return truth(self.ev(expr.right, frame), expr.right)
-        if expr.op == "*" and self._is_application(expr.left, frame):
-            if "in" not in frame.env:
-                raise CnncError("nothing is piped into this repeated block", expr.loc,
-                                "apply it to a tensor: `x -> block(...) * N`")
-            frame.used.add("in")
-            return self.step(expr, frame.env["in"], frame)
-        left, right = self.ev(expr.left, frame), self.ev(expr.right, frame)
-        if isinstance(left, Tensor) or isinstance(right, Tensor):
-            return self._tensor_binop(expr, left, right, frame)
-        return arith(expr.op, left, right, expr, self.constraints, self.defs.blocks)
-
-    def _tensor_binop(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> Tensor:
-        if expr.op not in ("+", "-", "*", "/"):
-            raise CnncError(f"tensors support '+', '-', '*' and '/', not '{expr.op}'", expr.loc)
-        if isinstance(left, Tensor) and isinstance(right, Tensor):
-            if expr.op == "/":
-                raise CnncError("'/' divides a tensor by a number, not by a tensor", expr.loc)
-            if expr.op == "-":   # a - b = a + (-1·b)
-                right = self._affine(right, -1.0, 0.0, expr.loc, frame)
-            return self._variadic("mul" if expr.op == "*" else "add", [left, right], expr.loc, frame, None)
-        if isinstance(right, Tensor):   # number (op) tensor
-            if expr.op == "/":
-                raise CnncError("'/' divides a tensor by a number, not a number by a tensor", expr.loc)
-            n = self._scalar(left, expr.left)
-            scale, shift = {"+": (1.0, n), "-": (-1.0, n), "*": (n, 0.0)}[expr.op]
-            return self._affine(right, scale, shift, expr.loc, frame)
-        n = self._scalar(right, expr.right)
-        if expr.op == "/" and n == 0:
-            raise CnncError("division by zero", expr.right.loc)
-        scale, shift = {"+": (1.0, n), "-": (1.0, -n), "*": (n, 0.0), "/": (1.0 / n, 0.0)}[expr.op]
-        return self._affine(left, scale, shift, expr.loc, frame)
 
     def _condition(self, expr: ast.Expr, frame: Frame) -> bool:
         return truth(self.ev(expr, frame), expr)
