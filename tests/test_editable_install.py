@@ -43,12 +43,14 @@ def test_an_edit_in_the_tree_is_what_runs(tmp_path):
         with open(tree / stage / "__init__.py", "a", encoding="utf-8") as f:
             f.write(f"\nEDITED_IN_THE_TREE = {stage!r}\n")
     probe = ("import cnnc, cnnc.dsl, cnnc.compiler, cnnc.runtime, cnnc.viz, cnnc.compiler.ops as ops\n"
+             "import cnnc.runtime.data.pipeline as pipeline\n"
              "print(cnnc.dsl.EDITED_IN_THE_TREE, cnnc.compiler.EDITED_IN_THE_TREE, "
              "cnnc.runtime.EDITED_IN_THE_TREE, cnnc.viz.EDITED_IN_THE_TREE)\n"
-             "print(ops.__file__)\nprint(cnnc.__file__)")
+             "print(ops.__file__)\nprint(cnnc.__file__)\nprint(pipeline.__file__)")
     out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    edited, ops_file, app_file = out.stdout.splitlines()
+    edited, ops_file, app_file, pipeline_file = out.stdout.splitlines()
     assert edited == "dsl compiler runtime viz"
     assert Path(ops_file) == tree / "compiler" / "ops.py"
     assert Path(app_file) == tree / "app" / "__init__.py"
+    assert Path(pipeline_file) == tree / "runtime" / "data" / "pipeline.py"   # a runtime sub-package too
