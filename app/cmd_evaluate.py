@@ -4,7 +4,7 @@ and the members of an ensemble `cnnc predict` combines.
 Builds the members (checkpoints of FILE's network, compiled with the common
 flags, and `--member` checkpoints of other files, each compiled for the
 network its checkpoint names) and prints each member's scores beside the
-ensemble's (runtime/ensemble.py does the work).
+ensemble's (runtime/select/ensemble.py does the work).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Command line: `cnnc export FILE --to onnx -o MODEL.onnx [--checkpoint CK.npz] [--fuse]`.
 
-The glue between the flags and runtime/export_onnx.py: it checks the flags
+The glue between the flags and runtime/export/onnx.py: it checks the flags
 this target reads, asks the exporter to write the model and prints what was
 written, with a warning line when no checkpoint gave trained weights.
 `run_onnx_export` is what app/cmd_export.py's `EXPORTERS["onnx"]` runs.

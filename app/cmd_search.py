@@ -1,6 +1,6 @@
 """Command line: `cnnc search FILE --grid NAME=V1,V2 [--random N] [--workers W | --scheduler ADDR]`.
 
-Turns the flags into a search plan (runtime/search.py checks every trial
+Turns the flags into a search plan (runtime/select/search.py checks every trial
 before any runs), runs it, and prints the ranked table, where results.jsonl
 is, and the best trial as the `cnnc run` command that reproduces it.
 """

@@ -1,7 +1,7 @@
 """Command line: `cnnc make-shapes DIR` — write the synthetic shapes data set as a segmentation folder.
 
-The images and masks come from runtime/shapes.py; they are written in the
-layout runtime/segmentation_data.py reads (docs/data.md): `DIR/train/images`,
+The images and masks come from runtime/data/shapes.py; they are written in the
+layout runtime/data/segmentation.py reads (docs/data.md): `DIR/train/images`,
 `DIR/train/masks`, `DIR/test/...` and `DIR/classes.txt`, masks as palette PNGs
 (viz/masks.py). The whole folder is written beside DIR under a temporary name,
 each file through `write_atomic`, and renamed into place at the end, so DIR

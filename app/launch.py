@@ -3,7 +3,7 @@
 Starts the same `cnnc run` command N times without `--nproc`, each with the
 environment a launcher such as torchrun gives its workers (RANK, LOCAL_RANK,
 WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so one code path
-reads both; the torch engine (runtime/torch_engine.py) joins them into one
+reads both; the torch engine (runtime/train/torch_engine.py) joins them into one
 DistributedDataParallel run. The first process to fail stops the others (a
 worker waiting for a peer that is gone would wait forever), and so do Ctrl-C
 and SIGTERM: the run directory keeps its last checkpoint, and `--resume`

@@ -6,7 +6,7 @@ The same compiled ResNet-18 with the same weights (seeded initial weights, batch
 randomised so that folding matters) runs two ways: cnnc's fastest inference path — the fused graph
 (batchnorm folded into the convolutions, runtime/fused.py) on planned arenas, a shard of the batch
 per thread (`ShardedArena`, runtime/memory_plan.py), what `cnnc predict` runs — and ONNX Runtime on the model
-`cnnc export --to onnx` writes (runtime/export_onnx.py; unfused, ORT's own optimiser fuses it),
+`cnnc export --to onnx` writes (runtime/export/onnx.py; unfused, ORT's own optimiser fuses it),
 both with the machine's cores (ORT's workers told not to spin between runs,
 which would take the cores from the NumPy run that follows). At batch 1 on 3x224x224 and batch 32 on 3x112x112 (the input
 declaration of a copy of the example rewritten, to keep the run short). After warm-up the two

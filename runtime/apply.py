@@ -1,7 +1,7 @@
 """Stage 3 (runtime): a network run on photographs, every tensor it asks for returned as arrays.
 
 `Applier` runs one network of a `.cnn` file on images read by
-`runtime/images.py` (grey or RGB, any size the network accepts). The
+`runtime/data/images.py` (grey or RGB, any size the network accepts). The
 network's input must be an image `[C, H, W]`: a fixed channel count converts
 the image (grey to RGB repeats the channel, RGB to grey takes the luma), a
 symbolic one (`[C, H, W]` with `C` a name) takes the image's own; symbolic

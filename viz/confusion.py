@@ -2,7 +2,7 @@
 
 `cnnc run` writes the test record's `confusion` (rows: the true class,
 columns: the predicted one) with per-class precision, recall and F1
-(runtime/evaluation.py). `confusion_svg` draws it as a heat map: each cell
+(runtime/train/evaluation.py). `confusion_svg` draws it as a heat map: each cell
 shaded by its share of its row (so the diagonal reads as per-class recall,
 whatever the class sizes), the count written in it, class names (the train
 section's `classes`) on both axes, and each class's precision, recall and F1

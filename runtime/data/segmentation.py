@@ -8,7 +8,7 @@ The layout (docs/data.md):
 
 or `DIR/train/{images,masks}` plus an optional `DIR/test/{images,masks}`. An
 image and its mask share the file name's stem and the size. Every file is
-read through the bounded readers of runtime/images.py; every mismatch (a
+read through the bounded readers of images.py; every mismatch (a
 missing mask, a mask without an image, two files with one stem, a size
 mismatch, a class index past the class count) is a one-line `CnncError`
 naming the file at fault. Masks become int64 `[N, H, W]` labels, images float32

@@ -11,7 +11,7 @@ shapes never touch (a one-pixel gap), so every mask pixel of a shape has that
 shape's flat colour (plus the noise) and nothing else does. Everything comes
 from `numpy.random.default_rng([seed, part, index])`: the same seed gives the
 same images, and sample i does not depend on how many samples are drawn.
-`cnnc make-shapes` writes them in the layout of runtime/segmentation_data.py.
+`cnnc make-shapes` writes them in the layout of segmentation.py.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ initial weights the trainer would start from. Both files are written
 atomically (dsl/files.py), and never over the checkpoint or the source.
 
 The generated functions are not restated here: they are the real functions
-of runtime/standalone.py (tested against the runtime kernels), copied with
+of export/standalone.py (tested against the runtime kernels), copied with
 `inspect.getsource` together with every helper and constant their code
 refers to (`copy_functions`). Each op's emitter — node to expression — is
 registered into the op's entry (`register("numpy", op)`, compiler/ops.py;
@@ -155,7 +155,7 @@ def copy_functions(roots: Iterable[Callable]) -> tuple[str, list[Callable]]:
 
 
 def standalone_functions() -> list[Callable]:
-    """Every function runtime/standalone.py defines (what a generated module may contain)."""
+    """Every function export/standalone.py defines (what a generated module may contain)."""
     return [f for _, f in inspect.getmembers(standalone, inspect.isfunction) if f.__module__ == standalone.__name__]
 
 
@@ -254,7 +254,7 @@ class Elementwise:
 
 
 # An element-wise activation is emitted as a call of its same-named function in
-# runtime/standalone.py: adding one needs that function only (the coverage test names a missing one).
+# export/standalone.py: adding one needs that function only (the coverage test names a missing one).
 for _name, _spec in OPS.items():
     if _spec.family == "activation" and hasattr(standalone, _name):
         register(BACKEND, _name)(Elementwise(getattr(standalone, _name)))

@@ -4,7 +4,7 @@ Each function here is one op's forward pass on batched channels-first arrays
 (`[N, C, H, W]` or `[N, F]`), written in the plainest NumPy and depending on
 nothing but NumPy and the helpers it calls. They are real, imported code:
 the tests compare each with the runtime kernel of its op, and the code
-generator (runtime/codegen.py) copies the ones a network uses into the
+generator (codegen.py) copies the ones a network uses into the
 generated module with `inspect.getsource`, together with every helper they
 call (found by reading their code). Helpers shared with other stages are
 imported, not restated: the window-count rule is the compiler's

@@ -11,7 +11,7 @@ choosing each class, ties broken by the averaged probability).
 split (else validation split): accuracy, mean negative log-likelihood (not
 for a vote, whose shares are no probabilities) and macro F1 / mean IoU.
 The members come from different seeds, from bagging (`bootstrap = true`)
-or from one run's snapshots (`snapshots = true`, runtime/train.py).
+or from one run's snapshots (`snapshots = true`, runtime/train/trainer.py).
 """
 from __future__ import annotations
 

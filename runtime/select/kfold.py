@@ -1,7 +1,7 @@
 """Stage 3 (runtime): k-fold cross-validation behind `cnnc run --kfold K` (train key `kfold`).
 
 The training split (after `limit`) is cut into K disjoint folds
-(runtime/resampling.py); fold i trains a fresh model on the other K-1 folds
+(runtime/data/splits.py); fold i trains a fresh model on the other K-1 folds
 in OUT/fold-i (a run directory of its own: checkpoints, metrics.jsonl,
 `--resume`) and is validated on fold i. The test split is kept out of every
 fold: no fold trains, validates or is scored on it. Each fold's figures are
@@ -22,7 +22,7 @@ import numpy as np
 from ...compiler.train_spec import TrainConfig
 from ...dsl import files
 from ...dsl.source import CnncError
-from ..data import splits as resampling
+from ..data import splits
 from ..train.rundir import RunDirectory
 
 FIGURES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -86,7 +86,7 @@ def run_kfold(compiled, cfg: TrainConfig, out: Path, make_trainer: Callable[...,
     with RunDirectory(out):
         for i in range(k):
             fold_out = out / f"fold-{i + 1}"
-            trainer = make_trainer(cfg, fold_out, resampling.fold(k, i, cfg.seed),
+            trainer = make_trainer(cfg, fold_out, splits.fold(k, i, cfg.seed),
                                    lambda s, i=i: log(f"fold {i + 1}/{k}: {s}"))
             if i == 0 and started is not None:
                 started(len(trainer.ds.train) + len(trainer.ds.val))

@@ -1,6 +1,6 @@
 """Stage 3 (runtime): `cnnc run --engine torch` — the train section on PyTorch, one process or several.
 
-The trainer (runtime/train.py) keeps everything that defines a run — data,
+The trainer (trainer.py) keeps everything that defines a run — data,
 splits, preprocessing, augmentation, shuffling, schedules, early stop,
 metrics, checkpoints — and asks an engine only to compute: a batch's loss and
 gradients, an optimizer step, predictions, and the state it holds. This

@@ -1,4 +1,4 @@
-"""Segmentation folders (runtime/segmentation_data.py): the layout read back pixel-exact, every refusal
+"""Segmentation folders (runtime/data/segmentation.py): the layout read back pixel-exact, every refusal
 with its message and the file it names."""
 from __future__ import annotations
 

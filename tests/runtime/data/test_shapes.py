@@ -1,4 +1,4 @@
-"""The synthetic shapes data set (runtime/shapes.py) and `cnnc make-shapes`: seeded, classes disjoint,
+"""The synthetic shapes data set (runtime/data/shapes.py) and `cnnc make-shapes`: seeded, classes disjoint,
 each mask region has its class's geometry and its own flat colour in the image."""
 from __future__ import annotations
 

@@ -215,14 +215,14 @@ def test_every_op_of_the_compiler_and_every_fused_op_has_a_numpy_emitter():
     from cnnc.runtime.export.codegen import emitter
     # Graph inputs (inputs=0) become forward's arguments; every other op needs an emitter.
     missing = [op for op, spec in {**OPS, **FUSED_OPS}.items() if spec.inputs != 0 and emitter(op) is None]
-    assert missing == [], f"ops without a numpy emitter (register one in runtime/codegen.py): {missing}"
+    assert missing == [], f"ops without a numpy emitter (register one in runtime/export/codegen.py): {missing}"
 
 
 def test_the_every_network_exercises_every_op(tmp_path, write):
     from cnnc.compiler.fusion import FUSED_OPS, fuse
     c = compile_file(write(EVERY, "every.cnn"), allow={"all"})
     missing = sorted(set(OPS) - {"input"} - {n.op for n in c.net.layers()})
-    assert missing == [], f"add these ops to EVERY in tests/runtime/test_codegen.py: {missing}"
+    assert missing == [], f"add these ops to EVERY in tests/runtime/export/test_codegen.py: {missing}"
     assert set(FUSED_OPS) <= {n.op for n in fuse(c.net, "eval").net.layers()}
 
 

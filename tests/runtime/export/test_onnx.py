@@ -103,7 +103,7 @@ def sample(c, seed: int = 1, batch: int = 2) -> np.ndarray:
 # ------------------------------------------------------------- the registry
 def test_every_op_and_fused_op_has_an_onnx_emitter():
     missing = [op for op in [*OPS, *FUSED_OPS] if emitter(op) is None]
-    assert not missing, f"ops without an ONNX emitter (register('onnx', op) in runtime/export_onnx.py): {missing}"
+    assert not missing, f"ops without an ONNX emitter (register('onnx', op) in runtime/export/onnx.py): {missing}"
 
 
 def test_the_op_networks_use_every_op():

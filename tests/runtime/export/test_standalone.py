@@ -1,4 +1,4 @@
-"""runtime/standalone.py: the plain-NumPy ops equal the runtime kernels, and the window rule lives once."""
+"""runtime/export/standalone.py: the plain-NumPy ops equal the runtime kernels, and the window rule lives once."""
 from __future__ import annotations
 
 import inspect

@@ -1,5 +1,5 @@
 """k-fold cross-validation: disjoint folds that cover the training split, the test split out of every fold,
-one result per fold and their mean ± std; bagging and the fold re-division come from runtime/resampling."""
+one result per fold and their mean ± std; bagging and the fold re-division come from runtime/data/splits.py."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from cnnc.cli import main
 from cnnc.compiler.driver import compile_file
 from cnnc.compiler.train_spec import set_key
 from cnnc.dsl.source import CnncError
-from cnnc.runtime.data import splits as resampling
+from cnnc.runtime.data import splits
 from cnnc.runtime.data.containers import Dataset, Split
 from cnnc.runtime.select.kfold import run_kfold
 from cnnc.runtime.train.trainer import Trainer
@@ -35,27 +35,27 @@ def _rows(x: np.ndarray) -> set[bytes]:
 
 
 def test_fold_indices_are_disjoint_cover_and_balanced():
-    parts = resampling.fold_indices(10, 3, seed=4)
+    parts = splits.fold_indices(10, 3, seed=4)
     assert [len(p) for p in parts] == [4, 3, 3]
     joined = np.concatenate(parts)
     assert sorted(joined) == list(range(10))
-    assert all((a == b).all() for a, b in zip(parts, resampling.fold_indices(10, 3, seed=4)))  # reproducible
+    assert all((a == b).all() for a, b in zip(parts, splits.fold_indices(10, 3, seed=4)))  # reproducible
 
 
 @pytest.mark.parametrize("n, k, message", [(2, 3, "only 2 samples, fewer than the folds"),
                                            (10, 1, "kfold must be at least 2")])
 def test_impossible_folds_are_refused(n, k, message):
     with pytest.raises(CnncError, match=message):
-        resampling.fold_indices(n, k, 0)
+        splits.fold_indices(n, k, 0)
 
 
 def test_bootstrap_draws_with_replacement_reproducibly():
     ds = Dataset("t", Split(np.arange(100, dtype=np.float32)[:, None], np.arange(100)))
-    a, b = resampling.bootstrap(ds, 3), resampling.bootstrap(ds, 3)
+    a, b = splits.bootstrap(ds, 3), splits.bootstrap(ds, 3)
     assert len(a.train) == 100 and (a.train.y == b.train.y).all()
     assert len(set(a.train.y.tolist())) < 100   # some drawn twice: ~63% distinct
     assert 50 < len(set(a.train.y.tolist())) < 75
-    assert not (resampling.bootstrap(ds, 4).train.y == a.train.y).all()
+    assert not (splits.bootstrap(ds, 4).train.y == a.train.y).all()
 
 
 def test_three_folds_of_the_embedded_digits(write, tmp_path):

@@ -1,4 +1,4 @@
-"""Per-class evaluation (runtime/evaluation.py), checked against figures computed by hand."""
+"""Per-class evaluation (runtime/train/evaluation.py), checked against figures computed by hand."""
 from __future__ import annotations
 
 import json

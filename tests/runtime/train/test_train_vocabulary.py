@@ -206,7 +206,7 @@ for key, value in [("epochs", "3"), ("batch", "8"), ("seed", "2"), ("lr", "0.3")
                    ("preprocess", "center"), ("augment", "[hflip]"), ("loss", "cross_entropy(label_smoothing = 0.5)"),
                    ("optimizer", "adam"), ("schedule", "step(1)"), ("data", "synthetic(n = 48, classes = 3)"),
                    ("classes", '["circle", "square", "ring"]'),
-                   # refused here (no batchnorm); what it changes under --nproc: tests/runtime/test_torch_engine.py
+                   # refused here (no batchnorm); what it changes under --nproc: tests/runtime/train/test_torch_engine.py
                    ("sync_bn", "true"), ("kfold", "2"), ("bootstrap", "true")]:
     probe(key, "", "", {key: value}, {"optimizer": "sgd(lr = 1e-9)", "epochs": "4"} if key == "early_stop" else None)
 probe("snapshots", "", "", {"snapshots": "true"}, {"schedule": "cosine_restarts(1)"})
