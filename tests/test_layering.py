@@ -158,6 +158,18 @@ def test_a_runtime_sub_package_says_what_it_holds_and_hands_on_nothing(package):
     assert "may import" in ast.get_docstring(tree)
 
 
+# The two contracts (the checkpoint file, the preprocessing records) are plain data: of cnnc they read
+# only the dsl stage's files and diagnostics, never the compiler.
+CONTRACTS = {"checkpoint.py", "preprocess.py"}
+
+
+def test_the_contracts_import_only_the_dsl_stage():
+    bad = [f"runtime/{name}:{line} imports cnnc.{mod}"
+           for name in sorted(CONTRACTS) for mod, _, line in imported(ROOT / "runtime" / name, "runtime")
+           if not mod.startswith("<external>") and mod.split(".")[0] != "dsl"]
+    assert not bad, "\n".join(bad)
+
+
 def import_graph() -> nx.DiGraph:
     graph = nx.DiGraph()
     for stage in [*STAGES, "app"]:
