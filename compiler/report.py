@@ -187,6 +187,15 @@ def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
     for row in _rows(c, expand, depth):
         lines.append(fmt(row))
     lines.append("─" * (sum(widths) + 5 + 6))
+    lines += summary_lines(c)
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def summary_lines(c: Compiled) -> list[str]:
+    """The totals under the table (parameters, MACs, FLOPs, memory, outputs, constraints), one per line;
+    the explorer page (viz/explorer.py) shows the same lines at its top."""
+    net, a = c.net, c.analysis
+    lines: list[str] = []
     t = a.totals()
     lines.append(f"parameters   {_count(t['params'])} ({human(t['params'])}), trainable "
                  f"{_count(t['trainable_params'])}" + (f", fixed {_count(t['non_trainable_params'])}"
@@ -204,7 +213,7 @@ def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
         rule = info["constraint"] or f"{s} may be any size"
         smallest = f"; smallest valid {s} = {info['smallest']}" if info["smallest"] else ""
         lines.append(f"constraint   {rule}{smallest}")
-    return "\n".join(_wrap(line) for line in lines)
+    return lines
 
 
 def _wrap(line: str) -> str:
