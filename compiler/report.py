@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import textwrap
 from fractions import Fraction
-from typing import Any
+from typing import Any, Iterable
 
 from .analysis import FieldState, fmt_frac
 from .driver import Compiled
@@ -79,6 +79,16 @@ def to_json(c: Compiled) -> dict:
         out["constraints"] = {s: {"rule": info["constraint"], "smallest": info["smallest"]}
                               for s, info in net.symbols.items()}
     return out
+
+
+def totals_json(c: Compiled, names: Iterable[str]) -> dict[str, Any]:
+    """Parameters, MACs and FLOPs of a set of layers (a block's totals), written as `to_json` writes figures."""
+    a = c.analysis
+    params, macs, flops = 0, 0, 0
+    for name in names:
+        params += a.layer_params.get(name, 0)
+        macs, flops = macs + a.macs[name], flops + a.flops[name]
+    return {"params": params, "macs": _num(macs), "flops": _num(flops)}
 
 
 def json_text(c: Compiled) -> str:

@@ -27,7 +27,6 @@ from .view import Cluster, Edge, Item, View, build_view, item_shape, item_totals
 
 INSTALL_HINT = ("install Graphviz (apt-get install graphviz, or brew install graphviz), "
                 "or write a .dot file, or use --style figure for an SVG drawn without it")
-CLUSTER_FILLS = ("#f4f6f9", "#e9edf2", "#dfe5ec", "#d5dde6")
 
 
 def h(text: str) -> str:
@@ -180,7 +179,7 @@ def _cluster_attrs(c: Cluster, view: View, a: Analysis, depth: int) -> dict[str,
             "fontsize": "11", "labeljust": "l", "margin": "8"}
     if c.kind == "fused":
         return {**base, "style": "dashed,rounded", "color": style.FUSED_COLOUR, "penwidth": "1.2"}
-    fill = CLUSTER_FILLS[min(depth, len(CLUSTER_FILLS) - 1)]
+    fill = style.CLUSTER_FILLS[min(depth, len(style.CLUSTER_FILLS) - 1)]
     if c.kind == "fold":
         return {**base, "style": "rounded,filled", "fillcolor": fill, "color": style.FOLD_COLOUR, "penwidth": "2"}
     return {**base, "style": "rounded,filled", "fillcolor": fill, "color": "#9aa5b1"}

@@ -36,6 +36,7 @@ BLOCK_COLOURS = ("#ffffff", "#444444")     # a collapsed block
 SKIP_COLOUR = "#d6336c"                    # edges that bypass layers
 FUSED_COLOUR = "#b35900"
 FOLD_COLOUR = "#6f3f9e"                    # the box of a repeated block (×N)
+CLUSTER_FILLS = ("#f4f6f9", "#e9edf2", "#dfe5ec", "#d5dde6")   # an open block's box, by nesting depth
 TEXT_GREY = "#555555"
 
 
