@@ -454,8 +454,9 @@
     box.appendChild(wrap);
   }
   function clickMap(ev, name, m, img) {
-    const r = img.getBoundingClientRect();
-    const gx = (ev.clientX - r.left) * img.naturalWidth / r.width, gy = (ev.clientY - r.top) * img.naturalHeight / r.height;
+    const r = img.getBoundingClientRect();        // the picture inside the border
+    const gx = (ev.clientX - r.left - img.clientLeft) * img.naturalWidth / img.clientWidth;
+    const gy = (ev.clientY - r.top - img.clientTop) * img.naturalHeight / img.clientHeight;
     const [th, tw] = m.tile, step = [th + m.gap, tw + m.gap];
     const col = Math.floor(gx / step[1]), rowi = Math.floor(gy / step[0]);
     const tx = gx - col * step[1], ty = gy - rowi * step[0];
