@@ -124,8 +124,9 @@ class Live:
         return True
 
     def payload(self) -> dict:
+        """The page's data with the version it is (the page polls for a newer one) and the error, if any."""
         with self.lock:
-            return {**self.data, "error": self.error} if self.error else self.data
+            return {**self.data, "version": self.version, "error": self.error}
 
 
 def _handler(live: Live, port_holder: list):

@@ -606,14 +606,17 @@
   // ------------------------------------------------------------------ live (cnnc view)
   function live() {
     if (document.body.dataset.live !== "1") return;
-    let version = null, busy = false;
+    let version = D.version, busy = false;
     setInterval(async () => {
       if (busy) return;
       busy = true;
       try {
         const v = await (await fetch("version", { cache: "no-store" })).json();
-        if (version !== null && v.version !== version) update(await (await fetch("data.json", { cache: "no-store" })).json());
-        version = v.version;
+        if (v.version !== version) {
+          const next = await (await fetch("data.json", { cache: "no-store" })).json();
+          update(next);
+          version = next.version;
+        }
       } catch (err) { $("status").textContent = "cnnc view is not answering (stopped?)"; }
       busy = false;
     }, 500);
