@@ -80,7 +80,7 @@ def human(n: Any) -> str:
 
 def block_summary(layers: int, params: Any, macs: Any) -> str:
     """The second line of a folded block's box: '12 layers · 2.1 M params · 231 M MACs'."""
-    return f"{layers} layers · {human(params)} params · {human(macs)} MACs"
+    return f"{layers} layer{'s' if layers != 1 else ''} · {human(params)} params · {human(macs)} MACs"
 
 
 def totals_text(totals: dict) -> str:
