@@ -39,7 +39,8 @@ def check_flags(args: argparse.Namespace) -> None:
                         hint="give -o a name ending in .html")
     for flag, attr, wanted in STYLE_FLAGS:
         if getattr(args, attr) is not None and style not in wanted:
-            raise CnncError(f"{flag} is for --style {' or '.join(wanted)}, not --style {style}")
+            either = " or ".join(filter(None, (", ".join(wanted[:-1]), wanted[-1])))
+            raise CnncError(f"{flag} is for --style {either}, not --style {style}")
     if style != "graph":  # the Graphviz diagram's own options change nothing in another picture
         depth = args.depth is not None and style != "html"      # the page opens its blocks to --depth
         for flag, given in (("--depth", depth), ("--expand", args.expand),

@@ -40,7 +40,8 @@ from ..compiler.symbolic import is_symbolic
 from ..dsl.files import describe_path
 from ..dsl.source import SourceRegistry
 from . import style
-from .images import MAPPINGS, grid, png_bytes, to_grey
+from .images import MAPPINGS, grid, kernels_png, png_bytes, to_grey
+from .view import item_totals
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 LAYOUT_LIBRARY = "dagre.min.js"         # @dagrejs/dagre 3.1.4, MIT (assets/dagre.LICENSE)
@@ -120,7 +121,6 @@ def maps_entry(values: np.ndarray, mapping: str) -> dict[str, Any]:
 
 
 def _kernels_uri(name: str, weight: np.ndarray, first: str | None) -> str:
-    from .images import kernels_png
     return data_uri(kernels_png([(name, weight)], first))
 
 
@@ -224,10 +224,9 @@ def _container(c: Compiled, node: Node, cid: str, kind: str, level: int) -> dict
             "sub": instance if instance != block else "", "src": [s for s in [_source(call)] if s]}
 
 
-def graph_data(c: Compiled) -> dict[str, Any]:
-    """Layers, containers and edges of the page (see the module docstring)."""
+def graph_data(c: Compiled, contract: dict) -> dict[str, Any]:
+    """Layers, containers and edges of the page (see the module docstring); `contract` is `report.to_json(c)`."""
     net = c.net
-    contract = report.to_json(c)
     entries = {e["name"]: e for e in contract["layers"]}
     totals = contract["totals"]
     fused = {m: g for g in fusable_groups(net) for m in g.members}
@@ -245,13 +244,13 @@ def graph_data(c: Compiled) -> dict[str, Any]:
             containers[cid]["members"].append(node.name)
             parent = cid
         (containers[parent]["children"] if parent else top).append(node.name)
-        layers[node.name] = _layer(c, node, entries.get(node.name), fused.get(node.name), parent, totals)
+        layers[node.name] = _layer(c, node, entries.get(node.name), contract, fused.get(node.name), parent)
     for cid, box in containers.items():
         members = box.pop("members")
         out = members[-1]
         box.update(report.totals_json(c, [m for m in members if m in entries]), layers=len(members), out=out,
                    shape=layers[out]["shape"], shape_text=layers[out]["shape_text"],
-                   summary=style.block_summary(len(members), *_sums(c, members)))
+                   summary=style.block_summary(len(members), *item_totals(c.analysis, [net.node(m) for m in members])))
         box["share"] = {"macs": _share(box["macs"], totals["macs"]), "params": _share(box["params"], totals["params"])}
         if box["kind"] == "block":
             box["path"] = cid[2:]
@@ -260,21 +259,15 @@ def graph_data(c: Compiled) -> dict[str, Any]:
             "order": [n.name for n in net.order()], "outputs": list(net.outputs)}
 
 
-def _sums(c: Compiled, names: list[str]) -> tuple[Any, Any]:
-    a = c.analysis
-    macs: Any = 0
-    for n in names:
-        macs = macs + a.macs.get(n, 0)
-    return sum(a.layer_params.get(n, 0) for n in names), macs
-
-
-def _layer(c: Compiled, node: Node, entry: dict | None, group, parent: str | None, totals: dict) -> dict[str, Any]:
-    net = c.net
+def _layer(c: Compiled, node: Node, entry: dict | None, contract: dict, group, parent: str | None) -> dict[str, Any]:
+    """A layer's record: its entry of the compile JSON (an input has none: it is its own field, size 1),
+    and how it is drawn, where it was written, its fused group, its share of the network's cost."""
+    net, totals = c.net, contract["totals"]
     fill, border = style.colours(node)
     user, op_text = style.layer_head(net, node)
     shape = net.shapes[node.name]
     out: dict[str, Any] = entry.copy() if entry is not None else {
-        "name": node.name, "op": "input", "inputs": [], "shape": report.to_json(c)["inputs"][node.name],
+        "name": node.name, "op": "input", "inputs": [], "shape": contract["inputs"][node.name],
         "params": 0, "macs": 0, "flops": 0, "rf": None, "loc": str(node.loc) if node.loc else None}
     out.update(label=op_text, user_label=user, shape_text=style.shape_text(shape), family=style.family(node),
                fill=fill, border=border, io=node.op == "input" or node.name in net.outputs, parent=parent,
@@ -303,7 +296,7 @@ def page_data(c: Compiled, inside: Inside | None = None, metrics: str | None = N
     data = {"network": c.net.name, "source": describe_path(c.net.source), "summary": report.summary_lines(c),
             "totals": contract["totals"], "inputs": contract["inputs"],
             "warnings": [{"loc": w["loc"], "message": w["message"]} for w in contract["warnings"]],
-            "style": style_data(), "depth": depth or 0, **graph_data(c)}
+            "style": style_data(), "depth": depth or 0, **graph_data(c, contract)}
     if inside is not None:
         data["inside"] = inside_data(c, inside)
     if metrics is not None:

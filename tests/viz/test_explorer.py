@@ -268,3 +268,29 @@ def test_the_notebook_iframe_shows_the_page(browser, tmp_path):
     finally:
         browser.driver.switch_to.default_content()
     assert browser.console_errors() == []
+
+
+# ------------------------------------------------------------------ errors (no browser)
+LENET = str(EXAMPLES / "lenet5.cnn")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-o", "x.svg"], "cnnc: error: -o x.svg: --style html writes one page, .html"),
+    (["-o", "x.html", "--depth", "-1"], "cnnc: error: --depth -1: the depth must be 0 or more"),
+    (["-o", "x.html", "--layers", "conv_1"], "cnnc: error: --layers is for --style activations or kernels, not --style html"),
+    (["-o", "x.html", "--image", str(PHOTO)], "cnnc: error: 'conv_1' has no fixed weight: without --checkpoint"),
+    (["-o", "x.html", "--image", str(PHOTO), "--input", "x=1x28x28"],
+     "cnnc: error: --input x=1x28x28: with --image or --checkpoint the sizes come from the image"),
+    (["-o", "x.html", "--metrics", "no/such.jsonl"], "cnnc: error: --metrics no/such.jsonl: no such file"),
+])
+def test_page_user_errors(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(["viz", LENET, "--style", "html", *argv])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(message) and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_view_refuses_a_negative_depth(capsys):
+    assert main(["view", LENET, "--depth", "-2"]) == 1
+    assert capsys.readouterr().err.startswith("cnnc: error: --depth -2: the depth must be 0 or more")
