@@ -8,6 +8,7 @@ served, only to a loopback Host; Ctrl-C (SIGINT) stops it with status 0.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -80,6 +81,29 @@ def test_view_reloads_on_save_shows_errors_in_the_page_and_stops_on_ctrl_c(brows
     assert proc.wait(10) == 0
     out, err = proc.communicate()
     assert "stopped" in out and "Traceback" not in err
+
+
+def test_view_grows_the_curves_while_metrics_are_written(browser, tmp_path):
+    def epochs(n: int) -> list[str]:
+        return [json.dumps({"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e}) for e in range(1, n + 1)]
+
+    source, metrics = tmp_path / "small.cnn", tmp_path / "metrics.jsonl"
+    source.write_text(NET)
+    metrics.write_text("\n".join(epochs(2)) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc", "view", str(source), "--metrics", str(metrics)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"at (\S+) \(Ctrl-C stops\)", proc.stdout.readline()).group(1)
+        browser.open(url)
+        heading = "return [...document.querySelectorAll('#network-panel h3')].map(h => h.textContent).join('|')"
+        assert "2 epochs" in browser.js(heading)
+        with metrics.open("a") as f:                       # as cnnc run appends an epoch
+            f.write(epochs(3)[-1] + "\n")
+        browser.wait(heading.replace("return ", "return (") + ").includes('3 epochs')")
+        assert browser.console_errors() == []
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
 
 
 def _get(url: str, host: str | None = None) -> tuple[int, bytes]:

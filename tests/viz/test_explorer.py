@@ -270,6 +270,26 @@ def test_the_notebook_iframe_shows_the_page(browser, tmp_path):
     assert browser.console_errors() == []
 
 
+def epochs(n: int) -> list[str]:
+    return [json.dumps({"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5 + e / 40, "val_loss": 1.2 / e,
+                        "val_accuracy": 0.5 + e / 50, "lr": 0.1, "seconds": 1.0}) for e in range(1, n + 1)]
+
+
+def test_metrics_give_curves_and_the_confusion_matrix(browser, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    test = {"split": "test", "loss": 0.3, "accuracy": 0.75, "confusion": [[3, 1], [1, 3]]}
+    metrics.write_text("\n".join(epochs(4) + [json.dumps(test)]) + "\n")
+    page = tmp_path / "lenet5.html"
+    cli("viz", str(EXAMPLES / "lenet5.cnn"), "--style", "html", "--metrics", str(metrics), "-o", str(page))
+    browser.open(page.as_uri())
+    heading = browser.js("return [...document.querySelectorAll('#network-panel h3')].map(h => h.textContent)")
+    assert f"training ({metrics}, 4 epochs)" in heading
+    sizes = browser.js("return ['curves', 'confusion'].map(c => { const i = document.querySelector('img.' + c); "
+                       "return i && i.complete ? [i.naturalWidth, i.naturalHeight] : null; })")
+    assert all(s and s[0] > 100 and s[1] > 100 for s in sizes), sizes
+    assert browser.console_errors() == []
+
+
 # ------------------------------------------------------------------ errors (no browser)
 LENET = str(EXAMPLES / "lenet5.cnn")
 
