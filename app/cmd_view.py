@@ -37,8 +37,9 @@ def check_flags(args: argparse.Namespace) -> None:
                         hint="for a network of symbolic size the image's own size is used")
 
 
-def build(args: argparse.Namespace) -> tuple[Compiled, dict]:
-    """The compiled network the page shows and the page's data."""
+def build(args: argparse.Namespace, compiled: Compiled | None = None) -> tuple[Compiled, dict]:
+    """The compiled network the page shows and the page's data (`compiled`: the file as the flags
+    compile it, when the caller has it already; an image binds its own size)."""
     params = dict(parse_assignment(s) for s in args.params)
     inputs = dict(parse_shape(s) for s in args.input)
 
@@ -48,7 +49,7 @@ def build(args: argparse.Namespace) -> tuple[Compiled, dict]:
     inside = None
     if args.checkpoint or args.image:
         compiled, inside = _inside(args, compile_)
-    else:
+    elif compiled is None:
         compiled = compile_(None)
     return compiled, page_data(compiled, inside, args.metrics, args.depth)
 
@@ -64,9 +65,9 @@ def _inside(args: argparse.Namespace, compile_) -> tuple[Compiled, Inside]:
     return compiled, Inside(image, result.input, result.tensors, tuple(kernels.weights), kernels.first)
 
 
-def html_bytes(args: argparse.Namespace) -> bytes:
+def html_bytes(args: argparse.Namespace, compiled: Compiled | None = None) -> bytes:
     """`cnnc viz --style html`: the page as bytes."""
-    _, data = build(args)
+    _, data = build(args, compiled)
     return page_html(data=data).encode("utf-8")
 
 

@@ -89,11 +89,11 @@ def _values(args: argparse.Namespace, compiled: Compiled) -> dict:
     return {"panels": tuple(Panel(n, tuple(v.shape), v) for n, v in result.tensors.items())}
 
 
-def _page(args: argparse.Namespace) -> int:
+def _page(args: argparse.Namespace, compiled: Compiled) -> int:
     """The explorer page (app/cmd_view.py builds it: the network, and run on the image when asked)."""
     from .cmd_view import check_flags as check_view_flags, html_bytes
     check_view_flags(args)
-    data = html_bytes(args)
+    data = html_bytes(args, compiled)
     inputs = [args.file] + [p for p in (args.metrics, args.checkpoint, args.image) if p]
     write_atomic(args.output, data, "page", inputs=inputs)
     print(f"wrote {args.output} (html, {len(data) / 1024:.0f} KiB)")
@@ -112,7 +112,7 @@ def viz(args: argparse.Namespace, compiled: Compiled) -> int:
     """Draw, write the file, say where it went."""
     check_flags(args)
     if args.style == "html":
-        return _page(args)
+        return _page(args, compiled)
     fmt = output_format(args.output)
     values = _values(args, compiled) if args.style in ("activations", "kernels") else {}
     options = PictureOptions(depth=args.depth, expand=args.expand, details=args.details, rankdir=args.rankdir,

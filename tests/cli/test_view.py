@@ -58,6 +58,7 @@ def save(path: Path, text: str) -> None:
         os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
 
 
+@pytest.mark.slow
 def test_view_reloads_on_save_shows_errors_in_the_page_and_stops_on_ctrl_c(browser, served):
     source, url, proc = served
     browser.open(url)
@@ -83,6 +84,7 @@ def test_view_reloads_on_save_shows_errors_in_the_page_and_stops_on_ctrl_c(brows
     assert "stopped" in out and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_view_grows_the_curves_while_metrics_are_written(browser, tmp_path):
     def epochs(n: int) -> list[str]:
         return [json.dumps({"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e}) for e in range(1, n + 1)]
