@@ -214,14 +214,18 @@ def _containers_of(node: Node) -> list[tuple[str, str, int]]:
     return chain
 
 
-def _container(c: Compiled, node: Node, cid: str, kind: str, level: int) -> dict[str, Any]:
+def _container(node: Node, kind: str, level: int) -> dict[str, Any]:
+    """A block instance or a repeat group, as its first layer `node` sees it at scope `level`: names,
+    label (the static diagram's) and the source line of its call."""
     call = node.call_chain[level - 1][1] if len(node.call_chain) >= level else None
+    src = [s for s in [_source(call)] if s]
     if kind == "repeat":
         block = node.scope_blocks[level - 1] if level <= len(node.scope_blocks) else (node.layer or node.op)
-        return {"kind": kind, "block": block, "count": node.repeat[2], "label": f"{block} ×{node.repeat[2]}", "sub": "", "src": [s for s in [_source(call)] if s]}
+        count = node.repeat[2]
+        return {"kind": kind, "block": block, "count": count, "label": f"{block} ×{count}", "sub": "", "src": src}
     instance, block = node.scope[level - 1], node.scope_blocks[level - 1]
     return {"kind": kind, "block": block, "instance": instance, "label": block,
-            "sub": instance if instance != block else "", "src": [s for s in [_source(call)] if s]}
+            "sub": instance if instance != block else "", "src": src}
 
 
 def graph_data(c: Compiled, contract: dict) -> dict[str, Any]:
@@ -239,7 +243,7 @@ def graph_data(c: Compiled, contract: dict) -> dict[str, Any]:
         for cid, kind, level in chain:
             if cid not in containers:
                 containers[cid] = {"id": cid, "parent": parent, "children": [], "members": [],
-                                   **_container(c, node, cid, kind, level)}
+                                   **_container(node, kind, level)}
                 (containers[parent]["children"] if parent else top).append(cid)
             containers[cid]["members"].append(node.name)
             parent = cid
