@@ -270,6 +270,36 @@ def test_the_notebook_iframe_shows_the_page(browser, tmp_path):
     assert browser.console_errors() == []
 
 
+# A classifier of fixed weights: the identity conv, the image's mean m, logits (m, 2m, -m).
+CLASSIFIER = textwrap.dedent("""\
+    network Cls {
+        input x: [1, 32, 32]
+        x -> conv(1, 3, pad = 1, bias = false, trainable = false, weights = [[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+          -> global_avgpool -> flatten
+          -> linear(3, bias = false, trainable = false, weights = [[1], [2], [-1]])
+    }
+    train Cls {
+        data = synthetic(classes = 3, shape = (1, 32, 32), n = 16, seed = 0)
+        classes = ["cat", "<b>dog</b>", "bird"]
+    }
+    """)
+
+
+def test_a_classifier_shows_its_top_classes_by_name(browser, tmp_path):
+    import math
+    (tmp_path / "cls.cnn").write_text(CLASSIFIER)
+    page = tmp_path / "cls.html"
+    cli("viz", str(tmp_path / "cls.cnn"), "--style", "html", "--image", str(PHOTO), "-o", str(page))
+    browser.open(page.as_uri())
+    rows = browser.js("return [...document.querySelectorAll('#top-classes tr')].map(r => "
+                      "[r.cells[0].textContent, parseFloat(r.cells[1].textContent)])")
+    assert [name for name, _ in rows] == ["<b>dog</b>", "cat", "bird"]        # names as text, best first
+    p = {name: share / 100 for name, share in rows}
+    m = math.log(p["<b>dog</b>"] / p["cat"])                                   # softmax of (m, 2m, -m)
+    assert 0 < m < 1 and math.log(p["cat"] / p["bird"]) == pytest.approx(2 * m, abs=0.01)
+    assert browser.js("return document.querySelector('#top-classes b')") is None
+
+
 def epochs(n: int) -> list[str]:
     return [json.dumps({"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5 + e / 40, "val_loss": 1.2 / e,
                         "val_accuracy": 0.5 + e / 50, "lr": 0.1, "seconds": 1.0}) for e in range(1, n + 1)]
