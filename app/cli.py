@@ -197,8 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=STYLES, default="graph",
                    help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
                         "rf-grid (one unit's field over the input), curves and confusion (from --metrics), activations "
-                        "(every layer's feature maps for --image, .png), kernels (convolution weights, .png)")
-    p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N")
+                        "(every layer's feature maps for --image, .png), kernels (convolution weights, .png), html "
+                        "(the explorer: one page to fold, click and search; with --image its feature maps)")
+    p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N (html: open "
+                                                          "blocks down to depth N)")
     p.add_argument("--expand", action="store_true", help="draw every repeat instead of folding ×N")
     p.add_argument("--details", action="store_true", help="add parameters, MACs and receptive field")
     p.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top-down or left-right")
@@ -206,12 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", metavar="NAME", help="for rf-grid: the layer whose unit to show (default: last "
                                                    "spatial layer)")
     p.add_argument("--unit", metavar="I,J", help="for rf-grid: the unit's position (default: the centre)")
-    p.add_argument("--metrics", metavar="FILE", help="for curves: a metrics.jsonl written by cnnc run")
-    p.add_argument("--checkpoint", metavar="PATH", help="for activations and kernels: trained weights (default: "
-                                                        "the file's fixed weights)")
-    p.add_argument("--image", metavar="FILE", help="for activations: the input image (default: a shipped "
+    p.add_argument("--metrics", metavar="FILE", help="for curves, confusion and html: a metrics.jsonl written by "
+                                                     "cnnc run")
+    p.add_argument("--checkpoint", metavar="PATH", help="for activations, kernels and html: trained weights "
+                                                        "(default: the file's fixed weights)")
+    p.add_argument("--image", metavar="FILE", help="for activations and html: the input image (default: a shipped "
                                                    "photograph)")
     p.add_argument("--layers", metavar="A,B,...", help="for activations and kernels: only these layers")
+
+    p = sub.add_parser("view", help="serve the explorer page and update it when the file is saved",
+                       description="Serve the explorer page of a network on 127.0.0.1 and update it when the .cnn "
+                                   "file (or a file it imports, the checkpoint, the image, the metrics) changes; "
+                                   "compile errors show in the page. Ctrl-C stops it.")
+    _common_compile_args(p)
+    p.add_argument("--checkpoint", metavar="PATH", help="trained weights: the page shows feature maps and kernels")
+    p.add_argument("--image", metavar="FILE", help="the image whose feature maps the page shows (default with "
+                                                   "--checkpoint: a shipped photograph)")
+    p.add_argument("--metrics", metavar="FILE", help="a metrics.jsonl: training curves and confusion matrix, "
+                                                     "growing while cnnc run writes it")
+    p.add_argument("--depth", type=int, metavar="N", help="open blocks down to depth N")
+    p.add_argument("--port", type=int, default=0, metavar="N", help="the port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
 
     from .cmd_export import EXPORTERS
     p = sub.add_parser("export", help="write a network for another framework (--to torch or onnx)",
@@ -283,6 +300,11 @@ def cmd_viz(args) -> int:
     return viz(args, _compile(args))
 
 
+def cmd_view(args) -> int:
+    from .cmd_view import view
+    return view(args)
+
+
 def cmd_export(args) -> int:
     from .cmd_export import check_flags, export
     check_flags(args)  # before compiling: a flag mistake is reported first
@@ -300,7 +322,7 @@ def cmd_make_shapes(args) -> int:
 
 
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict,
-            "search": cmd_search, "evaluate": cmd_evaluate, "viz": cmd_viz, "apply": cmd_apply,
+            "search": cmd_search, "evaluate": cmd_evaluate, "viz": cmd_viz, "view": cmd_view, "apply": cmd_apply,
             "export": cmd_export, "make-shapes": cmd_make_shapes}
 
 

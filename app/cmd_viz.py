@@ -17,8 +17,9 @@ from .viz.output import PictureOptions, output_format, picture
 
 # (flag, attribute, the styles that read it)
 STYLE_FLAGS = (("--layer", "layer", ("rf-grid",)), ("--unit", "unit", ("rf-grid",)),
-               ("--metrics", "metrics", ("curves", "confusion")), ("--checkpoint", "checkpoint", ("activations", "kernels")),
-               ("--image", "image", ("activations",)), ("--layers", "layers", ("activations", "kernels")))
+               ("--metrics", "metrics", ("curves", "confusion", "html")),
+               ("--checkpoint", "checkpoint", ("activations", "kernels", "html")),
+               ("--image", "image", ("activations", "html")), ("--layers", "layers", ("activations", "kernels")))
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -33,11 +34,16 @@ def check_flags(args: argparse.Namespace) -> None:
         if not args.output.lower().endswith(".png"):
             raise CnncError(f"-o {args.output}: --style {args.style} draws pixels and writes .png",
                             hint="give -o a name ending in .png")
+    if style == "html" and not args.output.lower().endswith(".html"):
+        raise CnncError(f"-o {args.output}: --style html writes one page, .html",
+                        hint="give -o a name ending in .html")
     for flag, attr, wanted in STYLE_FLAGS:
         if getattr(args, attr) is not None and style not in wanted:
-            raise CnncError(f"{flag} is for --style {' or '.join(wanted)}, not --style {style}")
+            either = " or ".join(filter(None, (", ".join(wanted[:-1]), wanted[-1])))
+            raise CnncError(f"{flag} is for --style {either}, not --style {style}")
     if style != "graph":  # the Graphviz diagram's own options change nothing in another picture
-        for flag, given in (("--depth", args.depth is not None), ("--expand", args.expand),
+        depth = args.depth is not None and style != "html"      # the page opens its blocks to --depth
+        for flag, given in (("--depth", depth), ("--expand", args.expand),
                             ("--details", args.details), ("--rankdir", args.rankdir != "TB"), ("--fuse", args.fuse)):
             if given:
                 raise CnncError(f"{flag} is for --style graph, not --style {style}")
@@ -83,6 +89,17 @@ def _values(args: argparse.Namespace, compiled: Compiled) -> dict:
     return {"panels": tuple(Panel(n, tuple(v.shape), v) for n, v in result.tensors.items())}
 
 
+def _page(args: argparse.Namespace, compiled: Compiled) -> int:
+    """The explorer page (app/cmd_view.py builds it: the network, and run on the image when asked)."""
+    from .cmd_view import check_flags as check_view_flags, html_bytes
+    check_view_flags(args)
+    data = html_bytes(args, compiled)
+    inputs = [args.file] + [p for p in (args.metrics, args.checkpoint, args.image) if p]
+    write_atomic(args.output, data, "page", inputs=inputs)
+    print(f"wrote {args.output} (html, {len(data) / 1024:.0f} KiB)")
+    return 0
+
+
 def _unknown_kernel(name: str, drawn: list[str], compiled: Compiled) -> None:
     from .dsl.source import did_you_mean
     known = [n.name for n in compiled.net.layers()]
@@ -93,8 +110,10 @@ def _unknown_kernel(name: str, drawn: list[str], compiled: Compiled) -> None:
 
 def viz(args: argparse.Namespace, compiled: Compiled) -> int:
     """Draw, write the file, say where it went."""
-    fmt = output_format(args.output)
     check_flags(args)
+    if args.style == "html":
+        return _page(args, compiled)
+    fmt = output_format(args.output)
     values = _values(args, compiled) if args.style in ("activations", "kernels") else {}
     options = PictureOptions(depth=args.depth, expand=args.expand, details=args.details, rankdir=args.rankdir,
                              fuse=args.fuse, layer=args.layer, unit=args.unit, metrics=args.metrics, **values)

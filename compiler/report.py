@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import textwrap
 from fractions import Fraction
-from typing import Any
+from typing import Any, Iterable
 
 from .analysis import FieldState, fmt_frac
 from .driver import Compiled
@@ -79,6 +79,16 @@ def to_json(c: Compiled) -> dict:
         out["constraints"] = {s: {"rule": info["constraint"], "smallest": info["smallest"]}
                               for s, info in net.symbols.items()}
     return out
+
+
+def totals_json(c: Compiled, names: Iterable[str]) -> dict[str, Any]:
+    """Parameters, MACs and FLOPs of a set of layers (a block's totals), written as `to_json` writes figures."""
+    a = c.analysis
+    params, macs, flops = 0, 0, 0
+    for name in names:
+        params += a.layer_params.get(name, 0)
+        macs, flops = macs + a.macs[name], flops + a.flops[name]
+    return {"params": params, "macs": _num(macs), "flops": _num(flops)}
 
 
 def json_text(c: Compiled) -> str:
@@ -187,6 +197,15 @@ def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
     for row in _rows(c, expand, depth):
         lines.append(fmt(row))
     lines.append("─" * (sum(widths) + 5 + 6))
+    lines += summary_lines(c)
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def summary_lines(c: Compiled) -> list[str]:
+    """The totals under the table (parameters, MACs, FLOPs, memory, outputs, constraints), one per line;
+    the explorer page (viz/explorer.py) shows the same lines at its top."""
+    net, a = c.net, c.analysis
+    lines: list[str] = []
     t = a.totals()
     lines.append(f"parameters   {_count(t['params'])} ({human(t['params'])}), trainable "
                  f"{_count(t['trainable_params'])}" + (f", fixed {_count(t['non_trainable_params'])}"
@@ -204,7 +223,7 @@ def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
         rule = info["constraint"] or f"{s} may be any size"
         smallest = f"; smallest valid {s} = {info['smallest']}" if info["smallest"] else ""
         lines.append(f"constraint   {rule}{smallest}")
-    return "\n".join(_wrap(line) for line in lines)
+    return lines
 
 
 def _wrap(line: str) -> str:

@@ -5,7 +5,8 @@
 the architecture figure when Graphviz is missing. `figure_svg` draws the
 LeNet-style architecture figure, `rf_svg` and `rf_grid_svg` the receptive
 fields, and `curves_svg` the training curves, all as SVG by our own code.
-`picture` (viz/output.py) gives any style as a file's bytes; `cnnc viz` picks one by `--style`. Nothing here imports the
+`explorer.page_html` writes the interactive explorer page (and `explorer.iframe_html` wraps it
+for a notebook cell). `picture` (viz/output.py) gives any style as a file's bytes; `cnnc viz` picks one by `--style`. Nothing here imports the
 runtime's kernels.
 """
 from __future__ import annotations

@@ -27,7 +27,6 @@ from .view import Cluster, Edge, Item, View, build_view, item_shape, item_totals
 
 INSTALL_HINT = ("install Graphviz (apt-get install graphviz, or brew install graphviz), "
                 "or write a .dot file, or use --style figure for an SVG drawn without it")
-CLUSTER_FILLS = ("#f4f6f9", "#e9edf2", "#dfe5ec", "#d5dde6")
 
 
 def h(text: str) -> str:
@@ -36,20 +35,12 @@ def h(text: str) -> str:
 
 
 # ------------------------------------------------------------------ labels
-def _in_channels(net: Network, item: Item):
-    node = item.nodes[0]
-    if not node.inputs:
-        return None
-    shape = net.shapes[node.inputs[0]]
-    return shape[0] if shape else None
-
-
 def _layer_label(net: Network, a: Analysis, item: Item, details: bool) -> str:
     node = item.nodes[0]
-    signal = bool(node.inputs) and len(net.shapes[node.inputs[0]]) == 2
-    head = f"<B>{h(style.op_label(node, _in_channels(net, item), signal))}</B>"
-    if style.is_user_label(node) and node.op != "input":
-        head = f"<I>{h(style.local_name(node))}</I>  " + head
+    user, op = style.layer_head(net, node)
+    head = f"<B>{h(op)}</B>"
+    if user:
+        head = f"<I>{h(user)}</I>  " + head
     lines = [head, _small(style.shape_text(net.shapes[node.name]))]
     if details and node.op != "input":
         lines += _detail_lines(a, item, with_rf=True)
@@ -62,7 +53,7 @@ def _block_label(net: Network, a: Analysis, item: Item, details: bool) -> str:
     if instance != item.block:
         head += f"  <I>{h(instance)}</I>"
     params, macs = item_totals(a, item.nodes)
-    lines = [head, _small(f"{len(item.nodes)} layers · {style.human(params)} params · {style.human(macs)} MACs"),
+    lines = [head, _small(style.block_summary(len(item.nodes), params, macs)),
              _small(style.shape_text(item_shape(net, item)))]
     if details:
         lines.append(_small(f"RF {style.field_text(a.rf.get(item.out.name))}"))
@@ -91,7 +82,7 @@ def _cluster_label(c: Cluster) -> str:
     if c.kind == "fused":
         return f'<<FONT COLOR="{style.FUSED_COLOUR}">fused</FONT>>'
     if c.kind == "fold":
-        return f'<<B>{h(c.block)} <FONT COLOR="#6f3f9e">×{c.count}</FONT></B>>'
+        return f'<<B>{h(c.block)} <FONT COLOR="{style.FOLD_COLOUR}">×{c.count}</FONT></B>>'
     return f"<<B>{h(c.instance)}</B>>"
 
 
@@ -188,9 +179,9 @@ def _cluster_attrs(c: Cluster, view: View, a: Analysis, depth: int) -> dict[str,
             "fontsize": "11", "labeljust": "l", "margin": "8"}
     if c.kind == "fused":
         return {**base, "style": "dashed,rounded", "color": style.FUSED_COLOUR, "penwidth": "1.2"}
-    fill = CLUSTER_FILLS[min(depth, len(CLUSTER_FILLS) - 1)]
+    fill = style.CLUSTER_FILLS[min(depth, len(style.CLUSTER_FILLS) - 1)]
     if c.kind == "fold":
-        return {**base, "style": "rounded,filled", "fillcolor": fill, "color": "#6f3f9e", "penwidth": "2"}
+        return {**base, "style": "rounded,filled", "fillcolor": fill, "color": style.FOLD_COLOUR, "penwidth": "2"}
     return {**base, "style": "rounded,filled", "fillcolor": fill, "color": "#9aa5b1"}
 
 
@@ -215,7 +206,7 @@ def _legend_entries(view: View) -> list[tuple[str, str, str]]:
     if any(i.kind == "block" for i in view.items.values()):
         entries.append(('BGCOLOR="white" COLOR="#444444"', "", "collapsed block"))
     if view.folds:
-        entries.append(('COLOR="#6f3f9e"', "", "repeated block ×N"))
+        entries.append((f'COLOR="{style.FOLD_COLOUR}"', "", "repeated block ×N"))
     if any(e.skip for e in view.edges):
         entries.append(('BORDER="0"', f'<FONT COLOR="{style.SKIP_COLOUR}" POINT-SIZE="12"><B>⟶</B></FONT>', "skip connection"))
     if any(c.kind == "fused" for c in view.clusters.values()):

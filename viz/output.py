@@ -20,7 +20,7 @@ from ..dsl.source import CnncError
 from .diagram import diagram, render
 
 FORMATS = ("svg", "png", "pdf", "dot")
-STYLES = ("graph", "figure", "rf", "rf-grid", "curves", "confusion", "activations", "kernels")
+STYLES = ("graph", "figure", "rf", "rf-grid", "curves", "confusion", "activations", "kernels", "html")
 # Styles of values (feature maps, weights) drawn with Pillow straight to PNG; the caller computes the values.
 RASTER_STYLES = ("activations", "kernels")
 RSVG_HINT = ("write .svg instead, or install librsvg to convert it "
@@ -64,6 +64,8 @@ def picture(compiled: Compiled, style: str, fmt: str, options: PictureOptions = 
         return g.source.encode("utf-8") if fmt == "dot" else render(g, fmt, target)
     if style in RASTER_STYLES:
         return _raster(style, fmt, options, target)
+    if style == "html":  # the explorer page: app/cmd_view.py builds it (it may run the network)
+        raise CnncError("--style html writes a page, not a picture", hint="give -o a name ending in .html")
     if fmt == "dot":
         raise CnncError(f"--style {style} is drawn as SVG without Graphviz: it has no .dot source",
                         hint="write .svg (or .png/.pdf), or use --style graph for .dot")

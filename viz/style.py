@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import Any, Callable, Mapping
 
 from ..compiler.analysis import FieldState, fmt_frac
-from ..compiler.graph import Node
+from ..compiler.graph import Network, Node
 from ..compiler.ops import OPS, SIGNAL_AXES, implementation, register
 from ..compiler.symbolic import is_symbolic
 
@@ -35,6 +35,8 @@ FAMILY_ORDER = tuple(FAMILY_COLOURS)
 BLOCK_COLOURS = ("#ffffff", "#444444")     # a collapsed block
 SKIP_COLOUR = "#d6336c"                    # edges that bypass layers
 FUSED_COLOUR = "#b35900"
+FOLD_COLOUR = "#6f3f9e"                    # the box of a repeated block (×N)
+CLUSTER_FILLS = ("#f4f6f9", "#e9edf2", "#dfe5ec", "#d5dde6")   # an open block's box, by nesting depth
 TEXT_GREY = "#555555"
 
 
@@ -74,6 +76,11 @@ def human(n: Any) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g} {unit}"
     return str(n)
+
+
+def block_summary(layers: int, params: Any, macs: Any) -> str:
+    """The second line of a folded block's box: '12 layers · 2.1 M params · 231 M MACs'."""
+    return f"{layers} layer{'s' if layers != 1 else ''} · {human(params)} params · {human(macs)} MACs"
 
 
 def totals_text(totals: dict) -> str:
@@ -210,6 +217,14 @@ register("short_label", "mul")(lambda node: "×")
 register("short_label", "maximum")(lambda node: "max")
 register("short_label", "dropout")(lambda node: f"dropout {node.attrs['p']:g}")
 register("short_label", "spatial_dropout")(lambda node: f"sdrop {node.attrs['p']:g}")
+
+
+def layer_head(net: Network, node: Node) -> tuple[str, str]:
+    """The first line of a layer's box: (the name the user gave it, or "", the op with its key attributes)."""
+    in_shape = net.shapes[node.inputs[0]] if node.inputs else None
+    signal = in_shape is not None and len(in_shape) == 2
+    user = local_name(node) if is_user_label(node) and node.op != "input" else ""
+    return user, op_label(node, in_shape[0] if in_shape else None, signal)
 
 
 def short_label(node: Node) -> str:

@@ -120,9 +120,9 @@ def test_kernels_of_sobel_without_a_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--style", "kernels", "--image", "x.png", "-o", "k.png"], "--image is for --style activations, not --style kernels"),
+    (["--style", "kernels", "--image", "x.png", "-o", "k.png"], "--image is for --style activations or html, not --style kernels"),
     (["--style", "graph", "--checkpoint", "c.npz", "-o", "g.svg"],
-     "--checkpoint is for --style activations or kernels, not --style graph"),
+     "--checkpoint is for --style activations, kernels or html, not --style graph"),
     (["--style", "figure", "--layers", "a", "-o", "g.svg"], "--layers is for --style activations or kernels"),
     (["--style", "activations", "-o", "maps.svg"], "-o maps.svg: --style activations draws pixels and writes .png"),
     (["--style", "activations", "--input", "img=1x9x9", "-o", "m.png"],
