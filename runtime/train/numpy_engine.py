@@ -38,7 +38,20 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
     results. With batchnorm the shards run in lockstep (kernels.shards: they
     meet inside every batchnorm to sum its statistics over the whole batch),
     which needs a thread per shard; without a pool the batch runs whole.
+
+    BLAS runs at one thread on every path: its own thread count would reach the
+    bits (OpenBLAS splits some products by thread, e.g. a matrix-vector product,
+    or conv_2's weight gradient of LeNet-5 at 6 samples a shard), and it is
+    process-wide state that `--threads`, another library or the environment
+    sets. Held here, a run's numbers depend on the seed and the data alone:
+    not on `--threads`, the load of the machine or when threads arrive.
     """
+    with shards.blas_threads(1):
+        return _batch(plan, loss_fn, xb, yb, drop_rng, pool)
+
+
+def _batch(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator,
+           pool: ThreadPoolExecutor | None):
     lockstep = not plan.batch_independent
     if len(xb) < SHARDS or (lockstep and pool is None):
         return _shard(plan, loss_fn, xb, yb, drop_rng, 1.0)
@@ -51,20 +64,19 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
         def run(i: int):
             with shards.member(group, i):
                 return _shard(plan, loss_fn, *jobs[i])
-        with shards.blas_threads(1):
-            # Shard 0 runs on this thread, so a pool of one worker is enough.
-            futures = [pool.submit(run, i) for i in range(1, SHARDS)]
-            try:
-                first = run(0)
-            except threading.BrokenBarrierError:
-                for f in futures:
-                    f.result()      # the shard whose error released this one raises it here
-                raise
-            except BaseException:
-                for f in futures:
-                    f.exception()   # released by this shard's error: let them finish
-                raise
-            results = [first, *(f.result() for f in futures)]
+        # Shard 0 runs on this thread, so a pool of one worker is enough.
+        futures = [pool.submit(run, i) for i in range(1, SHARDS)]
+        try:
+            first = run(0)
+        except threading.BrokenBarrierError:
+            for f in futures:
+                f.result()      # the shard whose error released this one raises it here
+            raise
+        except BaseException:
+            for f in futures:
+                f.exception()   # released by this shard's error: let them finish
+            raise
+        results = [first, *(f.result() for f in futures)]
     elif pool is not None:
         results = shards.in_parallel(pool, [partial(_shard, plan, loss_fn, *job) for job in jobs])
     else:
@@ -130,7 +142,8 @@ class NumpyEngine:
         """Eval-mode outputs; the batch cut into a shard per thread (samples never meet in eval)."""
         k = min(self.threads, len(xb))
         if k <= 1:
-            return self._predict(xb)
+            with shards.blas_threads(1):    # as in training: BLAS's thread count never reaches the bits
+                return self._predict(xb)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads)
         jobs = [partial(self._predict, xb[a:b]) for a, b in shards.bounds(len(xb), k)]
