@@ -18,6 +18,7 @@ from .compiler.train_spec import TrainConfig, set_key, set_key_text
 from .compiler.train_vocab import DATA, Invalid
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
+from .runtime.progress import Progress, wanted
 
 
 def _plural(n: int, noun: str) -> str:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
     if compiled.net.train is None and os.environ.get("RANK", "0") == "0":
         print(f"note: {compiled.net.name} has no train section; using defaults "
               f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = wanted(sys.stderr, args.quiet)
     out = Path(args.out) if args.out else Path("runs") / compiled.net.name
     if cfg.kfold and not args.eval:
         return _kfold(args, compiled, cfg, out, limit, progress)
@@ -109,15 +110,19 @@ def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: 
     from .runtime.select.kfold import SUMMARY, run_kfold
     from .runtime.train.trainer import Trainer
 
+    bar = Progress("k-fold", shown=progress, runs=cfg.kfold)   # one bar, one ETA, over every fold
+
     def make_trainer(fold_cfg, fold_out, resplit, log):
-        return Trainer(compiled, fold_cfg, fold_out, data_override=args.data, limit=limit, progress=progress,
+        bar.context = f"fold {fold_out.name.rpartition('-')[2]}/{cfg.kfold}"
+        return Trainer(compiled, fold_cfg, fold_out, data_override=args.data, limit=limit, progress=bar,
                        log=log, threads=args.threads, resplit=resplit, engine=args.engine, device=args.device)
 
     def started(n: int) -> None:
-        print(f"{compiled.net.name}: {cfg.kfold}-fold cross-validation of {n:,} training samples (the test "
-              f"split is kept out); {_plural(cfg.epochs, 'epoch')} per fold; folds in {describe_path(out)}")
-    result = run_kfold(compiled, cfg, out, make_trainer, resume=args.resume, overwrite=args.overwrite,
-                       started=started)
+        bar.write(f"{compiled.net.name}: {cfg.kfold}-fold cross-validation of {n:,} training samples (the test "
+                  f"split is kept out); {_plural(cfg.epochs, 'epoch')} per fold; folds in {describe_path(out)}")
+    with bar:
+        result = run_kfold(compiled, cfg, out, make_trainer, resume=args.resume, overwrite=args.overwrite,
+                           started=started, log=bar.write)
     names = [n for n in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if n in result.summary]
     print("fold  " + "  ".join(f"{n:>14}" for n in names))
     for f in result.folds:

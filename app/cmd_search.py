@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from .dsl.files import describe_path
 from .dsl.source import CnncError
+from .runtime.progress import Progress, wanted
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -47,8 +49,10 @@ def search(args: argparse.Namespace) -> int:
     where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.workers} worker process" + \
         ("es" if args.workers != 1 else "")
     print(f"search: {len(plan)} trials on {where}; trials in {describe_path(out)}")
-    result = s.run_search(base, axes, plan, out, workers=args.workers, scheduler=args.scheduler,
-                          resume=args.resume, overwrite=args.overwrite, metric=args.metric, halving=args.halving)
+    with Progress("trials", shown=wanted(sys.stderr), unit="trial") as bar:   # trial lines go above it
+        result = s.run_search(base, axes, plan, out, workers=args.workers, scheduler=args.scheduler,
+                              resume=args.resume, overwrite=args.overwrite, metric=args.metric,
+                              halving=args.halving, log=bar.write, progress=bar)
     _print_table(result, names)
     print(f"results: {describe_path(out / s.RESULTS)}")
     best = next((r for r in result.records if r.get("status") == "ok" and result.metric in r.get("figures", {})),

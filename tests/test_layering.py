@@ -26,6 +26,7 @@ RUNTIME_PARTS = {
     "kernels": ("kernels/",),
     "checkpoint": ("checkpoint.py",),
     "preprocess": ("preprocess.py",),
+    "progress": ("progress.py",),
     "execution": ("plan.py", "fused.py", "memory_plan.py"),
     "data": ("data/",),
     "export": ("export/",),
@@ -39,13 +40,14 @@ MAY_IMPORT = {
     "kernels": set(),
     "checkpoint": set(),
     "preprocess": set(),
+    "progress": set(),
     "execution": {"kernels", "checkpoint"},
-    "data": {"preprocess"},
+    "data": {"preprocess", "progress"},
     "export": EXECUTION | {"checkpoint", "preprocess"},
-    "train": EXECUTION | {"checkpoint", "preprocess", "data", "export"},
+    "train": EXECUTION | {"checkpoint", "preprocess", "progress", "data", "export"},
     # predict checks a data set's labels against the network's loss: the loss says which targets it takes
     "use": EXECUTION | {"checkpoint", "preprocess", "data", "train/losses.py"},
-    "select": EXECUTION | {"checkpoint", "preprocess", "data", "export", "train", "use"},
+    "select": EXECUTION | {"checkpoint", "preprocess", "progress", "data", "export", "train", "use"},
     "face": set(),
 }
 

@@ -42,6 +42,7 @@ from ...dsl import files
 from ...dsl.source import CnncError
 from .array_files import load_idx
 from .containers import Dataset, Split, as_split, data_limit
+from ..progress import Progress, wanted
 
 CHUNK = 1 << 16
 
@@ -153,37 +154,33 @@ def file_url(ds: StandardDataset, remote: RemoteFile) -> str:
 
 # ------------------------------------------------------------------ download
 class _Progress:
-    """A progress bar on a terminal, two plain lines otherwise (logs, pipes)."""
+    """A download's display (runtime/progress.py): a bar on a terminal or in a notebook, two plain
+    lines otherwise (logs, pipes)."""
 
     def __init__(self, label: str, total: int | None, stream=None):
-        self.label, self.total = label, total
+        self.label, self.done = label, 0
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = self.last = time.perf_counter()
-        self.stream.write(f"downloading {label}" + ("" if self.tty else "\n"))
-        self.stream.flush()
+        self.bar = Progress(f"downloading {label}", total or None, shown=wanted(self.stream), unit="B",
+                            byte_sizes=True, stream=self.stream, out=self.stream)
+        self.start = time.perf_counter()
+        if not self.bar.shown:
+            self.bar.write(f"downloading {label}")
 
     def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if not self.tty or now - self.last < 0.1:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        if self.total:
-            width = 24
-            filled = min(width, int(width * done / self.total))
-            bar = f"[{'█' * filled}{'·' * (width - filled)}] {done / self.total:4.0%} "
-            size = f"{files.size_text(done)} of {files.size_text(self.total)}"
-        else:
-            bar, size = "", files.size_text(done)
-        self.stream.write(f"\r\x1b[2Kdownloading {self.label} {bar}{size} ({files.size_text(int(rate))}/s)")
-        self.stream.flush()
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        total = self.bar.bar.total if self.bar.bar is not None else None
+        size = f"{files.size_text(done)} of {files.size_text(total)}" if total else files.size_text(done)
+        self.bar.update(done - self.done, {"size": size, "rate": f"({files.size_text(int(done / seconds))}/s)"})
+        self.done = done
+
+    def close(self) -> None:
+        """End the bar (a broken transfer: its last state stays, and the error starts a line of its own)."""
+        self.bar.close(interrupted=True)
 
     def finish(self, done: int) -> None:
         seconds = time.perf_counter() - self.start
-        line = f"downloaded {self.label}: {files.size_text(done)} in {seconds:.1f}s, checksums verified"
-        self.stream.write(("\r\x1b[2K" if self.tty else "") + line + "\n")
-        self.stream.flush()
+        self.bar.close()
+        self.bar.write(f"downloaded {self.label}: {files.size_text(done)} in {seconds:.1f}s, checksums verified")
 
 
 def _offline_error(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, reason: str) -> CnncError:
@@ -231,15 +228,13 @@ def download(ds: StandardDataset, remote: RemoteFile, target: Path,
 
 def _broke_off(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, done: int, total: int,
                progress: _Progress, why: str) -> CnncError:
-    if progress.tty:
-        progress.stream.write("\n")
+    progress.close()
     return _offline_error(ds, remote, url, target, f"the transfer broke off after {done:,} of {total:,} bytes{why}")
 
 
 def _verify(ds: StandardDataset, remote: RemoteFile, url: str, size: int, sha256: str, md5: str,
             progress: _Progress) -> None:
-    if progress.tty:
-        progress.stream.write("\n")
+    progress.close()
     if sha256 == remote.sha256 and md5 == remote.md5:
         return
     if size < remote.size:

@@ -41,6 +41,7 @@ from ...compiler.train_spec import TrainConfig, set_key_text
 from ...compiler.train_vocab import KEYS
 from ...dsl import files
 from ...dsl.source import CnncError, did_you_mean
+from ..progress import Progress
 
 RESULTS = "results.jsonl"
 # What a trial reports, and which way is better.
@@ -442,8 +443,9 @@ class SearchResult:
 def run_search(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: Path, *, workers: int = 1,
                scheduler: str | None = None, resume: bool = False, overwrite: bool = False,
                metric: str | None = None, halving: int | None = None,
-               log: Callable[[str], None] = print) -> SearchResult:
-    """Check every trial, run the missing ones (OUT/trial-ID each), keep OUT/results.jsonl, rank them."""
+               log: Callable[[str], None] = print, progress: Progress | None = None) -> SearchResult:
+    """Check every trial, run the missing ones (OUT/trial-ID each), keep OUT/results.jsonl, rank them;
+    `progress` (runtime/progress.py) advances by one trial (one rung of one, with halving) as each ends."""
     from ..train.rundir import RunDirectory
     if metric is not None:
         choose_metric([], metric)                      # a bad --metric fails before anything runs
@@ -460,12 +462,14 @@ def run_search(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: 
         records = read_results(path) if resume else []
         if overwrite and not resume and path.exists():
             path.unlink()
-        state = _State(records, path, log)
+        state = _State(records, path, log, progress)
         finished = {settings_key(r["settings"]) for r in records if r.get("status") == "ok" and r.get("final")}
         pending = [s for s in plan if settings_key(s) not in finished]
         skipped = len(plan) - len(pending)
         if skipped:
             log(f"resuming: {skipped} of {len(plan)} trials are finished; running the other {len(pending)}")
+        if progress is not None:
+            progress.start_run(_trial_runs(len(pending), configs[0].epochs if configs else 1, halving))
         if halving is None:
             specs = [trial_spec(base, s, axes, out / f"trial-{trial_id(s)}") for s in pending]
             execute(specs, workers, scheduler, lambda r: state.add(r, final=True))
@@ -481,8 +485,9 @@ def run_search(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: 
 class _State:
     """The records so far; results.jsonl is rewritten (atomically) after each finished trial."""
 
-    def __init__(self, records: list[dict[str, Any]], path: Path, log: Callable[[str], None]):
-        self.records, self.path, self.log, self.ran = list(records), path, log, 0
+    def __init__(self, records: list[dict[str, Any]], path: Path, log: Callable[[str], None],
+                 progress: Progress | None = None):
+        self.records, self.path, self.log, self.ran, self.progress = list(records), path, log, 0, progress
 
     def add(self, record: dict[str, Any], final: bool) -> dict[str, Any]:
         record["final"] = final
@@ -496,6 +501,8 @@ class _State:
             self.log(f"trial {shown}: {_epochs(record.get('epochs'))}  {figures}  ({record.get('seconds', 0):.1f}s)")
         else:
             self.log(f"trial {shown}: failed: {record.get('error')}")
+        if self.progress is not None:
+            self.progress.update(1)
         return record
 
 
@@ -524,6 +531,18 @@ def _halve(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: Path
         state.log(f"successive halving: {len(keep)} of {len(here)} trials continue to {rungs[i + 1]} epochs "
                   f"(ranked by {chosen})")
         alive = [s for s in alive if settings_key(s) in keep]
+
+
+def _trial_runs(trials: int, epochs: int, halving: int | None) -> int:
+    """How many trial runs a search starts: each trial once, or with successive halving each rung's
+    survivors (the best ceil(n/ETA) of each rung, as `survivors` keeps) once per rung."""
+    if halving is None:
+        return trials
+    runs, alive = 0, trials
+    for _ in halving_rungs(epochs, halving):
+        runs += alive
+        alive = max(1, math.ceil(alive / halving)) if alive else 0
+    return runs
 
 
 def _epochs(n: Any) -> str:

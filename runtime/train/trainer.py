@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +43,7 @@ from ..data.containers import Dataset
 from ..data.pipeline import prepare
 from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..plan import Plan
+from ..progress import Progress
 from .engines import make_engine
 from .evaluation import Confusion, report
 from .losses import loss_for
@@ -95,7 +96,7 @@ SHUFFLE, AUGMENT, DROPOUT = 0, 1, 2
 
 class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
-                 limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
+                 limit: int | None = None, progress: bool | Progress = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
@@ -111,7 +112,9 @@ class Trainer:
         ops = {n.name: n.op for n in compiled.net.layers()}
         self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device)
         self.main = getattr(self.engine, "world", None) is None or self.engine.world.main
-        self.progress, self.log = progress and self.main, log if self.main else (lambda line: None)
+        # progress: show a bar of this run (True), or advance a caller's bar (k-fold's, over every fold)
+        self.progress, self.log = progress if self.main else False, log if self.main else (lambda line: None)
+        self.bar: Progress | None = None
         sched = cfg.schedule
         self.schedule = make_schedule(_schedule_spec(sched) if sched else None, self.base_lr, cfg.epochs)
         if cfg.snapshots and not self.schedule.restarts:
@@ -142,9 +145,10 @@ class Trainer:
         lr = self.schedule.lr(epoch)
         stats = EpochStats()
         aug_rng, drop_rng = _rng(cfg.seed, epoch, AUGMENT), _rng(cfg.seed, epoch, DROPOUT)
-        n_batches = batching.num_batches(len(x), cfg.batch)
         self.engine.begin_epoch(epoch)
         start = time.perf_counter()
+        if self.bar is not None:
+            self.bar.set_label(f"epoch {epoch + 1}/{cfg.epochs}")
         for b, (xb, yb) in enumerate(batching.iterate_batches(x, y, cfg.batch, shuffle=True,
                                                                rng=_rng(cfg.seed, epoch, SHUFFLE))):
             if self.augment is not None:
@@ -154,10 +158,8 @@ class Trainer:
                 raise NonFinite(epoch, b, loss)
             self.engine.step(lr)
             stats.add(loss, len(xb), counts)
-            if self.progress:
-                _progress(epoch + 1, cfg.epochs, b + 1, n_batches, stats, time.perf_counter() - start)
-        if self.progress:
-            sys.stderr.write("\r\x1b[2K")
+            if self.bar is not None:
+                self.bar.update(1, bar_fields(stats, time.perf_counter() - start))
         return stats
 
     def evaluate(self, split, confusion: Confusion | None = None) -> EpochStats:
@@ -206,9 +208,33 @@ class Trainer:
                     self._record_split()
                 if started is not None and self.main:
                     started()
-                return self._run_epochs(run_dir)
+                with self._progress_bar():
+                    return self._run_epochs(run_dir)
         finally:
             self.engine.close()
+
+    @contextmanager
+    def _progress_bar(self):
+        """The bar the epochs advance (runtime/progress.py): this run's own, closed at its end (on
+        Ctrl-C its line is ended first), or the caller's, which goes on after this run."""
+        own = self.progress is True
+        bar = Progress(f"epoch {self.epoch + 1}/{self.cfg.epochs}") if own else self.progress or None
+        steps = batching.num_batches(len(self.ds.train), self.cfg.batch)
+        if bar is not None:
+            bar.start_run(self.cfg.epochs * steps, min(self.epoch, self.cfg.epochs) * steps)
+        self.bar, log = bar, self.log
+        if bar is not None:
+            self.log = lambda line: (bar.clear(), log(line))   # lines go above the bar
+        try:
+            yield
+        except BaseException:
+            if own:
+                bar.close(interrupted=True)
+            raise
+        finally:
+            self.bar, self.log = None, log
+            if own:
+                bar.close()
 
     def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
         metrics = run_dir.metrics(self.epoch)
@@ -375,25 +401,15 @@ def _schedule_spec(spec: Spec) -> Any:
     return (spec.name, opts)
 
 
-def _clock(seconds: float) -> str:
-    """0:07, 12:34 or 1:02:03."""
-    s = int(round(seconds))
-    h, m = divmod(s // 60, 60)
-    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
-
-
-def _progress(epoch: int, epochs: int, b: int, n: int, stats: EpochStats, seconds: float, stream=None) -> None:
-    """The epoch's progress bar (on a terminal: the trainer shows it only there) with samples/s and
-    the time left in the epoch, redrawn in place."""
-    stream = stream if stream is not None else sys.stderr
-    width = 24
-    filled = int(width * b / n)
-    acc = f" acc {stats.accuracy:6.2%}" if stats.accuracy is not None else ""
-    rate = stats.samples / seconds if seconds > 0 else 0.0
-    eta = f" ETA {_clock(seconds / b * (n - b))}" if seconds > 0 else ""
-    stream.write(f"\r\x1b[2Kepoch {epoch}/{epochs} [{'█' * filled}{'·' * (width - filled)}] "
-                 f"{b}/{n} loss {stats.mean_loss:.4f}{acc} {rate:,.0f} samples/s{eta}")
-    stream.flush()
+def bar_fields(stats: EpochStats, seconds: float) -> dict[str, str]:
+    """The figures shown after the training bar, in order: name -> the text shown (runtime/progress.py
+    leaves out, from the end, what the terminal has no room for). Another figure is another entry."""
+    fields = {"loss": f"loss {stats.mean_loss:.4f}"}
+    if stats.accuracy is not None:
+        fields["accuracy"] = f"acc {stats.accuracy:.2%}"
+    if seconds > 0:
+        fields["speed"] = f"{stats.samples / seconds:,.0f} samples/s"
+    return fields
 
 
 def _epoch_line(r: dict, epochs: int, samples: int) -> str:

@@ -1,7 +1,6 @@
 """Small things learners trip on: mse on class labels (one-hot), the epoch progress bar."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import containers, targets
 from cnnc.runtime.train import losses
-from cnnc.runtime.train.trainer import EpochStats, Trainer, _progress
+from cnnc.runtime.train.trainer import Trainer
 
 
 def test_mse_on_class_labels_compares_one_hot_targets_as_pytorch_does():
@@ -64,13 +63,3 @@ def test_a_tanh_network_trains_with_mse_on_class_labels(compile_src, tmp_path):
     result = t.run()
     assert result.history[-1]["train_accuracy"] is not None
     assert result.test["accuracy"] is not None
-
-
-def test_the_progress_bar_shows_samples_per_second_and_the_time_left():
-    stats = EpochStats()
-    stats.add(0.5, 64, (32, 64))
-    out = io.StringIO()
-    _progress(2, 5, 4, 10, stats, 8.0, stream=out)   # 4 of 10 batches in 8 s: 12 s left
-    text = out.getvalue()
-    assert text.startswith("\r\x1b[2Kepoch 2/5 [█████████") and "4/10 loss 0.5000 acc 50.00%" in text
-    assert text.endswith(" 8 samples/s ETA 0:12")
