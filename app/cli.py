@@ -12,6 +12,7 @@ import os
 import sys
 
 from .dsl.source import CnncError, Diagnostic
+from .image_flag import add_resize
 from .runtime.train.engines import ENGINES
 from .viz.images import MAPPINGS
 from .viz.output import STYLES
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "as a palette PNG into DIR")
     p.add_argument("--overlay", action="store_true", help="with -o: also write each input blended with its "
                                                             "coloured mask (overlay_NNNN.png)")
+    add_resize(p)
 
     _ensemble_args(p)
     p.add_argument("--ensemble", metavar="CHECKPOINT", action="append", default=[],
@@ -160,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoints of this file's network")
     _ensemble_args(p)
     p.add_argument("--data", metavar="PATH", help="evaluate on this data instead of the train section's")
+    add_resize(p)
 
     p = sub.add_parser("make-shapes", help="write a synthetic segmentation data set (shapes and their masks)",
                        description="Write images of discs, squares and triangles on textured backgrounds with "
@@ -186,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", choices=tuple(MAPPINGS), default="minmax",
                    help="display mapping per channel: minmax (default), abs or clip")
     p.add_argument("--grid", action="store_true", help="one grid image of all channels instead of one per channel")
-    p.add_argument("--resize", metavar="HxW", help="resize every image first (for networks of a fixed size)")
+    add_resize(p)
 
     p = sub.add_parser("viz", help="draw a network (.svg, .png, .pdf, .dot)",
                        description="Draw a network's graph, an architecture figure, receptive fields, or "
@@ -215,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", metavar="FILE", help="for activations and html: the input image (default: a shipped "
                                                    "photograph)")
     p.add_argument("--layers", metavar="A,B,...", help="for activations and kernels: only these layers")
+    add_resize(p)
 
     p = sub.add_parser("view", help="serve the explorer page and update it when the file is saved",
                        description="Serve the explorer page of a network on 127.0.0.1 and update it when the .cnn "
@@ -227,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", metavar="FILE", help="a metrics.jsonl: training curves and confusion matrix, "
                                                      "growing while cnnc run writes it")
     p.add_argument("--depth", type=int, metavar="N", help="open blocks down to depth N")
+    add_resize(p)
     p.add_argument("--port", type=int, default=0, metavar="N", help="the port on 127.0.0.1 (default: a free one)")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
 

@@ -20,20 +20,9 @@ import numpy as np
 from .compiler.driver import compile_file, parse_assignment
 from .dsl.files import check_output, describe_path, write_atomic
 from .dsl.source import CnncError
+from .image_flag import resize_of
 from .runtime.apply import Applier, default_image
 from .viz.images import grid, png_bytes, to_grey
-
-
-def parse_size(text: str, flag: str = "--resize") -> tuple[int, int]:
-    """'300x451' -> (300, 451): height x width."""
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) != 2 or min(size) < 1 or max(size) > 65535:
-        raise CnncError(f"{flag} {text}: expected HxW, two whole numbers from 1 to 65535, e.g. 224x224")
-    return size
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -44,21 +33,32 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CnncError(f"-o {args.output}: cnnc apply writes PNG images; give a name ending in .png")
 
 
-def _names(out: Path, images: list[str], tensors: list[str], channels: dict[str, int], grid_: bool):
-    """(image index, tensor, channel or None) -> output path, by the rule in the module docstring."""
+def _names(out: Path, images: list[str], tensors: list[str], channels: list[dict[str, int]], grid_: bool):
+    """(image index, tensor, channel or None) -> output path, by the rule in the module docstring;
+    `channels[i][t]` is tensor t's channel count for image i."""
     stems = [Path(p).stem for p in images]
     if len(set(stems)) < len(stems):
         stems = [f"{i + 1}-{s}" for i, s in enumerate(stems)]
     names = {}
     for i, stem in enumerate(stems):
         for t in tensors:
-            per_channel = [None] if grid_ or channels[t] == 1 else list(range(channels[t]))
+            count = channels[i][t]
+            per_channel = [None] if grid_ or count == 1 else list(range(count))
             for c in per_channel:
                 parts = ([stem] if len(images) > 1 else []) + ([t] if len(tensors) > 1 else []) + \
-                        ([f"c{c}"] if c is not None and channels[t] > 1 else [])
+                        ([f"c{c}"] if c is not None and count > 1 else [])
                 name = out.stem + "".join(f"-{p}" for p in parts) + out.suffix
                 names[i, t, c] = out.with_name(name)
     return names
+
+
+def _channels(compiled, tensor: str) -> int:
+    """A tensor's channel count, from the compiled network (refused here when it is no image)."""
+    shape = compiled.net.shapes[tensor]
+    if len(shape) != 3:
+        raise CnncError(f"'{tensor}' has shape {'x'.join(map(str, shape))}, not an image [C, H, W]",
+                        hint="choose a layer before the flatten or global pooling with --layer NAME")
+    return int(shape[0])
 
 
 def _spatial(values: np.ndarray, tensor: str) -> np.ndarray:
@@ -73,6 +73,8 @@ def _spatial(values: np.ndarray, tensor: str) -> np.ndarray:
 
 
 def apply(args: argparse.Namespace) -> int:
+    """Check everything first (flags, every image from its header, its memory, every output name),
+    then run the images one at a time: each image's pictures are written before the next is read."""
     _check_flags(args)
     params = dict(parse_assignment(s) for s in args.params)
     allow = set(args.allow)
@@ -80,27 +82,28 @@ def apply(args: argparse.Namespace) -> int:
     def compile_(inputs):
         return compile_file(args.file, args.network, inputs, params, allow)
 
-    resize = parse_size(args.resize) if args.resize else None
-    applier = Applier(compile_, args.checkpoint, resize)
+    applier = Applier(compile_, args.checkpoint, resize_of(args))
     tensors = [args.layer] if args.layer else list(applier.declared.net.outputs)
     applier.check_layers(tensors)
+    shipped = not args.images
     images = list(args.images) or [str(default_image(applier.channels))]
     out = Path(args.output) if args.output else Path(f"{applier.declared.net.name}.png")
     inputs = [args.file, *images] + ([args.checkpoint] if args.checkpoint else [])
     check_output(out, "image", inputs)  # before any work: a bad -o fails fast
-
-    results = [applier.run(path, tensors) for path in images]
-    channels = {t: _spatial(results[0].tensors[t], t).shape[0] for t in tensors}
+    compiled = [applier.check(path, tensors, shipped) for path in images]
+    channels = [{t: _channels(c, t) for t in tensors} for c in compiled]
     names = _names(out, images, tensors, channels, args.grid)
     for path in names.values():
         check_output(path, "image", inputs)
-    for i, result in enumerate(results):
+    for i, path in enumerate(images):
+        result = applier.run(path, tensors, shipped)
         for t in tensors:
             grey = to_grey(_spatial(result.tensors[t], t), args.map)
             for c in ([None] if args.grid or len(grey) == 1 else range(len(grey))):
                 pixels = grid(list(grey)) if c is None else grey[c]
                 write_atomic(names[i, t, c], png_bytes(pixels), "image", inputs=inputs)
             _report(result, t, names, i, args)
+        del result        # memory holds one image's tensors, never all of them
     return 0
 
 

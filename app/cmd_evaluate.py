@@ -13,6 +13,7 @@ import argparse
 from .compiler.driver import Compiled, compile_file, network_names
 from .dsl.files import describe_path
 from .dsl.source import CnncError
+from .image_flag import resize_of
 
 
 def members(args: argparse.Namespace, compiled: Compiled, checkpoints: list[str]):
@@ -38,7 +39,7 @@ def evaluate(args: argparse.Namespace, compiled: Compiled) -> int:
     if len(group) < 2 and args.combine is not None:
         raise CnncError(f"--combine {args.combine}: an ensemble needs two or more checkpoints")
     how = args.combine or "mean"
-    r = evaluate_ensemble(group, how, args.data)
+    r = evaluate_ensemble(group, how, args.data, resize_of(args))
     what = f"an ensemble of {len(group)} ({'averaged probabilities' if how == 'mean' else 'majority vote'})" \
         if len(group) > 1 else "one checkpoint"
     print(f"{compiled.net.name}: {what} on the {r.split} split of {describe_path(r.data)} ({r.samples:,} samples)")

@@ -18,6 +18,7 @@ from .compiler.train_spec import TrainConfig, set_key, set_key_text
 from .compiler.train_vocab import DATA, Invalid
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
+from .image_flag import resize_of
 from .runtime.progress import Progress, wanted
 
 
@@ -182,11 +183,11 @@ def _predictions(args: argparse.Namespace, compiled: Compiled):
     if not args.ensemble and not args.member:
         if args.combine is not None:
             raise CnncError(f"--combine {args.combine}: an ensemble needs --ensemble or --member checkpoints")
-        return run_predictions(compiled, args.checkpoint, args.inputs, args.limit)
+        return run_predictions(compiled, args.checkpoint, args.inputs, args.limit, resize_of(args))
     from .cmd_evaluate import members
     from .runtime.select.ensemble import predict_ensemble
     group = members(args, compiled, [args.checkpoint, *args.ensemble])
-    return predict_ensemble(group, args.inputs, args.limit, args.combine or "mean")
+    return predict_ensemble(group, args.inputs, args.limit, args.combine or "mean", resize_of(args))
 
 
 def _print_masks(args: argparse.Namespace, p) -> int:

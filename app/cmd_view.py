@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .compiler.driver import Compiled, compile_file, parse_assignment, parse_shape
 from .dsl.source import CnncError
+from .image_flag import resize_of
 from .viz.explorer import Inside, page_data, page_html, script_json
 
 POLL_SECONDS = 0.3
@@ -32,6 +33,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.depth is not None and args.depth < 0:
         raise CnncError(f"--depth {args.depth}: the depth must be 0 or more",
                         hint="--depth 1 opens the top-level blocks")
+    if args.resize is not None and not (args.image or args.checkpoint):
+        raise CnncError(f"--resize {args.resize}: resizes the image, which needs --image or --checkpoint")
     if args.input and (args.image or args.checkpoint):
         raise CnncError(f"--input {args.input[0]}: with --image or --checkpoint the sizes come from the image",
                         hint="for a network of symbolic size the image's own size is used")
@@ -56,10 +59,9 @@ def build(args: argparse.Namespace, compiled: Compiled | None = None) -> tuple[C
 
 def _inside(args: argparse.Namespace, compile_) -> tuple[Compiled, Inside]:
     from .runtime.apply import Applier, default_image, kernel_weights
-    applier = Applier(compile_, args.checkpoint)
-    applier.resize = applier.fixed_size()   # a network of one size sees any image resized to it
+    applier = Applier(compile_, args.checkpoint, resize_of(args))
     image = args.image or str(default_image(applier.channels))
-    result = applier.run(image, applier.tensor_names())
+    result = applier.run(image, applier.tensor_names(), shipped=args.image is None)   # the image policy
     compiled = applier.compiled_for(tuple(result.input.shape), image)
     kernels = kernel_weights(compiled, args.checkpoint)
     return compiled, Inside(image, result.input, result.tensors, tuple(kernels.weights), kernels.first)

@@ -13,13 +13,15 @@ import argparse
 from .compiler.driver import Compiled, compile_file, parse_assignment
 from .dsl.files import write_atomic
 from .dsl.source import CnncError
+from .image_flag import resize_of
 from .viz.output import PictureOptions, output_format, picture
 
 # (flag, attribute, the styles that read it)
 STYLE_FLAGS = (("--layer", "layer", ("rf-grid",)), ("--unit", "unit", ("rf-grid",)),
                ("--metrics", "metrics", ("curves", "confusion", "html")),
                ("--checkpoint", "checkpoint", ("activations", "kernels", "html")),
-               ("--image", "image", ("activations", "html")), ("--layers", "layers", ("activations", "kernels")))
+               ("--image", "image", ("activations", "html")), ("--layers", "layers", ("activations", "kernels")),
+               ("--resize", "resize", ("activations", "html")))
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -80,12 +82,11 @@ def _values(args: argparse.Namespace, compiled: Compiled) -> dict:
         return {"kernels": tuple(kernels_), "first": kernels.first}
     params = dict(parse_assignment(s) for s in args.params)
     applier = Applier(lambda inputs: compile_file(args.file, args.network, inputs, params, set(args.allow)),
-                      args.checkpoint)
-    applier.resize = applier.fixed_size()  # a network of one size sees any image resized to it
+                      args.checkpoint, resize_of(args))
     names = layers or applier.tensor_names()
     applier.check_layers(names, "--layers")
     image = args.image or str(default_image(applier.channels))
-    result = applier.run(image, names)
+    result = applier.run(image, names, shipped=args.image is None)   # the image policy, as cnnc apply
     return {"panels": tuple(Panel(n, tuple(v.shape), v) for n, v in result.tensors.items())}
 
 

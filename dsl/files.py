@@ -43,6 +43,9 @@ LIMITS: dict[str, tuple[int, str, str]] = {
     "tokens": (100_000, "tokens", "tokens in one source file (the largest example has about 400)"),
     "data": (4 * GiB, "bytes", "a data set (.npz, IDX, .npy, an image folder), counted at float32 size"),
     "image": (256 * MiB, "bytes", "one image file, and its decoded float32 pixels (from the header)"),
+    "activations": (GiB, "bytes", "one image through a network (apply, predict, viz, the explorer): its pixels, "
+                                  "the tensors kept and the largest layer's working copy, from the compiled "
+                                  "network before the image is decoded"),
     "checkpoint": (4 * GiB, "bytes", "a checkpoint, on disk and as its members declare"),
     "metrics": (64 * MiB, "bytes", "a metrics.jsonl file"),
 }

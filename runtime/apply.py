@@ -7,8 +7,10 @@ the image (grey to RGB repeats the channel, RGB to grey takes the luma), a
 symbolic one (`[C, H, W]` with `C` a name) takes the image's own; symbolic
 sizes are bound from the image by compiling the network again with that input
 size (what `--input NAME=CxHxW` does), so every image size the network's
-constraints allow runs as it is. A fixed size needs `resize=(H, W)`, which
-resizes with Pillow's bilinear filter first.
+constraints allow runs as it is. Sizes and channels follow the image policy
+(runtime/data/image_policy.py: `--resize`, else the training's recorded
+size), and `check` refuses, from the image's header, an image whose run
+would take more memory than the activations limit, before anything is decoded.
 
 Weights come from a checkpoint written by `cnnc run` (loaded through
 `checkpoint.load`, its preprocessing records replayed with
@@ -21,6 +23,7 @@ pictures (viz/images.py through app/cmd_viz.py) turn the arrays into images.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,10 +32,12 @@ import numpy as np
 
 from ..compiler.driver import Compiled
 from ..compiler.symbolic import is_symbolic
+from ..dsl import files
 from ..dsl.files import describe_path
 from ..dsl.source import CnncError, did_you_mean
 from . import checkpoint, preprocess
-from .data.images import convert_channels, read_image, resize as resize_image
+from .data.image_policy import ImagePolicy, size_text
+from .data.images import image_shape
 
 IMAGES = Path(__file__).resolve().parent / "datasets" / "images"
 GREY_PHOTO, COLOUR_PHOTO = IMAGES / "camera.png", IMAGES / "chelsea.png"
@@ -76,12 +81,15 @@ class Applied:
 @dataclass
 class Applier:
     """One network ready for images: `compile(None)` is the network as declared (checked here: one
-    input, an image [C, H, W]); the checkpoint (or the file's fixed weights) is read once."""
+    input, an image [C, H, W]); the checkpoint (or the file's fixed weights) is read once. Images
+    become the input by the image policy (runtime/data/image_policy.py): `resize` is `--resize`,
+    and the checkpoint's recorded training size is the default."""
 
     compile: Compiler
     checkpoint_path: str | None = None
     resize: tuple[int, int] | None = None
     declared: Compiled = field(init=False)
+    policy: ImagePolicy = field(init=False)
     _records: list = field(init=False, default_factory=list)
     _params: dict | None = field(init=False, default=None)
     _cache: dict = field(init=False, default_factory=dict)
@@ -97,23 +105,22 @@ class Applier:
             raise CnncError(f"{net.name}'s input '{self.input_name}' has shape [{', '.join(map(str, shape))}]; "
                             "an image is [C, H, W]")
         self.input_shape = tuple(shape)
+        trained = None
         if self.checkpoint_path is not None:
             ck = checkpoint.load(self.checkpoint_path)
             self._records = preprocess.check_records(
                 ck.preprocess, f"checkpoint '{describe_path(self.checkpoint_path)}'")
             self._params = ck.params
+            trained = ck.image_size
         else:
             require_fixed_weights(self.declared)
+        self.policy = ImagePolicy(net.name, self.input_shape, self.resize, trained)
+        self.policy.check()
 
     # ---------------------------------------------------------------- checks
     @property
     def channels(self):
         return self.input_shape[0]
-
-    def fixed_size(self) -> tuple[int, int] | None:
-        """(H, W) when the network takes one size only, else None."""
-        h, w = self.input_shape[1:]
-        return None if is_symbolic(h) or is_symbolic(w) else (int(h), int(w))
 
     def tensor_names(self) -> list[str]:
         """Every tensor a caller may ask for: the input and the layers, in order."""
@@ -126,23 +133,28 @@ class Applier:
                 raise CnncError(f"{flag} {name}: {self.declared.net.name} has no layer '{name}'",
                                 hint=did_you_mean(name, known, f"its layers: {_listing(self.tensor_names())}"))
 
-    # ------------------------------------------------------------- running
-    def prepare(self, path: str | Path) -> np.ndarray:
-        """The image as the network takes it: [C, H, W] float32 in [0, 1]."""
-        image = read_image(path)
-        if not is_symbolic(self.channels):
-            image = convert_channels(image, int(self.channels))
-        if self.resize is not None:
-            image = resize_image(image, self.resize)
+    def _policy(self, shipped: bool) -> ImagePolicy:
+        return self.policy.for_shipped_photo() if shipped else self.policy
+
+    def check(self, path: str | Path, names: Sequence[str] | None = None, shipped: bool = False) -> Compiled:
+        """Before any pixel is decoded: the network bound to the size this image becomes (from its
+        header), and the memory running it takes, against the activations limit."""
         shown = describe_path(path)
-        for declared, have in zip(self.input_shape[1:], image.shape[1:]):
-            if not is_symbolic(declared) and int(declared) != have:
-                want = "x".join(str(d) for d in self.input_shape[1:])
-                raise CnncError(f"image '{shown}' is {image.shape[1]}x{image.shape[2]} (HxW), "
-                                f"{self.declared.net.name} takes {want}",
-                                hint=f"add --resize {want}" if self.resize is None else
-                                "--resize must give the size the network takes")
-        return image
+        shape = self._policy(shipped).input_shape(image_shape(path), shown)
+        compiled = self.compiled_for(shape, shown)
+        wanted = tuple(names) if names else tuple(compiled.net.outputs)
+        need, cap = working_bytes(compiled, wanted), files.limit("activations")
+        if need > cap:
+            raise CnncError(f"image '{shown}' ({size_text(shape[1:])}, HxW): running {compiled.net.name} on it "
+                            f"takes about {files.size_text(need)} (its pixels, the tensors kept and the largest "
+                            f"layer's working copy), more than the limit of {files.size_text(cap)}",
+                            hint="give a smaller --resize HxW, or set CNNC_MAX_ACTIVATIONS (bytes) to raise the limit")
+        return compiled
+
+    # ------------------------------------------------------------- running
+    def prepare(self, path: str | Path, shipped: bool = False) -> np.ndarray:
+        """The image as the network takes it: [C, H, W] float32 in [0, 1]."""
+        return self._policy(shipped).read(path)
 
     def compiled_for(self, shape: tuple[int, ...], shown: str) -> Compiled:
         """The network with its input bound to `shape` (compiled once per size)."""
@@ -159,14 +171,29 @@ class Applier:
                                                                  "resize it with --resize HxW")) from None
         return self._cache[shape]
 
-    def run(self, path: str | Path, names: Sequence[str] | None = None) -> Applied:
-        """The tensors `names` (default: the network's outputs) for one image file."""
-        image = self.prepare(path)
-        compiled = self.compiled_for(tuple(image.shape), describe_path(path))
+    def run(self, path: str | Path, names: Sequence[str] | None = None, shipped: bool = False) -> Applied:
+        """The tensors `names` (default: the network's outputs) for one image file (`shipped`: the
+        shipped photograph, which a network of fixed size sees resized to it)."""
+        compiled = self.check(path, names, shipped)
+        image = self.prepare(path, shipped)
         wanted = tuple(names) if names else tuple(compiled.net.outputs)
         self.check_layers(wanted)
         values = forward(compiled, image, wanted, self._params, self._records, self.checkpoint_path)
         return Applied(str(path), image, values)
+
+
+def working_bytes(compiled: Compiled, kept: Sequence[str]) -> int:
+    """About the most memory one image takes through the network (float32): the image as read, converted
+    and preprocessed (three copies), every tensor kept, the inference peak of the rest, and the largest
+    im2col copy of a convolution (kh·kw·C_in values per output position)."""
+    net = compiled.net
+    size = {name: 4 * math.prod(int(d) for d in shape) for name, shape in net.shapes.items()}
+    image = size[next(iter(net.inputs))]
+    copies = max((4 * node.attrs["kernel"][0] * node.attrs["kernel"][1] * int(net.shapes[node.inputs[0]][0])
+                  * math.prod(int(d) for d in net.shapes[node.name][1:])
+                  for node in net.layers() if node.op in ("conv", "deconv", "local")), default=0)
+    peak = compiled.analysis.totals()["inference_peak_bytes"] or 0
+    return 3 * image + sum(size.get(n, 0) for n in kept) + int(peak) + copies
 
 
 def forward(compiled: Compiled, image: np.ndarray, names: Sequence[str], params: dict | None = None,

@@ -279,6 +279,17 @@ class Checkpoint:
             raise self._bad_meta("classes", "a list of names or null", value)
         return value
 
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """The (height, width) training resized its images to (`images(size = ...)`), or None."""
+        value = self.meta.get("image_size")
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535 for v in value):
+            raise self._bad_meta("image_size", "[height, width] or null", value)
+        return (value[0], value[1])
+
     def _count(self, key: str) -> int:
         if key not in self.meta:
             raise CnncError(f"checkpoint '{files.describe_path(self.path)}' has no '{key}' in its meta",

@@ -21,6 +21,7 @@ from ..compiler.train_spec import TrainConfig
 from ..dsl.files import describe_path
 from ..dsl.source import CnncError
 from . import checkpoint
+from .data.image_policy import ImagePolicy
 from .data.inputs import load_inputs
 from .data.pipeline import prepare
 from .data.targets import NetworkShapes
@@ -68,8 +69,10 @@ def fused_predict(plan, x: np.ndarray, batch: int = 64, threads: int | None = No
         arena.close()
 
 
-def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: int = 10) -> Predictions:
-    """Class probabilities of a trained network for input files, or for `limit` test samples."""
+def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: int = 10,
+            resize: tuple[int, int] | None = None) -> Predictions:
+    """Class probabilities of a trained network for input files, or for `limit` test samples; image
+    files follow the image policy (`resize`, else the training's recorded size: image_policy.py)."""
     from .plan import Plan
     ck = checkpoint.load(checkpoint_path)
     records = preprocess.check_records(ck.preprocess, f"checkpoint '{describe_path(checkpoint_path)}'")
@@ -77,8 +80,15 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
     plan.load_state(ck.params, checkpoint_path)
     shape = compiled.net.shapes[plan.inputs[0]]
     labels = None
+    if resize is not None and not (inputs and len(shape) == 3):
+        raise CnncError(f"--resize {resize[0]}x{resize[1]}: resizes image files given to predict; "
+                        + ("the network's input is no image" if inputs else "the test split is read as the train "
+                                                                           "section says"))
     if inputs:
-        x = load_inputs(list(inputs), shape)
+        policy = ImagePolicy(compiled.net.name, tuple(shape), resize, ck.image_size) if len(shape) == 3 else None
+        if policy is not None:
+            policy.check()
+        x = load_inputs(list(inputs), shape, policy)
         if x.ndim == len(shape):  # [N, H, W] for one-channel images
             x = x[:, None]
         names = list(inputs) if len(inputs) == len(x) else [f"#{i}" for i in range(len(x))]

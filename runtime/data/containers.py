@@ -38,6 +38,15 @@ class Split:
         return Split(self.x[index], self.y[index])
 
 
+IMAGE_SIZE = "image_size"   # meta key: the (height, width) a source of image files resized every image to
+
+
+def image_size_meta(size: tuple[int, int] | None) -> dict[str, Any]:
+    """The meta of a data set whose images were resized to `size` (None: read as they were): training
+    records it in its checkpoints, and prediction resizes to it by default (image_policy.py)."""
+    return {} if size is None else {IMAGE_SIZE: [int(size[0]), int(size[1])]}
+
+
 @dataclass
 class Dataset:
     """Train split plus optional test/validation splits, class names and a preprocessing record."""
@@ -47,7 +56,7 @@ class Dataset:
     test: Split | None = None
     val: Split | None = None
     classes: list[str] | None = None           # class names, index = label
-    meta: dict[str, Any] = field(default_factory=dict)  # preprocessing applied (mean/std...)
+    meta: dict[str, Any] = field(default_factory=dict)  # preprocessing applied (mean/std...), IMAGE_SIZE
 
     def splits(self) -> list[tuple[str, Split]]:
         """The present splits as (name, split), train first."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ...dsl import files
 from ...dsl.source import CnncError
-from .containers import Dataset, PathLike, Split, data_limit, require_dir
+from .containers import Dataset, PathLike, Split, data_limit, image_size_meta, require_dir
 from .images import convert_channels, image_suffixes, read_image, resize, target_size
 
 
@@ -106,7 +106,8 @@ def load_image_folder(root: PathLike, size: int | Sequence[int] | None = None,
     _check_sizes([img for images, _, _ in parts for img in images], [p for _, _, paths in parts for p in paths])
     splits = [Split(np.stack(images), np.asarray(labels, dtype=np.int64))
               for images, labels, _ in parts if images]
-    return Dataset(str(root), splits[0], splits[1] if len(splits) > 1 else None, classes=classes)
+    return Dataset(str(root), splits[0], splits[1] if len(splits) > 1 else None, classes=classes,
+                   meta=image_size_meta(target))
 
 
 def _fit(image: np.ndarray, channels: int, size: tuple[int, int] | None) -> np.ndarray:

@@ -96,9 +96,14 @@ def _reason(err: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _channels(mode: str) -> int:
+    """The channels `read_image` gives an image of this Pillow mode (see the module docstring)."""
+    return 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") else 3
+
+
 def _check_declared_size(img, shown: str, max_bytes: int) -> None:
     width, height = img.size
-    channels = 1 if img.mode in ("1", "L", "I", "F") or img.mode.startswith("I;16") else 3
+    channels = _channels(img.mode)
     need = width * height * channels * 4  # the float32 array read_image returns
     if width == 0 or height == 0:
         raise CnncError(f"image '{shown}' has no pixels ({width}x{height})")
@@ -171,6 +176,17 @@ def read_image(path: PathLike, max_bytes: int | None = None) -> np.ndarray:
             raise
         except Exception as err:  # truncated data, a bad palette, a decoder error...
             raise CnncError(f"image '{shown}' is corrupt or unsupported ({_reason(err)})") from None
+
+
+def image_shape(path: PathLike, max_bytes: int | None = None) -> tuple[int, int, int]:
+    """(C, H, W) of the array `read_image` would return, from the file's header alone (checked like
+    `read_image`'s, nothing decoded): what a command checks before it decodes any image."""
+    shown = files.describe_path(path)
+    limit = image_limit() if max_bytes is None else max_bytes
+    data = files.read_bytes(path, "image", limit)
+    with _open_header(data, shown) as img:
+        _check_declared_size(img, shown, limit)
+        return (_channels(img.mode), img.size[1], img.size[0])
 
 
 # ------------------------------------------------------------------ channels and size

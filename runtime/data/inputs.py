@@ -15,7 +15,8 @@ from ...dsl import files
 from ...dsl.source import CnncError
 from .array_files import read_npy, read_npz
 from .containers import PathLike
-from .images import read_image
+from .image_policy import ImagePolicy
+from .images import image_shape, read_image
 from .targets import counted, shape_text
 
 
@@ -63,6 +64,7 @@ def _array_batch(arr: np.ndarray, sample_shape: Sequence[Any], shown: str) -> np
 
 
 def _image_sample(image: np.ndarray, sample_shape: Sequence[Any], shown: str) -> np.ndarray:
+    """An image checked against the sample shape as it is (no image policy: see load_inputs)."""
     shape = tuple(sample_shape)
     if len(shape) != 3:
         raise CnncError(f"image '{shown}': the network takes inputs of shape {shape_text(shape)}, not images")
@@ -76,17 +78,24 @@ def _image_sample(image: np.ndarray, sample_shape: Sequence[Any], shown: str) ->
     return image
 
 
-def load_inputs(paths: Sequence[PathLike], sample_shape: Sequence[Any] | None = None) -> np.ndarray:
+def load_inputs(paths: Sequence[PathLike], sample_shape: Sequence[Any] | None = None,
+                images: ImagePolicy | None = None) -> np.ndarray:
     """Samples for `cnnc predict` from image files and `.npy`/`.npz` arrays: float32 [N, ...].
 
     Images are read by `read_image` ([C, H, W] in [0, 1]); arrays hold one
     sample or a batch (uint8 scaled by 1/255, uint16 by 1/65535). With
     `sample_shape` (the network's per-sample input) every file is checked and
     shaped against it; without it, all files must agree with each other.
-    Every refusal is one line naming the file.
+    Every refusal is one line naming the file. With `images` (the network's image
+    policy, image_policy.py) image files are converted and resized by it, and
+    every image is checked from its header before the first is decoded.
     """
     if not paths:
         raise CnncError("no input files given")
+    if images is not None:
+        for path in paths:
+            if Path(path).suffix.lower() not in (".npy", ".npz"):
+                images.input_shape(image_shape(path), files.describe_path(path))
     batches: list[tuple[np.ndarray, str, bool]] = []
     for path in paths:
         shown = files.describe_path(path)
@@ -96,8 +105,11 @@ def load_inputs(paths: Sequence[PathLike], sample_shape: Sequence[Any] | None = 
             if sample_shape is not None:
                 batch = _array_batch(batch, sample_shape, shown)
         else:
-            image = read_image(path)
-            batch = (image if sample_shape is None else _image_sample(image, sample_shape, shown))[None]
+            if images is not None:
+                batch = images.read(path)[None]
+            else:
+                image = read_image(path)
+                batch = (image if sample_shape is None else _image_sample(image, sample_shape, shown))[None]
         batches.append((batch, shown, is_array))
     _check_input_shapes(batches)
     x = np.concatenate([b for b, _, _ in batches]).astype(np.float32, copy=False)

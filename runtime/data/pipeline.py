@@ -21,20 +21,22 @@ import numpy as np
 from ...compiler.train_spec import TrainConfig
 from .. import preprocess
 from .containers import Dataset, Split
-from .sources import DATA_LOADERS, load_dataset
+from .image_policy import ImagePolicy
+from .sources import load_dataset, load_source
 from .splits import resample, split_holdout
 from .targets import NetworkShapes, TargetSpec, check_dataset
 
 
 def prepare(cfg: TrainConfig, shapes: NetworkShapes, loss: TargetSpec, data_override: str | None = None,
             limit: int | None = None, records: list[dict] | None = None,
-            resplit: Callable[[Dataset], Dataset] | None = None) -> Dataset:
+            resplit: Callable[[Dataset], Dataset] | None = None, images: ImagePolicy | None = None) -> Dataset:
     """The data set of a run, split, preprocessed and checked against the network's `shapes` and `loss`.
 
     `resplit` (a k-fold's fold) re-divides the splits before anything is fitted; `bootstrap`
     then resamples the training split. The preprocessing is fitted on the training split,
     unless `records` (from a checkpoint) say what it was; either way the records end in
-    `ds.meta["preprocess"]`.
+    `ds.meta["preprocess"]`. `images`: a trained network's image policy (image_policy.py: a folder of
+    images is resized to its size, and must then fit the network), for evaluation.
     """
     spec = cfg.data
     opts = spec.arguments
@@ -42,10 +44,11 @@ def prepare(cfg: TrainConfig, shapes: NetworkShapes, loss: TargetSpec, data_over
     test = opts.pop("test", None)
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
-    if data_override is not None:
-        ds = load_dataset(data_override)
-    else:
-        ds = DATA_LOADERS[spec.name](shapes, **opts)
+    size = images.size if images is not None else None
+    ds = load_dataset(data_override, resize=size) if data_override is not None else \
+        load_source(spec.name, shapes, opts, size)
+    if images is not None:
+        images.check_data(ds)
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))
     val = cfg.val if cfg.val is not None else val

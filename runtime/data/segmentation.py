@@ -24,7 +24,7 @@ import numpy as np
 
 from ...dsl import files
 from ...dsl.source import CnncError
-from .containers import Dataset, Split, data_limit
+from .containers import Dataset, Split, data_limit, image_size_meta
 from .images import convert_channels, image_suffixes, read_image, read_mask, resize, resize_mask, target_size
 
 IMAGES, MASKS, CLASSES_FILE = "images", "masks", "classes.txt"
@@ -173,7 +173,8 @@ def load_segmentation_folder(root: str | Path, size: int | Sequence[int] | None 
     parts = [reader.split(folder) for folder in split_dirs]
     count = reader.channels or max(image.shape[0] for images, _ in parts for image in images)
     splits = [_stack(images, masks, count) for images, masks in parts]
-    return Dataset(str(root), splits[0], splits[1] if len(splits) > 1 else None, classes=names)
+    return Dataset(str(root), splits[0], splits[1] if len(splits) > 1 else None, classes=names,
+                   meta=image_size_meta(reader.size))
 
 
 def _test_folder(root: Path) -> list[Path]:

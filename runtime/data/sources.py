@@ -37,10 +37,11 @@ def _refuse_options(text: str, kind: str, options: dict[str, Any], allowed: Sequ
     raise CnncError(f"data source '{text}'{f' ({kind})' if kind else ''} takes no options, got {unknown}")
 
 
-def load_dataset(source: PathLike, **options: Any) -> Dataset:
+def load_dataset(source: PathLike, resize: tuple[int, int] | None = None, **options: Any) -> Dataset:
     """Load `source`: "mnist10k", a synthetic set name (options go to it), an .npz file,
     an IDX folder, or an image folder with one sub-folder per class (options `size`
-    and `channels`, see `load_image_folder`). Options a source does not take are refused."""
+    and `channels`, see `load_image_folder`). Options a source does not take are refused;
+    `resize` is the size for a folder of images whose options name none (the image policy)."""
     text = str(source)
     if text in SYNTHETIC:
         return load_synthetic(text, options)
@@ -55,6 +56,8 @@ def load_dataset(source: PathLike, **options: Any) -> Dataset:
         raise CnncError(f"data source '{files.describe_path(text)}' does not exist",
                         hint="give a path to an .npz file, an IDX folder or an image folder, "
                              "or one of: mnist10k, " + ", ".join([*standard.STANDARD, *SYNTHETIC]))
+    if resize is not None and path.is_dir() and not is_idx_folder(path) and options.get("size") is None:
+        options = {**options, "size": resize}
     if is_segmentation_folder(path):
         _refuse_options(text, "a segmentation folder", options, _IMAGE_FOLDER_OPTIONS)
         return load_segmentation_folder(path, **options)
@@ -126,6 +129,17 @@ def _load_segmentation(shapes: NetworkShapes, path: str, size: Any = None, chann
     out = shapes.output
     classes = out[0] if len(out) == 3 and isinstance(out[0], int) else None
     return load_segmentation_folder(path, size=size, channels=channels, classes=classes)
+
+
+def load_source(name: str, shapes: NetworkShapes, options: dict[str, Any],
+                image_size: tuple[int, int] | None = None) -> Dataset:
+    """The data set of the vocabulary's entry `name` with its options; `image_size` (the image policy's
+    size, image_policy.py) resizes the images of a folder of image files that names no size of its own."""
+    if image_size is not None and name in ("images", "segmentation") and options.get("size") is None:
+        options = {**options, "size": image_size}
+    elif image_size is not None and name == "path":
+        return load_dataset(options["path"], resize=image_size)
+    return DATA_LOADERS[name](shapes, **options)
 
 
 DATA_LOADERS: dict[str, Callable[..., Dataset]] = {

@@ -25,6 +25,7 @@ from ...dsl.files import describe_path
 from ...dsl.source import CnncError
 from .. import checkpoint
 from .. import preprocess
+from ..data.image_policy import ImagePolicy
 from ..data.pipeline import prepare
 from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..train.evaluation import Confusion, report
@@ -105,10 +106,11 @@ def _output_shape(m: Member) -> tuple:
     return tuple(net.shapes[net.outputs[0]])
 
 
-def predict_ensemble(members: Sequence[Member], inputs: Sequence[str], limit: int, how: str) -> Predictions:
+def predict_ensemble(members: Sequence[Member], inputs: Sequence[str], limit: int, how: str,
+                     resize: tuple[int, int] | None = None) -> Predictions:
     """Every member's prediction of the same inputs (or test samples), combined."""
     check_members(members)
-    each = [predict_one(m.compiled, m.path, inputs, limit) for m in members]
+    each = [predict_one(m.compiled, m.path, inputs, limit, resize) for m in members]
     first = each[0]
     for m, p in zip(members[1:], each[1:]):
         if p.labels is not None and first.labels is not None and not np.array_equal(p.labels, first.labels):
@@ -117,13 +119,20 @@ def predict_ensemble(members: Sequence[Member], inputs: Sequence[str], limit: in
     return Predictions(first.names, combine([p.probabilities for p in each], how), first.labels, first.classes)
 
 
-def _member_split(m: Member, data_override: str | None) -> tuple[np.ndarray, np.ndarray, str, str, Any]:
-    """The member's test (else validation) split after its own checkpoint's preprocessing."""
+def _member_split(m: Member, data_override: str | None,
+                  resize: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, str, str, Any]:
+    """The member's test (else validation) split after its own checkpoint's preprocessing; a folder of
+    images is read by the image policy (`resize`, else the training's recorded size)."""
     ck = checkpoint.load(m.path)
     records = preprocess.check_records(ck.preprocess, f"checkpoint '{m.name}'")
     cfg = m.compiled.net.train or TrainConfig()
     loss = loss_for(cfg)
-    ds = prepare(cfg, NetworkShapes.of(m.compiled.net), loss, data_override, records=records)
+    net = m.compiled.net
+    shape = tuple(next(iter(net.inputs.values())))
+    images = ImagePolicy(net.name, shape, resize, ck.image_size) if len(shape) == 3 else None
+    if images is not None:
+        images.check()
+    ds = prepare(cfg, NetworkShapes.of(net), loss, data_override, records=records, images=images)
     if loss.target_kind not in (CLASS, PIXEL_CLASS):
         raise CnncError(f"{m.flag}: network '{m.compiled.net.name}' is trained with a {loss.name} loss; "
                         "ensembles combine class probabilities", hint="only classifiers and segmenters combine")
@@ -158,7 +167,8 @@ def score(name: str, prob: np.ndarray, y: np.ndarray, dense: bool, with_loss: bo
     return Score(name, accuracy, loss, figures.get("mean_iou") if dense else figures.get("macro_f1"))
 
 
-def evaluate_ensemble(members: Sequence[Member], how: str, data_override: str | None = None) -> EnsembleReport:
+def evaluate_ensemble(members: Sequence[Member], how: str, data_override: str | None = None,
+                      resize: tuple[int, int] | None = None) -> EnsembleReport:
     """Every member and the ensemble, scored on the same split."""
     if how not in COMBINE:
         raise CnncError(f"--combine {how}: must be one of {', '.join(COMBINE)}")
@@ -166,7 +176,7 @@ def evaluate_ensemble(members: Sequence[Member], how: str, data_override: str | 
     probs, rows = [], []
     labels = split = data = None
     for m in members:
-        x, y, split_name, data_name, loss = _member_split(m, data_override)
+        x, y, split_name, data_name, loss = _member_split(m, data_override, resize)
         if labels is None:
             labels, split, data = y, split_name, data_name
         elif y.shape != labels.shape or not np.array_equal(y, labels):

@@ -39,7 +39,7 @@ from ...dsl.source import CnncError
 from .. import checkpoint
 from ..data import batching
 from ..data.augment import make_augment
-from ..data.containers import Dataset
+from ..data.containers import IMAGE_SIZE, Dataset
 from ..data.pipeline import prepare
 from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..plan import Plan
@@ -312,7 +312,8 @@ class Trainer:
         meta = {"network": self.compiled.net.name, "epoch": self.epoch,
                 "seed": self.cfg.seed, "best": self.best, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history,
-                "preprocess": self.ds.meta.get("preprocess", []), "classes": self.class_names}
+                "preprocess": self.ds.meta.get("preprocess", []), "classes": self.class_names,
+                "image_size": self.ds.meta.get(IMAGE_SIZE)}
         checkpoint.save_training_state(path, self.engine.params(), self.engine.optimizer_state(), meta)
 
     SPLIT_FILE = "split.json"

@@ -127,12 +127,12 @@ def test_a_trained_network_with_its_checkpoint(tmp_path, capsys, lenet_run):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["{lenet}", "--checkpoint", "{ck}"], "image '{camera}' is 512x512 (HxW), LeNet5 takes 28x28\n"
+    (["{lenet}", "{camera}", "--checkpoint", "{ck}"], "image '{camera}' is 512x512 (HxW), LeNet5 takes 28x28\n"
                                           "  hint: add --resize 28x28"),
     (["{lenet}", "--checkpoint", "{ck}", "--resize", "28x28"], "'linear_3' has shape 10, not an image [C, H, W]"),
     (["{lenet}"], "'conv_1' has no fixed weight: without --checkpoint every weight must be given"),
     (["{sobel}", "--layer", "cnv"], "--layer cnv: SobelX has no layer 'cnv'\n  hint: did you mean 'conv'?"),
-    (["{sobel}", "--resize", "big"], "--resize big: expected HxW"),
+    (["{sobel}", "--resize", "big"], "--resize big: expected HxW (height x width)"),
     (["{sobel}", "-o", "out.jpg"], "-o out.jpg: cnnc apply writes PNG images"),
     (["{two}"], "no image given, and the shipped photographs are grey or RGB: the input takes 2 channels"),
     (["{sobel}", "{camera}", "{grey}"], "'{grey}' is not an image cnnc can read"),
