@@ -22,7 +22,7 @@ from PIL import Image
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
 from .runtime.data.segmentation import CLASSES_FILE, IMAGES, MASKS
-from .runtime.data.shapes import SHAPE_CLASSES, make_shapes
+from .runtime.data.shapes import SHAPE_CLASSES, iter_shapes
 from .viz.masks import mask_png
 
 MAX_SAMPLES, MAX_SIZE = 100_000, 1024
@@ -35,8 +35,9 @@ def image_png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def write_split(folder: Path, images: np.ndarray, masks: np.ndarray) -> None:
-    for i, (image, mask) in enumerate(zip(images, masks)):
+def write_split(folder: Path, samples) -> None:
+    """Each (image, mask) as it comes: memory holds one sample, whatever --n says."""
+    for i, (image, mask) in enumerate(samples):
         write_atomic(folder / IMAGES / f"{i:05d}.png", image_png(image), "image")
         write_atomic(folder / MASKS / f"{i:05d}.png", mask_png(mask, len(SHAPE_CLASSES)), "mask")
 
@@ -56,7 +57,7 @@ def write_shapes(target: str | os.PathLike, n: int, test: int, size: int, channe
     try:
         for part, (name, count) in enumerate((("train", n), ("test", test))):
             if count:
-                write_split(staging / name, *make_shapes(count, size, channels, seed, part))
+                write_split(staging / name, iter_shapes(count, size, channels, seed, part))
         write_atomic(staging / CLASSES_FILE, "".join(c + "\n" for c in SHAPE_CLASSES), "class list")
         os.replace(staging, target)  # over an empty folder or none: the data set appears whole
     except BaseException as err:

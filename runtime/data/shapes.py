@@ -15,6 +15,8 @@ same images, and sample i does not depend on how many samples are drawn.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 SHAPE_CLASSES = ("background", "disc", "square", "triangle")
@@ -96,13 +98,21 @@ def make_sample(rng: np.random.Generator, size: int, channels: int, max_shapes: 
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mask
 
 
+def iter_shapes(n: int, size: int = 32, channels: int = 3, seed: int = 0, part: int = 0,
+                max_shapes: int = 3) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The samples of `make_shapes` one at a time (image [size, size, channels], mask [size, size]):
+    what writes them to disk holds one sample, never the set."""
+    for i in range(n):
+        yield make_sample(np.random.default_rng([seed, part, i]), size, channels, max_shapes)
+
+
 def make_shapes(n: int, size: int = 32, channels: int = 3, seed: int = 0, part: int = 0,
                 max_shapes: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """`n` images (uint8 [n, size, size, channels]) and masks (uint8 [n, size, size], see SHAPE_CLASSES).
 
     `part` separates streams (0 train, 1 test): sample i of a part is the same whatever `n` is.
     """
-    samples = [make_sample(np.random.default_rng([seed, part, i]), size, channels, max_shapes) for i in range(n)]
+    samples = list(iter_shapes(n, size, channels, seed, part, max_shapes))
     images = np.stack([image for image, _ in samples]) if samples else np.zeros((0, size, size, channels), np.uint8)
     masks = np.stack([mask for _, mask in samples]) if samples else np.zeros((0, size, size), np.uint8)
     return images, masks
