@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_compile_args(p)
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     p.add_argument("--expand", action="store_true", help="list every layer of repeated blocks")
+    p.add_argument("--wide", action="store_true", help="full layer names, ops and shapes (the table fits the "
+                                                       "terminal's width otherwise: COLUMNS or the terminal's)")
     p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N into one row")
     p.add_argument("--fuse", action="store_true", help="fuse conv-batchnorm-relu groups and list them")
     p.add_argument("--emit", choices=("numpy",), help="emit the network as a standalone NumPy module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from typing import Any, Callable
 
 from .dsl.files import describe_path
@@ -48,8 +49,13 @@ def compile_(args: argparse.Namespace, warn: Callable[[Diagnostic], None]) -> in
         return 0
     for w in c.warnings:
         warn(w)
-    print(report.table(c, expand=args.expand, depth=args.depth))
+    print(report.table(c, expand=args.expand, depth=args.depth, width=table_width(), wide=args.wide))
     return 0
+
+
+def table_width() -> int:
+    """The terminal's width (COLUMNS wins, as shutil.get_terminal_size has it); 100 for a file or a pipe."""
+    return shutil.get_terminal_size((report.WIDTH, 24)).columns
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -86,7 +92,7 @@ def _fused(args: argparse.Namespace, c: Compiled, warn: Callable[[Diagnostic], N
             warn(w)
         print(report.fusion_text(c, fusion, fused, memory))
         print()
-        print(report.table(fused, expand=args.expand, depth=args.depth))
+        print(report.table(fused, expand=args.expand, depth=args.depth, width=table_width(), wide=args.wide))
     if emitted:
         module, weights = describe_path(emitted["module"]), describe_path(emitted["weights"])
         print(f"wrote {module} ({emitted['lines']} lines, functions: {', '.join(emitted['functions'])})")

@@ -1,6 +1,9 @@
 """Stage 2 (compiler): what `cnnc compile` reports — the layer table, the JSON contract, fusion.
 
-The table fits a 100-column terminal and folds the repeats a program wrote
+The table fits the width it is given (the command line passes the
+terminal's: `COLUMNS`, else the terminal, else 100 for a file or a pipe),
+shortening long names in the middle with an ellipsis (`wide=True` keeps
+every name whole), and folds the repeats a program wrote
 with `block(...) * N` into one summary row per extra instance group (unless
 `expand=True`); `depth` collapses block instances deeper than N into one row.
 The JSON follows docs/internals.md and the architecture brief's contract:
@@ -121,10 +124,15 @@ def _rf(rf) -> str:
     return sizes[0] if len(set(sizes)) == 1 else "x".join(sizes)
 
 
-def _fit(text: str, width: int, left: bool = True) -> str:
-    if len(text) > width:
-        text = "…" + text[-(width - 1):] if left else text[:width - 1] + "…"
-    return text
+def _fit(text: str, width: int) -> str:
+    """`text` in `width` columns: shortened in the middle with an ellipsis, so both the start of a
+    name (its block) and its end (the layer) stay readable."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 Row = tuple[str, str, str, Any, Any, str]
@@ -178,27 +186,45 @@ def _rows(c: Compiled, expand: bool, depth: int | None) -> list[Row]:
     return rows
 
 
-def table(c: Compiled, expand: bool = False, depth: int | None = None) -> str:
+def _fit_widths(longest: list[int], room: int) -> list[int]:
+    """Column widths for name, op, output, params, MACs in `room` columns: the figures whole, the
+    op and output at most 14 and 16; then the column with the most to spare gives up a column at a
+    time (the name down to 12, the op to 8, the output last, to 10) until the row fits."""
+    widths = [longest[0], min(longest[1], 14), min(longest[2], 16), longest[3], longest[4]]
+    least = {0: 12, 1: 8}
+    while sum(widths) > room:
+        spare = {i: widths[i] - least[i] for i in least if widths[i] > least[i]}
+        if not spare:
+            if widths[2] <= 10:
+                break
+            widths[2] -= 1
+            continue
+        widths[max(spare, key=spare.get)] -= 1
+    return widths
+
+
+def table(c: Compiled, expand: bool = False, depth: int | None = None, width: int = WIDTH,
+          wide: bool = False) -> str:
+    """The layer table in `width` columns (long names shortened in the middle), or with `wide` every
+    name, op and shape whole, each column as wide as its longest entry."""
     net, a = c.net, c.analysis
-    widths = (32, 14, 16, 11, 14)
     head = ("layer", "op", "output", "params", "MACs", "RF")
+    rows = [(name, "input", _shape(shape), "", "", "1") for name, shape in net.inputs.items()]
+    rows += _rows(c, expand, depth)
+    longest = [max(len(_count(r[i]) if i in (3, 4) else str(r[i])) for r in [head, *rows]) for i in range(6)]
+    widths = longest[:5] if wide else _fit_widths(longest, width - 5 - 6)
     lines = [f"{net.name}  ({net.source})", ""]
 
     def fmt(row) -> str:
         name, op, shape, params, macs, rf = row
-        return (f"{_fit(name, widths[0]):<{widths[0]}} {_fit(op, widths[1], False):<{widths[1]}} "
-                f"{_fit(shape, widths[2], False):<{widths[2]}} {_fit(_count(params), widths[3]):>{widths[3]}} "
-                f"{_fit(_count(macs), widths[4]):>{widths[4]}} {rf:>6}")
+        cells = [name, op, shape] if wide else [_fit(t, w) for t, w in zip((name, op, shape), widths)]
+        return (f"{cells[0]:<{widths[0]}} {cells[1]:<{widths[1]}} {cells[2]:<{widths[2]}} "
+                f"{_count(params):>{widths[3]}} {_count(macs):>{widths[4]}} {rf:>6}").rstrip()
 
-    lines.append(fmt(head))
-    lines.append("─" * (sum(widths) + 5 + 6))
-    for name, shape in net.inputs.items():
-        lines.append(fmt((name, "input", _shape(shape), "", "", "1")))
-    for row in _rows(c, expand, depth):
-        lines.append(fmt(row))
-    lines.append("─" * (sum(widths) + 5 + 6))
-    lines += summary_lines(c)
-    return "\n".join(_wrap(line) for line in lines)
+    rule = "─" * (sum(widths) + 5 + 6)
+    lines += [fmt(head), rule, *(fmt(r) for r in rows), rule]
+    lines += [_wrap(line, max(width, 40)) for line in summary_lines(c)]
+    return "\n".join(lines)
 
 
 def summary_lines(c: Compiled) -> list[str]:
@@ -211,6 +237,8 @@ def summary_lines(c: Compiled) -> list[str]:
                  f"{_count(t['trainable_params'])}" + (f", fixed {_count(t['non_trainable_params'])}"
                                                         if t["non_trainable_params"] else "")
                  + (f"; buffers {_count(t['buffers'])}" if t["buffers"] else ""))
+    lines.append(f"param size   {param_megabytes(t['params'])} (float32, 4 bytes a parameter; torchinfo's "
+                 "\"Params size (MB)\")")
     lines.append(f"MACs         {_count(t['macs'])}" + ("" if is_symbolic(t["macs"]) else f" ({human(t['macs'])})"))
     lines.append(f"FLOPs        {_count(t['flops'])}" + ("" if is_symbolic(t["flops"]) else f" ({human(t['flops'])})"))
     lines.append(f"memory       activations {fmt_bytes(t['activation_bytes'])} per sample (float32)")
@@ -226,11 +254,18 @@ def summary_lines(c: Compiled) -> list[str]:
     return lines
 
 
-def _wrap(line: str) -> str:
+def param_megabytes(params: Any) -> str:
+    """The parameters' size as float32, in MB of 10^6 bytes as torchinfo prints it (ResNet-50: 102.23 MB)."""
+    if is_symbolic(params):
+        return f"4 x {params} B"
+    return f"{params * 4 / 1e6:,.2f} MB"
+
+
+def _wrap(line: str, width: int = WIDTH) -> str:
     """Long summary lines (symbolic totals) continue on indented lines."""
-    if len(line) <= WIDTH:
+    if len(line) <= width:
         return line
-    return "\n".join(textwrap.wrap(line, WIDTH, subsequent_indent=" " * 13, break_on_hyphens=False))
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=" " * 13, break_on_hyphens=False))
 
 
 def fmt_bytes(n: Any) -> str:

@@ -54,3 +54,16 @@ def test_allow_silences_the_named_warning_only(capsys):
     assert "[saturating-activations]" not in capsys.readouterr().err
     assert main(["check", lenet, "--allow", "all"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_field_somewhat_larger_than_the_input_is_normal_and_far_larger_warns(write, capsys):
+    """ResNet-50's field reaches 427 at 224 (1.9x), as torchvision users expect: no warning. Past four
+    times the input it warns, once, where the field crosses that size."""
+    assert main(["check", str(ROOT / "examples" / "resnet50.cnn")]) == 0
+    assert "field-exceeds-input" not in capsys.readouterr().err
+    deep = write("# nine 3x3 convs on 4x4: the field grows by 2 a layer\nnetwork Deep {\n    input x: [1, 4, 4]\n"
+                 "    x -> conv(2, 3, pad = 1) * 9 -> flatten -> linear(2)\n}\n")
+    assert main(["check", str(deep)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("[field-exceeds-input]") == 1
+    assert "receptive field 17x17 is more than 4 times the input 4x4 from here on" in err
