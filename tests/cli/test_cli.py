@@ -103,7 +103,8 @@ def test_table_fits_100_columns_and_folds_repeats(capsys):
     assert "basic_2.conv" in capsys.readouterr().out
     assert main(["compile", str(EXAMPLES / "resnet18.cnn"), "--allow", "all", "--depth", "0"]) == 0
     rows = capsys.readouterr().out
-    assert "basic_8                          basic (block)" in rows and "basic_8.conv" not in rows
+    assert any(line.split()[:3] == ["basic_8", "basic", "(block)"] for line in rows.splitlines())
+    assert "basic_8.conv" not in rows
 
 
 def test_input_binding_on_the_command_line(capsys):

@@ -112,8 +112,9 @@ def test_every_limit_is_documented_with_its_default():
     from pathlib import Path
     doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text(encoding="utf-8")
     for name, (default, unit, _) in files.LIMITS.items():
-        row = next((line for line in doc.splitlines() if f"`CNNC_MAX_{name.upper()}`" in line), None)
-        assert row is not None, f"docs/security.md does not list CNNC_MAX_{name.upper()}"
+        row = next((line for line in doc.splitlines()
+                    if line.startswith("|") and f"`CNNC_MAX_{name.upper()}`" in line), None)
+        assert row is not None, f"docs/security.md's table of limits does not list CNNC_MAX_{name.upper()}"
         shown = files.size_text(default) if unit == "bytes" else f"{default:,}"
         assert shown in row and unit in row, (name, shown, row)
 

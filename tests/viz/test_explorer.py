@@ -289,7 +289,7 @@ def test_a_classifier_shows_its_top_classes_by_name(browser, tmp_path):
     import math
     (tmp_path / "cls.cnn").write_text(CLASSIFIER)
     page = tmp_path / "cls.html"
-    cli("viz", str(tmp_path / "cls.cnn"), "--style", "html", "--image", str(PHOTO), "-o", str(page))
+    cli("viz", str(tmp_path / "cls.cnn"), "--style", "html", "--image", str(PHOTO), "--resize", "32x32", "-o", str(page))
     browser.open(page.as_uri())
     rows = browser.js("return [...document.querySelectorAll('#top-classes tr')].map(r => "
                       "[r.cells[0].textContent, parseFloat(r.cells[1].textContent)])")
