@@ -309,7 +309,8 @@ class NumpyEngine:
         """The batch's loss (with the L1/L2 penalty) and (correct, counted); the gradients wait for step."""
         if self._executor is None and self.threads > 1:
             self._executor = ThreadPoolExecutor(self.threads)
-        loss, pred, grads = batch_loss_and_grads(self.plan, loss_fn, xb, yb, drop_rng, self._executor)
+        with shards.blas_threads(self.threads):    # the user's thread count (shards hold BLAS to 1 inside)
+            loss, pred, grads = batch_loss_and_grads(self.plan, loss_fn, xb, yb, drop_rng, self._executor)
         extra, pgrads = penalty(self.plan.params, self.cfg.l1, self.cfg.l2, self.is_weight)
         for k, g in pgrads.items():
             if k in grads:
@@ -325,7 +326,8 @@ class NumpyEngine:
         """Eval-mode outputs; the batch cut into a shard per thread (samples never meet in eval)."""
         k = min(self.threads, len(xb))
         if k <= 1:
-            return self._predict(xb)
+            with shards.blas_threads(self.threads):
+                return self._predict(xb)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads)
         jobs = [partial(self._predict, xb[a:b]) for a, b in shards.bounds(len(xb), k)]
