@@ -394,20 +394,21 @@ class FusedPlan(Plan):
 
     ops = ALL_OPS
 
-    def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32):
+    def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32,
+                 kernels=None):
         # The store comes from fold_parameters / map_parameters: nothing is drawn (seconds for VGG).
-        super().__init__(net, parameters(net), dtype=dtype, params=params)
+        super().__init__(net, parameters(net), dtype=dtype, params=params, kernels=kernels)
         # In training an unfolded batchnorm couples the samples of a batch, fused or not.
-        self.batch_independent = not any(
-            s.op == "batchnorm" or s.op == "fused_bn" or (s.op == "fused_conv" and _unfolded_bn(s.attrs))
-            for s in self.steps)
+        self.batch_independent = self.batch_independent and not any(
+            s.op == "fused_conv" and _unfolded_bn(s.attrs) for s in self.steps)
 
     @classmethod
     def from_plan(cls, plan: Plan, mode: str = "eval") -> "FusedPlan":
-        """Fuse `plan`'s network; eval folds batchnorm into copies, train shares `plan`'s arrays."""
+        """Fuse `plan`'s network; eval folds batchnorm into copies, train shares `plan`'s arrays.
+        The fused plan runs on `plan`'s kernel set."""
         net = fuse(plan.net, mode).net
         store = fold_parameters(net, plan.params) if mode == "eval" else map_parameters(net, plan.params)
-        return cls(net, store, plan.dtype)
+        return cls(net, store, plan.dtype, plan.kernel_set)
 
 
 __all__ = ["FusedPlan", "INTO", "fold_parameters", "map_parameters", "source_keys",

@@ -293,13 +293,13 @@ class NumpyEngine:
     name = "numpy"
 
     def __init__(self, compiled, cfg: TrainConfig, base_lr: float, hyper: dict[str, Any], is_weight,
-                 threads: int | None = None):
+                 threads: int | None = None, kernels: str | None = None):
         self.cfg, self.is_weight = cfg, is_weight
         self.threads = max(1, threads if threads is not None else min(SHARDS, os.cpu_count() or 1))
         self._executor: ThreadPoolExecutor | None = None
-        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed, init=cfg.init)
+        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed, init=cfg.init, kernels=kernels)
         trainable = {k: v for k, v in self.plan.params.items() if k in self.plan.trainable}
-        self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=base_lr, **hyper)
+        self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=base_lr, kernels=self.plan.kernels, **hyper)
         self._grads: dict[str, np.ndarray] = {}
 
     def begin_epoch(self, epoch: int) -> None:
@@ -360,7 +360,7 @@ class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
-                 resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None):
+                 resplit: Callable[[data_mod.Dataset], data_mod.Dataset] | None = None, kernels: str | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
         self.ds, self.loss = load_data(cfg, compiled, data_override, limit, resplit=resplit)
         hyper = _spec_options(cfg.optimizer)
@@ -371,7 +371,8 @@ class Trainer:
             raise CnncError("sync_bn = true, but the network has no layer that uses batch statistics",
                             cfg.locs.get("sync_bn"), "sync_bn synchronises batchnorm across processes; drop it")
         ops = {n.name: n.op for n in compiled.net.layers()}
-        self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device)
+        self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device,
+                                  kernels)
         self.main = getattr(self.engine, "world", None) is None or self.engine.world.main
         self.progress, self.log = progress and self.main, log if self.main else (lambda line: None)
         sched = cfg.schedule
