@@ -26,30 +26,32 @@ from ._jit import jit
 
 @jit
 def _max(a, kh, kw, sh, sw, dh, dw, top, left, y, idx):
-    """y = the window maxima (NaN propagates, as np.maximum), idx = each first maximum's offset."""
+    """y = the window maxima (NaN propagates, as np.maximum), idx = each first maximum's offset; the
+    channels innermost, so each offset updates a run of channels."""
     n, h, w, c = a.shape
     _, oh, ow, _ = y.shape
+    lowest = a.dtype.type(-np.inf)
     for b in range(n):
         for oy in range(oh):
             for ox in range(ow):
-                for ch in range(c):
-                    best = -np.inf
-                    at = 0
-                    for i in range(kh):
-                        yy = oy * sh - top + i * dh
-                        if yy < 0 or yy >= h:
+                best, at = y[b, oy, ox], idx[b, oy, ox]
+                best[:] = lowest
+                at[:] = 0
+                for i in range(kh):
+                    yy = oy * sh - top + i * dh
+                    if yy < 0 or yy >= h:
+                        continue
+                    for j in range(kw):
+                        xx = ox * sw - left + j * dw
+                        if xx < 0 or xx >= w:
                             continue
-                        for j in range(kw):
-                            xx = ox * sw - left + j * dw
-                            if xx < 0 or xx >= w:
-                                continue
-                            v = a[b, yy, xx, ch]
-                            if v > best:
-                                at = i * kw + j
-                            if v > best or v != v:
-                                best = v
-                    y[b, oy, ox, ch] = best
-                    idx[b, oy, ox, ch] = at
+                        src, k = a[b, yy, xx], i * kw + j
+                        for ch in range(c):
+                            v = src[ch]
+                            if v > best[ch]:
+                                at[ch] = k
+                            if v > best[ch] or v != v:
+                                best[ch] = v
 
 
 @jit
