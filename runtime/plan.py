@@ -86,6 +86,12 @@ class Plan:
         """The name of the kernel set the steps run on."""
         return self.kernel_set.name
 
+    @property
+    def lowered(self) -> Network:
+        """The graph the steps run: `net` itself on the NumPy set; on the fast set with each batchnorm
+        and the activation after it one step (kernels/sets.py `lowered`). Its outputs are `net`'s."""
+        return self._lowered
+
     # ------------------------------------------------------------- lowering
     def _kernel(self, op: str) -> Kernel | None:
         return sets.kernel(op, self.kernels, self.ops)

@@ -336,3 +336,21 @@ def test_compiled_kernels_are_cached_in_the_user_cache_folder(tmp_path):
     assert second.stdout.split() == ["1", "0"]      # loaded from the cache
     cached = list((tmp_path / "cnnc" / "kernels").rglob("*.nbi"))     # beside the data sets' cnnc/data
     assert cached, "no index of compiled kernels in the user cache folder"
+
+
+def test_layers_asked_for_by_name_keep_their_own_tensors_on_the_fast_set(monkeypatch):
+    """`cnnc apply`'s activations: a batchnorm asked for by name is not fused with its relu (its
+    output stays the normalised, unrectified tensor), on either set alike."""
+    from cnnc.runtime.apply import forward
+    c = _network("cifar_resnet20.cnn")
+    bn = next(n for n in c.net.layers() if n.op == "batchnorm"
+              and c.net.node(next(iter(c.net.graph.successors(n.name)))).op == "relu")
+    relu = next(iter(c.net.graph.successors(bn.name)))
+    image = np.random.default_rng(0).standard_normal(c.net.shapes["x"]).astype(np.float32)
+    values = {}
+    for k in sets.SETS:
+        monkeypatch.setenv("CNNC_KERNELS", k)
+        values[k] = forward(c, image, [bn.name, relu])
+    assert (values["fast"][bn.name] < 0).any()
+    for name in (bn.name, relu):
+        H.assert_close(values["fast"][name], values["numpy"][name], 1e-5, name)
