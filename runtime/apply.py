@@ -21,7 +21,7 @@ pictures (viz/images.py through app/cmd_viz.py) turn the arrays into images.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -174,16 +174,15 @@ def forward(compiled: Compiled, image: np.ndarray, names: Sequence[str], params:
     """One image [C, H, W] through the network in eval mode; the tensors `names` for that sample.
 
     The plan frees each activation after its last reader unless it is an output, so
-    the requested layers are made outputs of the network it runs (a kernel set's lowering
-    then keeps each of them a tensor of its own)."""
+    the requested layers are made its outputs for this run."""
     from .plan import Plan
-    net = compiled.net
-    layers = tuple(n for n in names if n not in net.inputs)
-    plan = Plan(replace(net, outputs=tuple(dict.fromkeys(net.outputs + layers))), compiled.analysis.params)
+    plan = Plan(compiled.net, compiled.analysis.params)
     if params is not None:
         plan.load_state(params, f"checkpoint '{describe_path(source)}'" if source else "checkpoint")
     x = preprocess.apply(records, image[None].astype(np.float32))
     inputs = {plan.inputs[0]: x}
+    layers = tuple(n for n in names if n not in plan.inputs)
+    plan.outputs = tuple(dict.fromkeys(plan.outputs + layers))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite results are refused
         values, _ = plan.forward(inputs)                                 # by name where they are shown
     values.update(inputs)

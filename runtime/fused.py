@@ -398,9 +398,10 @@ class FusedPlan(Plan):
                  kernels=None):
         # The store comes from fold_parameters / map_parameters: nothing is drawn (seconds for VGG).
         super().__init__(net, parameters(net), dtype=dtype, params=params, kernels=kernels)
-        # In training an unfolded batchnorm couples the samples of a batch, fused or not.
-        self.batch_independent = self.batch_independent and not any(
-            s.op == "fused_conv" and _unfolded_bn(s.attrs) for s in self.steps)
+
+    def couples_batch(self, step) -> bool:
+        """In training an unfolded batchnorm couples the samples of a batch, fused into a conv or not."""
+        return super().couples_batch(step) or (step.op == "fused_conv" and _unfolded_bn(step.attrs))
 
     @classmethod
     def from_plan(cls, plan: Plan, mode: str = "eval") -> "FusedPlan":

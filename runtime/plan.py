@@ -13,7 +13,7 @@ the parser.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -63,12 +63,9 @@ class Plan:
         self.specs = {f"{owner}.{p}": spec for owner, ps in param_specs.items() for p, spec in ps.items()}
         self._names_by_owner = {owner: list(ps) for owner, ps in param_specs.items()}
         self.inputs = tuple(net.inputs)
-        self.outputs = tuple(net.outputs)
-        # The steps run the graph as the kernel set lowers it (the same parameters under the same keys).
-        self._lowered = sets.lowered(net, self.kernel_set.name)
-        if self._lowered is not net:
-            self.ops = ALL_OPS
-        self.steps = [self._step(node) for node in self._lowered.layers()]
+        if self.kernels != "numpy":
+            self.ops = ALL_OPS          # the fast set's lowering makes fused steps
+        self.outputs = tuple(net.outputs)   # lowers the graph into `steps` (the setter)
         if params is None:
             self.params = initial_parameters(net, param_specs, seed, dtype, init)
         else:
@@ -77,9 +74,6 @@ class Plan:
                 raise CnncError(f"the parameters do not fit the network: no '{missing[0]}'")
             self.params = {k: params[k] for k in self.specs}
         self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
-        self._last_use = self._liveness()
-        # In training, batchnorm couples the samples of a batch; nothing else does.
-        self.batch_independent = not any(self.ops[s.op].has("batch_statistics") for s in self.steps)
 
     @property
     def kernels(self) -> str:
@@ -87,9 +81,30 @@ class Plan:
         return self.kernel_set.name
 
     @property
+    def outputs(self) -> tuple[str, ...]:
+        return self._outputs
+
+    @outputs.setter
+    def outputs(self, names) -> None:
+        """The tensors `forward` returns (the network's outputs, or any layers a caller asks for): the
+        graph is lowered again so that each of them stays a tensor of its own."""
+        self._outputs = tuple(names)
+        net = self.net if self._outputs == tuple(self.net.outputs) else replace(self.net, outputs=self._outputs)
+        # The steps run the graph as the kernel set lowers it (the same parameters under the same keys).
+        self._lowered = sets.lowered(net, self.kernels)
+        self.steps = [self._step(node) for node in self._lowered.layers()]
+        self._last_use = self._liveness()
+        self.batch_independent = not any(self.couples_batch(s) for s in self.steps)
+
+    def couples_batch(self, step: Step) -> bool:
+        """Does the step couple the samples of a batch in training? Batchnorm does; nothing else."""
+        return self.ops[step.op].has("batch_statistics")
+
+    @property
     def lowered(self) -> Network:
-        """The graph the steps run: `net` itself on the NumPy set; on the fast set with each batchnorm
-        and the activation after it one step (kernels/sets.py `lowered`). Its outputs are `net`'s."""
+        """The graph the steps run: the network (with `outputs` as its outputs) as the kernel set lowers
+        it: itself on the NumPy set, each batchnorm and the activation after it one step on the fast
+        set (kernels/sets.py `lowered`)."""
         return self._lowered
 
     # ------------------------------------------------------------- lowering
