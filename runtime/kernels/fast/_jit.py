@@ -52,10 +52,14 @@ if CACHE:
     numba.config.CACHE_DIR = str(cache_dir())
 
 
-def jit(fn):
-    """A fast kernel's loop: compiled on first use per dtype, cached on disk (see the module doc)."""
-    return numba.njit(nogil=True, cache=CACHE, fastmath=set(FASTMATH), error_model="numpy",
-                      boundscheck=False)(fn)
+def jit(fn=None, *, exact: bool = False):
+    """A fast kernel's loop: compiled on first use per dtype, cached on disk (see the module doc).
+    `exact=True` compiles without fastmath: every operation rounds as NumPy's does (the optimizers,
+    whose updates then equal the NumPy ones bit for bit)."""
+    def compile_(f):
+        return numba.njit(nogil=True, cache=CACHE, fastmath=False if exact else set(FASTMATH),
+                          error_model="numpy", boundscheck=False)(f)
+    return compile_ if fn is None else compile_(fn)
 
 
 def version() -> str:

@@ -3,8 +3,9 @@
 One pass over each parameter updates it and its state in place, where the
 NumPy update (runtime/optim.py) makes three to eight passes and as many
 temporaries: SGD (momentum, dampening, Nesterov, weight decay) and Adam /
-AdamW (AMSGrad). The formulas and their order of operations are the NumPy
-updates', in the parameter's dtype. `UPDATES` maps an optimizer's name to
+AdamW (AMSGrad). The formulas, their order of operations and the rounding of
+their constants are the NumPy updates', in the parameter's dtype, compiled
+without fastmath: the two updates are equal bit for bit. `UPDATES` maps an optimizer's name to
 its update, which `Optimizer.step` calls in place of its own (`fast_update`);
 the other optimizers keep their NumPy update.
 """
@@ -17,29 +18,31 @@ import numpy as np
 from ._jit import jit
 
 
-@jit
-def _sgd(p, g, buf, first, lr, momentum, dampening, nesterov, weight_decay):
+@jit(exact=True)
+def _sgd(p, g, buf, first, lr, momentum, damped, nesterov, weight_decay):
+    """`damped` = 1 − dampening, rounded to the dtype once, as NumPy rounds the Python float."""
     for i in range(p.size):
         d = g[i] + weight_decay * p[i] if weight_decay != 0 else g[i]
         if momentum != 0:
             if first:
                 buf[i] = d
             else:
-                buf[i] = buf[i] * momentum + (1 - dampening) * d
+                buf[i] = buf[i] * momentum + damped * d
             d = d + momentum * buf[i] if nesterov else buf[i]
         p[i] -= lr * d
 
 
-@jit
-def _adam(p, g, m, v, vmax, amsgrad, decay, decoupled, lr, beta1, beta2, step_size, bias2_sqrt, eps):
+@jit(exact=True)
+def _adam(p, g, m, v, vmax, amsgrad, decay, decoupled, shrink, kept1, kept2, beta2, step_size, bias2_sqrt, eps):
+    """`shrink` = 1 − lr·decay, `kept1` = 1 − β1, `kept2` = 1 − β2, each rounded once as NumPy does."""
     for i in range(p.size):
         if decoupled:
-            p[i] *= 1 - lr * decay
+            p[i] *= shrink
             d = g[i]
         else:
             d = g[i] + decay * p[i] if decay != 0 else g[i]
-        m[i] += (d - m[i]) * (1 - beta1)
-        v[i] = v[i] * beta2 + (1 - beta2) * d * d
+        m[i] += (d - m[i]) * kept1
+        v[i] = v[i] * beta2 + kept2 * d * d
         s = v[i]
         if amsgrad:
             vmax[i] = max(vmax[i], s)
@@ -54,7 +57,7 @@ def _flat(a: np.ndarray) -> np.ndarray:
 def sgd(opt, p: np.ndarray, g: np.ndarray, state: dict, step: int, lr: float) -> None:
     t = p.dtype.type
     buf = _flat(state["momentum_buffer"]) if opt.momentum else _flat(p)    # unused without momentum
-    _sgd(_flat(p), _flat(np.ascontiguousarray(g)), buf, step == 1, t(lr), t(opt.momentum), t(opt.dampening),
+    _sgd(_flat(p), _flat(np.ascontiguousarray(g)), buf, step == 1, t(lr), t(opt.momentum), t(1.0 - opt.dampening),
          opt.nesterov, t(opt.weight_decay))
 
 
@@ -64,7 +67,8 @@ def adam(opt, p: np.ndarray, g: np.ndarray, state: dict, step: int, lr: float) -
     vmax = _flat(state["max_exp_avg_sq"]) if opt.amsgrad else v
     step_size = lr / (1.0 - opt.beta1 ** step)
     _adam(_flat(p), _flat(np.ascontiguousarray(g)), m, v, vmax, opt.amsgrad, t(opt.weight_decay), opt.decoupled,
-          t(lr), t(opt.beta1), t(opt.beta2), t(step_size), t(math.sqrt(1.0 - opt.beta2 ** step)), t(opt.eps))
+          t(1.0 - lr * opt.weight_decay), t(1.0 - opt.beta1), t(1.0 - opt.beta2), t(opt.beta2), t(step_size),
+          t(math.sqrt(1.0 - opt.beta2 ** step)), t(opt.eps))
 
 
 UPDATES = {"sgd": sgd, "adam": adam, "adamw": adam}
