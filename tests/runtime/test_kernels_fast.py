@@ -41,6 +41,11 @@ def _laid_out(x: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
+def _read_only(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
+
+
 # ------------------------------------------------------------------ cases
 def _conv(shape, out, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1, bias=True):
     def make(rng, dtype):
@@ -146,7 +151,7 @@ def _run(op, kernel_set, xs, params, attrs, training):
 def test_fast_kernel_equals_numpy_kernel(op, case, layout, training, dtype):
     rng = np.random.default_rng(abs(hash((op, case))) % 2**32)
     xs, params, attrs = CASES[op][case](rng, dtype)
-    xs = [_laid_out(x, layout) for x in xs]
+    xs = [_read_only(_laid_out(x, layout)) for x in xs]      # kernels never write their inputs
     tol, what = TOL[dtype], f"{op} {case} {layout}"
     ref_params, fast_params = _params(params), _params(params)
     ref_kernel, y_ref, c_ref, ctx_ref = _run(op, "numpy", xs, ref_params, attrs, training)
@@ -157,7 +162,7 @@ def test_fast_kernel_equals_numpy_kernel(op, case, layout, training, dtype):
         H.assert_close(fast_params[key], ref_params[key], tol, f"{what} {key}")
     if op == "maxpool":                         # what unpool reads
         np.testing.assert_array_equal(ctx_fast.saved["pool"].argmax(), ctx_ref.saved["pool"].argmax(), what)
-    dy = _laid_out(rng.standard_normal(y_ref.shape).astype(dtype), layout)
+    dy = _read_only(_laid_out(rng.standard_normal(y_ref.shape).astype(dtype), layout))
     (dx_ref, *_), g_ref = ref_kernel.backward(dy, c_ref)
     (dx, *_), g = fast_kernel.backward(dy, c_fast)
     assert dx.dtype == dtype, what
