@@ -1,6 +1,6 @@
 """Stage 3 (runtime) benchmark: seconds per training epoch as users see them, for every way cnnc trains.
 
-    python bench/bench_epochs.py [--threads N] [--rounds R] [--samples N] [--only NAME]
+    python bench/bench_epochs.py [--threads N] [--rounds R] [--samples N] [--only NAME] [--starts R]
 
 Two cases, each trained by the same trainer (runtime/train.py: data, augmentation, batches, initial
 weights) on three back ends — the numpy engine with the NumPy kernels, the numpy engine with the
@@ -18,6 +18,11 @@ torch, numpy, ..., `--rounds` times, so a disturbance from other processes hits 
 per case: each back end's median seconds per epoch and samples per second, the median of the
 per-round ratios to the torch engine with their IQR, and the last epoch's training loss of each
 (they start from the same weights and see the same batches).
+
+`--starts R` measures the cold start instead: the wall time of `cnnc run examples/lenet5.cnn` on
+64 digits (two batches, so the time is the start), in fresh processes, R rounds of: the NumPy
+kernels; the fast kernels with an empty compile cache (the first run after installing); the fast
+kernels with the cache the previous run filled (every later run). Medians.
 """
 from __future__ import annotations
 
@@ -102,13 +107,37 @@ def run_case(case: Case, back_ends: list[str], samples: int, threads: int, round
         t.engine.close()
 
 
+def starts(rounds: int, threads: int) -> None:
+    """Median wall seconds of `cnnc run examples/lenet5.cnn` on 64 digits: numpy, fast cold, fast warm."""
+    import subprocess
+    argv = [sys.executable, "-m", "cnnc", "run", str(EXAMPLES / "lenet5.cnn"), "--epochs", "1", "--limit", "64",
+            "--quiet", "--overwrite", "--threads", str(threads)]
+    seconds: dict[str, list[float]] = {"numpy kernels": [], "fast, empty cache": [], "fast, cache filled": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            cache = Path(tmp) / f"cache{r}"
+            for label, kernels in (("numpy kernels", "numpy"), ("fast, empty cache", "fast"),
+                                   ("fast, cache filled", "fast")):
+                env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "CNNC_KERNELS": kernels}
+                start = time.perf_counter()
+                subprocess.run([*argv, "--out", str(Path(tmp) / "run")], env=env, check=True, capture_output=True)
+                seconds[label].append(time.perf_counter() - start)
+    print(f"cnnc run examples/lenet5.cnn --epochs 1 --limit 64 ({threads} thread(s)), wall seconds, median of {rounds}:")
+    for label, values in seconds.items():
+        print(f"  {label:<20} {statistics.median(values):6.2f} s  (min {min(values):.2f}, max {max(values):.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rounds", type=int, default=3, help="epochs per back end, alternating (default 3)")
     ap.add_argument("--samples", type=int, default=2048, help="ResNet-20's synthetic training images (default 2,048)")
     ap.add_argument("--only", default="", help="run only the cases whose name contains this (case-insensitive)")
+    ap.add_argument("--starts", type=int, metavar="R", help="measure cnnc run's cold and warm start instead")
     args = ap.parse_args()
+    if args.starts:
+        starts(args.starts, args.threads)
+        return
     keep_freed_memory()                 # what `cnnc run` does when it starts
     back_ends = ["numpy"] + (["fast"] if sets.choose().name == "fast" else [])
     try:

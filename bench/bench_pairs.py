@@ -1,19 +1,22 @@
 """Stage 3 (runtime) benchmark: cnnc against PyTorch CPU, pair by pair, with the machine's limit beside.
 
     python bench/bench_pairs.py [--quick] [--only NAME] [--threads N] [--pairs P] [--pairs-infer Q]
+                                [--kernels numpy,fast]
 
 One module for every comparison, training and inference. Each case builds the same compiled graph
-with the same weights twice: cnnc's path (A) and a PyTorch twin (B, bench/torch_reference.py, walking
-the very graph with `torch.nn.functional`), at the same batch and thread count. The third runner (G)
-is the machine's limit: one float32 GEMM (NumPy's BLAS, the same threads) of the same FLOPs as one
-A or B run. After a warm-up the three alternate single runs A B G A B G ..., so a disturbance from
-other processes on a shared machine hits each triple alike, and each triple gives
+with the same weights: cnnc's path on each kernel set (A: numpy, and fast where Numba imports;
+docs/kernels.md) and a PyTorch twin (B, bench/torch_reference.py, walking the very graph with
+`torch.nn.functional`), at the same batch and thread count. The last runner (G) is the machine's
+limit: one float32 GEMM (NumPy's BLAS, the same threads) of the same FLOPs as one A or B run. After a
+warm-up they alternate single runs A(numpy) A(fast) B G A(numpy) ..., so a disturbance from other
+processes on a shared machine hits each round alike, and each round gives
 
     ratio = A / B                     (below 1: cnnc is faster)
     % of machine = G / A and G / B    (the share of the sustained GEMM peak each side reaches)
+    A(fast) / A(numpy)                (the fast kernels against the NumPy ones: before/after)
 
-Printed per case: the median of the per-triple ratios with its interquartile range, and the median
-share of the machine for each side. A median of block medians (the earlier bench_train_step.py) cannot
+Printed per case and kernel set: the median of the per-round ratios with its interquartile range,
+and the median share of the machine for each side. A median of block medians (the earlier bench_train_step.py) cannot
 steer work on a loaded machine; a median of paired ratios can.
 
 FLOPs come from the compiler (`analysis.flops`: 2 per MAC plus one per element of activations,
@@ -26,7 +29,7 @@ Training cases: one step (forward, backward, SGD with momentum) as `cnnc run` ta
 (`batch_loss_and_grads` on the trainer's pool, then the optimizer) against PyTorch's loop (zero_grad,
 cross entropy, backward, step). Inference cases: cnnc's fastest eval path (the fused graph with
 batchnorm folded, on planned arenas, the batch cut into a shard per thread: what `cnnc predict`
-runs) against the twin in eval mode under `torch.inference_mode`. `--quick` takes fewer triples and
+runs) against the twin in eval mode under `torch.inference_mode`. `--quick` takes fewer rounds and
 skips ResNet-50 at batch 32. `--scale` runs ResNet-20's training step at batch 8 to 256 and a 4x
 wider ResNet-20 at batch 64 instead, with each side's peak memory.
 
@@ -306,9 +309,9 @@ def line(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2, help="threads for both sides and the GEMM (default 2)")
-    ap.add_argument("--pairs", type=int, default=40, help="alternating triples per training case (default 40)")
-    ap.add_argument("--pairs-infer", type=int, default=15, help="alternating triples per inference case (15)")
-    ap.add_argument("--quick", action="store_true", help="15/5 triples, and no ResNet-50 at batch 32")
+    ap.add_argument("--pairs", type=int, default=40, help="alternating rounds per training case (default 40)")
+    ap.add_argument("--pairs-infer", type=int, default=15, help="alternating rounds per inference case (15)")
+    ap.add_argument("--quick", action="store_true", help="15/5 rounds, and no ResNet-50 at batch 32")
     ap.add_argument("--torch-spin", action="store_true",
                     help="leave PyTorch's OpenMP threads spinning when idle (its default; see the source)")
     ap.add_argument("--scale", action="store_true",

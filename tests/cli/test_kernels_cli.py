@@ -47,6 +47,15 @@ def test_run_says_which_kernels_it_uses_in_its_first_line(tmp_path, kernels):
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="needs the cnnc[fast] extra")
+def test_the_first_run_says_it_compiles_and_the_next_does_not(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    lines = [cnnc(*RUN, "--out", str(tmp_path / "run"), "--overwrite", "--kernels", "fast", env=env).stdout
+             .splitlines()[0] for _ in range(2)]
+    assert f"compiling once into {tmp_path / 'cache'}" in lines[0]
+    assert "compiling" not in lines[1] and "fast kernels (Numba " in lines[1]
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="needs the cnnc[fast] extra")
 def test_the_environment_chooses_when_the_flag_does_not_and_the_flag_wins(tmp_path):
     done = cnnc(*RUN, "--out", str(tmp_path / "a"), env={"CNNC_KERNELS": "fast"})
     assert "fast kernels" in done.stdout.splitlines()[0]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numba
 
+from ....dsl.files import describe_path
 from ...standard_datasets import cache_root
 
 FASTMATH = frozenset({"reassoc", "contract"})
@@ -63,4 +64,10 @@ def jit(fn=None, *, exact: bool = False):
 
 
 def version() -> str:
+    """What `cnnc run`'s first line says of the fast set: Numba's version, and whether this run
+    compiles the kernels (an empty cache: the first run after installing takes seconds longer)."""
+    if not CACHE:
+        return f"Numba {numba.__version__}, compiled in each run: {describe_path(cache_dir())} is not writable"
+    if not any(cache_dir().rglob("*.nbi")):
+        return f"Numba {numba.__version__}, compiling once into {describe_path(cache_dir())}"
     return f"Numba {numba.__version__}"
