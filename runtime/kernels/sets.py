@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from ...compiler.ops import OpSpec, implementation
 from ...dsl.source import CnncError
 from ..engines import KERNEL_SETS as SETS
+
 ENV = "CNNC_KERNELS"
 BACKEND = {"numpy": "kernel", "fast": "fast"}    # the key each set's kernels have in the op entries
 INSTALL = "pip install 'cnnc[fast]'"

@@ -14,15 +14,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cnnc.compiler.driver import compile_file
 from cnnc.compiler.fusion import ALL_OPS
 from cnnc.runtime import fused  # noqa: F401  (registers the NumPy kernels of the fused ops)
+from cnnc.runtime.apply import forward
 from cnnc.runtime.kernels import Context, shards, sets
+from cnnc.runtime.losses import make_loss
+from cnnc.runtime.optim import make_optimizer
+from cnnc.runtime.plan import Plan
+from cnnc.runtime.train import Trainer, batch_loss_and_grads
 
 import kernel_helpers as H  # tests/runtime is on sys.path (pytest `pythonpath`)
 
@@ -217,7 +226,6 @@ def test_fast_batchnorm_in_lockstep_shards_equals_numpy(op, activation):
     ("sgd", {"momentum": 0.8, "nesterov": True}), ("adam", {}), ("adam", {"weight_decay": 0.1, "amsgrad": True}),
     ("adamw", {"weight_decay": 0.05})])
 def test_fast_optimizer_update_equals_numpy(name, hyper):
-    from cnnc.runtime.optim import make_optimizer
     rng = np.random.default_rng(1)
     start = {"a.weight": rng.standard_normal((4, 3, 2, 2)).astype(np.float32),
              "a.bias": rng.standard_normal(4).astype(np.float32)}
@@ -235,18 +243,15 @@ def test_fast_optimizer_update_equals_numpy(name, hyper):
 
 
 def test_optimizers_without_a_compiled_update_keep_their_own():
-    from cnnc.runtime.optim import make_optimizer
     assert make_optimizer("rmsprop", {"w": np.zeros(3, np.float32)}, kernels="fast").fast_update is None
 
 
 # -------------------------------------------------------------- the plan
 def _network(example: str):
-    from cnnc.compiler.driver import compile_file
     return compile_file(ROOT / "examples" / example, allow={"all"})
 
 
 def test_fast_plan_fuses_batchnorm_and_activation_with_the_same_parameters():
-    from cnnc.runtime.plan import Plan
     c = _network("cifar_resnet20.cnn")
     numpy_plan = Plan(c.net, c.analysis.params, kernels="numpy")
     fast_plan = Plan(c.net, c.analysis.params, kernels="fast")
@@ -264,10 +269,6 @@ def test_fast_plan_step_equals_numpy_plan_step(example):
     float64: in float32 the rounding differences of 20 batchnorm layers at initialisation grow to
     percent-size gradient differences in either set (docs/fusion.md, "chaotic"), so float32 checks
     the loss only."""
-    from concurrent.futures import ThreadPoolExecutor
-    from cnnc.runtime.losses import make_loss
-    from cnnc.runtime.plan import Plan
-    from cnnc.runtime.train import batch_loss_and_grads
     c = _network(example)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, *c.net.shapes["x"]))
@@ -292,12 +293,8 @@ def test_fast_plan_step_equals_numpy_plan_step(example):
 # ------------------------------------------------ reproducibility, threads
 def _train(kernels: str, threads: int, epochs: int = 1, limit: int = 640, example: str = "cifar_resnet20.cnn"):
     """(per-epoch train losses, final parameters) of a short run through the trainer."""
-    import tempfile
-    from cnnc.runtime.train import Trainer
     c = _network(example)
-    cfg = c.net.train
-    from dataclasses import replace
-    cfg = replace(cfg, epochs=epochs, batch=64)
+    cfg = replace(c.net.train, epochs=epochs, batch=64)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(c, cfg, Path(out), limit=limit, progress=False, log=lambda line: None,
                           threads=threads, kernels=kernels)
@@ -347,7 +344,6 @@ def test_compiled_kernels_are_cached_in_the_user_cache_folder(tmp_path):
 def test_layers_asked_for_by_name_keep_their_own_tensors_on_the_fast_set(monkeypatch):
     """`cnnc apply`'s activations: a batchnorm asked for by name is not fused with its relu (its
     output stays the normalised, unrectified tensor), on either set alike."""
-    from cnnc.runtime.apply import forward
     c = _network("cifar_resnet20.cnn")
     bn = next(n for n in c.net.layers() if n.op == "batchnorm"
               and c.net.node(next(iter(c.net.graph.successors(n.name)))).op == "relu")
