@@ -13,6 +13,7 @@ import sys
 
 from .dsl.source import CnncError, Diagnostic
 from .image_flag import add_resize
+from .runtime.kernels.sets import SETS as KERNEL_SETS
 from .runtime.train.engines import ENGINES
 from .viz.images import MAPPINGS
 from .viz.output import STYLES
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--engine", choices=ENGINES, default="numpy",
                    help="what computes: the embedded numpy runtime (default) or PyTorch (pip install 'cnnc[torch]')")
+    p.add_argument("--kernels", choices=KERNEL_SETS,
+                   help="the numpy engine's kernels: numpy, or fast (compiled, pip install 'cnnc[fast]'); "
+                        "default: $CNNC_KERNELS, else fast where Numba is installed")
     p.add_argument("--device", metavar="DEVICE", help="with --engine torch: cpu (default), cuda or mps")
     p.add_argument("--nproc", type=int, metavar="N", help="with --engine torch: train in N processes on this "
                                                           "machine (DistributedDataParallel)")

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
     if cfg.kfold and not args.eval:
         return _kfold(args, compiled, cfg, out, limit, progress)
     trainer = Trainer(compiled, cfg, out, data_override=args.data, limit=limit, progress=progress,
-                      threads=args.threads, engine=args.engine, device=args.device)
+                      threads=args.threads, engine=args.engine, device=args.device, kernels=args.kernels)
     if args.eval:
         return _evaluate(trainer, args.eval)
     ds = trainer.ds
@@ -79,9 +79,18 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
               + (f", {len(ds.val):,} validation" if ds.val is not None else "")
               + (f", {len(ds.test):,} test" if ds.test is not None else "")
               + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
-              f"lr {trainer.base_lr:g}; checkpoints in {describe_path(trainer.out)}")
+              f"lr {trainer.base_lr:g}; {_computes(args, trainer)}; checkpoints in {describe_path(trainer.out)}")
     result = trainer.run(resume=args.resume, overwrite=args.overwrite, started=lambda: print(header))
     return 1 if result.non_finite else 0
+
+
+def _computes(args: argparse.Namespace, trainer) -> str:
+    """What computes the run: the engine, its kernel set (and why, where it is not the fast one), threads."""
+    threads = getattr(trainer.engine, "threads", None)
+    on = f" on {_plural(threads, 'thread')}" if threads else ""
+    if args.engine != "numpy":
+        return f"{args.engine} engine{on}"
+    return f"{trainer.plan.kernel_set.describe()}{on}"
 
 
 def _processes(args: argparse.Namespace) -> int:
@@ -116,7 +125,8 @@ def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: 
     def make_trainer(fold_cfg, fold_out, resplit, log):
         bar.context = f"fold {fold_out.name.rpartition('-')[2]}/{cfg.kfold}"
         return Trainer(compiled, fold_cfg, fold_out, data_override=args.data, limit=limit, progress=bar,
-                       log=log, threads=args.threads, resplit=resplit, engine=args.engine, device=args.device)
+                       log=log, threads=args.threads, resplit=resplit, engine=args.engine, device=args.device,
+                       kernels=args.kernels)
 
     def started(n: int) -> None:
         bar.write(f"{compiled.net.name}: {cfg.kfold}-fold cross-validation of {n:,} training samples (the test "

@@ -1,6 +1,6 @@
 """Stage 3 (runtime) benchmark: where one training step's time goes, cnnc beside PyTorch, per op.
 
-    python bench/profile_step.py [EXAMPLE.cnn] [--batch B] [--threads N] [--steps S]
+    python bench/profile_step.py [EXAMPLE.cnn] [--batch B] [--threads N] [--steps S] [--kernels SETS]
 
 The same compiled graph and weights as bench_pairs.py's training cases (default: CIFAR ResNet-20 at
 batch 64, one thread). cnnc's side times every kernel call of the Plan (forward and backward per op,
@@ -8,7 +8,9 @@ summed over the step's shards), the optimizer and the rest of the step (loss, sh
 sums, Python); PyTorch's side runs its profiler over the same steps, with each node of the twin's
 forward under a record named by its op, and the backward by autograd function. Times are per step,
 medians would hide nothing here: the figures are sums over `--steps` steps after two warm-up steps.
-Use it to choose what to speed up; use bench_pairs.py (alternating runs) to claim a ratio.
+`--kernels numpy,fast` (the default where Numba imports) profiles cnnc on each kernel set in turn
+(kernels/sets.py). Use it to choose what to speed up; use bench_pairs.py (alternating runs) to claim
+a ratio.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pairs import Case, compile_case  # noqa: E402
-from cnnc.runtime.kernels import Kernel  # noqa: E402
+from cnnc.runtime.kernels import Kernel, sets  # noqa: E402
 from cnnc.runtime.train.losses import make_loss  # noqa: E402
 from cnnc.runtime.train.optim import make_optimizer  # noqa: E402
 from cnnc.runtime.plan import Plan  # noqa: E402
@@ -51,12 +53,13 @@ def timed(kernel: Kernel, op: str, times: dict) -> Kernel:
     return Kernel(forward, backward)
 
 
-def profile_cnnc(compiled, x, y, steps: int) -> tuple[float, dict]:
-    plan = Plan(compiled.net, compiled.analysis.params, seed=0)
+def profile_cnnc(compiled, x, y, steps: int, kernels: str = "numpy") -> tuple[float, dict]:
+    plan = Plan(compiled.net, compiled.analysis.params, seed=0, kernels=kernels)
     times: dict = collections.defaultdict(float)
     plan.steps = [replace(s, kernel=timed(s.kernel, s.op, times)) for s in plan.steps]
     loss = make_loss("cross_entropy")
-    opt = make_optimizer("sgd", {k: v for k, v in plan.params.items() if k in plan.trainable}, lr=0.01, momentum=0.9)
+    opt = make_optimizer("sgd", {k: v for k, v in plan.params.items() if k in plan.trainable}, lr=0.01,
+                         momentum=0.9, kernels=kernels)
 
     def step() -> None:
         _, _, grads = batch_loss_and_grads(plan, loss, x, y, np.random.default_rng(0), None)
@@ -128,6 +131,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="BLAS and PyTorch threads (default 1)")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--kernels", help="comma-separated kernel sets to profile cnnc on (default: numpy, and fast "
+                                      "where Numba imports)")
     args = ap.parse_args()
     import torch
     from cnnc.runtime.kernels import keep_freed_memory
@@ -144,7 +149,10 @@ def main() -> None:
     x = rng.standard_normal((args.batch, *shape)).astype(np.float32)
     y = rng.integers(0, classes, args.batch)
     print(f"{args.example}, batch {args.batch}, {args.threads} thread(s); times per step, summed over shards")
-    table("cnnc (NumPy)", *profile_cnnc(compiled, x, y, args.steps))
+    kernel_sets = args.kernels.split(",") if args.kernels else \
+        ["numpy"] + (["fast"] if sets.choose().name == "fast" else [])
+    for name in kernel_sets:
+        table(f"cnnc ({sets.choose(name).describe()})", *profile_cnnc(compiled, x, y, args.steps, name))
     table("PyTorch (twin; backward by autograd function, which includes what it calls)",
           *profile_torch(compiled, x, y, args.steps))
 

@@ -98,7 +98,7 @@ FUSED_OPS: dict[str, OpSpec] = {
     "fused_bn": OpSpec(
         "fused_bn", "normalisation", (), shape=OPS["batchnorm"].shape, params=OPS["batchnorm"].params,
         flops=lambda a, ins, out: numel(out) + _act_flops(a, out), saves=("input",),
-        doc="batchnorm + activation in one step"),
+        doc="batchnorm + activation in one step", properties=("batch_statistics",)),
 }
 
 # The compiler's table plus the fused ops; OPS itself stays what users can write.

@@ -26,6 +26,7 @@ import errno
 import os
 import stat
 import tempfile
+import sys
 import zlib
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -262,3 +263,15 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, what: str,
     """Write bytes or text (UTF-8) to `path` through `atomic_output`."""
     with atomic_output(path, what, inputs, "wb") as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def user_cache(kind: str) -> Path:
+    """cnnc's folder of `kind` (data sets, compiled kernels) in the user's cache directory
+    (XDG_CACHE_HOME or ~/.cache, ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows)."""
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        base = Path(os.environ["LOCALAPPDATA"])
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cnnc" / kind

@@ -31,6 +31,7 @@ from ..compiler.graph import Network
 from ..compiler.ops import implementation, register
 from .kernels import Context, Kernel, shards
 from .kernels.conv import conv_into
+from .kernels.norm import update_running
 from .kernels._core import Attrs, Grads, Params, Tensors
 from .kernels._im2col import is_channels_last
 from .plan import Plan
@@ -81,11 +82,6 @@ class BatchStats:
     shard: tuple | None = None  # (ShardGroup, index) when the batch runs as lockstep shards
 
 
-def _total(shard: tuple | None, part: np.ndarray) -> np.ndarray:
-    """Σ of `part` over the shards of a lockstep batch (kernels.shards), or `part` itself."""
-    return part if shard is None else shard[0].allreduce(shard[1], part)
-
-
 def batchnorm_(y: np.ndarray, params: Params, prefix: str, attrs: Attrs, training: bool) -> BatchStats:
     """Normalise y in place: batch statistics in training (over every shard of a lockstep batch,
     updating the running ones with PyTorch's momentum rule as the batchnorm kernel does), the
@@ -100,19 +96,14 @@ def batchnorm_(y: np.ndarray, params: Params, prefix: str, attrs: Attrs, trainin
         shard = shards.current()
         sums, count = _channel_sum(y), y.size // y.shape[1]
         if shard is not None:     # the count travels with the sums: shards may differ in size
-            total = _total(shard, np.append(sums.astype(np.float64), count))
+            total = shards.total(shard, np.append(sums.astype(np.float64), count))
             sums, count = total[:-1].astype(y.dtype), int(total[-1])
         if count < 2:
             raise ValueError(f"batchnorm needs more than one value per channel in training, got {y.shape}")
         mean = sums / count
         y -= _channel(mean, y.ndim)
-        var = _total(shard, _channel_dot(y, y)) / count     # centred in place: no full-size temporary
-        if shard is None or shard[1] == 0:                   # one shard updates the running statistics
-            rm, rv = params[prefix + "running_mean"], params[prefix + "running_var"]
-            rm *= 1 - m
-            rm += m * mean
-            rv *= 1 - m
-            rv += (m * count / (count - 1)) * var
+        var = shards.total(shard, _channel_dot(y, y)) / count     # centred in place: no full-size temporary
+        update_running(params, prefix, mean, var, count, m, shard)
         stats = BatchStats(mean, 1.0 / np.sqrt(var + eps), True, count, shard)
     y *= _channel(stats.inv_std * gamma, y.ndim)
     y += _channel(beta, y.ndim)
@@ -127,7 +118,7 @@ def _bn_input_grad(g: np.ndarray, xhat: np.ndarray, gamma: np.ndarray, stats: Ba
     if not stats.batch:
         return g * scale
     if stats.shard is not None:
-        total = _total(stats.shard, np.concatenate([dbeta, dgamma]))
+        total = shards.total(stats.shard, np.concatenate([dbeta, dgamma]))
         dbeta, dgamma = total[:len(dbeta)], total[len(dbeta):]
     dx = xhat * _channel(dgamma / stats.count, g.ndim)
     dx += _channel(dbeta / stats.count, g.ndim)
@@ -403,20 +394,22 @@ class FusedPlan(Plan):
 
     ops = ALL_OPS
 
-    def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32):
+    def __init__(self, net: Network, params: Mapping[str, np.ndarray], dtype: type = np.float32,
+                 kernels=None):
         # The store comes from fold_parameters / map_parameters: nothing is drawn (seconds for VGG).
-        super().__init__(net, parameters(net), dtype=dtype, params=params)
-        # In training an unfolded batchnorm couples the samples of a batch, fused or not.
-        self.batch_independent = not any(
-            s.op == "batchnorm" or s.op == "fused_bn" or (s.op == "fused_conv" and _unfolded_bn(s.attrs))
-            for s in self.steps)
+        super().__init__(net, parameters(net), dtype=dtype, params=params, kernels=kernels)
+
+    def couples_batch(self, step) -> bool:
+        """In training an unfolded batchnorm couples the samples of a batch, fused into a conv or not."""
+        return super().couples_batch(step) or (step.op == "fused_conv" and _unfolded_bn(step.attrs))
 
     @classmethod
     def from_plan(cls, plan: Plan, mode: str = "eval") -> "FusedPlan":
-        """Fuse `plan`'s network; eval folds batchnorm into copies, train shares `plan`'s arrays."""
+        """Fuse `plan`'s network; eval folds batchnorm into copies, train shares `plan`'s arrays.
+        The fused plan runs on `plan`'s kernel set."""
         net = fuse(plan.net, mode).net
         store = fold_parameters(net, plan.params) if mode == "eval" else map_parameters(net, plan.params)
-        return cls(net, store, plan.dtype)
+        return cls(net, store, plan.dtype, plan.kernel_set)
 
 
 __all__ = ["FusedPlan", "INTO", "fold_parameters", "map_parameters", "source_keys",

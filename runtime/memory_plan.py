@@ -38,7 +38,7 @@ from ..compiler.graph import Network
 from ..compiler.ops import numel
 from ..dsl.source import CnncError
 from .fused import INTO, like
-from .kernels import Context, shards
+from .kernels import Context, sets, shards
 from .plan import Plan, Step
 
 
@@ -167,6 +167,8 @@ def _add_into(xs, params, attrs, buf):
     return out
 
 
+# In-place forms of NumPy kernels: a step takes its op's writer only where its kernel set runs the
+# NumPy kernel (a fast kernel's result is copied in), so the arena computes what the plan computes.
 WRITERS = {**INTO, "relu": _relu_into, "add": _add_into}
 
 
@@ -175,11 +177,13 @@ class ArenaExecutor:
 
     def __init__(self, plan: Plan, memory: MemoryPlan | None = None):
         self.plan = plan
-        self.memory = memory or plan_memory(plan.net, np.dtype(plan.dtype).itemsize)
+        self.memory = memory or plan_memory(plan.lowered, np.dtype(plan.dtype).itemsize)
         if [s.name for s in plan.steps] != list(self.memory.order):
             raise ValueError("the memory plan was made for another network")
         self.arena: np.ndarray | None = None
         self.batch = 0
+        self.writers = {s.name: WRITERS[s.op] for s in plan.steps if s.op in WRITERS
+                        and sets.kernel(s.op, plan.kernels, plan.ops) is sets.kernel(s.op, "numpy", plan.ops)}
 
     def allocate(self, batch: int) -> None:
         """The arena for `batch` samples (done once per batch size)."""
@@ -205,7 +209,7 @@ class ArenaExecutor:
     def _run_step(self, step: Step, xs: tuple, ctx: Context, n: int) -> np.ndarray:
         params = {p: self.plan.params[k] for p, k in step.params}
         buf = self.buffer(step.name, n)
-        writer = WRITERS.get(step.op)
+        writer = self.writers.get(step.name)
         if writer is not None and not any(x.ndim == 3 for x in xs):  # signals take the (lifted) kernel
             return writer(xs, params, step.attrs, buf)
         y, _ = step.kernel.forward(xs, params, step.attrs, ctx)
@@ -220,7 +224,7 @@ class ShardedArena:
     A batch of one sample runs whole, with BLAS on every thread."""
 
     def __init__(self, plan: Plan, threads: int = 1):
-        memory = plan_memory(plan.net, np.dtype(plan.dtype).itemsize)
+        memory = plan_memory(plan.lowered, np.dtype(plan.dtype).itemsize)
         self.plan = plan
         self.executors = [ArenaExecutor(plan, memory) for _ in range(max(1, threads))]
         self._pool: ThreadPoolExecutor | None = None

@@ -6,21 +6,24 @@ its parameters in one store (`"{owner}.{param}"`, so layers that share
 weights share arrays). `forward` runs the steps in train or eval mode, frees
 every activation after its last consumer and returns a tape of kernel caches;
 `backward` walks the tape in reverse, summing gradients where a tensor feeds
-several layers. The runtime reads the compiler's graph records, never the
-parser.
+several layers. A plan runs on one kernel set (`kernels/sets.py`: the NumPy
+kernels, or the compiled `fast` ones with their own lowering of the graph),
+chosen when it is built. The runtime reads the compiler's graph records, never
+the parser.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..compiler.graph import Network, ParamSpec
-from ..compiler.ops import OPS, OpSpec, implementation
+from ..compiler.fusion import ALL_OPS
+from ..compiler.ops import OPS, OpSpec
 from ..compiler.train_vocab import INIT, bound_options
 from ..dsl.source import CnncError
-from .kernels import Context, Kernel
+from .kernels import Context, Kernel, sets
 from .kernels.signal import lift
 
 
@@ -49,17 +52,20 @@ class Plan:
 
     def __init__(self, net: Network, param_specs: Mapping[str, Mapping[str, ParamSpec]],
                  seed: int = 0, dtype: type = np.float32, params: Mapping[str, np.ndarray] | None = None,
-                 init: Any = None):
+                 init: Any = None, kernels: str | sets.Choice | None = None):
         """`params` gives the store (e.g. folded weights); otherwise it is drawn with `seed`, and `init`
-        (the train section's `init`, a Spec) is the initialisation of layers without their own."""
+        (the train section's `init`, a Spec) is the initialisation of layers without their own.
+        `kernels` names the kernel set (default: `sets.choose()`, the environment's or the fastest)."""
         require_concrete(net, "the runtime", "bind the input with --input NAME=CxHxW (or let the data decide it)")
         self.net = net
         self.dtype = dtype
+        self.kernel_set = kernels if isinstance(kernels, sets.Choice) else sets.choose(kernels)
         self.specs = {f"{owner}.{p}": spec for owner, ps in param_specs.items() for p, spec in ps.items()}
         self._names_by_owner = {owner: list(ps) for owner, ps in param_specs.items()}
         self.inputs = tuple(net.inputs)
-        self.outputs = tuple(net.outputs)
-        self.steps = [self._step(node) for node in net.layers()]
+        if self.kernels != "numpy":
+            self.ops = ALL_OPS          # the fast set's lowering makes fused steps
+        self.outputs = tuple(net.outputs)   # lowers the graph into `steps` (the setter)
         if params is None:
             self.params = initial_parameters(net, param_specs, seed, dtype, init)
         else:
@@ -68,20 +74,50 @@ class Plan:
                 raise CnncError(f"the parameters do not fit the network: no '{missing[0]}'")
             self.params = {k: params[k] for k in self.specs}
         self.trainable = {k for k, s in self.specs.items() if s.trainable and not s.buffer}
+
+    @property
+    def kernels(self) -> str:
+        """The name of the kernel set the steps run on."""
+        return self.kernel_set.name
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self._outputs
+
+    @outputs.setter
+    def outputs(self, names) -> None:
+        """The tensors `forward` returns (the network's outputs, or any layers a caller asks for): the
+        graph is lowered again so that each of them stays a tensor of its own."""
+        self._outputs = tuple(names)
+        net = self.net if self._outputs == tuple(self.net.outputs) else replace(self.net, outputs=self._outputs)
+        # The steps run the graph as the kernel set lowers it (the same parameters under the same keys).
+        self._lowered = sets.lowered(net, self.kernels)
+        self.steps = [self._step(node) for node in self._lowered.layers()]
         self._last_use = self._liveness()
-        # In training, batchnorm couples the samples of a batch; nothing else does.
-        self.batch_independent = not any(self.ops[s.op].has("batch_statistics") for s in self.steps)
+        self.batch_independent = not any(self.couples_batch(s) for s in self.steps)
+
+    def couples_batch(self, step: Step) -> bool:
+        """Does the step couple the samples of a batch in training? Batchnorm does; nothing else."""
+        return self.ops[step.op].has("batch_statistics")
+
+    @property
+    def lowered(self) -> Network:
+        """The graph the steps run: the network (with `outputs` as its outputs) as the kernel set lowers
+        it: itself on the NumPy set, each batchnorm and the activation after it one step on the fast
+        set (kernels/sets.py `lowered`)."""
+        return self._lowered
 
     # ------------------------------------------------------------- lowering
     def _kernel(self, op: str) -> Kernel | None:
-        return implementation(op, "kernel", self.ops)
+        return sets.kernel(op, self.kernels, self.ops)
 
     def _step(self, node) -> Step:
         kernel = self._kernel(node.op)
         if kernel is None:
             raise CnncError(f"the runtime has no kernel for '{node.op}' (layer '{node.name}')", node.loc)
-        if any(len(self.net.shapes[i]) == 2 for i in node.inputs):  # a [C, L] signal: the 2-D kernel, lifted
-            kernel = lift(kernel, tuple(self.net.shapes[node.name]))
+        shapes = self._lowered.shapes
+        if any(len(shapes[i]) == 2 for i in node.inputs):  # a [C, L] signal: the 2-D kernel, lifted
+            kernel = lift(kernel, tuple(shapes[node.name]))
         owner = node.shares or node.name
         keys = tuple((p, f"{owner}.{p}") for p in self._param_names(owner))
         needs = any(i not in self.net.inputs for i in node.inputs)

@@ -1,6 +1,7 @@
 """Shared fixtures: write .cnn programs to a temp dir and compile them."""
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from cnnc.dsl.source import CnncError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+
+# The suite runs on the reference (NumPy) kernels unless told otherwise: `CNNC_KERNELS=fast pytest` runs
+# it on the compiled set. The fast set's own tests (tests/runtime/test_kernels_fast.py) ask for it by name.
+os.environ.setdefault("CNNC_KERNELS", "numpy")
 
 
 @pytest.fixture

@@ -133,15 +133,9 @@ CIFAR_PIXELS = 3 * 32 * 32
 
 # ------------------------------------------------------------------ places
 def cache_root() -> Path:
-    """CNNC_DATA, else the user's cache directory (XDG_CACHE_HOME, ~/Library/Caches, %LOCALAPPDATA%)."""
+    """CNNC_DATA, else `data` in cnnc's user cache folder (dsl/files.py `user_cache`)."""
     given = os.environ.get("CNNC_DATA")
-    if given:
-        return Path(given).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "cnnc" / "data"
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "cnnc" / "data"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnc" / "data"
+    return Path(given).expanduser() if given else files.user_cache("data")
 
 
 def file_url(ds: StandardDataset, remote: RemoteFile) -> str:

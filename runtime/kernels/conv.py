@@ -31,8 +31,8 @@ conv it transposes, and its backward is that conv's forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from functools import lru_cache, partial
+from typing import Any, Callable
 
 import numpy as np
 
@@ -342,6 +342,35 @@ class _Padder:
         self.buf[:s1 - s0, rb, cb] = self.xn[s0:s1, ri, ci]     # the borders stay zero
         return self.view[:s1 - s0]
 
+    def fill(self, s0: int, s1: int, cols: np.ndarray) -> None:
+        """cols ([(s1 - s0)·oh·ow, kh·kw·C] rows) = the im2col of samples s0..s1."""
+        windows = self.windows(s0, s1)
+        np.copyto(cols.reshape(windows.shape), windows)
+
+
+def _numpy_scatter(dk: np.ndarray, win: Window, g: np.ndarray) -> None:
+    """g ([s, H, W, C], the chunk's input gradient) = the col2im of dk ([kh·kw, s·oh·ow, C], the
+    chunk's per-offset gradients): one contiguous slice-add per kernel offset."""
+    (kh, kw), (oh, ow) = win.kernel, win.out_hw
+    d = dk.reshape(kh, kw, len(g), oh, ow, g.shape[3])
+    g.fill(0)
+    for i, j, (yo, xo), (yi, xi) in _scatter_slices(win):
+        g[:, yi, xi] += d[i, j, :, yo, xo]
+
+
+@dataclass(frozen=True)
+class Loops:
+    """The two copy loops of the chunked convolution, as one kernel set runs them: `windows(xn, win,
+    chunk)` gives `fill(s0, s1, cols)` writing the im2col rows of samples s0..s1 of the contiguous
+    NHWC input `xn` (its padding included); `scatter(dk, win, g)` is its adjoint for one chunk. NUMPY
+    pads into a reused buffer and copies strided views; kernels/fast/conv.py compiles both."""
+
+    windows: Callable[[np.ndarray, Window, int], Callable[[int, int, np.ndarray], None]]
+    scatter: Callable[[np.ndarray, Window, np.ndarray], None]
+
+
+NUMPY = Loops(lambda xn, win, chunk: _Padder(xn, win, chunk).fill, _numpy_scatter)
+
 
 @lru_cache(maxsize=256)
 def _scatter_slices(win: Window) -> tuple[tuple[int, int, tuple, tuple], ...]:
@@ -370,7 +399,7 @@ def pointwise(plan: ConvPlan) -> bool:
 
 
 def chunked_forward(x: np.ndarray, w: np.ndarray, plan: ConvPlan, bias: np.ndarray | None = None,
-                    out: np.ndarray | None = None, budget: int | None = None) -> np.ndarray:
+                    out: np.ndarray | None = None, budget: int | None = None, loops: Loops = NUMPY) -> np.ndarray:
     """The conv output [N, c_out, oh, ow] (a view of NHWC memory), chunk by chunk; written into
     `out` ([N·oh·ow, c_out] contiguous rows) when given."""
     win, n = plan.win, plan.n
@@ -384,12 +413,12 @@ def chunked_forward(x: np.ndarray, w: np.ndarray, plan: ConvPlan, bias: np.ndarr
         if bias is not None:
             y += bias
         return y.reshape(n, oh, ow, plan.c_out).transpose(0, 3, 1, 2)
-    pad = _Padder(xn, win, s)
+    fill = loops.windows(xn, win, s)
     cols_ws = np.empty((s * p, k), x.dtype)
     for s0 in range(0, n, s):
         s1 = min(n, s0 + s)
         cols = cols_ws[:(s1 - s0) * p]
-        np.copyto(cols.reshape(s1 - s0, oh, ow, kh, kw, plan.cg), pad.windows(s0, s1))
+        fill(s0, s1, cols)
         rows = y[s0 * p:s1 * p]
         np.matmul(cols, wm, out=rows)
         if bias is not None:
@@ -398,7 +427,7 @@ def chunked_forward(x: np.ndarray, w: np.ndarray, plan: ConvPlan, bias: np.ndarr
 
 
 def chunked_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, plan: ConvPlan, need_dx: bool,
-                     need_dw: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+                     need_dw: bool, loops: Loops = NUMPY) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(dx [N, c_in, H, W] as a view of NHWC memory, dw [c_out, cg, kh, kw]), None where not asked."""
     win, n, c = plan.win, plan.n, plan.c_in
     (kh, kw), (oh, ow), (h, wd) = win.kernel, win.out_hw, win.in_hw
@@ -417,35 +446,31 @@ def chunked_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, plan: ConvPla
         # the same im2col of dy gives the weight gradient too (`_transposed_backward`).
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         if need_dw:
-            return _transposed_backward(rows, x, flipped, plan, transposed)
-        dx = chunked_forward(rows.reshape(n, oh, ow, plan.c_out).transpose(0, 3, 1, 2), flipped, transposed)
+            return _transposed_backward(rows, x, flipped, plan, transposed, loops)
+        dx = chunked_forward(rows.reshape(n, oh, ow, plan.c_out).transpose(0, 3, 1, 2), flipped, transposed,
+                             loops=loops)
         need_dx = False
     chunks = range(0, n, s)
     if need_dw:
-        pad = _Padder(_nhwc(x), win, s)
+        fill = loops.windows(_nhwc(x), win, s)
         cols_ws = np.empty((s * p, k), dy.dtype)
         dw_parts = np.empty((len(chunks), k, plan.c_out), dy.dtype)
     if need_dx:
         wo = _weight_by_offset(w, plan)[0]                          # [kh·kw, O, C]
         dk_ws = np.empty((kh * kw, s * p, c), dy.dtype)
         dx = np.empty((n, h, wd, c), dy.dtype)
-        taps = _scatter_slices(win)
     for ci, s0 in enumerate(chunks):
         s1 = min(n, s0 + s)
         m = (s1 - s0) * p
         r = rows[s0 * p:s1 * p]
         if need_dw:
             cols = cols_ws[:m]
-            np.copyto(cols.reshape(s1 - s0, oh, ow, kh, kw, c), pad.windows(s0, s1))
+            fill(s0, s1, cols)
             np.matmul(cols.T, r, out=dw_parts[ci])
         if need_dx:
             dk = dk_ws if m == s * p else np.empty((kh * kw, m, c), dy.dtype)
             np.matmul(r, wo, out=dk)
-            d = dk.reshape(kh, kw, s1 - s0, oh, ow, c)
-            g = dx[s0:s1]
-            g.fill(0)
-            for i, j, (yo, xo), (yi, xi) in taps:
-                g[:, yi, xi] += d[i, j, :, yo, xo]
+            loops.scatter(dk, win, dx[s0:s1])
     dw = None
     if need_dw:
         dwm = dw_parts[0] if len(chunks) == 1 else dw_parts.sum(axis=0)
@@ -456,7 +481,7 @@ def chunked_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, plan: ConvPla
 
 
 def _transposed_backward(rows: np.ndarray, x: np.ndarray, flipped: np.ndarray, plan: ConvPlan,
-                         back: ConvPlan) -> tuple[np.ndarray, np.ndarray]:
+                         back: ConvPlan, loops: Loops) -> tuple[np.ndarray, np.ndarray]:
     """(dx, dw) of a stride-1 conv from one im2col of dy per chunk (`back`, the transposed conv):
     dx = cols·W_flipped as in `chunked_forward`, and dw from the same columns, dW[o, c, i, j] =
     Σ x[·, c]·cols[·, (kh−1−i, kw−1−j, o)] (re-indexing the weight gradient's sum over the input
@@ -464,7 +489,7 @@ def _transposed_backward(rows: np.ndarray, x: np.ndarray, flipped: np.ndarray, p
     win, n, c, o = back.win, plan.n, plan.c_in, plan.c_out
     (kh, kw), (h, wd) = win.kernel, win.out_hw
     p, k, s = h * wd, kh * kw * o, _chunk(back)
-    pad = _Padder(rows.reshape(n, *plan.win.out_hw, o), win, s)
+    fill = loops.windows(rows.reshape(n, *plan.win.out_hw, o), win, s)
     wm = _weight_cl(flipped, back)[0]                               # [kh·kw·O, C]
     xr = _nhwc(x).reshape(n * p, c)
     dx = np.empty((n * p, c), rows.dtype)
@@ -474,7 +499,7 @@ def _transposed_backward(rows: np.ndarray, x: np.ndarray, flipped: np.ndarray, p
     for ci, s0 in enumerate(chunks):
         s1 = min(n, s0 + s)
         cols = cols_ws[:(s1 - s0) * p]
-        np.copyto(cols.reshape(s1 - s0, h, wd, kh, kw, o), pad.windows(s0, s1))
+        fill(s0, s1, cols)
         np.matmul(cols, wm, out=dx[s0 * p:s1 * p])
         np.matmul(xr[s0 * p:s1 * p].T, cols, out=parts[ci])
     g = parts[0] if len(chunks) == 1 else parts.sum(axis=0)        # [C, (i', j', O)], i' = kh-1-i
@@ -517,6 +542,7 @@ class _ConvCache:
     trainable: bool
     need_dx: bool
     chunked: bool = False   # saved is the NHWC input of `chunked_forward`
+    loops: Loops = NUMPY    # the chunked path's copy loops (the kernel set's)
 
 
 def _bias_grad(dy: np.ndarray) -> np.ndarray:
@@ -530,23 +556,25 @@ def _conv_plan(x: np.ndarray, attrs: Attrs) -> ConvPlan:
 
 
 def _channels_last_forward(x: np.ndarray, params: Params, attrs: Attrs, plan: ConvPlan,
-                           out: np.ndarray | None = None, budget: int | None = None) -> np.ndarray:
+                           out: np.ndarray | None = None, budget: int | None = None,
+                           loops: Loops = NUMPY) -> np.ndarray:
     """A chunked conv's output: Winograd where it applies (read-only weights), else the im2col."""
     w, bias = params["weight"], params["bias"] if attrs["bias"] else None
     if winograd.applies(plan, w):
         return winograd.forward(x, w, plan, bias, out=out)
-    return chunked_forward(x, w, plan, bias, out=out, budget=budget)
+    return chunked_forward(x, w, plan, bias, out=out, budget=budget, loops=loops)
 
 
-def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _ConvCache]:
+def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context,
+                  loops: Loops = NUMPY) -> tuple[np.ndarray, _ConvCache]:
     x, w = xs[0], params["weight"]
     plan = _conv_plan(x, attrs)
     trainable = attrs.get("trainable", True)
     if chunked(plan):
         x = _nhwc(x).transpose(0, 3, 1, 2)       # once: the backward pass reads the same layout
-        y = _channels_last_forward(x, params, attrs, plan)
+        y = _channels_last_forward(x, params, attrs, plan, loops=loops)
         return y, _ConvCache(plan, x if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad,
-                             chunked=True)
+                             chunked=True, loops=loops)
     saved = prepare(x, plan)
     y = apply(saved, w, plan)
     if attrs["bias"]:
@@ -554,20 +582,22 @@ def _conv_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tu
     return y, _ConvCache(plan, saved if trainable else None, w, attrs["bias"], trainable, ctx.need_input_grad)
 
 
-def conv_into(x: np.ndarray, params: Params, attrs: Attrs, rows: np.ndarray) -> np.ndarray | None:
+def conv_into(x: np.ndarray, params: Params, attrs: Attrs, rows: np.ndarray,
+              loops: Loops = NUMPY) -> np.ndarray | None:
     """Inference: the conv output written into `rows` ([N·oh·ow, c_out] contiguous), returned as
     its [N, c_out, oh, ow] view, when the conv takes a channels-last path that can (the chunked
     im2col, the 1x1 GEMM, Winograd); None otherwise."""
     plan = _conv_plan(x, attrs)
     if not chunked(plan):
         return None
-    return _channels_last_forward(x, params, attrs, plan, out=rows, budget=_INFERENCE_CHUNK_BYTES)
+    return _channels_last_forward(x, params, attrs, plan, out=rows, budget=_INFERENCE_CHUNK_BYTES, loops=loops)
 
 
 def _conv_backward(dy: np.ndarray, cache: _ConvCache) -> Grads:
     plan = cache.plan
     if cache.chunked:
-        dx, dw = chunked_backward(dy, cache.saved, cache.weight, plan, cache.need_dx, cache.trainable)
+        dx, dw = chunked_backward(dy, cache.saved, cache.weight, plan, cache.need_dx, cache.trainable,
+                                  cache.loops)
     else:
         dx, dw = backward(dy, cache.weight, cache.saved, plan, cache.need_dx, cache.trainable)
     grads = {}
@@ -686,7 +716,12 @@ def _local_backward(dy: np.ndarray, cache: _LocalCache) -> Grads:
     return (dx,), grads
 
 
+def conv_kernel(loops: Loops) -> Kernel:
+    """The conv kernel whose chunked path runs `loops` (NUMPY here; kernels/fast/conv.py compiles them)."""
+    return Kernel(partial(_conv_forward, loops=loops), _conv_backward)
+
+
 # Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
-register("kernel", "conv")(Kernel(_conv_forward, _conv_backward))
+register("kernel", "conv")(conv_kernel(NUMPY))
 register("kernel", "deconv")(Kernel(_deconv_forward, _deconv_backward))
 register("kernel", "local")(Kernel(_local_forward, _local_backward))

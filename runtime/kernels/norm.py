@@ -127,9 +127,16 @@ class _BatchNormCache:
     shard: tuple | None     # (ShardGroup, index) when the batch runs as lockstep shards
 
 
-def _total(shard, part: np.ndarray) -> np.ndarray:
-    """Σ of `part` over the shards of the batch (itself when unsharded)."""
-    return part if shard is None else shard[0].allreduce(shard[1], part)
+def update_running(params: Params, prefix: str, mean: np.ndarray, var: np.ndarray, count: int,
+                   momentum: float, shard: tuple | None) -> None:
+    """PyTorch's momentum rule for the running statistics (unbiased variance), done by one shard of a
+    lockstep batch (shard 0, with the whole batch's statistics) or by the unsharded batch."""
+    if shard is None or shard[1] == 0:
+        rm, rv = params[prefix + "running_mean"], params[prefix + "running_var"]
+        rm *= 1 - momentum
+        rm += momentum * mean
+        rv *= 1 - momentum
+        rv += (momentum * count / (count - 1)) * var
 
 
 def _batchnorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _BatchNormCache]:
@@ -142,19 +149,14 @@ def _batchnorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) 
     if ctx.training:
         sums = lay.sums(xf)
         if shard is not None:   # the count travels with the sums (shards may differ in size)
-            s = _total(shard, np.append(sums.astype(np.float64), count))
+            s = shards.total(shard, np.append(sums.astype(np.float64), count))
             sums, count = s[:-1].astype(xf.dtype), int(s[-1])
         if count < 2:
             raise ValueError(f"batchnorm needs more than one value per channel in training, got {x.shape}")
         mean = sums / count
         xc = xf - lay.vec(mean)
-        var = _total(shard, lay.dot_sums(xc, xc)) / count
-        if shard is None or shard[1] == 0:
-            rm, rv = params["running_mean"], params["running_var"]
-            rm *= 1 - m
-            rm += m * mean
-            rv *= 1 - m
-            rv += (m * count / (count - 1)) * var
+        var = shards.total(shard, lay.dot_sums(xc, xc)) / count
+        update_running(params, "", mean, var, count, m, shard)
     else:
         mean, var = params["running_mean"], params["running_var"]
         xc = xf - lay.vec(mean)
@@ -175,7 +177,7 @@ def _batchnorm_backward(dy: np.ndarray, cache: _BatchNormCache) -> Grads:
     if cache.shard is None:
         db_all, dw_all = db, dw
     else:
-        tot = _total(cache.shard, np.concatenate([db, dw]))
+        tot = shards.total(cache.shard, np.concatenate([db, dw]))
         db_all, dw_all = tot[:c], tot[c:]
     # dx = γ/σ·(dy − Σdy/n − x̂·Σ(dy·x̂)/n) with x̂ = xc/σ: three per-channel factors.
     t = np.multiply(xc, lay.vec(-scale * inv_std * dw_all / n))

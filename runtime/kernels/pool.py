@@ -161,7 +161,8 @@ def _unpool_backward(dy: np.ndarray, rec: MaxPoolIndices) -> Grads:
 # ------------------------------------------------------------------ avgpool
 
 @lru_cache(maxsize=256)
-def _avg_scale(win: Window, padding, include_pad: bool, dtype) -> np.ndarray | float:
+def avg_scale(win: Window, padding, include_pad: bool, dtype) -> np.ndarray | float:
+    """1 / the divisor of each output position (a float where all are equal), cached."""
     counts = [window_counts(win.in_hw[a], win.out_hw[a], win.kernel[a], win.stride[a], padding[a], include_pad)
               for a in (0, 1)]
     inv = 1.0 / np.maximum(np.outer(*counts), 1)
@@ -184,7 +185,7 @@ def _avgpool_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) ->
     win = Window.of(x.shape[2:], attrs["kernel"], attrs["stride"], attrs["padding"],
                     ceil_mode=attrs.get("ceil_mode", False))
     padding = tuple(tuple(p) for p in attrs["padding"])
-    scale = _avg_scale(win, padding, attrs.get("count_include_pad", True), x.dtype)
+    scale = avg_scale(win, padding, attrs.get("count_include_pad", True), x.dtype)
     y = _sum_windows(pad_into(x, win, 0.0), win)
     y *= scale
     return y, _AvgCache(win, scale, is_channels_last(x))

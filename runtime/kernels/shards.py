@@ -55,6 +55,12 @@ class ShardGroup:
         self._barrier.abort()
 
 
+def total(member: tuple[ShardGroup, int] | None, part: np.ndarray) -> np.ndarray:
+    """Σ of `part` over the shards of a lockstep batch (`member` as `current()` gave it), or `part`
+    itself outside one."""
+    return part if member is None else member[0].allreduce(member[1], part)
+
+
 def current() -> tuple[ShardGroup, int] | None:
     """(group, this shard's index) when the calling thread runs a shard of a batch."""
     return getattr(_local, "member", None)

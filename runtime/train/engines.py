@@ -18,13 +18,17 @@ ENGINES = ("numpy", "torch")   # the first is the default
 
 
 def make_engine(name: str, compiled, cfg, base_lr: float, hyper: dict[str, Any], is_weight,
-                threads: int | None = None, device: str | None = None):
+                threads: int | None = None, device: str | None = None, kernels: str | None = None):
+    """`kernels` is the numpy engine's kernel set (runtime/kernels/sets.py; None: its default choice)."""
     if name == "numpy":
         from .numpy_engine import NumpyEngine
         if device not in (None, "cpu"):
             raise CnncError(f"--device {device}: the numpy engine runs on the CPU",
                             hint="train on a GPU with --engine torch")
-        return NumpyEngine(compiled, cfg, base_lr, hyper, is_weight, threads)
+        return NumpyEngine(compiled, cfg, base_lr, hyper, is_weight, threads, kernels)
+    if kernels is not None:
+        raise CnncError(f"--kernels {kernels}: the kernel sets are the numpy engine's; --engine {name} computes "
+                        "with its own", hint=f"drop --kernels, or drop --engine {name}")
     if name == "torch":
         from .torch_engine import TorchEngine, World
         return TorchEngine(compiled, cfg, base_lr, hyper, is_weight, device or "cpu", threads,

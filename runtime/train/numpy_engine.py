@@ -110,13 +110,14 @@ class NumpyEngine:
     name = "numpy"
 
     def __init__(self, compiled, cfg: TrainConfig, base_lr: float, hyper: dict[str, Any], is_weight,
-                 threads: int | None = None):
+                 threads: int | None = None, kernels: str | None = None):
         self.cfg, self.is_weight = cfg, is_weight
         self.threads = max(1, threads if threads is not None else min(SHARDS, os.cpu_count() or 1))
         self._executor: ThreadPoolExecutor | None = None
-        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed, init=cfg.init)
+        self.plan = Plan(compiled.net, compiled.analysis.params, seed=cfg.seed, init=cfg.init, kernels=kernels)
         trainable = {k: v for k, v in self.plan.params.items() if k in self.plan.trainable}
-        self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=base_lr, **hyper)
+        self.optimizer = make_optimizer(cfg.optimizer.name, trainable, lr=base_lr, kernels=self.plan.kernels,
+                                        **hyper)
         self._grads: dict[str, np.ndarray] = {}
 
     def begin_epoch(self, epoch: int) -> None:

@@ -17,12 +17,14 @@ takes exactly its entry's options.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from ...compiler.train_vocab import OPTIMIZER
 from ...dsl.source import CnncError, did_you_mean
+from ..kernels import sets
 
 Params = dict[str, np.ndarray]
 Predicate = Callable[[str, np.ndarray], bool]
@@ -55,6 +57,7 @@ class Optimizer:
         self.lr = self.default_lr if lr is None else float(lr)
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self.steps: dict[str, int] = {}
+        self.fast_update: Callable | None = None   # this update compiled, from the fast kernel set
 
     # -- the update
 
@@ -71,7 +74,8 @@ class Optimizer:
                 state = self.state[key] = self._init_state(p)
                 self.steps[key] = 0
             self.steps[key] += 1
-            self._update(p, grad.astype(p.dtype, copy=False), state, self.steps[key], lr)
+            update = self._update if self.fast_update is None else partial(self.fast_update, self)
+            update(p, grad.astype(p.dtype, copy=False), state, self.steps[key], lr)
 
     def _param(self, key: str) -> np.ndarray:
         try:
@@ -289,8 +293,10 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def make_optimizer(name: str, params: Mapping[str, np.ndarray], **hyper: Any) -> Optimizer:
-    """Build optimizer `name` over `params` (arrays updated in place); `lr` here is only a default."""
+def make_optimizer(name: str, params: Mapping[str, np.ndarray], kernels: str | None = None,
+                   **hyper: Any) -> Optimizer:
+    """Build optimizer `name` over `params` (arrays updated in place); `lr` here is only a default.
+    On the fast kernel set (`kernels`, as kernels/sets.py chooses) its update is the compiled one."""
     cls = OPTIMIZERS.get(name.lower())
     if cls is None:
         raise CnncError(f"unknown optimizer '{name}'",
@@ -300,7 +306,9 @@ def make_optimizer(name: str, params: Mapping[str, np.ndarray], **hyper: Any) ->
     if unknown:
         raise CnncError(f"optimizer '{name}' has no hyper-parameter '{unknown[0]}'",
                         hint="its hyper-parameters: " + ", ".join(allowed))
-    return cls(params, **hyper)
+    optimizer = cls(params, **hyper)
+    optimizer.fast_update = sets.optimizer_update(sets.choose(kernels).name, cls.name)
+    return optimizer
 
 
 # ---------------------------------------------------------------- explicit penalties

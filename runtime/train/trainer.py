@@ -98,7 +98,7 @@ class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool | Progress = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
-                 resplit: Callable[[Dataset], Dataset] | None = None):
+                 resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
         self.loss = loss_for(cfg)
         self.ds = prepare(cfg, NetworkShapes.of(compiled.net), self.loss, data_override, limit, resplit=resplit)
@@ -110,7 +110,8 @@ class Trainer:
             raise CnncError("sync_bn = true, but the network has no layer that uses batch statistics",
                             cfg.locs.get("sync_bn"), "sync_bn synchronises batchnorm across processes; drop it")
         ops = {n.name: n.op for n in compiled.net.layers()}
-        self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device)
+        self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device,
+                                  kernels)
         self.main = getattr(self.engine, "world", None) is None or self.engine.world.main
         # progress: show a bar of this run (True), or advance a caller's bar (k-fold's, over every fold)
         self.progress, self.log = progress if self.main else False, log if self.main else (lambda line: None)

@@ -160,10 +160,13 @@ def test_batchnorm_matches_torch(seed, training):
     x, params, attrs = bn_case(seed + 4)
     rm, rv = (torch.tensor(params[k], dtype=torch.float32) for k in ("running_mean", "running_var"))
 
-    def fn(x, weight, bias, running_mean, running_var):
-        return torch.nn.functional.batch_norm(x, rm, rv, weight, bias, training, attrs["momentum"], attrs["eps"])
+    def fn(x, weight, bias, running_mean, running_var):    # called once per kernel set: fresh statistics
+        return torch.nn.functional.batch_norm(x, rm.clone(), rv.clone(), weight, bias, training, attrs["momentum"],
+                                              attrs["eps"])
     H.torch_compare("batchnorm", [x], params, attrs, fn, make_ctx=H.ctx_factory(training=training),
                     wrt_params=["weight", "bias"], seed=seed)
+    torch.nn.functional.batch_norm(torch.tensor(x, dtype=torch.float32), rm, rv, None, None, training,
+                                   attrs["momentum"], attrs["eps"])     # torch's update of the statistics
     live = {k: v.astype(np.float32) for k, v in params.items()}
     H.run("batchnorm", [x.astype(np.float32)], live, attrs, Context(training=training))
     H.assert_close(live["running_mean"], rm.numpy(), 1e-6, "running_mean")

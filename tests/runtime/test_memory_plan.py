@@ -76,7 +76,7 @@ def test_the_executor_gives_the_plans_outputs(name):
     fused = FusedPlan.from_plan(plan)
     x = np.random.default_rng(2).standard_normal((5, *c.net.shapes["x"])).astype(np.float32)
     for p in (plan, fused):
-        mp = plan_memory(p.net)
+        mp = plan_memory(p.lowered)     # the graph the plan runs (its kernel set's lowering)
         check_plan(mp)
         assert mp.lower_bound <= mp.arena <= mp.naive
         ref, out = p.forward(x)[0], ArenaExecutor(p, mp).run(x)

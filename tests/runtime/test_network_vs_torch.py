@@ -15,12 +15,19 @@ ROOT = Path(__file__).resolve().parents[2]
 import torch_reference  # noqa: E402  (bench/ is on sys.path via pytest's `pythonpath`)
 
 
+def kernel_sets() -> list[str]:
+    """numpy, and fast where Numba imports (tests/runtime/kernel_helpers.py)."""
+    import kernel_helpers
+    return ["numpy"] + (["fast"] if kernel_helpers.fast_available() else [])
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("example, batch", [("lenet5.cnn", 8), ("cifar_resnet20.cnn", 4)])
 @pytest.mark.parametrize("training", [True, False])
-def test_outputs_and_gradients_match_pytorch(example, batch, training):
+@pytest.mark.parametrize("kernels", kernel_sets())
+def test_outputs_and_gradients_match_pytorch(example, batch, training, kernels):
     c = compile_file(ROOT / "examples" / example, allow={"all"})
-    plan = Plan(c.net, c.analysis.params, seed=1, dtype=np.float64)
+    plan = Plan(c.net, c.analysis.params, seed=1, dtype=np.float64, kernels=kernels)
     rng = np.random.default_rng(0)
     for key in plan.params:  # non-trivial BN statistics and affine parameters
         if "running_var" in key:

@@ -176,6 +176,29 @@ def test_results_do_not_depend_on_the_thread_count(compile_src, tmp_path):
     assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("norm", ["identity", "batchnorm"])
+def test_blas_runs_on_no_more_threads_than_the_run_has(compile_src, tmp_path, threads, norm):
+    """--threads N holds BLAS to N threads in a training step and in predictions: with one thread the
+    batch runs whole (a batchnorm network) or shard after shard, never with BLAS on every core."""
+    from dataclasses import replace
+    from threadpoolctl import threadpool_info
+    c = compile_src(TINY.format(epochs=1, extra="").replace("dropout(0.2)", norm), allow={"all"})
+    t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, threads=threads)
+    seen = []
+    step = next(s for s in t.plan.steps if s.op == "conv")
+
+    def forward(*args):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return kernel.forward(*args)
+    kernel = step.kernel
+    t.plan.steps[t.plan.steps.index(step)] = replace(step, kernel=type(kernel)(forward, kernel.backward))
+    t.engine.forward_backward(t.ds.train.x[:16], t.ds.train.y[:16], t.loss, np.random.default_rng(0))
+    t.engine.predict(t.ds.train.x[:1])
+    t.engine.close()
+    assert seen and max(seen) <= threads and (threads == 1 or min(seen) == 1), seen
+
+
 def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     c = compile_src(TINY.format(epochs=1, extra="").replace("dropout(0.2)", "identity"), allow={"all"})
     t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, threads=2)
