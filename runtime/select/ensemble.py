@@ -20,12 +20,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...compiler.train_spec import TrainConfig
+from ...compiler.train_spec import train_config, with_data
 from ...dsl.files import describe_path
 from ...dsl.source import CnncError
 from .. import checkpoint
 from .. import preprocess
-from ..data.pipeline import prepare
+from ..data.pipeline import inputs, prepare
 from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..train.evaluation import Confusion, report
 from ..train.losses import loss_for
@@ -121,16 +121,16 @@ def _member_split(m: Member, data_override: str | None) -> tuple[np.ndarray, np.
     """The member's test (else validation) split after its own checkpoint's preprocessing."""
     ck = checkpoint.load(m.path)
     records = preprocess.check_records(ck.preprocess, f"checkpoint '{m.name}'")
-    cfg = m.compiled.net.train or TrainConfig()
+    cfg = with_data(train_config(m.compiled.net), data_override)
     loss = loss_for(cfg)
-    ds = prepare(cfg, NetworkShapes.of(m.compiled.net), loss, data_override, records=records)
+    ds = prepare(cfg, NetworkShapes.of(m.compiled.net), loss, records=records)
     if loss.target_kind not in (CLASS, PIXEL_CLASS):
         raise CnncError(f"{m.flag}: network '{m.compiled.net.name}' is trained with a {loss.name} loss; "
                         "ensembles combine class probabilities", hint="only classifiers and segmenters combine")
     split, name = (ds.test, "test") if ds.test is not None and len(ds.test) else (ds.val, "validation")
     if split is None or not len(split):
         raise CnncError(f"the data '{ds.name}' has no test or validation split to evaluate on")
-    return split.x, split.y, name, ds.name, loss
+    return inputs(ds, split.x), split.y, name, ds.name, loss
 
 
 def _probabilities(m: Member, x: np.ndarray) -> np.ndarray:

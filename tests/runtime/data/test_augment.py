@@ -136,16 +136,19 @@ def test_random_resized_crop_full_box_is_identity_and_boxes_obey_limits():
 
 
 def test_color_jitter():
-    x = _batch(n=50)
+    x = _batch(n=50) * np.float32(0.6)   # dark enough that no factor reaches 1 (torchvision clamps there)
     out, _ = ColorJitter(brightness=0.5)(x, None, _gen(1))
     factor = out / x
     per_sample = factor.reshape(50, -1)
     np.testing.assert_allclose(per_sample, np.broadcast_to(per_sample[:, :1], per_sample.shape),
                                rtol=1e-5)  # one factor per image
     assert per_sample.min() >= 0.5 - 1e-6 and per_sample.max() <= 1.5 + 1e-6
+    bright, _ = ColorJitter(brightness=(1.5, 1.5))(_batch(), None, _gen())
+    assert bright.max() == 1.0 and bright.min() >= 0    # clamped to [0, 1], as torchvision's _blend
     grey = np.repeat(_batch(c=1), 3, axis=1)  # an RGB image with equal channels has no saturation
     np.testing.assert_allclose(ColorJitter(saturation=0.9)(grey, None, _gen())[0], grey, atol=1e-6)
-    mono = _batch(c=1)
+    np.testing.assert_allclose(ColorJitter(hue=0.5)(grey, None, _gen())[0], grey, atol=1e-6)  # nor a hue
+    mono = 0.25 + _batch(c=1) * np.float32(0.5)   # far enough from 0 and 1 that no contrast clamps
     contrast, _ = ColorJitter(contrast=0.8)(mono, None, _gen(2))
     np.testing.assert_allclose(contrast.mean(axis=(1, 2, 3)), mono.mean(axis=(1, 2, 3)), rtol=1e-5)
     assert not np.allclose(contrast, mono)

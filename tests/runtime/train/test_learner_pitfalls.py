@@ -39,7 +39,7 @@ def test_mse_labels_outside_the_outputs_are_refused():
         losses.make_loss("mse")(np.zeros((2, 4)), np.array([1, 4]))
     ds = containers.Dataset("d", containers.Split(np.zeros((2, 3), np.float32), np.array([0, 5])))
     with pytest.raises(CnncError, match=r"labels must lie in \[0, 4\), the data has label\(s\) 5"):
-        targets.check_dataset(ds, (3,), 4, losses.get_loss("mse"))
+        targets.check_dataset(ds, targets.NetworkShapes((3,), (4,)), losses.get_loss("mse"))
 
 
 LENET_1989_STYLE = """
@@ -68,7 +68,7 @@ def test_a_tanh_network_trains_with_mse_on_class_labels(compile_src, tmp_path):
 
 def test_the_progress_bar_shows_samples_per_second_and_the_time_left():
     stats = EpochStats()
-    stats.add(0.5, 64, (32, 64))
+    stats.add(0.5, 64, {"y": (32, 64)})
     out = io.StringIO()
     _progress(2, 5, 4, 10, stats, 8.0, stream=out)   # 4 of 10 batches in 8 s: 12 s left
     text = out.getvalue()

@@ -10,6 +10,7 @@ from cnnc.cli import main
 from cnnc.dsl.source import CnncError
 from cnnc.runtime import checkpoint
 from cnnc.runtime.checkpoint import load_checkpoint
+from cnnc.runtime.train.losses import Objective
 from cnnc.runtime.train.trainer import Trainer
 
 TINY = """
@@ -108,7 +109,8 @@ def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(compile_src, tmp_
         def correct(self, pred, target):
             return real.correct(pred, target)
 
-    t.loss = Explodes()  # 5 batches of 2 shards an epoch: NaN in the second epoch
+    # 5 batches of 2 shards an epoch: NaN in the second epoch
+    t.objective = Objective({c.net.outputs[0]: Explodes()}, {c.net.outputs[0]: 1.0})
     result = t.run()
     assert result.stopped.startswith("the loss became nan in epoch 2")
     _, meta = load_checkpoint(tmp_path / "last.npz")
@@ -180,10 +182,10 @@ def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     c = compile_src(TINY.format(epochs=1, extra="").replace("dropout(0.2)", "identity"), allow={"all"})
     t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, threads=2)
     x, y = t.ds.train.x[:16], t.ds.train.y[:16]
-    loss, _ = t.engine.forward_backward(x, y, t.loss, np.random.default_rng(0))
+    loss, _, _ = t.engine.forward_backward(x, y, t.objective, np.random.default_rng(0))
     grads = t.engine._grads
     from cnnc.runtime.train.numpy_engine import _shard
-    whole_loss, _, whole = _shard(t.plan, t.loss, x, y, np.random.default_rng(0), 1.0)
+    whole_loss, _, whole = _shard(t.plan, t.objective, x, y, np.random.default_rng(0), 1.0)
     assert loss == pytest.approx(whole_loss, rel=1e-6)
     for k in whole:
         np.testing.assert_allclose(grads[k], whole[k], rtol=1e-4, atol=1e-6)
@@ -353,10 +355,11 @@ def test_engine_predictions_do_not_depend_on_the_thread_count(compile_src, tmp_p
     first = engines[0].plan.params  # same seed: same initial weights in every engine
     assert all(np.array_equal(first[k], e.plan.params[k]) for e in engines[1:] for k in first)
     xb = np.random.default_rng(0).standard_normal((11, *c.net.shapes[engines[0].plan.inputs[0]])).astype(np.float32)
-    one = engines[0].predict(xb)
+    out = c.net.outputs[0]
+    one = engines[0].predict(xb)[out]
     for e in engines[1:]:
-        np.testing.assert_allclose(e.predict(xb), one, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(e.predict(xb[:2]), one[:2], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(e.predict(xb)[out], one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(e.predict(xb[:2])[out], one[:2], rtol=1e-5, atol=1e-6)
         e.close()
 
 
