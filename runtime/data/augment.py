@@ -12,7 +12,9 @@ outside the image for crops and rotations, edge-clamped for resizing). When
 the targets hold per-pixel masks `[N, H, W]` (segmentation; for a network with
 several outputs, any output's), the same geometric transform is applied to
 them with nearest-neighbour sampling and 0 (background) where the image is
-padded; other targets pass through. `color_jitter` is torchvision's: each
+padded; an image target of the input's size (an autoencoder's) moves as its
+input does; other targets pass through, and photometric transforms change
+the inputs only (a denoising autoencoder's targets stay clean). `color_jitter` is torchvision's: each
 factor blends towards black, the mean grey or the grey image, the hue turns
 round the colour wheel, and the result is clamped to [0, 1] after each step.
 `make_augment(specs)` builds a pipeline from names or
@@ -49,11 +51,18 @@ def _is_mask(y: np.ndarray | None, x: np.ndarray) -> bool:
     return y is not None and y.ndim == 3 and y.shape == (x.shape[0],) + x.shape[2:]
 
 
-def _masks(y: Any, x: np.ndarray, move: Callable[[np.ndarray], np.ndarray]) -> Any:
-    """The targets with `move` applied to every per-pixel mask among them (one array, or one per output)."""
-    if isinstance(y, dict):
-        return {k: move(v) if _is_mask(v, x) else v for k, v in y.items()}
-    return move(y) if _is_mask(y, x) else y
+def _is_image(y: np.ndarray | None, x: np.ndarray) -> bool:
+    return y is not None and y.ndim == 4 and y.shape[0] == x.shape[0] and y.shape[2:] == x.shape[2:]
+
+
+def _moved(y: Any, x: np.ndarray, mask: Callable[[np.ndarray], np.ndarray],
+           image: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """The targets after a geometric transform of their images: a per-pixel mask moved by `mask`
+    (nearest neighbour), an image target (an autoencoder's) by `image`, as its input; other targets
+    as they are. One array, or one per output."""
+    def one(v: np.ndarray) -> np.ndarray:
+        return mask(v) if _is_mask(v, x) else image(v) if _is_image(v, x) else v
+    return {k: one(v) for k, v in y.items()} if isinstance(y, dict) else one(y)
 
 
 def _range(value: float | Sequence[float], name: str, centre: float = 0.0) -> tuple[float, float]:
@@ -124,7 +133,7 @@ class RandomCrop:
                 return windows[rows, :, offsets[0], offsets[1]].copy()
             return windows[rows, offsets[0], offsets[1]].copy()
 
-        return crop(x), _masks(y, x, crop)
+        return crop(x), _moved(y, x, crop, crop)
 
 
 class RandomRotation:
@@ -147,7 +156,7 @@ class RandomRotation:
         sy = cy + cos * dy + sin * dx
         sx = cx - sin * dy + cos * dx
         out = _bilinear(x, sy, sx, zero_outside=True)
-        return out, _masks(y, x, lambda m: _nearest_mask(m, sy, sx))
+        return out, _moved(y, x, lambda m: _nearest_mask(m, sy, sx), lambda t: _bilinear(t, sy, sx, True))
 
 
 class RandomResizedCrop:
@@ -201,7 +210,7 @@ class RandomResizedCrop:
         sy = np.clip(top + (oy[None] + 0.5) * bh / h - 0.5, top, top + bh - 1)
         sx = np.clip(left + (ox[None] + 0.5) * bw / w - 0.5, left, left + bw - 1)
         out = _bilinear(x, sy, sx, zero_outside=False)
-        return out, _masks(y, x, lambda m: _nearest_mask(m, sy, sx))
+        return out, _moved(y, x, lambda m: _nearest_mask(m, sy, sx), lambda t: _bilinear(t, sy, sx, False))
 
 
 class HFlip:
@@ -218,7 +227,8 @@ class HFlip:
         _require_images(x, self.name)
         flip = rng.random(x.shape[0]) < self.p
         out = np.where(flip[:, None, None, None], x[..., ::-1], x)
-        return out, _masks(y, x, lambda m: np.where(flip[:, None, None], m[..., ::-1], m))
+        return out, _moved(y, x, lambda m: np.where(flip[:, None, None], m[..., ::-1], m),
+                           lambda t: np.where(flip[:, None, None, None], t[..., ::-1], t))
 
 
 # ====================================================================== photometric
