@@ -246,7 +246,7 @@ def _spec(value: Any, family: Family, loc: Loc | None) -> Spec:
             raise CnncError(f"{what} '{value.name}': option '{option.name}' is given twice", loc)
         given[option.name] = v
     checked: list[tuple[str, Any]] = []
-    for option in options:
+    for option in entry.options + family.common:   # the choice's own options first, as one writes them
         if option.name not in given:
             if option.required:
                 raise CnncError(f"{what} '{value.name}' needs option '{option.name}'", loc,
@@ -366,14 +366,14 @@ def _settings(given: Given) -> list[Setting]:
 
 # ------------------------------------------------------------------ layers
 def _conflict(a: Setting, b: Setting) -> CnncError:
-    """Two keys of one layer setting one thing differently: refused at the later, naming both."""
+    """Two keys of one layer setting one thing differently: refused at the later, naming both (in an
+    order of their own, so the message does not depend on which came first)."""
     first, later = sorted((a, b), key=lambda s: (s.loc.line, s.loc.col) if s.loc else (0, 0))
+    one, two = sorted((a, b), key=lambda s: (s.key, s.shown))
     if a.key == b.key:
-        where = "" if later.loc else f" (and {first.shown})"
-        err = CnncError(f"{later.shown}: train key '{later.key}' is given twice{where}", later.loc,
+        err = CnncError(f"train key '{a.key}' is given twice: {one.shown} and {two.shown}", later.loc,
                         "give each key once")
     else:
-        one, two = sorted((a, b), key=lambda s: s.key)
         err = CnncError(f"{one.shown} and {two.shown} both set {SETTINGS[a.name]}, differently", later.loc,
                         "give it once (or the same value in both)")
     if first.loc is not None and later.loc is not None:
@@ -382,8 +382,9 @@ def _conflict(a: Setting, b: Setting) -> CnncError:
 
 
 def layer(givens: Iterable[Given]) -> dict[str, Setting]:
-    """The settings of keys given together (a section, or the flags), every one checked."""
-    out: dict[str, Setting] = {}
+    """The settings of keys given together (a section, or the flags), every one checked. Two that set
+    one thing must agree; of several disagreements the one reported does not depend on the order."""
+    by_name: dict[str, list[Setting]] = {}
     for g in givens:
         try:
             expanded = _settings(g)
@@ -392,11 +393,14 @@ def layer(givens: Iterable[Given]) -> dict[str, Setting]:
                 raise
             raise CnncError(f"{g.flag}: {err.message}", hint=err.hint) from None
         for s in expanded:
-            other = out.get(s.name)
-            if other is not None and (other.key == s.key or other.value != s.value):
-                raise _conflict(other, s)
-            out.setdefault(s.name, s)
-    return out
+            by_name.setdefault(s.name, []).append(s)
+    for name in sorted(by_name):
+        group = sorted(by_name[name], key=lambda s: (s.key, s.shown))
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if a.key == b.key or a.value != b.value:
+                    raise _conflict(a, b)
+    return {name: group[0] for name, group in by_name.items()}
 
 
 # ------------------------------------------------------------------ resolving

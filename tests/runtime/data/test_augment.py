@@ -235,3 +235,33 @@ def test_refusals():
     with pytest.raises(CnncError) as e:
         make_augment([42])
     assert e.value.message == "cannot read augmentation spec 42"
+
+
+def test_hue_turns_the_colour_wheel_as_colorsys_does():
+    """torchvision's adjust_hue: RGB -> HSV, h + shift mod 1, HSV -> RGB; Python's colorsys is the reference."""
+    import colorsys
+    from cnnc.runtime.data.augment import _shift_hue
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 3, 4, 5))
+    x[0, :, 0, 0] = 0.5                                      # a grey pixel has no hue to turn
+    x[1, :, 1, 1] = (0.9, 0.9, 0.2)                          # ties between the largest channels
+    shift = np.array([0.1, -0.3, 0.45]).reshape(3, 1, 1, 1)
+    out = _shift_hue(x, shift)
+    for n, i, j in np.ndindex(3, 4, 5):
+        h, s, v = colorsys.rgb_to_hsv(*x[n, :, i, j])
+        np.testing.assert_allclose(out[n, :, i, j], colorsys.hsv_to_rgb((h + shift[n, 0, 0, 0]) % 1, s, v),
+                                   atol=1e-12)
+    with pytest.raises(CnncError) as e:
+        ColorJitter(hue=0.2)(_batch(c=1), None, _gen())
+    assert e.value.message == "augmentation color_jitter: hue needs RGB images, the data has 1 channel"
+
+
+def test_image_targets_move_with_their_images_and_keep_their_pixels_clean():
+    """An autoencoder's targets (the input itself): a crop or flip moves them as it moves the input;
+    noise and colour change the input only."""
+    x = _batch(n=4, c=1)
+    moved, target = make_augment([("random_crop", {"padding": 2}), ("hflip", {"p": 0.5})])(x, x.copy(), _gen(3))
+    np.testing.assert_array_equal(moved, target)
+    noisy, clean = make_augment([("gaussian_noise", {"std": 0.3})])(x, x.copy(), _gen(3))
+    np.testing.assert_array_equal(clean, x)
+    assert not np.array_equal(noisy, x)
