@@ -42,7 +42,7 @@ def warm_up(t: Trainer, batches: int = 3) -> None:
     """Forward and backward passes without a step (batchnorm's running statistics move alike on both)."""
     for i in range(batches):
         sl = slice(i * t.cfg.batch, (i + 1) * t.cfg.batch)
-        t.engine.forward_backward(t.ds.train.x[sl], t.ds.train.y[sl], t.loss, np.random.default_rng(i))
+        t.engine.forward_backward(t.ds.train.x[sl], t.ds.train.y[sl], t.objective, np.random.default_rng(i))
 
 
 def main() -> None:

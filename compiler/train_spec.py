@@ -75,9 +75,9 @@ class Loss:
         return [spec.name for _, spec in self.terms]
 
 
-def _default(key: str, name: str) -> Any:
+def _default(key: str, name: str) -> Spec:
     """A choice of `key`'s family at its defaults, canonical (as a file giving just its name makes it)."""
-    return lambda: _spec(Spec(name), KEYS[key].family, None)
+    return _spec(Spec(name), KEYS[key].family, None)
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,14 @@ class TrainConfig:
     `test`. `optimizer` holds every option but the rate, which is `lr`. `loss` has one loss per output,
     in the order of `output`."""
 
-    data: Spec = field(default_factory=lambda: _default("data", "mnist10k")().without("val", "test"))
+    data: Spec = field(default_factory=lambda: _default("data", "mnist10k").without("val", "test"))
     epochs: int = 10
     batch: int = 64
     drop_last: bool = False
     seed: int = 0
-    loss: tuple[Loss, ...] = field(default_factory=lambda: (Loss(((1.0, _default("loss", "cross_entropy")()),)),))
+    loss: tuple[Loss, ...] = field(default_factory=lambda: (Loss(((1.0, _default("loss", "cross_entropy")),)),))
     loss_weights: tuple[float, ...] | None = None
-    optimizer: Spec = field(default_factory=lambda: _default("optimizer", "sgd")().without("lr"))
+    optimizer: Spec = field(default_factory=lambda: _default("optimizer", "sgd").without("lr"))
     lr: float = 0.01
     schedule: Spec | None = None
     augment: tuple[Spec, ...] = ()
@@ -119,7 +119,6 @@ class TrainConfig:
     def validates(self) -> bool:
         """Whether the run has a validation split (a val fraction, or k-fold's held-out folds)."""
         return bool(self.val) or bool(self.kfold)
-
 
 
 # The settings (TrainConfig's fields) that keys set, and what each is called in messages.
@@ -178,8 +177,9 @@ def _loss_arithmetic(op: str, a: Any, b: Any, loc: Loc) -> Loss:
     if op == "*" and _is_number(a) and _sum(b):
         a, b = b, a
     if op in ("*", "/") and _sum(a) and _is_number(b):
-        if op == "/" and b == 0:
-            raise CnncError("division by zero", loc)
+        if b <= 0:
+            raise CnncError("division by zero" if op == "/" and b == 0 else
+                            f"a loss's weight must be positive, got {b:g}", loc)
         factor = float(b) if op == "*" else 1.0 / float(b)
         return Loss(tuple((_finite(w * factor, loc), s) for w, s in _sum(a).terms))
     raise CnncError("a weighted sum of losses is written `0.5 * mse + smooth_l1`: numbers times losses, added",
@@ -416,16 +416,12 @@ def resolve(settings: dict[str, Setting], outputs: Sequence[str] = (), net: Any 
     return cfg
 
 
-def _where(settings: dict[str, Setting], name: str) -> tuple[str, Loc | None]:
-    """How a setting was written (for a message) and where, or the default's name."""
-    s = settings.get(name)
-    return (s.shown, s.loc) if s is not None else (f"{name} (the default)", None)
-
-
 def _refuse(settings: dict[str, Setting], name: str, message: str, hint: str | None = None) -> CnncError:
-    shown, loc = _where(settings, name)
-    flag = "" if loc is not None or name not in settings else f"{shown}: "
-    return CnncError(flag + message, loc, hint)
+    """An error at the key that gave setting `name` (named, when a flag gave it; none when it is the default)."""
+    s = settings.get(name)
+    if s is None or s.loc is not None:
+        return CnncError(message, s.loc if s is not None else None, hint)
+    return CnncError(f"{s.shown}: {message}", hint=hint)
 
 
 def _check(cfg: TrainConfig, settings: dict[str, Setting]) -> None:
@@ -443,16 +439,21 @@ def _check(cfg: TrainConfig, settings: dict[str, Setting]) -> None:
     _check_losses(cfg, settings)
 
 
-def _restarts(schedule: Spec | None) -> bool:
+def _after_warmup(schedule: Spec | None) -> Spec | None:
+    """The schedule that follows any warm-up (what decides restarts and what is watched)."""
     while schedule is not None and schedule.name == "warmup":
         schedule = schedule.get("then")
+    return schedule
+
+
+def _restarts(schedule: Spec | None) -> bool:
+    schedule = _after_warmup(schedule)
     return schedule is not None and schedule.name == "cosine_restarts"
 
 
 def _watching(schedule: Spec | None) -> Spec | None:
     """The schedule that watches a monitor (plateau, also after a warm-up), if any."""
-    while schedule is not None and schedule.name == "warmup":
-        schedule = schedule.get("then")
+    schedule = _after_warmup(schedule)
     return schedule if schedule is not None and schedule.name == "plateau" else None
 
 
@@ -495,6 +496,16 @@ def validate_train(section: ast.Train, net: Any = None) -> TrainConfig:
         givens.append(Given(entry.key, _value(entry.value), entry.value.loc, key_loc=entry.loc))
     outputs = tuple(net.outputs) if net is not None else ()
     return resolve(layer(givens), outputs, net)
+
+
+def for_network(cfg: TrainConfig, outputs: Sequence[str]) -> TrainConfig:
+    """cfg checked against a network's outputs, when it was resolved without them (built in Python)."""
+    outputs = tuple(outputs)
+    if cfg.outputs == outputs:
+        return cfg
+    cfg = replace(cfg, outputs=outputs)
+    _check(cfg, {s.name: s for s in cfg.given})
+    return cfg
 
 
 def defaults_for(net: Any) -> TrainConfig:
@@ -574,8 +585,10 @@ def _given_options(spec: Spec, family: Family | None) -> tuple[tuple[str, Any], 
     defaults = {k: o.default for k, o in options.items()}
     if "monitor" in defaults:   # a watcher's mode defaults to what its monitor wants
         defaults["mode"] = "max" if spec.options["monitor"].endswith("accuracy") else "min"
-    return tuple((k, _Word(v) if isinstance(v, str) and hasattr(options.get(k) and options[k].check, "words") else v)
-                 for k, v in spec.kwargs if k not in defaults or v != defaults[k])
+
+    def shown(k: str, v: Any) -> Any:
+        return _Word(v) if isinstance(v, str) and hasattr(options[k].check, "words") else v
+    return tuple((k, shown(k, v)) for k, v in spec.kwargs if k not in defaults or v != defaults[k])
 
 
 def text(v: Any, family: Family | None = None) -> str:

@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ...compiler.train_spec import TrainConfig
+from ...compiler.train_vocab import DATA
 from .. import preprocess
 from .containers import Dataset, Split
 from .sources import DATA_LOADERS
@@ -41,9 +42,8 @@ def prepare(cfg: TrainConfig, shapes: NetworkShapes, loss: TargetSpec | Mapping[
     `ds.meta["preprocess"]` and every split holds its samples as read (`inputs` applies them).
     """
     opts = cfg.data.arguments
-    limit, targets = opts.pop("limit"), opts.pop("targets")
-    for common in ("val", "test"):
-        opts.pop(common, None)
+    common = {o.name: opts.pop(o.name, o.default) for o in DATA.common}   # every data set's; the rest the source's
+    limit, targets = common["limit"], common["targets"]
     ds = DATA_LOADERS[cfg.data.name](shapes, **opts)
     if limit:
         ds = replace(ds, train=ds.train.take(np.arange(min(int(limit), len(ds.train)))))

@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...compiler.ops import OPS
-from ...compiler.train_spec import Spec, TrainConfig, record, summary, with_data
+from ...compiler.train_spec import Spec, TrainConfig, for_network, record, summary, with_data
 from ...dsl import files
 from ...dsl.source import CnncError
 from .. import checkpoint
@@ -129,7 +129,7 @@ class Trainer:
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None):
         net = compiled.net
-        cfg = with_data(cfg, data_override, limit)   # --data and --limit replace the data and its limit
+        cfg = for_network(with_data(cfg, data_override, limit), net.outputs)   # --data, --limit replace the data
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
         self.objective = Objective.of(cfg, tuple(net.outputs))
         self.loss = self.objective.first
@@ -148,7 +148,11 @@ class Trainer:
         self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device)
         self.main = getattr(self.engine, "world", None) is None or self.engine.world.main
         self.progress, self.log = progress and self.main, log if self.main else (lambda line: None)
-        self._refuse_lone_samples()
+        try:
+            self._refuse_lone_samples()
+        except CnncError:
+            self.engine.close()   # (several processes leave their group together)
+            raise
         sched = cfg.schedule
         self.schedule = make_schedule(_schedule_spec(sched) if sched else None, self.base_lr, cfg.epochs)
         self.augment = make_augment([(a.name, a.arguments) for a in cfg.augment]) if cfg.augment else None
