@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .compiler.driver import Compiled
-from .compiler.train_spec import Given, TrainConfig, given_text, override, train_config
+from .compiler.train_spec import Given, TrainConfig, given_text, train_config
 from .compiler.train_vocab import DATA, Invalid
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
@@ -27,16 +27,17 @@ def _plural(n: int, noun: str) -> str:
 FLAG_KEYS = ("epochs", "batch", "seed", "lr", "kfold", "bootstrap")   # the flags named after a train key
 
 
-def config_from_args(args: argparse.Namespace, compiled: Compiled) -> TrainConfig:
-    """The train section with the flags on top, all the flags one layer: each replaces the file's value of
-    what it sets, and two flags that set one thing differently are refused (compiler/train_spec.py)."""
+def train_flags(args: argparse.Namespace) -> list[Given]:
+    """The flags that set train keys, one layer over the file's section (compiled with it): each replaces
+    the file's value of what it sets, and two flags that set one thing differently are refused
+    (compiler/train_spec.py)."""
     flags = [given_text(assignment, "--train") for assignment in getattr(args, "train", None) or ()]
     for key in FLAG_KEYS:
         value = getattr(args, key, None)
         if value is not None:
             shown = f"--{key}" if value is True else f"--{key} {value}"
             flags.append(Given(key, value, None, shown))
-    return override(train_config(compiled.net), flags)
+    return flags
 
 
 def _limit(args: argparse.Namespace) -> int | None:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
     from .runtime.train.trainer import Trainer
     if args.threads is not None and args.threads < 1:
         raise CnncError(f"--threads {args.threads}: must be at least 1")
-    cfg = config_from_args(args, compiled)
+    cfg = train_config(compiled.net)   # compiled with the flags (cli.py: train_flags)
     limit = _limit(args)
     if _processes(args) > 1:
         if cfg.kfold:

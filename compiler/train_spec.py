@@ -484,18 +484,22 @@ def _check_losses(cfg: TrainConfig, settings: dict[str, Setting]) -> None:
 
 
 # ------------------------------------------------------------------ the entry points
-def validate_train(section: ast.Train, net: Any = None) -> TrainConfig:
-    """A file's train section, resolved (checked against the network when given)."""
+def validate_train(section: ast.Train | None, net: Any = None, layers: Sequence[Sequence[Given]] = ()
+                   ) -> TrainConfig:
+    """A file's train section (None: the defaults) with `layers` of keys over it (the flags, a search
+    trial's axes), resolved and checked as a whole (against the network when given)."""
     seen: dict[str, Loc] = {}
     givens = []
-    for entry in section.entries:
+    for entry in section.entries if section is not None else ():
         if entry.key in seen:
             raise CnncError(f"train key '{entry.key}' is given twice", entry.loc).add_note("first given here",
                                                                                          seen[entry.key])
         seen[entry.key] = entry.loc
         givens.append(Given(entry.key, _value(entry.value), entry.value.loc, key_loc=entry.loc))
-    outputs = tuple(net.outputs) if net is not None else ()
-    return resolve(layer(givens), outputs, net)
+    settings = layer(givens)
+    for given in layers:
+        settings.update(layer(given))
+    return resolve(settings, tuple(net.outputs) if net is not None else (), net)
 
 
 def for_network(cfg: TrainConfig, outputs: Sequence[str]) -> TrainConfig:
@@ -519,7 +523,8 @@ def train_config(net: Any) -> TrainConfig:
 
 
 def override(cfg: TrainConfig, givens: Sequence[Given]) -> TrainConfig:
-    """cfg with a layer of keys given on top: each setting they give replaces cfg's (see the docstring)."""
+    """cfg with a layer of keys given on top: each setting they give replaces cfg's (see the docstring).
+    (A file whose own record does not hold together takes its flags through `validate_train`'s layers.)"""
     if not givens:
         return cfg
     merged = {s.name: s for s in cfg.given}

@@ -161,6 +161,9 @@ def synthetic_image_regression(n_train: int = 256, n_test: int = 64, shape: Sequ
                                seed: int = 0) -> Dataset:
     """Images with real-valued targets: a noisy blob image whose target is the clean one (denoising;
     resized when the output's shape differs), or for a flat output its box, centre or a linear map."""
+    if len(shape) != 3:
+        raise CnncError(f"synthetic regression data for an image output is made of images, but the input is "
+                        f"{list(shape)}", hint="give an .npz with the inputs and their targets (docs/data.md)")
     rng = np.random.default_rng(seed)
     n = n_train + n_test
     clean, _, box = _blobs(n, 4, shape, rng)
@@ -175,6 +178,10 @@ def synthetic_outputs(n_train: int = 256, n_test: int = 64, shape: Sequence[int]
     """Blob images with a target per output (`outputs`: name -> (target kind, shape)): class labels
     for a classifier head, the blob's box, centre or clean image for a regression head."""
     outputs = outputs or {}
+    if len(shape) != 3:
+        raise CnncError(f"synthetic data for a network with several outputs is made of images, but its input is "
+                        f"{list(shape)}", hint="give an .npz with the inputs and a target array per output "
+                                                "(x_train, y_train_NAME: docs/data.md)")
     heads = {name: shp for name, (kind, shp) in outputs.items() if kind == "class"}
     counts = {int(shp[0]) for shp in heads.values()} | ({num_classes} if num_classes else set())
     if len(counts) > 1:

@@ -41,8 +41,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ...compiler.driver import compile_file, parse_assignment, parse_shape
-from ...compiler.train_spec import given_text, key_text, override, set_key_text, text, train_config
+from ...compiler.driver import compile_file, parse_assignment, parse_shape, with_train
+from ...compiler.train_spec import given_text, key_text, set_key_text, text, train_config
 from ...compiler.train_vocab import KEYS
 from ...dsl import files
 from ...dsl.source import CnncError, did_you_mean
@@ -254,16 +254,18 @@ def compile_trial(base: Base, settings: Settings, axes: Sequence[Axis]):
             params[name] = parse_assignment(f"{name}={value}", f"--grid {net_axes[name].text}:")[1]
     try:
         compiled = compile_file(base.file, base.network, dict(parse_shape(s) for s in base.inputs), params,
-                                set(base.allow))
+                                set(base.allow), with_train=False)
     except CnncError as err:
         shown = ", ".join(f"{k}={settings[k]}" for k in settings if k in net_axes)
         if shown:
             raise CnncError(f"--grid with {shown}: {err.message}", hint=err.hint) from None
         raise
-    cfg = override(train_config(compiled.net), [given_text(text, "--train") for text in base.train])
     train_axes = {a.name: a for a in axes if a.train}
-    cfg = override(cfg, [given_text(f"{name}={value}", f"--grid {train_axes[name].text}:")
-                         for name, value in settings.items() if name in train_axes])
+    flags = [given_text(text, "--train") for text in base.train]   # one layer, the trial's axes one more
+    trial = [given_text(f"{name}={value}", f"--grid {train_axes[name].text}:")
+             for name, value in settings.items() if name in train_axes]
+    compiled = with_train(compiled, base.file, [flags, trial])
+    cfg = train_config(compiled.net)
     if cfg.kfold:
         raise CnncError("cnnc search trains one model per trial; kfold is for cnnc run",
                         cfg.locs.get("kfold"), "remove kfold from the search")

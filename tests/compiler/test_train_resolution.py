@@ -13,6 +13,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from cnnc.cli import main
 from cnnc.compiler.driver import compile_file
 from cnnc.compiler.train_spec import (given_text, key_text, override, record, set_key_text, summary,
                                       with_data)
@@ -204,3 +205,24 @@ def test_a_flag_replaces_what_it_sets_and_keeps_the_rest(tmp_path):
                                "differently")
     moved = with_data(cfg, "mnist10k", 100)
     assert moved.data.name == "path" and moved.data.options["limit"] == 100 and moved.val == 0.25
+
+
+def test_flags_may_mend_what_the_file_alone_lacks(tmp_path, capsys):
+    """The record is checked once the flags lie over the file: `cnnc check` refuses a plateau without a
+    validation split, `cnnc run --train val=0.25` runs it; a network of two outputs without a train section
+    runs with its losses given as a flag."""
+    path = tmp_path / "net.cnn"
+    path.write_text(_source([("data", "synthetic(n = 32)"), ("schedule", "plateau(patience = 0)"), ("epochs", "1")]))
+    assert main(["check", str(path)]) == 1
+    assert "schedule plateau watches val_loss, but the run has no validation split" in capsys.readouterr().err
+    assert main(["run", str(path), "--train", "val=0.25", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "plateau on val_loss" in capsys.readouterr().out
+    two = tmp_path / "two.cnn"
+    two.write_text("network T {\n    input x: [1, 4, 4]\n    f = x -> flatten\n    f -> a: linear(3)\n"
+                   "    f -> b: linear(2)\n    output a, b\n}\n")
+    argv = ["run", str(two), "--train", "data=synthetic(n = 32)", "--epochs", "1", "--out", str(tmp_path / "t"),
+            "--quiet"]
+    assert main(argv) == 1
+    assert "the network has 2 outputs (a, b); give a loss for each" in capsys.readouterr().err
+    assert main(argv + ["--train", "loss=[cross_entropy, mse]", "--overwrite"]) == 0
+    assert "loss a: cross_entropy, b: mse" in capsys.readouterr().out

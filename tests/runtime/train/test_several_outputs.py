@@ -161,3 +161,13 @@ def test_the_two_heads_example_trains_both_heads(tmp_path, capsys):
     assert last["cls"]["val_accuracy"] > 0.9                          # the classifier learns
     assert last["box"]["val_loss"] < 0.5 * first["box"]["train_loss"]  # and so does the box regressor
     assert set(lines[-1]["outputs"]) == {"cls", "box"} and lines[-1]["split"] == "test"
+
+
+def test_synthetic_data_for_several_outputs_of_a_flat_input_is_refused_not_an_internal_error(write, tmp_path,
+                                                                                              capsys):
+    path = write("network T {\n    input x: [4]\n    x -> a: linear(3)\n    x -> b: linear(2)\n    output a, b\n}\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet", "--train", "loss=[mse, mse]",
+                 "--train", "data=synthetic(n = 32)"]) == 1
+    err = capsys.readouterr().err
+    assert "synthetic data for a network with several outputs is made of images, but its input is [4]" in err
+    assert "internal error" not in err
