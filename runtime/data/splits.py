@@ -65,7 +65,7 @@ def holdout_indices(y: np.ndarray, val: float, test: float, seed: int) -> dict[s
     n_test, n_val = _held_out_count(test, n), _held_out_count(val, n)
     if n_test + n_val >= n:
         raise CnncError(f"holding out {n_val} validation and {n_test} test samples leaves no training "
-                        f"samples out of {n}", hint="lower val or test")
+                        f"samples out of {n}", hint="lower val or test (--train val=F, --train test=F)")
     rng = np.random.default_rng([seed, 0x5B117])
     order = rng.permutation(n)
     labels = np.asarray(y)

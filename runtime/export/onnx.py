@@ -416,19 +416,28 @@ register(BACKEND, "global_avgpool")(lambda b, n, x, out: b.add("GlobalAveragePoo
 register(BACKEND, "global_maxpool")(lambda b, n, x, out: b.add("GlobalMaxPool", [x[0]], out))
 
 
+def _even_bins(b: _Builder, node: Node, x: list[str], out: str, pool: str) -> bool:
+    """Global{pool}Pool, or {pool}Pool with kernel = stride, when an adaptive pool's bins tile the input
+    evenly (then True); else nothing is added."""
+    _, h, w = _shape_of(b, node)
+    oh, ow = _ints(node.attrs["output"])
+    if (oh, ow) == (1, 1):
+        b.add(f"Global{pool}Pool", [x[0]], out)
+        return True
+    if not is_symbolic(h) and not is_symbolic(w) and h % oh == 0 and w % ow == 0:
+        kernel = [int(h) // oh, int(w) // ow]
+        b.add(f"{pool}Pool", [x[0]], out, kernel_shape=kernel, strides=kernel)
+        return True
+    return False
+
+
 @register(BACKEND, "adaptive_avgpool")
 def _adaptive_avgpool(b: _Builder, node: Node, x: list[str], out: str) -> None:
     """AveragePool when the bins tile the input evenly; else PyTorch's uneven bins as two matrix
     products with constant bin matrices (the sizes must then be known)."""
-    _, h, w = _shape_of(b, node)
+    if _even_bins(b, node, x, out, "Average"):
+        return
     oh, ow = _ints(node.attrs["output"])
-    if (oh, ow) == (1, 1):
-        b.add("GlobalAveragePool", [x[0]], out)
-        return
-    if not is_symbolic(h) and not is_symbolic(w) and h % oh == 0 and w % ow == 0:
-        kernel = [int(h) // oh, int(w) // ow]
-        b.add("AveragePool", [x[0]], out, kernel_shape=kernel, strides=kernel)
-        return
     _, h, w = concrete(node, _shape_of(b, node), "input size (its bins depend on it)")
     rows = b.const("rows", _bin_matrix(int(h), oh, np.float32), np.float32)
     cols = b.const("cols", _bin_matrix(int(w), ow, np.float32).T, np.float32)
@@ -439,15 +448,9 @@ def _adaptive_avgpool(b: _Builder, node: Node, x: list[str], out: str) -> None:
 def _adaptive_maxpool(b: _Builder, node: Node, x: list[str], out: str) -> None:
     """MaxPool when the bins tile the input evenly; else each of PyTorch's uneven bins sliced and reduced
     (ReduceMax), the bins joined by Concat (the sizes must then be known)."""
-    _, h, w = _shape_of(b, node)
+    if _even_bins(b, node, x, out, "Max"):
+        return
     oh, ow = _ints(node.attrs["output"])
-    if (oh, ow) == (1, 1):
-        b.add("GlobalMaxPool", [x[0]], out)
-        return
-    if not is_symbolic(h) and not is_symbolic(w) and h % oh == 0 and w % ow == 0:
-        kernel = [int(h) // oh, int(w) // ow]
-        b.add("MaxPool", [x[0]], out, kernel_shape=kernel, strides=kernel)
-        return
     _, h, w = concrete(node, _shape_of(b, node), "input size (its bins depend on it)")
     axes = b.const("axes", [2, 3])
     rows = []

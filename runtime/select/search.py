@@ -261,7 +261,7 @@ def compile_trial(base: Base, settings: Settings, axes: Sequence[Axis]):
             raise CnncError(f"--grid with {shown}: {err.message}", hint=err.hint) from None
         raise
     train_axes = {a.name: a for a in axes if a.train}
-    flags = [given_text(text, "--train") for text in base.train]   # one layer, the trial's axes one more
+    flags = [given_text(assignment, "--train") for assignment in base.train]   # one layer; the axes one more
     trial = [given_text(f"{name}={value}", f"--grid {train_axes[name].text}:")
              for name, value in settings.items() if name in train_axes]
     compiled = with_train(compiled, base.file, [flags, trial])
