@@ -266,9 +266,9 @@ def _silence_stdout() -> None:
 
 
 # --------------------------------------------------------------- commands
-def _compile(args: argparse.Namespace):
+def _compile(args: argparse.Namespace, train=()):
     from .cmd_compile import compile_args
-    return compile_args(args)
+    return compile_args(args, train=train)
 
 
 def cmd_check(args) -> int:
@@ -282,10 +282,10 @@ def cmd_compile(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .cmd_run import run
+    from .cmd_run import run, train_flags
     from .runtime.kernels import keep_freed_memory
     keep_freed_memory()  # a trainer keeps its peak heap for reuse (runtime/kernels/_alloc.py)
-    return run(args, _compile(args))
+    return run(args, _compile(args, train_flags(args)))
 
 
 def cmd_predict(args) -> int:
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         print_diagnostic(err.diagnostic)
         return 1
     except KeyboardInterrupt:
+        from .runtime.progress import fresh_row
+        fresh_row(sys.stderr)   # a bar interrupted mid-draw has not ended its line
         print("cnnc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

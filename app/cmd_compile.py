@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .dsl.files import describe_path
 from .dsl.source import CnncError, Diagnostic
@@ -19,11 +19,13 @@ from .compiler.fusion import analyse_fused, fuse
 from .compiler.symbolic import is_symbolic
 
 
-def compile_args(args: argparse.Namespace, network: str | None = None) -> Compiled:
-    """Compile the file the flags name (`--input`, `--set`, `--allow`)."""
+def compile_args(args: argparse.Namespace, network: str | None = None, train: Sequence = ()) -> Compiled:
+    """Compile the file the flags name (`--input`, `--set`, `--allow`), its train section resolved with
+    the `train` flags over it (cmd_run.py `train_flags`)."""
     inputs = dict(parse_shape(s) for s in args.input)
     params = dict(parse_assignment(s) for s in args.params)
-    return compile_file(args.file, network or args.network, inputs, params, set(args.allow))
+    return compile_file(args.file, network or args.network, inputs, params, set(args.allow),
+                        train_layers=[train] if train else ())
 
 
 def check(args: argparse.Namespace, warn: Callable[[Diagnostic], None]) -> int:

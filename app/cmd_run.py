@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .compiler.driver import Compiled
-from .compiler.train_spec import TrainConfig, set_key, set_key_text
+from .compiler.train_spec import Given, TrainConfig, given_text, train_config
 from .compiler.train_vocab import DATA, Invalid
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
@@ -26,18 +26,20 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def config_from_args(args: argparse.Namespace, compiled: Compiled) -> TrainConfig:
-    cfg = compiled.net.train or TrainConfig()
-    for assignment in getattr(args, "train", None) or ():
-        cfg = set_key_text(cfg, assignment, "--train")
-    for key in ("epochs", "batch", "seed", "lr", "kfold", "bootstrap"):
+FLAG_KEYS = ("epochs", "batch", "seed", "lr", "kfold", "bootstrap")   # the flags named after a train key
+
+
+def train_flags(args: argparse.Namespace) -> list[Given]:
+    """The flags that set train keys, one layer over the file's section (compiled with it): each replaces
+    the file's value of what it sets, and two flags that set one thing differently are refused
+    (compiler/train_spec.py)."""
+    flags = [given_text(assignment, "--train") for assignment in getattr(args, "train", None) or ()]
+    for key in FLAG_KEYS:
         value = getattr(args, key, None)
         if value is not None:
-            try:
-                cfg = set_key(cfg, key, value, None)
-            except CnncError as err:
-                raise CnncError(f"--{key} {value}: {err.message}", hint=err.hint) from None
-    return cfg
+            shown = f"--{key}" if value is True else f"--{key} {value}"
+            flags.append(Given(key, value, None, shown))
+    return flags
 
 
 def _limit(args: argparse.Namespace) -> int | None:
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
     from .runtime.train.trainer import Trainer
     if args.threads is not None and args.threads < 1:
         raise CnncError(f"--threads {args.threads}: must be at least 1")
-    cfg = config_from_args(args, compiled)
+    cfg = train_config(compiled.net)   # compiled with the flags (cli.py: train_flags)
     limit = _limit(args)
     if _processes(args) > 1:
         if cfg.kfold:
@@ -117,7 +119,7 @@ def _processes(args: argparse.Namespace) -> int:
 def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: Path, limit: int | None,
            progress: bool) -> int:
     """K models, one per fold; each fold's figures and their mean ± std."""
-    from .runtime.select.kfold import SUMMARY, run_kfold
+    from .runtime.select.kfold import FIGURES, SUMMARY, run_kfold
     from .runtime.train.trainer import Trainer
 
     bar = Progress("k-fold", shown=progress, runs=cfg.kfold)   # one bar, one ETA, over every fold
@@ -134,7 +136,7 @@ def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: 
     with bar:
         result = run_kfold(compiled, cfg, out, make_trainer, resume=args.resume, overwrite=args.overwrite,
                            started=started, log=bar.write)
-    names = [n for n in ("train_loss", "train_accuracy", "val_loss", "val_accuracy") if n in result.summary]
+    names = [n for n in FIGURES if n in result.summary]
     print("fold  " + "  ".join(f"{n:>14}" for n in names))
     for f in result.folds:
         print(f"{f.index:>4}  " + "  ".join(f"{_figure(n, f.figures[n]):>14}" for n in names))

@@ -60,20 +60,23 @@ def search(args: argparse.Namespace) -> int:
     if best is None:
         print("no trial finished")
         return 1
-    print(f"best ({result.metric} {best['figures'][result.metric]:.4g}): {reproduce(args, best['settings'], axes)}")
+    print(f"best ({result.metric} {best['figures'][result.metric]:.4g}): "
+          f"{reproduce(args, s.shown_settings(best), axes)}")
     return 0
 
 
 def _print_table(result, names: list[str]) -> None:
-    from .runtime.select.search import METRICS
+    """The trials ranked, each with its settings as it trained with them (search.py `shown_settings`)."""
+    from .runtime.select.search import METRICS, shown_settings
     shown = [m for m in METRICS if any(m in r.get("figures", {}) for r in result.records)]
     shown = [result.metric] + [m for m in shown if m != result.metric]
-    widths = [max(len(n), *(len(str(r["settings"].get(n, ""))) for r in result.records)) for n in names]
+    settings = [shown_settings(r) for r in result.records]
+    widths = [max(len(n), *(len(str(t.get(n, ""))) for t in settings)) for n in names]
     head = "rank  " + "  ".join(f"{n:<{w}}" for n, w in zip(names, widths)) + "  " + \
         "  ".join(f"{m:>14}" for m in shown) + "  epochs"
     print(head)
-    for i, r in enumerate(result.records, 1):
-        cells = "  ".join(f"{str(r['settings'].get(n, '')):<{w}}" for n, w in zip(names, widths))
+    for i, (r, t) in enumerate(zip(result.records, settings), 1):
+        cells = "  ".join(f"{str(t.get(n, '')):<{w}}" for n, w in zip(names, widths))
         if r.get("status") != "ok":
             print(f"{'-':>4}  {cells}  failed: {r.get('error')}")
             continue

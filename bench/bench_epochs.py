@@ -78,7 +78,7 @@ def warm_up(t: Trainer, batches: int = 3) -> None:
     """Forward and backward passes without a step (batchnorm's running statistics move alike on all)."""
     for i in range(batches):
         sl = slice(i * t.cfg.batch, (i + 1) * t.cfg.batch)
-        t.engine.forward_backward(t.ds.train.x[sl], t.ds.train.y[sl], t.loss, np.random.default_rng(i))
+        t.engine.forward_backward(t.ds.train.x[sl], t.ds.train.y[sl], t.objective, np.random.default_rng(i))
 
 
 def run_case(case: Case, back_ends: list[str], samples: int, threads: int, rounds: int, tmp: Path) -> None:

@@ -148,7 +148,7 @@ def _product(c: Call):
 
 def _crop(c: Call):
     (h, w), (lh, lw) = c.x.shape[2:], c.xs[1].shape[2:]
-    top, left = (h - lh) // 2, (w - lw) // 2
+    top, left = c.attrs["offset"] if c.attrs.get("offset") is not None else ((h - lh) // 2, (w - lw) // 2)
     return c.x[:, :, top:top + lh, left:left + lw]
 
 
@@ -199,6 +199,7 @@ TWINS: dict[str, Rule] = {
     "global_avgpool": lambda c: c.x.mean(dim=(2, 3), keepdim=True),
     "global_maxpool": lambda c: c.x.amax(dim=(2, 3), keepdim=True),
     "adaptive_avgpool": lambda c: F.adaptive_avg_pool2d(c.x, c.attrs["output"]),
+    "adaptive_maxpool": lambda c: F.adaptive_max_pool2d(c.x, c.attrs["output"]),
     "unpool": _unpool,
     "upsample": _upsample,
     "relu": lambda c: F.relu(c.x),

@@ -50,6 +50,7 @@ class Analysis:
     rf: dict[str, tuple[FieldState, FieldState] | None]
     memory: dict[str, Any]
     warnings: list[Diagnostic] = field(default_factory=list)
+    local_rf: dict[str, tuple[FieldState, FieldState] | None] = field(default_factory=dict)
 
     def totals(self) -> dict[str, Any]:
         trainable = sum(s.size for p in self.params.values() for s in p.values() if s.trainable and not s.buffer)
@@ -95,8 +96,15 @@ def costs(net: Network, ops: Ops = OPS) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 # ----------------------------------------------------------- receptive field
-def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS) -> dict[str, tuple | None]:
-    """Size, effective stride and padding per axis for every layer; None after global ops."""
+def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS,
+                     through_gates: bool = True) -> dict[str, tuple | None]:
+    """Size, effective stride and padding per axis for every layer; None when it is the whole input.
+
+    The field of a unit is every input pixel that can change it (Araujo et al.): where paths merge it
+    is the largest of theirs, a gate's too — a squeeze-and-excitation output's field is the whole input,
+    since its gate pools all of it. `through_gates = False` gives the *local* field instead: a merge
+    leaves out inputs broadcast over H and W ([C, 1, 1] gates that scale channels, not places), so it
+    says where the unit looks through its convolutions. Alignment is checked on the local paths."""
     fields: dict[str, tuple | None] = {}
     for node in net.order():
         if node.op == "input":
@@ -105,7 +113,7 @@ def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS)
             continue
         spec = ops[node.op]
         sources = node.inputs[:1] if node.op in ("crop", "upsample") else node.inputs  # `like` gives a size only
-        if node.op in ("add", "mul") and len(sources) > 1:
+        if not through_gates and node.op in ("add", "mul") and len(sources) > 1:
             sources = _spatial_sources(net, node, sources)
         states = [fields[s] for s in sources]
         if spec.rf is None or any(s is None for s in states):
@@ -124,7 +132,7 @@ def receptive_fields(net: Network, warnings: list | None = None, ops: Ops = OPS)
 
 def _spatial_sources(net: Network, node: Node, sources: tuple) -> tuple:
     """Inputs broadcast over H and W (a squeeze-excitation gate) scale channels, not places:
-    they do not decide which input pixels an output unit sees."""
+    the local field leaves them out."""
     out_shape = net.shapes[node.name]
     spatial = tuple(s for s in sources if not _one_place(net.shapes[s]) or _one_place(out_shape))
     return spatial or sources
@@ -340,10 +348,11 @@ def analyse(net: Network, ops: Ops = OPS) -> Analysis:
     params = parameters(net, ops)
     macs, flops = costs(net, ops)
     warnings = list(net.warnings)
-    fields = receptive_fields(net, warnings, ops)
+    local = receptive_fields(net, warnings, ops, through_gates=False)   # merges are checked on local paths
+    fields = receptive_fields(net, None, ops)
     warnings += lints(net, fields, ops)
     layer_params = {}
     for node in net.layers():
         specs = params.get(node.name, {})
         layer_params[node.name] = sum(s.size for s in specs.values() if not s.buffer)
-    return Analysis(params, layer_params, macs, flops, fields, memory(net, ops), warnings)
+    return Analysis(params, layer_params, macs, flops, fields, memory(net, ops), warnings, local)

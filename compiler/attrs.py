@@ -174,6 +174,8 @@ def convert(kind: str, value: Any, name: str, choices: tuple[str, ...] = ()) -> 
         return _pair(value, name, 0)
     if kind == "opt_pair":
         return None if _is_none(value) else _pair(value, name, 1)
+    if kind == "opt_pair0":
+        return None if _is_none(value) else _pair(value, name, 0)
     if kind == "padding":
         return _padding(value, name)
     if kind == "bool":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..dsl.source import CnncError, Diagnostic
 from .analysis import Analysis, analyse
@@ -29,8 +29,10 @@ class Compiled:
 
 def compile_file(path: str | Path, network: str | None = None, inputs: dict[str, tuple] | None = None,
                  args: dict[str, Any] | None = None, allow: set[str] | frozenset = frozenset(),
-                 with_train: bool = True) -> Compiled:
-    """Parse, elaborate, check and analyse one network of a `.cnn` file."""
+                 with_train: bool = True, train_layers: Sequence[Sequence[Any]] = ()) -> Compiled:
+    """Parse, elaborate, check and analyse one network of a `.cnn` file. Its train section is resolved
+    with `train_layers` (the command line's flags, a search trial's axes: compiler/train_spec.py `Given`s)
+    over it, and the resolved record checked as a whole: a flag may mend what the file alone lacks."""
     defs = load(path)
     try:
         net = elaborate(defs, network, inputs, args)
@@ -38,12 +40,25 @@ def compile_file(path: str | Path, network: str | None = None, inputs: dict[str,
         if inputs:
             _explain_with_constraints(err, defs, network, args, inputs)
         raise
-    if with_train and net.name in defs.trains:
-        from .train_spec import validate_train
-        net.train = validate_train(defs.trains[net.name], net)
+    if with_train:
+        attach_train(defs, net, train_layers)
     result = Compiled(net, analyse(net))
     result.analysis.warnings = allowed(result.analysis.warnings, check_allowed(allow))
     return result
+
+
+def attach_train(defs, net: Network, layers: Sequence[Sequence[Any]] = ()) -> None:
+    """net.train: the network's train section with `layers` over it, resolved (None without either)."""
+    section = defs.trains.get(net.name)
+    if section is not None or any(layers):
+        from .train_spec import validate_train
+        net.train = validate_train(section, net, layers)
+
+
+def with_train(compiled: Compiled, path: str | Path, layers: Sequence[Sequence[Any]]) -> Compiled:
+    """A compiled network (compiled `with_train = False`) with its train section and `layers` resolved."""
+    attach_train(load(path), compiled.net, layers)
+    return compiled
 
 
 def _explain_with_constraints(err: CnncError, defs, network, args, inputs) -> None:

@@ -425,7 +425,8 @@ class Elaborator(FunctionCalls, TensorExpressions):
     def _depthwise(self, raw: dict, x: Tensor, loc: Loc, frame: Frame, label: str | None) -> Tensor:
         c = self._channels(x, loc)
         attrs = self._conv_attrs(raw, out=c * convert("pos_int", raw["multiplier"][0], "multiplier"), groups=c)
-        return self._node("conv", [x], attrs, loc, frame, label, {}, layer="depthwise_conv")
+        arg_locs = {normalised_name("conv", k): v[1] for k, v in raw.items()}
+        return self._node("conv", [x], attrs, loc, frame, label, arg_locs, layer="depthwise_conv")
 
     def _separable(self, raw: dict, x: Tensor, loc: Loc, frame: Frame, label: str | None) -> Tensor:
         c = self._channels(x, loc)
@@ -440,9 +441,13 @@ class Elaborator(FunctionCalls, TensorExpressions):
         return self._node("conv", [y], pw, loc, inner, "pointwise", {}, layer="separable_conv")
 
     def _conv_attrs(self, raw: dict, out: int, groups: int) -> dict:
+        """A surface layer's conv attributes; the fixed-weight ones (`trainable`, `weights`, `init`) when it
+        takes them (depthwise_conv does, as conv)."""
         attrs = {"out_channels": out, "groups": groups, "trainable": True, "weights": None}
         for name, kind in (("k", "pair"), ("stride", "pair"), ("pad", "padding"), ("dilation", "pair"),
-                           ("bias", "bool")):
+                           ("bias", "bool"), ("trainable", "bool"), ("weights", "weights"), ("init", "init")):
+            if name not in raw:
+                continue
             value, vloc = raw[name]
             try:
                 attrs[normalised_name("conv", name)] = convert(kind, value, name)
@@ -541,7 +546,7 @@ class Elaborator(FunctionCalls, TensorExpressions):
             shape = tuple(spec.shape(attrs, ins))
         except OpError as err:
             where = arg_locs.get(normalised_name(op, err.attr)) if err.attr else None
-            raise self._op_error(err, where or loc, op, inputs) from None
+            raise self._op_error(err, where or loc, layer or op, inputs) from None
         except SymbolicComparison as err:
             raise CnncError(f"{op}: cannot decide a size that depends on "
                             f"{', '.join(sorted(err.expr.symbols()))} ({err.expr})", loc,

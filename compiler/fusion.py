@@ -409,9 +409,10 @@ def analyse_fused(net: Network, base: Analysis) -> Analysis:
     params = parameters(net)
     macs, flops = analysis.costs(net, ALL_OPS)
     rf = {n.name: base.rf.get(tail_of(n)) for n in net.order()}
+    local = {n.name: base.local_rf.get(tail_of(n)) for n in net.order()}
     layer_params = {n.name: sum(s.size for s in params.get(n.name, {}).values() if not s.buffer)
                     for n in net.layers()}
-    return Analysis(params, layer_params, macs, flops, rf, analysis.memory(net, ALL_OPS), [])
+    return Analysis(params, layer_params, macs, flops, rf, analysis.memory(net, ALL_OPS), [], local)
 
 
 def savings(net: Network, base: Analysis, fused: Network, fused_analysis: Analysis,

@@ -594,6 +594,11 @@ ADAPTIVE_AVGPOOL = OpSpec(
     shape=lambda a, ins: (_spatial(ins, "adaptive_avgpool")[0], *a["output"]),
     flops=_adaptive_flops, rf=None, saves=(), resolve=_adaptive_normalise, properties={"init_transparent"},
     doc="average pooling to a fixed output size (PyTorch bins)")
+ADAPTIVE_MAXPOOL = OpSpec(
+    "adaptive_maxpool", "pooling", (Attr("h", "pos_int"), Attr("w", "opt_int", None)),
+    shape=lambda a, ins: (_spatial(ins, "adaptive_maxpool")[0], *a["output"]),
+    flops=_adaptive_flops, rf=None, saves=("mask",), resolve=_adaptive_normalise, properties={"init_transparent"},
+    doc="max pooling to a fixed output size (PyTorch bins)")
 
 
 def _unpool_shape(a, ins):
@@ -822,6 +827,14 @@ def broadcast(ins, what: str) -> tuple:
     return tuple(out)
 
 
+def crop_start(offset: tuple | None, size: tuple, like: tuple) -> tuple:
+    """(top, left) of a crop of an H x W `size` to the `like` size: the given offset (Caffe's crop
+    layer), else the centre, an odd difference dropping the extra bottom/right line. Every back end asks this."""
+    if offset is not None:
+        return tuple(offset)
+    return (size[0] - like[0]) // 2, (size[1] - like[1]) // 2
+
+
 def _crop_shape(a, ins):
     (c, h, w), like = _spatial(ins, "crop"), ins[1]
     if len(like) != 3:
@@ -829,12 +842,18 @@ def _crop_shape(a, ins):
     _, lh, lw = like
     if (not is_symbolic(h - lh) and h - lh < 0) or (not is_symbolic(w - lw) and w - lw < 0):
         raise OpError(f"cannot crop {fmt_shape(ins[0])} to the larger size {lh}x{lw}", attr="like")
+    if a.get("offset") is not None:
+        top, left = a["offset"]
+        for start, n, big, axis in ((top, lh, h, "rows"), (left, lw, w, "columns")):
+            if not is_symbolic(big - n - start) and start + n > big:
+                raise OpError(f"crop at offset ({top}, {left}) to {lh}x{lw} runs past the {axis} of "
+                              f"{fmt_shape(ins[0])}", f"the offset may be at most {big - n} there", attr="offset")
     return (c, lh, lw)
 
 
 def _crop_rf(a, ins):
     (_, h, w), (_, lh, lw) = ins[0], ins[1]
-    top, left = (h - lh) // 2, (w - lw) // 2
+    top, left = crop_start(a.get("offset"), (h, w), (lh, lw))
     if is_symbolic(top) or is_symbolic(left):
         return None
     return RF(Fraction(1), Fraction(1), Fraction(-top)), RF(Fraction(1), Fraction(1), Fraction(-left))
@@ -880,8 +899,10 @@ STRUCTURE = [
            shape=lambda a, ins: (ins[0][0], ins[0][1] + sum(a["padding"][0]), ins[0][2] + sum(a["padding"][1])),
            flops=lambda a, ins, out: 0, rf=_pad_rf, saves=(), resolve=_pad_normalise, properties=_TRANSPARENT,
            doc="constant padding of H and W"),
-    OpSpec("crop", "structure", (Attr("like", "tensor"),), shape=_crop_shape, flops=lambda a, ins, out: 0,
-           rf=_crop_rf, saves=(), properties=_TRANSPARENT, doc="centre crop to another tensor's height and width"),
+    OpSpec("crop", "structure", (Attr("like", "tensor"), Attr("offset", "opt_pair0", None,
+                                                               doc="(top, left) of the crop; default the centre")),
+           shape=_crop_shape, flops=lambda a, ins, out: 0, rf=_crop_rf, saves=(),
+           properties=_TRANSPARENT, doc="crop to another tensor's height and width, at the centre or an offset"),
     OpSpec("input", "structure", (), inputs=0, shape=lambda a, ins: a["shape"], rf=None, saves=(),
            doc="a graph input"),
 ]
@@ -933,7 +954,7 @@ ARITHMETIC = [
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in [CONV, DECONV, LOCAL, MAXPOOL, AVGPOOL, LPPOOL, GLOBAL_AVGPOOL, GLOBAL_MAXPOOL,
-                 ADAPTIVE_AVGPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE,
+                 ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, UNPOOL, UPSAMPLE, *ACTIVATIONS, *NORMS, *REGULARISATION, *STRUCTURE,
                  *CHANNEL_OPS]
 }
 OPS.update({spec.name: spec for spec in ARITHMETIC})
@@ -950,7 +971,10 @@ def normalised_name(op: str, attr: str) -> str:
 # Layers written by users that lower to other ops (Node.layer keeps the surface name).
 SURFACE: dict[str, tuple[Attr, ...]] = {
     "depthwise_conv": (Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
-                       Attr("dilation", "pair", 1), Attr("multiplier", "pos_int", 1), Attr("bias", "bool", True)),
+                       Attr("dilation", "pair", 1), Attr("multiplier", "pos_int", 1), Attr("bias", "bool", True),
+                       Attr("trainable", "bool", True),
+                       Attr("weights", "weights", None, doc="fixed initial weights [C*multiplier, 1, kh, kw]"),
+                       Attr("init", "init", None, doc=_INIT_DOC)),
     "separable_conv": (Attr("out", "pos_int"), Attr("k", "pair"), Attr("stride", "pair", 1),
                        Attr("pad", "padding", 0), Attr("dilation", "pair", 1), Attr("bias", "bool", True)),
     # `a, b = x -> split(2)`: equal channel slices, one `slice` layer each

@@ -60,6 +60,9 @@ def to_json(c: Compiled) -> dict:
                  "params": a.layer_params.get(node.name, 0), "macs": _num(a.macs[node.name]),
                  "flops": _num(a.flops[node.name]), "rf": _rf_json(_axes(a.rf.get(node.name), net.shapes[node.name])),
                  "loc": str(node.loc) if node.loc else None}
+        local = a.local_rf.get(node.name, a.rf.get(node.name))
+        if local != a.rf.get(node.name):   # after a gate: where its convolutions look (docs/analysis.md)
+            entry["local_rf"] = _rf_json(_axes(local, net.shapes[node.name]))
         if node.layer != node.op:
             entry["layer"] = node.layer
         if node.scope:

@@ -89,6 +89,7 @@ def choice(*words: str) -> Check:
         if v not in words:
             raise Invalid("one of " + ", ".join(words))
         return v
+    check.words = words   # written bare (`mode = min`), not in quotes as a path is
     return check
 
 
@@ -114,6 +115,18 @@ def numbers(count: int, item: Check) -> Check:
         if not isinstance(v, tuple) or len(v) != count:
             raise Invalid(f"a tuple of {count} values")
         return tuple(item(x) for x in v)
+    return check
+
+
+def numbers_list(item: Check) -> Check:
+    """A non-empty list of values, each checked by `item`."""
+    def check(v: Any) -> tuple:
+        if not isinstance(v, tuple) or not v:
+            raise Invalid("a list of numbers, e.g. [1, 0.5]")
+        try:
+            return tuple(item(x) for x in v)
+        except Invalid as bad:
+            raise Invalid(f"a list of numbers, each {bad}") from None
     return check
 
 
@@ -277,7 +290,9 @@ DATA = Family("data", "data set", _entries(
 ), common=(Option("val", UNIT_OPEN, None, "fraction of the training split held out for validation"),
            Option("limit", integer(1), None, "use only the first N training samples"),
            Option("test", UNIT_OPEN, None, "fraction of the training split held out as the test split "
-                                           "(for data that ships none)")))
+                                           "(for data that ships none)"),
+           Option("targets", choice("labels", "inputs"), "labels",
+                  "each sample's target: its label, or its own input as read (an autoencoder)")))
 
 
 
@@ -319,6 +334,10 @@ OPTIMIZER = Family("optimizer", "optimizer", _entries(
 ))
 
 # -------------------------------------------------------------- schedules
+# The figures of an epoch's record a schedule or early stopping can watch (runtime/train/monitors.py reads them).
+MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+_MONITOR = Option("monitor", choice(*MONITORS), "val_loss", "the figure of each epoch it watches; a val_ figure "
+                                                              "needs a validation split")
 SCHEDULE = Family("schedule", "schedule", _entries(
     Entry("constant", "the optimizer's rate throughout"),
     Entry("step", "multiply by gamma every step_size epochs", (
@@ -331,8 +350,10 @@ SCHEDULE = Family("schedule", "schedule", _entries(
         Option("T_0", integer(1), REQUIRED, "epochs of the first cycle"),
         Option("T_mult", integer(1), 1, "each cycle is this many times longer than the one before"),
         Option("eta_min", NON_NEGATIVE, 0.0, "the lowest rate", aliases=("min_lr",))), ("T_0",)),
-    Entry("plateau", "cut the rate when the validation loss stops improving", (
-        Option("mode", choice("min", "max"), "min", "whether lower or higher is better"),
+    Entry("plateau", "cut the rate when the monitored figure stops improving (ReduceLROnPlateau)", (
+        _MONITOR,
+        Option("mode", choice("min", "max"), None, "whether lower or higher is better (default: min for a loss, "
+                                                    "max for an accuracy); must agree with the monitor"),
         Option("factor", number(0, 1, low_open=True, high_open=True), 0.1, "the factor of each cut"),
         Option("patience", integer(0), 10, "epochs without improvement before a cut"),
         Option("threshold", NON_NEGATIVE, 1e-4, "what counts as an improvement"),
@@ -349,6 +370,13 @@ SCHEDULE = Family("schedule", "schedule", _entries(
 
 # -------------------------------------------------------------- augmentation
 _SPREAD = one_or_pair(NON_NEGATIVE)
+
+
+def _hue(v: Any) -> Any:
+    """torchvision's hue: a spread in [0, 0.5], or a (low, high) pair within [-0.5, 0.5]."""
+    if isinstance(v, tuple):
+        return one_or_pair(number(-0.5, 0.5))(v)
+    return number(0, 0.5)(v)
 AUGMENT = Family("augment", "augmentation", _entries(
     Entry("random_crop", "pad, then crop at a random offset",
           (Option("padding", integer(0, 10**4), 4, "pixels of zero padding per side"),), ("padding",)),
@@ -359,10 +387,12 @@ AUGMENT = Family("augment", "augmentation", _entries(
         Option("scale", numbers(2, number(0, 1, low_open=True)), (0.08, 1.0), "range of the box's area"),
         Option("ratio", numbers(2, POSITIVE), (3 / 4, 4 / 3), "range of the box's aspect"))),
     Entry("hflip", "mirror left-right", (Option("p", PROBABILITY, 0.5, "the probability"),), ("p",)),
-    Entry("color_jitter", "random brightness, contrast, saturation", (
+    Entry("color_jitter", "random brightness, contrast, saturation and hue (torchvision's ColorJitter)", (
         Option("brightness", _SPREAD, 0.0, "spread of the brightness factor"),
         Option("contrast", _SPREAD, 0.0, "spread of the contrast factor"),
-        Option("saturation", _SPREAD, 0.0, "spread of the saturation factor"))),
+        Option("saturation", _SPREAD, 0.0, "spread of the saturation factor"),
+        Option("hue", _hue, 0.0, "spread of the hue shift in turns of the colour wheel: h draws the shift from "
+                                  "[-h, h] (h <= 0.5), a pair (low, high) from that range"))),
     Entry("gaussian_noise", "add Gaussian noise",
           (Option("std", NON_NEGATIVE, 0.1, "its standard deviation"),), ("std",)),
 ), many=True)
@@ -377,6 +407,17 @@ PREPROCESS = Family("preprocess", "preprocessing", _entries(
     Entry("scale", "multiply every input value by a factor",
           (Option("factor", number(), REQUIRED, "the factor"),), ("factor",)),
 ), many=True)
+
+# -------------------------------------------------------------- early stopping
+EARLY_STOP = Family("early_stop", "early stopping", _entries(
+    Entry("early_stop", "stop when the monitored figure has not improved for `patience` epochs (Keras's "
+                        "EarlyStopping)", (
+        _MONITOR,
+        Option("patience", integer(1), 5, "epochs without improvement before the run stops"),
+        Option("min_delta", NON_NEGATIVE, 0.0, "a change smaller than this is no improvement"),
+        Option("mode", choice("min", "max"), None, "whether lower or higher is better (default: from the "
+                                                    "monitor); must agree with the monitor")), ("patience",)),
+))
 
 # -------------------------------------------------------------- initialisation
 # PyTorch's torch.nn.init formulas; fan_in and fan_out as torch computes them from the weight's shape.
@@ -403,8 +444,13 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("data", "the data set", family=DATA),
     Key("epochs", "epochs to train", integer(1), 10),
     Key("batch", "samples per batch", integer(1), 64),
+    Key("drop_last", "drop each epoch's last batch when it is smaller than batch (PyTorch's DataLoader)",
+        boolean, False),
     Key("seed", "seed of every random draw", integer(0, 2**32 - 1), 0),
-    Key("loss", "the loss", family=LOSS),
+    Key("loss", "the loss: a built-in loss, a weighted sum of them (0.5 * mse + smooth_l1), or a list with "
+                "one per output, in the order of `output`", family=LOSS),
+    Key("loss_weights", "a weight per output, multiplying its loss in the total (Keras's loss_weights)",
+        numbers_list(NON_NEGATIVE)),
     Key("optimizer", "the optimizer", family=OPTIMIZER),
     Key("lr", "shorthand for the optimizer's learning rate", POSITIVE),
     Key("schedule", "the learning-rate schedule", family=SCHEDULE),
@@ -413,7 +459,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("normalize", "shorthand for preprocess = normalize(mean, std)", family=PREPROCESS),
     Key("l1", "L1 penalty on conv/linear weights", NON_NEGATIVE, 0.0),
     Key("l2", "L2 penalty on conv/linear weights", NON_NEGATIVE, 0.0),
-    Key("early_stop", "stop after this many epochs without improvement", integer(1)),
+    Key("early_stop", "stop when a figure stops improving: early_stop(monitor, patience, min_delta), or a "
+                      "number of epochs (the patience)", family=EARLY_STOP),
     Key("val", "validation fraction of the training split", UNIT_OPEN),
     Key("classes", "names of the classes in label order (predict prints them)", names),
     Key("sync_bn", "batchnorm statistics over the global batch when several processes train "
@@ -427,7 +474,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("snapshots", "keep a checkpoint snapshot-K.npz at the end of each cosine_restarts cycle", boolean, False),
 )}
 
-FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS, INIT)}
+FAMILIES: dict[str, Family] = {f.key: f for f in (DATA, LOSS, OPTIMIZER, SCHEDULE, AUGMENT, PREPROCESS, INIT,
+                                                  EARLY_STOP)}
 
 
 def entry_options(family: Family, name: str) -> tuple[Option, ...]:

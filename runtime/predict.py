@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..compiler.train_spec import TrainConfig
+from ..compiler.train_spec import train_config
 from ..dsl.files import describe_path
 from ..dsl.source import CnncError
 from . import checkpoint
@@ -95,7 +95,7 @@ def predict(compiled, checkpoint_path: str, inputs: Sequence[str] = (), limit: i
         if tuple(x.shape[1:]) != tuple(shape):
             raise CnncError(f"the inputs have shape {list(x.shape[1:])}, the network expects {list(shape)}")
     else:
-        cfg = compiled.net.train or TrainConfig()
+        cfg = train_config(compiled.net)
         # read without preprocessing (records=[]) to keep the samples as they are, then apply it below
         ds = prepare(cfg, NetworkShapes.of(compiled.net), loss_for(cfg), records=[])
         split = ds.test if ds.test is not None else ds.train

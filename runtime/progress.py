@@ -58,6 +58,15 @@ def wanted(stream: IO | None = None, quiet: bool = False) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)()) or in_notebook()
 
 
+def fresh_row(stream: IO | None = None) -> None:
+    """On a terminal, the cursor to the start of a cleared row: what is written next has a line of
+    its own even if an interruption arrived while a bar was drawing (before its line was ended).
+    After an ended line the row is empty already, so clearing it loses nothing."""
+    stream = stream if stream is not None else sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        stream.write("\r\x1b[2K")
+
+
 def columns(stream: IO | None = None) -> int:
     """The width to draw in: COLUMNS, else the terminal's, else 80 (`shutil.get_terminal_size`'s rule,
     asked of the stream the bar is drawn on)."""

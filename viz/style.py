@@ -143,6 +143,7 @@ register("label", "maxpool", "avgpool")(lambda node, _: f"{node.op} {_window(nod
 register("label", "lppool")(lambda node, _: f"L{node.attrs['p']:g} pool {_window(node.attrs)}")
 register("label", "global_avgpool", "global_maxpool")(lambda node, _: f"global {node.op.split('_')[1]}")
 register("label", "adaptive_avgpool")(lambda node, _: f"adaptive avgpool → {_pair(node.attrs['output'])}")
+register("label", "adaptive_maxpool")(lambda node, _: f"adaptive maxpool → {_pair(node.attrs['output'])}")
 register("label", "unpool")(lambda node, _: f"unpool ({node.attrs['of']})")
 register("label", "linear")(lambda node, _: f"linear {node.attrs['out_features']}")
 register("label", "dropout", "spatial_dropout")(lambda node, _: f"{node.op.replace('_', ' ')} p={node.attrs['p']:g}")
@@ -188,10 +189,17 @@ def _elu_label(node: Node, _: Any) -> str:
     return "elu" if alpha == 1.0 else f"elu α={alpha:g}"
 
 
-@register("label", "batchnorm", "layernorm", "instancenorm", "pad", "crop")
+@register("label", "batchnorm", "layernorm", "instancenorm", "pad")
 def _name_label(node: Node, _: Any) -> str:
     """Ops with attributes a reader does not need in the box: the op's name."""
     return node.op
+
+
+@register("label", "crop")
+def _crop_label(node: Node, _: Any) -> str:
+    """A centre crop is `crop`; one at a given offset says where (Caffe's crop layer)."""
+    offset = node.attrs.get("offset")
+    return "crop" if offset is None else f"crop @{offset[0]},{offset[1]}"
 
 
 def op_label(node: Node, in_channels: Any = None, signal: bool = False) -> str:

@@ -15,7 +15,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Any, Sequence
 
 import numpy as np
 
@@ -280,20 +280,30 @@ def _read_members(z: zipfile.ZipFile, what: str, limit: int) -> dict[str, np.nda
     return arrays
 
 
+def _targets(arrays: dict[str, np.ndarray], stem: str) -> Any:
+    """The targets named `stem` (y_train, y_test, y): that array, or for a network with several
+    outputs one array per output, `<stem>_<output>` (y_train_cls, y_train_box)."""
+    if stem in arrays:
+        return arrays[stem]
+    named = {k[len(stem) + 1:]: v for k, v in arrays.items() if k.startswith(stem + "_") and len(k) > len(stem) + 1}
+    return named or None
+
+
 def load_npz(path: PathLike) -> Dataset:
-    """`.npz` with x_train/y_train (+ optional x_test/y_test), or a single x/y pair."""
+    """`.npz` with x_train/y_train (+ optional x_test/y_test), or a single x/y pair; a network with
+    several outputs reads y_train_<output> (y_test_<output>, y_<output>) per output instead of y_train."""
     arrays = read_npz(path)
     where = str(path)
-    if "x_train" in arrays and "y_train" in arrays:
-        train = as_split(arrays["x_train"], arrays["y_train"], where)
+    if "x_train" in arrays and _targets(arrays, "y_train") is not None:
+        train = as_split(arrays["x_train"], _targets(arrays, "y_train"), where)
         test = None
-        if "x_test" in arrays and "y_test" in arrays:
-            test = as_split(arrays["x_test"], arrays["y_test"], where)
+        if "x_test" in arrays and _targets(arrays, "y_test") is not None:
+            test = as_split(arrays["x_test"], _targets(arrays, "y_test"), where)
         return Dataset(where, train, test)
-    if "x" in arrays and "y" in arrays:
-        return Dataset(where, as_split(arrays["x"], arrays["y"], where))
+    if "x" in arrays and "x_train" not in arrays and _targets(arrays, "y") is not None:
+        return Dataset(where, as_split(arrays["x"], _targets(arrays, "y"), where))
     raise CnncError(f"'{path}' has arrays {sorted(arrays)}, but cnnc needs x_train and y_train "
-                    "(optionally x_test and y_test), or x and y",
+                    "(optionally x_test and y_test), or x and y (y_train_NAME, y_NAME per output NAME)",
                     hint="rename the arrays when saving: numpy.savez(path, x_train=..., y_train=...)")
 
 

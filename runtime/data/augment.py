@@ -3,21 +3,28 @@
 Each augmentation is a callable `aug(x, y, rng) -> (x, y)` over a whole batch
 `x: [N, C, H, W]`: every random choice is drawn, batch-wide and in a fixed
 order, from the `np.random.Generator` it is given, so equal seeds give
-bit-identical batches. Geometric transforms compute one source coordinate
+bit-identical batches. Augmentation runs on the images as read, in [0, 1],
+before any preprocessing (the trainer normalises afterwards, as torchvision's
+transforms do), so a padded or rotated-in pixel is black (0) and a noise std
+is in pixel units. Geometric transforms compute one source coordinate
 per output pixel and gather with vectorised bilinear interpolation (zeros
 outside the image for crops and rotations, edge-clamped for resizing). When
-`y` is a batch of per-pixel masks `[N, H, W]` (segmentation), the same
-geometric transform is applied to it with nearest-neighbour sampling and 0
-(background) where the image is padded; other targets pass through. The
-photometric transforms do not clamp, because augmentation may run on
-already-normalised data. `make_augment(specs)` builds a pipeline from names or
+the targets hold per-pixel masks `[N, H, W]` (segmentation; for a network with
+several outputs, any output's), the same geometric transform is applied to
+them with nearest-neighbour sampling and 0 (background) where the image is
+padded; an image target of the input's size (an autoencoder's) moves as its
+input does; other targets pass through, and photometric transforms change
+the inputs only (a denoising autoencoder's targets stay clean). `color_jitter` is torchvision's: each
+factor blends towards black, the mean grey or the grey image, the hue turns
+round the colour wheel, and the result is clamped to [0, 1] after each step.
+`make_augment(specs)` builds a pipeline from names or
 `(name, kwargs)` pairs registered in `AUGMENTATIONS`; the names and options
 are those the train vocabulary declares (compiler/train_vocab.py `AUGMENT`).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -42,6 +49,20 @@ def _require_images(x: np.ndarray, name: str) -> None:
 
 def _is_mask(y: np.ndarray | None, x: np.ndarray) -> bool:
     return y is not None and y.ndim == 3 and y.shape == (x.shape[0],) + x.shape[2:]
+
+
+def _is_image(y: np.ndarray | None, x: np.ndarray) -> bool:
+    return y is not None and y.ndim == 4 and y.shape[0] == x.shape[0] and y.shape[2:] == x.shape[2:]
+
+
+def _moved(y: Any, x: np.ndarray, mask: Callable[[np.ndarray], np.ndarray],
+           image: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """The targets after a geometric transform of their images: a per-pixel mask moved by `mask`
+    (nearest neighbour), an image target (an autoencoder's) by `image`, as its input; other targets
+    as they are. One array, or one per output."""
+    def one(v: np.ndarray) -> np.ndarray:
+        return mask(v) if _is_mask(v, x) else image(v) if _is_image(v, x) else v
+    return {k: one(v) for k, v in y.items()} if isinstance(y, dict) else one(y)
 
 
 def _range(value: float | Sequence[float], name: str, centre: float = 0.0) -> tuple[float, float]:
@@ -112,7 +133,7 @@ class RandomCrop:
                 return windows[rows, :, offsets[0], offsets[1]].copy()
             return windows[rows, offsets[0], offsets[1]].copy()
 
-        return crop(x), (crop(y) if _is_mask(y, x) else y)
+        return crop(x), _moved(y, x, crop, crop)
 
 
 class RandomRotation:
@@ -135,7 +156,7 @@ class RandomRotation:
         sy = cy + cos * dy + sin * dx
         sx = cx - sin * dy + cos * dx
         out = _bilinear(x, sy, sx, zero_outside=True)
-        return out, (_nearest_mask(y, sy, sx) if _is_mask(y, x) else y)
+        return out, _moved(y, x, lambda m: _nearest_mask(m, sy, sx), lambda t: _bilinear(t, sy, sx, True))
 
 
 class RandomResizedCrop:
@@ -189,7 +210,7 @@ class RandomResizedCrop:
         sy = np.clip(top + (oy[None] + 0.5) * bh / h - 0.5, top, top + bh - 1)
         sx = np.clip(left + (ox[None] + 0.5) * bw / w - 0.5, left, left + bw - 1)
         out = _bilinear(x, sy, sx, zero_outside=False)
-        return out, (_nearest_mask(y, sy, sx) if _is_mask(y, x) else y)
+        return out, _moved(y, x, lambda m: _nearest_mask(m, sy, sx), lambda t: _bilinear(t, sy, sx, False))
 
 
 class HFlip:
@@ -206,9 +227,8 @@ class HFlip:
         _require_images(x, self.name)
         flip = rng.random(x.shape[0]) < self.p
         out = np.where(flip[:, None, None, None], x[..., ::-1], x)
-        if _is_mask(y, x):
-            y = np.where(flip[:, None, None], y[..., ::-1], y)
-        return out, y
+        return out, _moved(y, x, lambda m: np.where(flip[:, None, None], m[..., ::-1], m),
+                           lambda t: np.where(flip[:, None, None, None], t[..., ::-1], t))
 
 
 # ====================================================================== photometric
@@ -221,19 +241,23 @@ def _factors(spread: tuple[float, float] | None, n: int, rng: np.random.Generato
 
 
 class ColorJitter:
-    """Random brightness, contrast and saturation factors, torchvision-style (saturation: RGB only).
+    """torchvision's ColorJitter on images in [0, 1]: random brightness, contrast, saturation (RGB) and
+    hue (RGB) factors, each result clamped to [0, 1].
 
-    A scalar s draws factors from [max(0, 1 - s), 1 + s]; the order is fixed
-    (brightness, contrast, saturation) so results depend on the seed alone.
+    A scalar s draws a factor from [max(0, 1 - s), 1 + s] (hue: a shift from [-s, s] turns of the
+    colour wheel); a pair (low, high) draws from it. The order is fixed (brightness, contrast,
+    saturation, hue; torchvision draws a random order), so results depend on the seed alone.
     """
 
     name = "color_jitter"
 
     def __init__(self, brightness: float | Sequence[float] = 0.0,
                  contrast: float | Sequence[float] = 0.0,
-                 saturation: float | Sequence[float] = 0.0) -> None:
+                 saturation: float | Sequence[float] = 0.0,
+                 hue: float | Sequence[float] = 0.0) -> None:
         self.spreads = {k: self._spread(v, k) for k, v in
                         (("brightness", brightness), ("contrast", contrast), ("saturation", saturation))}
+        self.spreads["hue"] = None if np.ndim(hue) == 0 and float(hue) == 0.0 else _range(hue, f"{self.name} hue")
 
     def _spread(self, value: Any, what: str) -> tuple[float, float] | None:
         if np.ndim(value) == 0 and float(value) == 0.0:
@@ -244,26 +268,59 @@ class ColorJitter:
     def __call__(self, x: np.ndarray, y: np.ndarray | None, rng: np.random.Generator) -> Batch:
         _require_images(x, self.name)
         n, c = x.shape[:2]
+        for what in ("saturation", "hue"):
+            if self.spreads[what] is not None and c != 3:
+                raise CnncError(f"augmentation color_jitter: {what} needs RGB images, the data has {c} "
+                                f"channel{'s' if c != 1 else ''}", hint=f"drop {what} for grey images")
         out = x
         b = _factors(self.spreads["brightness"], n, rng, x.dtype)
-        if b is not None:
-            out = out * b
+        if b is not None:  # blend towards black
+            out = _clamped(out * b)
         k = _factors(self.spreads["contrast"], n, rng, x.dtype)
         if k is not None:  # blend towards the image's mean grey level
             grey = _grey(out) if c == 3 else out
             mean = grey.mean(axis=(1, 2, 3), keepdims=True)
-            out = k * out + (1 - k) * mean
-        if self.spreads["saturation"] is not None and c != 3:
-            raise CnncError(f"augmentation color_jitter: saturation needs RGB images, the data has {c} "
-                            f"channel{'s' if c != 1 else ''}", hint="drop saturation for grey images")
+            out = _clamped(k * out + (1 - k) * mean)
         s = _factors(self.spreads["saturation"], n, rng, x.dtype)
         if s is not None:  # blend towards the greyscale image
-            out = s * out + (1 - s) * _grey(out)
+            out = _clamped(s * out + (1 - s) * _grey(out))
+        h = _factors(self.spreads["hue"], n, rng, x.dtype)
+        if h is not None:  # turn round the colour wheel
+            out = _shift_hue(out, h)
         return (out if out is not x else x.copy()).astype(x.dtype, copy=False), y
+
+
+def _clamped(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0, 1)
 
 
 def _grey(x: np.ndarray) -> np.ndarray:
     return np.tensordot(x, _LUMA.astype(x.dtype), axes=([1], [0]))[:, None]
+
+
+def _shift_hue(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """RGB [N, 3, H, W] in [0, 1] with each sample's hue turned by `shift` [N, 1, 1, 1] turns
+    (torchvision's adjust_hue: RGB -> HSV, h = (h + shift) mod 1, HSV -> RGB)."""
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc, minc = x.max(axis=1), x.min(axis=1)
+    span = maxc - minc
+    flat = span == 0
+    sat = span / np.where(flat, 1, maxc)
+    div = np.where(flat, 1, span)
+    rc, gc, bc = (maxc - r) / div, (maxc - g) / div, (maxc - b) / div
+    hue = np.where(maxc == r, bc - gc, np.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = np.fmod(hue / 6.0 + 1.0, 1.0)
+    hue = (hue + shift[:, 0]) % 1.0
+    sector = np.floor(hue * 6.0)
+    f = hue * 6.0 - sector
+    sector = sector.astype(np.int64) % 6
+    v = maxc
+    p = np.clip(v * (1 - sat), 0, 1)
+    q = np.clip(v * (1 - sat * f), 0, 1)
+    t = np.clip(v * (1 - sat * (1 - f)), 0, 1)
+    # table[channel, sector, N, H, W]; each pixel takes its sector's row
+    table = np.stack([np.stack(row) for row in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))])
+    return np.take_along_axis(table, sector[None, None], axis=1)[:, 0].transpose(1, 0, 2, 3).astype(x.dtype)
 
 
 class GaussianNoise:

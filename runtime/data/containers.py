@@ -1,7 +1,9 @@
 """Stage 3 (runtime), data: what a data set is — splits of arrays, and how much of them may be read.
 
 A `Dataset` holds `Split`s of `x` (float32 `[N, C, H, W]`, or `[N, F]` for
-feature vectors) and `y` (int64 class labels or masks, or float32 targets).
+feature vectors) and `y` (int64 class labels or masks, or float32 targets;
+for a network with several outputs, a dict of such arrays by output name —
+`Targets`; `take` indexes either kind).
 `as_split` makes one from a reader's raw arrays: pixel data stored as uint8
 (uint16) is scaled to [0, 1], `[N, H, W]` gains a channel axis and channels-last
 images are turned channels-first. Data files are untrusted input: every reader
@@ -22,6 +24,17 @@ from ...dsl.source import CnncError
 
 
 PathLike = str | os.PathLike
+Targets = np.ndarray | dict[str, np.ndarray]   # one array, or one per output of the network
+
+
+def take(y: Targets, index: Any) -> Targets:
+    """The samples `index` of targets of either kind."""
+    return {k: v[index] for k, v in y.items()} if isinstance(y, dict) else y[index]
+
+
+def first_targets(y: Targets) -> np.ndarray:
+    """The targets that stand for a sample (its stratum when splitting): the only array, or the first output's."""
+    return next(iter(y.values())) if isinstance(y, dict) else y
 
 
 @dataclass
@@ -29,13 +42,13 @@ class Split:
     """One part of a dataset: inputs `x` and targets `y`, aligned on axis 0."""
 
     x: np.ndarray
-    y: np.ndarray
+    y: Targets
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def take(self, index: np.ndarray) -> "Split":
-        return Split(self.x[index], self.y[index])
+        return Split(self.x[index], take(self.y, index))
 
 
 IMAGE_SIZE = "image_size"   # meta key: the (height, width) a source of image files resized every image to
@@ -108,12 +121,15 @@ def _refuse_huge_labels(y: np.ndarray, where: str) -> None:
                         hint="number the classes from 0")
 
 
-def as_split(x: np.ndarray, y: np.ndarray, where: str) -> Split:
-    """A reader's raw inputs and labels as a `Split` (see above); `where` names the source in errors."""
-    x, y = _as_images(x, where), _as_targets(y, where)
-    if len(x) != len(y):
-        raise CnncError(f"{where}: {len(x)} inputs but {len(y)} labels",
-                        hint="inputs and labels must have the same number of samples")
+def as_split(x: np.ndarray, y: Targets, where: str) -> Split:
+    """A reader's raw inputs and labels (one array, or one per output) as a `Split` (see above); `where`
+    names the source in errors."""
+    x = _as_images(x, where)
+    y = {k: _as_targets(v, f"{where} (y_{k})") for k, v in y.items()} if isinstance(y, dict) else _as_targets(y, where)
+    for name, labels in (y.items() if isinstance(y, dict) else [(None, y)]):
+        if len(x) != len(labels):
+            raise CnncError(f"{where}: {len(x)} inputs but {len(labels)} labels" + (f" for {name}" if name else ""),
+                            hint="inputs and labels must have the same number of samples")
     return Split(x, y)
 
 

@@ -21,7 +21,7 @@ from .array_files import is_idx_folder, load_idx_folder, load_npz
 from .containers import Dataset, PathLike
 from .image_folders import load_image_folder
 from .segmentation import is_segmentation_folder, load_segmentation_folder
-from .synthetic import SYNTHETIC, load_synthetic
+from .synthetic import FITTED, SYNTHETIC, load_synthetic
 from .targets import NetworkShapes
 
 
@@ -43,7 +43,7 @@ def load_dataset(source: PathLike, resize: tuple[int, int] | None = None, **opti
     and `channels`, see `load_image_folder`). Options a source does not take are refused;
     `resize` is the size for a folder of images whose options name none (the image policy)."""
     text = str(source)
-    if text in SYNTHETIC:
+    if text in SYNTHETIC or (text in FITTED and options):
         return load_synthetic(text, options)
     if text == "mnist10k":
         _refuse_options(text, "", options)
@@ -108,12 +108,22 @@ def _load_synthetic(shapes: NetworkShapes, n: int | None = None, classes: int | 
                     kind: str | None = None, seed: int = 0, noise: float | None = None) -> Dataset:
     out = shapes.output
     in_shape = tuple(shape) if shape is not None else shapes.input
-    kind = kind or ("segmentation" if len(out) == 3 else "classes")
     opts: dict[str, Any] = {"seed": seed}
     if noise is not None:
         opts["noise"] = noise
     if n is not None:
         opts["n_train"], opts["n_test"] = n, max(n // 4, 1)
+    if len(shapes.outputs) > 1:
+        if kind is not None:
+            raise CnncError(f"data = synthetic(kind = {kind}): a network with several outputs gets a target per "
+                            "output, by the kind of its loss", hint="drop kind")
+        return load_dataset("synthetic_outputs", shape=in_shape, num_classes=classes,
+                            outputs={o: (shapes.kinds.get(o, "class"), shp) for o, shp in shapes.outputs.items()},
+                            **opts)
+    kind = kind or ("segmentation" if len(out) == 3 else "classes")
+    if kind == "regression" and (len(in_shape) == 3 or len(out) > 1):   # images in, or an image out
+        target = (classes,) if classes is not None else out
+        return load_dataset("synthetic_image_regression", shape=in_shape, target_shape=target, **opts)
     if kind == "regression":
         opts["features"] = in_shape[0]
         opts["targets"] = classes if classes is not None else out[0]

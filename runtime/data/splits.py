@@ -22,7 +22,7 @@ import numpy as np
 
 from ...dsl import files
 from ...dsl.source import CnncError
-from .containers import Dataset
+from .containers import Dataset, first_targets
 
 def split_validation(ds: Dataset, val: float, seed: int = 0) -> Dataset:
     """Move a seeded random `val` fraction of the training split into `ds.val` (order kept)."""
@@ -65,7 +65,7 @@ def holdout_indices(y: np.ndarray, val: float, test: float, seed: int) -> dict[s
     n_test, n_val = _held_out_count(test, n), _held_out_count(val, n)
     if n_test + n_val >= n:
         raise CnncError(f"holding out {n_val} validation and {n_test} test samples leaves no training "
-                        f"samples out of {n}", hint="lower val or test")
+                        f"samples out of {n}", hint="lower val or test (--train val=F, --train test=F)")
     rng = np.random.default_rng([seed, 0x5B117])
     order = rng.permutation(n)
     labels = np.asarray(y)
@@ -97,10 +97,11 @@ def split_holdout(ds: Dataset, val: float | None, test: float | None, seed: int 
     if test and ds.test is not None:
         raise CnncError(f"data '{files.describe_path(ds.name)}' has its own test split, so a test fraction "
                         "would replace it", hint="drop test = ..., or use val = ... to hold out validation data")
-    index = holdout_indices(ds.train.y, val, test, seed)
+    labels = first_targets(ds.train.y)
+    index = holdout_indices(labels, val, test, seed)
     meta = dict(ds.meta)
     meta["split"] = {"seed": seed, "val": val, "test": test, "samples": len(ds.train),
-                     "stratified": bool(np.asarray(ds.train.y).ndim == 1 and ds.train.y.dtype.kind in "iub"),
+                     "stratified": bool(np.asarray(labels).ndim == 1 and labels.dtype.kind in "iub"),
                      "val_index": index["val"].tolist(), "test_index": index["test"].tolist()}
     part = lambda k: ds.train.take(index[k]) if len(index[k]) else None  # noqa: E731
     return replace(ds, train=ds.train.take(index["train"]), val=part("val") or ds.val,
@@ -115,17 +116,28 @@ def fold_indices(n: int, k: int, seed: int) -> list[np.ndarray]:
     if k < 2:
         raise CnncError(f"kfold must be at least 2, got {k}")
     if n < k:
-        raise CnncError(f"kfold = {k}: the training split has only {n} samples, fewer than the folds")
+        raise CnncError(f"kfold = {k}: the training split has only {n} samples, fewer than the folds",
+                        hint=f"use at most {n} folds (--kfold {n}), or more data (--limit)")
     order = np.random.default_rng([seed, FOLDS]).permutation(n)
     return [np.sort(part) for part in np.array_split(order, k)]
 
 
-def fold(k: int, i: int, seed: int) -> Callable[[Dataset], Dataset]:
-    """The re-division of fold i (0-based) of k: train on the others, validate on it, no test split."""
+HELD_OUT = "fold"   # the name of a fold's held-out part when it is not the validation split
+
+
+def fold(k: int, i: int, seed: int, val: float | None = None) -> Callable[[Dataset], Dataset]:
+    """The re-division of fold i (0-based) of k: train on the others, no test split. Fold i is the
+    validation split; with a `val` fraction, that fraction of the other folds is (held out as a
+    run's val is: stratified, seeded) and fold i is scored once training ends, as a test split
+    named "fold"."""
     def resplit(ds: Dataset) -> Dataset:
         parts = fold_indices(len(ds.train), k, seed)
         rest = np.sort(np.concatenate([p for j, p in enumerate(parts) if j != i]))
-        return replace(ds, train=ds.train.take(rest), val=ds.train.take(parts[i]), test=None)
+        held = ds.train.take(parts[i])
+        if not val:
+            return replace(ds, train=ds.train.take(rest), val=held, test=None)
+        inner = split_holdout(replace(ds, train=ds.train.take(rest), val=None, test=None), val, None, seed)
+        return replace(inner, test=held, meta={**inner.meta, "test_name": HELD_OUT})
     return resplit
 
 

@@ -1,9 +1,11 @@
 """Stage 3 (runtime), data: small synthetic data sets for smoke tests, generated from a seed.
 
 Classes (a blob and stripes whose place and angle name the class; bursts of a
-class's frequency for `[C, L]` signals), segmentation (shapes and their masks)
-and regression (a linear map with a mild nonlinearity); `load_synthetic(name,
-options)` checks the counts it is given. Every draw comes from an explicit
+class's frequency for `[C, L]` signals), segmentation (shapes and their masks),
+regression (a linear map with a mild nonlinearity; for images, denoising: the
+clean pattern is the target of the noisy one) and, for a network with several
+outputs, the same blob images with a target per output (its class, its box);
+`load_synthetic(name, options)` checks the counts it is given. Every draw comes from an explicit
 seed, so the same options give the same data.
 """
 from __future__ import annotations
@@ -26,9 +28,20 @@ def synthetic_classes(n_train: int = 512, n_test: int = 128, num_classes: int = 
     """
     if len(shape) == 2:
         return _synthetic_signals(n_train, n_test, num_classes, shape, noise, seed)
-    c, h, w = (int(s) for s in shape)
     rng = np.random.default_rng(seed)
     n = n_train + n_test
+    clean, y, _ = _blobs(n, num_classes, shape, rng)
+    x = (clean + noise * rng.standard_normal(clean.shape)).astype(np.float32)
+    return Dataset("synthetic_classes", Split(x[:n_train], y[:n_train].astype(np.int64)),
+                   Split(x[n_train:], y[n_train:].astype(np.int64)),
+                   classes=[f"class{k}" for k in range(num_classes)])
+
+
+def _blobs(n: int, num_classes: int, shape: Sequence[int], rng: np.random.Generator
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n clean class patterns [N, C, H, W] (float64), their classes [N] and each blob's box [N, 4]
+    (top, left, bottom, right of its 2-sigma square, as fractions of the image)."""
+    c, h, w = (int(s) for s in shape)
     y = rng.permutation(np.arange(n) % num_classes)
     angle = 2 * np.pi * y / num_classes
     cy = (h - 1) / 2 + h / 4 * np.sin(angle) + rng.uniform(-1, 1, n)
@@ -42,11 +55,8 @@ def synthetic_classes(n_train: int = 512, n_test: int = 128, num_classes: int = 
     pattern = blob * (0.4 + 0.6 * stripes) * rng.uniform(0.8, 1.2, (n, 1, 1))
     # Channels see the same pattern with class-dependent gains, so colour carries signal too.
     gains = 0.6 + 0.4 * np.cos(2 * np.pi * (y[:, None] + np.arange(c)[None]) / max(2, num_classes))
-    x = pattern[:, None] * gains[:, :, None, None] + noise * rng.standard_normal((n, c, h, w))
-    x = x.astype(np.float32)
-    return Dataset("synthetic_classes", Split(x[:n_train], y[:n_train].astype(np.int64)),
-                   Split(x[n_train:], y[n_train:].astype(np.int64)),
-                   classes=[f"class{k}" for k in range(num_classes)])
+    box = np.stack([(cy - 2 * sigma) / h, (cx - 2 * sigma) / w, (cy + 2 * sigma) / h, (cx + 2 * sigma) / w], 1)
+    return pattern[:, None] * gains[:, :, None, None], y, box
 
 
 def _shape_mask(kind: int, h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
@@ -121,11 +131,90 @@ def synthetic_regression(n_train: int = 512, n_test: int = 128, features: int = 
                    Split(x[n_train:], y[n_train:]))
 
 
+def _resized(images: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Images [N, C, H, W] at another per-sample shape: nearest-neighbour rows and columns, channels
+    averaged then repeated (a target an image-to-image network can learn from its input)."""
+    c, h, w = (int(s) for s in shape)
+    rows = np.arange(h) * images.shape[2] // h
+    cols = np.arange(w) * images.shape[3] // w
+    grey = images.mean(axis=1, keepdims=True)[:, :, rows][:, :, :, cols]
+    return np.repeat(grey, c, axis=1) if c != images.shape[1] else images[:, :, rows][:, :, :, cols]
+
+
+def _image_targets(clean: np.ndarray, box: np.ndarray, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A regression target of `shape` for each blob image: the clean image itself (resized when the
+    shape differs), its box (4 values) or its centre (2), else a fixed linear map of the image."""
+    if len(shape) == 3:
+        return _resized(clean, shape)
+    size = int(np.prod(shape))
+    if size == 4:
+        return box.reshape((-1, *shape))
+    if size == 2:
+        return ((box[:, :2] + box[:, 2:]) / 2).reshape((-1, *shape))
+    coarse = _resized(clean, (clean.shape[1], min(8, clean.shape[2]), min(8, clean.shape[3]))).reshape(len(clean), -1)
+    weights = rng.standard_normal((coarse.shape[1], size)) / np.sqrt(coarse.shape[1])
+    return (coarse @ weights).reshape((-1, *shape))
+
+
+def synthetic_image_regression(n_train: int = 256, n_test: int = 64, shape: Sequence[int] = (1, 16, 16),
+                               target_shape: Sequence[int] = (1, 16, 16), noise: float = 0.2,
+                               seed: int = 0) -> Dataset:
+    """Images with real-valued targets: a noisy blob image whose target is the clean one (denoising;
+    resized when the output's shape differs), or for a flat output its box, centre or a linear map."""
+    if len(shape) != 3:
+        raise CnncError(f"synthetic regression data for an image output is made of images, but the input is "
+                        f"{list(shape)}", hint="give an .npz with the inputs and their targets (docs/data.md)")
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    clean, _, box = _blobs(n, 4, shape, rng)
+    x = (clean + noise * rng.standard_normal(clean.shape)).astype(np.float32)
+    y = _image_targets(clean, box, target_shape, rng).astype(np.float32)
+    return Dataset("synthetic_regression", Split(x[:n_train], y[:n_train]), Split(x[n_train:], y[n_train:]))
+
+
+def synthetic_outputs(n_train: int = 256, n_test: int = 64, shape: Sequence[int] = (1, 16, 16),
+                      outputs: dict[str, tuple[str, Sequence[int]]] | None = None, num_classes: int | None = None,
+                      noise: float = 0.2, seed: int = 0) -> Dataset:
+    """Blob images with a target per output (`outputs`: name -> (target kind, shape)): class labels
+    for a classifier head, the blob's box, centre or clean image for a regression head."""
+    outputs = outputs or {}
+    if len(shape) != 3:
+        raise CnncError(f"synthetic data for a network with several outputs is made of images, but its input is "
+                        f"{list(shape)}", hint="give an .npz with the inputs and a target array per output "
+                                                "(x_train, y_train_NAME: docs/data.md)")
+    heads = {name: shp for name, (kind, shp) in outputs.items() if kind == "class"}
+    counts = {int(shp[0]) for shp in heads.values()} | ({num_classes} if num_classes else set())
+    if len(counts) > 1:
+        raise CnncError(f"synthetic data: the class outputs ({', '.join(heads)}) have different class counts "
+                        f"{sorted(counts)}", hint="give them the same number of classes")
+    k = counts.pop() if counts else 4
+    if k < 2:
+        raise CnncError("synthetic data needs at least 2 classes")
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    clean, labels, box = _blobs(n, k, shape, rng)
+    x = (clean + noise * rng.standard_normal(clean.shape)).astype(np.float32)
+    y: dict[str, np.ndarray] = {}
+    for name, (kind, shp) in outputs.items():
+        if kind == "class":
+            y[name] = labels.astype(np.int64)
+        elif kind == "real":
+            y[name] = _image_targets(clean, box, shp, rng).astype(np.float32)
+        else:
+            raise CnncError(f"synthetic data has no {kind.replace('_', ' ')} targets for output '{name}' "
+                            "of a network with several outputs",
+                            hint="its outputs take class labels (cross_entropy) or real values (mse, smooth_l1)")
+    return Dataset("synthetic_outputs", Split(x[:n_train], {o: v[:n_train] for o, v in y.items()}),
+                   Split(x[n_train:], {o: v[n_train:] for o, v in y.items()}))
+
+
 SYNTHETIC = {
     "synthetic_classes": synthetic_classes,
     "synthetic_segmentation": synthetic_segmentation,
     "synthetic_regression": synthetic_regression,
 }
+# Generated for a network's shapes only (the train vocabulary's `synthetic`), never by a name: runtime/data/sources.py.
+FITTED = {"synthetic_image_regression": synthetic_image_regression, "synthetic_outputs": synthetic_outputs}
 
 
 # Options of the synthetic sets that count something, with their least allowed value.
@@ -142,6 +231,6 @@ def load_synthetic(name: str, options: dict[str, Any]) -> Dataset:
             raise CnncError(f"data source '{name}': {key} must be a whole number of at least {least}, "
                             f"got {value!r}")
     try:
-        return SYNTHETIC[name](**options)
+        return {**SYNTHETIC, **FITTED}[name](**options)
     except TypeError as e:
         raise CnncError(f"data source '{name}': {e}") from None

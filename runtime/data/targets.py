@@ -1,7 +1,8 @@
 """Stage 3 (runtime), data: what the network expects of the data — input shapes and target kinds.
 
 `NetworkShapes` is all the data side knows of a network: its per-sample input
-and output shapes. The target kinds are the kinds of label a loss can take (a
+and output shapes (every output's, by name, for a network with several, with
+the kind of target each output's loss takes). The target kinds are the kinds of label a loss can take (a
 loss names its kind: train/losses.py); `check_dataset` compares every split with the
 network's declared input and the loss's target kind before any training
 starts, so a mismatch becomes a `CnncError` with a hint instead of a shape
@@ -10,13 +11,13 @@ error deep in a kernel, and returns the labels in canonical dtypes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from ...dsl.source import CnncError
-from .containers import INT64_MAX, Dataset, Split
+from .containers import INT64_MAX, Dataset, Split, Targets
 
 # Target kinds: what a loss compares the network's output with.
 CLASS = "class"              # int labels [N] in [0, K)
@@ -29,15 +30,19 @@ REAL = "real"                # any float targets, same size as the output
 @dataclass(frozen=True)
 class NetworkShapes:
     """A network's per-sample input shape (its first input) and output shape (its first output),
-    channels first; a symbolic dimension is any non-int value."""
+    channels first; a symbolic dimension is any non-int value. `outputs` has every output's shape by
+    name, and `kinds` the target kind of each output's loss when the caller knows it."""
 
     input: tuple
     output: tuple
+    outputs: dict[str, tuple] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, net) -> "NetworkShapes":
+    def of(cls, net, kinds: Mapping[str, str] | None = None) -> "NetworkShapes":
         """The shapes of a checked `Network` (compiler/graph.py)."""
-        return cls(tuple(net.shapes[next(iter(net.inputs))]), tuple(net.shapes[net.outputs[0]]))
+        outputs = {o: tuple(net.shapes[o]) for o in net.outputs}
+        return cls(tuple(net.shapes[next(iter(net.inputs))]), outputs[net.outputs[0]], outputs, dict(kinds or {}))
 
 
 class TargetSpec(Protocol):
@@ -125,12 +130,14 @@ def _check_range(y: np.ndarray, k: int, where: str, allowed: int | None = None) 
                              "classes from 0, or change the output size")
 
 
-def _check_targets(split: Split, spec: TargetSpec, num_classes: int | None, where: str) -> np.ndarray:
-    y = np.asarray(split.y)
+def _check_targets(y: np.ndarray, n: int, spec: TargetSpec, output: tuple, where: str) -> np.ndarray:
+    """One output's targets against its shape and its loss's kind, in canonical dtypes."""
+    num_classes = output[0] if output and isinstance(output[0], (int, np.integer)) else None
+    y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         raise CnncError(f"{where}: the labels have dtype {y.dtype}, which is not numeric")
-    if len(y) != len(split.x):
-        raise CnncError(f"{where}: {len(split.x)} inputs but {len(y)} labels")
+    if len(y) != n:
+        raise CnncError(f"{where}: {n} inputs but {len(y)} labels")
     kind = spec.target_kind
     per_sample = math.prod(y.shape[1:])
     if kind == CLASS:
@@ -151,25 +158,56 @@ def _check_targets(split: Split, spec: TargetSpec, num_classes: int | None, wher
     if kind in (BINARY, MULTILABEL) and ((y < 0) | (y > 1)).any():
         raise CnncError(f"{where}: loss {spec.name} needs targets between 0 and 1, the data has "
                         f"values from {y.min()} to {y.max()}")
-    if num_classes is not None and per_sample != num_classes:
-        raise CnncError(f"{where}: the network has {counted(num_classes, 'output')}, but each target "
-                        f"has {counted(per_sample, 'value')} (labels of shape {shape_text(y.shape)})",
-                        hint="the last layer needs one output per target value")
+    values = math.prod(output) if all(isinstance(d, (int, np.integer)) for d in output) else None
+    if values is not None and per_sample != values:
+        if len(output) == 1:
+            raise CnncError(f"{where}: the network has {counted(values, 'output')}, but each target "
+                            f"has {counted(per_sample, 'value')} (labels of shape {shape_text(y.shape)})",
+                            hint="the last layer needs one output per target value")
+        raise CnncError(f"{where}: the network's output is {shape_text(output)} ({counted(values, 'value')}), but "
+                        f"each target has {counted(per_sample, 'value')} (targets of shape {shape_text(y.shape)})",
+                        hint="a real-valued target has one value per output value (an image for an image "
+                             "output, as an autoencoder's)")
     return y.astype(np.float32)
 
 
-def check_dataset(ds: Dataset, input_shape: Sequence[Any], num_classes: int | None,
-                  loss: TargetSpec) -> Dataset:
+def _check_all_targets(y: Targets, n: int, shapes: NetworkShapes, losses: Mapping[str, TargetSpec],
+                       where: str) -> Targets:
+    """Targets for every output: one array for a one-output network, a dict by output name for several."""
+    if len(losses) == 1:
+        (name, spec), = losses.items()
+        if isinstance(y, dict):
+            raise CnncError(f"{where}: the data has targets for {', '.join(sorted(y))}, but the network has one "
+                            f"output ({name})", hint="keep one target array (y, or y_train)")
+        return _check_targets(y, n, spec, shapes.outputs.get(name, shapes.output), where)
+    if not isinstance(y, dict):
+        raise CnncError(f"{where}: the network has {len(losses)} outputs ({', '.join(losses)}), but the data has "
+                        "one target per sample", hint="give a target array per output: an .npz with y_train_NAME "
+                                                      "(or y_NAME) for each output NAME (docs/data.md)")
+    missing = [o for o in losses if o not in y]
+    if missing:
+        raise CnncError(f"{where}: no targets for output{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                        f"the data has targets for {', '.join(sorted(y)) or 'none'}",
+                        hint="name each output's targets after it: y_train_NAME (or y_NAME) in an .npz")
+    extra = sorted(set(y) - set(losses))
+    if extra:
+        raise CnncError(f"{where}: targets for {', '.join(extra)}, which the network does not output "
+                        f"(its outputs: {', '.join(losses)})")
+    return {o: _check_targets(y[o], n, spec, shapes.outputs[o], f"{where}, output {o}") for o, spec in losses.items()}
+
+
+def check_dataset(ds: Dataset, shapes: NetworkShapes, loss: TargetSpec | Mapping[str, TargetSpec]) -> Dataset:
     """Refuse data that does not fit the network; return it with labels in canonical dtypes.
 
-    `input_shape` is the per-sample input (`[C, H, W]` or `[F]`; non-int entries are
-    symbolic and match anything); `num_classes` is the size of the output's class axis
-    (for regression, the number of outputs; None skips those checks); `loss` says which
-    targets it takes (`TargetSpec`).
+    `shapes.input` is the per-sample input (`[C, H, W]` or `[F]`; non-int entries are
+    symbolic and match anything); each output's targets are checked against its shape
+    (the class axis, or every value for regression) and the kind its loss takes: `loss`
+    is one `TargetSpec`, or one per output name for a network with several.
     """
+    losses = dict(loss) if isinstance(loss, Mapping) else {next(iter(shapes.outputs), "output"): loss}
     fixed: dict[str, Split] = {}
     for split_name, split in ds.splits():
         where = f"data '{ds.name}' ({split_name} split)"
-        _check_inputs(np.asarray(split.x), tuple(input_shape), where)
-        fixed[split_name] = Split(split.x, _check_targets(split, loss, num_classes, where))
+        _check_inputs(np.asarray(split.x), tuple(shapes.input), where)
+        fixed[split_name] = Split(split.x, _check_all_targets(split.y, len(split.x), shapes, losses, where))
     return replace(ds, train=fixed["train"], val=fixed.get("validation"), test=fixed.get("test"))

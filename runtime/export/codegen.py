@@ -372,6 +372,8 @@ register(BACKEND, "global_avgpool")(lambda e, n, x: e.call(standalone.global_avg
 register(BACKEND, "global_maxpool")(lambda e, n, x: e.call(standalone.global_max_pool, x[0]))
 register(BACKEND, "adaptive_avgpool")(
     lambda e, n, x: e.call(standalone.adaptive_avg_pool, x[0], output=_tuples(n.attrs["output"])))
+register(BACKEND, "adaptive_maxpool")(
+    lambda e, n, x: e.call(standalone.adaptive_max_pool, x[0], output=_tuples(n.attrs["output"])))
 @register(BACKEND, "upsample")
 def _upsample(e: _Emitter, node: Node, x: list[str]) -> str:
     a = node.attrs
@@ -388,7 +390,7 @@ register(BACKEND, "concat")(lambda e, n, x: f"np.concatenate([{', '.join(x)}], a
 register(BACKEND, "identity")(lambda e, n, x: x[0])
 register(BACKEND, "pad")(lambda e, n, x: e.call(standalone.pad2d, x[0], padding=_tuples(n.attrs["padding"]),
                                                  value=float(n.attrs["value"])))
-register(BACKEND, "crop")(lambda e, n, x: e.call(standalone.crop, x[0], x[1]))
+register(BACKEND, "crop")(lambda e, n, x: e.call(standalone.crop, x[0], x[1], offset=_tuples(n.attrs.get("offset"))))
 register(BACKEND, "slice")(
     lambda e, n, x: e.call(standalone.channel_slice, x[0], start=n.attrs["start"], stop=n.attrs["stop"]))
 register(BACKEND, "channel_shuffle")(

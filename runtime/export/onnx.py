@@ -35,7 +35,7 @@ import numpy as np
 
 from ...compiler.fusion import FUSED_OPS, fuse, tail_of
 from ...compiler.graph import Network, Node
-from ...compiler.ops import implementation, register, same_padding
+from ...compiler.ops import crop_start, implementation, register, same_padding
 from ...compiler.symbolic import is_symbolic, show
 from ...dsl.files import describe_path, write_atomic
 from ...dsl.source import CnncError
@@ -416,23 +416,53 @@ register(BACKEND, "global_avgpool")(lambda b, n, x, out: b.add("GlobalAveragePoo
 register(BACKEND, "global_maxpool")(lambda b, n, x, out: b.add("GlobalMaxPool", [x[0]], out))
 
 
+def _even_bins(b: _Builder, node: Node, x: list[str], out: str, pool: str) -> bool:
+    """Global{pool}Pool, or {pool}Pool with kernel = stride, when an adaptive pool's bins tile the input
+    evenly (then True); else nothing is added."""
+    _, h, w = _shape_of(b, node)
+    oh, ow = _ints(node.attrs["output"])
+    if (oh, ow) == (1, 1):
+        b.add(f"Global{pool}Pool", [x[0]], out)
+        return True
+    if not is_symbolic(h) and not is_symbolic(w) and h % oh == 0 and w % ow == 0:
+        kernel = [int(h) // oh, int(w) // ow]
+        b.add(f"{pool}Pool", [x[0]], out, kernel_shape=kernel, strides=kernel)
+        return True
+    return False
+
+
 @register(BACKEND, "adaptive_avgpool")
 def _adaptive_avgpool(b: _Builder, node: Node, x: list[str], out: str) -> None:
     """AveragePool when the bins tile the input evenly; else PyTorch's uneven bins as two matrix
     products with constant bin matrices (the sizes must then be known)."""
-    _, h, w = _shape_of(b, node)
+    if _even_bins(b, node, x, out, "Average"):
+        return
     oh, ow = _ints(node.attrs["output"])
-    if (oh, ow) == (1, 1):
-        b.add("GlobalAveragePool", [x[0]], out)
-        return
-    if not is_symbolic(h) and not is_symbolic(w) and h % oh == 0 and w % ow == 0:
-        kernel = [int(h) // oh, int(w) // ow]
-        b.add("AveragePool", [x[0]], out, kernel_shape=kernel, strides=kernel)
-        return
     _, h, w = concrete(node, _shape_of(b, node), "input size (its bins depend on it)")
     rows = b.const("rows", _bin_matrix(int(h), oh, np.float32), np.float32)
     cols = b.const("cols", _bin_matrix(int(w), ow, np.float32).T, np.float32)
     b.add("MatMul", [b.add("MatMul", [rows, x[0]]), cols], out)
+
+
+@register(BACKEND, "adaptive_maxpool")
+def _adaptive_maxpool(b: _Builder, node: Node, x: list[str], out: str) -> None:
+    """MaxPool when the bins tile the input evenly; else each of PyTorch's uneven bins sliced and reduced
+    (ReduceMax), the bins joined by Concat (the sizes must then be known)."""
+    if _even_bins(b, node, x, out, "Max"):
+        return
+    oh, ow = _ints(node.attrs["output"])
+    _, h, w = concrete(node, _shape_of(b, node), "input size (its bins depend on it)")
+    axes = b.const("axes", [2, 3])
+    rows = []
+    for i in range(oh):
+        r0, r1 = (i * int(h)) // oh, -(-(i + 1) * int(h) // oh)
+        cells = []
+        for j in range(ow):
+            c0, c1 = (j * int(w)) // ow, -(-(j + 1) * int(w) // ow)
+            window = b.add("Slice", [x[0], b.const("starts", [r0, c0]), b.const("ends", [r1, c1]), axes])
+            cells.append(b.add("ReduceMax", [window, axes], keepdims=1))
+        rows.append(b.add("Concat", cells, axis=3))
+    b.add("Concat", rows, out, axis=2)
 
 
 @register(BACKEND, "upsample")
@@ -468,11 +498,17 @@ def _upsample(b: _Builder, node: Node, x: list[str], out: str) -> None:
 
 @register(BACKEND, "crop")
 def _crop(b: _Builder, node: Node, x: list[str], out: str) -> None:
-    """Slice H and W from (H − h)//2, (W − w)//2: constants when known, else computed from the shapes."""
+    """Slice H and W from the offset, else from (H − h)//2, (W − w)//2: constants when known, else computed
+    from the shapes."""
     (_, hh, ww), (_, h, w) = b.net.shapes[node.inputs[0]], b.net.shapes[node.inputs[1]]
     axes = b.const("axes", [2, 3])
+    offset = node.attrs.get("offset")
+    if offset is not None and any(is_symbolic(v) for v in (hh, ww, h, w)):   # start known, end from `like`
+        starts = b.const("starts", [int(v) for v in offset])
+        b.add("Slice", [x[0], starts, b.add("Add", [starts, b.add("Shape", [x[1]], start=2, end=4)]), axes], out)
+        return
     if not any(is_symbolic(v) for v in (hh, ww, h, w)):
-        top, left = (int(hh) - int(h)) // 2, (int(ww) - int(w)) // 2
+        top, left = crop_start(offset, (int(hh), int(ww)), (int(h), int(w)))
         b.add("Slice", [x[0], b.const("starts", [top, left]), b.const("ends", [top + int(h), left + int(w)]), axes],
               out)
         return

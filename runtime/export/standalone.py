@@ -249,6 +249,15 @@ def adaptive_avg_pool(x, output):
     return _bin_matrix(h, output[0], x.dtype) @ x @ _bin_matrix(w, output[1], x.dtype).T
 
 
+def adaptive_max_pool(x, output):
+    """The maximum of each of PyTorch's adaptive bins, floor(i*size/out) .. ceil((i+1)*size/out) per axis."""
+    h, w = x.shape[2:]
+    rows = [((i * h) // output[0], -(-(i + 1) * h // output[0])) for i in range(output[0])]
+    cols = [((j * w) // output[1], -(-(j + 1) * w // output[1])) for j in range(output[1])]
+    return np.stack([np.stack([x[:, :, r0:r1, c0:c1].max(axis=(2, 3)) for c0, c1 in cols], axis=-1)
+                     for r0, r1 in rows], axis=-2)
+
+
 def _bilinear_matrix(size, scale, dtype):
     """[size*scale, size]: bilinear weights, align_corners=False, source index clamped at 0."""
     m = np.zeros((size * scale, size))
@@ -288,10 +297,11 @@ def pad2d(x, padding, value=0.0):
     return np.pad(x, ((0, 0), (0, 0)) + tuple(padding), constant_values=value)
 
 
-def crop(x, like):
-    """Centre crop of x to like's height and width (odd differences drop the bottom/right line)."""
+def crop(x, like, offset=None):
+    """Crop of x to like's height and width at (top, left) = offset, else at the centre (an odd
+    difference drops the bottom/right line)."""
     (hh, ww), (h, w) = x.shape[2:], like.shape[2:]
-    top, left = (hh - h) // 2, (ww - w) // 2
+    top, left = offset if offset is not None else ((hh - h) // 2, (ww - w) // 2)
     return x[:, :, top:top + h, left:left + w]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from ...compiler.graph import Network, Node
-from ...compiler.ops import implementation, register
+from ...compiler.ops import crop_start, implementation, register
 from ...dsl.source import CnncError
 from .codegen import py_literal
 
@@ -301,6 +301,8 @@ register(BACKEND, "global_avgpool")(lambda e, n, x: Layer(None, f"{x[0]}.mean((2
 register(BACKEND, "global_maxpool")(lambda e, n, x: Layer(None, f"{x[0]}.amax((2, 3), keepdim=True)"))
 register(BACKEND, "adaptive_avgpool")(
     lambda e, n, x: Layer(None, _call("F.adaptive_avg_pool2d", x[0], output_size=tuple(n.attrs["output"]))))
+register(BACKEND, "adaptive_maxpool")(
+    lambda e, n, x: Layer(None, _call("F.adaptive_max_pool2d", x[0], output_size=tuple(n.attrs["output"]))))
 register(BACKEND, "pad")(lambda e, n, x: Layer(None, _padded(x[0], n.attrs["padding"], n.attrs["value"])
                                                if any(_torch_pad(n.attrs["padding"])) else x[0]))
 
@@ -341,7 +343,7 @@ def _affine(e: Context, node: Node, x: list[str]) -> Layer:
 @register(BACKEND, "crop")
 def _crop(e: Context, node: Node, x: list[str]) -> Layer:
     (_, h, w), (_, oh, ow) = e.shape(node.inputs[0]), e.shape(node.name)
-    top, left = (h - oh) // 2, (w - ow) // 2
+    top, left = crop_start(node.attrs.get("offset"), (h, w), (oh, ow))
     return Layer(None, f"{x[0]}[:, :, {top}:{top + oh}, {left}:{left + ow}]")
 
 

@@ -300,6 +300,38 @@ def _adaptive_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -
     return _separable(x, mh, mw), (mh, mw)
 
 
+def _bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive bins along one axis: floor(i·size/out) .. ceil((i+1)·size/out)."""
+    return [((i * size) // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive_max_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, tuple]:
+    """The maximum of each bin, and where it is (the first maximum of the bin, as PyTorch picks)."""
+    x = xs[0]
+    (n, c, h, w), (oh, ow) = x.shape, attrs["output"]
+    y = np.empty((n, c, oh, ow), x.dtype)
+    where = np.empty((n, c, oh, ow), np.intp)
+    for i, (r0, r1) in enumerate(_bins(h, oh)):
+        for j, (c0, c1) in enumerate(_bins(w, ow)):
+            window = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)
+            k = window.argmax(axis=2)
+            y[:, :, i, j] = np.take_along_axis(window, k[..., None], axis=2)[..., 0]
+            where[:, :, i, j] = (r0 + k // (c1 - c0)) * w + c0 + k % (c1 - c0)
+    return y, (x.shape, where)
+
+
+def _adaptive_max_backward(dy: np.ndarray, cache: tuple) -> Grads:
+    """Each bin's gradient to its maximum; bins overlap when the sizes do not divide, so bin by bin."""
+    shape, where = cache
+    n, c = shape[:2]
+    dx = np.zeros((n, c, shape[2] * shape[3]), dy.dtype)
+    rows, chans = np.arange(n)[:, None], np.arange(c)[None, :]
+    for i in range(dy.shape[2]):
+        for j in range(dy.shape[3]):
+            dx[rows, chans, where[:, :, i, j]] += dy[:, :, i, j]   # one index per (sample, channel): no clash
+    return (dx.reshape(shape),), {}
+
+
 def _separable_backward(dy: np.ndarray, cache: tuple) -> Grads:
     mh, mw = cache
     return (_separable(dy, mh.T, mw.T),), {}
@@ -355,5 +387,6 @@ register("kernel", "lppool")(Kernel(_lppool_forward, _lppool_backward))
 register("kernel", "global_avgpool")(Kernel(_global_avgpool_forward, _global_avgpool_backward))
 register("kernel", "global_maxpool")(Kernel(_global_maxpool_forward, _global_maxpool_backward))
 register("kernel", "adaptive_avgpool")(Kernel(_adaptive_forward, _separable_backward))
+register("kernel", "adaptive_maxpool")(Kernel(_adaptive_max_forward, _adaptive_max_backward))
 register("kernel", "unpool")(Kernel(_unpool_forward, _unpool_backward))
 register("kernel", "upsample")(Kernel(_upsample_forward, _upsample_backward))

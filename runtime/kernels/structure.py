@@ -14,7 +14,7 @@ from functools import reduce
 
 import numpy as np
 
-from ...compiler.ops import register
+from ...compiler.ops import crop_start, register
 from ._core import Attrs, Context, Grads, Kernel, Params, Tensors
 
 
@@ -110,9 +110,9 @@ def _pad_backward(dy: np.ndarray, cache: tuple) -> Grads:
 def _crop_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
     x, like = xs
     (hh, ww), (h, w) = x.shape[2:], like.shape[2:]
-    if h > hh or w > ww:
-        raise ValueError(f"crop: {x.shape} is smaller than {like.shape}")
-    top, left = (hh - h) // 2, (ww - w) // 2       # an odd difference drops the extra bottom/right line
+    top, left = crop_start(attrs.get("offset"), (hh, ww), (h, w))
+    if top + h > hh or left + w > ww:
+        raise ValueError(f"crop: {x.shape} is smaller than {like.shape} at ({top}, {left})")
     return x[:, :, top:top + h, left:left + w], (x.shape, top, left)
 
 

@@ -20,13 +20,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...compiler.train_spec import TrainConfig
+from ...compiler.train_spec import train_config, with_data
 from ...dsl.files import describe_path
 from ...dsl.source import CnncError
 from .. import checkpoint
 from .. import preprocess
 from ..data.image_policy import ImagePolicy
-from ..data.pipeline import prepare
+from ..data.pipeline import inputs, prepare
 from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..train.evaluation import Confusion, report
 from ..train.losses import loss_for
@@ -125,21 +125,21 @@ def _member_split(m: Member, data_override: str | None,
     images is read by the image policy (`resize`, else the training's recorded size)."""
     ck = checkpoint.load(m.path)
     records = preprocess.check_records(ck.preprocess, f"checkpoint '{m.name}'")
-    cfg = m.compiled.net.train or TrainConfig()
+    cfg = with_data(train_config(m.compiled.net), data_override)
     loss = loss_for(cfg)
     net = m.compiled.net
     shape = tuple(next(iter(net.inputs.values())))
     images = ImagePolicy(net.name, shape, resize, ck.image_size) if len(shape) == 3 else None
     if images is not None:
         images.check()
-    ds = prepare(cfg, NetworkShapes.of(net), loss, data_override, records=records, images=images)
+    ds = prepare(cfg, NetworkShapes.of(net), loss, records=records, images=images)
     if loss.target_kind not in (CLASS, PIXEL_CLASS):
         raise CnncError(f"{m.flag}: network '{m.compiled.net.name}' is trained with a {loss.name} loss; "
                         "ensembles combine class probabilities", hint="only classifiers and segmenters combine")
     split, name = (ds.test, "test") if ds.test is not None and len(ds.test) else (ds.val, "validation")
     if split is None or not len(split):
         raise CnncError(f"the data '{ds.name}' has no test or validation split to evaluate on")
-    return split.x, split.y, name, ds.name, loss
+    return inputs(ds, split.x), split.y, name, ds.name, loss
 
 
 def _probabilities(m: Member, x: np.ndarray) -> np.ndarray:

@@ -3,11 +3,14 @@
 The training split (after `limit`) is cut into K disjoint folds
 (runtime/data/splits.py); fold i trains a fresh model on the other K-1 folds
 in OUT/fold-i (a run directory of its own: checkpoints, metrics.jsonl,
-`--resume`) and is validated on fold i. The test split is kept out of every
-fold: no fold trains, validates or is scored on it. Each fold's figures are
-its last epoch's record; the summary is the mean and the sample standard
-deviation (ddof = 1) of each figure over the folds, written with the folds to
-OUT/kfold.json.
+`--resume`). Without a `val` fraction fold i is the validation split; with
+one, that fraction of the other folds is held out as each fold's validation
+split (for early stopping, plateau, best.npz) and fold i is scored once the
+fold's training ends (`fold_loss`, `fold_accuracy`). The test split is kept
+out of every fold: no fold trains, validates or is scored on it. Each fold's
+figures are its last epoch's record (and its held-out fold's score); the
+summary is the mean and the sample standard deviation (ddof = 1) of each
+figure over the folds, written with the folds to OUT/kfold.json.
 """
 from __future__ import annotations
 
@@ -21,11 +24,10 @@ import numpy as np
 
 from ...compiler.train_spec import TrainConfig
 from ...dsl import files
-from ...dsl.source import CnncError
 from ..data import splits
 from ..train.rundir import RunDirectory
 
-FIGURES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+FIGURES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "fold_loss", "fold_accuracy")
 SUMMARY = "kfold.json"
 
 
@@ -50,16 +52,6 @@ class KFoldResult:
         return {"k": len(self.folds), "folds": [vars(f) for f in self.folds], "summary": self.summary}
 
 
-def _refuse_val(cfg: TrainConfig) -> None:
-    """The held-out fold is the validation split: a second one would be held out and never used."""
-    given = cfg.val if cfg.val is not None else cfg.data.options.get("val")
-    if given:
-        raise CnncError(f"kfold = {cfg.kfold} and val = {given}: each fold validates on its held-out fold",
-                        cfg.locs.get("kfold"),
-                        "remove val (from the command line: --train data=NAME without it); the test split "
-                        "stays out of every fold")
-
-
 def summarize(folds: list[Fold]) -> dict[str, dict[str, float]]:
     """Mean and sample standard deviation of each figure every fold has."""
     out: dict[str, dict[str, float]] = {}
@@ -80,20 +72,23 @@ def run_kfold(compiled, cfg: TrainConfig, out: Path, make_trainer: Callable[...,
     data flags); `started(k)` is called once the first fold's data is loaded.
     """
     k = int(cfg.kfold)
-    _refuse_val(cfg)
     out = Path(out)
     folds: list[Fold] = []
     with RunDirectory(out):
         for i in range(k):
             fold_out = out / f"fold-{i + 1}"
-            trainer = make_trainer(cfg, fold_out, splits.fold(k, i, cfg.seed),
+            trainer = make_trainer(cfg, fold_out, splits.fold(k, i, cfg.seed, cfg.val),
                                    lambda s, i=i: log(f"fold {i + 1}/{k}: {s}"))
+            ds = trainer.ds
+            held = ds.test if cfg.val else ds.val    # the fold scored: held out past training, or validating
             if i == 0 and started is not None:
-                started(len(trainer.ds.train) + len(trainer.ds.val))
+                started(sum(len(s) for s in (ds.train, ds.val, ds.test) if s is not None))
             again = resume and (fold_out / "last.npz").exists()
             result = trainer.run(resume=again, overwrite=overwrite)
-            last = result.history[-1] if result.history else {}
-            folds.append(Fold(i + 1, len(trainer.ds.train), len(trainer.ds.val), result.epochs_run,
+            last = dict(result.history[-1]) if result.history else {}
+            if result.test is not None:
+                last.update(fold_loss=result.test["loss"], fold_accuracy=result.test["accuracy"])
+            folds.append(Fold(i + 1, len(ds.train), len(held), result.epochs_run,
                               {name: _finite(last.get(name)) for name in FIGURES}, str(fold_out), result.stopped,
                               result.non_finite))
         kf = KFoldResult(folds, summarize(folds))

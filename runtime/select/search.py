@@ -6,8 +6,13 @@ random search, a distribution (`lr=loguniform(1e-4, 1e-1)`). `plan_grid`
 takes the cartesian product, `plan_random` draws N distinct trials from a
 seeded generator. Every trial is checked before any runs: its network
 compiles with its parameters and its train keys pass the train checker
-(compiler/train_spec.py `set_key_text`), so a bad value is an error naming
-its flag, not a failed trial.
+(compiler/train_spec.py: the `--train` flags one layer over the file, the
+trial's axes one layer over them), so a bad value — or two axes that set one
+thing differently — is an error naming its flag, not a failed trial.
+A trial's record holds what it trained with: the resolved record (`train`,
+as in its checkpoints) and each axis's value read back from it (`trained`:
+the drawn learning rate, the optimizer with its rate), which the ranked table
+and the "best" command show.
 
 `run_trial(spec)` trains one trial in its own run directory (a plain,
 picklable dict goes in, a JSON-able record comes out) and never raises: a
@@ -36,8 +41,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ...compiler.driver import compile_file, parse_assignment, parse_shape
-from ...compiler.train_spec import TrainConfig, set_key_text
+from ...compiler.driver import compile_file, parse_assignment, parse_shape, with_train
+from ...compiler.train_spec import given_text, key_text, set_key_text, text, train_config
 from ...compiler.train_vocab import KEYS
 from ...dsl import files
 from ...dsl.source import CnncError, did_you_mean
@@ -250,23 +255,35 @@ def compile_trial(base: Base, settings: Settings, axes: Sequence[Axis]):
             params[name] = parse_assignment(f"{name}={value}", f"--grid {net_axes[name].text}:")[1]
     try:
         compiled = compile_file(base.file, base.network, dict(parse_shape(s) for s in base.inputs), params,
-                                set(base.allow))
+                                set(base.allow), with_train=False)
     except CnncError as err:
         shown = ", ".join(f"{k}={settings[k]}" for k in settings if k in net_axes)
         if shown:
             raise CnncError(f"--grid with {shown}: {err.message}", hint=err.hint) from None
         raise
-    cfg = compiled.net.train or TrainConfig()
-    for text in base.train:
-        cfg = set_key_text(cfg, text, "--train")
     train_axes = {a.name: a for a in axes if a.train}
-    for name, value in settings.items():
-        if name in train_axes:
-            cfg = set_key_text(cfg, f"{name}={value}", f"--grid {train_axes[name].text}:")
+    flags = [given_text(assignment, "--train") for assignment in base.train]   # one layer; the axes one more
+    trial = [given_text(f"{name}={value}", f"--grid {train_axes[name].text}:")
+             for name, value in settings.items() if name in train_axes]
+    compiled = with_train(compiled, base.file, [flags, trial])
+    cfg = train_config(compiled.net)
     if cfg.kfold:
         raise CnncError("cnnc search trains one model per trial; kfold is for cnnc run",
                         cfg.locs.get("kfold"), "remove kfold from the search")
     return compiled, cfg
+
+
+def trained(cfg, settings: Settings, axes: Sequence[Axis]) -> Settings:
+    """Each axis's value as the trial trained with it: a train key read back from the resolved record
+    (so `lr` is the rate the optimizer stepped with), a network parameter as `--set` bound it."""
+    train = {a.name for a in axes if a.train}
+    return {name: key_text(cfg, name) if name in train else text(parse_assignment(f"{name}={value}")[1])
+            for name, value in settings.items()}
+
+
+def shown_settings(record: dict[str, Any]) -> Settings:
+    """A trial's settings as it trained with them (older records: as planned)."""
+    return {**record["settings"], **record.get("trained", {})}
 
 
 def network_parameters(base: Base) -> list[str]:
@@ -302,6 +319,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
             trainer = Trainer(compiled, cfg, Path(spec["out"]), data_override=base.data, limit=base.limit,
                               progress=False, log=lambda s: None, threads=base.threads)
             result = trainer.run(resume=spec.get("resume", False), overwrite=not spec.get("resume", False))
+        record.update(train=trainer.record, trained=trained(trainer.cfg, spec["settings"], axes))
         last = result.history[-1] if result.history else {}
         figures = {k: last.get(k) for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
         if result.test:
@@ -495,7 +513,7 @@ class _State:
         self.records = [r for r in self.records if settings_key(r["settings"]) != key] + [record]
         self.ran += 1
         write_results(self.path, self.records)
-        shown = ", ".join(f"{k}={v}" for k, v in record["settings"].items())
+        shown = ", ".join(f"{k}={v}" for k, v in shown_settings(record).items())
         if record["status"] == "ok":
             figures = "  ".join(f"{k} {v:.4g}" for k, v in record.get("figures", {}).items())
             self.log(f"trial {shown}: {_epochs(record.get('epochs'))}  {figures}  ({record.get('seconds', 0):.1f}s)")

@@ -13,15 +13,21 @@ the trainer reports; `make_loss(name, **options)` binds options such as
 `label_smoothing` or `ignore_index`. The names and options are those the
 train vocabulary declares (compiler/train_vocab.py `LOSS`): each function's
 keyword-only parameters are exactly its entry's options.
+
+A train section's `loss` (compiler/train_spec.py `Loss`) is, per output, a
+weighted sum of these; `WeightedLoss` sums them (a single term of weight 1 is
+the `LossSpec` itself), and `Objective` is the whole of what a network is
+trained on: each output's loss times its `loss_weights` entry, summed, with
+each output's own loss and accuracy counts kept for the metrics.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ...compiler.train_spec import TrainConfig
+from ...compiler.train_spec import Loss, TrainConfig
 from ...compiler.train_vocab import LOSS
 from ...dsl.source import CnncError, did_you_mean
 from ..data.targets import BINARY, CLASS, MULTILABEL, PIXEL_CLASS, REAL
@@ -287,9 +293,108 @@ def get_loss(name: str) -> LossSpec:
                         hint=did_you_mean(name, LOSSES, "known losses: " + ", ".join(LOSSES))) from None
 
 
-def loss_for(cfg: TrainConfig) -> LossSpec:
-    """The loss a train section names, with its options bound."""
-    return make_loss(cfg.loss.name, **cfg.loss.arguments)
+@dataclass(frozen=True)
+class WeightedLoss:
+    """Σ w_i · loss_i on one output: the value and the gradient are the weighted sums; the accuracy is
+    counted by the first term that counts one. Every term takes the same kind of target."""
+
+    terms: tuple[tuple[float, LossSpec], ...]
+
+    @property
+    def name(self) -> str:
+        return " + ".join(f"{w:g} * {spec.name}" if w != 1 else spec.name for w, spec in self.terms)
+
+    @property
+    def target_kind(self) -> str:
+        return self.terms[0][1].target_kind
+
+    @property
+    def one_hot_labels(self) -> bool:
+        return all(spec.one_hot_labels or spec.target_kind != REAL for _, spec in self.terms)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {k: v for _, spec in self.terms for k, v in spec.options.items()}
+
+    @property
+    def classification(self) -> bool:
+        return self.target_kind in (CLASS, PIXEL_CLASS)
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray) -> LossResult:
+        value, grad = 0.0, None
+        for w, spec in self.terms:
+            v, g = spec(pred, target)
+            value += w * v
+            grad = w * g if grad is None else grad + w * g
+        return value, grad.astype(_grad_dtype(pred), copy=False)
+
+    def correct(self, pred: np.ndarray, target: np.ndarray) -> tuple[int, int] | None:
+        for _, spec in self.terms:
+            counts = spec.correct(pred, target)
+            if counts is not None:
+                return counts
+        return None
+
+
+def output_loss(loss: Loss, where: Any = None) -> LossSpec | WeightedLoss:
+    """One output's loss as the train section resolved it (a sum's terms must take one kind of target)."""
+    terms = tuple((w, make_loss(spec.name, **spec.arguments)) for w, spec in loss.terms)
+    if len(terms) == 1 and terms[0][0] == 1.0:
+        return terms[0][1]
+    kinds = {spec.target_kind for _, spec in terms}
+    if len(kinds) > 1:
+        raise CnncError(f"loss {' + '.join(spec.name for _, spec in terms)}: its terms take different targets "
+                        f"({', '.join(sorted(kinds))}), so no data fits them all", where,
+                        "add losses that compare the output with the same kind of target")
+    return WeightedLoss(terms)
+
+
+def loss_for(cfg: TrainConfig) -> LossSpec | WeightedLoss:
+    """The loss of the network's first output, with its options bound (what its targets are checked against)."""
+    return output_loss(cfg.loss[0], cfg.locs.get("loss"))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a network trains on: per output its loss and weight (Keras's loss_weights), summed."""
+
+    losses: dict[str, LossSpec | WeightedLoss]
+    weights: dict[str, float]
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, outputs: tuple[str, ...]) -> "Objective":
+        losses = {o: output_loss(loss, cfg.locs.get("loss")) for o, loss in zip(outputs, cfg.loss)}
+        weights = dict(zip(outputs, cfg.loss_weights or (1.0,) * len(outputs)))
+        return cls(losses, weights)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self.losses)
+
+    @property
+    def first(self) -> LossSpec | WeightedLoss:
+        return next(iter(self.losses.values()))
+
+    def targets(self, y: Any) -> dict[str, np.ndarray]:
+        """Targets by output: a dict as given (several outputs), or the one array for the one output."""
+        return y if isinstance(y, Mapping) else {self.outputs[0]: y}
+
+    def __call__(self, preds: Mapping[str, np.ndarray], y: Any
+                 ) -> tuple[float, dict[str, np.ndarray], dict[str, float]]:
+        """(the weighted total, the gradient of the total per output, each output's own loss)."""
+        targets = self.targets(y)
+        total, grads, each = 0.0, {}, {}
+        for o, loss in self.losses.items():
+            value, grad = loss(preds[o], targets[o])
+            w = self.weights[o]
+            total += w * value
+            grads[o] = grad if w == 1.0 else (grad * w).astype(grad.dtype, copy=False)
+            each[o] = value
+        return total, grads, each
+
+    def correct(self, preds: Mapping[str, np.ndarray], y: Any) -> dict[str, tuple[int, int] | None]:
+        targets = self.targets(y)
+        return {o: loss.correct(preds[o], targets[o]) for o, loss in self.losses.items()}
 
 
 def make_loss(name: str, **options: Any) -> LossSpec:

@@ -17,17 +17,20 @@ from typing import Any
 import numpy as np
 
 from ...compiler.train_spec import TrainConfig
+from ..data.containers import take
 from ..kernels import shards
 from ..plan import Plan
+from .losses import Objective
 from .optim import make_optimizer, penalty
 
 
 SHARDS = 2  # a training batch is computed as this many shards (see batch_loss_and_grads)
 
 
-def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator,
+def batch_loss_and_grads(plan: Plan, objective, xb: np.ndarray, yb, drop_rng: np.random.Generator,
                          pool: ThreadPoolExecutor | None = None):
-    """Loss, predictions and parameter gradients of one training batch.
+    """Loss, predictions (by output) and parameter gradients of one training batch: `objective`
+    (losses.py `Objective`, or one output's loss) scores every output against its targets.
 
     The batch is cut into SHARDS fixed shards, run on the pool's threads with
     BLAS held to one thread each: NumPy releases the GIL inside its kernels, so
@@ -46,24 +49,26 @@ def batch_loss_and_grads(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, dr
     sets. Held here, a run's numbers depend on the seed and the data alone:
     not on `--threads`, the load of the machine or when threads arrive.
     """
+    if not isinstance(objective, Objective):
+        objective = Objective({plan.outputs[0]: objective}, {plan.outputs[0]: 1.0})
     with shards.blas_threads(1):
-        return _batch(plan, loss_fn, xb, yb, drop_rng, pool)
+        return _batch(plan, objective, xb, yb, drop_rng, pool)
 
 
-def _batch(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, drop_rng: np.random.Generator,
+def _batch(plan: Plan, objective: Objective, xb: np.ndarray, yb, drop_rng: np.random.Generator,
            pool: ThreadPoolExecutor | None):
     lockstep = not plan.batch_independent
     if len(xb) < SHARDS or (lockstep and pool is None):
-        return _shard(plan, loss_fn, xb, yb, drop_rng, 1.0)
+        return _shard(plan, objective, xb, yb, drop_rng, 1.0)
     parts = np.array_split(np.arange(len(xb)), SHARDS)
     rngs = [np.random.default_rng(s) for s in drop_rng.integers(0, 2**63 - 1, size=SHARDS)]
-    jobs = [(xb[i], yb[i], r, len(i) / len(xb)) for i, r in zip(parts, rngs)]
+    jobs = [(xb[i], take(yb, i), r, len(i) / len(xb)) for i, r in zip(parts, rngs)]
     if lockstep:
         group = shards.ShardGroup(SHARDS)
 
         def run(i: int):
             with shards.member(group, i):
-                return _shard(plan, loss_fn, *jobs[i])
+                return _shard(plan, objective, *jobs[i])
         # Shard 0 runs on this thread, so a pool of one worker is enough.
         futures = [pool.submit(run, i) for i in range(1, SHARDS)]
         try:
@@ -78,11 +83,11 @@ def _batch(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, drop_rng: np.ran
             raise
         results = [first, *(f.result() for f in futures)]
     elif pool is not None:
-        results = shards.in_parallel(pool, [partial(_shard, plan, loss_fn, *job) for job in jobs])
+        results = shards.in_parallel(pool, [partial(_shard, plan, objective, *job) for job in jobs])
     else:
-        results = [_shard(plan, loss_fn, *job) for job in jobs]
+        results = [_shard(plan, objective, *job) for job in jobs]
     loss = sum(r[0] * job[3] for r, job in zip(results, jobs))
-    pred = np.concatenate([r[1] for r in results])
+    pred = {o: np.concatenate([r[1][o] for r in results]) for o in results[0][1]}
     grads = dict(results[0][2])
     for _, _, g in results[1:]:
         for k, v in g.items():
@@ -94,13 +99,14 @@ def _batch(plan: Plan, loss_fn, xb: np.ndarray, yb: np.ndarray, drop_rng: np.ran
 QUIET_FLOATS = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
 
 
-def _shard(plan: Plan, loss_fn, xb, yb, rng, weight: float):
+def _shard(plan: Plan, objective, xb, yb, rng, weight: float):
     with np.errstate(**QUIET_FLOATS):  # per thread: shards may run on the pool's threads
         out, tape = plan.forward({plan.inputs[0]: xb}, training=True, rng=rng)
-        pred = out[plan.outputs[0]]
-        loss, dpred = loss_fn(pred, yb)
-        grads = plan.backward(tape, {plan.outputs[0]: dpred * np.float32(weight) if weight != 1.0 else dpred})
-    return loss, pred, grads
+        loss, dpreds, _ = objective(out, yb)
+        if weight != 1.0:
+            dpreds = {o: g * np.float32(weight) for o, g in dpreds.items()}
+        grads = plan.backward(tape, dpreds)
+    return loss, {o: out[o] for o in objective.outputs}, grads
 
 
 class NumpyEngine:
@@ -123,24 +129,26 @@ class NumpyEngine:
     def begin_epoch(self, epoch: int) -> None:
         """Nothing to do: the trainer's (seed, epoch) generator draws this engine's random drops."""
 
-    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, loss_fn, drop_rng: np.random.Generator):
-        """The batch's loss (with the L1/L2 penalty) and (correct, counted); the gradients wait for step."""
+    def forward_backward(self, xb: np.ndarray, yb, objective, drop_rng: np.random.Generator):
+        """The batch's loss (with the L1/L2 penalty), each output's (correct, counted) and each output's
+        own loss; the gradients wait for step."""
         if self._executor is None and self.threads > 1:
             self._executor = ThreadPoolExecutor(self.threads)
-        loss, pred, grads = batch_loss_and_grads(self.plan, loss_fn, xb, yb, drop_rng, self._executor)
+        loss, pred, grads = batch_loss_and_grads(self.plan, objective, xb, yb, drop_rng, self._executor)
         extra, pgrads = penalty(self.plan.params, self.cfg.l1, self.cfg.l2, self.is_weight)
         for k, g in pgrads.items():
             if k in grads:
                 grads[k] = grads[k] + g
         self._grads = grads
-        return loss + extra, loss_fn.correct(pred, yb)
+        each = objective(pred, yb)[2] if len(objective.outputs) > 1 else {objective.outputs[0]: loss}
+        return loss + extra, objective.correct(pred, yb), each
 
     def step(self, lr: float) -> None:
         self.optimizer.step(self._grads, lr)
         self._grads = {}
 
-    def predict(self, xb: np.ndarray) -> np.ndarray:
-        """Eval-mode outputs; the batch cut into a shard per thread (samples never meet in eval)."""
+    def predict(self, xb: np.ndarray) -> dict[str, np.ndarray]:
+        """Eval-mode outputs by name; the batch cut into a shard per thread (samples never meet in eval)."""
         k = min(self.threads, len(xb))
         if k <= 1:
             with shards.blas_threads(1):    # as in training: BLAS's thread count never reaches the bits
@@ -148,10 +156,11 @@ class NumpyEngine:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads)
         jobs = [partial(self._predict, xb[a:b]) for a, b in shards.bounds(len(xb), k)]
-        return np.concatenate(shards.in_parallel(self._executor, jobs))
+        parts = shards.in_parallel(self._executor, jobs)
+        return {o: np.concatenate([p[o] for p in parts]) for o in self.plan.outputs}
 
-    def _predict(self, xb: np.ndarray) -> np.ndarray:
-        return self.plan.forward({self.plan.inputs[0]: xb})[0][self.plan.outputs[0]]
+    def _predict(self, xb: np.ndarray) -> dict[str, np.ndarray]:
+        return self.plan.forward({self.plan.inputs[0]: xb})[0]
 
     def params(self) -> dict[str, np.ndarray]:
         return self.plan.params

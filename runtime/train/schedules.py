@@ -4,8 +4,10 @@ A schedule maps a 0-based epoch to the learning rate used during that epoch:
 `sched.lr(e)` equals the rate a PyTorch scheduler reports after `e` calls to
 `scheduler.step()`. Epoch-based schedules (`step`, `cosine`, `constant`) use
 closed forms, so they are stateless and resuming cannot drift; `plateau` is
-driven by `sched.observe(val_loss)` once per epoch (as ReduceLROnPlateau's
-`step(metric)`) and its rate takes effect from the next epoch; `warmup`
+driven by `sched.observe(value)` once per epoch with the figure its `monitor`
+names (`sched.monitor`: val_loss, val_accuracy, train_loss or train_accuracy;
+the trainer reads it from the epoch's record), as ReduceLROnPlateau's
+`step(metric)`, and its rate takes effect from the next epoch; `warmup`
 ramps linearly for its own epochs and then hands over to any other schedule,
 which starts from its epoch 0 with the remaining epochs (SequentialLR with one
 milestone). `make_schedule(spec, base_lr, epochs)` accepts a name, a
@@ -41,8 +43,13 @@ class Schedule:
     def lr(self, epoch: int) -> float:
         return self.base_lr
 
+    @property
+    def monitor(self) -> str | None:
+        """The figure of an epoch's record `observe` wants (None: the schedule watches nothing)."""
+        return None
+
     def observe(self, metric: float) -> None:
-        """Report the end-of-epoch validation metric; only metric-driven schedules care."""
+        """Report the end-of-epoch value of `monitor`; only metric-driven schedules care."""
 
     def cycle_end(self, epoch: int) -> bool:
         """Whether epoch `epoch` ends a cycle (the next one restarts the rate); only warm restarts do."""
@@ -128,15 +135,18 @@ class CosineRestartsSchedule(Schedule):
 
 
 class PlateauSchedule(Schedule):
-    """ReduceLROnPlateau: cut the rate by `factor` after `patience` epochs without improvement."""
+    """ReduceLROnPlateau: cut the rate by `factor` after `patience` epochs without improvement of the
+    `monitor` figure; `mode` None follows the monitor (min for a loss, max for an accuracy)."""
 
     name = "plateau"
     _STATE = ("current", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 
-    def __init__(self, base_lr: float, epochs: int, mode: str = "min", factor: float = 0.1,
-                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
+    def __init__(self, base_lr: float, epochs: int, monitor: str = "val_loss", mode: str | None = None,
+                 factor: float = 0.1, patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
                  cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8) -> None:
         super().__init__(base_lr, epochs)
+        self._monitor = monitor
+        mode = mode if mode is not None else ("max" if monitor.endswith("accuracy") else "min")
         if mode not in ("min", "max"):
             raise CnncError(f"schedule plateau: mode must be 'min' or 'max', got '{mode}'")
         if threshold_mode not in ("rel", "abs"):
@@ -153,6 +163,10 @@ class PlateauSchedule(Schedule):
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
         self.last_epoch = 0
+
+    @property
+    def monitor(self) -> str:
+        return self._monitor
 
     def lr(self, epoch: int) -> float:
         return self.current
@@ -227,6 +241,10 @@ class WarmupSchedule(Schedule):
     @property
     def restarts(self) -> bool:
         return self.then.restarts
+
+    @property
+    def monitor(self) -> str | None:
+        return self.then.monitor
 
     def observe(self, metric: float) -> None:
         # Metrics measured while the rate was still ramping would poison plateau's "best".

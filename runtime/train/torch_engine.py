@@ -38,6 +38,7 @@ from ...compiler.ops import OPS
 from ...dsl.source import CnncError
 from ..export.torch_module import module_source
 from ..export.torch_rules import require_torch
+from ..data.containers import take
 from .optim import OPTIMIZERS
 from ..plan import initial_parameters, require_concrete
 
@@ -167,7 +168,7 @@ class TorchEngine:
             torch.set_num_threads(threads)
         elif self.world.local_size > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world.local_size))
-        self.cfg, self.inputs, self.output = cfg, tuple(net.inputs), net.outputs[0]
+        self.cfg, self.inputs, self.outputs = cfg, tuple(net.inputs), tuple(net.outputs)
         text, cls = module_source(net, "", "cnnc run --engine torch", torch)
         self.generated = load_module(text)
         model = getattr(self.generated, cls)()
@@ -209,8 +210,13 @@ class TorchEngine:
         self.torch.manual_seed(int(np.random.default_rng([self.cfg.seed, epoch, 2, self.world.rank])
                                    .integers(0, 2**63 - 1)))
 
-    def forward_backward(self, xb: np.ndarray, yb: np.ndarray, loss_fn, drop_rng=None):
-        """The global batch's loss and (correct, counted), with the gradients left in the parameters."""
+    def _outputs(self, pred) -> dict:
+        """The module's outputs by name (it returns the tensor itself when the network has one)."""
+        return dict(pred) if isinstance(pred, dict) else {self.outputs[0]: pred}
+
+    def forward_backward(self, xb: np.ndarray, yb, objective, drop_rng=None):
+        """The global batch's loss, each output's (correct, counted) and own loss, with the gradients left
+        in the parameters."""
         torch = self.torch
         n = len(xb)
         mine = share(n, self.world)
@@ -219,25 +225,35 @@ class TorchEngine:
             mine, weight = np.arange(1), 0.0
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
-        pred = self.network(torch.from_numpy(np.ascontiguousarray(xb[mine])).to(self.device))
-        values = pred.detach().cpu().numpy()
-        loss, dpred = loss_fn(values, yb[mine])
-        pred.backward(torch.from_numpy(np.asarray(dpred * np.float32(weight), dtype=np.float32)).to(self.device))
-        counts = loss_fn.correct(values, yb[mine]) if weight else None
+        preds = self._outputs(self.network(torch.from_numpy(np.ascontiguousarray(xb[mine])).to(self.device)))
+        values = {o: p.detach().cpu().numpy() for o, p in preds.items()}
+        targets = take(yb, mine)
+        loss, dpreds, each = objective(values, targets)
+        torch.autograd.backward([preds[o] for o in dpreds], [
+            torch.from_numpy(np.asarray(g * np.float32(weight), dtype=np.float32)).to(self.device)
+            for g in dpreds.values()])
+        counts = objective.correct(values, targets) if weight else {o: None for o in objective.outputs}
         mine_n = len(mine) if weight else 0
-        loss, counts = self._summed(loss * mine_n, mine_n, counts, n)
-        return loss + self._penalty(), counts
+        loss, counts, each = self._summed(loss, mine_n, counts, each, n)
+        return loss + self._penalty(), counts, each
 
-    def _summed(self, loss_sum: float, mine: int, counts, n: int):
-        """The global batch's mean loss and accuracy counts (each rank computed its share)."""
+    def _summed(self, loss: float, mine: int, counts: dict, each: dict, n: int):
+        """The global batch's mean loss, accuracy counts and per-output losses (each rank computed its share)."""
         if self.world.size == 1:
-            return loss_sum / max(mine, 1), counts
+            return loss, counts, each
         torch = self.torch
-        total = torch.tensor([loss_sum, float(counts[0]) if counts else 0.0, float(counts[1]) if counts else 0.0,
-                              1.0 if counts is not None else 0.0], dtype=torch.float64)
+        names = list(each)
+        values = [loss * mine] + [each[o] * mine for o in names]
+        for o in names:
+            c = counts.get(o)
+            values += [float(c[0]) if c else 0.0, float(c[1]) if c else 0.0, 1.0 if c is not None else 0.0]
+        total = torch.tensor(values, dtype=torch.float64)
         self.torch.distributed.all_reduce(total)
-        loss = float(total[0]) / n
-        return loss, ((int(total[1]), int(total[2])) if total[3] > 0 else None)
+        k = len(names) + 1
+        summed = {o: float(total[1 + i]) / n for i, o in enumerate(names)}
+        counted = {o: (int(total[k + 3 * i]), int(total[k + 3 * i + 1])) if total[k + 3 * i + 2] > 0 else None
+                   for i, o in enumerate(names)}
+        return float(total[0]) / n, counted, summed
 
     def _penalty(self) -> float:
         """l1 * sum|w| + l2 * sum w^2 over conv/linear weights, its gradient added to theirs."""
@@ -261,10 +277,12 @@ class TorchEngine:
             if p.grad is not None:
                 self.steps[k] += 1
 
-    def predict(self, xb: np.ndarray) -> np.ndarray:
+    def predict(self, xb: np.ndarray) -> dict[str, np.ndarray]:
+        """Eval-mode outputs by name."""
         self.model.eval()
         with self.torch.no_grad():
-            return self.model(self.torch.from_numpy(np.ascontiguousarray(xb)).to(self.device)).cpu().numpy()
+            preds = self._outputs(self.model(self.torch.from_numpy(np.ascontiguousarray(xb)).to(self.device)))
+            return {o: p.cpu().numpy() for o, p in preds.items()}
 
     # ------------------------------------------------------------ state
     def params(self) -> dict[str, np.ndarray]:

@@ -1,12 +1,19 @@
 """Stage 3 (runtime), training: the training loop behind `cnnc run`.
 
-From a validated `TrainConfig` it makes the loss, asks the data pipeline
-(data/pipeline.py) once for the run's data (read, split, preprocessed, checked
-against the network), builds the engine (engines.py) and the schedule, then
-trains epoch by epoch, augmenting and batching the training split: progress
-on stderr, one summary line per epoch, `metrics.jsonl`, an atomic `last.npz`
-after every epoch and `best.npz` when validation improves (and, with
-`snapshots`, `snapshot-K.npz` at the end of each warm-restart cycle). Every random draw of epoch e comes from generators
+From a resolved `TrainConfig` it makes the objective (a loss per output of the
+network, losses.py `Objective`), asks the data pipeline (data/pipeline.py) once
+for the run's data (read, split, its preprocessing fitted, checked against the
+network), builds the engine (engines.py) and the schedule, then trains epoch
+by epoch, batching the training split and augmenting each batch as read before
+preprocessing it (torchvision's order): the resolved record in one line at the
+start (compiler/train_spec.py `summary`; its JSON form goes into every
+checkpoint's meta as "train"), progress on stderr, one summary line per epoch
+(each output's loss and accuracy when there are several), `metrics.jsonl`, an
+atomic `last.npz` after every epoch and `best.npz` when the watched figure
+improves (early stopping's monitor; without it validation accuracy, else loss)
+(and, with `snapshots`, `snapshot-K.npz` at the end of each warm-restart cycle).
+The plateau schedule and early stopping are fed the figure their `monitor`
+names (monitors.py). Every random draw of epoch e comes from generators
 seeded with (seed, e), so a run resumed from `last.npz` ends with the same
 weights, bit for bit, as one that was never interrupted. A non-finite loss,
 or parameters that are no longer finite at the end of an epoch, stop the run
@@ -32,21 +39,22 @@ from typing import Any, Callable
 import numpy as np
 
 from ...compiler.ops import OPS
-from ...compiler.train_spec import Spec, TrainConfig
-from ...compiler.train_vocab import OPTIMIZER
+from ...compiler.train_spec import Spec, TrainConfig, for_network, record, summary, with_data
 from ...dsl import files
 from ...dsl.source import CnncError
 from .. import checkpoint
 from ..data import batching
 from ..data.augment import make_augment
 from ..data.containers import IMAGE_SIZE, Dataset
-from ..data.pipeline import prepare
+from ..data.pipeline import inputs, prepare
+from ..data.splits import HELD_OUT
 from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..plan import Plan
 from ..progress import Progress
 from .engines import make_engine
 from .evaluation import Confusion, report
-from .losses import loss_for
+from .losses import Objective
+from .monitors import EarlyStop, figure
 from .numpy_engine import QUIET_FLOATS
 from .optim import weight_predicate
 from .rundir import RunDirectory
@@ -54,18 +62,34 @@ from .schedules import make_schedule
 
 
 @dataclass
-class EpochStats:
+class OutputStats:
+    """One output's share of an epoch: its own mean loss and accuracy counts."""
+
     loss: float = 0.0
     correct: int = 0
     counted: int = 0
-    samples: int = 0
 
-    def add(self, loss: float, n: int, counts: tuple[int, int] | None) -> None:
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.counted if self.counted else None
+
+
+@dataclass
+class EpochStats:
+    loss: float = 0.0
+    samples: int = 0
+    outputs: dict[str, OutputStats] = field(default_factory=dict)
+
+    def add(self, loss: float, n: int, counts: dict, each: dict | None = None) -> None:
         self.loss += loss * n
         self.samples += n
-        if counts is not None:
-            self.correct += counts[0]
-            self.counted += counts[1]
+        for o, c in counts.items():
+            out = self.outputs.setdefault(o, OutputStats())
+            if each is not None:
+                out.loss += each[o] * n
+            if c is not None:
+                out.correct += c[0]
+                out.counted += c[1]
 
     @property
     def mean_loss(self) -> float:
@@ -73,7 +97,13 @@ class EpochStats:
 
     @property
     def accuracy(self) -> float | None:
-        return self.correct / self.counted if self.counted else None
+        """The accuracy of a one-output network (None with several: each output has its own)."""
+        return next(iter(self.outputs.values())).accuracy if len(self.outputs) == 1 else None
+
+    def per_output(self, prefix: str) -> dict[str, dict[str, float | None]]:
+        """Each output's loss and accuracy, named as in an epoch's record (`train_loss`, …)."""
+        n = max(self.samples, 1)
+        return {o: {f"{prefix}_loss": s.loss / n, f"{prefix}_accuracy": s.accuracy} for o, s in self.outputs.items()}
 
 
 @dataclass
@@ -99,33 +129,43 @@ class Trainer:
                  limit: int | None = None, progress: bool | Progress = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None):
+        net = compiled.net
+        cfg = for_network(with_data(cfg, data_override, limit), net.outputs)   # --data, --limit replace the data
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
-        self.loss = loss_for(cfg)
-        self.ds = prepare(cfg, NetworkShapes.of(compiled.net), self.loss, data_override, limit, resplit=resplit)
+        self.objective = Objective.of(cfg, tuple(net.outputs))
+        self.loss = self.objective.first
+        shapes = NetworkShapes.of(net, {o: loss.target_kind for o, loss in self.objective.losses.items()})
+        targets = self.objective.losses if len(net.outputs) > 1 else self.loss
+        self.ds = prepare(cfg, shapes, targets, resplit=resplit)
+        self.records = self.ds.meta.get("preprocess", [])
         hyper = cfg.optimizer.arguments
         if "betas" in hyper:
             hyper["betas"] = tuple(hyper["betas"])
-        self.base_lr = float(hyper.pop("lr", OPTIMIZER.entries[cfg.optimizer.name].option("lr").default))
-        if cfg.sync_bn and not any(OPS[n.op].has("batch_statistics") for n in compiled.net.layers()):
+        self.base_lr = cfg.lr
+        if cfg.sync_bn and not any(OPS[n.op].has("batch_statistics") for n in net.layers()):
             raise CnncError("sync_bn = true, but the network has no layer that uses batch statistics",
                             cfg.locs.get("sync_bn"), "sync_bn synchronises batchnorm across processes; drop it")
-        ops = {n.name: n.op for n in compiled.net.layers()}
+        ops = {n.name: n.op for n in net.layers()}
         self.engine = make_engine(engine, compiled, cfg, self.base_lr, hyper, weight_predicate(ops), threads, device,
                                   kernels)
         self.main = getattr(self.engine, "world", None) is None or self.engine.world.main
         # progress: show a bar of this run (True), or advance a caller's bar (k-fold's, over every fold)
         self.progress, self.log = progress if self.main else False, log if self.main else (lambda line: None)
         self.bar: Progress | None = None
+        try:
+            self._refuse_lone_samples()
+        except CnncError:
+            self.engine.close()   # (several processes leave their group together)
+            raise
         sched = cfg.schedule
         self.schedule = make_schedule(_schedule_spec(sched) if sched else None, self.base_lr, cfg.epochs)
-        if cfg.snapshots and not self.schedule.restarts:
-            raise CnncError("snapshots = true needs a schedule with warm restarts", cfg.locs.get("snapshots"),
-                            "e.g. schedule = cosine_restarts(T_0 = 5): a snapshot is kept at the end of each cycle")
         self.augment = make_augment([(a.name, a.arguments) for a in cfg.augment]) if cfg.augment else None
-        self.output = compiled.net.outputs[0]
-        self.input = next(iter(compiled.net.inputs))
+        self.output = net.outputs[0]
+        self.input = next(iter(net.inputs))
         self.class_names = self._class_names()
+        self.record = record(cfg)
         self.epoch = 0            # epochs completed
+        self.watch = EarlyStop(**cfg.early_stop.arguments) if cfg.early_stop else None
         self.best: float | None = None
         self.bad_epochs = 0
         self.history: list[dict] = []
@@ -151,27 +191,29 @@ class Trainer:
         if self.bar is not None:
             self.bar.set_label(f"epoch {epoch + 1}/{cfg.epochs}")
         for b, (xb, yb) in enumerate(batching.iterate_batches(x, y, cfg.batch, shuffle=True,
-                                                               rng=_rng(cfg.seed, epoch, SHUFFLE))):
-            if self.augment is not None:
+                                                               rng=_rng(cfg.seed, epoch, SHUFFLE),
+                                                               drop_last=cfg.drop_last)):
+            if self.augment is not None:   # on the samples as read, then the preprocessing (torchvision's order)
                 xb, yb = self.augment(xb, yb, aug_rng)
-            loss, counts = self.engine.forward_backward(xb, yb, self.loss, drop_rng)
+            loss, counts, each = self.engine.forward_backward(inputs(self.ds, xb), yb, self.objective, drop_rng)
             if not math.isfinite(loss):
                 raise NonFinite(epoch, b, loss)
             self.engine.step(lr)
-            stats.add(loss, len(xb), counts)
+            stats.add(loss, len(xb), counts, each)
             if self.bar is not None:
                 self.bar.update(1, bar_fields(stats, time.perf_counter() - start))
         return stats
 
-    def evaluate(self, split, confusion: Confusion | None = None) -> EpochStats:
-        """Loss and accuracy on a split; `confusion`, if given, accumulates the class confusion too."""
+    def evaluate(self, split, confusion: dict[str, Confusion] | None = None) -> EpochStats:
+        """Loss and accuracy on a split (its samples as read: the preprocessing is applied here);
+        `confusion`, if given, accumulates each class output's confusion too."""
         stats = EpochStats()
         for xb, yb in batching.iterate_batches(split.x, split.y, max(self.cfg.batch, 256)):
-            pred = self.engine.predict(xb)
-            loss, _ = self.loss(pred, yb)
-            stats.add(loss, len(xb), self.loss.correct(pred, yb))
-            if confusion is not None:
-                confusion.add(pred, yb)
+            pred = self.engine.predict(inputs(self.ds, xb))
+            loss, _, each = self.objective(pred, yb)
+            stats.add(loss, len(xb), self.objective.correct(pred, yb), each)
+            for o, matrix in (confusion or {}).items():
+                matrix.add(pred[o], self.objective.targets(yb)[o])
         return stats
 
     def _class_names(self) -> list[str] | None:
@@ -188,12 +230,38 @@ class Trainer:
         names = self.ds.classes
         return [str(n) for n in names] if names is not None and len(names) == outputs else None
 
-    def _confusion(self) -> Confusion | None:
-        """A confusion matrix for class-label losses (one class per sample or per pixel), else None."""
-        if self.loss.target_kind not in (CLASS, PIXEL_CLASS):
-            return None
-        classes = self.compiled.net.shapes[self.output][0]
-        return Confusion(classes, self.loss.options.get("ignore_index"))
+    def _confusion(self) -> dict[str, Confusion]:
+        """A confusion matrix per output with class-label targets (one class per sample or per pixel)."""
+        return {o: Confusion(self.compiled.net.shapes[o][0], loss.options.get("ignore_index"))
+                for o, loss in self.objective.losses.items() if loss.target_kind in (CLASS, PIXEL_CLASS)}
+
+    def _refuse_lone_samples(self) -> None:
+        """A batch whose batchnorm sees one value per channel cannot be normalised in training (PyTorch
+        refuses it too): found here, before training, not as a failure in some epoch's last batch."""
+        net = self.compiled.net
+        lone = [n for n in net.layers() if OPS[n.op].has("batch_statistics")
+                and all(d == 1 for d in net.shapes[n.inputs[0]][1:])]
+        if not lone:
+            return
+        n, batch = len(self.ds.train), self.cfg.batch
+        world = getattr(self.engine, "world", None)
+        ranks = world.size if world is not None else 1
+        smallest = batching.smallest_batch(n, batch, self.cfg.drop_last)
+        share = smallest // ranks          # the fewest samples one process computes
+        if smallest == 0 or share > 1:
+            return
+        layer = lone[0]
+        if batch // ranks <= 1:
+            raise CnncError(f"batch = {batch}: batchnorm '{layer.name}' normalises {list(net.shapes[layer.inputs[0]])} "
+                            f"features over the batch, which needs at least 2 samples" +
+                            (f" per process ({ranks} processes)" if ranks > 1 else ""),
+                            self.cfg.locs.get("batch"), "use a larger batch")
+        raise CnncError(f"the last batch of each epoch holds {smallest} sample{'s' if smallest != 1 else ''} "
+                        f"({n:,} training samples in batches of {batch})" +
+                        (f", {share} per process" if ranks > 1 else "") +
+                        f", and batchnorm '{layer.name}' cannot normalise {list(net.shapes[layer.inputs[0]])} "
+                        "features over one sample", self.cfg.locs.get("batch"),
+                        "add drop_last = true to the train section (or --train drop_last=true), or change batch")
 
     def run(self, resume: bool = False, overwrite: bool = False,
             started: Callable[[], None] | None = None) -> RunResult:
@@ -209,6 +277,7 @@ class Trainer:
                     self._record_split()
                 if started is not None and self.main:
                     started()
+                self.log(f"train: {summary(self.cfg)}")
                 with self._progress_bar():
                     return self._run_epochs(run_dir)
         finally:
@@ -220,13 +289,12 @@ class Trainer:
         Ctrl-C its line is ended first), or the caller's, which goes on after this run."""
         own = self.progress is True
         bar = Progress(f"epoch {self.epoch + 1}/{self.cfg.epochs}") if own else self.progress or None
-        steps = batching.num_batches(len(self.ds.train), self.cfg.batch)
-        if bar is not None:
-            bar.start_run(self.cfg.epochs * steps, min(self.epoch, self.cfg.epochs) * steps)
+        steps = batching.num_batches(len(self.ds.train), self.cfg.batch, self.cfg.drop_last)
         self.bar, log = bar, self.log
-        if bar is not None:
-            self.log = lambda line: (bar.clear(), log(line))   # lines go above the bar
         try:
+            if bar is not None:
+                bar.start_run(self.cfg.epochs * steps, min(self.epoch, self.cfg.epochs) * steps)
+                self.log = lambda line: (bar.clear(), log(line))   # lines go above the bar
             yield
         except BaseException:
             if own:
@@ -251,13 +319,9 @@ class Trainer:
                 break
             has_val = self.ds.val is not None and len(self.ds.val)
             val = self.engine.agree(self.evaluate(self.ds.val) if has_val and self.main else None)
-            record = {"epoch": epoch + 1, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
-                      "val_loss": val.mean_loss if val else None, "val_accuracy": val.accuracy if val else None,
-                      "lr": self.schedule.lr(epoch), "seconds": round(time.perf_counter() - t0, 3)}
-            if val is not None:
-                self.schedule.observe(val.mean_loss)
+            record = epoch_record(epoch + 1, train, val, self.schedule.lr(epoch), time.perf_counter() - t0)
             self.epoch = epoch + 1
-            improved = self._track_best(val if val is not None else train)
+            improved = self.observe(record)
             self.history.append(record)
             if self.main:
                 metrics.append(record)
@@ -268,24 +332,62 @@ class Trainer:
                     self._save(self.out / snapshot_name(self.schedule, epoch))
             self.log(_epoch_line(record, self.cfg.epochs, train.samples))
             result.epochs_run = self.epoch
-            if self.cfg.early_stop and self.bad_epochs >= self.cfg.early_stop.options["patience"]:
-                result.stopped = f"early stop: no improvement in {self.bad_epochs} epochs"
+            if self.watch is not None and self.watch.stop:
+                result.stopped = (f"early stop: {self.watch.monitor} has not improved in {self.watch.wait} epochs "
+                                  f"(best {self.watch.best:.4g})")
                 self.log(result.stopped)
                 break
         result.history = self.history
         if self.main and self.ds.test is not None and len(self.ds.test) and not result.non_finite:
-            # (not with broken weights)
-            confusion = self._confusion()
-            test = self.evaluate(self.ds.test, confusion)
-            result.test = {"split": "test", "loss": test.mean_loss, "accuracy": test.accuracy}
-            if confusion is not None:
-                result.test.update(report(confusion, dense=self.loss.target_kind == PIXEL_CLASS))
+            result.test = self._test()   # (not with broken weights)
             metrics.append(result.test)
-            acc = f", accuracy {test.accuracy:.2%}" if test.accuracy is not None else ""
-            if result.test.get("mean_iou") is not None:
-                acc += f", mean IoU {result.test['mean_iou']:.2%}"
-            self.log(f"test: loss {test.mean_loss:.4f}{acc} ({len(self.ds.test):,} samples)")
         return result
+
+    def observe(self, record: dict) -> bool:
+        """Feed an epoch's record to what watches it: the plateau schedule and early stopping get the
+        figure their monitor names; returns whether the watched figure improved (best.npz)."""
+        if self.schedule.monitor is not None:
+            self.schedule.observe(figure(record, self.schedule.monitor))
+        if self.watch is not None:
+            improved = self.watch.update(figure(record, self.watch.monitor))
+            self.best, self.bad_epochs = self.watch.best, self.watch.wait
+            return improved
+        return self._track_best(record)
+
+    def _track_best(self, record: dict) -> bool:
+        """Without early stopping, best.npz follows validation accuracy, else validation loss, else the
+        training figures (the first the epochs report)."""
+        name = next(n for n in ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+                    if record.get(n) is not None or n == "train_loss")
+        score = -record[name] if name.endswith("accuracy") else record[name]
+        if math.isfinite(score) and (self.best is None or score < self.best):
+            self.best, self.bad_epochs = score, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def _test(self) -> dict:
+        """The test split's record (or, in a k-fold with a validation split, the held-out fold's): loss
+        and accuracy, each class output's confusion report, and each output's figures when there are several."""
+        confusion = self._confusion()
+        test = self.evaluate(self.ds.test, confusion)
+        name = self.ds.meta.get("test_name", "test")
+        out: dict[str, Any] = {"split": name, "loss": test.mean_loss, "accuracy": test.accuracy}
+        reports = {o: report(c, dense=self.objective.losses[o].target_kind == PIXEL_CLASS)
+                   for o, c in confusion.items()}
+        if len(self.objective.outputs) == 1:
+            out.update(next(iter(reports.values()), {}))
+        else:
+            out["outputs"] = {o: {"loss": f[f"{name}_loss"], "accuracy": f[f"{name}_accuracy"], **reports.get(o, {})}
+                              for o, f in test.per_output(name).items()}
+        acc = f", accuracy {test.accuracy:.2%}" if test.accuracy is not None else ""
+        if out.get("mean_iou") is not None:
+            acc += f", mean IoU {out['mean_iou']:.2%}"
+        each = "".join(f"; {o} {_figures(f, name)}" for o, f in test.per_output(name).items()) \
+            if len(self.objective.outputs) > 1 else ""
+        self.log(f"{'held-out fold' if name == HELD_OUT else 'test'}: loss {test.mean_loss:.4f}{acc}{each} "
+                 f"({len(self.ds.test):,} samples)")
+        return out
 
     def _require_finite_state(self, epoch: int) -> None:
         """Parameters and optimizer state must be finite before any checkpoint is written."""
@@ -300,20 +402,12 @@ class Trainer:
             return f"the last good checkpoint is {files.describe_path(last)} (epoch {self.epoch})"
         return "no checkpoint was written (no epoch ended with finite weights)"
 
-    def _track_best(self, stats: EpochStats) -> bool:
-        score = -stats.accuracy if stats.accuracy is not None else stats.mean_loss
-        if math.isfinite(score) and (self.best is None or score < self.best):
-            self.best, self.bad_epochs = score, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
     # ------------------------------------------------------- checkpoints
     def _save(self, path: Path) -> None:
         meta = {"network": self.compiled.net.name, "epoch": self.epoch,
                 "seed": self.cfg.seed, "best": self.best, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history,
-                "preprocess": self.ds.meta.get("preprocess", []), "classes": self.class_names,
+                "preprocess": self.records, "classes": self.class_names, "train": self.record,
                 "image_size": self.ds.meta.get(IMAGE_SIZE)}
         checkpoint.save_training_state(path, self.engine.params(), self.engine.optimizer_state(), meta)
 
@@ -356,6 +450,8 @@ class Trainer:
         self.engine.load_state(ck.params, ck.optimizer, str(path))
         self.schedule.load_state_dict(ck.schedule)
         self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
+        if self.watch is not None:
+            self.watch.best, self.watch.wait = best, bad_epochs
         self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
 
     def _resume_checkpoint(self, path: Path) -> checkpoint.Checkpoint:
@@ -414,6 +510,25 @@ def bar_fields(stats: EpochStats, seconds: float) -> dict[str, str]:
     return fields
 
 
+def epoch_record(epoch: int, train: EpochStats, val: EpochStats | None, lr: float, seconds: float) -> dict:
+    """An epoch's line of metrics.jsonl: the total figures, and each output's when there are several."""
+    r = {"epoch": epoch, "train_loss": train.mean_loss, "train_accuracy": train.accuracy,
+         "val_loss": val.mean_loss if val else None, "val_accuracy": val.accuracy if val else None,
+         "lr": lr, "seconds": round(seconds, 3)}
+    if len(train.outputs) > 1:
+        each = train.per_output("train")
+        for o, f in (val.per_output("val") if val else {}).items():
+            each[o].update(f)
+        r["outputs"] = each
+    return r
+
+
+def _figures(f: dict, prefix: str) -> str:
+    """`loss 0.1234  acc 95.00%` of one split's figures (`train_loss`, `train_accuracy`)."""
+    acc = f.get(f"{prefix}_accuracy")
+    return f"loss {f[f'{prefix}_loss']:.4f}" + (f" acc {acc:.2%}" if acc is not None else "")
+
+
 def _epoch_line(r: dict, epochs: int, samples: int) -> str:
     parts = [f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}", f"train loss {r['train_loss']:.4f}"]
     if r["train_accuracy"] is not None:
@@ -422,6 +537,9 @@ def _epoch_line(r: dict, epochs: int, samples: int) -> str:
         parts.append(f"val loss {r['val_loss']:.4f}")
         if r["val_accuracy"] is not None:
             parts.append(f"acc {r['val_accuracy']:.2%}")
+    for o, f in r.get("outputs", {}).items():
+        shown = _figures(f, "train") + (f", val {_figures(f, 'val')}" if f.get("val_loss") is not None else "")
+        parts.append(f"[{o}: {shown}]")
     parts.append(f"lr {r['lr']:.4g}")
     parts.append(f"{r['seconds']:.1f}s ({samples / max(r['seconds'], 1e-9):,.0f} samples/s)")
     return "  ".join(parts)

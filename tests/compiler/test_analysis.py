@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
 import pytest
+
+from cnnc.compiler.report import to_json
 
 
 def rf(c, name):
@@ -209,14 +212,33 @@ def test_fields_through_transposed_convs_contain_the_true_dependencies(compile_s
         assert start <= rows.min() and rows.max() <= start + f.size - 1, j
 
 
-def test_a_broadcast_gate_does_not_make_the_field_global(compile_src):
+def test_a_gated_units_field_is_the_whole_input_and_its_local_field_the_convs(compile_src):
+    """The Distill definition: every input pixel that can change a unit. A squeeze-and-excitation gate pools
+    the whole input, so a gated unit's field is all of it (rf None, JSON null); the local field, through the
+    convolutions only, is the conv's 3x3. Both checked against the gradient of one unit."""
+    torch = pytest.importorskip("torch")
     c = compile_src("""
     network N {
-        input x: [4, 16, 16]
-        y = x -> conv(4, 3, pad = 1)
+        input x: [1, 16, 16]
+        y = x -> conv(1, 3, pad = 1)
         w = y -> global_avgpool -> sigmoid
         y * w
     }
     """)
-    size = c.analysis.rf["mul"][0].size
-    assert size == 3  # the gate rescales channels; where the unit looks is still the conv's 3x3
+    assert c.analysis.rf["mul"] is None
+    local = c.analysis.local_rf["mul"]
+    assert (local[0].size, local[1].size) == (3, 3) and c.analysis.rf["conv"] == c.analysis.local_rf["conv"]
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+    torch.nn.init.constant_(conv.weight, 1.0)
+    x = torch.rand(1, 1, 16, 16, requires_grad=True)
+    y = conv(x)
+    out = y * torch.sigmoid(y.mean(dim=(2, 3), keepdim=True))
+    out[0, 0, 8, 8].backward()
+    assert (x.grad[0, 0] != 0).all()                        # every pixel changes the gated unit
+    y2 = conv(x)
+    x.grad = None
+    y2[0, 0, 8, 8].backward()                              # the local path: the 3x3 window only
+    rows, cols = np.nonzero(x.grad[0, 0].numpy())
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (7, 9, 7, 9)
+    layer = next(entry for entry in to_json(c)["layers"] if entry["name"] == "mul")
+    assert layer["rf"] is None and layer["local_rf"]["size"] == [3, 3]

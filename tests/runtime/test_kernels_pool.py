@@ -66,14 +66,14 @@ def naive_lppool(x, p, kernel, stride, ceil_mode):
     return y
 
 
-def naive_adaptive(x, out):
+def naive_adaptive(x, out, reduce=np.mean):
     n, c, h, w = x.shape
     y = np.zeros((n, c, *out))
     for i in range(out[0]):
         for j in range(out[1]):
             r0, r1 = math.floor(i * h / out[0]), math.ceil((i + 1) * h / out[0])
             c0, c1 = math.floor(j * w / out[1]), math.ceil((j + 1) * w / out[1])
-            y[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+            y[:, :, i, j] = reduce(x[:, :, r0:r1, c0:c1], axis=(2, 3))
     return y
 
 
@@ -251,6 +251,17 @@ def test_adaptive_avgpool_forward_and_gradients(seed):
     H.check_grads("adaptive_avgpool", [x], {}, attrs, seed=seed)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_adaptive_maxpool_forward_and_gradients(seed):
+    """Bins that overlap (the sizes do not divide) send each bin's gradient to its own maximum, summed
+    where one element is the maximum of two bins; distinct values keep finite differences away from ties."""
+    attrs, x = adaptive_case(seed)
+    x = _distinct(np.random.default_rng(seed), x.shape)
+    y, _ = H.run("adaptive_maxpool", [x], {}, attrs)
+    H.assert_close(y, naive_adaptive(x, attrs["output"], np.max), 0, "adaptive_maxpool")
+    H.check_grads("adaptive_maxpool", [x], {}, attrs, seed=seed)
+
+
 # ---------------------------------------------------------------- upsample
 
 def upsample_case(seed):
@@ -370,6 +381,8 @@ def test_global_and_adaptive_pools_match_torch(seed):
     H.torch_compare("global_avgpool", [x], {}, {}, lambda t: t.mean(dim=(2, 3), keepdim=True), seed=seed)
     xd = _distinct(np.random.default_rng(seed), x.shape)
     H.torch_compare("global_maxpool", [xd], {}, {}, lambda t: F.adaptive_max_pool2d(t, 1), seed=seed)
+    H.torch_compare("adaptive_maxpool", [xd], {}, attrs, lambda t: F.adaptive_max_pool2d(t, attrs["output"]),
+                    seed=seed)
 
 
 @pytest.mark.torch

@@ -65,6 +65,7 @@ def _samples(rng):
         "global_avgpool": ([x], {}, {}),
         "global_maxpool": ([x], {}, {}),
         "adaptive_avgpool": ([x], {}, {"output": (4, 3)}),
+        "adaptive_maxpool": ([x], {}, {"output": (4, 3)}),
         "unpool": ([p(2, 4, 3, 3)], {}, {"of": "pool"}),
         "upsample": ([x], {}, {"scale": (2, 2), "mode": "bilinear"}),
         # ops without attributes, parameters or a second input: x alone (e.g. relu, flatten)

@@ -134,6 +134,24 @@ def test_crop_odd_difference_drops_bottom_right():
     np.testing.assert_array_equal(y[0, 0], x[0, 0, :3, :3])
 
 
+@pytest.mark.parametrize("offset", [(0, 0), (2, 1), (0, 3)])
+def test_crop_at_an_offset_takes_that_window(offset):
+    """Caffe's crop layer: the window starts at (top, left) = offset (FCN-8s crops its score maps at 31)."""
+    rng = np.random.default_rng(sum(offset))
+    x, like = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((2, 3, 3, 3))
+    y, _ = H.run("crop", [x, like], {}, {"offset": offset})
+    top, left = offset
+    np.testing.assert_array_equal(y, x[:, :, top:top + 3, left:left + 3])
+    H.check_grads("crop", [x, like], {}, {"offset": offset}, no_grad_inputs=[1])
+
+
+def test_a_crop_offset_past_the_input_is_refused_at_the_offset(error_of):
+    err = error_of("network N {\n    input x: [1, 8, 8]\n    a = x -> conv(1, 3)\n"
+                   "    x -> crop(like = a, offset = (3, 0))\n}\n")
+    assert err.message == "crop: crop at offset (3, 0) to 6x6 runs past the rows of [1, 8, 8]"
+    assert err.hint == "the offset may be at most 2 there" and (err.loc.line, err.loc.col) == (4, 34)
+
+
 # ---------------------------------------------------------------- dropout
 
 @pytest.mark.parametrize("mode", ["upscale_in_train", "downgrade_in_infer"])

@@ -37,7 +37,7 @@ def test_fields_are_data_and_those_that_do_not_fit_are_left_out_from_the_end():
 
 def test_the_training_bar_shows_loss_accuracy_and_samples_per_second():
     stats = EpochStats()
-    stats.add(0.5, 64, (32, 64))
+    stats.add(0.5, 64, {"y": (32, 64)})
     assert bar_fields(stats, 8.0) == {"loss": "loss 0.5000", "accuracy": "acc 50.00%", "speed": "8 samples/s"}
 
 
@@ -133,9 +133,10 @@ def test_training_on_a_70_column_terminal_leaves_no_stale_lines(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_the_bar_line_before_the_message(tmp_path):
+@pytest.mark.parametrize("after", [0.4, 1.0, 1.7, 2.5])   # while the data loads, the bar draws, batches run
+def test_ctrl_c_ends_the_bar_line_before_the_message(tmp_path, after):
     raw, code = _on_pty(["run", str(LENET), "--epochs", "30", "--out", str(tmp_path / "run")],
-                        interrupt_after=1.0)
+                        interrupt_after=after)
     assert code == 130, raw
     screen = _screen(raw, 70)
     assert "cnnc: interrupted" in screen          # on a line of its own
@@ -147,4 +148,5 @@ def test_not_a_terminal_gives_plain_lines(tmp_path):
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stdout + proc.stderr and "\x1b" not in proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[1].startswith("epoch 1/1  train loss ")
+    lines = proc.stdout.splitlines()
+    assert lines[1].startswith("train: ") and lines[2].startswith("epoch 1/1  train loss "), lines

@@ -52,7 +52,7 @@ def test_predict_on_a_segmentation_network_writes_masks(tmp_path, capsys):
     from cnnc.compiler.driver import compile_file
     from cnnc.runtime import checkpoint, preprocess
     from cnnc.runtime.plan import Plan
-    from cnnc.runtime.data.pipeline import prepare
+    from cnnc.runtime.data.pipeline import inputs, prepare
     from cnnc.runtime.data.targets import NetworkShapes
     from cnnc.runtime.train.losses import loss_for
     c = compile_file(net)
@@ -61,7 +61,7 @@ def test_predict_on_a_segmentation_network_writes_masks(tmp_path, capsys):
     plan.load_state(ck.params, ckpt)
     ds = prepare(c.net.train, NetworkShapes.of(c.net), loss_for(c.net.train),
                  records=preprocess.check_records(ck.preprocess, ckpt))
-    expected = plan.predict(ds.test.x[:3]).argmax(axis=1)
+    expected = plan.predict(inputs(ds, ds.test.x[:3])).argmax(axis=1)
     for i in range(3):
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "masks" / f"mask_{i:04d}.png")), expected[i])
 

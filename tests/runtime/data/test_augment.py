@@ -136,16 +136,19 @@ def test_random_resized_crop_full_box_is_identity_and_boxes_obey_limits():
 
 
 def test_color_jitter():
-    x = _batch(n=50)
+    x = _batch(n=50) * np.float32(0.6)   # dark enough that no factor reaches 1 (torchvision clamps there)
     out, _ = ColorJitter(brightness=0.5)(x, None, _gen(1))
     factor = out / x
     per_sample = factor.reshape(50, -1)
     np.testing.assert_allclose(per_sample, np.broadcast_to(per_sample[:, :1], per_sample.shape),
                                rtol=1e-5)  # one factor per image
     assert per_sample.min() >= 0.5 - 1e-6 and per_sample.max() <= 1.5 + 1e-6
+    bright, _ = ColorJitter(brightness=(1.5, 1.5))(_batch(), None, _gen())
+    assert bright.max() == 1.0 and bright.min() >= 0    # clamped to [0, 1], as torchvision's _blend
     grey = np.repeat(_batch(c=1), 3, axis=1)  # an RGB image with equal channels has no saturation
     np.testing.assert_allclose(ColorJitter(saturation=0.9)(grey, None, _gen())[0], grey, atol=1e-6)
-    mono = _batch(c=1)
+    np.testing.assert_allclose(ColorJitter(hue=0.5)(grey, None, _gen())[0], grey, atol=1e-6)  # nor a hue
+    mono = 0.25 + _batch(c=1) * np.float32(0.5)   # far enough from 0 and 1 that no contrast clamps
     contrast, _ = ColorJitter(contrast=0.8)(mono, None, _gen(2))
     np.testing.assert_allclose(contrast.mean(axis=(1, 2, 3)), mono.mean(axis=(1, 2, 3)), rtol=1e-5)
     assert not np.allclose(contrast, mono)
@@ -232,3 +235,33 @@ def test_refusals():
     with pytest.raises(CnncError) as e:
         make_augment([42])
     assert e.value.message == "cannot read augmentation spec 42"
+
+
+def test_hue_turns_the_colour_wheel_as_colorsys_does():
+    """torchvision's adjust_hue: RGB -> HSV, h + shift mod 1, HSV -> RGB; Python's colorsys is the reference."""
+    import colorsys
+    from cnnc.runtime.data.augment import _shift_hue
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 3, 4, 5))
+    x[0, :, 0, 0] = 0.5                                      # a grey pixel has no hue to turn
+    x[1, :, 1, 1] = (0.9, 0.9, 0.2)                          # ties between the largest channels
+    shift = np.array([0.1, -0.3, 0.45]).reshape(3, 1, 1, 1)
+    out = _shift_hue(x, shift)
+    for n, i, j in np.ndindex(3, 4, 5):
+        h, s, v = colorsys.rgb_to_hsv(*x[n, :, i, j])
+        np.testing.assert_allclose(out[n, :, i, j], colorsys.hsv_to_rgb((h + shift[n, 0, 0, 0]) % 1, s, v),
+                                   atol=1e-12)
+    with pytest.raises(CnncError) as e:
+        ColorJitter(hue=0.2)(_batch(c=1), None, _gen())
+    assert e.value.message == "augmentation color_jitter: hue needs RGB images, the data has 1 channel"
+
+
+def test_image_targets_move_with_their_images_and_keep_their_pixels_clean():
+    """An autoencoder's targets (the input itself): a crop or flip moves them as it moves the input;
+    noise and colour change the input only."""
+    x = _batch(n=4, c=1)
+    moved, target = make_augment([("random_crop", {"padding": 2}), ("hflip", {"p": 0.5})])(x, x.copy(), _gen(3))
+    np.testing.assert_array_equal(moved, target)
+    noisy, clean = make_augment([("gaussian_noise", {"std": 0.3})])(x, x.copy(), _gen(3))
+    np.testing.assert_array_equal(clean, x)
+    assert not np.array_equal(noisy, x)

@@ -12,7 +12,7 @@ from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import array_files, batching, image_folders, images, sources, splits, standard, synthetic
 from cnnc.runtime import preprocess
 from cnnc.runtime.data.containers import Dataset, Split
-from cnnc.runtime.data.targets import check_dataset
+from cnnc.runtime.data.targets import NetworkShapes, check_dataset
 from cnnc.runtime.train.losses import get_loss, make_loss
 
 RNG = np.random.default_rng(7)
@@ -241,7 +241,8 @@ def test_npz_refusals(tmp_path):
     with pytest.raises(CnncError) as e:
         array_files.load_npz(tmp_path / "keys.npz")
     assert e.value.message == (f"'{tmp_path / 'keys.npz'}' has arrays ['images', 'labels'], but cnnc "
-                               "needs x_train and y_train (optionally x_test and y_test), or x and y")
+                               "needs x_train and y_train (optionally x_test and y_test), or x and y "
+                               "(y_train_NAME, y_NAME per output NAME)")
     np.savez(tmp_path / "n.npz", x=np.zeros((3, 2)), y=np.zeros(2))
     with pytest.raises(CnncError) as e:
         array_files.load_npz(tmp_path / "n.npz")
@@ -522,18 +523,18 @@ def _ds(x, y, name="d.npz") -> Dataset:
 
 def _refusal(ds, shape, k, loss) -> CnncError:
     with pytest.raises(CnncError) as e:
-        check_dataset(ds, shape, k, loss)
+        check_dataset(ds, NetworkShapes(shape, (k,)), loss)
     return e.value
 
 
 def test_check_dataset_accepts_and_canonicalises():
     ds = _ds(np.zeros((4, 1, 28, 28), np.float32), np.array([0.0, 1.0, 9.0, 3.0]))
-    out = check_dataset(ds, (1, 28, 28), 10, get_loss("cross_entropy"))
+    out = check_dataset(ds, NetworkShapes((1, 28, 28), (10,)), get_loss("cross_entropy"))
     assert out.train.y.dtype == np.int64
-    check_dataset(ds, ("C", 28, "W"), 10, get_loss("cross_entropy"))  # symbolic dims match anything
+    check_dataset(ds, NetworkShapes(("C", 28, "W"), (10,)), get_loss("cross_entropy"))  # symbolic dims match
     seg = _ds(np.zeros((2, 3, 4, 4)), np.array([[[0, 1, 255, 2]] * 4] * 2))
-    check_dataset(seg, (3, 4, 4), 3, make_loss("pixel_cross_entropy", ignore_index=255))
-    reg = check_dataset(_ds(np.zeros((3, 5)), np.zeros((3, 2), np.int64)), (5,), 2, get_loss("mse"))
+    check_dataset(seg, NetworkShapes((3, 4, 4), (3,)), make_loss("pixel_cross_entropy", ignore_index=255))
+    reg = check_dataset(_ds(np.zeros((3, 5)), np.zeros((3, 2), np.int64)), NetworkShapes((5,), (2,)), get_loss("mse"))
     assert reg.train.y.dtype == np.float32
 
 
@@ -578,7 +579,7 @@ def test_check_dataset_refusals_explain_themselves():
 def test_class_labels_may_hold_the_loss_ignore_index():
     x = np.zeros((3, 1, 2, 2), np.float32)
     ds = Dataset("t", Split(x, np.array([0, -100, 1])))
-    fixed = check_dataset(ds, (1, 2, 2), 2, make_loss("cross_entropy", ignore_index=-100))
+    fixed = check_dataset(ds, NetworkShapes((1, 2, 2), (2,)), make_loss("cross_entropy", ignore_index=-100))
     assert fixed.train.y.tolist() == [0, -100, 1]
     with pytest.raises(CnncError, match="-100"):
-        check_dataset(ds, (1, 2, 2), 2, make_loss("cross_entropy"))
+        check_dataset(ds, NetworkShapes((1, 2, 2), (2,)), make_loss("cross_entropy"))

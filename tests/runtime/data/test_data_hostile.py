@@ -28,7 +28,7 @@ import pytest
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import array_files, images, inputs, sources
 from cnnc.runtime.data.containers import Dataset, Split
-from cnnc.runtime.data.targets import check_dataset
+from cnnc.runtime.data.targets import NetworkShapes, check_dataset
 from cnnc.runtime.train.losses import get_loss
 
 MiB = 1 << 20
@@ -326,12 +326,12 @@ def test_uint64_labels_report_their_real_value(tmp_path):
     assert e.value.message == f"{tmp_path / 'u.npz'}: the labels hold {huge}, too large for a class index"
     ds = Dataset("d.npz", Split(np.zeros((2, 3), np.float32), np.array([3, 2 ** 63 + 5], np.uint64)))
     with pytest.raises(CnncError) as e:
-        check_dataset(ds, (3,), 10, get_loss("cross_entropy"))
+        check_dataset(ds, NetworkShapes((3,), (10,)), get_loss("cross_entropy"))
     assert e.value.message == ("data 'd.npz' (train split): labels must lie in [0, 10), the data has "
                                f"label(s) {2 ** 63 + 5}")
     ds = Dataset("d.npz", Split(np.zeros((2, 3), np.float32), np.array([1e30, -2.0])))
     with pytest.raises(CnncError) as e:
-        check_dataset(ds, (3,), 10, get_loss("cross_entropy"))
+        check_dataset(ds, NetworkShapes((3,), (10,)), get_loss("cross_entropy"))
     assert e.value.message == ("data 'd.npz' (train split): labels must lie in [0, 10), the data has "
                                f"label(s) -2 to {int(1e30)}")
 

@@ -46,7 +46,8 @@ network Every(classes = 5) {
     g = concat(v, w) -> layernorm -> mish
     s = g -> global_maxpool -> sigmoid
     h = (g * s) + g
-    m = h -> avgpool(3, stride = 1, pad = 1) -> adaptive_avgpool(3, 2) -> dropout(0.3, mode = downgrade_in_infer)
+    m = h -> avgpool(3, stride = 1, pad = 1) -> adaptive_maxpool(5, 3) -> adaptive_avgpool(3, 2)
+      -> dropout(0.3, mode = downgrade_in_infer)
       -> spatial_dropout(0.2) -> tanh -> flatten -> linear(16, bias = false) -> batchnorm -> relu
     k = d -> unpool(p) -> local(4, 3, tile = 2) -> gelu -> hardsigmoid -> batchnorm -> lppool(2, stride = 2)
       -> identity
@@ -68,7 +69,7 @@ network New {
     a = x -> local(4, 3, stride = 2, pad = 1) -> gelu
     b = x -> lppool(3, stride = 2, p = 3, ceil_mode = true) -> conv(4, 1)
     c = x -> local(4, 2, tile = (2, 3)) -> gelu -> lppool(2)
-    concat(a, b) -> crop(like = c) -> gelu
+    concat(a, b) -> crop(like = c, offset = (1, 0)) -> gelu
 }
 """
 

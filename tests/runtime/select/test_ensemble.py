@@ -16,7 +16,7 @@ from cnnc.compiler.driver import compile_file
 from cnnc.runtime import checkpoint
 from cnnc.runtime.select.ensemble import combine, score
 from cnnc.runtime.plan import Plan
-from cnnc.runtime.data.pipeline import prepare
+from cnnc.runtime.data.pipeline import inputs, prepare
 from cnnc.runtime.data.targets import NetworkShapes
 from cnnc.runtime.train.losses import loss_for
 
@@ -83,7 +83,7 @@ def _by_hand(path: Path, checkpoints: list[Path]) -> list[np.ndarray]:
         ds = prepare(c.net.train, NetworkShapes.of(c.net), loss_for(c.net.train), records=ck.preprocess)
         plan = Plan(c.net, c.analysis.params)
         plan.load_state(ck.params, str(ck_path))
-        logits = plan.predict(ds.test.x).astype(np.float64)
+        logits = plan.predict(inputs(ds, ds.test.x)).astype(np.float64)   # the samples as the network takes them
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         out.append((e / e.sum(axis=1, keepdims=True), ds.test.y))
     return out

@@ -3,6 +3,7 @@ one result per fold and their mean ± std; bagging and the fold re-division come
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,7 +106,6 @@ def test_kfold_on_the_command_line(write, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--kfold", "1"], "--kfold 1: kfold must be an integer >= 2, got the integer 1"),
     (["--train", "kfold=x"], "--train kfold=x: kfold must be an integer >= 2"),
-    (["--kfold", "3", "--train", "val=0.2"], "kfold = 3 and val = 0.2: each fold validates on its held-out fold"),
     (["--kfold", "500", "--limit", "100"], "kfold = 500: the training split has only 100 samples"),
 ])
 def test_bad_kfold_flags_are_one_line_errors(write, tmp_path, capsys, argv, message):
@@ -115,11 +115,43 @@ def test_bad_kfold_flags_are_one_line_errors(write, tmp_path, capsys, argv, mess
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
 
 
-def test_kfold_in_the_train_section_and_a_val_beside_it_is_located(write, capsys, tmp_path):
-    path = write(SMALL.replace("epochs = 1", "epochs = 1\n    kfold = 3\n    val = 0.1"))
-    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"{path}:8:5: error: kfold = 3 and val = 0.1"), err
+def test_too_many_folds_name_the_flag_to_change(write, tmp_path, capsys):
+    path = write(SMALL)
+    assert main(["run", str(path), "--kfold", "500", "--limit", "100", "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "hint: use at most 100 folds (--kfold 100), or more data (--limit)" in capsys.readouterr().err
+
+
+def test_a_validation_split_inside_each_fold(write, tmp_path, capsys):
+    """kfold with val: each fold holds out val of its training folds for validation (early stopping,
+    best.npz) and scores its held-out fold once trained; no sample is in two parts, none from the test split."""
+    path = write(SMALL.replace("epochs = 1", "epochs = 1\n    kfold = 3\n    val = 0.2"))
+    c = compile_file(path)
+    seen = []
+
+    def make(fold_cfg, out, resplit, log):
+        t = Trainer(c, fold_cfg, out, limit=300, progress=False, log=lambda s: None, threads=1, resplit=resplit)
+        seen.append(t)
+        return t
+    result = run_kfold(c, c.net.train, tmp_path / "cv", make, log=lambda s: None)
+    test_rows = _rows(Trainer(c, replace(c.net.train, kfold=None), tmp_path / "t", limit=300,
+                              progress=False).ds.test.x)
+    held = []
+    for t, fold in zip(seen, result.folds):
+        train, val, fold_part = _rows(t.ds.train.x), _rows(t.ds.val.x), _rows(t.ds.test.x)
+        assert len(t.ds.train) + len(t.ds.val) + len(t.ds.test) == 300
+        assert len(t.ds.val) == 40 and len(t.ds.test) == 100           # val: 0.2 of the 200 training-fold samples
+        assert not (train & val) and not (train & fold_part) and not (val & fold_part)
+        assert not (train | val | fold_part) & test_rows
+        held.append(fold_part)
+        lines = [json.loads(l) for l in (tmp_path / "cv" / f"fold-{fold.index}" / "metrics.jsonl").read_text()
+                 .splitlines()]
+        assert lines[-1]["split"] == "fold" and lines[0]["val_loss"] is not None
+        assert fold.figures["fold_loss"] == pytest.approx(lines[-1]["loss"]) and fold.val == 100
+    assert not (held[0] & held[1]) and not (held[1] & held[2])
+    assert set(result.summary) >= {"val_loss", "fold_loss", "fold_accuracy"}
+    assert main(["run", str(path), "--limit", "90", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "fold_accuracy" in out and "fold 3/3: held-out fold: loss" in out
 
 
 def test_bootstrap_trains_on_a_resample_of_the_training_split(write, tmp_path, capsys):

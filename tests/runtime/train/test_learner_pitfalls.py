@@ -38,7 +38,7 @@ def test_mse_labels_outside_the_outputs_are_refused():
         losses.make_loss("mse")(np.zeros((2, 4)), np.array([1, 4]))
     ds = containers.Dataset("d", containers.Split(np.zeros((2, 3), np.float32), np.array([0, 5])))
     with pytest.raises(CnncError, match=r"labels must lie in \[0, 4\), the data has label\(s\) 5"):
-        targets.check_dataset(ds, (3,), 4, losses.get_loss("mse"))
+        targets.check_dataset(ds, targets.NetworkShapes((3,), (4,)), losses.get_loss("mse"))
 
 
 LENET_1989_STYLE = """

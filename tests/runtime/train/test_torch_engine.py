@@ -61,7 +61,7 @@ def one_step(compile_src, tmp_path, source: str):
     losses = []
     for t in (a, b):
         t.engine.begin_epoch(0)
-        losses.append(t.engine.forward_backward(x, y, t.loss, np.random.default_rng(0))[0])
+        losses.append(t.engine.forward_backward(x, y, t.objective, np.random.default_rng(0))[0])
         t.engine.step(t.schedule.lr(0))
     return losses, a, b
 
@@ -88,7 +88,7 @@ def test_two_steps_give_the_numpy_engines_loss_weights_and_state(compile_src, tm
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     x, y = a.ds.train.x[16:32], a.ds.train.y[16:32]
     for t in (a, b):    # a second step reads the optimizer state the first one left
-        t.engine.forward_backward(x, y, t.loss, np.random.default_rng(1))
+        t.engine.forward_backward(x, y, t.objective, np.random.default_rng(1))
         t.engine.step(0.5 * t.schedule.lr(0))
     pa, pb = a.engine.params(), b.engine.params()
     assert max(relative(pb[k], pa[k]) for k in pa) <= 1e-5

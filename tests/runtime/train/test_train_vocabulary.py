@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 
 from cnnc.cli import main
-from cnnc.compiler.train_spec import set_key, TrainConfig
+from cnnc.compiler.train_spec import Spec, set_key, TrainConfig
 from cnnc.compiler.train_vocab import (AUGMENT, DATA, FAMILIES, KEYS, LOSS, OPTIMIZER, PREPROCESS, REQUIRED,
                                        SCHEDULE)
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import augment, sources
-from cnnc.runtime.train import losses, optim, schedules, trainer as train
+from cnnc.runtime.train import losses, monitors, optim, schedules, trainer as train
 from cnnc.runtime import preprocess
+from cnnc.runtime.data.pipeline import inputs
 from cnnc.runtime.train.trainer import Trainer
 
 
@@ -71,13 +72,17 @@ def test_preprocessing_takes_exactly_the_declared_options():
     assert set(preprocess.RECORD_FIELDS) == set(PREPROCESS.entries)
 
 
+def test_early_stopping_takes_exactly_the_declared_options():
+    _implemented(KEYS["early_stop"].family, {"early_stop": monitors.EarlyStop.__init__})
+
+
 def test_data_loaders_take_exactly_the_declared_options():
     _implemented(DATA, sources.DATA_LOADERS, drop=("shapes",))
 
 
 def test_every_key_has_a_check_or_a_family():
     for key in KEYS.values():
-        assert (key.check is None) != (key.family is None) or key.name == "early_stop", key.name
+        assert (key.check is None) != (key.family is None), key.name
     assert set(FAMILIES) <= set(KEYS)
 
 
@@ -93,6 +98,7 @@ NETS = {
     "seg16": "input x: [3, 16, 16]\n    x -> conv(4, 3, pad = 1)",
     "seg8": "input x: [3, 8, 8]\n    x -> conv(4, 3, pad = 1)",
     "seggrey16": "input x: [1, 16, 16]\n    x -> conv(4, 3, pad = 1)",
+    "autoencoder": "input x: [1, 8, 8]\n    x -> conv(4, 3, pad = 1) -> relu -> conv(1, 3, pad = 1)",
 }
 BASE = {"data": "synthetic(n = 64, classes = 3)", "epochs": "1", "batch": "16", "loss": "cross_entropy",
         "optimizer": "sgd(lr = 0.05)", "seed": "1"}
@@ -128,6 +134,8 @@ probe("data", "synthetic", "shape", {"data": "synthetic(n = 64, classes = 3, sha
 probe("data", "synthetic", "kind", {"data": "synthetic(n = 64, classes = 3, kind = segmentation)"})
 probe("data", "synthetic", "seed", {"data": "synthetic(n = 64, classes = 3, seed = 5)"})
 probe("data", "synthetic", "noise", {"data": "synthetic(n = 64, classes = 3, noise = 0.9)"})
+probe("data", "synthetic", "targets", {"data": "synthetic(n = 64, kind = regression, targets = inputs)"},
+      {"data": "synthetic(n = 64, kind = regression)", "loss": "mse"}, net="autoencoder")
 for kind in ("npz", "path"):
     probe("data", kind, "path", {"data": f'{kind}("{{tmp}}/b.npz")'}, {"data": f'{kind}("{{tmp}}/a.npz")'})
 probe("data", "idx", "path", {"data": 'idx("{tmp}/idx_b")'}, {"data": 'idx("{tmp}/idx_a")'})
@@ -166,11 +174,16 @@ for name, opt, value, base in [
         ("cosine", "T_max", "3", ""), ("cosine", "eta_min", "0.01", ""),
         ("cosine_restarts", "T_0", "3", "T_0 = 2"), ("cosine_restarts", "T_mult", "2", "T_0 = 2"),
         ("cosine_restarts", "eta_min", "0.01", "T_0 = 2"),
-        ("plateau", "mode", "max", "patience = 0"), ("plateau", "factor", "0.5", "patience = 0"),
-        ("plateau", "patience", "2", "patience = 0"), ("plateau", "threshold", "0.2", "patience = 0"),
-        ("plateau", "threshold_mode", "abs", "patience = 0, threshold = 0.05"),
-        ("plateau", "cooldown", "2", "patience = 0"), ("plateau", "min_lr", "0.004", "patience = 0"),
-        ("plateau", "eps", "0.04", "patience = 0"),
+        # a mode that contradicts the monitor is refused (it follows the monitor: the file means one thing)
+        ("plateau", "mode", "max", "monitor = train_loss, patience = 0"),
+        ("plateau", "monitor", "train_accuracy", "monitor = train_loss, patience = 0"),
+        ("plateau", "factor", "0.5", "monitor = train_loss, patience = 0"),
+        ("plateau", "patience", "2", "monitor = train_loss, patience = 0"),
+        ("plateau", "threshold", "0.2", "monitor = train_loss, patience = 0"),
+        ("plateau", "threshold_mode", "abs", "monitor = train_loss, patience = 0, threshold = 0.05"),
+        ("plateau", "cooldown", "2", "monitor = train_loss, patience = 0"),
+        ("plateau", "min_lr", "0.004", "monitor = train_loss, patience = 0"),
+        ("plateau", "eps", "0.04", "monitor = train_loss, patience = 0"),
         ("warmup", "epochs", "4", "epochs = 2"), ("warmup", "then", "cosine", "epochs = 2"),
         ("warmup", "start_factor", "0.9", "epochs = 2")]:
     probe("schedule", name, opt, {"schedule": call(name, base, opt, value)},
@@ -185,6 +198,7 @@ for name, opt, value, base, net in [
         ("color_jitter", "brightness", "0.5", "", "classes"),
         ("color_jitter", "contrast", "0.5", "", "classes"),
         ("color_jitter", "saturation", "0.5", "", "rgb"),
+        ("color_jitter", "hue", "0.3", "", "rgb"),
         ("gaussian_noise", "std", "0.5", "", "classes")]:
     probe("augment", name, opt, {"augment": f"[{call(name, base, opt, value)}]"},
           {"augment": f"[{name}({base})]"}, net=net)
@@ -200,6 +214,17 @@ for name, opt, value, base in [
         ("uniform", "a", "0.5", "a = 0.1")]:
     probe("init", name, opt, {"init": call(name, base, opt, value)}, {"init": f"{name}({base})"})
 probe("init", "", "", {"init": "zeros"})
+# early stopping: the epochs a run lasts (and the weights it ends with), on a run with a validation split
+STOPPING = {"data": "synthetic(n = 64, classes = 3, val = 0.25)", "epochs": "6", "optimizer": "sgd(lr = 0.05)"}
+probe("early_stop", "early_stop", "monitor", {"early_stop": "early_stop(monitor = val_accuracy, patience = 1)"},
+      {**STOPPING, "early_stop": "early_stop(monitor = train_loss, patience = 1)"})
+probe("early_stop", "early_stop", "patience", {"early_stop": "early_stop(monitor = train_loss, patience = 3)"},
+      {**STOPPING, "optimizer": "sgd(lr = 1e-9)", "early_stop": "early_stop(monitor = train_loss, patience = 1)"})
+probe("early_stop", "early_stop", "min_delta",
+      {"early_stop": "early_stop(monitor = train_loss, patience = 1, min_delta = 0.5)"},
+      {**STOPPING, "early_stop": "early_stop(monitor = train_loss, patience = 1)"})
+probe("early_stop", "early_stop", "mode", {"early_stop": "early_stop(monitor = train_loss, mode = max)"},
+      {**STOPPING, "early_stop": "early_stop(monitor = train_loss)"})
 # plain keys
 for key, value in [("epochs", "3"), ("batch", "8"), ("seed", "2"), ("lr", "0.3"), ("l1", "0.01"), ("l2", "0.1"),
                    ("val", "0.25"), ("early_stop", "1"), ("normalize", "normalize"),
@@ -207,9 +232,11 @@ for key, value in [("epochs", "3"), ("batch", "8"), ("seed", "2"), ("lr", "0.3")
                    ("optimizer", "adam"), ("schedule", "step(1)"), ("data", "synthetic(n = 48, classes = 3)"),
                    ("classes", '["circle", "square", "ring"]'),
                    # refused here (no batchnorm); what it changes under --nproc: tests/runtime/train/test_torch_engine.py
-                   ("sync_bn", "true"), ("kfold", "2"), ("bootstrap", "true")]:
-    probe(key, "", "", {key: value}, {"optimizer": "sgd(lr = 1e-9)", "epochs": "4"} if key == "early_stop" else None)
+                   ("sync_bn", "true"), ("kfold", "2"), ("bootstrap", "true"), ("loss_weights", "[2]")]:
+    probe(key, "", "", {key: value}, {**STOPPING, "optimizer": "sgd(lr = 1e-9)", "epochs": "4"} if key == "early_stop"
+          else {"optimizer": "sgd"} if key == "lr" else None)
 probe("snapshots", "", "", {"snapshots": "true"}, {"schedule": "cosine_restarts(1)"})
+probe("drop_last", "", "", {"drop_last": "true"}, {"batch": "20"})   # 64 samples: a last batch of 4, or none
 
 METRICS = [1.0, 0.9, 0.89, 0.95, 0.94, 0.93, 0.5, 0.46]
 
@@ -309,7 +336,8 @@ def test_every_word_changes_what_runs(compile_src, files_dir, tmp_path, word):
     assert "refused" not in before or word[1] in ("images", "segmentation"), before
     assert before != after, f"{word}: {variant} changes nothing"
     if "refused" in after:  # a refusal counts only when it says what is wrong
-        assert any(w in after["refused"] for w in ("shape", "label", "[", "expects", "the network has no")), after
+        assert any(w in after["refused"] for w in ("shape", "label", "[", "expects", "the network has no",
+                                                   "but it watches")), after
 
 
 # ------------------------------------------------------------------ the drifts, end to end
@@ -332,7 +360,8 @@ def test_scale_scales_the_inputs(compile_src, tmp_path):
     scaled = compile_src(_program("classes", {"preprocess": "scale(factor = 1000)"}, tmp_path), allow={"all"})
     a = Trainer(plain, plain.net.train, tmp_path / "a", progress=False, log=lambda s: None)
     b = Trainer(scaled, scaled.net.train, tmp_path / "b", progress=False, log=lambda s: None)
-    np.testing.assert_allclose(b.ds.train.x, a.ds.train.x * 1000, rtol=1e-6)
+    np.testing.assert_array_equal(b.ds.train.x, a.ds.train.x)   # the data set holds the samples as read
+    np.testing.assert_allclose(inputs(b.ds, b.ds.train.x), a.ds.train.x * 1000, rtol=1e-6)
     assert b.ds.meta["preprocess"] == [{"op": "scale", "factor": 1000.0}]
     assert a.train_epoch(0).mean_loss != b.train_epoch(0).mean_loss
 
@@ -362,6 +391,11 @@ BAD = [
     ("optimizer = adam(betas = (0.9, 1.0))", "optimizer 'adam': betas must be a number in [0, 1)", 17),
     ("schedule = plateau(mode = maxi)", "schedule 'plateau': mode must be one of min, max", 16),
     ("early_stop = 0", "early_stop must be a positive integer", 18),
+    ("early_stop = early_stop(monitor = loss)", "early stopping 'early_stop': monitor must be one of val_loss", 18),
+    ("loss = mse + 2", "a weighted sum of losses is written `0.5 * mse + smooth_l1`", 16),
+    ("loss = [mse, 3]", "loss must be one of cross_entropy", 12),
+    ("loss_weights = [1, -1]", "loss_weights must be a list of numbers, each a non-negative number", 20),
+    ("augment = [color_jitter(hue = 0.7)]", "augmentation 'color_jitter': hue must be a number in [0, 0.5]", 15),
     ("seed = -1", "seed must be an integer >= 0", 12),
     ("optimizer = sgd(1)", "optimizer 'sgd' takes no unnamed arguments, got 1", 17),
 ]
@@ -392,9 +426,13 @@ def test_nonsense_flags_are_refused(write, tmp_path, capsys, flag, value, messag
 
 def test_a_run_and_check_agree_on_defaults():
     cfg = TrainConfig()
-    assert cfg.optimizer.options["lr"] == OPTIMIZER.entries["sgd"].option("lr").default
-    assert set_key(cfg, "lr", 0.5, None).optimizer.options["lr"] == 0.5
-    assert KEYS["epochs"].default == cfg.epochs and KEYS["batch"].default == cfg.batch
+    assert cfg.lr == OPTIMIZER.entries["sgd"].option("lr").default
+    assert set_key(cfg, "lr", 0.5, None).lr == 0.5
+    for key in KEYS.values():   # a plain key's declared default is the record's
+        if key.check is not None and key.default is not None:
+            assert getattr(cfg, key.name) == key.default, key.name
+    # a choice given by its name alone means the same as the default record: every option at its default
+    assert set_key(cfg, "optimizer", Spec("sgd")) == cfg and set_key(cfg, "loss", Spec("cross_entropy")) == cfg
     assert REQUIRED is not None
 
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from cnnc.cli import main
+from cnnc.compiler.driver import compile_file
 from cnnc.dsl.source import CnncError
 from cnnc.runtime import checkpoint
 from cnnc.runtime.checkpoint import load_checkpoint
+from cnnc.runtime.train.losses import Objective
 from cnnc.runtime.train.trainer import Trainer
 
 TINY = """
@@ -108,7 +110,8 @@ def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(compile_src, tmp_
         def correct(self, pred, target):
             return real.correct(pred, target)
 
-    t.loss = Explodes()  # 5 batches of 2 shards an epoch: NaN in the second epoch
+    # 5 batches of 2 shards an epoch: NaN in the second epoch
+    t.objective = Objective({c.net.outputs[0]: Explodes()}, {c.net.outputs[0]: 1.0})
     result = t.run()
     assert result.stopped.startswith("the loss became nan in epoch 2")
     _, meta = load_checkpoint(tmp_path / "last.npz")
@@ -193,7 +196,7 @@ def test_blas_runs_on_no_more_threads_than_the_run_has(compile_src, tmp_path, th
         return kernel.forward(*args)
     kernel = step.kernel
     t.plan.steps[t.plan.steps.index(step)] = replace(step, kernel=type(kernel)(forward, kernel.backward))
-    t.engine.forward_backward(t.ds.train.x[:16], t.ds.train.y[:16], t.loss, np.random.default_rng(0))
+    t.engine.forward_backward(t.ds.train.x[:16], t.ds.train.y[:16], t.objective, np.random.default_rng(0))
     t.engine.predict(t.ds.train.x[:1])
     t.engine.close()
     assert seen and max(seen) <= threads and (threads == 1 or min(seen) == 1), seen
@@ -203,10 +206,10 @@ def test_sharded_gradients_equal_whole_batch_gradients(compile_src, tmp_path):
     c = compile_src(TINY.format(epochs=1, extra="").replace("dropout(0.2)", "identity"), allow={"all"})
     t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, threads=2)
     x, y = t.ds.train.x[:16], t.ds.train.y[:16]
-    loss, _ = t.engine.forward_backward(x, y, t.loss, np.random.default_rng(0))
+    loss, _, _ = t.engine.forward_backward(x, y, t.objective, np.random.default_rng(0))
     grads = t.engine._grads
     from cnnc.runtime.train.numpy_engine import _shard
-    whole_loss, _, whole = _shard(t.plan, t.loss, x, y, np.random.default_rng(0), 1.0)
+    whole_loss, _, whole = _shard(t.plan, t.objective, x, y, np.random.default_rng(0), 1.0)
     assert loss == pytest.approx(whole_loss, rel=1e-6)
     for k in whole:
         np.testing.assert_allclose(grads[k], whole[k], rtol=1e-4, atol=1e-6)
@@ -376,10 +379,11 @@ def test_engine_predictions_do_not_depend_on_the_thread_count(compile_src, tmp_p
     first = engines[0].plan.params  # same seed: same initial weights in every engine
     assert all(np.array_equal(first[k], e.plan.params[k]) for e in engines[1:] for k in first)
     xb = np.random.default_rng(0).standard_normal((11, *c.net.shapes[engines[0].plan.inputs[0]])).astype(np.float32)
-    one = engines[0].predict(xb)
+    out = c.net.outputs[0]
+    one = engines[0].predict(xb)[out]
     for e in engines[1:]:
-        np.testing.assert_allclose(e.predict(xb), one, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(e.predict(xb[:2]), one[:2], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(e.predict(xb)[out], one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(e.predict(xb[:2])[out], one[:2], rtol=1e-5, atol=1e-6)
         e.close()
 
 
@@ -400,3 +404,110 @@ def test_in_parallel_raises_a_jobs_error_and_gives_blas_its_threads_back():
             shards.in_parallel(pool, [lambda: 1, fail])
     assert blas() == before
     assert shards.bounds(7, 3) == [(0, 2), (2, 5), (5, 7)] and shards.bounds(2, 2) == [(0, 1), (1, 2)]
+
+
+# ------------------------------------------------------------------ what ran is shown and kept
+def test_the_resolved_record_is_printed_and_kept_in_every_checkpoint(tmp_path, write, capsys):
+    path = write(TINY.format(epochs=1, extra="lr = 0.2").replace("sgd(lr = 0.05, momentum = 0.9, nesterov = true, "
+                                                                  "weight_decay = 0.0001)", "adam"))
+    assert main(["run", str(path), "--train", "optimizer=rmsprop", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("train: "))
+    assert line == ("train: rmsprop(lr = 0.2), cosine; 1 epoch of batch 16, seed 7; synthetic(n = 96, classes = 3, "
+                    "val = 0.25); hflip -> gaussian_noise(std = 0.05); loss cross_entropy")
+    c = compile_file(path)
+    for name in ("last.npz", "best.npz"):
+        meta = checkpoint.load(tmp_path / "r" / name).meta
+        assert meta["train"]["optimizer"] == {"name": "rmsprop", "lr": 0.2, "alpha": 0.99, "eps": 1e-08,
+                                              "weight_decay": 0.0, "momentum": 0.0, "centered": False}
+        assert meta["train"]["epochs"] == 1 and meta["train"]["augment"][0] == {"name": "hflip", "p": 0.5}
+        assert meta["train"]["data"]["name"] == "synthetic" and meta["train"]["val"] == 0.25
+    assert c.net.train.lr == 0.2 and meta["history"][0]["lr"] == 0.2
+
+
+@pytest.mark.parametrize("engine", ["numpy", pytest.param("torch", marks=pytest.mark.torch)])
+def test_a_rate_before_its_optimizer_is_the_rate_that_steps(compile_src, tmp_path, engine):
+    """Issue 20, first item: `lr = 0.1` then `optimizer = adam` ran at adam's 0.01."""
+    if engine == "torch":
+        pytest.importorskip("torch")
+    src = TINY.format(epochs=1, extra="").replace("optimizer = sgd(lr = 0.05, momentum = 0.9, nesterov = true, "
+                                                  "weight_decay = 0.0001)", "lr = 0.1\n    optimizer = adam")
+    c = compile_src(src, allow={"all"})
+    t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, engine=engine)
+    assert t.base_lr == 0.1
+    if engine == "torch":
+        assert t.engine.optimizer.param_groups[0]["lr"] == 0.1
+        t.engine.step(t.schedule.lr(0))
+        assert t.engine.optimizer.param_groups[0]["lr"] == 0.1
+    else:
+        assert t.engine.optimizer.lr == 0.1
+
+
+LONE = """
+network N {
+    input x: [4]
+    x -> linear(8) -> batchnorm -> relu -> linear(2)
+}
+train N {
+    data = npz("DATA")
+    loss = cross_entropy
+    epochs = 1
+    batch = 64
+    EXTRA
+}
+"""
+
+
+@pytest.mark.parametrize("engine", ["numpy", pytest.param("torch", marks=pytest.mark.torch)])
+def test_a_last_batch_of_one_sample_into_batchnorm_is_refused_at_batch_or_dropped(tmp_path, write, capsys, engine):
+    """Issue 20: 193 samples in batches of 64 left one sample for a batchnorm on flat features, an
+    internal error on both engines. Now it is refused before training, at `batch`, or `drop_last` drops it."""
+    if engine == "torch":
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((193, 4)).astype(np.float32), y=rng.integers(0, 2, 193))
+    path = write(LONE.replace("DATA", str(tmp_path / "d.npz")).replace("EXTRA", ""))
+    argv = ["run", str(path), "--engine", engine, "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:9:5: error: the last batch of each epoch holds 1 sample (193 training samples "
+                          "in batches of 64)") and "drop_last = true" in err and "internal error" not in err
+    assert not (tmp_path / "a" / "last.npz").exists()
+    assert main(argv + ["--out", str(tmp_path / "b"), "--train", "drop_last=true"]) == 0
+    assert "1 epoch of batch 64 (a last smaller batch dropped)" in capsys.readouterr().out
+    assert main(argv + ["--out", str(tmp_path / "c"), "--batch", "1"]) == 1
+    assert "batch = 1: batchnorm 'batchnorm' normalises [8] features over the batch, which needs at least 2 samples" \
+        in capsys.readouterr().err
+
+
+def test_nesterov_without_momentum_is_refused_at_its_line_on_either_engine(tmp_path, write, capsys):
+    path = write(LONE.replace('npz("DATA")', "synthetic(n = 64, classes = 2)").replace("batchnorm -> ", "")
+                 .replace("EXTRA", "optimizer = sgd(nesterov = true)"))
+    for engine in ("numpy", "torch"):
+        assert main(["run", str(path), "--engine", engine, "--out", str(tmp_path / engine), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path}:10:5: error: sgd(nesterov = true) needs momentum > 0 and dampening 0"), err
+    assert main(["check", str(path)]) == 1
+
+
+def test_synthetic_regression_for_an_image_network_is_denoising_and_trains(compile_src, tmp_path):
+    """Issue 20: `synthetic(kind = regression)` refused an image network. Its images are now noisy blobs
+    whose targets are the clean ones (the output's shape), and a conv network learns them with mse."""
+    c = compile_src("""
+network Denoise {
+    input x: [1, 12, 12]
+    x -> conv(8, 3, pad = 1) -> relu -> conv(1, 3, pad = 1)
+}
+train Denoise {
+    data = synthetic(n = 128, kind = regression, val = 0.25)
+    loss = mse
+    optimizer = adam(lr = 0.01)
+    epochs = 6
+    batch = 16
+}
+""")
+    t = Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None, threads=1)
+    assert t.ds.train.y.shape[1:] == (1, 12, 12) and t.ds.train.y.dtype == np.float32
+    noise = float(((t.ds.val.x - t.ds.val.y) ** 2).mean())       # the inputs themselves as the guess
+    history = t.run().history
+    assert history[-1]["val_loss"] < 0.5 * noise < history[0]["train_loss"]
