@@ -97,8 +97,10 @@ class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
-                 resplit: Callable[[Dataset], Dataset] | None = None):
+                 resplit: Callable[[Dataset], Dataset] | None = None,
+                 on_epoch: Callable[[dict], bool | None] | None = None):
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
+        self.on_epoch = on_epoch   # sees each epoch's metrics.jsonl record; False (or StopTraining) stops the run
         self.loss = loss_for(cfg)
         self.ds = prepare(cfg, NetworkShapes.of(compiled.net), self.loss, data_override, limit, resplit=resplit)
         hyper = cfg.optimizer.arguments
@@ -241,6 +243,11 @@ class Trainer:
                     self._save(self.out / snapshot_name(self.schedule, epoch))
             self.log(_epoch_line(record, self.cfg.epochs, train.samples))
             result.epochs_run = self.epoch
+            if self.on_epoch is not None:   # every process has one, or none: all agree with rank 0's answer
+                result.stopped = self.engine.agree(self._callback(record) if self.main else None)
+                if result.stopped:
+                    self.log(f"stopped: {result.stopped}")
+                    break
             if self.cfg.early_stop and self.bad_epochs >= self.cfg.early_stop.options["patience"]:
                 result.stopped = f"early stop: no improvement in {self.bad_epochs} epochs"
                 self.log(result.stopped)
@@ -259,6 +266,14 @@ class Trainer:
                 acc += f", mean IoU {result.test['mean_iou']:.2%}"
             self.log(f"test: loss {test.mean_loss:.4f}{acc} ({len(self.ds.test):,} samples)")
         return result
+
+    def _callback(self, record: dict) -> str | None:
+        """Hand the epoch's record (after its checkpoints) to `on_epoch`; why it stops the run, or None."""
+        try:
+            go_on = self.on_epoch(dict(record))
+        except StopTraining as stop:
+            return str(stop) or f"the callback stopped the run after epoch {record['epoch']}"
+        return f"the callback returned False after epoch {record['epoch']}" if go_on is False else None
 
     def _require_finite_state(self, epoch: int) -> None:
         """Parameters and optimizer state must be finite before any checkpoint is written."""
@@ -357,6 +372,11 @@ class _NoDirectory:
 def snapshot_name(schedule, epoch: int) -> str:
     """snapshot-K.npz for the K-th cycle ending at `epoch` (counted from the schedule: resuming agrees)."""
     return f"snapshot-{sum(schedule.cycle_end(e) for e in range(epoch + 1))}.npz"
+
+
+class StopTraining(Exception):
+    """Raised by an `on_epoch` callback (`cnnc.train(callback=...)`) to end the run after this epoch: its
+    checkpoints are written, the test split is scored, and the message is the run's `stopped`."""
 
 
 class NonFinite(Exception):
