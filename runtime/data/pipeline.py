@@ -21,7 +21,7 @@ import numpy as np
 from ...compiler.train_spec import TrainConfig
 from .. import preprocess
 from .containers import Dataset, Split
-from .sources import DATA_LOADERS, load_dataset
+from .sources import DATA_LOADERS, load_named
 from .splits import resample, split_holdout
 from .targets import NetworkShapes, TargetSpec, check_dataset
 
@@ -43,7 +43,7 @@ def prepare(cfg: TrainConfig, shapes: NetworkShapes, loss: TargetSpec, data_over
     limit = limit or opts.pop("limit", None)
     opts.pop("limit", None)
     if data_override is not None:
-        ds = load_dataset(data_override)
+        ds = load_named(data_override, shapes)
     else:
         ds = DATA_LOADERS[spec.name](shapes, **opts)
     if limit:

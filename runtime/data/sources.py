@@ -134,6 +134,16 @@ DATA_LOADERS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+def load_named(text: str, shapes: NetworkShapes) -> Dataset:
+    """`--data TEXT`: `synthetic`, or a synthetic set's own name (`synthetic_classes`, ...), is generated
+    to fit the network, as `data = synthetic(kind = ...)` is; anything else is read by `load_dataset`."""
+    if text == "synthetic":
+        return _load_synthetic(shapes)
+    if text in SYNTHETIC:
+        return _load_synthetic(shapes, kind=text.removeprefix("synthetic_"))
+    return load_dataset(text)
+
+
 def _standard_loader(name: str) -> Callable[..., Dataset]:
     def load(shapes: NetworkShapes) -> Dataset:
         return standard.load_standard(name)
