@@ -210,7 +210,8 @@ def check_limit(limit: int | None) -> int | None:
 
 @dataclass
 class Options:
-    """How a run reads its data and computes (the flags of `cnnc run` that are not train keys)."""
+    """How a run reads its data and computes (the flags of `cnnc run` that are not train keys), checked
+    as the flags are."""
 
     data: str | None = None
     limit: int | None = None
@@ -220,6 +221,11 @@ class Options:
     progress: bool = False
     log: Callable[[str], None] = print
     callback: Callback | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise CnncError(f"--threads {self.threads}: must be at least 1")
+        self.limit = check_limit(self.limit)
 
     def trainer(self, compiled: Compiled, cfg: TrainConfig, out: Path, resplit=None, log=None):
         """The trainer of one run (or one fold, with `resplit`)."""
@@ -304,11 +310,9 @@ def train(network: Network | Compiled | str | os.PathLike, *, epochs: int | None
     still scored). `log` receives each line `cnnc run` prints; `progress` draws the progress bar on
     stderr (default: when stderr is a terminal)."""
     compiled = _compiled(network)
-    if threads is not None and threads < 1:
-        raise CnncError(f"--threads {threads}: must be at least 1")
+    options = Options(data, limit, threads, engine, device, sys.stderr.isatty() if progress is None else progress,
+                      log, callback)
     cfg = configure(compiled, train, epochs=epochs, batch=batch, seed=seed, lr=lr, kfold=kfold, bootstrap=bootstrap)
-    options = Options(data, check_limit(limit), threads, engine, device,
-                      sys.stderr.isatty() if progress is None else progress, log, callback)
     out = run_directory(compiled, out)
     if compiled.net.train is None and os.environ.get("RANK", "0") == "0":
         log(f"note: {compiled.net.name} has no train section; using defaults (mnist10k, "

@@ -29,8 +29,8 @@ def _train_keys(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace, compiled: Compiled) -> int:
     """`cnnc run`: the flags become `api.train`'s arguments (with --nproc: checked, then the processes start)."""
     if _processes(args) > 1:
+        api.Options(args.data, args.limit, args.threads)   # checked here, before the processes start
         cfg = api.configure(compiled, **_train_keys(args))
-        api.check_limit(args.limit)
         if cfg.kfold:
             raise CnncError(f"--nproc {args.nproc}: k-fold cross-validation trains its folds in one process",
                             hint="drop --nproc, or train one fold's configuration without kfold")
@@ -85,10 +85,8 @@ def _print_kfold(result, out: Path) -> int:
 def _evaluate(args: argparse.Namespace, compiled: Compiled, progress: bool) -> int:
     """`--eval CHECKPOINT`: score it on the test split (else validation) with the run's data."""
     from .runtime.predict import evaluate
-    if args.threads is not None and args.threads < 1:
-        raise CnncError(f"--threads {args.threads}: must be at least 1")
+    options = api.Options(args.data, args.limit, args.threads, args.engine, args.device, progress)
     cfg = api.configure(compiled, **_train_keys(args))
-    options = api.Options(args.data, api.check_limit(args.limit), args.threads, args.engine, args.device, progress)
     e = evaluate(options.trainer(compiled, cfg, api.run_directory(compiled, args.out)), args.eval)
     acc = f", accuracy {e.accuracy:.2%}" if e.accuracy is not None else ""
     print(f"{describe_path(args.eval)} (epoch {e.epoch}): loss {e.loss:.4f}{acc} on {e.samples:,} samples")
@@ -112,6 +110,7 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
     if args.output:
         raise CnncError(f"-o {describe_path(args.output)}: only a segmentation network's masks are written",
                         hint="this network predicts one class per input; its predictions are printed")
+
     def named(c: int) -> str:
         return f"{c} {describe_path(p.classes[c])}" if p.classes and 0 <= c < len(p.classes) else str(c)
     for i, (name, best) in enumerate(zip(p.names, p.ranked(args.top))):

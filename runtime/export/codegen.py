@@ -429,6 +429,9 @@ class Preparation:
         return self.scale is not None
 
 
+NO_PREPARATION = Preparation("", [], None, None, None)   # a model that takes its inputs as they are
+
+
 def preparation(net: Network, checkpoint: str | None, raw: bool = False) -> Preparation:
     """The checkpoint's preprocessing of the network's first input (as `cnnc predict` applies it) and its
     class names; without a checkpoint, neither."""
@@ -466,23 +469,6 @@ def preparation_note(prep: Preparation) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------ module
-def variable_names(net: Network) -> dict[str, str]:
-    """A distinct ASCII Python identifier per node ("basic_1.conv" -> "basic_1_conv")."""
-    taken = set(reserved_names())
-    out = {}
-    for node in net.order():
-        base = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
-        if not base or base[0].isdigit() or keyword.iskeyword(base) or base in taken:
-            base = "t_" + base
-        name, k = base, 2
-        while name in taken or name + "_idx" in taken:   # `<pool>_idx` holds a pool's argmax
-            name, k = f"{base}_{k}", k + 1
-        taken.update((name, name + "_idx"))
-        out[node.name] = name
-    return out
-
-
 def preparation_text(prep: Preparation) -> str:
     """The sentence a generated module's docstring says about its input (static text, no user data)."""
     if prep.in_model:
@@ -501,6 +487,23 @@ def preparation_constants(prep: Preparation) -> str:
     if prep.in_model:
         lines += [f"INPUT_SCALE = {py_literal(prep.scale)}", f"INPUT_SHIFT = {py_literal(prep.shift)}"]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ module
+def variable_names(net: Network) -> dict[str, str]:
+    """A distinct ASCII Python identifier per node ("basic_1.conv" -> "basic_1_conv")."""
+    taken = set(reserved_names())
+    out = {}
+    for node in net.order():
+        base = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
+        if not base or base[0].isdigit() or keyword.iskeyword(base) or base in taken:
+            base = "t_" + base
+        name, k = base, 2
+        while name in taken or name + "_idx" in taken:   # `<pool>_idx` holds a pool's argmax
+            name, k = f"{base}_{k}", k + 1
+        taken.update((name, name + "_idx"))
+        out[node.name] = name
+    return out
 
 
 def _header(net: Network, weights_name: str, origin: str, prep: Preparation) -> str:
@@ -553,9 +556,6 @@ def _layer_comment(node: Node) -> str:
     """`# name: layer, file:line:col`, every user-given part escaped by `py_literal`."""
     where = f", {py_literal(str(node.loc))}" if node.loc else ""
     return f"    # {py_literal(node.name)}: {py_literal(node.layer or node.op)}{where}"
-
-
-NO_PREPARATION = Preparation("", [], None, None, None)
 
 
 def module_source(net: Network, weights_name: str, origin: str,

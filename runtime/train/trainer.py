@@ -11,6 +11,9 @@ seeded with (seed, e), so a run resumed from `last.npz` ends with the same
 weights, bit for bit, as one that was never interrupted. A non-finite loss,
 or parameters that are no longer finite at the end of an epoch, stop the run
 before anything non-finite is written: the last good checkpoint stays.
+An `on_epoch` callback (`cnnc.train(callback=...)`, app/api.py) sees each
+epoch's metrics.jsonl record once its checkpoints are written; returning
+False or raising `StopTraining` ends the run there.
 
 The run directory is locked for the run (`OUT/.lock`, an flock held until
 exit), so two runs never share one; a directory that already holds a run is
