@@ -27,6 +27,7 @@ ONNX's external-data form is not written) are refused.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -587,7 +588,6 @@ def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "",
                 prep: Preparation = NO_PREPARATION) -> Any:
     """The ONNX ModelProto of a (possibly fused) network with the given parameter store; its metadata
     holds the class names and preprocessing records of `prep`."""
-    import json
     from onnx import TensorProto, helper, numpy_helper
 
     b = build_nodes(net, store, prep)
