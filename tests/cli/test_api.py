@@ -78,6 +78,19 @@ def test_the_notebook_display_is_the_explorer_and_the_diagram():
     assert b"<svg" in net.picture("figure")
 
 
+def test_save_writes_what_cnnc_viz_writes(tmp_path):
+    source = tmp_path / "tiny.cnn"
+    source.write_text(TINY)
+    net = cnnc.compile(source)
+    net.save(tmp_path / "api.svg", style="figure")
+    assert main(["viz", str(source), "--style", "figure", "-o", str(tmp_path / "cli.svg")]) == 0
+    assert (tmp_path / "api.svg").read_bytes() == (tmp_path / "cli.svg").read_bytes()
+    page = net.save(tmp_path / "page.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "cnnc explorer" in page
+    with pytest.raises(cnnc.CnncError, match="unknown output format"):
+        net.save(tmp_path / "x.gif")
+
+
 def test_the_callback_sees_each_record_and_false_stops_the_run(tmp_path):
     seen = []
 
