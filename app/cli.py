@@ -14,6 +14,7 @@ import sys
 from .dsl.source import CnncError, Diagnostic
 from .image_flag import add_resize
 from .runtime.kernels.sets import SETS as KERNEL_SETS
+from .runtime.data.standard import STANDARD
 from .runtime.train.engines import ENGINES
 from .viz.images import MAPPINGS
 from .viz.output import STYLES
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="where --emit writes the module")
     p.add_argument("--checkpoint", metavar="PATH", help="weights for --emit (a checkpoint written by cnnc run; "
                                                         "default: the seeded initial weights)")
+    p.add_argument("--raw", action="store_true", help="with --checkpoint: leave out the training's preprocessing "
+                                                      "(the module then takes preprocessed inputs)")
 
     p = sub.add_parser("run", help="train (and evaluate) a network",
                        description="Train a network with its `train` section; flags override its keys.")
@@ -89,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--data", metavar="PATH", help="mnist10k, a .npz file, an MNIST IDX folder, an image folder, "
-                                                   "a segmentation folder (images/ + masks/), or synthetic")
+    p.add_argument("--data", metavar="PATH", help=f"mnist10k, {', '.join(STANDARD)}; a .npz file, an MNIST IDX "
+                                                   "folder, an image folder or a segmentation folder (images/ + "
+                                                   "masks/); or synthetic (generated to fit the network)")
     p.add_argument("--out", metavar="DIR", help="where checkpoints and metrics.jsonl go (default runs/NETWORK)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse)")
@@ -252,7 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="PATH", help="weights: a checkpoint written by cnnc run "
                                                         "(default: the seeded initial weights)")
     p.add_argument("--fuse", action="store_true", help="onnx: export the fused inference graph (batchnorm folded)")
+    p.add_argument("--raw", action="store_true", help="with --checkpoint: leave out the training's preprocessing "
+                                                      "(default: the model applies it to its input first)")
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)   # a flag it does not know is reported with its usage
     return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, parsed; a flag the command does not take exits 2 with that command's usage
+    (`cnnc compile: error: unrecognized arguments: --epochs 3`), not the top level's."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def _silence_stdout() -> None:
@@ -340,7 +357,7 @@ COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict
 def main(argv: list[str] | None = None) -> int:
     from .compiler.elaborate import RECURSION_LIMIT
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))  # nested blocks recurse
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # what `--nproc` starts again in each process
     try:
         code = COMMANDS[args.command](args)

@@ -70,6 +70,9 @@ def _check_flags(args: argparse.Namespace) -> None:
     if args.checkpoint and not args.emit:
         raise CnncError(f"--checkpoint {args.checkpoint}: only --emit reads weights",
                         hint="add --emit numpy -o model.py")
+    if args.raw and not args.checkpoint:
+        raise CnncError("--raw: leaves out the preprocessing a checkpoint recorded, and no --checkpoint is given",
+                        hint="add --emit numpy -o model.py --checkpoint CK.npz")
     if args.emit and not args.output:
         raise CnncError("--emit numpy needs -o FILE.py: where to write the module",
                         hint="e.g. cnnc compile net.cnn --emit numpy -o model.py (weights go to model.npz)")
@@ -82,7 +85,7 @@ def _fused(args: argparse.Namespace, c: Compiled, warn: Callable[[Diagnostic], N
     emitted = None
     if args.emit:
         from .runtime.export import codegen
-        emitted = codegen.emit(c, args.output, args.checkpoint)
+        emitted = codegen.emit(c, args.output, args.checkpoint, raw=args.raw)
     memory = _memory(c, fused) if args.fuse else None
     if args.format == "json":
         out = report.to_json(c)
@@ -100,6 +103,8 @@ def _fused(args: argparse.Namespace, c: Compiled, warn: Callable[[Diagnostic], N
         print(f"wrote {module} ({emitted['lines']} lines, functions: {', '.join(emitted['functions'])})")
         print(f"wrote {weights} ({emitted['arrays']} arrays, {report.fmt_bytes(emitted['bytes'])}, "
               f"{describe_path(emitted['source'])})")
+        if emitted["preprocess"]:
+            print(f"the module {emitted['preprocess']}")
     return 0
 
 

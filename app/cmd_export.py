@@ -23,10 +23,12 @@ class Exporter(NamedTuple):
 
 def _torch(args: argparse.Namespace, compiled) -> int:
     from .runtime.export.torch_module import export
-    result = export(compiled, args.output, args.checkpoint)
+    result = export(compiled, args.output, args.checkpoint, raw=args.raw)
     print(f"wrote {describe_path(result['module'])} ({result['lines']} lines, class {result['class']})")
     print(f"wrote {describe_path(result['weights'])} ({result['arrays']} arrays, "
           f"{report.fmt_bytes(result['bytes'])}, {describe_path(result['source'])})")
+    if result["preprocess"]:
+        print(f"the module {result['preprocess']}")
     if result.get("initial"):
         print("note: no --checkpoint, so these are the seeded initial weights cnnc would start training from")
     return 0
@@ -48,6 +50,9 @@ def check_flags(args: argparse.Namespace) -> None:
     if not args.output.endswith(exporter.suffix):
         raise CnncError(f"-o {describe_path(args.output)}: --to {args.to} writes a {exporter.suffix} file",
                         hint=f"e.g. -o model{exporter.suffix}")
+    if args.raw and not args.checkpoint:
+        raise CnncError("--raw: leaves out the preprocessing a checkpoint recorded, and no --checkpoint is given",
+                        hint="add --checkpoint CK.npz (without one, the model has no preprocessing to leave out)")
     if args.fuse and not exporter.fuses:
         raise CnncError(f"--fuse: --to {args.to} exports the network as written, not its fused graph",
                         hint="--fuse is for --to onnx")

@@ -1,8 +1,10 @@
 """Command line: `cnnc run` (train, or `--eval` a checkpoint) and `cnnc predict`.
 
-Turns flags into train-section overrides (checked by the compiler's train
-vocabulary, so a flag and a file key fail the same way), starts the trainer
-or the predictor, and prints what they return.
+A thin layer over the Python API (app/api.py): the flags become the
+arguments of `api.train` (train-section overrides checked by the compiler's
+train vocabulary, so a flag and a file key fail the same way) or of the
+predictor, and what they return is printed. `--nproc` starts the processes
+(app/launch.py) that each run this command again.
 """
 from __future__ import annotations
 
@@ -13,86 +15,45 @@ from pathlib import Path
 
 import numpy as np
 
+from . import api
 from .compiler.driver import Compiled
-from .compiler.train_spec import Given, TrainConfig, given_text, train_config
-from .compiler.train_vocab import DATA, Invalid
+from .compiler.train_spec import Given, train_config
 from .dsl.files import describe_path, write_atomic
 from .dsl.source import CnncError
 from .image_flag import resize_of
-from .runtime.progress import Progress, wanted
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-FLAG_KEYS = ("epochs", "batch", "seed", "lr", "kfold", "bootstrap")   # the flags named after a train key
+from .runtime.progress import wanted
 
 
 def train_flags(args: argparse.Namespace) -> list[Given]:
-    """The flags that set train keys, one layer over the file's section (compiled with it): each replaces
-    the file's value of what it sets, and two flags that set one thing differently are refused
-    (compiler/train_spec.py)."""
-    flags = [given_text(assignment, "--train") for assignment in getattr(args, "train", None) or ()]
-    for key in FLAG_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
-            shown = f"--{key}" if value is True else f"--{key} {value}"
-            flags.append(Given(key, value, None, shown))
-    return flags
+    """The flags that set train keys (api.KEY_OPTIONS) and --train: one layer over the file's section,
+    compiled with it (cli.py), so the record is checked as a whole with them (api.train_layer)."""
+    return api.train_layer(getattr(args, "train", None) or (),
+                           **{key: getattr(args, key, None) for key in api.KEY_OPTIONS})
 
 
-def _limit(args: argparse.Namespace) -> int | None:
-    """--limit N, checked as the data sets' `limit` option is (N >= 1; 0 is not "no limit")."""
-    if args.limit is None:
-        return None
-    try:
-        return next(o for o in DATA.common if o.name == "limit").check(args.limit)
-    except Invalid as bad:
-        raise CnncError(f"--limit {args.limit}: must be {bad}") from None
+def _options(args: argparse.Namespace) -> api.Options:
+    """How the run reads its data and computes, from the flags (checked as api.Options checks them)."""
+    return api.Options(args.data, args.limit, args.threads, args.engine, args.device, wanted(sys.stderr, args.quiet),
+                       kernels=args.kernels)
 
 
 def run(args: argparse.Namespace, compiled: Compiled) -> int:
-    from .runtime.train.trainer import Trainer
-    if args.threads is not None and args.threads < 1:
-        raise CnncError(f"--threads {args.threads}: must be at least 1")
-    cfg = train_config(compiled.net)   # compiled with the flags (cli.py: train_flags)
-    limit = _limit(args)
+    """`cnnc run`: the file compiled with the flags over its train section (cli.py), run by `api.run`
+    (with --nproc: checked, then the processes start)."""
+    options = _options(args)
+    cfg = train_config(compiled.net)
     if _processes(args) > 1:
         if cfg.kfold:
             raise CnncError(f"--nproc {args.nproc}: k-fold cross-validation trains its folds in one process",
                             hint="drop --nproc, or train one fold's configuration without kfold")
         from .launch import launch
         return launch(args.argv, args.nproc)
-    if compiled.net.train is None and os.environ.get("RANK", "0") == "0":
-        print(f"note: {compiled.net.name} has no train section; using defaults "
-              f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
-    progress = wanted(sys.stderr, args.quiet)
-    out = Path(args.out) if args.out else Path("runs") / compiled.net.name
-    if cfg.kfold and not args.eval:
-        return _kfold(args, compiled, cfg, out, limit, progress)
-    trainer = Trainer(compiled, cfg, out, data_override=args.data, limit=limit, progress=progress,
-                      threads=args.threads, engine=args.engine, device=args.device, kernels=args.kernels)
     if args.eval:
-        return _evaluate(trainer, args.eval)
-    ds = trainer.ds
-    header = (f"{compiled.net.name}: {len(ds.train):,} training samples"
-              + (" (a bootstrap resample)" if cfg.bootstrap else "")
-              + (f", {len(ds.val):,} validation" if ds.val is not None else "")
-              + (f", {len(ds.test):,} test" if ds.test is not None else "")
-              + f" from {ds.name}; {_plural(cfg.epochs, 'epoch')} of batch {cfg.batch}; {cfg.optimizer.name} "
-              f"lr {trainer.base_lr:g}; {_computes(args, trainer)}; checkpoints in {describe_path(trainer.out)}")
-    result = trainer.run(resume=args.resume, overwrite=args.overwrite, started=lambda: print(header))
-    return 1 if result.non_finite else 0
-
-
-def _computes(args: argparse.Namespace, trainer) -> str:
-    """What computes the run: the engine, its kernel set (and why, where it is not the fast one), threads."""
-    threads = getattr(trainer.engine, "threads", None)
-    on = f" on {_plural(threads, 'thread')}" if threads else ""
-    if args.engine != "numpy":
-        return f"{args.engine} engine{on}"
-    return f"{trainer.plan.kernel_set.describe()}{on}"
+        return _evaluate(args, compiled, cfg, options)
+    result = api.run(compiled, cfg, options, args.out, args.resume, args.overwrite)
+    if isinstance(result, api.Run):
+        return 1 if result.non_finite else 0
+    return _print_kfold(result, api.run_directory(compiled, args.out))
 
 
 def _processes(args: argparse.Namespace) -> int:
@@ -116,47 +77,26 @@ def _processes(args: argparse.Namespace) -> int:
     return args.nproc
 
 
-def _kfold(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: Path, limit: int | None,
-           progress: bool) -> int:
-    """K models, one per fold; each fold's figures and their mean ± std."""
-    from .runtime.select.kfold import FIGURES, SUMMARY, run_kfold
-    from .runtime.train.trainer import Trainer
-
-    bar = Progress("k-fold", shown=progress, runs=cfg.kfold)   # one bar, one ETA, over every fold
-
-    def make_trainer(fold_cfg, fold_out, resplit, log):
-        bar.context = f"fold {fold_out.name.rpartition('-')[2]}/{cfg.kfold}"
-        return Trainer(compiled, fold_cfg, fold_out, data_override=args.data, limit=limit, progress=bar,
-                       log=log, threads=args.threads, resplit=resplit, engine=args.engine, device=args.device,
-                       kernels=args.kernels)
-
-    def started(n: int) -> None:
-        bar.write(f"{compiled.net.name}: {cfg.kfold}-fold cross-validation of {n:,} training samples (the test "
-                  f"split is kept out); {_plural(cfg.epochs, 'epoch')} per fold; folds in {describe_path(out)}")
-    with bar:
-        result = run_kfold(compiled, cfg, out, make_trainer, resume=args.resume, overwrite=args.overwrite,
-                           started=started, log=bar.write)
+def _print_kfold(result, out: Path) -> int:
+    """Each fold's figures and their mean ± std."""
+    from .runtime.select.kfold import FIGURES, SUMMARY
+    from .runtime.select.search import figure_text
     names = [n for n in FIGURES if n in result.summary]
     print("fold  " + "  ".join(f"{n:>14}" for n in names))
     for f in result.folds:
-        print(f"{f.index:>4}  " + "  ".join(f"{_figure(n, f.figures[n]):>14}" for n in names))
-    print("mean  " + "  ".join(f"{_figure(n, result.summary[n]['mean']):>14}" for n in names))
-    print(" std  " + "  ".join(f"{_figure(n, result.summary[n]['std']):>14}" for n in names))
+        print(f"{f.index:>4}  " + "  ".join(f"{figure_text(n, f.figures[n]):>14}" for n in names))
+    print("mean  " + "  ".join(f"{figure_text(n, result.summary[n]['mean']):>14}" for n in names))
+    print(" std  " + "  ".join(f"{figure_text(n, result.summary[n]['std']):>14}" for n in names))
     print(f"wrote {describe_path(out / SUMMARY)}")
     return 1 if any(f.non_finite for f in result.folds) else 0
 
 
-def _figure(name: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2%}" if name.endswith("accuracy") else f"{value:.4f}"
-
-
-def _evaluate(trainer, path: str) -> int:
+def _evaluate(args: argparse.Namespace, compiled: Compiled, cfg, options: api.Options) -> int:
+    """`--eval CHECKPOINT`: score it on the test split (else validation) with the run's data."""
     from .runtime.predict import evaluate
-    e = evaluate(trainer, path)
+    e = evaluate(options.trainer(compiled, cfg, api.run_directory(compiled, args.out)), args.eval)
     acc = f", accuracy {e.accuracy:.2%}" if e.accuracy is not None else ""
-    print(f"{describe_path(path)} (epoch {e.epoch}): loss {e.loss:.4f}{acc} on {e.samples:,} samples")
+    print(f"{describe_path(args.eval)} (epoch {e.epoch}): loss {e.loss:.4f}{acc} on {e.samples:,} samples")
     return 0
 
 
@@ -177,13 +117,11 @@ def predict(args: argparse.Namespace, compiled: Compiled) -> int:
     if args.output:
         raise CnncError(f"-o {describe_path(args.output)}: only a segmentation network's masks are written",
                         hint="this network predicts one class per input; its predictions are printed")
-    k = min(args.top, p.probabilities.shape[1])
 
     def named(c: int) -> str:
         return f"{c} {describe_path(p.classes[c])}" if p.classes and 0 <= c < len(p.classes) else str(c)
-    for i, name in enumerate(p.names):
-        prob = p.probabilities[i]
-        guesses = ", ".join(f"{named(c)} ({prob[c]:.1%})" for c in prob.argsort()[::-1][:k])
+    for i, (name, best) in enumerate(zip(p.names, p.ranked(args.top))):
+        guesses = ", ".join(f"{named(c)} ({prob:.1%})" for c, _, prob in best)
         truth = f"  [label {named(int(p.labels[i]))}]" if p.labels is not None else ""
         print(f"{describe_path(name)}: {guesses}{truth}")
     return 0

@@ -60,15 +60,20 @@ def search(args: argparse.Namespace) -> int:
     if best is None:
         print("no trial finished")
         return 1
-    print(f"best ({result.metric} {best['figures'][result.metric]:.4g}): "
+    figures = best["figures"]
+    tested = "".join(f", {m} {s.figure_text(m, figures[m])}" for m in ("test_accuracy", "test_loss")
+                     if m in figures and m != result.metric)
+    print(f"best ({result.metric} {s.figure_text(result.metric, figures[result.metric])}{tested}): "
           f"{reproduce(args, s.shown_settings(best), axes)}")
     return 0
 
 
 def _print_table(result, names: list[str]) -> None:
-    """The trials ranked, each with its settings as it trained with them (search.py `shown_settings`)."""
-    from .runtime.select.search import METRICS, shown_settings
-    shown = [m for m in METRICS if any(m in r.get("figures", {}) for r in result.records)]
+    """The trials ranked, each with its settings as it trained with them (search.py `shown_settings`); the
+    test split's figures only when they rank them (else the best line has them)."""
+    from .runtime.select.search import METRICS, figure_text, shown_settings
+    shown = [m for m in METRICS if any(m in r.get("figures", {}) for r in result.records)
+             and (not m.startswith("test_") or result.metric.startswith("test_"))]
     shown = [result.metric] + [m for m in shown if m != result.metric]
     settings = [shown_settings(r) for r in result.records]
     widths = [max(len(n), *(len(str(t.get(n, ""))) for t in settings)) for n in names]
@@ -80,15 +85,9 @@ def _print_table(result, names: list[str]) -> None:
         if r.get("status") != "ok":
             print(f"{'-':>4}  {cells}  failed: {r.get('error')}")
             continue
-        figures = "  ".join(f"{_figure(m, r.get('figures', {}).get(m)):>14}" for m in shown)
+        figures = "  ".join(f"{figure_text(m, r.get('figures', {}).get(m)):>14}" for m in shown)
         note = f"  ({r['halted']})" if r.get("halted") else ""
         print(f"{i:>4}  {cells}  {figures}  {r.get('epochs', '-'):>6}{note}")
-
-
-def _figure(name: str, value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2%}" if name.endswith("accuracy") else f"{value:.4f}"
 
 
 def reproduce(args: argparse.Namespace, settings: dict[str, str], axes) -> str:

@@ -17,10 +17,13 @@ from .graph import Network
 from .lints import allowed, check_allowed
 
 
-@dataclass
+@dataclass(repr=False)
 class Compiled:
     net: Network
     analysis: Analysis
+
+    def __repr__(self) -> str:   # the graph and its analyses are thousands of lines: name them only
+        return f"<Compiled {self.net.name}: {len(self.net.layers())} layers, from {self.net.source}>"
 
     @property
     def warnings(self) -> list[Diagnostic]:
@@ -29,11 +32,13 @@ class Compiled:
 
 def compile_file(path: str | Path, network: str | None = None, inputs: dict[str, tuple] | None = None,
                  args: dict[str, Any] | None = None, allow: set[str] | frozenset = frozenset(),
-                 with_train: bool = True, train_layers: Sequence[Sequence[Any]] = ()) -> Compiled:
-    """Parse, elaborate, check and analyse one network of a `.cnn` file. Its train section is resolved
-    with `train_layers` (the command line's flags, a search trial's axes: compiler/train_spec.py `Given`s)
-    over it, and the resolved record checked as a whole: a flag may mend what the file alone lacks."""
-    defs = load(path)
+                 with_train: bool = True, train_layers: Sequence[Sequence[Any]] = (),
+                 text: str | None = None) -> Compiled:
+    """Parse, elaborate, check and analyse one network of a `.cnn` file (or of `text`, named `path`).
+    Its train section is resolved with `train_layers` (the command line's flags, a search trial's axes:
+    compiler/train_spec.py `Given`s) over it, and the resolved record checked as a whole: a flag may
+    mend what the file alone lacks."""
+    defs = load(path, text)
     try:
         net = elaborate(defs, network, inputs, args)
     except CnncError as err:

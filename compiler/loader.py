@@ -37,10 +37,11 @@ class Definitions:
     main_networks: list[str] = field(default_factory=list)
 
 
-def load(path: str | Path) -> Definitions:
-    """Parse a file and, recursively, the files it imports."""
+def load(path: str | Path, text: str | None = None) -> Definitions:
+    """Parse a file and, recursively, the files it imports. With `text`, that is the program, and
+    `path` only names it (in messages; imports are relative to its folder)."""
     defs = Definitions(str(path))
-    _load_into(defs, Path(path), stack=(), import_loc=None)
+    _load_into(defs, Path(path), stack=(), import_loc=None, text=text)
     return defs
 
 
@@ -48,14 +49,14 @@ _KINDS = {ast.Block: ("blocks", "block"), ast.Function: ("functions", "function"
           ast.Train: ("trains", "train section for")}
 
 
-def _load_into(defs: Definitions, path: Path, stack: tuple, import_loc: Loc | None) -> None:
+def _load_into(defs: Definitions, path: Path, stack: tuple, import_loc: Loc | None, text: str | None = None) -> None:
     resolved = _resolve(path, import_loc)
     if resolved in stack:
         cycle = " -> ".join(p.name for p in (*stack[stack.index(resolved):], resolved))
         raise CnncError(f"import cycle: {cycle}", import_loc, "a file cannot import itself, directly or not")
     if len(stack) > MAX_IMPORT_DEPTH:
         raise CnncError(f"imports nested more than {MAX_IMPORT_DEPTH} deep", import_loc)
-    program = parse(_read(path, import_loc), str(path))
+    program = parse(_read(path, import_loc) if text is None else text, str(path))
     for item in program.items:
         if isinstance(item, ast.Import):
             _check_import_path(item.path, item.loc)

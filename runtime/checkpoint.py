@@ -177,8 +177,9 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.nd
     return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a checkpoint written by `save_checkpoint` -> (arrays, meta); never unpickles."""
+def load_checkpoint(path: str | os.PathLike, arrays_too: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint written by `save_checkpoint` -> (arrays, meta); never unpickles.
+    `arrays_too=False` reads the meta alone (the arrays come back empty)."""
     shown = files.describe_path(path)
     cap = files.limit("checkpoint")
     with files.open_regular(path, "checkpoint", cap) as (f, size):
@@ -200,7 +201,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
                 arrays = {}
                 for info in infos:
                     key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                    arrays[key] = _read_member(zf, info, path)
+                    if arrays_too or key == META_KEY:
+                        arrays[key] = _read_member(zf, info, path)
         except CnncError:
             raise
         except PermissionError:
@@ -313,9 +315,10 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
-def load(path: str | os.PathLike) -> Checkpoint:
-    """A checkpoint written by `save_training_state`; arrays that are not numbers are refused."""
-    arrays, meta = load_checkpoint(path)
+def load(path: str | os.PathLike, arrays_too: bool = True) -> Checkpoint:
+    """A checkpoint written by `save_training_state`; arrays that are not numbers are refused.
+    `arrays_too=False`: its meta alone (what the trainer recorded), without reading the arrays."""
+    arrays, meta = load_checkpoint(path, arrays_too)
     for key, value in arrays.items():
         if value.dtype.kind not in NUMERIC_KINDS:
             raise CnncError(f"checkpoint '{files.describe_path(path)}': '{key}' has dtype {value.dtype}, "

@@ -37,6 +37,14 @@ class Predictions:
     classes: list[str] | None     # class names in label order, as the trainer recorded them
     images: np.ndarray | None = None  # the inputs [N, C, H, W] as read, before preprocessing (for overlays)
 
+    def ranked(self, k: int = 1) -> list[list[tuple[int, str | None, float]]]:
+        """Per input, its k most likely classes, most likely first: (index, name or None, probability)."""
+        if self.probabilities.ndim != 2:
+            raise CnncError(f"the network predicts masks {list(self.probabilities.shape[1:])}, not one class "
+                            "per input", hint="take probabilities.argmax(axis=1) for each pixel's class")
+        named = self.classes if self.classes is not None else [None] * self.probabilities.shape[1]
+        return [[(int(c), named[c], float(row[c])) for c in row.argsort()[::-1][:k]] for row in self.probabilities]
+
 
 @dataclass(frozen=True)
 class Evaluation:

@@ -7,7 +7,10 @@ training inputs, each producing a *record* of plain numbers
 whole of the preprocessing: the trainer applies them to every split with
 `apply`, writes them into every checkpoint, and `cnnc predict` applies the
 checkpoint's records with the same `apply` — so an input file and the same
-sample from the data set reach the network as the same numbers.
+sample from the data set reach the network as the same numbers. Every record
+is a per-channel affine map (`MAPS`); `affine` composes a list of them into
+one `x * scale + shift`, which `apply` computes and every exporter
+(runtime/export/) writes as the first operation of its model.
 """
 from __future__ import annotations
 
@@ -78,24 +81,48 @@ def fit(specs: Sequence[tuple[str, Mapping[str, Any]]], x_train: np.ndarray) -> 
 
 
 # ------------------------------------------------------------- replaying
-def _channels(values: Any, x: np.ndarray, what: str) -> np.ndarray:
+def _channels(values: Any, channels: int, what: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if x.ndim < 2 or arr.size not in (1, x.shape[1]):
-        raise CnncError(f"the preprocessing has {arr.size} {what} values, the inputs have shape "
-                        f"{list(x.shape[1:])}")
-    return arr.reshape((1, -1) + (1,) * (x.ndim - 2))
+    if arr.size not in (1, channels):
+        raise CnncError(f"the preprocessing has {arr.size} {what} values, the inputs have {channels} "
+                        f"channel{'' if channels == 1 else 's'}")
+    return np.broadcast_to(arr, (channels,))
+
+
+def _normalize_map(r: Record, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    inverse = 1.0 / _channels(r["std"], channels, "std")
+    return inverse, -_channels(r["mean"], channels, "mean") * inverse
+
+
+# What each record does, as a per-channel map x -> x * scale + shift (one per vocabulary entry).
+MAPS = {
+    "normalize": _normalize_map,
+    "center": lambda r, channels: (np.ones(channels), -_channels(r["mean"], channels, "mean")),
+    "scale": lambda r, channels: (np.full(channels, float(r["factor"])), np.zeros(channels)),
+}
+
+
+def affine(records: Sequence[Record], channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every record, in order, as one per-channel map `x * scale + shift` (float64 [channels] each):
+    what `apply` computes, and what an exported model does to its input first."""
+    scale, shift = np.ones(channels), np.zeros(channels)
+    for r in records:
+        if r.get("op") not in MAPS:
+            raise CnncError(f"unknown preprocessing step {str(r.get('op'))[:40]!r}")
+        step_scale, step_shift = MAPS[r["op"]](r, channels)
+        scale, shift = scale * step_scale, shift * step_scale + step_shift
+    return scale, shift
 
 
 def apply(records: Sequence[Record], x: np.ndarray) -> np.ndarray:
-    """The inputs `x` [N, C, ...] after every record, in order, as float32."""
-    for r in records:
-        if r["op"] == "normalize":
-            x = ((x - _channels(r["mean"], x, "mean")) / _channels(r["std"], x, "std")).astype(np.float32)
-        elif r["op"] == "center":
-            x = (x - _channels(r["mean"], x, "mean")).astype(np.float32)
-        elif r["op"] == "scale":
-            x = (x * np.float64(r["factor"])).astype(np.float32)
-    return x
+    """The inputs `x` [N, C, ...] after every record, in order, as float32 (channels on axis 1)."""
+    if not records:
+        return x
+    if x.ndim < 2:
+        raise CnncError(f"the preprocessing works per channel, the inputs have shape {list(x.shape[1:])}")
+    scale, shift = affine(records, x.shape[1])
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * scale.reshape(per_channel) + shift.reshape(per_channel)).astype(np.float32)
 
 
 def check_records(records: Any, source: str) -> list[Record]:

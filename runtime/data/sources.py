@@ -78,7 +78,18 @@ def _load_mnist10k(shapes: NetworkShapes) -> Dataset:
 
 
 def _load_path(shapes: NetworkShapes, path: str) -> Dataset:
-    return load_dataset(path)
+    return _path_source(shapes, path)
+
+
+def _path_source(shapes: NetworkShapes, path: str, resize: tuple[int, int] | None = None) -> Dataset:
+    """`data = "SOURCE"` and `--data SOURCE`: `synthetic`, or a synthetic set's own name
+    (`synthetic_classes`, ...), is generated to fit the network, as `data = synthetic(kind = ...)` is;
+    anything else is read by `load_dataset` (a folder of images at `resize`, the image policy)."""
+    if path == "synthetic":
+        return _load_synthetic(shapes)
+    if path in SYNTHETIC:
+        return _load_synthetic(shapes, kind=path.removeprefix("synthetic_"))
+    return load_dataset(path, resize=resize)
 
 
 def _load_npz(shapes: NetworkShapes, path: str) -> Dataset:
@@ -147,8 +158,8 @@ def load_source(name: str, shapes: NetworkShapes, options: dict[str, Any],
     size, image_policy.py) resizes the images of a folder of image files that names no size of its own."""
     if image_size is not None and name in ("images", "segmentation") and options.get("size") is None:
         options = {**options, "size": image_size}
-    elif image_size is not None and name == "path":
-        return load_dataset(options["path"], resize=image_size)
+    elif name == "path":
+        return _path_source(shapes, options["path"], image_size)
     return DATA_LOADERS[name](shapes, **options)
 
 

@@ -29,6 +29,7 @@ import math
 import re
 import textwrap
 import types
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -38,10 +39,12 @@ import numpy as np
 from ...compiler.fusion import FUSED_OPS, fuse, parameters
 from ...compiler.graph import Network, Node
 from ...compiler.ops import OPS, implementation, normalised_name, register
+from ...compiler.symbolic import is_symbolic
 from ...dsl.files import atomic_output, describe_path, same_file
 from ...dsl.source import CnncError
 from . import standalone
 from .. import checkpoint as checkpoints
+from .. import preprocess
 from ..fused import fold_parameters
 from ..plan import initial_parameters, require_concrete
 
@@ -160,7 +163,7 @@ def standalone_functions() -> list[Callable]:
 
 
 HEADER_NAMES = {"np", "os", "p", "params", "load", "forward", "NETWORK", "SOURCE", "ORIGIN", "INPUTS",
-                "OUTPUTS", "WEIGHTS", "_PARAMS"}
+                "OUTPUTS", "WEIGHTS", "_PARAMS", "CLASSES", "PREPROCESS", "INPUT_SCALE", "INPUT_SHIFT"}
 
 
 @cache
@@ -410,6 +413,84 @@ def _pairwise(fn: str, x: list[str]) -> str:
 register(BACKEND, "maximum")(lambda e, n, x: _pairwise("np.maximum", x))
 
 
+# ------------------------------------------------------------ preparation
+@dataclass(frozen=True)
+class Preparation:
+    """What a checkpoint tells an exported model besides its weights: the preprocessing the trainer
+    applied (its records, and as one per-channel map `x * scale + shift` of the first input, or None
+    when the model takes its inputs as they are: no records, or `--raw`) and the class names."""
+
+    input: str
+    records: list[dict]
+    scale: tuple[float, ...] | None
+    shift: tuple[float, ...] | None
+    classes: list[str] | None
+
+    @property
+    def in_model(self) -> bool:
+        return self.scale is not None
+
+
+NO_PREPARATION = Preparation("", [], None, None, None)   # a model that takes its inputs as they are
+
+
+def preparation(net: Network, checkpoint: str | None, raw: bool = False) -> Preparation:
+    """The checkpoint's preprocessing of the network's first input (as `cnnc predict` applies it) and its
+    class names; without a checkpoint, neither."""
+    first = next(iter(net.inputs))
+    if checkpoint is None:
+        return Preparation(first, [], None, None, None)
+    ck = checkpoints.load(checkpoint, arrays_too=False)
+    shown = f"checkpoint '{describe_path(checkpoint)}'"
+    records = preprocess.check_records(ck.preprocess, shown)
+    classes = ck.classes
+    outputs = net.shapes[net.outputs[0]][0] if net.shapes[net.outputs[0]] else None
+    if classes is not None and outputs is not None and len(classes) != outputs:
+        raise CnncError(f"{shown} names {len(classes)} classes, {net.name} has {outputs} outputs",
+                        hint="was it written for another network or another version of this file?")
+    if raw or not records:
+        return Preparation(first, records, None, None, classes)
+    channels = net.inputs[first][0]
+    try:
+        if is_symbolic(channels):
+            raise CnncError(f"the preprocessing is per channel, and the input's channels are {channels}")
+        scale, shift = preprocess.affine(records, int(channels))
+    except CnncError as err:
+        raise CnncError(f"{shown} does not fit {net.name}: {err.message}",
+                        hint="bind the channels with --input, or export with --raw to leave the preprocessing "
+                             "out") from None
+    return Preparation(first, records, tuple(float(v) for v in scale), tuple(float(v) for v in shift), classes)
+
+
+def preparation_note(prep: Preparation) -> str | None:
+    """What `cnnc` prints about the preprocessing of an exported model, or None when there was none."""
+    if prep.in_model:
+        return f"applies the training's preprocessing ({', '.join(r['op'] for r in prep.records)}) to its input"
+    if prep.records:
+        return "takes preprocessed inputs (--raw): PREPROCESS lists what training did"
+    return None
+
+
+def preparation_text(prep: Preparation) -> str:
+    """The sentence a generated module's docstring says about its input (static text, no user data)."""
+    if prep.in_model:
+        return ("The model takes an input as `cnnc predict` reads it (an image: float32 in [0, 1]) and\n"
+                "applies the training's preprocessing (PREPROCESS) to it first, as one per-channel map\n"
+                "x * INPUT_SCALE + INPUT_SHIFT; CLASSES names the outputs.\n")
+    if prep.records:
+        return ("The model takes inputs already preprocessed: it was exported with --raw, and PREPROCESS\n"
+                "lists what training did to its inputs; CLASSES names the outputs.\n")
+    return "No preprocessing was recorded (PREPROCESS is empty); CLASSES names the outputs when known.\n"
+
+
+def preparation_constants(prep: Preparation) -> str:
+    """CLASSES, PREPROCESS, and the map's INPUT_SCALE and INPUT_SHIFT, each through `py_literal`."""
+    lines = [f"CLASSES = {py_literal(prep.classes)}", f"PREPROCESS = {py_literal(prep.records)}"]
+    if prep.in_model:
+        lines += [f"INPUT_SCALE = {py_literal(prep.scale)}", f"INPUT_SHIFT = {py_literal(prep.shift)}"]
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ module
 def variable_names(net: Network) -> dict[str, str]:
     """A distinct ASCII Python identifier per node ("basic_1.conv" -> "basic_1_conv")."""
@@ -427,7 +508,7 @@ def variable_names(net: Network) -> dict[str, str]:
     return out
 
 
-def _header(net: Network, weights_name: str, origin: str) -> str:
+def _header(net: Network, weights_name: str, origin: str, prep: Preparation) -> str:
     """The module docstring (no user text in it), imports, constants and `load`."""
     returns = "the output" if len(net.outputs) == 1 else "a dict of the outputs"
     inputs = {k: tuple(int(d) for d in v) for k, v in net.inputs.items()}
@@ -442,6 +523,7 @@ def _header(net: Network, weights_name: str, origin: str) -> str:
             y = forward(x)    # x: float32 [N, *INPUTS[name]]
 
         `forward` returns {returns} (OUTPUTS names them).
+        ''') + preparation_text(prep) + textwrap.dedent(f'''\
         """
         import os
 
@@ -454,11 +536,11 @@ def _header(net: Network, weights_name: str, origin: str) -> str:
         OUTPUTS = {py_literal(tuple(net.outputs))}
         WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), {py_literal(weights_name)})
         _PARAMS = None
-        ''')
+        ''') + preparation_constants(prep)
 
 
-def _forward(net: Network, names: dict[str, str], body: list[str]) -> str:
-    """`forward`: the inputs as float32, then one line per layer, then the output(s)."""
+def _forward(net: Network, names: dict[str, str], prepare: list[str], body: list[str]) -> str:
+    """`forward`: the inputs as float32, their preprocessing, then one line per layer, then the output(s)."""
     args = [names[i] for i in net.inputs]
     outs = [names[o] for o in net.outputs]
     ret = outs[0] if len(outs) == 1 else "{" + ", ".join(f"{py_literal(o)}: {names[o]}" for o in net.outputs) + "}"
@@ -469,7 +551,7 @@ def _forward(net: Network, names: dict[str, str], body: list[str]) -> str:
              "        params = _PARAMS = _PARAMS if _PARAMS is not None else load(WEIGHTS)",
              "    p = params"]
     lines += [f"    {a} = np.asarray({a}, dtype=np.float32)" for a in args]
-    return "\n".join(lines + body + [f"    return {ret}"]) + "\n"
+    return "\n".join(lines + prepare + body + [f"    return {ret}"]) + "\n"
 
 
 def _layer_comment(node: Node) -> str:
@@ -478,16 +560,22 @@ def _layer_comment(node: Node) -> str:
     return f"    # {py_literal(node.name)}: {py_literal(node.layer or node.op)}{where}"
 
 
-def module_source(net: Network, weights_name: str, origin: str) -> tuple[str, list[str]]:
+def module_source(net: Network, weights_name: str, origin: str,
+                  prep: Preparation = NO_PREPARATION) -> tuple[str, list[str]]:
     """The module's text and the op functions it defines."""
     names = variable_names(net)
     e = _Emitter(net, names)
+    prepare = []
+    if prep.in_model:
+        x = names[prep.input]
+        prepare = ["    # the training's preprocessing (PREPROCESS) as one per-channel map",
+                   f"    {x} = {e.call(standalone.channel_affine, x, scale=prep.scale, shift=prep.shift)}"]
     body = []
     for node in net.layers():
         body.append(_layer_comment(node))
         body.append(f"    {e.target(node)} = {e.expression(node)}")
     funcs, _ = copy_functions([standalone.load, *e.used])
-    source = _header(net, weights_name, origin) + funcs + "\n\n" + _forward(net, names, body)
+    source = _header(net, weights_name, origin, prep) + funcs + "\n\n" + _forward(net, names, prepare, body)
     ops, _ = _closure(e.used)
     own = [f.__name__ for f in ops if f.__module__ == standalone.__name__ and not f.__name__.startswith("_")]
     return source, own
@@ -580,17 +668,20 @@ def write_module_and_weights(module: Path, weights: Path, inputs: list[str], tex
         py.write(text)
 
 
-def emit(compiled, output: str, checkpoint: str | None = None) -> dict[str, Any]:
-    """Write OUTPUT (.py) and its weights (.npz beside it), both atomically; returns what was written."""
+def emit(compiled, output: str, checkpoint: str | None = None, raw: bool = False) -> dict[str, Any]:
+    """Write OUTPUT (.py) and its weights (.npz beside it), both atomically; returns what was written.
+    The module applies the checkpoint's preprocessing first unless `raw`."""
     net = compiled.net
     require_concrete(net, "--emit numpy")
     module, weights, inputs = module_and_weights(output, ".npz", "--emit numpy", net.source, checkpoint)
     fused = fuse(net, "eval").net
     store, origin = parameter_store(net, compiled.analysis.params, checkpoint)
+    prep = preparation(net, checkpoint, raw)
     folded = {k: np.ascontiguousarray(v, np.float32) for k, v in fold_parameters(fused, store).items()}
-    source, functions = module_source(fused, weights.name, origin)
+    source, functions = module_source(fused, weights.name, origin, prep)
     check_module(source)
     write_module_and_weights(module, weights, inputs, source, lambda f: np.savez(f, **folded))
     return {"module": str(module), "weights": str(weights), "lines": source.count("\n"),
             "functions": functions, "arrays": len(folded), "bytes": sum(v.nbytes for v in folded.values()),
-            "source": origin}
+            "source": origin, "preprocess": preparation_note(prep)}
+

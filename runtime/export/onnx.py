@@ -27,6 +27,7 @@ ONNX's external-data form is not written) are refused.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -39,7 +40,7 @@ from ...compiler.ops import crop_start, implementation, register, same_padding
 from ...compiler.symbolic import is_symbolic, show
 from ...dsl.files import describe_path, write_atomic
 from ...dsl.source import CnncError
-from .codegen import parameter_store
+from .codegen import NO_PREPARATION, Preparation, parameter_store, preparation, preparation_note
 from ..fused import fold_parameters
 from .standalone import _bin_matrix
 
@@ -591,10 +592,25 @@ def dims(net: Network, shape: tuple) -> list[Any]:
     return out
 
 
-def build_nodes(net: Network, store: Mapping[str, np.ndarray]) -> _Builder:
-    """Every layer through its registered emitter, in topological order."""
+def _preprocess(b: _Builder, prep: Preparation) -> None:
+    """The training's preprocessing as the graph's first nodes: `input * scale + shift` per channel
+    (runtime/preprocess.py `affine`), read by every layer that reads the input."""
+    node = b.net.node(prep.input)
+    b.layer, b.out = node, ""
+    per_channel = [1, -1] + [1] * (len(b.net.inputs[prep.input]) - 1)
+    scale = b.const("scale", np.reshape(prep.scale, per_channel), np.float32)
+    shift = b.const("shift", np.reshape(prep.shift, per_channel), np.float32)
+    scaled = b.add("Mul", [prep.input, scale])
+    b.tensors[prep.input] = b.add("Add", [scaled, shift], f"{prep.input}/preprocessed")
+
+
+def build_nodes(net: Network, store: Mapping[str, np.ndarray], prep: Preparation = NO_PREPARATION) -> _Builder:
+    """The preprocessing (if `prep` has one), then every layer through its registered emitter, in
+    topological order."""
     tensors = {n.name: (tail_of(n) if n.op in FUSED_OPS else n.name) for n in net.order()}
     b = _Builder(net, store, tensors)
+    if prep.in_model:
+        _preprocess(b, prep)
     for node in net.order():
         rule = emitter(node.op)
         if rule is None:
@@ -604,11 +620,13 @@ def build_nodes(net: Network, store: Mapping[str, np.ndarray]) -> _Builder:
     return b
 
 
-def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "") -> Any:
-    """The ONNX ModelProto of a (possibly fused) network with the given parameter store."""
+def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "",
+                prep: Preparation = NO_PREPARATION) -> Any:
+    """The ONNX ModelProto of a (possibly fused) network with the given parameter store; its metadata
+    holds the class names and preprocessing records of `prep`."""
     from onnx import TensorProto, helper, numpy_helper
 
-    b = build_nodes(net, store)
+    b = build_nodes(net, store, prep)
     size = sum(v.nbytes for v in b.initializers.values())
     if size > MAX_BYTES:
         raise CnncError(f"the ONNX model of '{net.name}' would hold {size / 1e9:.1f} GB of weights; cnnc writes "
@@ -626,8 +644,11 @@ def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "") ->
                for o in net.outputs]
     initializers = [numpy_helper.from_array(v, name) for name, v in b.initializers.items()]
     graph = helper.make_graph(nodes, net.name, inputs, outputs, initializers, doc_string=doc)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnc",
-                             ir_version=IR_VERSION, doc_string=doc)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnc",
+                              ir_version=IR_VERSION, doc_string=doc)
+    helper.set_model_props(model, {"classes": json.dumps(prep.classes), "preprocess": json.dumps(prep.records),
+                                   "preprocess_in_graph": json.dumps(prep.in_model)})
+    return model
 
 
 def checked_bytes(model: Any) -> bytes:
@@ -646,22 +667,25 @@ def _require_onnx() -> None:
         raise CnncError(f"exporting to ONNX needs the onnx package: {INSTALL}") from None
 
 
-def export_onnx(compiled, output: str, checkpoint: str | None = None, fuse: bool = False) -> dict[str, Any]:
-    """Write OUTPUT (an ONNX model) atomically; returns what was written, for printing."""
+def export_onnx(compiled, output: str, checkpoint: str | None = None, fuse: bool = False,
+                raw: bool = False) -> dict[str, Any]:
+    """Write OUTPUT (an ONNX model) atomically; returns what was written, for printing. The graph
+    applies the checkpoint's preprocessing to its input first unless `raw`."""
     _require_onnx()
     net = compiled.net
     store, origin = parameter_store(net, compiled.analysis.params, checkpoint)
+    prep = preparation(net, checkpoint, raw)
     graph = net
     if fuse:
         graph = _fused_graph(net)
         store = fold_parameters(graph, store)
     doc = f"{net.name} from {describe_path(str(net.source))}, {origin}" + (", fused" if fuse else "")
-    model = build_model(graph, store, doc)
+    model = build_model(graph, store, doc, prep)
     data = checked_bytes(model)
     write_atomic(output, data, "ONNX model", inputs=[p for p in (net.source, checkpoint) if p])
     return {"model": str(output), "opset": OPSET, "nodes": len(model.graph.node),
             "initializers": len(model.graph.initializer), "bytes": len(data), "source": origin,
-            "random": checkpoint is None, "fused": fuse,
+            "random": checkpoint is None, "fused": fuse, "preprocess": preparation_note(prep),
             "inputs": {i.name: _shown_dims(i) for i in model.graph.input},
             "outputs": {o.name: _shown_dims(o) for o in model.graph.output}}
 

@@ -284,6 +284,13 @@ def resize(x, size, mode="nearest", align_corners=False):
             @ resize_matrix(w, size[1], mode, align_corners, x.dtype).T)
 
 
+def channel_affine(x, scale, shift):
+    """x * scale + shift per channel (axis 1), computed in float64 and returned as float32: the
+    training's preprocessing as one map (runtime/preprocess.py `affine`)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * np.reshape(scale, shape) + np.reshape(shift, shape)).astype(np.float32)
+
+
 def affine(x, scale=1.0, shift=0.0):
     return x * x.dtype.type(scale) + x.dtype.type(shift)
 

@@ -34,7 +34,8 @@ from ...compiler.graph import Network, Node
 from ...dsl.source import CnncError
 from .. import checkpoint as checkpoints
 from ..plan import require_concrete
-from .codegen import module_and_weights, parameter_store, py_literal, write_module_and_weights
+from .codegen import (NO_PREPARATION, Preparation, module_and_weights, parameter_store, preparation,
+                      preparation_constants, preparation_note, preparation_text, py_literal, write_module_and_weights)
 from .torch_rules import HELPERS, Arg, Context, Ctor, require_torch, rule_for
 
 
@@ -135,9 +136,9 @@ def _item_order(scope: Scope, net: Network) -> list:
 
 
 # ------------------------------------------------------------ class text
-RESERVED = {"self", "torch", "nn", "F", "math", "super", "model", "path"}
+RESERVED = {"self", "torch", "nn", "F", "math", "super", "model", "path", "preprocess"}
 MODULE_NAMES = {"NETWORK", "SOURCE", "ORIGIN", "INPUTS", "OUTPUTS", "WEIGHTS", "CHECKPOINT_PARAM",
-                "load_cnnc_checkpoint"}
+                "load_cnnc_checkpoint", "CLASSES", "PREPROCESS", "INPUT_SCALE", "INPUT_SHIFT"}
 
 
 def _identifier(text: str, taken: set[str], prefix: str = "t_") -> str:
@@ -174,8 +175,9 @@ class Body:
 
 
 class Exporter:
-    def __init__(self, net: Network, torch: Any):
+    def __init__(self, net: Network, torch: Any, prepared: str | None = None):
         self.net = net
+        self.prepared = prepared   # the input that `preprocess` maps first in the network's forward
         self.ctx = Context(net)
         probe = torch.nn.Module()
         self.unsafe = lambda name: (not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_")
@@ -206,6 +208,9 @@ class Exporter:
             var[v] = _identifier(base, taken)
             params.append(var[v])
         init, forward = [], []
+        if not scope.path and self.prepared is not None:
+            x = var[(self.prepared, "y")]
+            forward.append(f"{x} = preprocess({x})")
         for item in scope.items:
             if isinstance(item, Scope):
                 if item.attr in self.kept:
@@ -355,7 +360,18 @@ def load_cnnc_checkpoint(path, model=None):
 '''
 
 
-def _header(net: Network, cls: str, weights_name: str, origin: str) -> str:
+PREPROCESS_FUNCTION = '''
+
+def preprocess(x):
+    """The training's preprocessing (PREPROCESS) as one per-channel map: x * INPUT_SCALE + INPUT_SHIFT."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    scale = torch.tensor(INPUT_SCALE, dtype=x.dtype, device=x.device).reshape(shape)
+    shift = torch.tensor(INPUT_SHIFT, dtype=x.dtype, device=x.device).reshape(shape)
+    return x * scale + shift
+'''
+
+
+def _header(net: Network, cls: str, weights_name: str, origin: str, prep: Preparation) -> str:
     """The module docstring (no user text in it), imports and constants."""
     inputs = {k: tuple(int(d) for d in v) for k, v in net.inputs.items()}
     returns = "the output" if len(net.outputs) == 1 else "a dict of the outputs"
@@ -368,7 +384,7 @@ def _header(net: Network, cls: str, weights_name: str, origin: str) -> str:
             "    model.load_state_dict(torch.load(os.path.join(os.path.dirname(__file__), WEIGHTS)))\n"
             "    model = load_cnnc_checkpoint(\"last.npz\")    # or: a cnnc checkpoint\n\n"
             f"`forward` takes float32 [N, *INPUTS[name]] tensors and returns {returns} (OUTPUTS).\n"
-            '"""\n'
+            + preparation_text(prep) + '"""\n'
             "import torch\n"
             "from torch import nn\n"
             "from torch.nn import functional as F\n\n"
@@ -378,17 +394,19 @@ def _header(net: Network, cls: str, weights_name: str, origin: str) -> str:
             f"INPUTS = {py_literal(inputs)}\n"
             f"OUTPUTS = {py_literal(tuple(net.outputs))}\n"
             f"WEIGHTS = {py_literal(weights_name)}\n"
-            f"CHECKPOINT_PARAM = {py_literal(checkpoints.PARAM)}\n")
+            f"CHECKPOINT_PARAM = {py_literal(checkpoints.PARAM)}\n"
+            + preparation_constants(prep) + (PREPROCESS_FUNCTION if prep.in_model else ""))
 
 
-def module_source(net: Network, weights_name: str, origin: str, torch: Any) -> tuple[str, str]:
+def module_source(net: Network, weights_name: str, origin: str, torch: Any,
+                  prep: Preparation = NO_PREPARATION) -> tuple[str, str]:
     """The module's text and the network class's name."""
     root = build_scopes(net)
-    exporter = Exporter(net, torch)
+    exporter = Exporter(net, torch, prep.input if prep.in_model else None)
     classes = exporter.source(root)
     cls = root.cls
     helpers = "".join("\n\n" + HELPERS[h].strip("\n") + "\n" for h in exporter.ctx.helpers)
-    text = (_header(net, cls, weights_name, origin) + helpers + "\n\n" + classes
+    text = (_header(net, cls, weights_name, origin, prep) + helpers + "\n\n" + classes
             + "\n" + LOADER.format(cls=cls))
     return text, cls
 
@@ -438,14 +456,16 @@ def _runs_at_definition(fn: ast.FunctionDef) -> bool:
 
 
 # -------------------------------------------------------------------- export
-def export(compiled, output: str, checkpoint: str | None = None) -> dict[str, Any]:
-    """Write OUTPUT (.py) and its weights (.pt beside it), both atomically; returns what was written."""
+def export(compiled, output: str, checkpoint: str | None = None, raw: bool = False) -> dict[str, Any]:
+    """Write OUTPUT (.py) and its weights (.pt beside it), both atomically; returns what was written.
+    The network's forward applies the checkpoint's preprocessing first unless `raw`."""
     torch = require_torch()
     net = compiled.net
     require_concrete(net, "--to torch")
     module, weights, inputs = module_and_weights(output, ".pt", "--to torch", net.source, checkpoint)
     store, origin = parameter_store(net, compiled.analysis.params, checkpoint)
-    source, cls = module_source(net, weights.name, origin, torch)
+    prep = preparation(net, checkpoint, raw)
+    source, cls = module_source(net, weights.name, origin, torch, prep)
     check_module(source)
     state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in store.items()}
     buffer = io.BytesIO()
@@ -453,4 +473,4 @@ def export(compiled, output: str, checkpoint: str | None = None) -> dict[str, An
     write_module_and_weights(module, weights, inputs, source, lambda f: f.write(buffer.getvalue()))
     return {"module": str(module), "weights": str(weights), "lines": source.count("\n"), "class": cls,
             "arrays": len(state), "bytes": sum(v.nbytes for v in state.values()), "source": origin,
-            "initial": checkpoint is None}
+            "initial": checkpoint is None, "preprocess": preparation_note(prep)}

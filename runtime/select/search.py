@@ -53,6 +53,14 @@ RESULTS = "results.jsonl"
 METRICS = {"val_accuracy": "max", "val_loss": "min", "test_accuracy": "max", "test_loss": "min",
            "train_accuracy": "max", "train_loss": "min"}
 AUTO_ORDER = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")  # never the test split unasked
+
+
+def figure_text(name: str, value: float | None) -> str:
+    """How a run's figure is printed everywhere (trials, the table, k-fold): accuracies as percentages,
+    losses with four decimals."""
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if name.endswith("accuracy") else f"{value:.4f}"
 SIGNIFICANT = 4   # drawn numbers are rounded to this many significant digits (readable, reproducible)
 
 
@@ -515,7 +523,8 @@ class _State:
         write_results(self.path, self.records)
         shown = ", ".join(f"{k}={v}" for k, v in shown_settings(record).items())
         if record["status"] == "ok":
-            figures = "  ".join(f"{k} {v:.4g}" for k, v in record.get("figures", {}).items())
+            figures = "  ".join(f"{k} {figure_text(k, v)}" for k, v in record.get("figures", {}).items()
+                                if not k.startswith("test_"))   # the test split is for the chosen trial
             self.log(f"trial {shown}: {_epochs(record.get('epochs'))}  {figures}  ({record.get('seconds', 0):.1f}s)")
         else:
             self.log(f"trial {shown}: failed: {record.get('error')}")

@@ -18,6 +18,9 @@ seeded with (seed, e), so a run resumed from `last.npz` ends with the same
 weights, bit for bit, as one that was never interrupted. A non-finite loss,
 or parameters that are no longer finite at the end of an epoch, stop the run
 before anything non-finite is written: the last good checkpoint stays.
+An `on_epoch` callback (`cnnc.train(callback=...)`, app/api.py) sees each
+epoch's metrics.jsonl record once its checkpoints are written; returning
+False or raising `StopTraining` ends the run there.
 
 The run directory is locked for the run (`OUT/.lock`, an flock held until
 exit), so two runs never share one; a directory that already holds a run is
@@ -128,10 +131,12 @@ class Trainer:
     def __init__(self, compiled, cfg: TrainConfig, out_dir: Path, data_override: str | None = None,
                  limit: int | None = None, progress: bool | Progress = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
-                 resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None):
+                 resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None,
+                 on_epoch: Callable[[dict], bool | None] | None = None):
         net = compiled.net
         cfg = for_network(with_data(cfg, data_override, limit), net.outputs)   # --data, --limit replace the data
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
+        self.on_epoch = on_epoch   # sees each epoch's metrics.jsonl record; False (or StopTraining) stops the run
         self.objective = Objective.of(cfg, tuple(net.outputs))
         self.loss = self.objective.first
         shapes = NetworkShapes.of(net, {o: loss.target_kind for o, loss in self.objective.losses.items()})
@@ -332,6 +337,11 @@ class Trainer:
                     self._save(self.out / snapshot_name(self.schedule, epoch))
             self.log(_epoch_line(record, self.cfg.epochs, train.samples))
             result.epochs_run = self.epoch
+            if self.on_epoch is not None:   # every process has one, or none: all agree with rank 0's answer
+                result.stopped = self.engine.agree(self._callback(record) if self.main else None)
+                if result.stopped:
+                    self.log(f"stopped: {result.stopped}")
+                    break
             if self.watch is not None and self.watch.stop:
                 result.stopped = (f"early stop: {self.watch.monitor} has not improved in {self.watch.wait} epochs "
                                   f"(best {self.watch.best:.4g})")
@@ -388,6 +398,13 @@ class Trainer:
         self.log(f"{'held-out fold' if name == HELD_OUT else 'test'}: loss {test.mean_loss:.4f}{acc}{each} "
                  f"({len(self.ds.test):,} samples)")
         return out
+    def _callback(self, record: dict) -> str | None:
+        """Hand the epoch's record (after its checkpoints) to `on_epoch`; why it stops the run, or None."""
+        try:
+            go_on = self.on_epoch(dict(record))
+        except StopTraining as stop:
+            return str(stop) or f"the callback stopped the run after epoch {record['epoch']}"
+        return f"the callback returned False after epoch {record['epoch']}" if go_on is False else None
 
     def _require_finite_state(self, epoch: int) -> None:
         """Parameters and optimizer state must be finite before any checkpoint is written."""
@@ -481,6 +498,11 @@ class _NoDirectory:
 def snapshot_name(schedule, epoch: int) -> str:
     """snapshot-K.npz for the K-th cycle ending at `epoch` (counted from the schedule: resuming agrees)."""
     return f"snapshot-{sum(schedule.cycle_end(e) for e in range(epoch + 1))}.npz"
+
+
+class StopTraining(Exception):
+    """Raised by an `on_epoch` callback (`cnnc.train(callback=...)`) to end the run after this epoch: its
+    checkpoints are written, the test split is scored, and the message is the run's `stopped`."""
 
 
 class NonFinite(Exception):

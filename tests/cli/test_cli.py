@@ -200,3 +200,41 @@ def test_an_unexpected_os_error_is_an_internal_error_not_a_traceback(monkeypatch
     monkeypatch.delenv("CNNC_DEBUG", raising=False)
     assert cli.main(["check", str(EXAMPLES / "lenet5.cnn")]) == 70
     assert "cnnc: internal error: PermissionError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, more", [("compile", []), ("check", []), ("viz", ["-o", "x.svg"])])
+def test_a_flag_of_another_command_shows_this_commands_usage(tmp_path, command, more):
+    r = run(command, str(EXAMPLES / "lenet5.cnn"), *more, "--epochs", "3", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"usage: cnnc {command} ")
+    assert r.stderr.rstrip().endswith(f"cnnc {command}: error: unrecognized arguments: --epochs 3")
+
+
+COLOUR = """network Colour(classes = 5) {
+    input x: [3, 12, 12]
+    x -> conv(4, 3, pad = 1) -> relu -> global_avgpool -> flatten -> linear(classes)
+}
+"""
+
+
+@pytest.mark.parametrize("data", ["synthetic", "synthetic_classes"])
+def test_run_data_synthetic_fits_the_network(tmp_path, capsys, data):
+    """`--data synthetic` (what `cnnc run --help` offers) and a synthetic set's own name generate data
+    of the network's input shape and classes, as `data = synthetic(...)` does."""
+    source = tmp_path / "colour.cnn"
+    source.write_text(COLOUR)
+    assert main(["run", str(source), "--data", data, "--epochs", "1", "--limit", "40", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "Colour: 40 training samples, 128 test from synthetic_classes" in out
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["split"] == "test" and len(rows[-1]["confusion"]) == 5   # the network's 5 classes
+
+
+def test_run_help_offers_only_data_that_exists(capsys):
+    from cnnc.runtime.data.standard import STANDARD
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    offered = text.split("--data PATH ")[1].split(" --out")[0]
+    assert all(name in offered for name in ["mnist10k", *STANDARD, "synthetic"])

@@ -130,6 +130,13 @@ def test_a_four_trial_grid_on_two_workers_ranks_its_trials(write, tmp_path, caps
     assert [line.split()[1:3] for line in lines] == [[r["settings"]["lr"], r["settings"]["width"]] for r in ranked]
     best = ranked[0]["settings"]
     assert (f"cnnc run {path} --set width={best['width']} --train lr={best['lr']} --limit 300") in text
+    # one format (accuracies as percentages); the test split's figures only for the chosen trial
+    trials = [line for line in text.splitlines() if line.startswith("trial ")]
+    assert len(trials) == 4 and all("test_" not in t and "val_accuracy " in t and "%" in t for t in trials)
+    assert "test_" not in next(line for line in text.splitlines() if line.startswith("rank "))
+    chosen = ranked[0]["figures"]
+    assert (f"best (val_accuracy {chosen['val_accuracy']:.2%}, test_accuracy {chosen['test_accuracy']:.2%}, "
+            f"test_loss {chosen['test_loss']:.4f}): ") in text
     for r in records:
         assert (out / f"trial-{r['trial']}" / "last.npz").exists()
     assert main(argv) == 1                                          # not replaced by accident

@@ -70,6 +70,7 @@ def test_augmentations_take_exactly_the_declared_options():
 def test_preprocessing_takes_exactly_the_declared_options():
     _implemented(PREPROCESS, preprocess.FITTERS, drop=("x",))
     assert set(preprocess.RECORD_FIELDS) == set(PREPROCESS.entries)
+    assert set(preprocess.MAPS) == set(PREPROCESS.entries)   # each record is a per-channel map exporters write
 
 
 def test_early_stopping_takes_exactly_the_declared_options():
