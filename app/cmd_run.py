@@ -49,22 +49,36 @@ def _limit(args: argparse.Namespace) -> int | None:
 
 
 def run(args: argparse.Namespace, compiled: Compiled) -> int:
-    from .runtime.train.trainer import Trainer
+    from .runtime.processes import LostPeer, watch_parent
     if args.threads is not None and args.threads < 1:
         raise CnncError(f"--threads {args.threads}: must be at least 1")
     cfg = config_from_args(args, compiled)
     limit = _limit(args)
+    out = Path(args.out) if args.out else Path("runs") / compiled.net.name
     if _processes(args) > 1:
         if cfg.kfold:
             raise CnncError(f"--nproc {args.nproc}: k-fold cross-validation trains its folds in one process",
                             hint="drop --nproc, or train one fold's configuration without kfold")
         from .launch import launch
-        return launch(args.argv, args.nproc)
+        return launch(args.argv, args.nproc, out)
+    # A worker of `--nproc`: it ends as soon as its launcher does, and leaves naming a lost peer to it.
+    launched = watch_parent(f"cnnc: error: training process {os.environ.get('RANK', '?')}: its launcher "
+                            "is gone; stopping")
+    try:
+        return _train(args, compiled, cfg, out, limit)
+    except LostPeer:
+        if not launched:
+            raise
+        from .launch import LOST_PEER
+        return LOST_PEER
+
+
+def _train(args: argparse.Namespace, compiled: Compiled, cfg: TrainConfig, out: Path, limit: int | None) -> int:
+    from .runtime.train.trainer import Trainer
     if compiled.net.train is None and os.environ.get("RANK", "0") == "0":
         print(f"note: {compiled.net.name} has no train section; using defaults "
               f"(mnist10k, {_plural(cfg.epochs, 'epoch')}, batch {cfg.batch}, sgd lr 0.01)", file=sys.stderr)
     progress = not args.quiet and sys.stderr.isatty()
-    out = Path(args.out) if args.out else Path("runs") / compiled.net.name
     if cfg.kfold and not args.eval:
         return _kfold(args, compiled, cfg, out, limit, progress)
     trainer = Trainer(compiled, cfg, out, data_override=args.data, limit=limit, progress=progress,
