@@ -403,7 +403,8 @@ def connect_scheduler(address: str, deadline: float = SCHEDULER_DEADLINE) -> Any
 
 
 def _scheduler_flag(address: str) -> str:
-    return f"--scheduler {files.describe_path(address) or repr(address)}"
+    shown = files.describe_path(address)
+    return f"--scheduler {shown if shown and shown == shown.strip() else repr(shown)}"
 
 
 async def _identify(address: str, security: Any, deadline: float) -> Any:
