@@ -136,8 +136,9 @@ def test_a_tls_scheduler_runs_the_trials_with_dasks_tls_configuration(scratch):
     with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1, host="127.0.0.1",
                                   protocol="tls://", security=security, dashboard_address=None) as cluster:
         assert cluster.scheduler_address.startswith("tls://")
-        # The cluster's workers read the .cnn file at its path: they do not run in the scratch folder.
-        result = run_cli(["search", scratch.path("tiny.cnn"), "--grid", "lr=0.1,0.05", "--out", "s",
+        # The cluster's workers read the .cnn file and write the trials at their paths: they do not run in
+        # the scratch folder.
+        result = run_cli(["search", scratch.path("tiny.cnn"), "--grid", "lr=0.1,0.05", "--out", scratch.path("s"),
                           "--scheduler", cluster.scheduler_address], scratch.root, env=config, timeout=180)
     succeeded(result)
     assert "best (" in result.out
