@@ -55,9 +55,9 @@ class Lifeline:
         self._read = self._write = -1
 
 
-def watch_parent(farewell: str | None = None, status: int = 1) -> bool:
-    """In a child started by `Lifeline.spawn`: end this process as soon as the parent is gone (after
-    printing `farewell` on stderr, if given). False, and nothing done, in a process started otherwise."""
+def watch_parent(farewell: str | None = None) -> bool:
+    """In a child started by `Lifeline.spawn`: end this process (status 1) as soon as the parent is gone,
+    after printing `farewell` on stderr if given. False, and nothing done, in a process started otherwise."""
     text = os.environ.pop(LIFELINE, None)   # popped: a process this one starts must not inherit the name
     if text is None:
         return False
@@ -82,7 +82,7 @@ def watch_parent(farewell: str | None = None, status: int = 1) -> bool:
                 os.write(2, (farewell + "\n").encode("utf-8", "replace"))
             except OSError:
                 pass
-        os._exit(status)   # now, from this thread, whatever the main thread is doing
+        os._exit(1)   # now, from this thread, whatever the main thread is doing
 
     threading.Thread(target=wait_for_the_end, name="cnnc-lifeline", daemon=True).start()
     return True
@@ -101,4 +101,3 @@ def ended_by(returncode: int) -> str:
             name = f"signal {-returncode}"
         return f"was killed by {name}"
     return f"exited with status {returncode}"
-

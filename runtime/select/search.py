@@ -431,61 +431,62 @@ def _execute_dask(specs: Sequence[dict[str, Any]], client: Any, done: Callable[[
 
 
 # ------------------------------------------------------------------ results
-# What a line of results.jsonl holds: field -> (required, the check of its value, which returns what is
-# wrong with it or None). The reader refuses anything else, naming the file, the line and the field.
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) else "expected text"
-
-
-def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "expected true or false"
-
-
-def _count(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return None if ok else "expected a whole number, 0 or more"
+# What a line of results.jsonl may hold (RECORD_FIELDS below): each field's check returns what is wrong
+# with a value, or None.
+def _expected(what: str, value: Any) -> str:
+    text = json.dumps(value)   # NaN and Infinity as JSON spells them; control characters escaped
+    return f"expected {what}, got {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) else _expected("text", value)
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else _expected("true or false", value)
+
+
+def _count(value: Any) -> str | None:
+    whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if whole else _expected("a whole number, 0 or more", value)
+
+
 def _seconds(value: Any) -> str | None:
-    return None if _finite(value) and value >= 0 else "expected a finite number of seconds, 0 or more"
+    return None if _finite(value) and value >= 0 else _expected("a finite number of seconds, 0 or more", value)
 
 
 def _status(value: Any) -> str | None:
-    return None if value in ("ok", "failed") else "expected \"ok\" or \"failed\""
+    return None if value in ("ok", "failed") else _expected('"ok" or "failed"', value)
 
 
 def _settings(value: Any) -> str | None:
     if not isinstance(value, dict):
-        return "expected an object of axis names and values"
+        return _expected("an object of axis names and values", value)
     bad = next((k for k, v in value.items() if not isinstance(v, str)), None)
-    return None if bad is None else f"'{files.describe_path(bad)}': expected the value as text"
+    return None if bad is None else f"{files.describe_path(bad)}: {_expected('the value as text', value[bad])}"
 
 
 def _figures(value: Any) -> str | None:
     if not isinstance(value, dict):
-        return "expected an object of figures"
+        return _expected("an object of figures", value)
     for name, figure in value.items():
         if name not in METRICS:
-            return f"'{files.describe_path(name)}': not a figure a trial reports ({', '.join(METRICS)})"
+            return f"'{files.describe_path(name)}' is not a figure a trial reports ({', '.join(METRICS)})"
         if not _finite(figure):
-            return f"{name}: expected a finite number, got {_shown(figure)}"
+            return f"{name}: {_expected('a finite number', figure)}"
     return None
 
 
+# field -> (required, its check). A field the search writes must be declared here: the reader refuses others.
 RECORD_FIELDS: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
     "trial": (False, _text), "settings": (True, _settings), "out": (False, _text), "status": (True, _status),
     "epochs": (False, _count), "figures": (False, _figures), "error": (False, _text),
     "seconds": (False, _seconds), "final": (False, _flag), "halted": (False, _text),
 }
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value)   # NaN and Infinity as JSON spells them; control characters escaped
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def record_problem(record: Any) -> str | None:
@@ -497,7 +498,7 @@ def record_problem(record: Any) -> str | None:
             return f"unknown field '{files.describe_path(name)}'"
         problem = RECORD_FIELDS[name][1](value)
         if problem is not None:
-            return f"{name}: {problem}" + ("" if "got" in problem else f", got {_shown(value)}")
+            return f"{name}: {problem}"
     missing = next((name for name, (required, _) in RECORD_FIELDS.items() if required and name not in record), None)
     return None if missing is None else f"the field '{missing}' is missing"
 
@@ -632,8 +633,9 @@ class _State:
 
     def add(self, record: dict[str, Any], final: bool) -> dict[str, Any]:
         record["final"] = final
-        if isinstance(record.get("figures"), dict):   # JSON holds no NaN: a figure that is not finite is left
-            record["figures"] = {k: v for k, v in record["figures"].items() if _finite(v)}   # out, not the trial
+        if isinstance(record.get("figures"), dict):
+            # JSON holds no NaN: a figure that is not finite is left out, and never costs the trial its record
+            record["figures"] = {k: v for k, v in record["figures"].items() if _finite(v)}
         key = settings_key(record["settings"])
         self.records = [r for r in self.records if settings_key(r["settings"]) != key] + [record]
         self.ran += 1

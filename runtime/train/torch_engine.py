@@ -371,4 +371,5 @@ def _first_sentence(err: BaseException) -> str:
     """The reason without the transport's source location and advice: 'Read error [127.0.0.1]:60058:
     Connection reset by peer'."""
     text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip())
-    return text.split(". ")[0][:200]
+    first = text.split(". ")[0].splitlines()
+    return first[0][:200] if first else type(err).__name__
