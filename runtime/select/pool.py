@@ -29,7 +29,6 @@ import importlib
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 from collections import deque
@@ -39,8 +38,11 @@ from typing import Any, Callable, Sequence
 from ...dsl.source import CnncError
 from ..processes import Lifeline, ended_by, watch_parent
 
-# The worker's program: the parent's module path first (never the current folder's modules), then serve().
-BOOT = ("import sys; i = sys.argv.index('--'); sys.path[:] = sys.argv[i + 1:]; del sys.argv[i:]; "
+# The worker's program: a terminal's Ctrl-C ignored from the first statement (the parent acts on it), the
+# parent's module path (never the current folder's modules first), then serve(). _signal and sys are built
+# into the interpreter: no file of the current folder can stand in for them.
+BOOT = ("import _signal; _signal.signal(_signal.SIGINT, _signal.SIG_IGN); "
+        "import sys; i = sys.argv.index('--'); sys.path[:] = sys.argv[i + 1:]; del sys.argv[i:]; "
         "from cnnc.runtime.select.pool import serve; serve(sys.argv[1])")
 FAILED_STARTS = 3   # workers in a row that end before taking any job: then the pool gives up
 STOP_WAIT = 5.0     # seconds a worker gets to end after its lifeline is cut, before SIGKILL
@@ -51,7 +53,6 @@ Done = Callable[[dict, Any, "str | None"], None]
 # ------------------------------------------------------------------ the worker
 def serve(task_name: str) -> None:
     """A worker's loop: `task_name` is 'module:function'; one job per stdin line, replies on fd 1."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch_parent()
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)

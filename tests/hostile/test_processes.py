@@ -30,13 +30,13 @@ def _records(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _training_workers(out) -> dict[int, str]:
-    """pid -> trial folder, for every trial whose run directory a worker has started writing."""
-    found = {}
+def _training_workers(out) -> dict[int, list[str]]:
+    """pid -> the trial folders whose run directory the worker of that pid has started writing."""
+    found: dict[int, list[str]] = {}
     for lock in out.glob("trial-*/.lock"):
         text = lock.read_text().strip()
         if text.isdigit():
-            found[int(text)] = lock.parent.name
+            found.setdefault(int(text), []).append(lock.parent.name)
     return found
 
 
@@ -48,11 +48,12 @@ def _start_search(scratch, *flags: str):
 @pytest.mark.slow
 def test_a_killed_search_worker_costs_only_its_own_trial(scratch):
     search, mark = _start_search(scratch)
-    workers = wait_for(lambda: _training_workers(scratch.path("s")), "a worker training a trial")
-    pid, folder = next(iter(workers.items()))
+    pid = next(iter(wait_for(lambda: _training_workers(scratch.path("s")), "a worker training a trial")))
     os.kill(pid, signal.SIGSTOP)   # frozen mid-trial: it cannot finish before the kill
     recorded = {r["out"].rsplit("/", 1)[-1] for r in _records(scratch.path("s/results.jsonl"))}
-    assert folder not in recorded, "the trial finished before the worker was stopped"
+    running = [f for f in _training_workers(scratch.path("s"))[pid] if f not in recorded]
+    assert len(running) == 1, f"the worker was stopped between trials: {running}"
+    folder = running[0]
     os.kill(pid, signal.SIGKILL)
     result = finish(search)
     succeeded(result)
