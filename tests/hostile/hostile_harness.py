@@ -279,44 +279,38 @@ def start_tree(args: Sequence[str | os.PathLike], cwd: Path,
     return process, mark
 
 
-def _state(pid: int) -> str | None:
-    """The process's state letter (R, S, Z, ...), or None if there is no such process."""
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+            return f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
+def _alive(pid: int | str) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != b"Z"   # a zombie is dead, waiting to be reaped
+
+
 def tree(mark: str) -> list[int]:
-    """The live processes (zombies are dead) whose environment carries `mark`."""
+    """The live processes whose environment carries `mark`."""
     found, needle = [], f"{TREE}={mark}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
                 environ = f.read().split(b"\0")
         except OSError:
             continue
-        if needle in environ and _state(int(entry)) not in (None, "Z"):
+        if needle in environ and _alive(entry):
             found.append(int(entry))
     return found
 
 
 def children(pid: int) -> list[int]:
     """The live children of `pid`."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == pid and fields[0] != b"Z":
-                out.append(int(entry))
-    return sorted(out)
+    return sorted(int(entry) for entry in filter(str.isdigit, os.listdir("/proc"))
+                  if (fields := _stat(entry)) is not None and int(fields[1]) == pid and fields[0] != b"Z")
 
 
 def wait_for(condition, what: str, timeout: float = TIMEOUT, every: float = 0.02):

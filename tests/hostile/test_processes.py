@@ -122,16 +122,21 @@ def _start_ddp(scratch):
 
 
 def _rank_pids(launcher) -> list[int]:
-    """The pids of the launcher's ranks 0 and 1, as soon as both are started."""
+    """The pids of the launcher's ranks 0 and 1, as soon as both are started (their program runs)."""
     def both():
-        pids = children(launcher.pid)
-        return sorted(pids, key=_rank) if len(pids) == 2 else None
+        ranks = {_rank(pid): pid for pid in children(launcher.pid)}
+        return [ranks[0], ranks[1]] if {0, 1} <= set(ranks) else None
     return wait_for(both, "both ranks")
 
 
-def _rank(pid: int) -> int:
-    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-    return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=")[1])
+def _rank(pid: int) -> int | None:
+    """The RANK a process was started with; None until it runs its own program (a child between fork and
+    exec still shows its parent's environment)."""
+    try:
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    return next((int(v[5:]) for v in environ if v.startswith(b"RANK=")), None)
 
 
 @pytest.mark.slow
