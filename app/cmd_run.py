@@ -40,6 +40,7 @@ def _options(args: argparse.Namespace) -> api.Options:
 def run(args: argparse.Namespace, compiled: Compiled) -> int:
     """`cnnc run`: the file compiled with the flags over its train section (cli.py), run by `api.run`
     (with --nproc: checked, then the processes start)."""
+    from .runtime.processes import LostPeer, watch_parent
     options = _options(args)
     cfg = train_config(compiled.net)
     if _processes(args) > 1:
@@ -47,7 +48,20 @@ def run(args: argparse.Namespace, compiled: Compiled) -> int:
             raise CnncError(f"--nproc {args.nproc}: k-fold cross-validation trains its folds in one process",
                             hint="drop --nproc, or train one fold's configuration without kfold")
         from .launch import launch
-        return launch(args.argv, args.nproc)
+        return launch(args.argv, args.nproc, api.run_directory(compiled, args.out))
+    # A worker of `--nproc`: it ends as soon as its launcher does, and leaves naming a lost peer to it.
+    launched = watch_parent(f"cnnc: error: training process {os.environ.get('RANK', '?')}: its launcher "
+                            "is gone; stopping")
+    try:
+        return _train(args, compiled, cfg, options)
+    except LostPeer:
+        if not launched:
+            raise
+        from .launch import LOST_PEER
+        return LOST_PEER
+
+
+def _train(args: argparse.Namespace, compiled: Compiled, cfg, options: api.Options) -> int:
     if args.eval:
         return _evaluate(args, compiled, cfg, options)
     result = api.run(compiled, cfg, options, args.out, args.resume, args.overwrite)

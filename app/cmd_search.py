@@ -28,6 +28,9 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.scheduler is not None and args.workers != 1:
         raise CnncError(f"--workers {args.workers}: with --scheduler the Dask cluster's workers run the trials",
                         hint="leave out --workers, or --scheduler to run locally")
+    if args.scheduler is not None:
+        from .runtime.select.search import check_scheduler
+        check_scheduler(args.scheduler)
     if args.resume and args.overwrite:
         raise CnncError("--resume and --overwrite: choose one")
 

@@ -3,23 +3,22 @@
 The images and masks come from runtime/data/shapes.py; they are written in the
 layout runtime/data/segmentation.py reads (docs/data.md): `DIR/train/images`,
 `DIR/train/masks`, `DIR/test/...` and `DIR/classes.txt`, masks as palette PNGs
-(viz/masks.py). The whole folder is written beside DIR under a temporary name,
-each file through `write_atomic`, and renamed into place at the end, so DIR
-holds a complete data set or nothing.
+(viz/masks.py). The whole folder is written beside DIR under a temporary name
+(`atomic_directory`), each file through `write_atomic`, and renamed into place
+at the end, so DIR holds a complete data set or nothing; a killed run's
+temporary folder is removed by the next write beside it.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .dsl.files import describe_path, write_atomic
+from .dsl.files import atomic_directory, describe_path, write_atomic
 from .dsl.source import CnncError
 from .runtime.data.segmentation import CLASSES_FILE, IMAGES, MASKS
 from .runtime.data.shapes import SHAPE_CLASSES, iter_shapes
@@ -48,23 +47,11 @@ def write_shapes(target: str | os.PathLike, n: int, test: int, size: int, channe
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CnncError(f"'{describe_path(target)}' already exists and is not an empty folder",
                         hint="choose a new folder; make-shapes never mixes its files with others")
-    parent = target.parent if str(target.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name[:100]}.", suffix=".tmp"))
-    except OSError as err:
-        raise CnncError(f"cannot write the data set '{describe_path(target)}': {err.strerror or err}") from None
-    try:
+    with atomic_directory(target, "data set") as staging:  # over an empty folder or none: it appears whole
         for part, (name, count) in enumerate((("train", n), ("test", test))):
             if count:
                 write_split(staging / name, iter_shapes(count, size, channels, seed, part))
         write_atomic(staging / CLASSES_FILE, "".join(c + "\n" for c in SHAPE_CLASSES), "class list")
-        os.replace(staging, target)  # over an empty folder or none: the data set appears whole
-    except BaseException as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise CnncError(f"cannot write the data set '{describe_path(target)}': {err.strerror or err}") from None
-        raise
 
 
 def _check(flag: str, value: int, low: int, high: int) -> int:

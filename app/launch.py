@@ -8,6 +8,14 @@ DistributedDataParallel run. The first process to fail stops the others (a
 worker waiting for a peer that is gone would wait forever), and so do Ctrl-C
 and SIGTERM: the run directory keeps its last checkpoint, and `--resume`
 continues from it.
+
+The workers hold this process's lifeline (runtime/processes.py): if the
+launcher is killed (even with kill -9), they stop at once instead of training
+on as orphans that write the run directory and hold its lock. When a worker
+ends on its own — killed, crashed, or stopped by an error it printed — the
+launcher stops the others and prints one line naming it (a worker that
+stopped only because a peer was gone exits quietly with `LOST_PEER`, so the
+line names the cause, whatever the order in which the processes noticed).
 """
 from __future__ import annotations
 
@@ -17,6 +25,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+from .dsl.files import describe_path
+from .runtime.processes import Lifeline, ended_by
+
+LOST_PEER = 75   # a worker's exit status when it stopped because another worker was gone
 
 
 def without_nproc(argv: list[str]) -> list[str]:
@@ -51,10 +65,11 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def launch(argv: list[str], nproc: int) -> int:
-    """Run N workers; the exit status is the first failing worker's, else 0."""
+def launch(argv: list[str], nproc: int, out: Path) -> int:
+    """Run N workers training into `out`; the exit status is the failing worker's, else 0."""
     port = _free_port()
     command = [sys.executable, "-m", "cnnc", *without_nproc(argv)]
+    lifeline = Lifeline()
     procs: list[subprocess.Popen] = []
 
     def on_term(signum, frame):
@@ -65,13 +80,14 @@ def launch(argv: list[str], nproc: int) -> int:
         for rank in range(nproc):
             env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
                        LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-            procs.append(subprocess.Popen(command, env=env))
+            procs.append(lifeline.spawn(command, env=env))
         while True:
             codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed:
+            if any(c not in (None, 0) for c in codes):
+                # Polled again: a worker that died before the one seen first is seen now, whatever the order.
+                codes = [p.poll() for p in procs]
                 _stop(procs)
-                return failed[0] if failed[0] > 0 else 1
+                return _report(codes, procs, out)
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(0.05)
@@ -79,4 +95,25 @@ def launch(argv: list[str], nproc: int) -> int:
         _stop(procs)
         raise
     finally:
+        lifeline.cut()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _report(codes: list[int | None], procs: list[subprocess.Popen], out: Path) -> int:
+    """The launcher's exit status once a worker failed: the status of the worker that ended on its own
+    first (by rank), saying how it ended if it could not say so itself (killed by a signal)."""
+    causes = [(rank, c) for rank, c in enumerate(codes) if c not in (None, 0, LOST_PEER)]
+    if causes and causes[0][1] > 0:
+        return causes[0][1]          # it printed its own error
+    last = out / "last.npz"
+    keeps = (f"continue from {describe_path(last)} with --resume" if last.is_file()
+             else "no checkpoint was written yet")
+    if causes:
+        rank, code = causes[0]
+        others = "the other process was" if len(procs) == 2 else f"the other {len(procs) - 1} processes were"
+        print(f"cnnc: error: training process {rank} of {len(procs)} (pid {procs[rank].pid}) {ended_by(code)}; "
+              f"{others} stopped; {keeps}", file=sys.stderr)
+    else:
+        print(f"cnnc: error: the {len(procs)} training processes lost contact with each other; {keeps}",
+              file=sys.stderr)
+    return 1

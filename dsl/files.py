@@ -14,7 +14,15 @@ checkpoints, metrics) goes through this module, so the rules hold everywhere:
   file system): a crash or a full disk leaves the old file or the new one,
   never a truncated mixture. A target that is one of the command's inputs is
   refused, and so is a target that is a symbolic link (it would be followed
-  and its target overwritten).
+  and its target overwritten). A whole folder is written the same way
+  (`atomic_directory`: staged beside it, renamed into place).
+- **Temporary names say who writes them**: `.NAME.PID.RANDOM.tmp`, and the
+  writer holds an `flock` on the file (or folder) until it is renamed. A
+  process killed mid-write (kill -9, power cut) leaves its temporary behind;
+  the first write of any later process into that folder removes every such
+  temporary whose writer is gone — its pid is not a live process *and* its
+  lock is free (the pid guards the instant between creating and locking; the
+  lock guards against a reused pid and writers in other pid namespaces).
 
 Limits are declared once, in `LIMITS`; each has an environment variable that
 raises it (docs/security.md lists them).
@@ -24,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import shutil
 import stat
 import tempfile
 import sys
@@ -223,24 +233,116 @@ def _mode_for(target: Path) -> int:
         return 0o666 & ~umask
 
 
+# ------------------------------------------------------------------ temporaries of dead writers
+# `.NAME.PID.RANDOM.tmp`: RANDOM is tempfile's (8 characters of [a-z0-9_]).
+_TEMPORARY = re.compile(r"^\..*\.(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp$")
+_swept: set[str] = set()   # folders this process has cleared already
+
+
+def _temporary_prefix(target: Path) -> str:
+    return f".{target.name[:100]}.{os.getpid()}."
+
+
+def _lock(fd: int, wait: bool = True) -> bool:
+    """Take an exclusive flock on `fd` (released when the process ends); False if another holds it.
+    Without flock (Windows) there is no lock, and the pid alone tells a dead writer."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _process_gone(pid: int) -> bool:
+    """No live process has this pid (a zombie, dead but not yet reaped, counts as gone)."""
+    if pid in (0, os.getpid()):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False  # alive (another user's), or not a pid at all
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _remove_if_abandoned(entry: Path) -> None:
+    """Delete a temporary file or folder if nobody holds its lock (its writer died)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(entry, flags)
+    except OSError:
+        return  # vanished, a link, or not ours to open
+    try:
+        if not _lock(fd, wait=False):
+            return  # a live writer holds it
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif stat.S_ISREG(kind):
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> None:
+    """Remove the temporaries that killed writers left in `directory` (once per folder and process)."""
+    folder = Path(directory)
+    key = os.path.abspath(folder)
+    if key in _swept:
+        return
+    _swept.add(key)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match and _process_gone(int(match["pid"])):
+            _remove_if_abandoned(folder / name)
+
+
+# ------------------------------------------------------------------ atomic writes
+def _folder_of(target: Path, what: str) -> Path:
+    """The target's folder, created if need be and cleared of dead writers' temporaries."""
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CnncError(f"cannot write {what} '{describe_path(target)}': {_os_reason(err)}") from None
+    remove_stale_temporaries(directory)
+    return directory
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, what: str, inputs: Iterable[str | os.PathLike] = (),
                   mode: str = "wb") -> Iterator[IO]:
     """Write a file safely: yield a temporary file beside `path`, then fsync and rename it over `path`.
 
     On any error (full disk, a bug, Ctrl-C) the temporary file is removed and
-    `path` is untouched. Disk errors become a `CnncError` naming the file.
+    `path` is untouched. Disk errors become a `CnncError` naming the file. The
+    temporary is locked until it is renamed (see the module docstring).
     """
     target = check_output(path, what, inputs)
-    directory = target.parent if str(target.parent) else Path(".")
+    directory = _folder_of(target, what)
     shown = describe_path(target)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name[:100]}.", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=_temporary_prefix(target), suffix=".tmp")
     except OSError as err:
         raise CnncError(f"cannot write {what} '{shown}': {_os_reason(err)}") from None
     tmp = Path(tmp_name)
+    lock = os.dup(fd)  # held until the rename: closing the file must not free the temporary
     try:
+        _lock(lock)
         os.fchmod(fd, _mode_for(target))  # mkstemp makes 0600; the file gets the mode a plain write would
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
@@ -255,6 +357,41 @@ def atomic_output(path: str | os.PathLike, what: str, inputs: Iterable[str | os.
         if isinstance(err, OSError):
             raise CnncError(f"cannot write {what} '{shown}': {_os_reason(err)}") from None
         raise
+    finally:
+        os.close(lock)
+    _fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Write a folder safely: yield an empty staging folder beside `path`, renamed to `path` at the end.
+
+    `path` must not exist or be an empty folder (a rename replaces only that). On
+    any error the staging folder is removed and `path` is untouched; it is
+    locked like `atomic_output`'s temporaries, so a killed writer's folder is
+    removed by a later write there.
+    """
+    target = Path(path)
+    if "\x00" in str(target):
+        raise CnncError(f"{what} '{describe_path(target)}': the path contains a NUL byte")
+    directory = _folder_of(target, what)
+    shown = describe_path(target)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=_temporary_prefix(target), suffix=".tmp"))
+        lock = os.open(staging, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise CnncError(f"cannot write {what} '{shown}': {_os_reason(err)}") from None
+    try:
+        _lock(lock)
+        yield staging
+        os.replace(staging, target)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise CnncError(f"cannot write {what} '{shown}': {_os_reason(err)}") from None
+        raise
+    finally:
+        os.close(lock)
     _fsync_dir(directory)
 
 

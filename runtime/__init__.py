@@ -1,7 +1,8 @@
 """Stage 3 (runtime): a checked graph run, trained, used and carried out of cnnc.
 
 The runtime's parts, bottom up; each imports only the ones before it (tests/test_layering.py).
-At the bottom, `kernels/` (the per-op NumPy kernels) and two contracts of plain data:
+At the bottom, `kernels/` (the per-op NumPy kernels), `processes.py` (processes cnnc starts,
+which end with their parent) and two contracts of plain data:
 `checkpoint.py` (the checkpoint file) and `preprocess.py` (the preprocessing records), which
 training writes and prediction and export read. `plan.py`, `fused.py` and `memory_plan.py`
 execute a graph with the kernels (the tape interpreter, the fused inference graph, its

@@ -13,9 +13,8 @@ the raw array-and-meta form underneath.
 Saving goes through `cnnc.dsl.files.atomic_output`: a temporary file in the
 target's directory, fsynced, renamed over the target, the directory fsynced,
 so a crash leaves the old checkpoint or the new one, never a mixture; the
-`.<name>.*.tmp` file a killed writer leaves behind is removed by the next
-save to the same path (the trainer's run-directory lock keeps two runs from
-sharing one). Loading reads only a regular file of bounded size, checks the
+temporary file a killed writer leaves behind is removed by the next process
+that writes into that folder (`files.remove_stale_temporaries`). Loading reads only a regular file of bounded size, checks the
 zip directory and every `.npy` header against the declared sizes before
 inflating anything, and turns every kind of bad file (missing, unreadable,
 not a zip, truncated, corrupt, containing pickles or strings, lying about its
@@ -89,21 +88,6 @@ def _validate(arrays: Mapping[str, np.ndarray]) -> None:
             raise ValueError(f"checkpoint array '{key}' has dtype object, which would need pickle")
 
 
-def _remove_stale_temps(directory: Path, name: str) -> None:
-    """Delete temp files that killed writers of this same checkpoint left behind."""
-    prefix = f".{name[:100]}."
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.startswith(prefix) and entry.endswith(".tmp"):
-            try:
-                (directory / entry).unlink()
-            except OSError:
-                pass  # vanished or not ours to delete: harmless
-
-
 def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
                     meta: Mapping[str, Any], *, compress: bool = False) -> None:
     """Atomically write `arrays` and JSON `meta` to `path` (used as given, no suffix added)."""
@@ -111,9 +95,6 @@ def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     _validate(arrays)
     members = dict(arrays)
     members[META_KEY] = encode_meta(meta)  # encode first: a bad meta must not touch the disk
-    directory = path.parent if str(path.parent) else Path(".")
-    if directory.is_dir():
-        _remove_stale_temps(directory, path.name)
     with files.atomic_output(path, "checkpoint") as f:
         _write_archive(f, members, compress)
 

@@ -24,6 +24,7 @@ PACKAGE_OF = {"dsl": "dsl", "compiler": "compiler", "runtime": "runtime", "viz":
 # itself and what its row names (a part, or one module of a part).
 RUNTIME_PARTS = {
     "kernels": ("kernels/",),
+    "processes": ("processes.py",),
     "checkpoint": ("checkpoint.py",),
     "preprocess": ("preprocess.py",),
     "progress": ("progress.py",),
@@ -38,16 +39,17 @@ RUNTIME_PARTS = {
 EXECUTION = {"kernels", "execution"}
 MAY_IMPORT = {
     "kernels": set(),
+    "processes": set(),
     "checkpoint": set(),
     "preprocess": set(),
     "progress": set(),
     "execution": {"kernels", "checkpoint"},
     "data": {"preprocess", "progress"},
     "export": EXECUTION | {"checkpoint", "preprocess"},
-    "train": EXECUTION | {"checkpoint", "preprocess", "progress", "data", "export"},
+    "train": EXECUTION | {"checkpoint", "preprocess", "progress", "data", "export", "processes"},
     # predict checks a data set's labels against the network's loss: the loss says which targets it takes
     "use": EXECUTION | {"checkpoint", "preprocess", "data", "train/losses.py"},
-    "select": EXECUTION | {"checkpoint", "preprocess", "progress", "data", "export", "train", "use"},
+    "select": EXECUTION | {"checkpoint", "preprocess", "progress", "data", "export", "train", "use", "processes"},
     "face": set(),
 }
 

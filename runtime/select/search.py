@@ -16,10 +16,13 @@ and the "best" command show.
 
 `run_trial(spec)` trains one trial in its own run directory (a plain,
 picklable dict goes in, a JSON-able record comes out) and never raises: a
-trial that fails is a record with its error. `execute` runs trials in worker
-processes, or on a Dask cluster (`scheduler`); results.jsonl (rewritten
-atomically after every trial) is the record of what finished, so a resumed
-search runs only what is missing. `rank` orders the finished trials by a
+trial that fails is a record with its error. `execute` runs trials in
+supervised worker processes (pool.py: a dead worker costs only its own
+trial), or on a Dask cluster (`connect_scheduler`: a handshake with a
+deadline); results.jsonl (rewritten atomically after every trial) is the
+record of what finished, so a resumed search runs only what is missing; a
+record that is not what the search writes (`RECORD_FIELDS`) is an error
+naming the file, line and field. `rank` orders the finished trials by a
 metric (accuracy: higher is better; loss: lower is better).
 
 Successive halving (`halving = ETA`): every trial first trains
@@ -30,19 +33,21 @@ epochs. A stopped trial keeps its record with the epochs it ran.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from ...compiler.driver import compile_file, parse_assignment, parse_shape, with_train
-from ...compiler.train_spec import given_text, key_text, set_key_text, text, train_config
+from ...compiler.train_spec import TrainConfig, given_text, key_text, set_key_text, text, train_config
 from ...compiler.train_vocab import KEYS
 from ...dsl import files
 from ...dsl.source import CnncError, did_you_mean
@@ -345,69 +350,235 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ running many
-def execute(specs: Sequence[dict[str, Any]], workers: int, scheduler: str | None,
+def execute(specs: Sequence[dict[str, Any]], workers: int, client: Any,
             done: Callable[[dict[str, Any]], None]) -> None:
-    """Run the trials in `workers` local processes, or on the Dask cluster at `scheduler`; call
-    `done(record)` in this process as each finishes."""
+    """Run the trials in `workers` supervised local processes (select/pool.py: a dead worker costs only
+    its own trial), or on a Dask cluster (`client`, from `connect_scheduler`); call `done(record)` in
+    this process as each finishes."""
     if not specs:
         return
-    if scheduler:
-        return _execute_dask(specs, scheduler, done)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    # spawn: a fresh interpreter per worker, whatever threads or locks this process holds
-    with ProcessPoolExecutor(min(workers, len(specs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_trial, s): s for s in specs}
-        for f in as_completed(futures):
-            done(_outcome(f, futures[f]))
+    if client is not None:
+        return _execute_dask(specs, client, done)
+    from .pool import run_supervised
+    run_supervised(f"{__name__}:run_trial", specs, workers,
+                   lambda spec, record, failure: done(record if failure is None else _failed(spec, failure)))
+
+
+def _failed(spec: dict[str, Any], why: str) -> dict[str, Any]:
+    """The record of a trial whose worker died (killed, out of memory)."""
+    return {"trial": spec["id"], "settings": spec["settings"], "out": spec["out"], "status": "failed",
+            "error": why}
 
 
 def _outcome(future: Any, spec: dict[str, Any]) -> dict[str, Any]:
-    """The worker's record; a worker that died (killed, out of memory) is a failed trial."""
+    """A Dask worker's record; a worker that died (killed, out of memory) is a failed trial."""
     try:
         return future.result()
     except Exception as err:
-        return {"trial": spec["id"], "settings": spec["settings"], "out": spec["out"], "status": "failed",
-                "error": f"the worker died: {type(err).__name__}: {err}"}
+        return _failed(spec, f"the worker died: {type(err).__name__}: {err}")
 
 
 DASK_EXTRA = "pip install 'cnnc[dask]'"
+SCHEDULER_DEADLINE = 10.0       # seconds for a Dask scheduler to answer (connection and handshake)
+SCHEDULER_SCHEMES = ("tcp", "tls")
 
 
-def _execute_dask(specs: Sequence[dict[str, Any]], scheduler: str, done: Callable[[dict], None]) -> None:
+def check_scheduler(address: str) -> Any:
+    """Dask's security settings for `address` if it can name a Dask scheduler cnnc reaches (tcp:// or
+    tls://, or HOST:PORT), else a one-line error; nothing is contacted."""
+    shown = _scheduler_flag(address)
     try:
-        from distributed import Client, as_completed
+        from distributed.security import Security
     except ImportError:
-        raise CnncError(f"--scheduler {scheduler}: running trials on a Dask cluster needs Dask's distributed, "
-                        f"which is not installed: run {DASK_EXTRA}") from None
+        raise CnncError(f"{shown}: running trials on a Dask cluster needs Dask's distributed, which is not "
+                        f"installed: run {DASK_EXTRA}") from None
+    scheme, sep, rest = address.strip().partition("://")
+    if not address.strip() or (sep and (scheme not in SCHEDULER_SCHEMES or not rest)):
+        raise CnncError(f"{shown}: expected the address of a Dask scheduler, tcp://HOST:PORT or tls://HOST:PORT",
+                        hint="a scheduler listens on port 8786 unless told otherwise")
+    security = Security()   # Dask's configuration
+    if scheme == "tls" and security.get_connection_args("client").get("ssl_context") is None:
+        raise CnncError(f"{shown}: tls:// needs Dask's TLS configuration (distributed.comm.tls.ca-file, "
+                        "distributed.comm.tls.client.cert and .key)", hint="or reach the scheduler with tcp://")
+    return security
+
+
+def connect_scheduler(address: str, deadline: float = SCHEDULER_DEADLINE) -> Any:
+    """A Dask client of the scheduler at `address`, or a one-line error within `deadline` seconds.
+
+    Before the client is made, a handshake of cnnc's own — connect, ask the
+    server what it is — must finish within the deadline: Dask's client waits
+    for ever on a server that accepts and then says nothing, or speaks HTTP.
+    tls:// takes its certificates from Dask's configuration (distributed.comm.tls.*).
+    """
+    security = check_scheduler(address)
+    from distributed import Client
+    shown = _scheduler_flag(address)
     try:
-        client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as err:
-        raise CnncError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({err})") from None
-    with client:
-        futures = {client.submit(run_trial, s, pure=False, key=f"cnnc-trial-{s['id']}-{time.time_ns()}"): s
-                   for s in specs}
-        for f in as_completed(list(futures)):
-            done(_outcome(f, futures[f]))
+        identity = asyncio.run(asyncio.wait_for(_identify(address, security, deadline), deadline))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise CnncError(f"{shown}: no Dask scheduler answered within {deadline:g} s",
+                        hint="is it the address of a running Dask scheduler (dask scheduler prints it)?") from None
+    except Exception as err:   # whatever Dask's connection raises: the address is unusable
+        raise CnncError(f"{shown}: cannot reach the Dask scheduler ({_reason(err)})") from None
+    if not isinstance(identity, dict) or identity.get("type") != "Scheduler":
+        raise CnncError(f"{shown}: the server there answers, but is not a Dask scheduler")
+    try:
+        return Client(address, timeout=deadline, security=security)
+    except Exception as err:
+        raise CnncError(f"{shown}: cannot reach the Dask scheduler ({_reason(err)})") from None
+
+
+def _scheduler_flag(address: str) -> str:
+    shown = files.describe_path(address)
+    return f"--scheduler {shown if shown and shown == shown.strip() else repr(shown)}"
+
+
+async def _identify(address: str, security: Any, deadline: float) -> Any:
+    """What the server at `address` says it is (a Dask scheduler says {'type': 'Scheduler', ...})."""
+    from distributed.comm import connect
+    comm = await connect(address, timeout=deadline, **security.get_connection_args("client"))
+    try:
+        await comm.write({"op": "identity"})
+        return await comm.read()
+    finally:
+        await comm.close()
+
+
+def _reason(err: BaseException) -> str:
+    return files.describe_path(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
+
+
+def _execute_dask(specs: Sequence[dict[str, Any]], client: Any, done: Callable[[dict], None]) -> None:
+    from distributed import as_completed
+    futures = {client.submit(run_trial, s, pure=False, key=f"cnnc-trial-{s['id']}-{time.time_ns()}"): s
+               for s in specs}
+    for f in as_completed(list(futures)):
+        done(_outcome(f, futures[f]))
 
 
 # ------------------------------------------------------------------ results
+# What a line of results.jsonl may hold (RECORD_FIELDS below): each field's check returns what is wrong
+# with a value, or None.
+def _expected(what: str, value: Any) -> str:
+    text = json.dumps(value)   # NaN and Infinity as JSON spells them; control characters escaped
+    return f"expected {what}, got {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) else _expected("text", value)
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else _expected("true or false", value)
+
+
+def _count(value: Any) -> str | None:
+    whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if whole else _expected("a whole number, 0 or more", value)
+
+
+def _seconds(value: Any) -> str | None:
+    return None if _finite(value) and value >= 0 else _expected("a finite number of seconds, 0 or more", value)
+
+
+def _status(value: Any) -> str | None:
+    return None if value in ("ok", "failed") else _expected('"ok" or "failed"', value)
+
+
+def _settings(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return _expected("an object of axis names and values", value)
+    bad = next((k for k, v in value.items() if not isinstance(v, str)), None)
+    return None if bad is None else f"{files.describe_path(bad)}: {_expected('the value as text', value[bad])}"
+
+
+def _figures(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return _expected("an object of figures", value)
+    for name, figure in value.items():
+        if name not in METRICS:
+            return f"'{files.describe_path(name)}' is not a figure a trial reports ({', '.join(METRICS)})"
+        if not _finite(figure):
+            return f"{name}: {_expected('a finite number', figure)}"
+    return None
+
+
+def _plain_json(value: Any, where: str) -> str | None:
+    """What in a value of the resolved record is not plain JSON (finite numbers, text, true/false, null,
+    lists, objects of them), or None."""
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _plain_json(v, f"{where}.{k}"))), None)
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _plain_json(v, f"{where}[{i}]"))), None)
+    if value is None or isinstance(value, (str, bool)) or _finite(value):
+        return None
+    return f"{files.describe_path(where)}: {_expected('a finite number, text, true/false or null', value)}"
+
+
+RECORD_KEYS = frozenset(f.name for f in fields(TrainConfig))   # what train_spec.record writes
+
+
+def _train_record(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return _expected("the resolved train record (an object)", value)
+    bad = next((k for k in value if k not in RECORD_KEYS), None)
+    if bad is not None:
+        return f"'{files.describe_path(bad)}' is not a setting of a train record"
+    return next((p for k, v in value.items() if (p := _plain_json(v, k))), None)
+
+
+# field -> (required, its check). A field the search writes must be declared here: the reader refuses others.
+RECORD_FIELDS: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
+    "trial": (False, _text), "settings": (True, _settings), "out": (False, _text), "status": (True, _status),
+    "epochs": (False, _count), "figures": (False, _figures), "error": (False, _text),
+    "seconds": (False, _seconds), "final": (False, _flag), "halted": (False, _text),
+    "train": (False, _train_record), "trained": (False, _settings),
+}
+
+
+def record_problem(record: Any) -> str | None:
+    """What makes `record` other than a trial record cnnc search writes, or None."""
+    if not isinstance(record, dict):
+        return "not a trial record (a JSON object per line)"
+    for name, value in record.items():
+        if name not in RECORD_FIELDS:
+            return f"unknown field '{files.describe_path(name)}'"
+        problem = RECORD_FIELDS[name][1](value)
+        if problem is not None:
+            return f"{name}: {problem}"
+    missing = next((name for name, (required, _) in RECORD_FIELDS.items() if required and name not in record), None)
+    return None if missing is None else f"the field '{missing}' is missing"
+
+
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """The records of results.jsonl (a bad line is an error naming the file and line)."""
+    """The records of results.jsonl; a line that is not a trial record as the search writes it (truncated,
+    a figure that is text, NaN or infinite, a field of the wrong type, a trial recorded twice) is an
+    error naming the file, the line and the field: nothing runs, the file keeps its bytes."""
     if not path.exists():
         return []
     text = files.read_bytes(path, "search results", files.limit("metrics")).decode("utf-8", "replace")
-    records = []
+    records, lines = [], {}
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError:
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
-            raise CnncError(f"{files.describe_path(path)}:{i}: not a trial record",
-                            hint="it is written by cnnc search; start over with --overwrite")
+            problem = "not a trial record (truncated, or not JSON)"
+        else:
+            problem = record_problem(record)
+        if problem is None and settings_key(record["settings"]) in lines:
+            problem = f"the trial is recorded twice (first on line {lines[settings_key(record['settings'])]})"
+        if problem is not None:
+            raise CnncError(f"{files.describe_path(path)}:{i}: {problem}",
+                            hint="results.jsonl is written by cnnc search: mend or delete the line, or start "
+                                 "over with --overwrite")
+        lines[settings_key(record["settings"])] = i
         records.append(record)
     return records
 
@@ -481,7 +652,8 @@ def run_search(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: 
                         "needs one epoch budget", hint="leave epochs out of the --grid axes")
     out = Path(out)
     path = out / RESULTS
-    with RunDirectory(out):
+    connected = connect_scheduler(scheduler) if scheduler is not None else contextlib.nullcontext()
+    with connected as client, RunDirectory(out):
         if path.exists() and not (resume or overwrite):
             raise CnncError(f"search directory '{files.describe_path(out)}' already holds a search ({RESULTS})",
                             hint="continue it with --resume, replace it with --overwrite, or choose another --out")
@@ -498,9 +670,9 @@ def run_search(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: 
             progress.start_run(_trial_runs(len(pending), configs[0].epochs if configs else 1, halving))
         if halving is None:
             specs = [trial_spec(base, s, axes, out / f"trial-{trial_id(s)}") for s in pending]
-            execute(specs, workers, scheduler, lambda r: state.add(r, final=True))
+            execute(specs, workers, client, lambda r: state.add(r, final=True))
         else:
-            _halve(base, axes, pending, out, configs[0].epochs if configs else 1, halving, workers, scheduler,
+            _halve(base, axes, pending, out, configs[0].epochs if configs else 1, halving, workers, client,
                    metric, state)
         keys = {settings_key(s) for s in plan}
         mine = [r for r in state.records if settings_key(r["settings"]) in keys]
@@ -517,6 +689,9 @@ class _State:
 
     def add(self, record: dict[str, Any], final: bool) -> dict[str, Any]:
         record["final"] = final
+        if isinstance(record.get("figures"), dict):
+            # JSON holds no NaN: a figure that is not finite is left out, and never costs the trial its record
+            record["figures"] = {k: v for k, v in record["figures"].items() if _finite(v)}
         key = settings_key(record["settings"])
         self.records = [r for r in self.records if settings_key(r["settings"]) != key] + [record]
         self.ran += 1
@@ -534,7 +709,7 @@ class _State:
 
 
 def _halve(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: Path, epochs: int, eta: int,
-           workers: int, scheduler: str | None, metric: str | None, state: _State) -> None:
+           workers: int, client: Any, metric: str | None, state: _State) -> None:
     """Successive halving over the rungs of `halving_rungs(epochs, eta)` (see the module docstring)."""
     alive = list(plan)
     rungs = halving_rungs(epochs, eta)
@@ -545,7 +720,7 @@ def _halve(base: Base, axes: Sequence[Axis], plan: Sequence[Settings], out: Path
         todo = [s for s in alive if settings_key(s) not in done_here]
         specs = [trial_spec(base, s, axes, out / f"trial-{trial_id(s)}", epochs=rung,
                             resume=(out / f"trial-{trial_id(s)}" / "last.npz").exists() and i > 0) for s in todo]
-        execute(specs, workers, scheduler, lambda r: state.add(r, final=last or r["status"] != "ok"))
+        execute(specs, workers, client, lambda r: state.add(r, final=last or r["status"] != "ok"))
         if last:
             break
         here = [r for r in state.records if settings_key(r["settings"]) in {settings_key(s) for s in alive}]

@@ -175,7 +175,7 @@ class NumpyEngine:
     def agree(self, value: Any) -> Any:
         return value   # one process: its value is every process's
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
         if self._executor is not None:
             # Never wait here: after Ctrl-C a shard may still be running, and the interpreter joins it at exit.
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -23,11 +23,17 @@ gradient, and the per-step loss and accuracy counts are summed over the ranks.
 With `sync_bn = true` batchnorm normalises with the statistics of the global
 batch (summed with differentiable all-reduces, on any device), so N processes
 follow the same trajectory as one. Rank 0 alone writes checkpoints and
-metrics; its validation result is the one every rank acts on.
+metrics; its validation result is the one every rank acts on. A step all the
+processes take together (joining, the gradient average, agreeing on rank 0's
+result, leaving) that fails because another process is gone raises
+`LostPeer`, a one-line error naming this process, never PyTorch's
+RuntimeError; a run that fails leaves without waiting for the others.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import types
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -39,6 +45,7 @@ from ...dsl.source import CnncError
 from ..export.torch_module import module_source
 from ..export.torch_rules import require_torch
 from ..data.containers import take
+from ..processes import LostPeer
 from .optim import OPTIMIZERS
 from ..plan import initial_parameters, require_concrete
 
@@ -184,10 +191,11 @@ class TorchEngine:
         self.weights = [named[k] for k in self.keys if is_weight(k, None)]
         self.network = self.model
         if self.world.size > 1:
-            self._init_process_group()
-            from torch.nn.parallel import DistributedDataParallel
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.model, device_ids=ids)
+            with self._together("joining them"):
+                self._init_process_group()
+                from torch.nn.parallel import DistributedDataParallel
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer_name, self.hyper = cfg.optimizer.name, dict(hyper)
         self.optimizer = _torch_optimizer(torch, self.optimizer_name, self.trainable, base_lr, self.hyper)
         self.steps = {k: 0 for k in self.keys}
@@ -217,6 +225,10 @@ class TorchEngine:
     def forward_backward(self, xb: np.ndarray, yb, objective, drop_rng=None):
         """The global batch's loss, each output's (correct, counted) and own loss, with the gradients left
         in the parameters."""
+        with self._together("training"):
+            return self._forward_backward(xb, yb, objective)
+
+    def _forward_backward(self, xb: np.ndarray, yb, objective):
         torch = self.torch
         n = len(xb)
         mine = share(n, self.world)
@@ -334,14 +346,48 @@ class TorchEngine:
         if self.world.size == 1:
             return value
         box = [value]
-        self.torch.distributed.broadcast_object_list(box, src=0)
+        with self._together("taking rank 0's result"):
+            self.torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
         """Leave together: rank 0 hosts the rendezvous store, so no rank may tear down after it is gone
-        (rank 0 finishes later than the others: it alone evaluates the test split)."""
+        (rank 0 finishes later than the others: it alone evaluates the test split). A run that failed
+        leaves at once: the others may be waiting in a step this one will never take."""
         dist = self.torch.distributed
-        if self.world.size > 1 and dist.is_initialized():
+        if self.world.size > 1 and dist.is_initialized() and finished:
             self.network = self.model     # drop DDP (its reducer holds the process group) first
-            dist.barrier()
+            with self._together("finishing"):
+                dist.barrier()
             dist.destroy_process_group()
+
+    @contextlib.contextmanager
+    def _together(self, doing: str):
+        """A step every process takes together; a peer that is gone becomes LostPeer naming this one."""
+        try:
+            yield
+        except RuntimeError as err:
+            if self.world.size == 1 or not _peer_gone(self.torch, err):
+                raise
+            raise LostPeer(f"training process {self.world.rank} of {self.world.size} lost contact with the "
+                           f"others while {doing}: {_first_sentence(err)}",
+                           hint="another training process ended; continue from the last checkpoint with "
+                                "--resume") from None
+
+
+# What the collectives' transports say when the process at the other end is gone (gloo raises a plain
+# RuntimeError quoting its source file; newer releases and NCCL raise torch.distributed's DistError).
+_TRANSPORT = re.compile(r"gloo|nccl|connection (?:closed|reset|refused)|broken pipe|socket|timed out",
+                        re.IGNORECASE)
+
+
+def _peer_gone(torch: Any, err: RuntimeError) -> bool:
+    return isinstance(err, getattr(torch.distributed, "DistError", ())) or bool(_TRANSPORT.search(str(err)))
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The reason without the transport's source location and advice: 'Read error [127.0.0.1]:60058:
+    Connection reset by peer'."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip())
+    first = text.split(". ")[0].splitlines()
+    return first[0][:200] if first else type(err).__name__

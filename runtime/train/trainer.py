@@ -272,6 +272,7 @@ class Trainer:
             started: Callable[[], None] | None = None) -> RunResult:
         """Train in the locked run directory; `started` is called once it is ours and ready.
         With several processes, rank 0 owns the directory; the others only compute."""
+        finished = False
         try:
             with (RunDirectory(self.out) if self.main else _NoDirectory()) as run_dir, \
                     np.errstate(**QUIET_FLOATS):
@@ -284,9 +285,11 @@ class Trainer:
                     started()
                 self.log(f"train: {summary(self.cfg)}")
                 with self._progress_bar():
-                    return self._run_epochs(run_dir)
+                    result = self._run_epochs(run_dir)
+            finished = True
+            return result
         finally:
-            self.engine.close()
+            self.engine.close(finished)   # a failed run does not wait for the other processes
 
     @contextmanager
     def _progress_bar(self):

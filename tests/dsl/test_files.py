@@ -130,3 +130,65 @@ def test_outputs_get_the_mode_a_plain_write_would(tmp_path):
         assert (tmp_path / "kept.sh").stat().st_mode & 0o777 == 0o750
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------------------------ temporaries of dead writers
+def _temporary(folder, name: str, pid: int):
+    path = folder / f".{name}.{pid}.abcd1234.tmp"
+    path.write_bytes(b"half of it")
+    return path
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_temporaries_of_dead_unlocked_writers_are_removed(tmp_path):
+    import fcntl
+    dead = _temporary(tmp_path, "a.npz", _dead_pid())
+    folder = tmp_path / f".shapes.{_dead_pid()}.abcd1234.tmp"
+    (folder / "train").mkdir(parents=True)
+    (folder / "train" / "x.png").write_bytes(b"png")
+    alive = _temporary(tmp_path, "b.npz", os.getppid())           # its writer runs: kept
+    locked = _temporary(tmp_path, "c.npz", 4_000_000_000)          # no such pid here, but a writer holds the lock
+    holder = open(locked, "rb")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    (tmp_path / "victim").write_text("kept")
+    link = tmp_path / f".d.{_dead_pid()}.abcd1234.tmp"
+    os.symlink("victim", link)                                     # a link is never followed nor removed
+    unrelated = tmp_path / ".e.tmp"                                 # not a cnnc temporary
+    unrelated.write_text("kept")
+    try:
+        files.remove_stale_temporaries(tmp_path)
+    finally:
+        holder.close()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not dead.exists() and not folder.exists(), left
+    assert alive.exists() and locked.exists() and unrelated.exists() and link.is_symlink()
+    assert (tmp_path / "victim").read_text() == "kept"
+
+
+def test_a_write_clears_its_folder_once_per_process(tmp_path):
+    first = _temporary(tmp_path, "x", _dead_pid())
+    files.write_atomic(tmp_path / "out.txt", "new", "output")
+    assert not first.exists()
+    second = _temporary(tmp_path, "x", _dead_pid())   # a writer that died after this process looked
+    files.write_atomic(tmp_path / "out.txt", "newer", "output")
+    assert second.exists(), "the folder is listed once per process, not at every write"
+
+
+def test_a_folder_is_written_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "set"
+    with pytest.raises(RuntimeError):
+        with files.atomic_directory(target, "data set") as staging:
+            (staging / "half").write_text("x")
+            raise RuntimeError("killed")
+    assert os.listdir(tmp_path) == []
+    with files.atomic_directory(target, "data set") as staging:
+        (staging / "whole").write_text("x")
+    assert os.listdir(tmp_path) == ["set"] and os.listdir(target) == ["whole"]

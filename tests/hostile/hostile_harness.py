@@ -18,6 +18,11 @@ command that must fail:
   the outputs the case allows (snapshot of type, size, mtime and SHA-256 of
   every entry, without following links or opening FIFOs), and the `victim`
   file that hostile links point at keeps its bytes.
+
+Cases that kill processes start them with `start_tree`, which marks the
+process's environment: `tree(mark)` finds, through /proc, every process of
+that tree still alive (its children too, whoever their parent is by then), so
+`assert_no_survivors` checks that no worker, rank or helper outlived the case.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -123,9 +129,9 @@ def run_cli(args: Sequence[str | os.PathLike], cwd: Path, *, env: dict[str, str]
     return Result([os.fspath(a) for a in args], done.returncode, done.stdout or b"", done.stderr)
 
 
-def start_cli(args: Sequence[str | os.PathLike], cwd: Path) -> subprocess.Popen:
-    """Start `cnnc ARGS` in the background (for the concurrent-run case)."""
-    return subprocess.Popen(cnnc_command(args), cwd=cwd, env=child_env(), stdin=subprocess.DEVNULL,
+def start_cli(args: Sequence[str | os.PathLike], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `cnnc ARGS` in the background (for the concurrent-run and killed-process cases)."""
+    return subprocess.Popen(cnnc_command(args), cwd=cwd, env=child_env(env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_limits())
 
 
@@ -254,3 +260,82 @@ def assert_untouched(scratch: Scratch, outputs: Iterable[str] = ()) -> None:
                if not any(name == o or name.startswith(o.rstrip("/") + "/") for o in allowed)}
     assert not touched, f"files touched outside the expected output: {touched}"
     assert scratch.victim.read_bytes() == VICTIM_TEXT, "the victim file was changed"
+
+
+# ------------------------------------------------------------------ process trees
+# Every process a case starts carries TREE=<a fresh mark> in its environment, and so does everything it
+# starts in turn (cnnc's workers inherit the environment): scanning /proc for the mark finds every
+# process of the tree, whoever its parent is now (a killed parent's children are re-parented).
+TREE = "HOSTILE_PROCESS_TREE"
+
+
+def start_tree(args: Sequence[str | os.PathLike], cwd: Path,
+               env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `cnnc ARGS` (under the memory limit) with a fresh tree mark; returns (process, mark)."""
+    mark = os.urandom(8).hex()
+    process = subprocess.Popen(cnnc_command(args), cwd=cwd, env=child_env({**(env or {}), TREE: mark}),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=_limits())
+    return process, mark
+
+
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int | str) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != b"Z"   # a zombie is dead, waiting to be reaped
+
+
+def tree(mark: str) -> list[int]:
+    """The live processes whose environment carries `mark`."""
+    found, needle = [], f"{TREE}={mark}".encode()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ and _alive(entry):
+            found.append(int(entry))
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The live children of `pid`."""
+    return sorted(int(entry) for entry in filter(str.isdigit, os.listdir("/proc"))
+                  if (fields := _stat(entry)) is not None and int(fields[1]) == pid and fields[0] != b"Z")
+
+
+def wait_for(condition, what: str, timeout: float = TIMEOUT, every: float = 0.02):
+    """Poll `condition()` until it returns something true (returned); fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(every)
+
+
+def assert_no_survivors(mark: str, within: float = 10.0) -> None:
+    """Within `within` seconds no process of the tree is left (each named with its command line if any)."""
+    deadline = time.monotonic() + within
+    while tree(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120] for pid in tree(mark)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)   # do not leave them to the rest of the suite
+    assert not left, f"processes outlived the case: {left}"
+
+
+def finish(process: subprocess.Popen, timeout: float = TIMEOUT) -> Result:
+    """Wait for a started process; its Result."""
+    out, err = process.communicate(timeout=timeout)
+    return Result([os.fspath(a) for a in process.args[3:]], process.returncode, out, err)
