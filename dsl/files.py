@@ -45,6 +45,8 @@ LIMITS: dict[str, tuple[int, str, str]] = {
     "image": (256 * MiB, "bytes", "one image file, and its decoded float32 pixels (from the header)"),
     "checkpoint": (4 * GiB, "bytes", "a checkpoint, on disk and as its members declare"),
     "metrics": (64 * MiB, "bytes", "a metrics.jsonl file"),
+    "download_seconds": (3600, "seconds", "one download of a standard data set's file, request to last byte"),
+    "download_stall": (30, "seconds", "a stretch of a download below 1 KiB/s, and a read that gets nothing"),
 }
 
 
