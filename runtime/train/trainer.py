@@ -252,7 +252,8 @@ class Trainer:
             test = self.evaluate(self.ds.test, confusion)
             result.test = {"split": "test", "loss": test.mean_loss, "accuracy": test.accuracy}
             if confusion is not None:
-                result.test.update(report(confusion, dense=self.loss.target_kind == PIXEL_CLASS))
+                result.test.update(report(confusion, dense=self.loss.target_kind == PIXEL_CLASS,
+                                          classes=self.class_names))
             metrics.append(result.test)
             acc = f", accuracy {test.accuracy:.2%}" if test.accuracy is not None else ""
             if result.test.get("mean_iou") is not None:

@@ -21,6 +21,7 @@ import pytest
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import sources
 from cnnc.runtime.data import standard as sd
+from mirror_server import SERVER_SECONDS, Server, endless, trickle, unsized
 
 
 # ------------------------------------------------------------------ official formats, in small
@@ -80,101 +81,12 @@ def remote(name: str, body: bytes) -> sd.RemoteFile:
 
 
 # ------------------------------------------------------------------ a server on 127.0.0.1
-SERVER_SECONDS = 30.0   # a hostile answer stops by itself after this long
-ENDLESS_BYTES = 64 << 20
-
-
-class Server:
-    """Serves published files, and hostile answers for chosen paths (`hostile[path]`: a function of the
-    request handler and the body that writes the whole answer itself)."""
-
-    def __init__(self):
-        self.routes: dict[str, bytes] = {}
-        self.truncate: set[str] = set()
-        self.hostile: dict[str, object] = {}
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests.append(self.path)
-                body = outer.routes.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                if self.path in outer.hostile:
-                    try:
-                        outer.hostile[self.path](self, body)
-                    except OSError:
-                        pass  # the client cut the connection: what a fixed cnnc does
-                    self.close_connection = True
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.path in outer.truncate:
-                    self.wfile.write(body[:len(body) // 2])
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def publish(self, monkeypatch, name: str, bodies: dict[str, bytes], table: dict[str, bytes] | None = None):
-        """Serve `bodies` as data set `name`; the checksum table lists `table` (default: the same files)."""
-        for file, body in bodies.items():
-            self.routes[f"/{name}/{file}"] = body
-        listed = tuple(remote(f, b) for f, b in (table or bodies).items())
-        monkeypatch.setitem(sd.STANDARD, name, replace(sd.STANDARD[name], files=listed))
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def trickle(every: float, headers_too: bool = False):
-    """An answer that sends one byte every `every` seconds (of its headers too, if asked)."""
-    def answer(handler, body: bytes) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        if not headers_too:
-            handler.wfile.write(head)
-            head = b""
-        end = time.monotonic() + SERVER_SECONDS
-        for byte in head + body:
-            if time.monotonic() > end:
-                return
-            handler.wfile.write(bytes([byte]))
-            handler.wfile.flush()
-            time.sleep(every)
-    return answer
-
-
-def endless(declare: int | None = None):
-    """An answer whose body never ends (zeros, bounded here by ENDLESS_BYTES and SERVER_SECONDS)."""
-    def answer(handler, body: bytes) -> None:
-        handler.send_response(200)
-        if declare is not None:
-            handler.send_header("Content-Length", str(declare))
-        handler.end_headers()
-        end, sent, block = time.monotonic() + SERVER_SECONDS, 0, bytes(1 << 16)
-        while sent < ENDLESS_BYTES and time.monotonic() < end:
-            handler.wfile.write(block)
-            sent += len(block)
-    return answer
-
-
-def unsized(handler, body: bytes) -> None:
-    """The body without a Content-Length, ended by closing the connection."""
-    handler.send_response(200)
-    handler.end_headers()
-    handler.wfile.write(body)
+def publish(server: Server, monkeypatch, name: str, bodies: dict[str, bytes], table: dict[str, bytes] | None = None):
+    """Serve `bodies` as data set `name`; the checksum table lists `table` (default: the same files)."""
+    for file, body in bodies.items():
+        server.routes[f"/{name}/{file}"] = body
+    listed = tuple(remote(f, b) for f, b in (table or bodies).items())
+    monkeypatch.setitem(sd.STANDARD, name, replace(sd.STANDARD[name], files=listed))
 
 
 @pytest.fixture
@@ -194,7 +106,7 @@ def cache_listing(tmp_path) -> list[str]:
 # ------------------------------------------------------------------ tests
 def test_mnist_downloads_once_verifies_and_reads(server, monkeypatch, tmp_path, capsys):
     bodies = mnist_files()
-    server.publish(monkeypatch, "mnist", bodies)
+    publish(server, monkeypatch, "mnist", bodies)
     ds = sources.load_dataset("mnist")
     assert ds.train.x.shape == (12, 1, 28, 28) and ds.test.x.shape == (4, 1, 28, 28)
     assert ds.train.y.tolist() == [i % 10 for i in range(12)] and ds.test.y.tolist() == [3, 1, 4, 1]
@@ -212,7 +124,7 @@ def test_a_checksum_mismatch_keeps_nothing(server, monkeypatch, tmp_path):
     bodies = mnist_files()
     labels = bodies["train-labels-idx1-ubyte.gz"]
     listed = dict(bodies, **{"train-labels-idx1-ubyte.gz": labels[::-1]})  # the same size, another file's sums
-    server.publish(monkeypatch, "mnist", bodies, listed)
+    publish(server, monkeypatch, "mnist", bodies, listed)
     with pytest.raises(CnncError) as err:
         sources.load_dataset("mnist")
     expected = hashlib.sha256(listed["train-labels-idx1-ubyte.gz"]).hexdigest()
@@ -226,7 +138,7 @@ def test_a_checksum_mismatch_keeps_nothing(server, monkeypatch, tmp_path):
 
 def test_a_truncated_download_keeps_nothing_and_the_next_run_completes_it(server, monkeypatch, tmp_path):
     bodies = mnist_files()
-    server.publish(monkeypatch, "mnist", bodies)
+    publish(server, monkeypatch, "mnist", bodies)
     server.truncate.add("/mnist/train-images-idx3-ubyte.gz")
     with pytest.raises(CnncError) as err:
         sources.load_dataset("mnist")
@@ -242,7 +154,7 @@ def test_a_truncated_download_keeps_nothing_and_the_next_run_completes_it(server
 def test_a_short_file_sent_whole_is_refused_from_its_declared_size(server, monkeypatch, tmp_path):
     bodies = mnist_files()
     short = dict(bodies, **{"t10k-labels-idx1-ubyte.gz": bodies["t10k-labels-idx1-ubyte.gz"][:-5]})
-    server.publish(monkeypatch, "mnist", short, bodies)
+    publish(server, monkeypatch, "mnist", short, bodies)
     n = len(bodies["t10k-labels-idx1-ubyte.gz"])
     with pytest.raises(CnncError, match=rf"t10k-labels-idx1-ubyte.gz: it declares {n - 5} bytes, the published "
                                         rf"file has {n}\n"):
@@ -254,7 +166,7 @@ def test_a_short_file_sent_whole_is_refused_from_its_declared_size(server, monke
 def test_a_short_file_without_a_declared_size_is_reported_truncated(server, monkeypatch, tmp_path):
     bodies = mnist_files()
     short = dict(bodies, **{"t10k-labels-idx1-ubyte.gz": bodies["t10k-labels-idx1-ubyte.gz"][:-5]})
-    server.publish(monkeypatch, "mnist", short, bodies)
+    publish(server, monkeypatch, "mnist", short, bodies)
     server.hostile["/mnist/t10k-labels-idx1-ubyte.gz"] = unsized
     n = len(bodies["t10k-labels-idx1-ubyte.gz"])
     with pytest.raises(CnncError, match=rf"the download of mnist file 't10k-labels-idx1-ubyte.gz' is truncated: "
@@ -266,7 +178,7 @@ def test_a_short_file_without_a_declared_size_is_reported_truncated(server, monk
 @pytest.mark.parametrize("declare", [None, 1 << 40], ids=["no-length", "declares-1-TiB"])
 def test_an_endless_body_is_cut_at_the_published_size(server, monkeypatch, tmp_path, declare):
     bodies = mnist_files()
-    server.publish(monkeypatch, "mnist", bodies)
+    publish(server, monkeypatch, "mnist", bodies)
     server.hostile["/mnist/train-images-idx3-ubyte.gz"] = endless(declare)
     n = len(bodies["train-images-idx3-ubyte.gz"])
     reason = "it sends more than the published" if declare is None else f"it declares {declare:,} bytes"
@@ -279,7 +191,7 @@ def test_an_endless_body_is_cut_at_the_published_size(server, monkeypatch, tmp_p
 def test_a_trickling_mirror_is_cut_below_the_minimum_rate(server, monkeypatch, tmp_path):
     monkeypatch.setenv("CNNC_MAX_DOWNLOAD_STALL", "1")
     bodies = mnist_files()
-    server.publish(monkeypatch, "mnist", bodies)
+    publish(server, monkeypatch, "mnist", bodies)
     server.hostile["/mnist/train-images-idx3-ubyte.gz"] = trickle(0.2)
     start = time.monotonic()
     with pytest.raises(CnncError) as err:
@@ -294,7 +206,7 @@ def test_a_trickling_mirror_is_cut_below_the_minimum_rate(server, monkeypatch, t
 
 def test_a_mirror_trickling_its_headers_is_cut_too(server, monkeypatch, tmp_path):
     monkeypatch.setenv("CNNC_MAX_DOWNLOAD_STALL", "1")
-    server.publish(monkeypatch, "mnist", mnist_files())
+    publish(server, monkeypatch, "mnist", mnist_files())
     server.hostile["/mnist/train-images-idx3-ubyte.gz"] = trickle(0.2, headers_too=True)
     with pytest.raises(CnncError, match=r"from http://127\.0\.0\.1:\d+/mnist/train-images-idx3-ubyte\.gz: 0 bytes "
                                         r"arrived in 1 s \(0\.0 bytes/s\), below the minimum rate"):
@@ -306,7 +218,7 @@ def test_a_transfer_past_the_deadline_is_cut(server, monkeypatch, tmp_path):
     monkeypatch.setenv("CNNC_MAX_DOWNLOAD_SECONDS", "1")
     body = np.random.default_rng(0).integers(0, 256, 1 << 20).astype(np.uint8).tobytes()
     bodies = dict(mnist_files(), **{"train-images-idx3-ubyte.gz": body})
-    server.publish(monkeypatch, "mnist", bodies)
+    publish(server, monkeypatch, "mnist", bodies)
 
     def steady(handler, body):  # 16 KiB every 0.1 s: above the minimum rate, done in 6.4 s
         handler.send_response(200)
@@ -375,7 +287,7 @@ def test_a_mirror_of_another_scheme_is_refused(monkeypatch, tmp_path, url):
 
 
 def test_a_redirect_to_another_scheme_is_not_followed(server, monkeypatch, tmp_path):
-    server.publish(monkeypatch, "mnist", mnist_files())
+    publish(server, monkeypatch, "mnist", mnist_files())
 
     def redirect(handler, body):
         handler.send_response(302)
@@ -405,7 +317,7 @@ def test_offline_the_error_says_which_file_to_fetch_and_where(monkeypatch, tmp_p
 
 def test_a_file_put_in_the_cache_by_hand_is_used_and_checked(server, monkeypatch, tmp_path):
     bodies = mnist_files()
-    server.publish(monkeypatch, "mnist", bodies)
+    publish(server, monkeypatch, "mnist", bodies)
     folder = tmp_path / "cache" / "mnist"
     folder.mkdir(parents=True)
     for name, body in bodies.items():
@@ -423,7 +335,7 @@ def test_a_file_put_in_the_cache_by_hand_is_used_and_checked(server, monkeypatch
 
 def test_cifar10_binary_archive_is_unpacked_and_read(server, monkeypatch, tmp_path):
     archive = cifar10_archive()
-    server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
+    publish(server, monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
     ds = sources.load_dataset("cifar10")
     assert ds.train.x.shape == (10, 3, 32, 32) and ds.train.x.dtype == np.float32
     assert ds.train.y.tolist() == [1, 8, 2, 7, 3, 6, 4, 5, 5, 4] and ds.test.y.tolist() == [0, 7, 2]
@@ -436,7 +348,7 @@ def test_cifar10_binary_archive_is_unpacked_and_read(server, monkeypatch, tmp_pa
 
 
 def test_cifar100_uses_the_fine_labels_and_names(server, monkeypatch):
-    server.publish(monkeypatch, "cifar100", {"cifar-100-binary.tar.gz": cifar100_archive()})
+    publish(server, monkeypatch, "cifar100", {"cifar-100-binary.tar.gz": cifar100_archive()})
     ds = sources.load_dataset("cifar100")
     assert ds.train.y.tolist() == [0, 42, 99] and ds.test.y.tolist() == [17]
     assert ds.classes[42] == "class42" and len(ds.classes) == 100
@@ -448,7 +360,7 @@ def test_cifar100_uses_the_fine_labels_and_names(server, monkeypatch):
     ("cifar-10-batches-bin/../../evil.bin", "unsafe path 'cifar-10-batches-bin/../../evil.bin'"),
 ])
 def test_archive_members_cannot_leave_the_cache(server, monkeypatch, tmp_path, member, message):
-    server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": cifar10_archive(**{member: b"x"})})
+    publish(server, monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": cifar10_archive(**{member: b"x"})})
     with pytest.raises(CnncError, match=message.replace(".", r"\.")):
         sources.load_dataset("cifar10")
     assert not (tmp_path / "evil.bin").exists() and not (tmp_path / "cache" / "evil.bin").exists()
@@ -457,7 +369,7 @@ def test_archive_members_cannot_leave_the_cache(server, monkeypatch, tmp_path, m
 def test_a_linked_member_is_refused(server, monkeypatch, tmp_path):
     members = {f"cifar-10-batches-bin/data_batch_{i}.bin": cifar_records([1], 1, i) for i in range(1, 6)}
     archive = tar_gz(members, links={"cifar-10-batches-bin/test_batch.bin": "/etc/passwd"})
-    server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
+    publish(server, monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
     with pytest.raises(CnncError, match="'cifar-10-batches-bin/test_batch.bin' is not a regular file"):
         sources.load_dataset("cifar10")
 
@@ -487,7 +399,7 @@ def test_an_archive_bomb_is_refused_early(server, monkeypatch, tmp_path, member)
     header (more than the published records), another one once the archive inflates past what its
     expected members take (185 MB for CIFAR-10); nothing is kept but the verified download."""
     archive = gzip_of_zeros(tar_header(member, 1 << 30), 1 << 30)
-    server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
+    publish(server, monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
     expected = ("declares 1,073,741,824 bytes, more than the 30,730,000 bytes it has" if "data_batch" in member
                 else r"inflates to more than 176\.8 MiB, more than the members it should hold")
     with pytest.raises(CnncError, match=expected):
@@ -496,7 +408,7 @@ def test_an_archive_bomb_is_refused_early(server, monkeypatch, tmp_path, member)
 
 
 def test_a_member_of_partial_records_or_twice_is_refused(server, monkeypatch, tmp_path):
-    server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": cifar10_archive(
+    publish(server, monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": cifar10_archive(
         **{"cifar-10-batches-bin/test_batch.bin": bytes(3073 + 5)})})
     with pytest.raises(CnncError, match="'cifar-10-batches-bin/test_batch.bin' declares 3,078 bytes, not a whole "
                                         "number of 3073-byte records"):
@@ -506,7 +418,7 @@ def test_a_member_of_partial_records_or_twice_is_refused(server, monkeypatch, tm
 
 def test_a_damaged_archive_is_one_error(server, monkeypatch, tmp_path):
     archive = cifar10_archive()
-    server.publish(monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive[:len(archive) // 2]})
+    publish(server, monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive[:len(archive) // 2]})
     with pytest.raises(CnncError, match="cifar10 archive '.*' is not a readable tar.gz file"):
         sources.load_dataset("cifar10")
     assert cache_listing(tmp_path) == ["cifar10/cifar-10-binary.tar.gz"]
