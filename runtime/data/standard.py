@@ -350,8 +350,9 @@ def _receive(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, wa
         total = remote.size
         progress = _Progress(f"{ds.name}: {remote.name}", total)
         sha, md5, done = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-        try:
-            while chunk := response.read(min(CHUNK, total + 1 - done)):
+        read = getattr(response, "read1", response.read)  # what has arrived, not a whole chunk: the watch
+        try:                                                # counts bytes as they come
+            while chunk := read(min(CHUNK, total + 1 - done)):
                 done += len(chunk)
                 watch.done = done
                 if done > total:

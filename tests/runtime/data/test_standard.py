@@ -11,7 +11,6 @@ import struct
 import tarfile
 import threading
 import time
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from cnnc.dsl.source import CnncError
 from cnnc.runtime.data import sources
 from cnnc.runtime.data import standard as sd
+from hostile_inputs import gzip_bomb
 from mirror_server import SERVER_SECONDS, Server, endless, trickle, unsized
 
 
@@ -374,18 +374,6 @@ def test_a_linked_member_is_refused(server, monkeypatch, tmp_path):
         sources.load_dataset("cifar10")
 
 
-def gzip_of_zeros(prefix: bytes, zeros: int) -> bytes:
-    """A gzip stream of `prefix` and `zeros` zero bytes, about 1 KB per MiB (each 1 MiB block after a full
-    flush compresses the same, so it is made once and repeated); its CRC is left zero."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
-    c.compress(bytes(1 << 20))
-    c.flush(zlib.Z_FULL_FLUSH)
-    block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
-    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + head + block * (zeros >> 20) + b"\x03\x00"
-            + struct.pack("<II", 0, (len(prefix) + zeros) & 0xFFFFFFFF))
-
-
 def tar_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -398,7 +386,7 @@ def test_an_archive_bomb_is_refused_early(server, monkeypatch, tmp_path, member)
     """A 1 MB tar.gz inflating to 1 GiB in one member: an expected member is refused from its tar
     header (more than the published records), another one once the archive inflates past what its
     expected members take (185 MB for CIFAR-10); nothing is kept but the verified download."""
-    archive = gzip_of_zeros(tar_header(member, 1 << 30), 1 << 30)
+    archive = gzip_bomb(tar_header(member, 1 << 30), 1 << 30)
     publish(server, monkeypatch, "cifar10", {"cifar-10-binary.tar.gz": archive})
     expected = ("declares 1,073,741,824 bytes, more than the 30,730,000 bytes it has" if "data_batch" in member
                 else r"inflates to more than 176\.8 MiB, more than the members it should hold")
