@@ -10,15 +10,21 @@ e.g. ~/.cache/cnnc/data), to a temporary name beside its final one; only a file
 whose size and both digests match is renamed into place, so the cache never
 holds a half-written or unverified file and a second run downloads nothing.
 `CNNC_DATA_MIRROR` replaces the official locations with `MIRROR/NAME/FILE`
-(tests serve files from 127.0.0.1 that way).
+(http, https or file; tests serve files from 127.0.0.1 that way). A transfer
+is bounded (`_Watch`, `_receive`): at most the published size is read, within
+a deadline and above a minimum rate (CNNC_MAX_DOWNLOAD_SECONDS and
+CNNC_MAX_DOWNLOAD_STALL, dsl/files.py LIMITS), and a `file:` mirror is read
+like any user file (regular files only, opened without blocking).
 
 MNIST and Fashion-MNIST are gzipped IDX files, read in place by
 `array_files.read_idx`. CIFAR comes as the publisher's *binary* tarballs (the Python
-versions are pickles, which cnnc never unpickles): the archive is inflated
-with a bounded inflater (CNNC_MAX_DATA), only the expected members are taken,
-each a regular file with a plain name (no absolute path, no `..`, no link),
-and written atomically into the cache. A download that fails (offline, a
-proxy, a truncated transfer) says which file to fetch and where to put it.
+versions are pickles, which cnnc never unpickles): the archive is streamed
+member by member, inflated to at most what its expected members take, and
+only those are taken, each a regular file with a plain name (no absolute
+path, no `..`, no link) whose size in its tar header is whole records, at
+most the published number; they are renamed into the cache together. A
+download that fails (offline, a proxy, a truncated transfer, a mirror too
+slow) says which file to fetch and where to put it.
 """
 from __future__ import annotations
 

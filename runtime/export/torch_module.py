@@ -137,8 +137,7 @@ def _item_order(scope: Scope, net: Network) -> list:
 
 # ------------------------------------------------------------ class text
 RESERVED = {"self", "torch", "nn", "F", "math", "super", "model", "path"}
-MODULE_NAMES = {"NETWORK", "SOURCE", "ORIGIN", "INPUTS", "OUTPUTS", "WEIGHTS", "CHECKPOINT_PARAM",
-                "load_cnnc_checkpoint"}
+MODULE_NAMES = {"NETWORK", "SOURCE", "ORIGIN", "INPUTS", "OUTPUTS", "WEIGHTS", "CHECKPOINT_PARAM"}  # + loader_names()
 
 
 def _identifier(text: str, taken: set[str], prefix: str = "t_") -> str:
