@@ -129,6 +129,9 @@ def test_kernels_of_sobel_without_a_checkpoint(tmp_path, capsys):
     (["--style", "activations", "--input", "img=1x9x9", "-o", "m.png"],
      "--input img=1x9x9: --style activations takes the sizes from the image"),
     (["--style", "activations", "--layers", ",", "-o", "m.png"], "--layers ',': name at least one layer"),
+    (["--style", "figure", "--page", "2", "-o", "f.svg"], "--page is for --style activations or kernels, not --style figure"),
+    (["--style", "kernels", "--page", "0", "-o", "k.png"], "--page 0: pages are numbered from 1"),
+    (["--style", "kernels", "--page", "2", "-o", "k.png"], "--page 2: the picture has 1 page\n  hint: choose a page from 1 to 1"),
 ])
 def test_flag_mistakes(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
