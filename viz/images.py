@@ -14,15 +14,18 @@ picture is written:
 Values are rounded to the nearest grey level.
 
 `grid` lays tiles out in rows; `activations_png` draws one labelled panel per
-layer (name, shape, value range; its channels as a grid of min-max mapped
-tiles) and `kernels_png` one panel per convolution's weights (the first
-layer's kernels as RGB or grey tiles, deeper ones one tile per output and
-input channel on a blue-white-red scale, each panel with its colour bar).
-Both are pure functions of the arrays, names and shapes they are given (the
-values are computed by the runtime, app/cmd_viz.py hands them over) and
-write the layout into the PNG as a `cnnc` text chunk (JSON: each panel's
-name, shape, box, tile boxes and value range), so a test or a tool can read
-what the picture shows.
+layer (name, shape, value range; its first 16 channels as a grid of min-max
+mapped tiles, one value per channel as a bar chart, the input as the image)
+and `kernels_png` one panel per convolution's weights (the first layer's
+kernels as RGB or grey tiles, deeper ones one tile per output and input
+channel on a blue-white-red scale, each panel with its colour bar). The
+panels fill rows on pages of a screen's size (`_paginate`), one page per
+picture. Both are pure functions of the arrays, names and shapes they are
+given (the values are computed by the runtime, app/cmd_viz.py hands them
+over), refuse non-finite values (`require_finite`, also asked by `cnnc
+apply`) and write the layout into the PNG as a `cnnc` text chunk (JSON: the
+page, the page count, each panel's name, shape, box, tile boxes and value
+range), so a test or a tool can read what the picture shows.
 """
 from __future__ import annotations
 
