@@ -89,6 +89,14 @@ def publish(server: Server, monkeypatch, name: str, bodies: dict[str, bytes], ta
     monkeypatch.setitem(sd.STANDARD, name, replace(sd.STANDARD[name], files=listed))
 
 
+def serve_hostile(server: Server, monkeypatch, answer, bodies: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """Publish MNIST (or `bodies`), its training images served by the hostile `answer`."""
+    bodies = bodies or mnist_files()
+    publish(server, monkeypatch, "mnist", bodies)
+    server.hostile["/mnist/train-images-idx3-ubyte.gz"] = answer
+    return bodies
+
+
 @pytest.fixture
 def server(monkeypatch, tmp_path):
     s = Server()
@@ -177,9 +185,7 @@ def test_a_short_file_without_a_declared_size_is_reported_truncated(server, monk
 
 @pytest.mark.parametrize("declare", [None, 1 << 40], ids=["no-length", "declares-1-TiB"])
 def test_an_endless_body_is_cut_at_the_published_size(server, monkeypatch, tmp_path, declare):
-    bodies = mnist_files()
-    publish(server, monkeypatch, "mnist", bodies)
-    server.hostile["/mnist/train-images-idx3-ubyte.gz"] = endless(declare)
+    bodies = serve_hostile(server, monkeypatch, endless(declare))
     n = len(bodies["train-images-idx3-ubyte.gz"])
     reason = "it sends more than the published" if declare is None else f"it declares {declare:,} bytes"
     with pytest.raises(CnncError, match=rf"train-images-idx3-ubyte.gz' from {server.url}/mnist/"
@@ -190,9 +196,7 @@ def test_an_endless_body_is_cut_at_the_published_size(server, monkeypatch, tmp_p
 
 def test_a_trickling_mirror_is_cut_below_the_minimum_rate(server, monkeypatch, tmp_path):
     monkeypatch.setenv("CNNC_MAX_DOWNLOAD_STALL", "1")
-    bodies = mnist_files()
-    publish(server, monkeypatch, "mnist", bodies)
-    server.hostile["/mnist/train-images-idx3-ubyte.gz"] = trickle(0.2)
+    serve_hostile(server, monkeypatch, trickle(0.2))
     start = time.monotonic()
     with pytest.raises(CnncError) as err:
         sources.load_dataset("mnist")
@@ -206,8 +210,7 @@ def test_a_trickling_mirror_is_cut_below_the_minimum_rate(server, monkeypatch, t
 
 def test_a_mirror_trickling_its_headers_is_cut_too(server, monkeypatch, tmp_path):
     monkeypatch.setenv("CNNC_MAX_DOWNLOAD_STALL", "1")
-    publish(server, monkeypatch, "mnist", mnist_files())
-    server.hostile["/mnist/train-images-idx3-ubyte.gz"] = trickle(0.2, headers_too=True)
+    serve_hostile(server, monkeypatch, trickle(0.2, headers_too=True))
     with pytest.raises(CnncError, match=r"from http://127\.0\.0\.1:\d+/mnist/train-images-idx3-ubyte\.gz: 0 bytes "
                                         r"arrived in 1 s \(0\.0 bytes/s\), below the minimum rate"):
         sources.load_dataset("mnist")
@@ -217,8 +220,6 @@ def test_a_mirror_trickling_its_headers_is_cut_too(server, monkeypatch, tmp_path
 def test_a_transfer_past_the_deadline_is_cut(server, monkeypatch, tmp_path):
     monkeypatch.setenv("CNNC_MAX_DOWNLOAD_SECONDS", "1")
     body = np.random.default_rng(0).integers(0, 256, 1 << 20).astype(np.uint8).tobytes()
-    bodies = dict(mnist_files(), **{"train-images-idx3-ubyte.gz": body})
-    publish(server, monkeypatch, "mnist", bodies)
 
     def steady(handler, body):  # 16 KiB every 0.1 s: above the minimum rate, done in 6.4 s
         handler.send_response(200)
@@ -227,7 +228,7 @@ def test_a_transfer_past_the_deadline_is_cut(server, monkeypatch, tmp_path):
         for i in range(0, len(body), 1 << 14):
             handler.wfile.write(body[i:i + (1 << 14)])
             time.sleep(0.1)
-    server.hostile["/mnist/train-images-idx3-ubyte.gz"] = steady
+    serve_hostile(server, monkeypatch, steady, dict(mnist_files(), **{"train-images-idx3-ubyte.gz": body}))
     with pytest.raises(CnncError, match=r"the transfer was cut after [\d,]+ of 1,048,576 bytes: it took more than "
                                         r"1 seconds \(received [\d,]+ bytes\); CNNC_MAX_DOWNLOAD_SECONDS raises"):
         sources.load_dataset("mnist")
