@@ -123,7 +123,7 @@ def test_a_5_mb_archive_inflating_to_5_gib_fails_early_in_bounded_memory(scratch
     scratch.tiny()
     scratch.write("mirror/cifar10/cifar-10-binary.tar.gz", gzip_bomb(tar_header(member, 5 << 30), 5 << 30))
     scratch.freeze()
-    result = without_progress(run_python(PATCHED_RUN, scratch.root, memory=MEMORY_3GB, timeout=60, env={
+    result = without_progress(run_python(PATCHED_RUN, scratch.root, memory=MEMORY_3GB, timeout=240, env={
         "CNNC_DATA_MIRROR": scratch.path("mirror").as_uri(), "CNNC_DATA": str(scratch.path("cache"))}))
     refused(result, scratch, outputs=["cache/cifar10/cifar-10-binary.tar.gz", "cache"])
     assert message in result.err.splitlines()[0]
@@ -167,7 +167,7 @@ def test_the_generated_torch_loader_refuses_a_checkpoint_bomb_from_its_header(sc
         expected.append(f"member 'param/conv.weight.npy' declares {len(header) + 144} bytes of array but holds "
                         f"{len(header) + inflated}" if name == "lies.npz" else
                         "param/conv.weight.npy has shape [675000000], Tiny needs [4, 1, 3, 3]")
-    result = run_python(LOAD, scratch.root, memory=MEMORY_3GB, timeout=120, args=["huge.npz", "lies.npz", "best.npz"])
+    result = run_python(LOAD, scratch.root, memory=MEMORY_3GB, timeout=240, args=["huge.npz", "lies.npz", "best.npz"])
     assert result.status == 0, result
     said = result.out.splitlines()
     assert said[0::2] == [f"refused: {expected[0]}", f"refused: {expected[1]}", "loaded"], result
