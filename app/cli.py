@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "photograph)")
     p.add_argument("--layers", metavar="A,B,...", help="for activations and kernels: only these layers")
     add_resize(p)
+    p.add_argument("--page", type=int, metavar="N", help="for activations and kernels: which page of panels "
+                                                         "(each fits a screen; default 1)")
 
     p = sub.add_parser("view", help="serve the explorer page and update it when the file is saved",
                        description="Serve the explorer page of a network on 127.0.0.1 and update it when the .cnn "

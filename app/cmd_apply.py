@@ -22,7 +22,7 @@ from .dsl.files import check_output, describe_path, write_atomic
 from .dsl.source import CnncError
 from .image_flag import resize_of
 from .runtime.apply import Applier, default_image
-from .viz.images import grid, png_bytes, to_grey
+from .viz.images import grid, png_bytes, require_finite, to_grey
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -66,9 +66,7 @@ def _spatial(values: np.ndarray, tensor: str) -> np.ndarray:
         shape = "x".join(map(str, values.shape))
         raise CnncError(f"'{tensor}' has shape {shape}, not an image [C, H, W]",
                         hint="choose a layer before the flatten or global pooling with --layer NAME")
-    if not np.isfinite(values).all():
-        raise CnncError(f"'{tensor}' holds NaN or infinite values: there is no picture of them",
-                        hint="check the checkpoint (did training diverge?) and the network's weights")
+    require_finite(values, f"'{tensor}'")
     return values
 
 

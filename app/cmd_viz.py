@@ -21,7 +21,7 @@ STYLE_FLAGS = (("--layer", "layer", ("rf-grid",)), ("--unit", "unit", ("rf-grid"
                ("--metrics", "metrics", ("curves", "confusion", "html")),
                ("--checkpoint", "checkpoint", ("activations", "kernels", "html")),
                ("--image", "image", ("activations", "html")), ("--layers", "layers", ("activations", "kernels")),
-               ("--resize", "resize", ("activations", "html")))
+               ("--resize", "resize", ("activations", "html")), ("--page", "page", ("activations", "kernels")))
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -49,6 +49,8 @@ def check_flags(args: argparse.Namespace) -> None:
                             ("--details", args.details), ("--rankdir", args.rankdir != "TB"), ("--fuse", args.fuse)):
             if given:
                 raise CnncError(f"{flag} is for --style graph, not --style {style}")
+    if args.page is not None and args.page < 1:
+        raise CnncError(f"--page {args.page}: pages are numbered from 1")
     if style in ("curves", "confusion") and not args.metrics:
         raise CnncError(f"--style {style} needs --metrics FILE",
                         hint="cnnc run writes metrics.jsonl into its --out folder, e.g. --metrics runs/LeNet5/"
@@ -87,7 +89,9 @@ def _values(args: argparse.Namespace, compiled: Compiled) -> dict:
     applier.check_layers(names, "--layers")
     image = args.image or str(default_image(applier.channels))
     result = applier.run(image, names, shipped=args.image is None)   # the image policy, as cnnc apply
-    return {"panels": tuple(Panel(n, tuple(v.shape), v) for n, v in result.tensors.items())}
+    # the input is drawn as the image was read (before preprocessing): the photograph, in colour if RGB
+    return {"panels": tuple(Panel(n, tuple(v.shape), result.input if n == applier.input_name else v,
+                                  image=n == applier.input_name) for n, v in result.tensors.items())}
 
 
 def _page(args: argparse.Namespace, compiled: Compiled) -> int:
@@ -99,6 +103,13 @@ def _page(args: argparse.Namespace, compiled: Compiled) -> int:
     write_atomic(args.output, data, "page", inputs=inputs)
     print(f"wrote {args.output} (html, {len(data) / 1024:.0f} KiB)")
     return 0
+
+
+def _pages(png: bytes) -> str:
+    """', page 1 of 3' when the panels take several pages."""
+    from .viz.images import read_layout
+    layout = read_layout(png)
+    return f", page {layout['page']} of {layout['pages']}" if layout["pages"] > 1 else ""
 
 
 def _unknown_kernel(name: str, drawn: list[str], compiled: Compiled) -> None:
@@ -117,9 +128,10 @@ def viz(args: argparse.Namespace, compiled: Compiled) -> int:
     fmt = output_format(args.output)
     values = _values(args, compiled) if args.style in ("activations", "kernels") else {}
     options = PictureOptions(depth=args.depth, expand=args.expand, details=args.details, rankdir=args.rankdir,
-                             fuse=args.fuse, layer=args.layer, unit=args.unit, metrics=args.metrics, **values)
+                             fuse=args.fuse, layer=args.layer, unit=args.unit, metrics=args.metrics,
+                             page=args.page or 1, **values)
     data = picture(compiled, args.style, fmt, options, args.output)
     inputs = [args.file] + [p for p in (args.metrics, args.checkpoint, args.image) if p]
     write_atomic(args.output, data, "picture", inputs=inputs)
-    print(f"wrote {args.output} ({args.style}, {fmt})")
+    print(f"wrote {args.output} ({args.style}, {fmt}{_pages(data) if values else ''})")
     return 0

@@ -59,6 +59,8 @@ LIMITS: dict[str, tuple[int, str, str]] = {
                                   "network before the image is decoded"),
     "checkpoint": (4 * GiB, "bytes", "a checkpoint, on disk and as its members declare"),
     "metrics": (64 * MiB, "bytes", "a metrics.jsonl file"),
+    "download_seconds": (3600, "seconds", "one download of a standard data set's file, request to last byte"),
+    "download_stall": (30, "seconds", "a stretch of a download below 1 KiB/s, and a read that gets nothing"),
 }
 
 

@@ -118,21 +118,43 @@ def _corrupt(path: Any, error: BaseException | str) -> CnncError:
                      hint="restore it from a backup, or train again without resuming")
 
 
-def _header(member: Any, name: str, path: Any) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and data offset of an .npy member, read from its first bytes only."""
+NPY_HEADER_LIMIT = 10_000  # bytes of an .npy header (NumPy's own default limit)
+
+
+def npy_header(member, name):
+    """The dtype text, Fortran order, shape and data offset of the .npy array at the start of `member`
+    (a binary file), reading its header only; anything else is a ValueError naming `name`.
+
+    Plain Python, and a contract: `cnnc export --to torch` copies it (with `check_npy_size`) into the
+    loader it generates (export/torch_module.py), so both loaders check a member alike, from its header."""
+    import ast
+    magic = member.read(8)
+    if len(magic) != 8 or magic[:6] != b"\x93NUMPY" or magic[6] not in (1, 2, 3):
+        raise ValueError(f"member '{name}' is not an .npy array")
+    width = 2 if magic[6] == 1 else 4
+    length = int.from_bytes(member.read(width), "little")
+    if length > NPY_HEADER_LIMIT:
+        raise ValueError(f"member '{name}' has a header of {length:,} bytes")
     try:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ValueError(f"unknown .npy version {version}")
-    except ValueError as err:
-        if "allow_pickle" in str(err) or "object" in str(err).lower():
-            raise _pickled(path) from None
-        raise _corrupt(path, f"member '{name}': {err}") from None
-    return tuple(shape), np.dtype(dtype), member.tell()
+        header = ast.literal_eval(member.read(length).decode("utf-8" if magic[6] == 3 else "latin1"))
+    except (SyntaxError, ValueError, TypeError, UnicodeDecodeError, MemoryError, RecursionError):
+        raise ValueError(f"member '{name}' has a malformed .npy header") from None
+    shape = header.get("shape") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or sorted(header) != ["descr", "fortran_order", "shape"] \
+            or not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape) \
+            or not isinstance(header["fortran_order"], bool):
+        raise ValueError(f"member '{name}' has a malformed .npy header")
+    return header["descr"], header["fortran_order"], shape, 8 + width + length
+
+
+def check_npy_size(name, shape, itemsize, offset, size):
+    """The array a header declares must be exactly the member's `size` bytes: checked before any of the
+    data is read (copied into generated loaders with `npy_header`)."""
+    count = 1
+    for d in shape:
+        count *= d
+    if offset + count * itemsize != size:
+        raise ValueError(f"member '{name}' declares {offset + count * itemsize} bytes of array but holds {size}")
 
 
 def _pickled(path: Any) -> CnncError:
@@ -141,21 +163,28 @@ def _pickled(path: Any) -> CnncError:
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any) -> np.ndarray:
+    """One member, its header checked (`npy_header`, `check_npy_size`) before its data is read."""
     name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
     with zf.open(info) as member:
-        head = io.BytesIO(member.read(min(info.file_size, 1 << 16)))
-        shape, dtype, offset = _header(head, name, path)
+        try:
+            descr, fortran, shape, offset = npy_header(member, name)
+            dtype = np.dtype(descr)
+        except (ValueError, TypeError) as err:
+            raise _corrupt(path, err) from None
         if dtype.hasobject:
             raise _pickled(path)
-        expected = offset + math.prod(shape) * dtype.itemsize
-        if expected != info.file_size:
-            raise _corrupt(path, f"member '{name}' declares {expected} bytes of array but holds "
-                                 f"{info.file_size}")
-        rest = member.read(info.file_size - len(head.getvalue()))
-    raw = head.getvalue() + rest
-    if len(raw) != info.file_size:
+        try:
+            check_npy_size(name, shape, dtype.itemsize, offset, info.file_size)
+        except ValueError as err:
+            raise _corrupt(path, err) from None
+        data = bytearray(info.file_size - offset)
+        got = 0
+        while got < len(data) and (n := member.readinto(memoryview(data)[got:])):
+            got += n
+    if got != len(data):
         raise _corrupt(path, f"member '{name}' ends early")
-    return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    array = np.frombuffer(data, dtype)
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
 
 
 def load_checkpoint(path: str | os.PathLike, arrays_too: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -4,13 +4,12 @@
 columns: the predicted one) with per-class precision, recall and F1
 (runtime/train/evaluation.py). `confusion_svg` draws it as a heat map: each cell
 shaded by its share of its row (so the diagonal reads as per-class recall,
-whatever the class sizes), the count written in it, class names (the train
-section's `classes`) on both axes, and each class's precision, recall and F1
+whatever the class sizes), the count written in it, class names (stored with
+the test record by `cnnc run`; else the train section's `classes`) on both axes, and each class's precision, recall and F1
 beside its row. Plain SVG by our own code.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 from ..dsl.files import describe_path
@@ -39,6 +38,35 @@ def matrix_of(metrics: Metrics) -> list[list[int]]:
     return m
 
 
+SCORES = ("precision", "recall", "f1")
+
+
+def _checked_record(metrics: Metrics, n: int) -> None:
+    """The test record's per-class scores are fractions (or null, undefined) and its class names
+    strings, one per class: anything else is refused, not drawn."""
+    where = describe_path(metrics.path)
+    for key in SCORES:
+        values = metrics.test.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != n or not all(
+                v is None or isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
+            raise CnncError(f"{where}: the test record's '{key}' is not a list of {n} fractions in [0, 1] (or null)")
+    names = metrics.test.get("classes")
+    if names is not None and (not isinstance(names, list) or len(names) != n
+                              or not all(isinstance(c, str) for c in names)):
+        raise CnncError(f"{where}: the test record's 'classes' is not a list of {n} names")
+
+
+def class_names(metrics: Metrics, n: int, fallback: Sequence[str] | None = None) -> list[str]:
+    """The names of the classes: the test record's (`cnnc run` stores them there), else `fallback`
+    (the train section's `classes`) when it names every class, else the indices."""
+    recorded = metrics.test.get("classes")
+    if recorded is not None:
+        return [str(c) for c in recorded]
+    return [str(c) for c in fallback] if fallback and len(fallback) == n else [str(i) for i in range(n)]
+
+
 def _shade(fraction: float) -> str:
     """White (0) to the convolution blue (1)."""
     r, g, b = (round(255 + (c - 255) * fraction) for c in BLUE)
@@ -46,18 +74,20 @@ def _shade(fraction: float) -> str:
 
 
 def _score(values: Any, i: int) -> str:
-    v = values[i] if isinstance(values, list) and i < len(values) else None
-    return f"{100 * v:.0f}" if isinstance(v, (int, float)) and math.isfinite(v) else "–"
+    v = values[i] if values is not None else None
+    return "–" if v is None else f"{100 * v:.0f}"
 
 
 def confusion_svg(metrics: Metrics, title: str = "", classes: Sequence[str] | None = None) -> str:
+    """The matrix with the class names of the test record (else `classes`, else the indices)."""
     m = matrix_of(metrics)
     n = len(m)
-    names = [str(c) for c in classes] if classes and len(classes) == n else [str(i) for i in range(n)]
+    _checked_record(metrics, n)
+    names = class_names(metrics, n, classes)
     cell = max(CELL_MIN, min(CELL_MAX, 560.0 / n))
     label_w = min(160.0, 12 + 6.5 * max(len(s) for s in names))
     left, top = 40 + label_w, 96.0
-    scores = any(k in metrics.test for k in ("precision", "recall", "f1"))
+    scores = any(k in metrics.test for k in SCORES)
     width = left + n * cell + (150 if scores else 30)
     svg = Svg(width, top + n * cell + label_w + 40, "confusion matrix")
     svg.text(20, 28, title or f"Confusion matrix — {describe_path(metrics.path)}", 15, anchor="start", bold=True)

@@ -67,13 +67,34 @@ def read_metrics(path: str | Path) -> Metrics:
     return metrics
 
 
+MAX_DIGITS = 18  # an integer in a metrics file (a count, an epoch) fits int64, and a float nearly exactly
+
+
+class _HugeNumber(Exception):
+    pass
+
+
+def _integer(text: str) -> int:
+    """json's integers: refused beyond MAX_DIGITS digits, before Python converts them (a count with
+    thousands of digits would be refused by Python's own limit, or overflow a float, far later)."""
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise _HugeNumber(text)
+    return int(text)
+
+
 def _parse(line: str, path: str, number: int) -> dict:
     loc = Loc(path, number, 1)
     try:
-        record = json.loads(line)
+        record = json.loads(line, parse_int=_integer)
     except json.JSONDecodeError as err:
         raise CnncError(f"malformed metrics line: {err.msg} (column {err.colno})", Loc(path, number, err.colno),
                         hint="each line must be one JSON object, as cnnc run writes them") from None
+    except _HugeNumber as err:
+        digits = len(str(err.args[0]).lstrip("-"))
+        raise CnncError(f"malformed metrics line: an integer of {digits:,} digits (at most {MAX_DIGITS})",
+                        Loc(path, number, line.find(err.args[0]) + 1)) from None
+    except RecursionError:
+        raise CnncError("malformed metrics line: nested too deeply", loc) from None
     if not isinstance(record, dict):
         raise CnncError(f"malformed metrics line: expected a JSON object, got {type(record).__name__}", loc)
     return record

@@ -10,31 +10,43 @@ e.g. ~/.cache/cnnc/data), to a temporary name beside its final one; only a file
 whose size and both digests match is renamed into place, so the cache never
 holds a half-written or unverified file and a second run downloads nothing.
 `CNNC_DATA_MIRROR` replaces the official locations with `MIRROR/NAME/FILE`
-(tests serve files from 127.0.0.1 that way).
+(http, https or file; tests serve files from 127.0.0.1 that way). A transfer
+is bounded (`_Watch`, `_receive`): at most the published size is read, within
+a deadline and above a minimum rate (CNNC_MAX_DOWNLOAD_SECONDS and
+CNNC_MAX_DOWNLOAD_STALL, dsl/files.py LIMITS), and a `file:` mirror is read
+like any user file (regular files only, opened without blocking).
 
 MNIST and Fashion-MNIST are gzipped IDX files, read in place by
 `array_files.read_idx`. CIFAR comes as the publisher's *binary* tarballs (the Python
-versions are pickles, which cnnc never unpickles): the archive is inflated
-with a bounded inflater (CNNC_MAX_DATA), only the expected members are taken,
-each a regular file with a plain name (no absolute path, no `..`, no link),
-and written atomically into the cache. A download that fails (offline, a
-proxy, a truncated transfer) says which file to fetch and where to put it.
+versions are pickles, which cnnc never unpickles): the archive is streamed
+member by member, inflated to at most what its expected members take, and
+only those are taken, each a regular file with a plain name (no absolute
+path, no `..`, no link) whose size in its tar header is whole records, at
+most the published number; they are renamed into the cache together. A
+download that fails (offline, a proxy, a truncated transfer, a mirror too
+slow) says which file to fetch and where to put it.
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import http.client
 import importlib.resources
 import io
 import os
+import socket
 import sys
 import tarfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 
@@ -72,6 +84,7 @@ class StandardDataset:
     test_members: tuple[str, ...] = ()
     label_bytes: int = 1
     names_member: str | None = None     # a text member with one class name per line
+    member_records: int = 0             # the most records one data member holds (the published count)
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -119,16 +132,19 @@ STANDARD: dict[str, StandardDataset] = {d.name: d for d in (
                    "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
                    "c32a1d4ab5d03f1284b67883e8d87530"),
     ), "cifar", _CIFAR10_CLASSES, folder="cifar-10-batches-bin",
-        train_members=tuple(f"data_batch_{i}.bin" for i in range(1, 6)), test_members=("test_batch.bin",)),
+        train_members=tuple(f"data_batch_{i}.bin" for i in range(1, 6)), test_members=("test_batch.bin",),
+        member_records=10_000),
     StandardDataset("cifar100", "https://www.cs.toronto.edu/~kriz", (
         RemoteFile("cifar-100-binary.tar.gz", 168513733,
                    "58a81ae192c23a4be8b1804d68e518ed807d710a4eb253b1f2a199162a40d8ec",
                    "03b5dce01913d631647c71ecec9e9cb8"),
     ), "cifar", folder="cifar-100-binary", train_members=("train.bin",), test_members=("test.bin",),
-        label_bytes=2, names_member="fine_label_names.txt"),
+        label_bytes=2, names_member="fine_label_names.txt", member_records=50_000),
 )}
 
 CIFAR_PIXELS = 3 * 32 * 32
+NAMES_LIMIT = 1 << 20       # bytes of a class-names member
+ARCHIVE_SLACK = 1 << 20     # inflated bytes of an archive beyond its members' (tar headers, a readme)
 
 
 # ------------------------------------------------------------------ places
@@ -183,47 +199,180 @@ def _offline_error(ds: StandardDataset, remote: RemoteFile, url: str, target: Pa
                           f"(SHA-256 {remote.sha256}); or set CNNC_DATA to a folder that holds it")
 
 
-def _open(url: str):
+# ------------------------------------------------------------------ the transfer's bounds
+MIN_RATE = 1024  # bytes a second: a transfer slower than this over a whole stall window is cut
+SCHEMES = ("http", "https", "file")
+
+
+class _Watch:
+    """The deadline and the minimum rate of one transfer (docs/security.md).
+
+    A thread looks at the transfer a few times a second: past `CNNC_MAX_DOWNLOAD_SECONDS`, or after
+    `CNNC_MAX_DOWNLOAD_STALL` seconds in which fewer than MIN_RATE bytes a second arrived (from the
+    request on, so a server that trickles its headers is cut too), it shuts the connection's sockets
+    down, which wakes the blocked read; the reader then raises `reason`. Every socket read also times
+    out after one stall window."""
+
+    def __init__(self):
+        self.deadline, self.window = files.limit("download_seconds"), files.limit("download_stall")
+        self.start = self.mark = time.monotonic()
+        self.done = self.mark_done = 0     # bytes received (set by the reader), and at the window's start
+        self.reason: str | None = None
+        self.sockets: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cnnc-download-watch", daemon=True)
+        self._thread.start()
+
+    def attach(self, sock: socket.socket) -> None:
+        self.sockets.append(sock)
+        if self.reason is not None:
+            self._cut()
+
+    def check(self, now: float) -> str | None:
+        """Why the transfer must stop at `now`, or None."""
+        if now - self.start > self.deadline:
+            return (f"it took more than {self.deadline:,} seconds (received {self.done:,} bytes); "
+                    f"CNNC_MAX_DOWNLOAD_SECONDS raises the deadline")
+        if now - self.mark >= self.window:
+            got, seconds = self.done - self.mark_done, now - self.mark
+            if got < MIN_RATE * seconds:
+                return (f"{got:,} bytes arrived in {seconds:.0f} s ({got / seconds:.1f} bytes/s), below the "
+                        f"minimum rate of {files.size_text(MIN_RATE)}/s; CNNC_MAX_DOWNLOAD_STALL allows a slow "
+                        f"stretch to last longer")
+            self.mark, self.mark_done = now, self.done
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(0.25, self.window / 4)):
+            reason = self.check(time.monotonic())
+            if reason is not None:
+                self.reason = reason
+                self._cut()
+                return
+
+    def _cut(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Watched:
+    """An HTTP(S) handler whose connections hand their socket to a `_Watch`."""
+
+    def __init__(self, watch: _Watch, **kwargs):
+        super().__init__(**kwargs)
+        self.watch = watch
+
+    def do_open(self, http_class, req, **kwargs):
+        watch = self.watch
+
+        class Connection(http_class):
+            def connect(self):
+                super().connect()
+                watch.attach(self.sock)
+
+        return super().do_open(Connection, req, **kwargs)
+
+
+class _WatchedHTTP(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_Watched, urllib.request.HTTPSHandler):
+    pass
+
+
+def _opener(watch: _Watch) -> urllib.request.OpenerDirector:
+    """urllib's opener for http and https only (a redirect elsewhere, ftp or file, is refused),
+    every connection watched."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), _WatchedHTTP(watch),
+                    _WatchedHTTPS(watch), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
+@contextlib.contextmanager
+def _source(url: str, what: str, watch: _Watch) -> Iterator[tuple[object, int | None]]:
+    """The file at `url` as (a reader, the size it declares or None). A `file:` URL is read like any
+    user file (dsl/files.py: regular files only, opened without blocking); http and https through
+    urllib, each read timing out after one stall window."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in SCHEMES:
+        raise CnncError(f"CNNC_DATA_MIRROR: cannot download from '{files.describe_path(url)}': "
+                        f"the scheme must be {', '.join(SCHEMES[:-1])} or {SCHEMES[-1]}")
+    if parsed.scheme == "file":
+        with files.open_regular(urllib.request.url2pathname(parsed.path), what, sys.maxsize) as (f, size):
+            yield f, size
+        return
     request = urllib.request.Request(url, headers={"User-Agent": "cnnc"})
-    return urllib.request.urlopen(request, timeout=60)
-
-
-def download(ds: StandardDataset, remote: RemoteFile, target: Path,
-             opener: Callable[[str], object] = _open) -> None:
-    """Fetch one file to `target`: temporary name, size and digests checked, then renamed."""
-    url = file_url(ds, remote)
-    limit = max(remote.size, data_limit())
-    try:
-        response = opener(url)
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
-        raise _offline_error(ds, remote, url, target, _reason(err)) from None
-    with response, files.atomic_output(target, f"{ds.name} file") as out:
+    with _opener(watch).open(request, timeout=watch.window) as response:
         declared = response.headers.get("Content-Length")
-        total = int(declared) if declared and declared.isdigit() else remote.size
+        yield response, int(declared) if declared and declared.isdigit() else None
+
+
+def download(ds: StandardDataset, remote: RemoteFile, target: Path) -> None:
+    """Fetch one file to `target`: temporary name, size and digests checked, then renamed. The transfer
+    is bounded: at most the published size is read, within a deadline and above a minimum rate."""
+    url = file_url(ds, remote)
+    watch = _Watch()
+    try:
+        _transfer(ds, remote, url, target, watch)
+    finally:
+        watch.close()
+
+
+def _transfer(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, watch: _Watch) -> None:
+    try:
+        with _source(url, f"{ds.name} mirror file", watch) as (response, declared):
+            if declared is not None and declared != remote.size:
+                raise _offline_error(ds, remote, url, target, f"it declares {declared:,} bytes, the published "
+                                                              f"file has {remote.size:,}")
+            _receive(ds, remote, url, target, watch, response, declared is not None)
+    except CnncError:
+        raise
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
+        raise _offline_error(ds, remote, url, target, watch.reason or _reason(err)) from None
+
+
+def _receive(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, watch: _Watch, response,
+             sized: bool) -> None:
+    """Read at most the published size (one byte more tells a longer file) into the temporary file."""
+    with files.atomic_output(target, f"{ds.name} file") as out:
+        total = remote.size
         progress = _Progress(f"{ds.name}: {remote.name}", total)
         sha, md5, done = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-        try:
-            while chunk := response.read(CHUNK):
+        read = getattr(response, "read1", response.read)  # what has arrived, not a whole chunk: the watch
+        try:                                                # counts bytes as they come
+            while chunk := read(min(CHUNK, total + 1 - done)):
                 done += len(chunk)
-                if done > limit:
-                    raise CnncError(f"{url} sends more than {files.size_text(limit)}; "
-                                    f"'{remote.name}' has {files.size_text(remote.size)}")
+                watch.done = done
+                if done > total:
+                    raise _offline_error(ds, remote, url, target, f"it sends more than the published {total:,} bytes")
                 sha.update(chunk)
                 md5.update(chunk)
                 out.write(chunk)
                 progress.update(done)
         except (OSError, http.client.HTTPException) as err:
-            raise _broke_off(ds, remote, url, target, done, total, progress, f" ({_reason(err)})") from None
-        if declared and declared.isdigit() and done < total:  # the connection closed early
-            raise _broke_off(ds, remote, url, target, done, total, progress, "")
+            raise _broke_off(ds, remote, url, target, done, total, progress, f" ({_reason(err)})",
+                             watch.reason) from None
+        if watch.reason is not None or sized and done < total:  # cut by the watch, or closed early
+            raise _broke_off(ds, remote, url, target, done, total, progress, "", watch.reason)
         _verify(ds, remote, url, done, sha.hexdigest(), md5.hexdigest(), progress)
         progress.finish(done)
 
 
 def _broke_off(ds: StandardDataset, remote: RemoteFile, url: str, target: Path, done: int, total: int,
-               progress: _Progress, why: str) -> CnncError:
+               progress: _Progress, why: str, cut: str | None = None) -> CnncError:
     progress.close()
-    return _offline_error(ds, remote, url, target, f"the transfer broke off after {done:,} of {total:,} bytes{why}")
+    reason = f"the transfer was cut after {done:,} of {total:,} bytes: {cut}" if cut else \
+        f"the transfer broke off after {done:,} of {total:,} bytes{why}"
+    return _offline_error(ds, remote, url, target, reason)
 
 
 def _verify(ds: StandardDataset, remote: RemoteFile, url: str, size: int, sha256: str, md5: str,
@@ -243,7 +392,10 @@ def _verify(ds: StandardDataset, remote: RemoteFile, url: str, size: int, sha256
 def _check_cached(ds: StandardDataset, remote: RemoteFile, path: Path) -> None:
     """A file in the cache (downloaded, or put there by hand) must still be the published one."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with files.open_regular(path, f"{ds.name} file", max(remote.size, data_limit())) as (f, _size):
+    with files.open_regular(path, f"{ds.name} file", sys.maxsize) as (f, size):
+        if size != remote.size:
+            raise CnncError(f"{ds.name} file '{files.describe_path(path)}' has {size:,} bytes, the published file "
+                            f"{remote.size:,}", hint="delete it and run again to download it again")
         while chunk := f.read(CHUNK):
             sha.update(chunk)
             md5.update(chunk)
@@ -261,7 +413,7 @@ def _reason(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def fetch(name: str, opener: Callable[[str], object] = _open) -> Path:
+def fetch(name: str) -> Path:
     """The cache folder of a standard data set, downloading and unpacking what is missing."""
     ds = STANDARD[name]
     folder = cache_root() / ds.name
@@ -272,7 +424,7 @@ def fetch(name: str, opener: Callable[[str], object] = _open) -> Path:
         if target.is_file():
             _check_cached(ds, remote, target)
         else:
-            download(ds, remote, target, opener)
+            download(ds, remote, target)
         if ds.reader == "cifar":
             unpack_cifar(ds, target, folder)
     return folder
@@ -294,31 +446,70 @@ def _member_name(member: tarfile.TarInfo, ds: StandardDataset, archive: str) -> 
     return parts[1]
 
 
-def unpack_cifar(ds: StandardDataset, archive: Path, folder: Path) -> None:
-    """Inflate the tarball (bounded) and write its expected members into `folder`, each atomically."""
-    shown = files.describe_path(archive)
-    limit = data_limit()
-    raw = files.read_bytes(archive, f"{ds.name} archive", limit)
-    tar_bytes = files.bounded_inflate([raw[i:i + (1 << 20)] for i in range(0, len(raw), 1 << 20)],
-                                      f"{ds.name} archive '{shown}'", limit)
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
-            for member in tar:
-                name = _member_name(member, ds, shown)
-                if name is None:
-                    continue
-                handle = tar.extractfile(member)
-                found[name] = handle.read() if handle is not None else b""
-    except tarfile.TarError as err:
-        raise CnncError(f"{ds.name} archive '{shown}' is not a readable tar file ({err})",
-                        hint="delete it and run again to download it again") from None
-    missing = [m for m in ds.members if m not in found]
-    if missing:
-        raise CnncError(f"{ds.name} archive '{shown}' has no '{ds.folder}/{missing[0]}'",
+def _member_limit(ds: StandardDataset, name: str) -> int:
+    return NAMES_LIMIT if name == ds.names_member else ds.member_records * (ds.label_bytes + CIFAR_PIXELS)
+
+
+def _check_member_size(ds: StandardDataset, name: str, size: int, archive: str) -> None:
+    """A member's size, from its tar header, before any of it is inflated: a data member holds whole
+    records, at most the published number."""
+    record = ds.label_bytes + CIFAR_PIXELS
+    limit = _member_limit(ds, name)
+    if size > limit or name != ds.names_member and size % record:
+        what = f"more than the {limit:,} bytes it has" if size > limit else f"not a whole number of {record}-byte records"
+        raise CnncError(f"{ds.name} archive '{archive}': '{ds.folder}/{name}' declares {size:,} bytes, {what}",
                         hint="the archive is not the published one")
-    for name, body in found.items():
-        files.write_atomic(folder / name, body, f"{ds.name} file")
+
+
+class _Inflating:
+    """A gzip file inflated as tarfile reads it, refusing to give more than `cap` bytes."""
+
+    def __init__(self, raw, cap: int, what: str):
+        self.gzip, self.cap, self.what, self.count = gzip.GzipFile(fileobj=raw, mode="rb"), cap, what, 0
+
+    def read(self, n: int = -1) -> bytes:
+        room = self.cap + 1 - self.count
+        data = self.gzip.read(room if n is None or n < 0 else min(n, room))
+        self.count += len(data)
+        if self.count > self.cap:
+            raise CnncError(f"{self.what} inflates to more than {files.size_text(self.cap)}, more than the members "
+                            "it should hold", hint="the archive is not the published one")
+        return data
+
+
+def unpack_cifar(ds: StandardDataset, archive: Path, folder: Path) -> None:
+    """Stream the tarball member by member and write its expected members into `folder`.
+
+    Memory stays at one chunk: the archive is inflated as it is read, to at most what its expected
+    members and a little slack take; each member's size is checked from its header before its data is
+    read; the members go to temporary files renamed into place together once the archive is whole."""
+    shown = files.describe_path(archive)
+    cap = sum(_member_limit(ds, m) for m in ds.members) + ARCHIVE_SLACK
+    found: list[str] = []
+    try:
+        with files.open_regular(archive, f"{ds.name} archive", sys.maxsize) as (raw, _size), \
+                contextlib.ExitStack() as outputs:
+            with tarfile.open(fileobj=_Inflating(raw, cap, f"{ds.name} archive '{shown}'"), mode="r|") as tar:
+                for member in tar:
+                    name = _member_name(member, ds, shown)
+                    if name is None:
+                        continue
+                    if name in found:
+                        raise CnncError(f"{ds.name} archive '{shown}' holds '{ds.folder}/{name}' twice",
+                                        hint="the archive is not the published one")
+                    _check_member_size(ds, name, member.size, shown)
+                    out = outputs.enter_context(files.atomic_output(folder / name, f"{ds.name} file"))
+                    source = tar.extractfile(member)
+                    while chunk := source.read(CHUNK):
+                        out.write(chunk)
+                    found.append(name)
+            missing = [m for m in ds.members if m not in found]
+            if missing:
+                raise CnncError(f"{ds.name} archive '{shown}' has no '{ds.folder}/{missing[0]}'",
+                                hint="the archive is not the published one")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise CnncError(f"{ds.name} archive '{shown}' is not a readable tar.gz file ({err})",
+                        hint="delete it and run again to download it again") from None
 
 
 def _cifar_records(path: Path, ds: StandardDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -347,7 +538,7 @@ def _cifar_split(folder: Path, ds: StandardDataset, members: tuple[str, ...]) ->
 def _cifar_classes(folder: Path, ds: StandardDataset) -> list[str]:
     if ds.classes:
         return list(ds.classes)
-    text = files.read_bytes(folder / ds.names_member, f"{ds.name} file", 1 << 20).decode("utf-8", "replace")
+    text = files.read_bytes(folder / ds.names_member, f"{ds.name} file", NAMES_LIMIT).decode("utf-8", "replace")
     names = [line.strip() for line in text.splitlines() if line.strip()]
     return names if len(names) == 100 else [str(i) for i in range(100)]
 
@@ -361,10 +552,10 @@ def load_mnist10k() -> Dataset:
     return Dataset("mnist10k", train, test, classes=[str(i) for i in range(10)])
 
 
-def load_standard(name: str, opener: Callable[[str], object] = _open) -> Dataset:
+def load_standard(name: str) -> Dataset:
     """The named data set, from the cache (downloaded on first use)."""
     ds = STANDARD[name]
-    folder = fetch(name, opener)
+    folder = fetch(name)
     if ds.reader == "idx":
         train_images, train_labels, test_images, test_labels = (folder / f.name for f in ds.files)
         loaded = load_idx(train_images, train_labels, test_images, test_labels, name=name)

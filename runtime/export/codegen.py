@@ -93,6 +93,8 @@ def _free_names(fn: Callable) -> set[str]:
             (loads if isinstance(node.ctx, ast.Load) else bound).add(node.id)
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
+        elif isinstance(node, ast.alias):  # a local import binds its name
+            bound.add(node.asname or node.name.split(".")[0])
     return loads - bound
 
 

@@ -28,6 +28,7 @@ ONNX's external-data form is not written) are refused.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -627,11 +628,7 @@ def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "",
     from onnx import TensorProto, helper, numpy_helper
 
     b = build_nodes(net, store, prep)
-    size = sum(v.nbytes for v in b.initializers.values())
-    if size > MAX_BYTES:
-        raise CnncError(f"the ONNX model of '{net.name}' would hold {size / 1e9:.1f} GB of weights; cnnc writes "
-                        f"models up to {MAX_BYTES / 1e9:.0f} GB (protobuf's limit; no external-data files)",
-                        hint="export a smaller network")
+    check_size(net, sum(v.nbytes for v in b.initializers.values()))
     nodes = []
     for n in b.nodes:
         attrs = {k: (numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v) for k, v in n.attrs.items()}
@@ -649,6 +646,15 @@ def build_model(net: Network, store: Mapping[str, np.ndarray], doc: str = "",
     helper.set_model_props(model, {"classes": json.dumps(prep.classes), "preprocess": json.dumps(prep.records),
                                    "preprocess_in_graph": json.dumps(prep.in_model)})
     return model
+
+
+def check_size(net: Network, size: int) -> None:
+    """Refuse a model whose weights pass protobuf's limit: first from the parameters' declared shapes,
+    before any weight is made, then from the initializers built."""
+    if size > MAX_BYTES:
+        raise CnncError(f"the ONNX model of '{net.name}' would hold {size / 1e9:.1f} GB of weights; cnnc writes "
+                        f"models up to {MAX_BYTES / 1e9:.0f} GB (protobuf's limit; no external-data files)",
+                        hint="export a smaller network (or smaller --input sizes)")
 
 
 def checked_bytes(model: Any) -> bytes:
@@ -673,6 +679,9 @@ def export_onnx(compiled, output: str, checkpoint: str | None = None, fuse: bool
     applies the checkpoint's preprocessing to its input first unless `raw`."""
     _require_onnx()
     net = compiled.net
+    check_size(net, 4 * sum(math.prod(int(d) for d in spec.shape)  # float32 parameters, before any is made
+                            for specs in compiled.analysis.params.values() for spec in specs.values()
+                            if not any(is_symbolic(d) for d in spec.shape)))
     store, origin = parameter_store(net, compiled.analysis.params, checkpoint)
     prep = preparation(net, checkpoint, raw)
     graph = net

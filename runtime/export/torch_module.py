@@ -25,6 +25,7 @@ import io
 import keyword
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import networkx as nx
@@ -34,7 +35,7 @@ from ...compiler.graph import Network, Node
 from ...dsl.source import CnncError
 from .. import checkpoint as checkpoints
 from ..plan import require_concrete
-from .codegen import (NO_PREPARATION, Preparation, module_and_weights, parameter_store, preparation,
+from .codegen import (NO_PREPARATION, Preparation, copy_functions, module_and_weights, parameter_store, preparation,
                       preparation_constants, preparation_note, preparation_text, py_literal, write_module_and_weights)
 from .torch_rules import HELPERS, Arg, Context, Ctor, require_torch, rule_for
 
@@ -138,7 +139,7 @@ def _item_order(scope: Scope, net: Network) -> list:
 # ------------------------------------------------------------ class text
 RESERVED = {"self", "torch", "nn", "F", "math", "super", "model", "path", "preprocess"}
 MODULE_NAMES = {"NETWORK", "SOURCE", "ORIGIN", "INPUTS", "OUTPUTS", "WEIGHTS", "CHECKPOINT_PARAM",
-                "load_cnnc_checkpoint", "CLASSES", "PREPROCESS", "INPUT_SCALE", "INPUT_SHIFT"}
+                "CLASSES", "PREPROCESS", "INPUT_SCALE", "INPUT_SHIFT"}   # + loader_names()
 
 
 def _identifier(text: str, taken: set[str], prefix: str = "t_") -> str:
@@ -185,7 +186,7 @@ class Exporter:
         self.kept = set(vars(probe))   # what nn.Module sets on itself (`training`, its tables): no child name
         self.groups: dict[tuple, list[tuple[Scope, Body]]] = {}
         self.classes: list[tuple[str, list[tuple[Scope, Body]]]] = []
-        self.class_names: set[str] = set(RESERVED) | set(HELPERS) | set(MODULE_NAMES)
+        self.class_names: set[str] = set(RESERVED) | set(HELPERS) | set(MODULE_NAMES) | loader_names()
 
     # -- one instance
     def module_ref(self, name: str) -> str:
@@ -332,32 +333,54 @@ def _same(a: Any, b: Any) -> bool:
 LOADER = '''
 def load_cnnc_checkpoint(path, model=None):
     """Load a cnnc checkpoint's parameters (the .npz `cnnc run` writes) into `model` (default: a new
-    {cls}) and return it. Reads the archive's .npy members itself: no pickle, no NumPy, no cnnc."""
-    import ast
+    {cls}) and return it. Reads the archive's .npy members itself: no pickle, no NumPy, no cnnc.
+    Each member's header is checked against the model's own tensor before its data is read, so a
+    file that lies about its sizes is refused from its headers (ValueError)."""
     import zipfile
     dtypes = {{"<f4": torch.float32, "<f8": torch.float64, "<f2": torch.float16, "<i8": torch.int64,
               "<i4": torch.int32, "|u1": torch.uint8, "|b1": torch.bool}}
     model = {cls}() if model is None else model
+    expected = model.state_dict()
     state = {{}}
     with zipfile.ZipFile(path) as archive:
-        for member in archive.namelist():
+        for info in archive.infolist():
+            member = info.filename
             if not (member.startswith(CHECKPOINT_PARAM) and member.endswith(".npy")):
                 continue
-            raw = archive.read(member)
-            if raw[:6] != b"\\x93NUMPY":
-                raise ValueError(f"{{member}} is not an .npy array")
-            start = 10 if raw[6] == 1 else 12          # .npy 1.0 has a 2-byte header length, later 4
-            end = start + int.from_bytes(raw[8:start], "little")
-            header = ast.literal_eval(raw[start:end].decode("latin1"))
-            if header["descr"] not in dtypes or header["fortran_order"]:
-                raise ValueError(f"{{member}}: unsupported array type {{header['descr']}}")
-            dtype = dtypes[header["descr"]]
-            tensor = torch.frombuffer(bytearray(raw[end:]), dtype=dtype) if len(raw) > end else \\
-                torch.zeros(0, dtype=dtype)
-            state[member[len(CHECKPOINT_PARAM):-len(".npy")]] = tensor.reshape(header["shape"]).float()
+            key = member[len(CHECKPOINT_PARAM):-len(".npy")]
+            if key not in expected:
+                raise ValueError(f"{{member}}: {cls} has no tensor {{key!r}}")
+            with archive.open(info) as stream:
+                descr, fortran, shape, offset = npy_header(stream, member)
+                if descr not in dtypes or fortran:
+                    raise ValueError(f"{{member}}: unsupported array type {{descr}}")
+                if shape != tuple(expected[key].shape):
+                    raise ValueError(f"{{member}} has shape {{list(shape)}}, {cls} needs {{list(expected[key].shape)}}")
+                dtype = dtypes[descr]
+                check_npy_size(member, shape, dtype.itemsize, offset, info.file_size)
+                raw = stream.read(info.file_size - offset)
+            if len(raw) != info.file_size - offset:
+                raise ValueError(f"{{member}} ends early")
+            tensor = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.zeros(0, dtype=dtype)
+            state[key] = tensor.reshape(shape).float()
     model.load_state_dict(state)
     return model
 '''
+LOADER_HELPERS = (checkpoints.npy_header, checkpoints.check_npy_size)  # shared with cnnc's own loader
+
+
+@cache
+def loader_names() -> frozenset[str]:
+    """The top-level names the loader and its copied helpers define (no class may take one)."""
+    tree = ast.parse(loader_source("Network"))
+    return frozenset(getattr(stmt, "name", None) or stmt.targets[0].id for stmt in tree.body)
+
+
+def loader_source(cls: str) -> str:
+    """`load_cnnc_checkpoint` for the class `cls`, after the header checks it shares with
+    runtime/checkpoint.py (copied, as `--emit numpy` copies its functions)."""
+    helpers, _ = copy_functions(LOADER_HELPERS)
+    return helpers + "\n" + LOADER.format(cls=cls)
 
 
 PREPROCESS_FUNCTION = '''
@@ -381,7 +404,8 @@ def _header(net: Network, cls: str, weights_name: str, origin: str, prep: Prepar
             "names the network, SOURCE the file it was exported from, WEIGHTS the state dict saved\n"
             "beside this module and ORIGIN where its values came from.\n\n"
             f"    model = {cls}()\n"
-            "    model.load_state_dict(torch.load(os.path.join(os.path.dirname(__file__), WEIGHTS)))\n"
+            "    model.load_state_dict(torch.load(os.path.join(os.path.dirname(__file__), WEIGHTS),\n"
+            "                                     weights_only=True))   # tensors only: no pickled code runs\n"
             "    model = load_cnnc_checkpoint(\"last.npz\")    # or: a cnnc checkpoint\n\n"
             f"`forward` takes float32 [N, *INPUTS[name]] tensors and returns {returns} (OUTPUTS).\n"
             + preparation_text(prep) + '"""\n'
@@ -407,7 +431,7 @@ def module_source(net: Network, weights_name: str, origin: str, torch: Any,
     cls = root.cls
     helpers = "".join("\n\n" + HELPERS[h].strip("\n") + "\n" for h in exporter.ctx.helpers)
     text = (_header(net, cls, weights_name, origin, prep) + helpers + "\n\n" + classes
-            + "\n" + LOADER.format(cls=cls))
+            + "\n" + loader_source(cls))
     return text, cls
 
 

@@ -5,7 +5,7 @@ class, columns: the predicted one = argmax over axis 1, for `[N, K]` and
 `[N, K, H, W]` outputs alike; labels equal to `ignore_index` are left out).
 `report` turns it into what the trainer writes into the test record of
 `metrics.jsonl`: per class precision, recall and F1 (classification), or
-IoU, mean IoU and pixel accuracy (segmentation). A class that never occurs
+IoU, mean IoU and pixel accuracy (segmentation), and the class names. A class that never occurs
 and is never predicted has no score (`null`), and is left out of the means;
 one that occurs but is never predicted has an undefined precision and F1 0.
 """
@@ -50,11 +50,14 @@ def _f1(p: float | None, r: float | None) -> float | None:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def report(confusion: Confusion, dense: bool) -> dict[str, Any]:
-    """The per-class figures of a confusion matrix (see the module docstring)."""
+def report(confusion: Confusion, dense: bool, classes: list[str] | None = None) -> dict[str, Any]:
+    """The per-class figures of a confusion matrix (see the module docstring), with the class names
+    when known (the pictures of the matrix label its rows with them)."""
     m = confusion.matrix
     hits, truth, guessed = np.diag(m), m.sum(axis=1), m.sum(axis=0)
     out: dict[str, Any] = {"confusion": m.tolist()}
+    if classes is not None:
+        out["classes"] = list(classes)
     if dense:
         iou = _ratio(hits, truth + guessed - hits)
         out.update({"pixel_accuracy": float(hits.sum() / m.sum()) if m.sum() else None,

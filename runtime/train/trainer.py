@@ -386,7 +386,8 @@ class Trainer:
         test = self.evaluate(self.ds.test, confusion)
         name = self.ds.meta.get("test_name", "test")
         out: dict[str, Any] = {"split": name, "loss": test.mean_loss, "accuracy": test.accuracy}
-        reports = {o: report(c, dense=self.objective.losses[o].target_kind == PIXEL_CLASS)
+        reports = {o: report(c, dense=self.objective.losses[o].target_kind == PIXEL_CLASS,
+                             classes=self.class_names if len(self.objective.outputs) == 1 else None)
                    for o, c in confusion.items()}
         if len(self.objective.outputs) == 1:
             out.update(next(iter(reports.values()), {}))
@@ -401,6 +402,7 @@ class Trainer:
         self.log(f"{'held-out fold' if name == HELD_OUT else 'test'}: loss {test.mean_loss:.4f}{acc}{each} "
                  f"({len(self.ds.test):,} samples)")
         return out
+
     def _callback(self, record: dict) -> str | None:
         """Hand the epoch's record (after its checkpoints) to `on_epoch`; why it stops the run, or None."""
         try:

@@ -136,7 +136,7 @@ def test_a_trained_network_with_its_checkpoint(tmp_path, capsys, lenet_run):
     (["{sobel}", "-o", "out.jpg"], "-o out.jpg: cnnc apply writes PNG images"),
     (["{two}"], "no image given, and the shipped photographs are grey or RGB: the input takes 2 channels"),
     (["{sobel}", "{camera}", "{grey}"], "'{grey}' is not an image cnnc can read"),
-    (["{huge}", "{camera}"], "'conv' holds NaN or infinite values: there is no picture of them"),
+    (["{huge}", "{camera}"], "NaN or infinite values in 'conv': there is no picture of them"),
 ])
 def test_errors_are_one_line_messages(tmp_path, capsys, lenet_run, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 MEMORY_LIMIT = 1536 << 20  # bytes of address space for the cnnc process
+MEMORY_3GB = 3 * 10**9     # issue 22's bound, for cases that load torch or ONNX (their address space is larger)
 TIMEOUT = 60.0  # seconds
 SECRET = "CNNC-SECRET-MARKER-7f3a9c"  # put in files cnnc must never quote
 VICTIM_TEXT = b"victim: a file a hostile path points at; it must keep these bytes\n"
@@ -98,11 +99,11 @@ class Result:
         return f"cnnc {self.args!r} -> {self.status}\n--- stdout\n{self.out[:3000]}\n--- stderr\n{self.err[:3000]}"
 
 
-def _limits(file_size: int | None = None):
+def _limits(file_size: int | None = None, memory: int = MEMORY_LIMIT):
     """The child's preexec function: the memory limit, and optionally a file-size limit (a "full disk":
     writing past it fails with EFBIG instead of killing the process with SIGXFSZ)."""
     def apply() -> None:  # runs in the child before exec
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         if file_size is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
@@ -122,11 +123,21 @@ def cnnc_command(args: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def run_cli(args: Sequence[str | os.PathLike], cwd: Path, *, env: dict[str, str] | None = None,
-            stdout=subprocess.PIPE, timeout: float = TIMEOUT, file_size: int | None = None) -> Result:
+            stdout=subprocess.PIPE, timeout: float = TIMEOUT, file_size: int | None = None,
+            memory: int = MEMORY_LIMIT) -> Result:
     """Run `cnnc ARGS` in `cwd` under the memory limit and the timeout (and a file-size limit if given)."""
     done = subprocess.run(cnnc_command(args), cwd=cwd, env=child_env(env), stdin=subprocess.DEVNULL,
-                          stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, preexec_fn=_limits(file_size))
+                          stdout=stdout, stderr=subprocess.PIPE, timeout=timeout,
+                          preexec_fn=_limits(file_size, memory))
     return Result([os.fspath(a) for a in args], done.returncode, done.stdout or b"", done.stderr)
+
+
+def run_python(code: str, cwd: Path, *, env: dict[str, str] | None = None, timeout: float = TIMEOUT,
+               memory: int = MEMORY_LIMIT, args: Sequence[str] = ()) -> Result:
+    """Run Python `code` (generated code, or cnnc with a patched table) under the same limits."""
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=child_env(env), stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=timeout, preexec_fn=_limits(None, memory))
+    return Result(["python", "-c", code[:60]], done.returncode, done.stdout, done.stderr)
 
 
 def start_cli(args: Sequence[str | os.PathLike], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -198,10 +209,11 @@ class Scratch:
         self.before = snapshot(self.root)
 
     def run(self, *args: str | os.PathLike, env: dict[str, str] | None = None, stdout=subprocess.PIPE,
-            timeout: float = TIMEOUT, file_size: int | None = None) -> Result:
+            timeout: float = TIMEOUT, file_size: int | None = None, memory: int = MEMORY_LIMIT) -> Result:
         if self.before is None:
             self.freeze()
-        return run_cli(args, self.root, env=env, stdout=stdout, timeout=timeout, file_size=file_size)
+        return run_cli(args, self.root, env=env, stdout=stdout, timeout=timeout, file_size=file_size,
+                       memory=memory)
 
     def touched(self) -> dict[str, str]:
         assert self.before is not None, "freeze() before running"

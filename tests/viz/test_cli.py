@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cnnc.cli import main
 
@@ -95,19 +98,45 @@ def test_unet_with_a_bound_input(capsys, tmp_path):
     assert "UNet: receptive field of unit (31, 31) of 'conv'" in texts
 
 
-@needs_rsvg
-def test_figure_as_png_through_rsvg(capsys, tmp_path):
+def test_figure_as_png_with_no_system_tool(capsys, tmp_path, monkeypatch):
+    """PNG through resvg (a wheel): the same picture with or without rsvg-convert on the machine."""
+    real = shutil.which
+    monkeypatch.setattr(cli_module.shutil, "which", lambda c, *a, **k: None if c == "rsvg-convert" else real(c))
     out = tmp_path / "fig.png"
     code, _, err = run(capsys, "viz", LENET, "-o", str(out), "--style", "figure")
     assert code == 0, err
-    assert out.read_bytes()[:4] == b"\x89PNG"
+    svg = tmp_path / "fig.svg"
+    assert run(capsys, "viz", LENET, "-o", str(svg), "--style", "figure")[0] == 0
+    width = float(ET.parse(svg).getroot().get("width"))
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size[0] == round(2 * width)  # drawn at twice the SVG's pixels
+        grey = np.asarray(img.convert("L"))
+    assert (grey < 100).mean() > 0.005  # text and outlines were drawn, not a blank page
 
 
-def test_figure_as_png_without_rsvg(capsys, tmp_path, monkeypatch):
+def test_figure_as_pdf_without_rsvg_is_a_page_of_the_pictures_size(capsys, tmp_path, monkeypatch):
     real = shutil.which
     monkeypatch.setattr(cli_module.shutil, "which", lambda c, *a, **k: None if c == "rsvg-convert" else real(c))
-    code, _, err = run(capsys, "viz", LENET, "-o", str(tmp_path / "fig.png"), "--style", "figure")
-    assert code == 1 and "rsvg-convert" in err and "write .svg instead" in err
+    out = tmp_path / "fig.pdf"
+    code, _, err = run(capsys, "viz", LENET, "-o", str(out), "--style", "figure")
+    assert code == 0, err
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-")
+    svg = tmp_path / "fig.svg"
+    assert run(capsys, "viz", LENET, "-o", str(svg), "--style", "figure")[0] == 0
+    root = ET.parse(svg).getroot()
+    box = re.search(rb"/MediaBox \[ ?0 0 ([0-9.]+) ([0-9.]+) ?\]", data)
+    # the page is the picture's size: an SVG pixel is 1/96 inch, a PDF point 1/72
+    assert float(box.group(1)) == pytest.approx(float(root.get("width")) * 72 / 96, abs=1)
+    assert float(box.group(2)) == pytest.approx(float(root.get("height")) * 72 / 96, abs=1)
+
+
+@needs_rsvg
+def test_figure_as_pdf_through_rsvg_is_vector(capsys, tmp_path):
+    out = tmp_path / "fig.pdf"
+    code, _, err = run(capsys, "viz", LENET, "-o", str(out), "--style", "figure")
+    assert code == 0, err
+    assert out.read_bytes().startswith(b"%PDF-") and b"/Image" not in out.read_bytes()
 
 
 # ------------------------------------------------------------------ no dot

@@ -57,6 +57,41 @@ def test_a_record_without_a_usable_matrix_is_refused(tmp_path, test, message):
         confusion_svg(read_metrics(metrics(tmp_path, **test)))
 
 
+def texts_of(svg: str) -> list[str]:
+    return [t.text or "" for t in ET.fromstring(svg.encode()).iter(f"{NS}text")]
+
+
+def test_the_class_names_of_the_test_record_label_the_rows(tmp_path):
+    path = metrics(tmp_path, confusion=[[2, 0], [1, 3]], classes=["astronaut", "coffee"])
+    texts = texts_of(confusion_svg(read_metrics(path), classes=["a", "b"]))  # the record's names win
+    assert texts.count("astronaut") == 2 and texts.count("coffee") == 2 and "a" not in texts
+    texts = texts_of(confusion_svg(read_metrics(metrics(tmp_path, confusion=[[2, 0], [4, 3]]))))
+    assert texts.count("0") == 2 and texts.count("1") == 2  # no names anywhere: the indices
+
+
+@pytest.mark.parametrize("test, message", [
+    ({"precision": [0.5, 1e300]}, "the test record's 'precision' is not a list of 2 fractions in \\[0, 1\\]"),
+    ({"recall": [0.5]}, "the test record's 'recall' is not a list of 2 fractions"),
+    ({"f1": [0.5, "x"]}, "the test record's 'f1' is not a list of 2 fractions"),
+    ({"classes": ["a", 3]}, "the test record's 'classes' is not a list of 2 names"),
+])
+def test_scores_and_names_that_are_not_what_cnnc_writes_are_refused(tmp_path, test, message):
+    with pytest.raises(CnncError, match=message):
+        confusion_svg(read_metrics(metrics(tmp_path, confusion=[[1, 0], [0, 1]], **test)))
+
+
+@pytest.mark.parametrize("number", ["9" * 4300, "1" + "0" * 400, "-" + "1" * 19])
+def test_an_integer_beyond_int64_is_refused_at_its_line_and_column(tmp_path, number):
+    path = tmp_path / "metrics.jsonl"
+    head = '{"split": "test", "loss": 0.5, "confusion": [['
+    path.write_text(json.dumps(EPOCH) + "\n" + head + number + ', 1], [2, 3]]}\n')
+    with pytest.raises(CnncError) as err:
+        read_metrics(path)
+    digits = len(number.lstrip("-"))
+    assert err.value.message == f"malformed metrics line: an integer of {digits:,} digits (at most 18)"
+    assert (err.value.diagnostic.loc.line, err.value.diagnostic.loc.col) == (2, len(head) + 1)
+
+
 def test_the_command_draws_a_real_run(tmp_path, capsys):
     net = str(EXAMPLES / "lenet5.cnn")
     assert main(["run", net, "--epochs", "1", "--limit", "256", "--out", str(tmp_path / "run"), "--quiet"]) == 0

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from cnnc.dsl.source import CnncError
-from cnnc.viz.images import (MAPPINGS, Panel, activations_png, diverging, grid, kernels_png, png_bytes,
-                             read_layout, to_grey)
+from cnnc.viz.images import (MAPPINGS, NEGATIVE, PAGE_H, PAGE_W, POSITIVE, Panel, activations_png, diverging, grid,
+                             kernels_png, png_bytes, read_layout, to_grey)
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -45,8 +45,22 @@ def test_an_unknown_mapping_is_refused_with_the_choices():
 
 
 def test_non_finite_values_are_refused():
-    with pytest.raises(CnncError, match="cannot show values that are NaN or infinite as grey levels"):
+    with pytest.raises(CnncError, match="NaN or infinite values in the values: there is no picture of them"):
         to_grey(np.array([[0.0, np.nan]]), "minmax")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_every_picture_of_values_refuses_non_finite_values_by_name(bad):
+    """One check (`require_finite`) for feature maps, bar charts and kernels alike: never a flat tile
+    labelled 'scale [-nan, nan]'."""
+    maps = np.zeros((2, 4, 4), np.float32)
+    maps[1, 2, 3] = bad
+    with pytest.raises(CnncError, match="NaN or infinite values in 'conv': there is no picture of them"):
+        activations_png([Panel("conv", (2, 4, 4), maps)])
+    with pytest.raises(CnncError, match="NaN or infinite values in 'pool'"):
+        activations_png([Panel("pool", (2, 1, 1), maps[:, 2:3, 3:4])])
+    with pytest.raises(CnncError, match="NaN or infinite values in the weights of 'c2'"):
+        kernels_png([("c1", np.ones((2, 1, 3, 3))), ("c2", maps.reshape(2, 2, 4, 2))], first="c1")
 
 
 def test_grid_places_tiles_in_rows_with_gaps():
@@ -86,15 +100,64 @@ def test_activations_one_panel_per_layer_with_labels_and_ranges():
     assert (x1 - x0, y1 - y0) == (48, 48)  # 8x8 enlarged 6 times
     tile = img[y0:y1, x0:x1, 0]
     assert tile.min() == 0 and tile.max() > 200  # each channel min-max mapped on its own
-    x0, y0, x1, y1 = fc["tiles"][0]
-    strip = img[y0 + 8, x0:x1, 0]
-    assert strip[0] == 0 and strip[-1] == 255 and (np.diff(strip.astype(int)) >= 0).all()
+    # the vector [0, 1, 2, 3, 4] is a bar chart: one bar per value, from the zero line at the bottom
+    heights = [int((img[y0:y1, x0:x1] != 255).any(axis=-1).any(axis=1).sum()) for x0, y0, x1, y1 in fc["tiles"]]
+    assert len(heights) == 5 and heights[0] == 1 and heights[-1] == fc["tiles"][0][3] - fc["tiles"][0][1]
+    assert all(a < b for a, b in zip(heights, heights[1:]))  # the axis line, then growing bars
+    assert fc["kind"] == "bars" and fc["ticks"] == ["4", "0"]
 
 
-def test_activations_show_at_most_64_channels_and_say_so():
-    layout = read_layout(activations_png([Panel("wide", (70, 2, 2), np.random.default_rng(0).random((70, 2, 2)))]))
-    (panel,) = layout["panels"]
-    assert len(panel["tiles"]) == 64 and "first 64 of 70 channels" in panel["label"]
+def test_one_value_per_channel_is_a_bar_chart_on_one_scale():
+    """A global pool's [C, 1, 1]: not C tiles each min-max mapped on its own (all black), but C bars on
+    one scale, negative values below the zero line in another colour."""
+    values = np.array([2.0, -1.0, 0.5], np.float32).reshape(3, 1, 1)
+    data = activations_png([Panel("pool", (3, 1, 1), values)])
+    (panel,) = read_layout(data)["panels"]
+    img = pixels(data)
+    columns = [img[y0:y1, x0 + 1] for x0, y0, x1, y1 in panel["tiles"]]
+    blue, orange = list(POSITIVE), list(NEGATIVE)
+    counts = [(sum(p.tolist() == blue for p in c), sum(p.tolist() == orange for p in c)) for c in columns]
+    (b0, o0), (b1, o1), (b2, o2) = counts
+    assert o0 == b1 == o2 == 0 and b0 > 0 and o1 > 0 and b2 > 0
+    assert b0 == pytest.approx(4 * b2, rel=0.1) and b0 == pytest.approx(2 * o1, rel=0.1)  # one scale: 2, -1, 0.5
+    assert panel["label"] == "pool  3x1x1  [-1, 2]" and panel["ticks"] == ["2", "0", "-1"]
+
+
+def test_a_long_vector_shares_columns_and_says_so():
+    values = np.arange(1000, dtype=np.float32)
+    (panel,) = read_layout(activations_png([Panel("fc", (1000,), values)]))["panels"]
+    assert len(panel["tiles"]) == 334 and "a bar per 3 values (their range)" in panel["label"]
+
+
+def test_the_input_is_the_image_as_read_in_colour():
+    rgb = np.zeros((3, 8, 8), np.float32)
+    rgb[0] = 1.0  # pure red
+    data = activations_png([Panel("x", (3, 8, 8), rgb, image=True)])
+    (panel,) = read_layout(data)["panels"]
+    x0, y0, x1, y1 = panel["tiles"][0]
+    assert panel["kind"] == "rgb" and (x1 - x0) == 128 and pixels(data)[y0 + 5, x0 + 5].tolist() == [255, 0, 0]
+    assert panel["label"] == "x  3x8x8  the image as read, RGB"
+
+
+def test_panels_fill_rows_and_pages_of_a_screen():
+    """Sixty 16-channel layers: rows of panels on pages no larger than PAGE_W x PAGE_H, every layer on
+    exactly one page, the footer naming the next page."""
+    panels = [Panel(f"l{i}", (16, 16, 16), np.random.default_rng(i).random((16, 16, 16))) for i in range(60)]
+    first = read_layout(activations_png(panels))
+    pages = first["pages"]
+    assert pages > 1 and first["page"] == 1
+    seen = []
+    for page in range(1, pages + 1):
+        data = activations_png(panels, page)
+        layout = read_layout(data)
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.size[0] <= PAGE_W and img.size[1] <= PAGE_H
+        rows = {p["box"][1] for p in layout["panels"]}
+        assert len(rows) < len(layout["panels"])  # panels side by side, not one column
+        seen += [p["name"] for p in layout["panels"]]
+    assert seen == [p.name for p in panels]
+    with pytest.raises(CnncError, match=f"--page {pages + 1}: the picture has {pages} pages"):
+        activations_png(panels, pages + 1)
 
 
 # ------------------------------------------------------------------ kernels

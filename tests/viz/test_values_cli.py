@@ -49,7 +49,8 @@ def test_activations_of_lenet_one_panel_per_layer(tmp_path, capsys, lenet):
     assert [p["name"] for p in panels] == LENET_LAYERS
     shapes = {p["name"]: p["shape"] for p in panels}
     assert shapes["conv_1"] == [6, 28, 28] and shapes["avgpool_2"] == [16, 5, 5] and shapes["linear_3"] == [10]
-    assert all(p["label"].startswith(f"{p['name']}  {'x'.join(map(str, p['shape']))}  [") for p in panels)
+    assert all(p["label"].startswith(f"{p['name']}  {'x'.join(map(str, p['shape']))}  [") for p in panels[1:])
+    assert panels[0]["label"] == "x  1x28x28  the image as read" and panels[0]["kind"] == "grey"
     assert [len(p["tiles"]) for p in panels][:7] == [1, 6, 6, 6, 16, 16, 16]
     sig = next(p for p in panels if p["name"] == "sigmoid_1")
     assert 0 < sig["min"] < sig["max"] < 1
@@ -128,6 +129,9 @@ def test_kernels_of_sobel_without_a_checkpoint(tmp_path, capsys):
     (["--style", "activations", "--input", "img=1x9x9", "-o", "m.png"],
      "--input img=1x9x9: --style activations takes the sizes from the image"),
     (["--style", "activations", "--layers", ",", "-o", "m.png"], "--layers ',': name at least one layer"),
+    (["--style", "figure", "--page", "2", "-o", "f.svg"], "--page is for --style activations or kernels, not --style figure"),
+    (["--style", "kernels", "--page", "0", "-o", "k.png"], "--page 0: pages are numbered from 1"),
+    (["--style", "kernels", "--page", "2", "-o", "k.png"], "--page 2: the picture has 1 page\n  hint: choose a page from 1 to 1"),
 ])
 def test_flag_mistakes(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -408,6 +408,18 @@ def test_a_model_over_the_size_limit_is_refused(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+def test_the_size_is_refused_before_any_weight_is_made(tmp_path, capsys, monkeypatch):
+    """640 M parameters (2.6 GB) from `--input x=1x8000x8000`: refused from the declared shapes."""
+    src = tmp_path / "big.cnn"
+    src.write_text("network Big {\n    input x: [1, H, W]\n    x -> flatten -> linear(10)\n}\n")
+    monkeypatch.setattr(exporter, "parameter_store", lambda *a: pytest.fail("the weights were made"))
+    out = tmp_path / "m.onnx"
+    assert cli(["export", str(src), "--to", "onnx", "--input", "x=1x8000x8000", "-o", str(out)]) == 1
+    assert "cnnc: error: the ONNX model of 'Big' would hold 2.6 GB of weights; cnnc writes models up to 2 GB" \
+        in capsys.readouterr().err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- refusals
 REFUSED = [
     ("lrn even", """

@@ -395,3 +395,61 @@ def test_the_torch_extra_admits_the_test_extras_pinned_torch():
     pinned = next(Requirement(r) for r in extras["test"] if r.startswith("torch"))
     assert [r.name for r in torch_extra] == ["torch"] and str(pinned.specifier).startswith("==")
     assert torch_extra[0].specifier.contains(str(pinned.specifier)[2:])
+
+
+# ------------------------------------------------------------ the generated loader's header checks
+def _checkpoint_with(path: Path, member: str, raw: bytes, declared: int | None = None) -> Path:
+    """A checkpoint archive holding `raw` as `member` (its zip entry declaring `declared` bytes if given)."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(member, raw)
+    if declared is not None:  # patch the sizes both zip headers record
+        data = bytearray(path.read_bytes())
+        for start, field in ((data.find(b"PK\x03\x04"), 22), (data.find(b"PK\x01\x02"), 24)):
+            data[start + field:start + field + 4] = declared.to_bytes(4, "little")
+        path.write_bytes(bytes(data))
+    return path
+
+
+def _npy(shape: tuple, dtype: str = "<f4", data: bytes = b"") -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+@pytest.mark.parametrize("member, raw, declared, message", [
+    ("param/conv.weight.npy", _npy((10**9,)), None,
+     "param/conv.weight.npy has shape [1000000000], Tiny needs [4, 1, 3, 3]"),
+    ("param/conv.weight.npy", _npy((4, 1, 3, 3), data=bytes(144)), 3_000_000_000,
+     "member 'param/conv.weight.npy' declares 272 bytes of array but holds 3000000000"),
+    ("param/nothing.npy", _npy((1,), data=bytes(4)), None, "param/nothing.npy: Tiny has no tensor 'nothing'"),
+    ("param/conv.weight.npy", b"\x93NUMPY\x01\x00" + (60_000).to_bytes(2, "little"), None,
+     "member 'param/conv.weight.npy' has a header of 60,000 bytes"),
+    ("param/conv.weight.npy", _npy((4, 1, 3, 3), "|O"), None, "param/conv.weight.npy: unsupported array type |O"),
+], ids=["a-shape-the-model-lacks", "more-bytes-than-declared", "an-unknown-tensor", "a-huge-header", "pickled"])
+def test_the_generated_loader_refuses_a_lying_checkpoint_from_its_header(tmp_path, member, raw, declared, message):
+    """Each member is checked (with runtime/checkpoint.py's own npy_header and check_npy_size, copied
+    into the module) before its data is read."""
+    c = compile_file(tmp_path_net(tmp_path))
+    text, cls = module_source(c.net, "w.pt", "test", torch)
+    module = load_module(text)
+    path = _checkpoint_with(tmp_path / "ck.npz", member, raw, declared)
+    with pytest.raises(ValueError) as err:
+        module.load_cnnc_checkpoint(str(path))
+    assert str(err.value) == message
+
+
+def test_the_header_checks_are_cnncs_own_functions_copied():
+    from cnnc.runtime import checkpoint
+    c = compile_file(EXAMPLES / "lenet5.cnn")
+    text, _ = module_source(c.net, "w.pt", "x", torch)
+    for fn in (checkpoint.npy_header, checkpoint.check_npy_size):
+        assert textwrap.dedent(__import__("inspect").getsource(fn)).strip() in text
+
+
+def tmp_path_net(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.cnn"
+    path.write_text("network Tiny {\n    input x: [1, 8, 8]\n    x -> conv(4, 3, pad = 1) -> relu -> flatten"
+                    " -> linear(4)\n}\n")
+    return path

@@ -83,7 +83,10 @@ def test_metrics_and_checkpoints(compile_src, tmp_path):
     Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None).run()
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
-    assert lines[-1].keys() == {"split", "loss", "accuracy", "confusion", "precision", "recall", "f1", "macro_f1"}
+    assert lines[-1].keys() == {"split", "loss", "accuracy", "confusion", "classes", "precision", "recall", "f1",
+                                "macro_f1"}
+    arrays, meta = load_checkpoint(tmp_path / "last.npz")
+    assert lines[-1]["classes"] == meta["classes"] and len(lines[-1]["classes"]) == len(lines[-1]["confusion"])
     assert 0 <= lines[-1]["accuracy"] <= 1
     arrays, meta = load_checkpoint(tmp_path / "last.npz")
     assert meta["epoch"] == 2 and meta["network"] == "Tiny"
