@@ -45,6 +45,7 @@ LIMITS: dict[str, tuple[int, str, str]] = {
     "image": (256 * MiB, "bytes", "one image file, and its decoded float32 pixels (from the header)"),
     "checkpoint": (4 * GiB, "bytes", "a checkpoint, on disk and as its members declare"),
     "metrics": (64 * MiB, "bytes", "a metrics.jsonl file"),
+    "model": (2 * GiB, "bytes", "an ONNX model given to `cnnc import`"),
 }
 
 
