@@ -23,8 +23,14 @@ def import_command(args: argparse.Namespace) -> int:
           f"({result['producer'] or 'unknown producer'}, opset {result['opset']})")
     if result["checkpoint"]:
         print(f"wrote {describe_path(result['checkpoint'])} (the weights, a cnnc checkpoint)")
-    print(f"{_count(result['params'])} parameters ({report.human(result['params'])}), "
-          f"{_count(result['macs'])} MACs ({report.human(result['macs'])})")
+    macs = result["macs"]
+    if isinstance(macs, int):
+        print(f"{_count(result['params'])} parameters ({report.human(result['params'])}), "
+              f"{_count(macs)} MACs ({report.human(macs)})")
+    else:   # the model's sizes are dynamic: its MACs are a formula in them
+        sizes = ", ".join(sorted(macs.symbols()))
+        print(f"{_count(result['params'])} parameters ({report.human(result['params'])}); the MACs depend on "
+              f"{sizes} (bind them: cnnc compile {describe_path(result['file'])} --input NAME=CxHxW)")
     weights = f" --checkpoint {describe_path(result['checkpoint'])}" if result["checkpoint"] else ""
     print(f"next: cnnc compile {describe_path(result['file'])}, cnnc viz {describe_path(result['file'])} -o net.svg, "
           f"cnnc export {describe_path(result['file'])} --to onnx -o check.onnx{weights}")

@@ -426,7 +426,8 @@ def define(members: list[Instance], s: Structurer) -> Definition:
                 columns.setdefault((idx, key), []).append(value)
     taken = {"in"} | {p for p in ("channels", "height", "width", "length")}
     params: list[tuple[Param, list]] = []
-    for (idx, key), values in columns.items():
+    # An item's padding after its other numbers: it may be written as a function of its kernel or dilation.
+    for (idx, key), values in sorted(columns.items(), key=lambda kv: (kv[0][0], kv[0][1] == "pad")):
         if all(v == values[0] for v in values):
             d.slots[(idx, key)] = values[0]
             continue
@@ -467,7 +468,13 @@ def relation(values: list, key: str, members: list[Instance], params: list, s: S
             return Expr(p.name)
         if key == "pad" and all(_half_kernel(v, c) for v, c in zip(values, column)):
             return Expr(f"{p.name} // 2")
+        if key == "pad" and all(_square(c) and v == ((c[0], c[0]), (c[0], c[0])) for v, c in zip(values, column)):
+            return Expr(p.name)       # a dilated 3x3 conv's padding is its dilation
     return None
+
+
+def _square(v) -> bool:
+    return isinstance(v, tuple) and len(v) == 2 and v[0] == v[1] and isinstance(v[0], int)
 
 
 def _half_kernel(pad, kernel) -> bool:

@@ -199,12 +199,16 @@ def _conv(lf, node, args: list) -> Value:
         ((1, w.shape[2]) if signal(x) else tuple(int(k) for k in w.shape[2:]))
     stride, dilation = pairs(lf, node, x, "strides", 1), pairs(lf, node, x, "dilations", 1)
     pad = padding(lf, node, x, kernel, stride, dilation)
-    pad_layer = producer(lf, x, "pad")
+    pad_layer = producer(lf, x, "pad") or producer(lf, x, "?Pad")
     if pad_layer is not None and pad_layer.attrs["value"] == 0.0:   # Pad before Conv: the conv's padding
         (t0, b0), (l0, r0) = pad_layer.attrs["padding"]
         pad = ((pad[0][0] + t0, pad[0][1] + b0), (pad[1][0] + l0, pad[1][1] + r0))
         x = Tensor(pad_layer.inputs[0], lf.layers[pad_layer.inputs[0]].shape)
     groups, out, cin = int(node.attrs.get("group", 1)), int(w.shape[0]), x.shape[1]
+    (left, right), span = pad[1], dilation[1] * (kernel[1] - 1)
+    if signal(x) and left != right and (left, right) != (span, 0):
+        return lf.pending(f"no one-sided padding ({left}, {right}) of a signal but the causal one ({span}, 0)",
+                          [x], x.shape)
     params = {"weight": w.astype(np.float32)}
     if b is not None:
         params["bias"] = b.astype(np.float32)
@@ -313,7 +317,7 @@ def _instancenorm(lf, node, args: list) -> Value:
     eps = _float32(node.attrs.get("epsilon", 1e-5))
     view = lf.of(x)
     if view.attrs.get("stage") == "grouped" and np.all(scale == 1) and np.all(shift == 0):
-        return lf.pending("no group norm without its per-channel scale and shift", [x], x.shape,
+        return lf.pending("no group norm without its per-channel scale and shift", [x], view.shape,
                           source=view.attrs["source"], groups=view.attrs["groups"], eps=eps, stage="normed")
     channels_first(lf, x, "InstanceNormalization")
     return lf.add("instancenorm", [x], x.shape, {"eps": eps},
@@ -551,6 +555,12 @@ def _gated(lf, x: Tensor, gate: Tensor) -> Tensor | None:
     if _erf_plus_one(lf, gate, x) and lf.only_use(gate):
         return lf.pending("no x·(erf(x/√2) + 1) without the factor 0.5 (GELU)", [x], x.shape, x.perm,
                           gelu_of=x.layer)
+    half = _is(lf, x, "affine")      # (0.5·x)·(erf(x/√2) + 1): the factor taken first
+    if half is not None and (half.attrs["scale"], half.attrs["shift"]) == (0.5, 0.0) and lf.only_use(x) \
+            and lf.only_use(gate):
+        source = lf.layers[half.inputs[0]]
+        if _erf_plus_one(lf, gate, Tensor(source.id, source.shape, x.perm)):
+            return lf.add("gelu", [Tensor(source.id, source.shape, x.perm)], source.shape, perm=x.perm)
     return None
 
 
@@ -720,8 +730,9 @@ def _reshape(lf, node, args: list) -> Value:
         return _flat(lf, x)
     if len(dims) == 3 and _is_batch(dims[0]) and x.rank >= 3 and isinstance(dims[1], int) and dims[1] > 0 \
             and x.shape[1] % dims[1] == 0 and (dims[2] == -1 or _same_size(dims[2] * dims[1], x.shape[1:])):
-        return lf.pending("no reshape into channel groups (a group norm's first step)", [x], x.shape,
-                          source=x.layer, groups=int(dims[1]), stage="grouped")
+        rest = -1 if any(is_symbolic(d) for d in x.shape[1:]) else _size(x.shape[1:]) // dims[1]
+        return lf.pending("no reshape into channel groups (a group norm's first step)", [x],
+                          (BATCH, dims[1], rest), source=x.layer, groups=int(dims[1]), stage="grouped")
     if _channel_groups(dims, x):
         return lf.pending("no reshape into channel groups (a channel shuffle's first step)", [x], tuple(dims),
                           source=x.layer, groups=int(dims[1]), rank=x.rank, stage="split")
@@ -745,11 +756,15 @@ def _is_batch(d) -> bool:
     return (is_symbolic(d) and d == BATCH) or (isinstance(d, int) and d in (1, -1))
 
 
-def _same_size(d, dims) -> bool:
+def _size(dims):
     n = 1
     for v in dims:
         n = n * v
-    return d == n
+    return n
+
+
+def _same_size(d, dims) -> bool:
+    return d == _size(dims)
 
 
 def _same_dims(a, b) -> bool:
@@ -882,9 +897,12 @@ def _pad(lf, node, args: list) -> Value:
     value = scalar(args[2]) if len(args) > 2 and args[2] is not None else float(node.attrs.get("value", 0.0))
     pads = [int(p) for p in pads]
     r = x.rank
-    if any(p < 0 for p in pads) or pads[0] or pads[1] or pads[r] or pads[r + 1] or x.rank != 4:
-        return lf.pending("no padding of the batch or channel axes, no negative padding, no padded signal",
-                          [x], x.shape)
+    if any(p < 0 for p in pads) or pads[0] or pads[1] or pads[r] or pads[r + 1] or r not in (3, 4):
+        return lf.pending("no padding of the batch or channel axes, and no negative padding", [x], x.shape)
+    if r == 3:   # a signal's padding: no layer of its own, a conv after it takes it
+        padding = ((0, 0), (pads[2], pads[5]))
+        return lf.pending("no padding of a signal on its own (a conv after it takes it as its own)", [x],
+                          (BATCH, x.shape[1], x.shape[2] + pads[2] + pads[5]), padding=padding, value=value or 0.0)
     padding = ((pads[2], pads[r + 2]), (pads[3], pads[r + 3]))
     shape = (BATCH, x.shape[1], x.shape[2] + sum(padding[0]), x.shape[3] + sum(padding[1]))
     return lf.add("pad", [x], shape, {"padding": padding, "value": value or 0.0})
