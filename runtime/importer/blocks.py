@@ -110,12 +110,19 @@ class Program:
 
 # ------------------------------------------------------------------ scopes from names
 def scope_path(layer: Layer, producer: str) -> list[str]:
-    """The module paths enclosing the layer's ONNX node, outermost first (the last may be the layer's own)."""
-    name = layer.node.name if layer.node is not None else ""
+    """The module paths enclosing the layer's ONNX node, outermost first (the last may be the layer's own):
+    recorded by the exporter (PyTorch's dynamo exporter), or read from the node's name — cnnc's layer
+    names (`basic_1.conv_bn_relu.conv`), PyTorch's TorchScript exporter's (`/layer1/layer1.0/conv1/Conv`)
+    and other `/`-separated paths (`model/block1/conv/Conv2D`)."""
+    if layer.node is None:
+        return []
+    if layer.node.scopes:
+        return list(layer.node.scopes)
+    name = layer.node.name
     if producer.startswith("cnnc"):
         parts = name.split("/", 1)[0].split(".")
         return [".".join(parts[:i + 1]) for i in range(len(parts))]
-    if not name.startswith("/"):
+    if "/" not in name:
         return []
     out, previous = [], ""
     for part in name.strip("/").split("/")[:-1]:
@@ -197,6 +204,12 @@ class Structurer:
         a child's), when that scope makes or reads its other operands too, completes that scope's block
         (PyTorch's DenseNet joins at the start of the next layer, cnnc at the end of this one): it moves
         there."""
+        splits: dict[int, list[Layer]] = {}
+        for lay in self.live:
+            if lay.op == "slice" and lay.node is not None:
+                splits.setdefault(lay.node.index, []).append(lay)
+        for parts in splits.values():
+            self.move_split(parts, paths)
         for lay in self.live:
             if lay.op != "concat" or len(lay.inputs) < 2 or lay.inputs[-1] not in paths:
                 continue
@@ -211,9 +224,36 @@ class Structurer:
             if all(i in inside or any(r in inside for r in self.readers.get(i, [])) for i in lay.inputs[:-1]):
                 paths[lay.id] = target
 
-    def collapse(self, scope: Instance) -> Instance | Layer:
-        """A scope of one item is that item (a layer takes the scope's name, if it has none)."""
-        scope.items = [self.collapse(i) if isinstance(i, Instance) else i for i in scope.items]
+    def move_split(self, parts: list[Layer], paths: dict[int, list[str]]) -> None:
+        """The slices one node makes (a split, a chunk) whose readers all lie inside one deeper scope belong
+        to it: ShuffleNet's unit splits its input for its two branches, and an exporter may name the
+        split after the caller."""
+        readers = [r for lay in parts for r in self.readers.get(lay.id, [])]
+        if not readers or any(lay.id in self.lifted.outputs for lay in parts):
+            return
+        common = paths[readers[0]]
+        for r in readers[1:]:
+            p = paths[r]
+            k = 0
+            while k < min(len(common), len(p)) and common[k] == p[k]:
+                k += 1
+            common = common[:k]
+        own = paths[parts[0].id]
+        if len(common) > len(own) and common[:len(own)] == own:
+            for lay in parts:
+                paths[lay.id] = list(common)
+
+    def collapse(self, scope: Instance) -> Instance | Layer | list:
+        """A scope of one item is that item (a layer takes the scope's name, if it has none); a scope whose
+        parts no data joins is no block but a module called several times (PyTorch's ResNet calls one ReLU
+        thrice): its items go to its parent."""
+        items = []
+        for item in scope.items:
+            done = self.collapse(item) if isinstance(item, Instance) else item
+            items.extend(done if isinstance(done, list) else [done])
+        scope.items = items
+        if scope.path and len(scope.items) > 1 and not self.connected(scope.items):
+            return scope.items
         if scope.path and len(scope.items) == 1:
             only = scope.items[0]
             if isinstance(only, Layer):
@@ -222,6 +262,17 @@ class Structurer:
                     self.labels[only.id] = name
             return only
         return scope
+
+    def connected(self, items: list) -> bool:
+        """Does data join the items (through one another: an edge between two, in either direction)?"""
+        owner = {t: k for k, item in enumerate(items) for t in produced(item)}
+        g = nx.Graph()
+        g.add_nodes_from(range(len(items)))
+        for k, item in enumerate(items):
+            for t in needed(item, self):
+                if t in owner and owner[t] != k:
+                    g.add_edge(owner[t], k)
+        return nx.is_connected(g)
 
     # -- bottom up, one height at a time: equal instances become one definition
     def process_all(self, root: Instance) -> None:
@@ -413,7 +464,8 @@ def signature(inst: Instance, s: Structurer) -> tuple:
 
 
 # ------------------------------------------------------------------ definitions
-PARAM_NAMES = {"out": "c", "pad": "padding", "count": "n", "multiplier": "m", "groups": "groups", "k": "k"}
+PARAM_NAMES = {"out": "c", "pad": "padding", "count": "n", "multiplier": "m", "groups": "groups", "k": "k",
+               "start": "c", "stop": "c"}
 
 
 def define(members: list[Instance], s: Structurer) -> Definition:
@@ -516,10 +568,15 @@ def _ordered(plain: list[Param], params: list) -> list[Param]:
 
 
 def label_of(item, labels: dict[int, str]) -> str | None:
+    """An item's meaningful name: a layer's scope's, a block instance's own — not one that only numbers
+    the instances of its block (`basic_3`, cnnc's own default names)."""
     if isinstance(item, Layer):
         return labels.get(item.id)
     if isinstance(item, Call):
-        return meaningful(item.instance.local)
+        name = meaningful(item.instance.local)
+        if name is None or re.sub(r"_\d+$", "", name) == item.instance.definition.name:
+            return None
+        return name
     return None
 
 

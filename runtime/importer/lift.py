@@ -20,6 +20,7 @@ import numpy as np
 
 from ...compiler.expressions import is_builtin
 from ...compiler.symbolic import Dim
+from ...dsl.source import CnncError
 from .reader import OnnxModel, OnnxNode
 from .rules import RULES
 from .values import BATCH, Const, NotFoldable, Sizes, Tensor, Value, fold_const, fold_sizes
@@ -184,7 +185,15 @@ class Lifter:
                 raise self.refuse(f"no rule to compute {node.op_type} of constants here")
             return [self.pending(f"no layer for the ONNX operator {node.op_type}", tensors, tensors[0].shape,
                                  tensors[0].perm) for _ in node.outputs]
-        out = rule(self, node, args)
+        try:
+            out = rule(self, node, args)
+        except (CnncError, IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            # A rule meeting a pending layer's output (whose shape is only what the ONNX operator left) may
+            # refuse it or fail on it: the pending layer, earlier and live, is the error to report.
+            pending = [a for a in args if isinstance(a, Tensor) and self.of(a).pending]
+            if not pending:
+                raise
+            return [self.pending(self.of(pending[0]).lacks, pending, pending[0].shape) for _ in node.outputs]
         return out if isinstance(out, list) else [out]
 
 

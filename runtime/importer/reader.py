@@ -31,6 +31,7 @@ class OnnxNode:
     inputs: tuple[str, ...]     # "" for an omitted optional input
     outputs: tuple[str, ...]
     attrs: dict = field(default_factory=dict, hash=False, compare=False)
+    scopes: tuple[str, ...] = ()    # module paths around it, outermost first (PyTorch's dynamo exporter says)
 
     def where(self) -> str:
         """How an error names the node: its index, name and op type."""
@@ -110,7 +111,8 @@ def _array(onnx: Any, tensor: Any, shown: str) -> np.ndarray:
 
 
 def _node(onnx: Any, index: int, proto: Any, shown: str) -> OnnxNode:
-    node = OnnxNode(index, proto.name, proto.op_type, tuple(proto.input), tuple(proto.output))
+    node = OnnxNode(index, proto.name, proto.op_type, tuple(proto.input), tuple(proto.output),
+                    scopes=_name_scopes(proto))
     if proto.domain not in ("", "ai.onnx"):
         raise CnncError(f"{shown}: {node.where()}: its domain '{files.describe_path(proto.domain)}' is not "
                         "ONNX's own", hint="cnnc imports the standard ONNX operators only")
@@ -127,6 +129,21 @@ def _node(onnx: Any, index: int, proto: Any, shown: str) -> OnnxNode:
             value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
         node.attrs[attr.name] = value
     return node
+
+
+def _name_scopes(proto: Any) -> tuple[str, ...]:
+    """The module paths PyTorch's dynamo exporter records (`pkg.torch.onnx.name_scopes`: ['', 'layer1',
+    'layer1.0', 'layer1.0.conv1', 'conv2d']) without the root and the operation's own name."""
+    import ast
+    for prop in proto.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                names = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return ()
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                return tuple(n for n in names[1:-1] if n)
+    return ()
 
 
 def _dims(value_info: Any) -> tuple:

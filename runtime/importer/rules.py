@@ -711,7 +711,7 @@ def _reshape(lf, node, args: list) -> Value:
         return x
     layer = lf.of(x)
     stage = layer.attrs.get("stage")
-    if stage == "normed" and tuple(dims) == lf.layers[layer.attrs["source"]].shape:
+    if stage == "normed" and _same_dims(dims, lf.layers[layer.attrs["source"]].shape):
         return lf.pending("no group norm without its per-channel scale and shift", [x], dims,
                           **{**layer.attrs, "stage": "core"})
     if stage == "swapped" and _same_dims(dims, lf.layers[layer.attrs["source"]].shape):
@@ -747,7 +747,7 @@ def _channel_groups(dims: list, x: Tensor) -> bool:
     if not isinstance(c, int) or c % dims[1] or dims[2] not in (c // dims[1], -1):
         return False
     rest = dims[3:]
-    return rest == [-1] or _same_dims(rest, list(x.shape[2:]))
+    return rest == [-1] or (len(rest) == x.rank - 2 and all(_equal(a, b) for a, b in zip(rest, x.shape[2:])))
 
 
 def _is_batch(d) -> bool:
@@ -768,7 +768,9 @@ def _same_size(d, dims) -> bool:
 
 
 def _same_dims(a, b) -> bool:
-    return len(a) == len(b) and all(x == y or (x == -1) for x, y in zip(a, b))
+    """A reshape's sizes `a` give the shape `b` (a -1 matches any size; the first is the batch's)."""
+    return len(a) == len(b) and bool(a) and _is_batch(a[0]) and \
+        all(_equal(x, y) or x == -1 for x, y in zip(a[1:], b[1:]))
 
 
 def _show(dims) -> str:
@@ -780,6 +782,8 @@ def _transpose(lf, node, args: list) -> Value:
     x = data(lf, args[0])
     perm = tuple(int(p) for p in node.attrs.get("perm", range(x.rank)[::-1]))
     layer = lf.of(x)
+    if len(perm) != x.rank and layer.attrs.get("stage") != "split":
+        return lf.pending(f"no transpose {list(perm)} of this tensor", [x], x.shape)
     if layer.attrs.get("stage") == "split" and perm == (0, 2, 1) + tuple(range(3, len(perm))):
         return lf.pending("no transposed channel groups (a channel shuffle's middle step)", [x], layer.shape,
                           **{**layer.attrs, "stage": "swapped"})

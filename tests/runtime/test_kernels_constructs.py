@@ -155,3 +155,82 @@ def test_causal_conv_is_pytorchs_conv1d_after_a_left_pad(compile_src, k, d):
     x2[:, :, 7:] += 1.0                                    # a change in the future ...
     y2 = plan.forward({"s": x2})[0][plan.outputs[0]]
     np.testing.assert_array_equal(y2[:, :, :7], y[:, :, :7])   # ... leaves the past's outputs alone
+
+
+# ------------------------------------------------------- the constructs on a signal, through every back end
+SIGNAL = """
+block mixer(p) {
+    t = conv(channels(in), 3, dilation = 2, pad = causal, groups = channels(in))
+        -> layernorm(over = channels) -> linear(2 * channels(in), over = channels) -> silu
+        -> linear(channels(in), over = channels) -> layer_scale(0.5) -> stochastic_depth(p)
+    (in + t, min(in, t))
+}
+
+network S {
+    input s: [4, 16]
+    a, b = s -> mixer(0.1)
+    (a * b) -> global_avgpool -> flatten -> linear(3)
+}
+"""
+
+
+class TorchSignal(torch.nn.Module):
+    """The same network written with torch.nn, independently of cnnc's exporter."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv, self.norm = nn.Conv1d(4, 4, 3, dilation=2, groups=4), nn.LayerNorm(4)
+        self.up, self.down, self.fc = nn.Linear(4, 8), nn.Linear(8, 4), nn.Linear(4, 3)
+        self.scale = nn.Parameter(torch.full((4, 1), 0.5))
+
+    def forward(self, s):
+        t = self.norm(self.conv(F.pad(s, (4, 0))).transpose(1, 2))
+        t = (self.down(F.silu(self.up(t))).transpose(1, 2)) * self.scale
+        return self.fc(((s + t) * torch.minimum(s, t)).mean(2))
+
+
+def test_the_constructs_on_a_signal_match_pytorch_and_every_export(compile_src, tmp_path):
+    from cnnc.runtime.export import codegen
+    from cnnc.runtime.export.onnx import export_onnx
+    from cnnc.runtime.export.torch_module import module_source
+    from cnnc.runtime.plan import Plan
+    import importlib.util
+    import onnxruntime
+    c = compile_src(SIGNAL)
+    plan = Plan(c.net, c.analysis.params, seed=3, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    for key in plan.params:
+        plan.params[key] += rng.uniform(-0.3, 0.3, plan.params[key].shape)
+    twin = TorchSignal().double().eval()
+    names = dict(zip(["conv.weight", "conv.bias", "norm.weight", "norm.bias", "up.weight", "up.bias",
+                      "down.weight", "down.bias", "scale", "fc.weight", "fc.bias"], plan.params))
+    twin.load_state_dict({k: torch.tensor(plan.params[v]) for k, v in names.items()})
+    x = rng.standard_normal((3, 4, 16))
+    want = plan.forward({"s": x})[0][c.net.outputs[0]]
+    H.assert_close(twin(torch.tensor(x)).detach().numpy(), want, 1e-10, "pytorch")
+    store = {k: np.float32(v) for k, v in plan.params.items()}
+    x32 = x.astype(np.float32)
+    codegen.emit(c, str(tmp_path / "plan.py"))
+    spec = importlib.util.spec_from_file_location("plan", tmp_path / "plan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    H.assert_close(module.forward(x32, params=_folded(c, store)), want, 1e-5, "--emit numpy")
+    text, cls = module_source(c.net, "w.pt", "test", torch)
+    namespace: dict = {}
+    exec(compile(text, "exported", "exec"), namespace)
+    model = namespace[cls]().eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in store.items()})
+    H.assert_close(model(torch.from_numpy(x32)).detach().numpy(), want, 1e-5, "--to torch")
+    from cnnc.runtime import checkpoint as checkpoints
+    checkpoints.save_training_state(tmp_path / "w.npz", store, {}, {"network": "S", "epoch": 1})
+    export_onnx(c, str(tmp_path / "m.onnx"), str(tmp_path / "w.npz"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    H.assert_close(session.run(None, {"s": x32})[0], want, 1e-5, "--to onnx")
+
+
+def _folded(c, store):
+    """The eval store of the fused graph `--emit numpy` writes (batchnorm and affine folding)."""
+    from cnnc.compiler.fusion import fuse
+    from cnnc.runtime.fused import fold_parameters
+    return fold_parameters(fuse(c.net, "eval").net, store)

@@ -32,6 +32,8 @@ network Un {
 
 # Every op of the compiler's table (the test below checks it still is), and the three fused ops.
 EVERY = """
+block two_ways { (in -> relu, in -> tanh) }
+
 network Every(classes = 5) {
     input x: [4, 12, 12]
     a = x -> conv(8, 3, pad = ((1, 1), (2, 0))) -> batchnorm -> relu6
@@ -62,7 +64,9 @@ network Every(classes = 5) {
       -> linear(12, over = channels) -> silu -> layer_scale(0.5)
       -> stochastic_depth(0.1) -> adaptive_avgpool((3, 2))
     y = min(z, 1 - z) -> flatten -> linear(16) -> relu
-    (m + k + r + t + y) -> dropout(0.5) -> linear(classes) -> softmax
+    q1, q2 = z -> two_ways
+    q = (q1 * q2) -> flatten -> linear(16) -> relu
+    (m + k + r + t + y + q) -> dropout(0.5) -> linear(classes) -> softmax
 }
 """
 
