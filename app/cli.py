@@ -1,4 +1,4 @@
-"""The `cnnc` command line: check, compile, run, search, predict, evaluate, apply, viz, export.
+"""The `cnnc` command line: check, compile, run, search, predict, evaluate, apply, viz, export, import.
 
 Exit status 0 on success, 1 on a user error (printed as a located
 diagnostic, never a traceback), 2 on bad command-line usage (argparse).
@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   cnnc search examples/lenet5.cnn --grid lr=0.01,0.003 --workers 2
   cnnc viz examples/resnet18.cnn -o resnet18.svg
   cnnc export examples/lenet5.cnn --to torch -o lenet5.py
+  cnnc import resnet18.onnx -o resnet18.cnn
 """
 
 
@@ -260,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse", action="store_true", help="onnx: export the fused inference graph (batchnorm folded)")
     p.add_argument("--raw", action="store_true", help="with --checkpoint: leave out the training's preprocessing "
                                                       "(default: the model applies it to its input first)")
+
+    p = sub.add_parser("import", help="an ONNX model as a readable .cnn file and a checkpoint of its weights",
+                       description="Read an ONNX model (opsets 13 to 21; pip install 'cnnc[onnx]') and write it as a "
+                                   ".cnn file — repeated structures as blocks — and its weights as a cnnc checkpoint "
+                                   "beside it (docs/import.md).")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the .cnn file to write (the weights go "
+                                                                          "beside it as FILE.npz)")
+    p.add_argument("--no-weights", action="store_true", help="write the .cnn file only")
     for command in sub.choices.values():
         command.set_defaults(command_parser=command)   # a flag it does not know is reported with its usage
     return parser
@@ -346,6 +356,11 @@ def cmd_apply(args) -> int:
     return apply(args)
 
 
+def cmd_import(args) -> int:
+    from .cmd_import import import_command
+    return import_command(args)
+
+
 def cmd_make_shapes(args) -> int:
     from .cmd_shapes import make_shapes_command
     return make_shapes_command(args)
@@ -353,7 +368,7 @@ def cmd_make_shapes(args) -> int:
 
 COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict": cmd_predict,
             "search": cmd_search, "evaluate": cmd_evaluate, "viz": cmd_viz, "view": cmd_view, "apply": cmd_apply,
-            "export": cmd_export, "make-shapes": cmd_make_shapes}
+            "export": cmd_export, "import": cmd_import, "make-shapes": cmd_make_shapes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -182,6 +182,37 @@ def _maximum(c: Call):
     return out
 
 
+def _minimum(c: Call):
+    out = c.xs[0]
+    for other in c.xs[1:]:
+        out = torch.minimum(out, other)
+    return out
+
+
+def _stochastic_depth(c: Call):
+    """torchvision.ops.stochastic_depth, restated: a Bernoulli(1 - p) draw per sample (mode row) or
+    one per batch, the kept ones scaled by 1 / (1 - p); the identity outside training."""
+    p = c.attrs["p"]
+    if not c.training or p == 0.0:
+        return c.x
+    size = [c.x.shape[0]] + [1] * (c.x.ndim - 1) if c.attrs.get("mode", "row") == "row" else [1] * c.x.ndim
+    noise = torch.empty(size, dtype=c.x.dtype).bernoulli_(1.0 - p)
+    return c.x * noise.div_(1.0 - p)
+
+
+def _layernorm(c: Call):
+    if c.attrs.get("over") == "channels":     # ConvNeXt's LayerNorm2d: F.layer_norm on channels-last
+        moved = c.x.movedim(1, -1)
+        return F.layer_norm(moved, moved.shape[-1:], c.p("weight"), c.p("bias"), c.attrs.get("eps", 1e-5)).movedim(-1, 1)
+    return F.group_norm(c.x, 1, c.p("weight"), c.p("bias"), c.attrs.get("eps", 1e-5))
+
+
+def _linear(c: Call):
+    if c.attrs.get("over") == "channels":     # nn.Linear on channels-last
+        return F.linear(c.x.movedim(1, -1), c.p("weight"), c.p("bias")).movedim(-1, 1)
+    return F.linear(c.x, c.p("weight"), c.p("bias"))
+
+
 def _lrn(c: Call):
     a = c.attrs
     return F.local_response_norm(c.x, a.get("size", 5), a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("k", 2.0))
@@ -192,7 +223,7 @@ TWINS: dict[str, Rule] = {
     "conv": _conv,
     "deconv": _deconv,
     "local": _local,
-    "linear": lambda c: F.linear(c.x, c.p("weight"), c.p("bias")),
+    "linear": _linear,
     "maxpool": _maxpool,
     "avgpool": _avgpool,
     "lppool": _lppool,
@@ -215,7 +246,7 @@ TWINS: dict[str, Rule] = {
     "gelu": lambda c: F.gelu(c.x),
     "softmax": lambda c: torch.softmax(c.x, dim=1),
     "batchnorm": _batchnorm,
-    "layernorm": lambda c: F.group_norm(c.x, 1, c.p("weight"), c.p("bias"), c.attrs.get("eps", 1e-5)),
+    "layernorm": _layernorm,
     "instancenorm": lambda c: F.instance_norm(c.x, weight=c.p("weight"), bias=c.p("bias"),
                                               eps=c.attrs.get("eps", 1e-5)),
     "groupnorm": lambda c: F.group_norm(c.x, c.attrs["groups"], c.p("weight"), c.p("bias"),
@@ -234,6 +265,9 @@ TWINS: dict[str, Rule] = {
     "channel_shuffle": _channel_shuffle,
     "affine": lambda c: c.x * c.attrs["scale"] + c.attrs["shift"],
     "maximum": _maximum,
+    "minimum": _minimum,
+    "layer_scale": lambda c: c.x * c.p("weight"),
+    "stochastic_depth": _stochastic_depth,
 }
 
 

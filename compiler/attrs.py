@@ -78,6 +78,9 @@ def _pair(value, name: str, minimum: int) -> tuple[int, int]:
     return (v, v)
 
 
+PADDING_WORDS = ("same", "valid", "full", "causal")   # resolved against the input by compiler/ops.py
+
+
 def _is_none(value) -> bool:
     return value is None or (isinstance(value, Word) and value.name == "none")
 
@@ -85,10 +88,10 @@ def _is_none(value) -> bool:
 def _padding(value, name: str):
     if isinstance(value, (Word, str)):
         word = value.name if isinstance(value, Word) else value
-        if word in ("same", "valid", "full"):
+        if word in PADDING_WORDS:
             return word
-        raise OpError(f"{name} must be an integer, (h, w), ((top, bottom), (left, right)), same, valid or full; "
-                      f"got {describe(value)}")
+        raise OpError(f"{name} must be an integer, (h, w), ((top, bottom), (left, right)), same, valid, full "
+                      f"or causal; got {describe(value)}")
     if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, tuple) for v in value):
         return tuple(_pair(v, name, 0) for v in value)
     h, w = _pair(value, name, 0)

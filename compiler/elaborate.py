@@ -26,14 +26,14 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..dsl import ast
 from ..dsl.source import CnncError, Diagnostic, Loc, did_you_mean
-from .attrs import convert, describe
+from .attrs import PADDING_WORDS, convert, describe
 from .expressions import FUNCTIONS, arith, is_builtin, lookup, require_tensor, truth
 from .functions import FunctionCalls
 from .graph import Network, build_graph
 from .lints import warning
 from .loader import Definitions, choose_network, load  # noqa: F401  (re-exported: the compiler's entry points)
 from .naming import BlockRef, Frame, LayerRef, Pending, Scope, Segment, Tensor, final_names, outermost_in
-from .ops import OPS, REQUIRED, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name, numel
+from .ops import ALIASES, OPS, REQUIRED, SURFACE, OpError, OpSpec, Word, fmt_shape, normalised_name, numel
 from .symbolic import Constraints, Dim, SymbolicComparison, is_symbolic
 from .tensor_expressions import TensorExpressions
 from .unify import ShapeUnifier
@@ -258,6 +258,10 @@ class Elaborator(FunctionCalls, TensorExpressions):
                 raise CnncError("a layer can have only one label", expr.loc)
             self._claim_label(expr.label, expr.loc, frame)
             out = self.step(expr.expr, x, frame, expr.label)
+            if isinstance(out, tuple):   # a block giving several tensors: the label names its instance
+                frame.env[expr.label] = out
+                frame.bound_at[expr.label] = expr.loc
+                return out
             is_layer = self.nodes[out.node].segment.label == expr.label
             out = Tensor(out.node, out.shape, labelled_layer=is_layer)
             frame.env[expr.label] = out
@@ -328,6 +332,10 @@ class Elaborator(FunctionCalls, TensorExpressions):
         group: list[Segment] = []
         for i in range(count):
             start = len(self.nodes)
+            if isinstance(x, tuple):
+                raise CnncError(f"a repeated block must give one tensor, but this one gives {len(x)}",
+                                expr.loc, "the next repetition would take them all as its input: bind them "
+                                          "(`a, b = x -> block(...)`) and chain the calls by hand")
             x = self.step(expr.left, x, frame)
             seg = self._instance_segment(start, frame.scope)
             if seg is not None:
@@ -352,7 +360,7 @@ class Elaborator(FunctionCalls, TensorExpressions):
 
     def _apply_layer(self, name: str, args: tuple, kwargs: tuple, x: Tensor, loc: Loc, frame: Frame,
                      label: str | None) -> Tensor:
-        spec_attrs = SURFACE.get(name) or OPS[name].attrs
+        spec_attrs = SURFACE[name] if name in SURFACE else OPS[name].attrs
         raw = self._match_args(name, spec_attrs, args, kwargs, frame, loc)
         if name == "depthwise_conv":
             return self._depthwise(raw, x, loc, frame, label)
@@ -360,7 +368,7 @@ class Elaborator(FunctionCalls, TensorExpressions):
             return self._separable(raw, x, loc, frame, label)
         if name == "split":
             return self._split(raw, x, loc, frame, label)
-        spec = OPS[name]
+        spec = OPS[ALIASES.get(name, name)]
         inputs = [x]
         attrs = {}
         for attr in spec.attrs:
@@ -385,10 +393,10 @@ class Elaborator(FunctionCalls, TensorExpressions):
                 if name == "upsample" and attr.name == "size" and "depends on" in err.message:
                     hint = "to follow a symbolic size, resize to a tensor: upsample(like = t)"
                 if isinstance(value, Word) and attr.kind == "padding":
-                    hint = did_you_mean(value.name, ["same", "valid", "full"], hint)
+                    hint = did_you_mean(value.name, PADDING_WORDS, hint)
                 raise CnncError(err.message, vloc, hint) from None
         arg_locs = {normalised_name(name, k): v[1] for k, v in raw.items()}
-        return self._node(name, inputs, attrs, loc, frame, label, arg_locs)
+        return self._node(spec.name, inputs, attrs, loc, frame, label, arg_locs, layer=name)
 
     def _pool_reference(self, value: Any, loc: Loc, x: Tensor) -> dict:
         if not isinstance(value, Tensor) or self.nodes[value.node].op != "maxpool":
@@ -501,9 +509,11 @@ class Elaborator(FunctionCalls, TensorExpressions):
             value = None
             for stmt in block.body:
                 value = self.statement(stmt, inner)
-            if not isinstance(value, Tensor):
-                raise CnncError(f"block '{block.name}' must end with a tensor, but its last statement gives "
-                                f"{describe(value)}", block.body[-1].loc if block.body else block.loc)
+            if not _tensors(value):
+                raise CnncError(f"block '{block.name}' must end with a tensor (or a tuple of tensors), but its "
+                                f"last statement gives {describe(value)}",
+                                block.body[-1].loc if block.body else block.loc,
+                                "a block gives several tensors as a tuple: end it with `(a, b)`")
             self._lint_unused(inner)
         except CnncError as err:
             if len(err.diagnostic.notes) < 12:
@@ -719,6 +729,12 @@ class Elaborator(FunctionCalls, TensorExpressions):
         net.symbols = self.unifier.report(p.shape for p in self.nodes)
         net.constraints = [s["constraint"] for s in net.symbols.values() if s.get("constraint")]
         return net
+
+
+def _tensors(value: Any) -> bool:
+    """A block's value: one tensor, or a tuple of tensors (a block giving several)."""
+    return isinstance(value, Tensor) or (isinstance(value, tuple) and len(value) > 1
+                                         and all(isinstance(v, Tensor) for v in value))
 
 
 def _is_variadic(op: str) -> bool:

@@ -4,8 +4,9 @@ What names mean (`lookup`: a bound value, a block, a layer, or an unknown name
 with a did-you-mean hint), integer and size arithmetic with comparisons that
 may depend on symbolic input sizes (`arith`, deciding `==` with the
 elaborator's constraints), conditions, and the built-in functions
-`min`/`max`, `round`/`ceil`/`floor`/`int` and `channels`/`height`/`width`/`length`. The elaborator walks the syntax
-tree and calls these; nothing here builds layers.
+`min`/`max`, `round`/`ceil`/`floor`/`int`, `log`/`exp` (and the operator `**`, `power`) and
+`channels`/`height`/`width`/`length`. The elaborator walks the syntax tree and calls these; nothing here
+builds layers.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .naming import BlockRef, LayerRef, Tensor
 from .ops import OPS, SURFACE, Word, fmt_shape
 from .symbolic import Constraints, Dim, SymbolicComparison, equal_when
 
-FUNCTIONS = {"channels", "height", "width", "length", "min", "max", "round", "ceil", "floor", "int"}
+FUNCTIONS = {"channels", "height", "width", "length", "min", "max", "round", "ceil", "floor", "int", "log", "exp"}
 SHAPE_QUERIES = {"channels", "height", "width", "length"}
 ROUNDING = {"round": round, "ceil": math.ceil, "floor": math.floor, "int": int}  # number -> integer
 NOT_LAYERS = {"input"}
@@ -73,8 +74,9 @@ def require_tensor(v: Any, where, blocks: dict[str, ast.Block]) -> Tensor:
         return v
     loc = where.loc if hasattr(where, "loc") else where
     if isinstance(v, tuple) and v and all(isinstance(t, Tensor) for t in v):
-        raise CnncError(f"expected a tensor, got the {len(v)} parts of a split", loc,
-                        f"bind them first: `{', '.join('abcdefgh'[:min(len(v), 8)])} = x -> split({len(v)})`")
+        names = ', '.join('abcdefgh'[:min(len(v), 8)])
+        raise CnncError(f"expected a tensor, got {len(v)} tensors (the parts of a split, or a block's values)", loc,
+                        f"bind them first: `{names} = x -> split({len(v)})` or `{names} = x -> block(...)`")
     if isinstance(v, Word):
         lookup(v.name, {}, blocks, loc)  # an undefined name: say so, with a suggestion
     raise CnncError(f"expected a tensor, got {describe(v)}", loc)
@@ -149,16 +151,43 @@ def _arith(op: str, a: Any, b: Any, expr: ast.Expr) -> Any:
         return a / b
     if op in ("<", "<=", ">", ">="):
         return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    if op == "**":
+        if isinstance(a, Dim) or isinstance(b, Dim):
+            raise CnncError("'**' on a size: powers are for numbers", expr.loc,
+                            "a size that depends on the input is no constant to raise")
+        return power(a, b, expr.loc)
     raise AssertionError(op)
 
 
+def power(a: int | float, b: int | float, loc: Loc | None) -> int | float:
+    """`a ** b` as Python computes it (an integer for integers and b >= 0), refusing what Python
+    would not answer with a finite real number or would take long to compute (a huge integer)."""
+    if a == 0 and b < 0:
+        raise CnncError("'**': zero cannot be raised to a negative power", loc)
+    if a < 0 and isinstance(b, float) and not b.is_integer():
+        raise CnncError(f"'**': a negative number to the power {b} is not a real number", loc)
+    if isinstance(a, int) and isinstance(b, int) and b >= 0:
+        if abs(a) > 1 and b * math.log2(abs(a)) > 62:
+            raise CnncError("number too large", loc)
+        return a ** b
+    try:
+        out = float(a) ** float(b)
+    except OverflowError:
+        raise CnncError("number too large", loc) from None
+    if not math.isfinite(out):
+        raise CnncError("number too large", loc)
+    return out
+
+
 def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> Any:
-    """`min`/`max` of numbers, `round`/`ceil`/`floor`/`int` of a number, or `channels`/`height`/`width`/`length`
-    of a tensor."""
+    """`min`/`max` of numbers, `round`/`ceil`/`floor`/`int` of a number, `log`/`exp` of numbers, or
+    `channels`/`height`/`width`/`length` of a tensor."""
     if expr.kwargs:
         raise CnncError(f"'{expr.func}' takes no keyword arguments", expr.kwargs[0].loc)
     if expr.func in ROUNDING:
         return _rounded(expr, args, blocks)
+    if expr.func in ("log", "exp"):
+        return _log_exp(expr, args, blocks)
     if expr.func in ("min", "max"):
         if len(args) < 2:
             raise CnncError(f"'{expr.func}' needs at least two values", expr.loc)
@@ -181,6 +210,31 @@ def builtin_function(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -
         raise CnncError(f"{expr.func}() needs a [C, H, W] tensor, got {fmt_shape(t.shape)}", expr.args[0].loc,
                         "length() reads a [C, L] signal" if len(t.shape) == 2 else None)
     return t.shape[axis]
+
+
+def _log_exp(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> float:
+    """`log(x)` (natural), `log(x, base)` and `exp(x)` of numbers, as Python's math computes them."""
+    most = 2 if expr.func == "log" else 1
+    if not 1 <= len(args) <= most:
+        usage = "log(x) or log(x, base)" if expr.func == "log" else "exp(x)"
+        raise CnncError(f"'{expr.func}' takes {'one or two numbers' if most == 2 else 'one number'}, "
+                        f"got {len(args)} arguments", expr.loc, f"write {usage}")
+    for a, e in zip(args, expr.args):
+        require_number(a, e, blocks)
+        if isinstance(a, Dim):
+            raise CnncError(f"'{expr.func}' of a size that depends on {', '.join(sorted(a.symbols()))}", e.loc,
+                            "bind the input size with --input NAME=CxHxW")
+    if expr.func == "exp":
+        try:
+            return math.exp(args[0])
+        except OverflowError:
+            raise CnncError("number too large", expr.loc) from None
+    for a, e in zip(args, expr.args):
+        if a <= 0:
+            raise CnncError(f"'log' needs a positive number, got {describe(a)}", e.loc)
+    if len(args) == 2 and args[1] == 1:
+        raise CnncError("'log' to the base 1 is undefined", expr.args[1].loc, "a base is positive and not 1")
+    return math.log(*args)
 
 
 def _rounded(expr: ast.Call, args: list, blocks: dict[str, ast.Block]) -> Any:

@@ -4,7 +4,7 @@ A `def` computes numbers only: its parameters are bound to the arguments in a
 frame of its own (it sees its parameters, other helpers and the built-in
 functions, no tensors), it may not recurse, directly or through others, and all
 its calls together are bounded (`MAX_FUNCTION_CALLS`). The built-in functions
-are expressions.py's, but for `max` of tensors (tensor_expressions.py).
+are expressions.py's, but for `max` and `min` of tensors (tensor_expressions.py).
 `FunctionCalls` is a part of the `Elaborator` (elaborate.py): `self` is the
 elaborator, whose evaluation and frames it uses.
 """
@@ -27,8 +27,8 @@ class FunctionCalls:
 
     def _function(self, expr: ast.Call, frame: Frame) -> Any:
         args = [self.ev(a, frame) for a in expr.args]
-        if expr.func == "max" and any(isinstance(a, Tensor) for a in args) and not expr.kwargs:
-            return self._tensor_max(expr, args, frame)
+        if expr.func in ("max", "min") and any(isinstance(a, Tensor) for a in args) and not expr.kwargs:
+            return self._tensor_extremum(expr, args, frame)
         return builtin_function(expr, args, self.defs.blocks)
 
     def _user_function(self, fn: ast.Function, expr: ast.Call, frame: Frame) -> Any:

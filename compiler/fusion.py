@@ -1,11 +1,15 @@
 """Stage 2 (compiler): operator fusion passes over a checked `Network`, and the graph lint.
 
-Six passes, each a plain function from a network to a new network, run
+Eight passes, each a plain function from a network to a new network, run
 longest pattern first and each followed by `check` (edges match
 `Node.inputs`, every input exists, no cycles, every shape re-derives through
 the op-spec table): conv→batchnorm→add→activation (the residual tail),
 conv→batchnorm→activation, conv→batchnorm, conv→activation,
-linear→activation and batchnorm→activation. A matched chain becomes one new
+linear→activation and batchnorm→activation, then, in `eval` mode, an
+`affine` (constant scale and shift) after a conv, linear or batchnorm — or a
+group of the passes before without an activation or residual add — with an
+activation after it or not: the runtime folds it into the weights
+(`attrs["affine"]`). A matched chain becomes one new
 node (`fused_conv`, `fused_linear`, `fused_bn`) that takes the first
 layer's name, `loc`, scope and repeat, and records the nodes it replaced
 (`attrs["fused_from"]`: name, op and loc of each). Guards, as torch.fx's
@@ -222,8 +226,24 @@ def fuse_bn_relu(net: Network, mode: str = "eval", skipped: list | None = None) 
     return _fuse(net, (_op("batchnorm"), ACT), mode, skipped)
 
 
+# An `affine` (constant scale and shift) after a layer with weights folds into them in eval mode:
+# w' = s·w and b' = s·b + t for a conv or linear (after batchnorm's own fold), γ' = s·γ and
+# β' = s·β + t for a batchnorm. The host may be a group fused by the passes above, as long as no
+# activation or residual add ends it; an activation after the affine joins the group.
+AFFINE_HOSTS = _op("conv", "linear", "batchnorm", *FUSED_OPS)
+
+
+def fold_affine_relu(net: Network, mode: str = "eval", skipped: list | None = None) -> Network:
+    return _fuse(net, (AFFINE_HOSTS, _op("affine"), ACT), mode, skipped) if mode == "eval" else net
+
+
+def fold_affine(net: Network, mode: str = "eval", skipped: list | None = None) -> Network:
+    return _fuse(net, (AFFINE_HOSTS, _op("affine")), mode, skipped) if mode == "eval" else net
+
+
 PASSES: tuple[Callable[..., Network], ...] = (
-    fuse_conv_bn_add_relu, fuse_conv_bn_relu, fuse_conv_bn, fuse_conv_relu, fuse_linear_relu, fuse_bn_relu)
+    fuse_conv_bn_add_relu, fuse_conv_bn_relu, fuse_conv_bn, fuse_conv_relu, fuse_linear_relu, fuse_bn_relu,
+    fold_affine_relu, fold_affine)
 
 
 def fuse(net: Network, mode: str = "eval") -> Fusion:
@@ -332,6 +352,14 @@ def _guard_chain(net: Network, chain: list[Node], refs: _Refs) -> str | None:
     tail = chain[-1]
     if tail.name in net.outputs:
         return f"'{tail.name}' is a graph output (outputs keep their names)"
+    head = chain[0]
+    if head.op in ("linear", "fused_linear") and head.attrs.get("over") == "channels":
+        return f"'{head.name}' maps the channels of every position (a fused linear takes a flat input)"
+    if chain[1].op == "affine":
+        if head.attrs.get("activation") or head.attrs.get("residual"):
+            return f"'{head.name}' ends in an activation or a residual add, which the affine cannot pass"
+        if head.shares is not None or head.name in refs.sharers:
+            return f"'{head.name}' shares its weights, which folding the affine would change"
     ops = [n.op for n in chain]
     if chain[0].op == "conv" and "batchnorm" in ops:
         for node in chain[:2]:  # the conv's weights change (eval) or gain BN's tensors (train)
@@ -368,9 +396,15 @@ def _rewrite(net: Network, chains: list[list[Node]], mode: str) -> Network:
 
 def _fused_node(chain: list[Node], mode: str, rename: dict[str, str]) -> Node:
     first, tail = chain[0], chain[-1]
+    if first.op in FUSED_OPS:   # a fused group taking an affine (and an activation) on
+        return _extended(first, chain[1:])
     by_op = {n.op: n for n in chain}
-    bn, add = by_op.get("batchnorm"), by_op.get("add")
+    bn, add, affine = by_op.get("batchnorm"), by_op.get("add"), by_op.get("affine")
     attrs = dict(first.attrs)
+    if affine is not None:
+        attrs.update(affine=(affine.attrs["scale"], affine.attrs["shift"]))
+        if first.op != "batchnorm":
+            attrs.update(bias=True, weights=None)   # the shift becomes (part of) the bias
     if first.op == "conv":
         op = "fused_conv"
         folded = bn is not None and mode == "eval"
@@ -391,6 +425,21 @@ def _fused_node(chain: list[Node], mode: str, rename: dict[str, str]) -> Node:
     inputs = tuple(rename.get(i, i) for i in inputs)
     layer = "+".join(LABELS.get(n.op, n.layer or n.op) for n in chain)
     return first.replace(op=op, inputs=inputs, attrs=attrs, layer=layer)
+
+
+def _extended(group: Node, more: list[Node]) -> Node:
+    """A fused node with an affine, and maybe an activation after it, folded in as well."""
+    affine, tail = more[0], more[-1]
+    attrs = dict(group.attrs)
+    attrs["affine"] = (affine.attrs["scale"], affine.attrs["shift"])
+    if group.op != "fused_bn":
+        attrs.update(bias=True, weights=None)
+    attrs["activation"] = tail.op if tail.op in ACT else None
+    if tail.op == "leaky_relu":
+        attrs["slope"] = tail.attrs.get("slope", 0.01)
+    attrs["fused_from"] = tuple(group.attrs["fused_from"]) + tuple((n.name, n.op, n.loc) for n in more)
+    layer = "+".join([group.layer] + [LABELS.get(n.op, n.layer or n.op) for n in more])
+    return group.replace(attrs=attrs, layer=layer)
 
 
 # ------------------------------------------------------------------- analyses

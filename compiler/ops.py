@@ -217,8 +217,9 @@ def _signal_attrs(a: dict, ins: list, what: str) -> dict:
     pad = a.get("padding")
     if isinstance(pad, tuple):
         if pad[0] != pad[1] or pad[0][0] != pad[0][1]:
-            raise OpError(f"{what} on a [C, L] signal takes pad as an integer, same, valid or full, "
-                          f"got {pad}", "per-side padding of a signal is not supported yet", attr="padding")
+            raise OpError(f"{what} on a [C, L] signal takes pad as an integer, same, valid, full or causal, "
+                          f"got {pad}", "pad = causal puts the whole window on the left (output t sees "
+                          "inputs up to t); a pair (h, w) is for images", attr="padding")
         a["padding"] = ((0, 0), pad[1])
     return a
 
@@ -280,7 +281,12 @@ def _resolve_padding(a: dict, ins: list, key: str = "padding") -> dict:
         kh, kw = a["kernel"]
         sh, sw = a.get("stride", (1, 1))
         dh, dw = a.get("dilation", (1, 1))
-        if pad == "valid":
+        if pad == "causal":   # WaveNet's: the whole window on the left, so output t sees inputs <= t
+            if not is_signal(ins[0]):
+                raise OpError("pad = causal is for [C, L] signals", "an image takes an int, a pair, "
+                              "((top, bottom), (left, right)), same, valid or full", attr="pad")
+            pad = ((0, 0), (dw * (kw - 1), 0))
+        elif pad == "valid":
             pad = ((0, 0), (0, 0))
         elif pad == "full":
             pad = ((dh * (kh - 1),) * 2, (dw * (kw - 1),) * 2)
@@ -322,7 +328,7 @@ def _need_channels(c, what: str):
 
 
 # ------------------------------------------------------------ convolutions
-_PAD_DOC = "int, (h, w), ((top, bottom), (left, right)), same, valid or full"
+_PAD_DOC = "int, (h, w), ((top, bottom), (left, right)), same, valid, full, or causal (signals)"
 _INIT_DOC = "the weights' initialisation: kaiming_normal, ..., or (normal, std); default the train section's"
 
 CONV_ATTRS = (
@@ -577,7 +583,12 @@ GLOBAL_MAXPOOL = OpSpec("global_maxpool", "pooling", (), shape=_global_shape,
 
 
 def _adaptive_normalise(a, ins):
-    return {**a, "output": (a["h"], a["w"] if a["w"] is not None else a["h"])}
+    """`adaptive_*pool(h, w)`, `(h)` for a square, or `((h, w))` as a pair, PyTorch's output_size."""
+    h, w = a["h"], a["w"]
+    if h[0] != h[1] and w is not None:
+        raise OpError(f"the output size is given twice: h = ({h[0]}, {h[1]}) and w = {w}",
+                      "give a pair (h, w), or h and w as two integers", attr="w")
+    return {**a, "output": (h[0], w if w is not None else h[1])}
 
 
 def _adaptive_flops(a, ins, out):
@@ -590,12 +601,14 @@ def _adaptive_flops(a, ins, out):
 
 
 ADAPTIVE_AVGPOOL = OpSpec(
-    "adaptive_avgpool", "pooling", (Attr("h", "pos_int"), Attr("w", "opt_int", None)),
+    "adaptive_avgpool", "pooling", (Attr("h", "pair", doc="output height, or the pair (h, w)"),
+                                    Attr("w", "opt_int", None, doc="output width (default h)")),
     shape=lambda a, ins: (_spatial(ins, "adaptive_avgpool")[0], *a["output"]),
     flops=_adaptive_flops, rf=None, saves=(), resolve=_adaptive_normalise, properties={"init_transparent"},
     doc="average pooling to a fixed output size (PyTorch bins)")
 ADAPTIVE_MAXPOOL = OpSpec(
-    "adaptive_maxpool", "pooling", (Attr("h", "pos_int"), Attr("w", "opt_int", None)),
+    "adaptive_maxpool", "pooling", (Attr("h", "pair", doc="output height, or the pair (h, w)"),
+                                    Attr("w", "opt_int", None, doc="output width (default h)")),
     shape=lambda a, ins: (_spatial(ins, "adaptive_maxpool")[0], *a["output"]),
     flops=_adaptive_flops, rf=None, saves=("mask",), resolve=_adaptive_normalise, properties={"init_transparent"},
     doc="max pooling to a fixed output size (PyTorch bins)")
@@ -703,7 +716,8 @@ ACTIVATIONS = [
     _elementwise("hardsigmoid", saves=("input",), doc="relu6(x + 3) / 6 (PyTorch's definition)",
                  properties=("saturating", "gate")),
     _elementwise("tanh", doc="hyperbolic tangent", properties=("saturating",)),
-    _elementwise("swish", saves=("input",), doc="x * sigmoid(x) (SiLU)", properties=("rectifier",)),
+    _elementwise("swish", saves=("input",), doc="x * sigmoid(x) (PyTorch's SiLU; `silu` names it too)",
+                 properties=("rectifier",)),
     _elementwise("mish", saves=("input",), doc="x * tanh(softplus(x))", properties=("rectifier",)),
     _elementwise("elu", (Attr("alpha", "float", 1.0),), saves=("output",), doc="x if x > 0 else alpha*(exp(x)-1)",
                  properties=("rectifier",)),
@@ -746,8 +760,12 @@ def _instancenorm_check(a, ins):
 NORMS = [
     _norm("batchnorm", (Attr("eps", "pos_float", 1e-5), Attr("momentum", "prob", 0.1)), _bn_params,
           "batch normalisation with running statistics for inference", properties=("batch_statistics",)),
-    _norm("layernorm", (Attr("eps", "pos_float", 1e-5),), _affine,
-          "normalises each sample over all its axes; per-channel scale and shift"),
+    _norm("layernorm", (Attr("eps", "pos_float", 1e-5),
+                        Attr("over", "choice", "all", ("all", "channels"),
+                             doc="all: each sample over [C, H, W] (GroupNorm(1, C)); channels: each position "
+                                 "over C (PyTorch's LayerNorm on channels-last, ConvNeXt's LayerNorm2d)")),
+          _affine, "normalises each sample over all its axes, or each position over its channels; "
+                   "per-channel scale and shift"),
     _norm("instancenorm", (Attr("eps", "pos_float", 1e-5),), _affine,
           "normalises each channel of each sample over H and W", resolve=_instancenorm_check),
     _norm("groupnorm", (Attr("groups", "pos_int"), Attr("eps", "pos_float", 1e-5)), _affine,
@@ -772,15 +790,38 @@ REGULARISATION = [
     OpSpec("spatial_dropout", "regularisation", (Attr("p", "prob", 0.5),),
            shape=lambda a, ins: _on_grid(ins, _grid(ins, "spatial_dropout")), flops=lambda a, ins, out: 0,
            saves=("mask",), properties=_DROPOUT, doc="zeroes whole channels with probability p in training"),
+    OpSpec("stochastic_depth", "regularisation",
+           (Attr("p", "prob", doc="probability of dropping a sample's whole tensor (its residual branch)"),
+            Attr("mode", "choice", "row", ("row", "batch"),
+                 doc="row: each sample of the batch drawn on its own; batch: one draw for the whole batch")),
+           shape=_same, flops=lambda a, ins, out: 0, saves=("mask",), properties=_DROPOUT,
+           doc="drop-path (torchvision's StochasticDepth): in training zeroes a sample's tensor with "
+               "probability p and scales the kept ones by 1/(1-p); the identity in inference"),
 ]
 
 
 # ---------------------------------------------------------------- structure
 def _linear_shape(a, ins):
+    if a.get("over") == "channels":
+        return (a["out_features"], *ins[0][1:])
     if len(ins[0]) != 1:
         raise OpError(f"linear needs a flat input, got {fmt_shape(ins[0])}",
-                      "insert `flatten` before it (or global_avgpool -> flatten)")
+                      "insert `flatten` before it (or global_avgpool -> flatten); to map the channels at "
+                      "every position, write linear(..., over = channels)")
     return (a["out_features"],)
+
+
+def _linear_macs(a, ins, out):
+    """in · out per position (one position for a flat input)."""
+    return numel(ins[0]) * a["out_features"]
+
+
+def _linear_rf(a, ins):
+    """Over the channels of each position a linear map is element-wise; a flat input has no places."""
+    if a.get("over") == "channels" and len(ins[0]) > 1:
+        unit = RF(Fraction(1), Fraction(1), Fraction(0))
+        return unit, unit
+    return None
 
 
 def _linear_params(a, ins):
@@ -871,6 +912,14 @@ def _pad_normalise(a, ins):
     return a
 
 
+def _layer_scale_params(a, ins):
+    """One learned factor per channel, shaped to broadcast over the rest ([C, 1, 1] for an image, as
+    torchvision's ConvNeXt keeps it), starting at `value`."""
+    c = _need_channels(ins[0][0], "layer_scale")
+    shape = (c,) + (1,) * (len(ins[0]) - 1)
+    return {"weight": ParamSpec(shape, True, init="fixed", value=np.full(shape, a["value"], np.float32))}
+
+
 def _flops_per_element(n):
     return lambda a, ins, out: (n if n >= 0 else len(ins) - 1) * numel(out)
 
@@ -882,11 +931,14 @@ STRUCTURE = [
            rf=None, saves=(), properties=_TRANSPARENT, doc="[C, H, W] -> [C*H*W]"),
     OpSpec("linear", "structure",
            (Attr("out", "pos_int"), Attr("bias", "bool", True), Attr("trainable", "bool", True),
-            Attr("weights", "weights", None), Attr("init", "init", None, doc=_INIT_DOC)),
-           shape=_linear_shape, params=_linear_params,
-           macs=lambda a, ins, out: ins[0][0] * a["out_features"],
-           flops=lambda a, ins, out: 2 * ins[0][0] * a["out_features"] + (a["out_features"] if a["bias"] else 0),
-           rf=None, resolve=_linear_normalise, doc="fully connected layer"),
+            Attr("weights", "weights", None), Attr("init", "init", None, doc=_INIT_DOC),
+            Attr("over", "choice", "flat", ("flat", "channels"),
+                 doc="flat: the input is [F]; channels: the channel vector of every position (PyTorch's "
+                     "nn.Linear on channels-last, a 1x1 conv whose weight is [out, in])")),
+           shape=_linear_shape, params=_linear_params, macs=_linear_macs,
+           flops=lambda a, ins, out: 2 * _linear_macs(a, ins, out) + (numel(out) if a["bias"] else 0),
+           rf=_linear_rf, resolve=_linear_normalise,
+           doc="fully connected layer; with over = channels, the same map at every position"),
     OpSpec("concat", "structure", (), inputs=None, shape=_concat_shape, flops=lambda a, ins, out: 0,
            saves=(), properties=_TRANSPARENT, doc="joins tensors along the channel axis"),
     OpSpec("add", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "add"),
@@ -895,6 +947,10 @@ STRUCTURE = [
            flops=_flops_per_element(-1), saves=("input",), doc="element-wise product with broadcasting (a * b)"),
     OpSpec("identity", "structure", (), shape=_same, flops=lambda a, ins, out: 0, saves=(), properties=_TRANSPARENT,
            doc="passes x on"),
+    OpSpec("layer_scale", "structure", (Attr("value", "float", 1e-6, doc="the factors' initial value"),),
+           shape=_same, params=_layer_scale_params, flops=lambda a, ins, out: numel(out), saves=("input",),
+           properties=_TRANSPARENT,
+           doc="a learned factor per channel (ConvNeXt's layer scale, weight [C, 1, 1]): no MACs"),
     OpSpec("pad", "structure", (Attr("padding", "padding"), Attr("value", "float", 0.0)),
            shape=lambda a, ins: (ins[0][0], ins[0][1] + sum(a["padding"][0]), ins[0][2] + sum(a["padding"][1])),
            flops=lambda a, ins, out: 0, rf=_pad_rf, saves=(), resolve=_pad_normalise, properties=_TRANSPARENT,
@@ -949,6 +1005,9 @@ ARITHMETIC = [
     OpSpec("maximum", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "take the maximum of"),
            flops=_flops_per_element(-1), saves=("input",),
            doc="element-wise maximum with broadcasting, `max(a, b)` of tensors (maxout)"),
+    OpSpec("minimum", "structure", (), inputs=None, shape=lambda a, ins: broadcast(ins, "take the minimum of"),
+           flops=_flops_per_element(-1), saves=("input",),
+           doc="element-wise minimum with broadcasting, `min(a, b)` of tensors"),
 ]
 
 OPS: dict[str, OpSpec] = {
@@ -968,8 +1027,13 @@ def normalised_name(op: str, attr: str) -> str:
     return {"k": "kernel", "pad": "padding"}.get(attr, attr)
 
 
+# Other names of an op: the layer is that op, and Node.layer (so its default name) keeps the name
+# written. PyTorch calls swish SiLU.
+ALIASES: dict[str, str] = {"silu": "swish"}
+
 # Layers written by users that lower to other ops (Node.layer keeps the surface name).
 SURFACE: dict[str, tuple[Attr, ...]] = {
+    **{alias: OPS[op].attrs for alias, op in ALIASES.items()},
     "depthwise_conv": (Attr("k", "pair"), Attr("stride", "pair", 1), Attr("pad", "padding", 0),
                        Attr("dilation", "pair", 1), Attr("multiplier", "pos_int", 1), Attr("bias", "bool", True),
                        Attr("trainable", "bool", True),

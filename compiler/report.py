@@ -301,12 +301,13 @@ def _member_lines(g: FusedGroup) -> list[str]:
 def fusion_text(c: Compiled, fusion: Fusion, fused: Compiled, memory: dict | None) -> str:
     n = len(fusion.groups)
     if n:
+        folded = [what for what, yes in (("batchnorm", any(g.folded for g in fusion.groups)),
+                                         ("affine", any("affine" in g.ops for g in fusion.groups))) if yes]
         lines = [f"{c.net.name}: {n} fused group{'s' if n != 1 else ''} for inference"
-                 + (" (batchnorm folded into the convolution's weights and bias)"
-                    if any(g.folded for g in fusion.groups) else "")]
+                 + (f" ({' and '.join(folded)} folded into the weights and biases)" if folded else "")]
     else:
-        lines = [f"{c.net.name}: nothing to fuse (conv, linear or batchnorm followed by batchnorm or relu/relu6/"
-                 "leaky_relu)"]
+        lines = [f"{c.net.name}: nothing to fuse (conv, linear or batchnorm followed by batchnorm, affine or "
+                 "relu/relu6/leaky_relu)"]
     if n:
         lines.append(f"  {'group':<40} {'pattern':<18} {'steps':>5} {'activations':>12} {'FLOPs':>14}")
     for g in fusion.groups:

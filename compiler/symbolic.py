@@ -278,7 +278,7 @@ def floordiv(p: Dim, d: int) -> Number:
         if coeff == 1 and len(mono) == 1 and mono[0][1] == 1 and isinstance(mono[0][0], Floor):
             inner = mono[0][0]
             return result + floordiv(inner.num + inner.den * b, inner.den * d)
-    return (result + Dim({((Floor(rest_dim, d), 1),): 1})).simplify()
+    return result + Dim({((Floor(rest_dim, d), 1),): 1})   # `+` simplifies (to an int if the floor cancels)
 
 
 def ceildiv(p: Number, d: int) -> Number:

@@ -2,7 +2,7 @@
 
 `a + b` and `a * b` of tensors become `add` and `mul` layers (`a - b` adds
 `-1·b`); a tensor with a known number (`x * 0.5 + 1`, `-x`, `x / 2`) becomes
-one `affine` layer; `max(a, b, …)` of tensors a pairwise `maximum`; `x[a:b]` a
+one `affine` layer; `max(a, b, …)` / `min(a, b, …)` of tensors a pairwise `maximum` / `minimum`; `x[a:b]` a
 `slice` of channels, and `x -> split(n)` n equal slices, bound by `a, b = ...`.
 `TensorExpressions` is a part of the `Elaborator` (elaborate.py): `self` is
 the elaborator, which builds the nodes.
@@ -42,7 +42,8 @@ class TensorExpressions:
 
     def _tensor_binop(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> Tensor:
         if expr.op not in ("+", "-", "*", "/"):
-            raise CnncError(f"tensors support '+', '-', '*' and '/', not '{expr.op}'", expr.loc)
+            hint = "'**' raises numbers to a power; a tensor squared is `x * x`" if expr.op == "**" else None
+            raise CnncError(f"tensors support '+', '-', '*' and '/', not '{expr.op}'", expr.loc, hint)
         if isinstance(left, Tensor) and isinstance(right, Tensor):
             if expr.op == "/":
                 raise CnncError("'/' divides a tensor by a number, not by a tensor", expr.loc)
@@ -77,19 +78,22 @@ class TensorExpressions:
     def _affine(self, t: Tensor, scale: float, shift: float, loc: Loc, frame: Frame) -> Tensor:
         return self._node("affine", [t], {"scale": scale, "shift": shift}, loc, frame, None, {})
 
-    def _tensor_max(self, expr: ast.Call, args: list, frame: Frame) -> Tensor:
-        """`max(a, b, …)` of tensors: element-wise maximum, pairwise from the left (PyTorch's
-        torch.maximum, whose gradient splits ties evenly)."""
+    def _tensor_extremum(self, expr: ast.Call, args: list, frame: Frame) -> Tensor:
+        """`max(a, b, …)` / `min(a, b, …)` of tensors: element-wise maximum / minimum, pairwise from the
+        left (PyTorch's torch.maximum / torch.minimum, whose gradients split ties evenly)."""
         if len(args) < 2:
-            raise CnncError("'max' needs at least two values", expr.loc)
+            raise CnncError(f"'{expr.func}' needs at least two values", expr.loc)
         for a, e in zip(args, expr.args):
             if not isinstance(a, Tensor):
-                raise CnncError(f"max takes tensors or numbers, not both: got {describe(a)} with a tensor", e.loc,
-                                "max(x, 0) of a tensor is `x -> relu`")
+                hint = "max(x, 0) of a tensor is `x -> relu`" if expr.func == "max" else \
+                    "min(x, 6) of a tensor is `x -> relu6` after a relu, or min(x, c) with c a tensor"
+                raise CnncError(f"{expr.func} takes tensors or numbers, not both: got {describe(a)} with a tensor",
+                                e.loc, hint)
+        op = "maximum" if expr.func == "max" else "minimum"
         tensors = list(args)
         out = tensors[0]
         for t in tensors[1:]:
-            out = self._variadic("maximum", [out, t], expr.loc, frame, None)
+            out = self._variadic(op, [out, t], expr.loc, frame, None)
         return out
 
     def _channel_slice(self, expr: ast.Subscript, frame: Frame) -> Tensor:
@@ -129,12 +133,13 @@ class TensorExpressions:
         value = self.head(stmt.value, frame)
         if not isinstance(value, tuple) or not value or not all(isinstance(v, Tensor) for v in value):
             what = "a tensor" if isinstance(value, Tensor) else describe(value)
-            raise CnncError(f"{len(stmt.names)} names need a split into {len(stmt.names)} parts, "
-                            f"got {what}", stmt.value.loc, f"write `{', '.join(stmt.names)} = x -> "
-                            f"split({len(stmt.names)})`")
+            raise CnncError(f"{len(stmt.names)} names need {len(stmt.names)} tensors (a split, or a block "
+                            f"giving several), got {what}", stmt.value.loc, f"write `{', '.join(stmt.names)} = x -> "
+                            f"split({len(stmt.names)})`, or end a block with `({', '.join(stmt.names)})`")
         if len(value) != len(stmt.names):
-            raise CnncError(f"{len(stmt.names)} names for a split into {len(value)} parts", stmt.loc,
-                            f"name every part, or split({len(stmt.names)})")
+            raise CnncError(f"{len(stmt.names)} names for {len(value)} tensors", stmt.loc,
+                            f"name every tensor (a split gives its parts, a block the tensors its last statement "
+                            f"lists), or split({len(stmt.names)})")
         for name, part in zip(stmt.names, value):
             self._bind(frame, name, part, stmt.loc)
         return value

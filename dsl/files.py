@@ -61,6 +61,7 @@ LIMITS: dict[str, tuple[int, str, str]] = {
     "metrics": (64 * MiB, "bytes", "a metrics.jsonl file"),
     "download_seconds": (3600, "seconds", "one download of a standard data set's file, request to last byte"),
     "download_stall": (30, "seconds", "a stretch of a download below 1 KiB/s, and a read that gets nothing"),
+    "model": (2 * GiB, "bytes", "an ONNX model given to `cnnc import`"),
 }
 
 

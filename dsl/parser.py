@@ -29,7 +29,7 @@ MAX_NESTING = 256            # levels of the syntax tree; a 60-deep `if` or a 25
 MAX_INT_DIGITS = 30          # an integer literal longer than this is a mistake (sizes stop at 2**62)
 
 # A new line is no statement end after these tokens (the expression goes on) …
-_CONTINUES_AFTER = {"ARROW", "PLUS", "MINUS", "MUL_OP", "COMP_OP", "COMMA", "EQUAL", "COLON",
+_CONTINUES_AFTER = {"ARROW", "PLUS", "MINUS", "MUL_OP", "POW", "COMP_OP", "COMMA", "EQUAL", "COLON",
                     "LPAR", "LSQB", "LBRACE", "OR", "AND", "NOT", "IF", "ELSE", "_NL"}
 # … nor before these (the next line continues the statement).
 _CONTINUES_BEFORE = {"ARROW", "RBRACE", "ELSE", "RPAR", "RSQB"}
@@ -291,7 +291,8 @@ _WORDS = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
     "_NL": "a new line", "ARROW": "'->'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['",
     "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','", "COLON": "':'",
-    "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'", "MUL_OP": "an operator", "COMP_OP": "a comparison",
+    "EQUAL": "'='", "PLUS": "'+'", "MINUS": "'-'", "MUL_OP": "an operator", "POW": "'**'",
+    "COMP_OP": "a comparison",
     "$END": "the end of the file",
 }
 
@@ -347,7 +348,7 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> CnncError:
     else:
         line, col = tok.line, tok.column
     expected = set(err.expected)
-    hint = _hint_for(tok, expected)
+    hint = _hint_for(tok, expected) or _line_start_hint(tok, text)
     end = col + len(str(tok)) if tok.type not in ("_NL", "$END") else None
     out = CnncError(f"unexpected {_token_text(tok)}; expected {_expected_words(expected)}",
                     Loc(file, line, col, end), hint)
@@ -399,6 +400,23 @@ def _hint_for(tok: Token, expected: set[str]) -> str | None:
     if tok.type == "_NL" and "ELSE" in expected:
         return "an `if` used as a value needs an `else` branch"
     return None
+
+
+# Tokens that join two operands: a line that starts with one continues nothing (a new line ended the
+# statement before it), which Python's habit of open lines makes an easy slip.
+_BINARY = {"PLUS": "+", "MUL_OP": None, "POW": "**", "COMP_OP": None, "OR": "or", "AND": "and"}
+
+
+def _line_start_hint(tok: Token, text: str) -> str | None:
+    """The hint for a binary operator that starts a line: say where the statement ended and how to go on."""
+    if tok.type not in _BINARY or tok.line is None:
+        return None
+    lines = _lines(text)
+    if tok.line > len(lines) or lines[tok.line - 1][:tok.column - 1].strip():
+        return None
+    op = _BINARY[tok.type] or str(tok)
+    return (f"a new line ended the statement before this '{op}': end the previous line with '{op}' "
+            f"(a line ending in an operator goes on) or put the whole expression in parentheses")
 
 
 def parse(text: str, file: str = "<input>") -> ast.Program:

@@ -13,7 +13,8 @@ normalised tensor and the activation's mask from them before taking the
 gradients — one extra convolution per step instead of keeping the conv
 kernel's cache, batchnorm's normalised tensor and the activation's output.
 `fold_parameters` turns an unfused parameter store into a fused eval graph's
-store (w' = w·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε)+β); `map_parameters` gives a
+store (w' = w·γ/√(σ²+ε), b' = (b−μ)·γ/√(σ²+ε)+β, and a folded affine's
+w'' = s·w', b'' = s·b' + t); `map_parameters` gives a
 train graph's store that shares the unfused arrays. `FusedPlan` is a `Plan`
 over a fused graph (it takes its parameters instead of drawing them), and the
 `*_into` functions write an inference step's output into a given buffer (for
@@ -326,28 +327,51 @@ INTO = {"fused_conv": fused_conv_into, "fused_linear": fused_linear_into, "fused
 
 # ------------------------------------------------------------ parameter stores
 def fold_parameters(net: Network, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The store of a fused eval graph from the unfused store: folded convs, shared arrays elsewhere."""
+    """The store of a fused eval graph from the unfused store: folded convs (batchnorm, affine), folded
+    linear and batchnorm steps (affine), shared arrays elsewhere."""
     out: dict[str, np.ndarray] = {}
     for owner, specs in parameters(net).items():
         node = net.node(owner)
-        if node.op == "fused_conv" and node.attrs["folded"]:
+        if node.op == "fused_conv" and (node.attrs["folded"] or node.attrs.get("affine")):
             out.update(_fold(node, params))
+        elif node.attrs.get("affine"):
+            out.update(_fold_affine(node, params))
         else:
             out.update({f"{owner}.{p}": params[f"{owner}.{p}"] for p in specs})
     return out
 
 
 def _fold(node, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β, computed in float64."""
-    conv, bn = node.attrs["fused_from"][0][0], node.attrs["fused_from"][1][0]
+    """w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β (a folded batchnorm), then w'' = s·w', b'' = s·b' + t
+    (a folded affine), computed in float64."""
+    members = {op: name for name, op, _ in node.attrs["fused_from"]}
+    conv = members["conv"]
     w = params[f"{conv}.weight"]
-    gamma, beta = params[f"{bn}.weight"].astype(np.float64), params[f"{bn}.bias"].astype(np.float64)
-    mean, var = params[f"{bn}.running_mean"].astype(np.float64), params[f"{bn}.running_var"].astype(np.float64)
-    scale = gamma / np.sqrt(var + node.attrs["eps"])
-    b = params[f"{conv}.bias"].astype(np.float64) if f"{conv}.bias" in params else np.zeros_like(mean)
+    b = params[f"{conv}.bias"].astype(np.float64) if f"{conv}.bias" in params else np.zeros(w.shape[0])
+    scale = np.ones(w.shape[0])
+    if node.attrs["folded"]:
+        bn = members["batchnorm"]
+        gamma, beta = params[f"{bn}.weight"].astype(np.float64), params[f"{bn}.bias"].astype(np.float64)
+        mean, var = params[f"{bn}.running_mean"].astype(np.float64), params[f"{bn}.running_var"].astype(np.float64)
+        scale = gamma / np.sqrt(var + node.attrs["eps"])
+        b = (b - mean) * scale + beta
+    s, t = node.attrs.get("affine") or (1.0, 0.0)
+    scale, b = scale * s, b * s + t
     return {f"{node.name}.weight": _read_only(gemm_layout((w * scale.reshape((-1,) + (1,) * (w.ndim - 1)))
                                                           .astype(w.dtype))),
-            f"{node.name}.bias": _read_only(((b - mean) * scale + beta).astype(w.dtype))}
+            f"{node.name}.bias": _read_only(b.astype(w.dtype))}
+
+
+def _fold_affine(node, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A fused linear's w' = s·w, b' = s·b + t; a fused batchnorm's γ' = s·γ, β' = s·β + t."""
+    s, t = node.attrs["affine"]
+    owner = node.name
+    out = {f"{owner}.{k}": params[f"{owner}.{k}"] for k in ("running_mean", "running_var") if f"{owner}.{k}" in params}
+    w = params[f"{owner}.weight"]
+    b = params[f"{owner}.bias"].astype(np.float64) if f"{owner}.bias" in params else np.zeros(w.shape[0])
+    out[f"{owner}.weight"] = _read_only((w.astype(np.float64) * s).astype(w.dtype))
+    out[f"{owner}.bias"] = _read_only((b * s + t).astype(w.dtype))
+    return out
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

@@ -145,8 +145,15 @@ register("label", "global_avgpool", "global_maxpool")(lambda node, _: f"global {
 register("label", "adaptive_avgpool")(lambda node, _: f"adaptive avgpool → {_pair(node.attrs['output'])}")
 register("label", "adaptive_maxpool")(lambda node, _: f"adaptive maxpool → {_pair(node.attrs['output'])}")
 register("label", "unpool")(lambda node, _: f"unpool ({node.attrs['of']})")
-register("label", "linear")(lambda node, _: f"linear {node.attrs['out_features']}")
+register("label", "linear")(lambda node, _: f"linear {node.attrs['out_features']}"
+                            + (" per position" if node.attrs.get("over") == "channels" else ""))
 register("label", "dropout", "spatial_dropout")(lambda node, _: f"{node.op.replace('_', ' ')} p={node.attrs['p']:g}")
+register("label", "stochastic_depth")(
+    lambda node, _: f"drop path p={node.attrs['p']:g}" + (" batch" if node.attrs.get("mode") == "batch" else ""))
+register("label", "layer_scale")(lambda node, _: "layer scale")
+register("label", "layernorm")(
+    lambda node, _: "layernorm over C" if node.attrs.get("over") == "channels" else "layernorm")
+register("label", "swish")(lambda node, _: node.layer or node.op)   # written `silu` or `swish`
 register("label", "leaky_relu")(lambda node, _: f"leaky_relu {node.attrs['slope']:g}")
 register("label", "groupnorm")(lambda node, _: f"groupnorm g={node.attrs['groups']}")
 register("label", "lrn")(lambda node, _: f"lrn n={node.attrs['size']}")
@@ -189,7 +196,7 @@ def _elu_label(node: Node, _: Any) -> str:
     return "elu" if alpha == 1.0 else f"elu α={alpha:g}"
 
 
-@register("label", "batchnorm", "layernorm", "instancenorm", "pad")
+@register("label", "batchnorm", "instancenorm", "pad")
 def _name_label(node: Node, _: Any) -> str:
     """Ops with attributes a reader does not need in the box: the op's name."""
     return node.op
@@ -223,6 +230,10 @@ register("short_label", "identity")(lambda node: "id")
 register("short_label", "add")(lambda node: "+")
 register("short_label", "mul")(lambda node: "×")
 register("short_label", "maximum")(lambda node: "max")
+register("short_label", "minimum")(lambda node: "min")
+register("short_label", "layer_scale")(lambda node: "scale")
+register("short_label", "stochastic_depth")(lambda node: f"drop path {node.attrs['p']:g}")
+register("short_label", "swish")(lambda node: node.layer or node.op)
 register("short_label", "dropout")(lambda node: f"dropout {node.attrs['p']:g}")
 register("short_label", "spatial_dropout")(lambda node: f"sdrop {node.attrs['p']:g}")
 

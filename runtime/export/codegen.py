@@ -304,7 +304,8 @@ def _local(e: _Emitter, node: Node, x: list[str]) -> str:
 @register_fused("fused_linear")
 @register(BACKEND, "linear")
 def _linear(e: _Emitter, node: Node, x: list[str]) -> str:
-    return e.activation(e.call(standalone.linear, x[0], e.param(node, "weight"), _bias(e, node)), node.attrs)
+    fn = standalone.linear_channels if node.attrs.get("over") == "channels" else standalone.linear
+    return e.activation(e.call(fn, x[0], e.param(node, "weight"), _bias(e, node)), node.attrs)
 
 
 @register_fused("fused_bn")
@@ -321,7 +322,15 @@ def _group_norm(groups: Callable[[Network, Node], int]) -> Rule:
     return rule
 
 
-register(BACKEND, "layernorm")(_group_norm(lambda net, n: 1))
+@register(BACKEND, "layernorm")
+def _layernorm(e: _Emitter, node: Node, x: list[str]) -> str:
+    if node.attrs.get("over") == "channels":
+        return e.call(standalone.channel_norm, x[0], e.param(node, "weight"), e.param(node, "bias"),
+                      eps=node.attrs["eps"])
+    return _group_norm(lambda net, n: 1)(e, node, x)
+
+
+
 register(BACKEND, "instancenorm")(_group_norm(lambda net, n: net.shapes[n.inputs[0]][0]))
 register(BACKEND, "groupnorm")(_group_norm(lambda net, n: n.attrs["groups"]))
 
@@ -332,7 +341,7 @@ def _lrn(e: _Emitter, node: Node, x: list[str]) -> str:
     return e.call(standalone.lrn, x[0], size=a["size"], alpha=a["alpha"], beta=a["beta"], k=a["k"])
 
 
-@register(BACKEND, "dropout", "spatial_dropout")
+@register(BACKEND, "dropout", "spatial_dropout", "stochastic_depth")
 def _dropout(e: _Emitter, node: Node, x: list[str]) -> str:
     if node.op == "dropout" and node.attrs.get("mode") == "downgrade_in_infer":
         return f"{x[0]} * {py_literal(1.0 - node.attrs['p'])}"
@@ -413,6 +422,8 @@ def _pairwise(fn: str, x: list[str]) -> str:
 
 
 register(BACKEND, "maximum")(lambda e, n, x: _pairwise("np.maximum", x))
+register(BACKEND, "minimum")(lambda e, n, x: _pairwise("np.minimum", x))
+register(BACKEND, "layer_scale")(lambda e, n, x: e.call(standalone.layer_scale, x[0], e.param(n, "weight")))
 
 
 # ------------------------------------------------------------ preparation

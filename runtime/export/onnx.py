@@ -280,8 +280,17 @@ def _local(b: _Builder, node: Node, x: list[str], out: str) -> None:
 
 
 def _gemm(b: _Builder, node: Node, x: list[str], out: str) -> None:
+    if node.attrs.get("over") == "channels":
+        _channels_last(b, node, x[0], lambda t: _matmul(b, node, t), out)
+        return
     inputs = [x[0], b.param(node, "weight")] + ([b.param(node, "bias")] if node.attrs["bias"] else [])
     b.add("Gemm", inputs, out, transB=1)
+
+
+def _matmul(b: _Builder, node: Node, x: str) -> str:
+    """x·Wᵀ (+ b) over x's last axis, as PyTorch exports nn.Linear on a tensor of any rank."""
+    y = b.add("MatMul", [x, b.add("Transpose", [b.param(node, "weight")], perm=[1, 0])])
+    return b.add("Add", [y, b.param(node, "bias")]) if node.attrs["bias"] else y
 
 
 register(BACKEND, "linear")(_gemm)
@@ -324,7 +333,26 @@ def _group_norm(groups: Callable[[Network, Node], int]) -> Rule:
     return rule
 
 
-register(BACKEND, "layernorm")(_group_norm(lambda net, n: 1))
+def _channels_last(b: _Builder, node: Node, x: str, inner: Callable[[str], str], out: str) -> None:
+    """`inner` on the channels-last view of x ([N, ..., C]; a flat x is one already), moved back into `out`."""
+    rank = len(b.net.shapes[node.inputs[0]]) + 1
+    if rank == 2:
+        b.add("Identity", [inner(x)], out)
+        return
+    last = b.add("Transpose", [x], perm=[0, *range(2, rank), 1])
+    b.add("Transpose", [inner(last)], out, perm=[0, rank - 1, *range(1, rank - 1)])
+
+
+@register(BACKEND, "layernorm")
+def _layernorm(b: _Builder, node: Node, x: list[str], out: str) -> None:
+    """over = channels: LayerNormalization over the last axis of the channels-last view (exactly
+    PyTorch's LayerNorm on channels-last); else the group norm of one group."""
+    if node.attrs.get("over") != "channels":
+        _group_norm(lambda net, n: 1)(b, node, x, out)
+        return
+    norm = lambda t: b.add("LayerNormalization", [t, b.param(node, "weight"), b.param(node, "bias")],
+                           axis=-1, epsilon=float(node.attrs["eps"]))
+    _channels_last(b, node, x[0], norm, out)
 register(BACKEND, "groupnorm")(_group_norm(lambda net, n: n.attrs["groups"]))
 
 
@@ -345,7 +373,7 @@ def _lrn(b: _Builder, node: Node, x: list[str], out: str) -> None:
     b.add("LRN", [x[0]], out, size=size, alpha=float(a["alpha"]), beta=float(a["beta"]), bias=float(a["k"]))
 
 
-@register(BACKEND, "dropout", "spatial_dropout")
+@register(BACKEND, "dropout", "spatial_dropout", "stochastic_depth")
 def _dropout(b: _Builder, node: Node, x: list[str], out: str) -> None:
     if node.op == "dropout" and node.attrs.get("mode") == "downgrade_in_infer":
         b.add("Mul", [x[0], b.const("keep", 1.0 - float(node.attrs["p"]), np.float32)], out)
@@ -554,6 +582,8 @@ def _chain(op_type: str) -> Rule:
 register(BACKEND, "add")(_chain("Add"))
 register(BACKEND, "mul")(_chain("Mul"))
 register(BACKEND, "maximum")(_chain("Max"))
+register(BACKEND, "minimum")(_chain("Min"))
+register(BACKEND, "layer_scale")(lambda b, n, x, out: b.add("Mul", [x[0], b.param(n, "weight")], out))
 
 
 @register(BACKEND, "affine")

@@ -97,6 +97,12 @@ def linear(x, w, b=None):
     return y if b is None else y + b
 
 
+def linear_channels(x, w, b=None):
+    """The same x·wᵀ + b at every position of [N, C, ...]: each position's channel vector mapped."""
+    y = np.moveaxis(np.moveaxis(x, 1, -1) @ w.T, -1, 1)
+    return y if b is None else y + _channel(b, x.ndim)
+
+
 # ------------------------------------------------------------ normalisation
 def _channel(v, ndim):
     """A per-channel vector shaped to broadcast against [N, C, ...]."""
@@ -115,6 +121,18 @@ def group_norm(x, groups, gamma, beta, eps=1e-5):
     g = g - g.mean(axis=2, keepdims=True)
     g = g / np.sqrt((g * g).mean(axis=2, keepdims=True) + eps)
     return g.reshape(x.shape) * _channel(gamma, x.ndim) + _channel(beta, x.ndim)
+
+
+def channel_norm(x, gamma, beta, eps=1e-5):
+    """Normalise each position's channel vector (PyTorch's LayerNorm on channels-last), then scale and shift."""
+    c = x - x.mean(axis=1, keepdims=True)
+    c = c / np.sqrt((c * c).mean(axis=1, keepdims=True) + eps)
+    return c * _channel(gamma, x.ndim) + _channel(beta, x.ndim)
+
+
+def layer_scale(x, w):
+    """Each channel times its factor (w holds one per channel, [C, 1, 1] for an image)."""
+    return x * _channel(w.reshape(-1), x.ndim)
 
 
 def lrn(x, size=5, alpha=1e-4, beta=0.75, k=2.0):

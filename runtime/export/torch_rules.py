@@ -225,12 +225,59 @@ def _local(e: Context, node: Node, x: list[str]) -> Layer:
     return Layer(Ctor(e.helper("Local"), args), "{m}(" + _padded(x[0], a["padding"]) + ")")
 
 
+def _channels_last(e: Context, node: Node, x: str) -> str:
+    """`{m}` applied to the channels of every position: the module on channels-last, moved back
+    (a flat input is its own channel vector)."""
+    if len(e.net.shapes[node.inputs[0]]) == 1:
+        return "{m}(" + x + ")"
+    return "{m}(" + x + ".movedim(1, -1)).movedim(-1, 1)"
+
+
 @register(BACKEND, "linear")
 def _linear(e: Context, node: Node, x: list[str]) -> Layer:
     a = node.attrs
     args = (Arg(None, "in_features", e.channels(node)), Arg(None, "features", int(a["out_features"])),
             Arg("bias", "bias", bool(a["bias"]), True))
-    return Layer(Ctor("nn.Linear", args, _frozen(a)), "{m}(" + x[0] + ")")
+    call = _channels_last(e, node, x[0]) if a.get("over") == "channels" else "{m}(" + x[0] + ")"
+    return Layer(Ctor("nn.Linear", args, _frozen(a)), call)
+
+
+HELPERS["LayerScale"] = '''
+class LayerScale(nn.Module):
+    """A learned factor per channel (ConvNeXt's layer scale), its weight shaped to broadcast: [C, 1, 1]."""
+
+    def __init__(self, shape, value=1e-06):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(shape, value))
+
+    def forward(self, x):
+        return x * self.weight
+'''
+
+
+@register(BACKEND, "layer_scale")
+def _layer_scale(e: Context, node: Node, x: list[str]) -> Layer:
+    shape = (e.channels(node),) + (1,) * (len(e.shape(node.inputs[0])) - 1)
+    args = (Arg(None, "shape", shape), Arg("value", "value", float(node.attrs["value"]), 1e-6))
+    return Layer(Ctor(e.helper("LayerScale"), args), "{m}(" + x[0] + ")")
+
+
+HELPERS["stochastic_depth"] = '''
+def stochastic_depth(x, p, mode, training):
+    """torchvision.ops.stochastic_depth: in training, zero each sample (mode "row") or the whole batch
+    ("batch") with probability p and scale what is kept by 1 / (1 - p); the identity otherwise."""
+    if not training or p == 0.0:
+        return x
+    size = [x.shape[0]] + [1] * (x.ndim - 1) if mode == "row" else [1] * x.ndim
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p)
+    return x * noise.div_(1.0 - p)
+'''
+
+
+@register(BACKEND, "stochastic_depth")
+def _stochastic_depth(e: Context, node: Node, x: list[str]) -> Layer:
+    return Layer(None, _call(e.helper("stochastic_depth"), x[0], py_literal(float(node.attrs["p"])),
+                             py_literal(str(node.attrs["mode"])), "self.training"))
 
 
 HELPERS["BatchNorm"] = '''
@@ -267,7 +314,15 @@ def _group_norm(groups: Callable[[Context, Node], int]) -> Rule:
     return rule
 
 
-register(BACKEND, "layernorm")(_group_norm(lambda e, n: 1))
+@register(BACKEND, "layernorm")
+def _layernorm(e: Context, node: Node, x: list[str]) -> Layer:
+    if node.attrs.get("over") != "channels":
+        return _group_norm(lambda e, n: 1)(e, node, x)
+    args = (Arg(None, "channels", e.channels(node)), Arg("eps", "eps", float(node.attrs["eps"]), 1e-5))
+    return Layer(Ctor("nn.LayerNorm", args), _channels_last(e, node, x[0]))
+
+
+
 register(BACKEND, "instancenorm")(_group_norm(lambda e, n: e.channels(n)))
 register(BACKEND, "groupnorm")(_group_norm(lambda e, n: n.attrs["groups"]))
 
@@ -332,6 +387,7 @@ def _pairwise(fn: str, x: list[str]) -> str:
 
 
 register(BACKEND, "maximum")(lambda e, n, x: Layer(None, _pairwise("torch.maximum", x)))
+register(BACKEND, "minimum")(lambda e, n, x: Layer(None, _pairwise("torch.minimum", x)))
 
 
 @register(BACKEND, "affine")

@@ -1,7 +1,9 @@
-"""Stage 3 (runtime): the `dropout` and `spatial_dropout` kernels.
+"""Stage 3 (runtime): the `dropout`, `spatial_dropout` and `stochastic_depth` kernels.
 
-In training a keep-mask is drawn from `ctx.rng` (each unit, or each whole
-channel of each sample for `spatial_dropout`, is kept with probability 1 − p)
+In training a keep-mask is drawn from `ctx.rng` (each unit, each whole
+channel of each sample for `spatial_dropout`, each whole sample for
+`stochastic_depth` in mode row or the whole batch in mode batch, as
+torchvision's StochasticDepth, is kept with probability 1 − p)
 and folded with the mode's scale into one multiplier array, which the
 backward reuses. `upscale_in_train` scales kept units by 1/(1 − p) in training
 and is the identity in inference; `downgrade_in_infer` does not scale in
@@ -49,6 +51,13 @@ def _spatial_dropout_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Con
     return _dropout(x, attrs["p"], UPSCALE, ctx, x.shape[:2] + (1,) * (x.ndim - 2))
 
 
+def _stochastic_depth_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
+    x = xs[0]
+    rows = x.shape[0] if attrs.get("mode", "row") == "row" else 1
+    return _dropout(x, attrs["p"], UPSCALE, ctx, (rows,) + (1,) * (x.ndim - 1))
+
+
 # Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
 register("kernel", "dropout")(Kernel(_dropout_forward, _backward))
 register("kernel", "spatial_dropout")(Kernel(_spatial_dropout_forward, _backward))
+register("kernel", "stochastic_depth")(Kernel(_stochastic_depth_forward, _backward))

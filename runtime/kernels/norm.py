@@ -6,7 +6,8 @@ in place with PyTorch's momentum rule (unbiased variance for the running
 estimate), and with the running statistics in inference. `layernorm`,
 `instancenorm` and `groupnorm` are one kernel: per sample, channels split into
 `groups` groups (1 for layernorm, C for instancenorm), each normalised over
-its channels and spatial positions, then a per-channel affine. `lrn` is
+its channels and spatial positions, then a per-channel affine; `layernorm`
+with `over = channels` normalises each position's channel vector instead. `lrn` is
 PyTorch's LocalResponseNorm: x / (k + α/size · Σ_window x²)^β over a window
 of neighbouring channels. All backward passes use the closed forms
 dx = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂)) (means over what was normalised).
@@ -226,8 +227,47 @@ def _groupnorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) 
     return _group_norm(xs[0], params, attrs["groups"], attrs.get("eps", 1e-5))
 
 
-def _layernorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _GroupNormCache]:
+@dataclass(frozen=True)
+class _ChannelNormCache:
+    xhat: np.ndarray        # [N, C, ...]
+    inv_std: np.ndarray     # [N, 1, ...]
+    weight: np.ndarray
+
+
+def _channel_norm(x: np.ndarray, params: Params, eps: float) -> tuple[np.ndarray, _ChannelNormCache]:
+    """Each position's channel vector normalised on its own (PyTorch's LayerNorm on channels-last)."""
+    shape = _channel_shape(x)
+    xc = x - x.mean(axis=1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(np.mean(xc * xc, axis=1, keepdims=True) + eps)
+    xhat = xc
+    xhat *= inv_std
+    y = xhat * params["weight"].reshape(shape)
+    y += params["bias"].reshape(shape)
+    return y, _ChannelNormCache(xhat, inv_std, params["weight"])
+
+
+def _channel_norm_backward(dy: np.ndarray, cache: _ChannelNormCache) -> Grads:
+    shape, axes = _channel_shape(dy), _reduce_axes(dy)
+    db = dy.sum(axis=axes)
+    dw = np.sum(dy * cache.xhat, axis=axes)
+    g = dy * cache.weight.reshape(shape)
+    dx = cache.xhat * np.mean(g * cache.xhat, axis=1, keepdims=True)
+    dx += g.mean(axis=1, keepdims=True)
+    np.subtract(g, dx, out=dx)
+    dx *= cache.inv_std
+    return (dx,), {"weight": dw, "bias": db}
+
+
+def _layernorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
+    if attrs.get("over") == "channels":
+        return _channel_norm(xs[0], params, attrs.get("eps", 1e-5))
     return _group_norm(xs[0], params, 1, attrs.get("eps", 1e-5))
+
+
+def _layernorm_backward(dy: np.ndarray, cache) -> Grads:
+    if isinstance(cache, _ChannelNormCache):
+        return _channel_norm_backward(dy, cache)
+    return _group_norm_backward(dy, cache)
 
 
 def _instancenorm_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context) -> tuple[np.ndarray, _GroupNormCache]:
@@ -282,7 +322,7 @@ def _lrn_backward(dy: np.ndarray, cache: _LrnCache) -> Grads:
 
 # Each kernel registers into its op's entry (compiler/ops.py); Plan asks `implementation(op, "kernel")`.
 register("kernel", "batchnorm")(Kernel(_batchnorm_forward, _batchnorm_backward))
-register("kernel", "layernorm")(Kernel(_layernorm_forward, _group_norm_backward))
+register("kernel", "layernorm")(Kernel(_layernorm_forward, _layernorm_backward))
 register("kernel", "instancenorm")(Kernel(_instancenorm_forward, _group_norm_backward))
 register("kernel", "groupnorm")(Kernel(_groupnorm_forward, _group_norm_backward))
 register("kernel", "lrn")(Kernel(_lrn_forward, _lrn_backward))

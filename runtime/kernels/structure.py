@@ -5,8 +5,9 @@ arithmetic; their gradients are the inverse moves (`crop` sends no gradient to
 its `like` input, whose only role is its size). `add` and `mul` combine any
 number of same-rank inputs whose size-1 axes broadcast, and reduce each
 input's gradient back to its own shape by summing over the broadcast axes;
-`maximum` does too, sending each gradient to the larger input (half to each
-on a tie, as PyTorch). `affine` is `scale·x + shift` with constant numbers.
+`maximum` and `minimum` do too, sending each gradient to the larger (smaller)
+input (half to each on a tie, as PyTorch). `affine` is `scale·x + shift` with
+constant numbers; `layer_scale` multiplies each channel by its learned factor.
 """
 from __future__ import annotations
 
@@ -137,18 +138,34 @@ def _affine_backward(dy: np.ndarray, scale) -> Grads:
     return (dy * scale if scale != 1.0 else dy,), {}
 
 
-def _maximum_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
-    """Pairwise from the left; each step's gradient goes to the larger input, split evenly on ties
-    (PyTorch's torch.maximum)."""
-    _check_rank(xs)
-    steps, y = [], xs[0]
-    for x in xs[1:]:
-        steps.append((y > x, y == x, y.shape, x.shape))
-        y = np.maximum(y, x)
-    return y, steps
+def _layer_scale_forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
+    x, w = xs[0], params["weight"]            # w: [C, 1, ...], one factor per channel
+    factors = w.reshape((1, -1) + (1,) * (x.ndim - 2))   # against [N, C, ...] (a signal's unit height too)
+    return x * factors, (x, factors, w.shape)
 
 
-def _maximum_backward(dy: np.ndarray, steps: list) -> Grads:
+def _layer_scale_backward(dy: np.ndarray, cache: tuple) -> Grads:
+    x, factors, shape = cache
+    axes = (0,) + tuple(range(2, dy.ndim))
+    return (dy * factors,), {"weight": np.sum(dy * x, axis=axes).reshape(shape)}
+
+
+def _extremum_forward(larger: bool):
+    """`maximum` (larger) or `minimum`: pairwise from the left; each step's gradient goes to the
+    winning input, split evenly on ties (PyTorch's torch.maximum / torch.minimum)."""
+    wins, pick = (np.greater, np.maximum) if larger else (np.less, np.minimum)
+
+    def forward(xs: Tensors, params: Params, attrs: Attrs, ctx: Context):
+        _check_rank(xs)
+        steps, y = [], xs[0]
+        for x in xs[1:]:
+            steps.append((wins(y, x), y == x, y.shape, x.shape))
+            y = pick(y, x)
+        return y, steps
+    return forward
+
+
+def _extremum_backward(dy: np.ndarray, steps: list) -> Grads:
     grads = []
     for left_wins, tie, left_shape, right_shape in reversed(steps):
         share = left_wins.astype(dy.dtype)
@@ -167,4 +184,6 @@ register("kernel", "mul")(Kernel(_mul_forward, _mul_backward))
 register("kernel", "pad")(Kernel(_pad_forward, _pad_backward))
 register("kernel", "crop")(Kernel(_crop_forward, _crop_backward))
 register("kernel", "affine")(Kernel(_affine_forward, _affine_backward))
-register("kernel", "maximum")(Kernel(_maximum_forward, _maximum_backward))
+register("kernel", "maximum")(Kernel(_extremum_forward(True), _extremum_backward))
+register("kernel", "minimum")(Kernel(_extremum_forward(False), _extremum_backward))
+register("kernel", "layer_scale")(Kernel(_layer_scale_forward, _layer_scale_backward))

@@ -160,7 +160,7 @@ def test_properties_are_consistent(op):
     # The He/Xavier look-ahead passes through every op that moves, pools, normalises or drops
     # values without learned weights mixing them, and through nothing else.
     transparent = family in ("pooling", "normalisation", "regularisation") or op in (
-        "flatten", "concat", "add", "identity", "pad", "crop", "slice", "channel_shuffle", "affine")
+        "flatten", "concat", "add", "identity", "pad", "crop", "slice", "channel_shuffle", "affine", "layer_scale")
     assert spec.has("init_transparent") == transparent, \
         f"op '{op}' ({family}) {'lacks' if transparent else 'must not declare'} init_transparent"
 

@@ -257,9 +257,9 @@ def test_split_binds_equal_channel_slices(compile_src):
 
 @pytest.mark.parametrize("stmt, col, message, hint", [
     ("a, b = x -> split(3)", 23, "split: 3 parts do not divide the 8 channels", "use a divisor of 8"),
-    ("a, b = x -> split(4)", 5, "2 names for a split into 4 parts", "split(2)"),
-    ("a, b = x -> relu", 12, "2 names need a split into 2 parts, got a tensor", "a, b = x -> split(2)"),
-    ("a, b = x -> split(2) -> relu", 12, "expected a tensor, got the 2 parts of a split", "bind them first"),
+    ("a, b = x -> split(4)", 5, "2 names for 4 tensors", "split(2)"),
+    ("a, b = x -> relu", 12, "2 names need 2 tensors (a split, or a block giving several), got a tensor", "a, b = x -> split(2)"),
+    ("a, b = x -> split(2) -> relu", 12, "expected a tensor, got 2 tensors (the parts of a split, or a block's values)", "bind them first"),
     ("a, b = x -> s: split(2)", 20, "a split cannot carry a label", "label the layers"),
 ])
 def test_split_errors_are_located(write, stmt, col, message, hint):

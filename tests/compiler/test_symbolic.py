@@ -87,3 +87,11 @@ def test_contradictory_constraints_leave_nothing():
     c = Constraints()
     assert c.restrict("H", 2, {0})
     assert not c.restrict("H", 4, {1, 3})
+
+
+def test_a_floor_that_cancels_an_earlier_floor_is_a_plain_integer():
+    """floor((H - 2·floor(H/2) + 16) / 2) = floor((H mod 2 + 16) / 2) = 8: the floor it makes cancels the
+    one in H's part (a centre crop's bounds computed from two symbolic sizes reach it)."""
+    H = Dim.symbol("H")
+    assert (H - 2 * (H // 2) + 16) // 2 == 8
+    assert all(((h - 2 * (h // 2) + 16) // 2) == 8 for h in range(1, 40))

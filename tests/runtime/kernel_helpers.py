@@ -202,8 +202,9 @@ def one_layer_call(op: str) -> str | None:
         "dropout": "dropout(0.3)", "spatial_dropout": "spatial_dropout(0.3)", "pad": "pad(((1, 0), (2, 1)))",
         "flatten": "flatten", "linear": "flatten -> linear(5)", "affine": "affine(0.5, -3)",
         "slice": "slice(1, 3)", "channel_shuffle": "channel_shuffle(2)",
+        "stochastic_depth": "stochastic_depth(0.2)", "layer_scale": "layer_scale(0.5)",
     }
-    special = {"input", "concat", "add", "mul", "crop", "unpool", "maximum"}
+    special = {"input", "concat", "add", "mul", "crop", "unpool", "maximum", "minimum"}
     if op in special:
         return None
     return calls.get(op, op)
@@ -216,6 +217,7 @@ GRAPH_OPS = {
     "crop": "a = x -> conv(1, 3)\n    x -> crop(like = a)",
     "unpool": "x -> p: maxpool(2) -> relu -> unpool(p)",
     "maximum": "a = x -> global_avgpool\n    max(x, a)",
+    "minimum": "a = x -> global_avgpool\n    min(x, a)",
 }
 
 

@@ -371,3 +371,49 @@ def test_fused_output_equals_unfused_end_to_end_in_float32(example_dir, name):
     ref, out = plan.forward(x)[0], FusedPlan.from_plan(plan).forward(x)[0]
     for k in ref:
         assert rel(out[k], ref[k]) <= 1e-5
+
+
+# ------------------------------------------------------------ affine folded into weights
+AFFINE = """
+network A {
+    input x: [3, 8, 8]
+    a = x -> conv(4, 3, pad = 1) -> batchnorm -> affine(0.5, 1) -> relu
+    b = a -> conv(4, 1, bias = false) -> affine(-2, 0.25)
+    c = b -> batchnorm -> affine(3, -1) -> relu6
+    d = c -> relu -> affine(2, 0)
+    d -> flatten -> linear(5) -> affine(2, 1) -> leaky_relu(0.1) -> linear(3) -> affine(0.5, 0)
+}
+"""
+
+
+def test_an_affine_folds_into_the_weights_before_it_in_eval(compile_src):
+    c = compile_src(AFFINE)
+    groups = {g.name: g.pattern for g in fuse(c.net, "eval").groups}
+    assert groups == {"conv_1": "conv+bn+affine+relu", "conv_2": "conv+affine", "batchnorm_2": "bn+affine+relu6",
+                      "linear_1": "linear+affine+leaky_relu"}
+    skipped = {s.start: s.reason for s in fuse(c.net, "eval").skipped}
+    assert "graph output" in skipped["linear_2"]                 # the last affine is the output: kept
+    assert not any(g.pattern.count("affine") for g in fuse(c.net, "train").groups)   # never in training
+    assert "affine" in {n.op for n in fuse(c.net, "eval").net.layers()}   # after relu it cannot fold
+
+    plan = Plan(c.net, c.analysis.params, seed=1, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    randomise_bn(plan, rng)
+    x = rng.standard_normal((2, 3, 8, 8))
+    want = plan.forward(x)[0][plan.outputs[0]]
+    fused = FusedPlan.from_plan(plan)
+    assert [s.op for s in fused.steps].count("affine") == 2
+    assert rel(fused.forward(x)[0][fused.outputs[0]], want) < 1e-12
+
+
+def test_a_folded_affine_by_hand(compile_src):
+    """w'' = s·w·γ/σ, b'' = s·((b − μ)·γ/σ + β) + t for a 1x1 conv on one channel."""
+    c = compile_src("network T {\n  input x: [1, 2, 2]\n  x -> conv(1, 1) -> batchnorm(eps = 0.0001) -> affine(-3, 2)"
+                    " -> flatten\n}\n")
+    plan = Plan(c.net, c.analysis.params, dtype=np.float64)
+    plan.load_state({"conv.weight": np.full((1, 1, 1, 1), 2.0), "conv.bias": np.array([1.0]),
+                     "batchnorm.weight": np.array([4.0]), "batchnorm.bias": np.array([0.5]),
+                     "batchnorm.running_mean": np.array([3.0]), "batchnorm.running_var": np.array([0.9999])})
+    folded = fold_parameters(fuse(c.net, "eval").net, plan.params)
+    np.testing.assert_allclose(folded["conv.weight"].ravel(), [-3 * 2.0 * 4.0 / 1.0])
+    np.testing.assert_allclose(folded["conv.bias"], [-3 * ((1.0 - 3.0) * 4.0 + 0.5) + 2])

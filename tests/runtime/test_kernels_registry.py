@@ -90,6 +90,9 @@ def _samples(rng):
         "channel_shuffle": ([x], {}, {"groups": 2}),
         "affine": ([x], {}, {"scale": 0.5, "shift": 3.0}),
         "maximum": ([x, x[:, :, :1, :1], x[::-1]], {}, {}),
+        "minimum": ([x, x[:, :, :1, :1], x[::-1]], {}, {}),
+        "layer_scale": ([x], {"weight": p(4, 1, 1)}, {"value": 1e-6}),
+        "stochastic_depth": ([x], {}, {"p": 0.5, "mode": "row"}),
     }
 
 

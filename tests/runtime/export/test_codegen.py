@@ -32,6 +32,8 @@ network Un {
 
 # Every op of the compiler's table (the test below checks it still is), and the three fused ops.
 EVERY = """
+block two_ways { (in -> relu, in -> tanh) }
+
 network Every(classes = 5) {
     input x: [4, 12, 12]
     a = x -> conv(8, 3, pad = ((1, 1), (2, 0))) -> batchnorm -> relu6
@@ -59,7 +61,13 @@ network Every(classes = 5) {
     t = max(h, 1 - h * 0.5, -h) -> upsample(size = (5, 7), mode = bilinear, align_corners = true)
       -> upsample(like = g) -> upsample(size = (7, 9), mode = bilinear) -> global_avgpool -> flatten
       -> linear(16) -> relu
-    (m + k + r + t) -> dropout(0.5) -> linear(classes) -> softmax
+    z = g -> layernorm(over = channels) -> conv(6, 1) -> affine(0.5, 1) -> relu
+      -> linear(12, over = channels) -> silu -> layer_scale(0.5)
+      -> stochastic_depth(0.1) -> adaptive_avgpool((3, 2))
+    y = min(z, 1 - z) -> flatten -> linear(16) -> relu
+    o1, o2 = z -> two_ways
+    o = (o1 * o2) -> flatten -> linear(16) -> relu
+    (m + k + r + t + y + o) -> dropout(0.5) -> linear(classes) -> softmax
 }
 """
 

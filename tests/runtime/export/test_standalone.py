@@ -29,9 +29,13 @@ ONE_LAYER = {
     "leaky_relu": "leaky_relu(0.2)", "elu": "elu(0.5)", "groupnorm": "groupnorm(2)", "lrn": "lrn(3)",
     "dropout": "dropout(0.3, mode = downgrade_in_infer)", "spatial_dropout": "spatial_dropout(0.3)",
     "pad": "pad(((1, 0), (2, 1)), value = -0.5)", "linear": "flatten -> linear(5)",
-    "slice": "slice(1, 3)", "channel_shuffle": "channel_shuffle(2)",
+    "slice": "slice(1, 3)", "channel_shuffle": "channel_shuffle(2)", "stochastic_depth": "stochastic_depth(0.2)",
+    "layer_scale": "layer_scale(0.5)",
 }
 MORE = {  # variants the one-layer table does not reach
+    "layernorm_over_channels": "layernorm(over = channels)",
+    "linear_over_channels": "linear(5, over = channels)",
+    "adaptive_avgpool_pair": "adaptive_avgpool((2, 3))",
     "local_tiled": "local(2, 3, tile = 2)",
     "lppool_l2": "lppool(3, stride = 2)",
     "gelu_after_scale": "conv(4, 1) -> gelu",
