@@ -388,6 +388,7 @@ def check_scheduler(address: str) -> Any:
     tls://, or HOST:PORT), else a one-line error; nothing is contacted."""
     shown = _scheduler_flag(address)
     try:
+        import distributed  # noqa: F401  (the package itself: a cached submodule would not tell)
         from distributed.security import Security
     except ImportError:
         raise CnncError(f"{shown}: running trials on a Dask cluster needs Dask's distributed, which is not "

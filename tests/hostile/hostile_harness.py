@@ -122,6 +122,14 @@ def cnnc_command(args: Sequence[str | os.PathLike]) -> list[str]:
     return [sys.executable, "-m", "cnnc", *map(os.fspath, args)]
 
 
+
+# Python that prints nothing, an expression for the peak resident memory (bytes) of the process that
+# evaluates it: VmHWM, the high-water mark of its own memory since exec. (ru_maxrss is not that: Linux
+# carries the parent's RSS at fork over exec, so a child of a big pytest process reports the parent.)
+PEAK_BYTES = ("int(next(line.split()[1] for line in open('/proc/self/status') "
+              "if line.startswith('VmHWM:'))) * 1024")
+
+
 def run_cli(args: Sequence[str | os.PathLike], cwd: Path, *, env: dict[str, str] | None = None,
             stdout=subprocess.PIPE, timeout: float = TIMEOUT, file_size: int | None = None,
             memory: int = MEMORY_LIMIT) -> Result:

@@ -22,7 +22,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from hostile_harness import MEMORY_3GB, Result, refused, run_python
+from hostile_harness import MEMORY_3GB, PEAK_BYTES, Result, refused, run_python
 from hostile_inputs import craft_checkpoint, deflate_bomb, gzip_bomb, npy_header, zip_bytes
 from mirror_server import Server, endless, trickle
 
@@ -110,9 +110,9 @@ PATCHED_RUN = textwrap.dedent("""
     del body
     from cnnc.cli import main
     code = main(["run", "tiny.cnn", "--data", "cifar10", "--out", "r"])
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(__PEAK__)
     sys.exit(code)
-""")
+""").replace("__PEAK__", PEAK_BYTES)
 
 
 @pytest.mark.parametrize("member, message", [
@@ -143,8 +143,8 @@ LOAD = textwrap.dedent("""
             print("loaded")
         except ValueError as err:
             print("refused:", err)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-""")
+        print(__PEAK__)
+""").replace("__PEAK__", PEAK_BYTES)
 
 
 @pytest.mark.slow

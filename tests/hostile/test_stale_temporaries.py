@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from hostile_harness import assert_clean_output, child_env, start_cli, succeeded, wait_for
+from cnnc.runtime.data import standard
 
 WRITER = """\
 import sys
@@ -106,7 +107,10 @@ class StallingMirror:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                size = 1 << 20
+                # the published size, as the file's own mirror declares it (a size that differs is refused
+                # before anything is written); the bytes are not the file's
+                name, _, file = self.path.strip("/").partition("/")
+                size = next(f.size for f in standard.STANDARD[name].files if f.name == file)
                 self.send_response(200)
                 self.send_header("Content-Length", str(size))
                 self.end_headers()
