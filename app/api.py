@@ -233,6 +233,8 @@ class Options:
     log: Callable[[str], None] = print
     callback: Callback | None = None
     kernels: str | None = None
+    tensorboard: str | os.PathLike | None = None    # a folder of TensorBoard event files (k-fold: one per fold)
+    watch_every: int | None = None                  # the update ratio every K steps too (docs/diagnostics.md)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -242,9 +244,13 @@ class Options:
     def trainer(self, compiled: Compiled, cfg: TrainConfig, out: Path, resplit=None, log=None):
         """The trainer of one run (or one fold, with `resplit`)."""
         from .runtime.train.trainer import Trainer
+        events = None
+        if self.tensorboard is not None:   # a fold's events go into a run folder of its own, named as its own
+            events = Path(self.tensorboard) / Path(out).name if resplit is not None else Path(self.tensorboard)
         return Trainer(compiled, cfg, out, data_override=self.data, limit=self.limit, progress=self.progress,
                        log=log or self.log, threads=self.threads, engine=self.engine, device=self.device,
-                       resplit=resplit, kernels=self.kernels, on_epoch=self.callback)
+                       resplit=resplit, kernels=self.kernels, on_epoch=self.callback, watch_every=self.watch_every,
+                       tensorboard=events)
 
 
 @dataclass

@@ -143,6 +143,10 @@ class NumpyEngine:
         each = objective(pred, yb)[2] if len(objective.outputs) > 1 else {objective.outputs[0]: loss}
         return loss + extra, objective.correct(pred, yb), each
 
+    def grad_norms(self) -> dict[str, float]:
+        """The L2 norm of each parameter's gradient of the last batch (penalty included), before step."""
+        return {k: float(np.sqrt(np.dot(g.ravel().astype(np.float64), g.ravel()))) for k, g in self._grads.items()}
+
     def step(self, lr: float) -> None:
         self.optimizer.step(self._grads, lr)
         self._grads = {}
