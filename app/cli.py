@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "the format")
     p.add_argument("--style", choices=STYLES, default="graph",
                    help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
-                        "rf-grid (one unit's field over the input), curves and confusion (from --metrics), activations "
+                        "rf-grid (one unit's field over the input), curves, confusion and diagnostics (per-layer heat "
+                        "strips) from --metrics, activations "
                         "(every layer's feature maps for --image, .png), kernels (convolution weights, .png), html "
                         "(the explorer: one page to fold, click and search; with --image its feature maps)")
     p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N (html: open "
@@ -226,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", metavar="NAME", help="for rf-grid: the layer whose unit to show (default: last "
                                                    "spatial layer)")
     p.add_argument("--unit", metavar="I,J", help="for rf-grid: the unit's position (default: the centre)")
-    p.add_argument("--metrics", metavar="FILE", help="for curves, confusion and html: a metrics.jsonl written by "
+    p.add_argument("--metrics", metavar="FILE", help="for curves, confusion, diagnostics and html: a metrics.jsonl "
+                                                     "written by "
                                                      "cnnc run")
     p.add_argument("--checkpoint", metavar="PATH", help="for activations, kernels and html: trained weights "
                                                         "(default: the file's fixed weights)")

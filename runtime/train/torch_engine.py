@@ -288,7 +288,7 @@ class TorchEngine:
         if not have:
             return {}
         with torch.no_grad():
-            norms = torch.stack([torch.linalg.vector_norm(g.double()) for _, g in have]).tolist()
+            norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for _, g in have]).tolist()
         return {k: n for (k, _), n in zip(have, norms)}
 
     def step(self, lr: float) -> None:
