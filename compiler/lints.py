@@ -40,7 +40,7 @@ TRAINING_WARNINGS: dict[str, str] = {
     "dead-units": "most units of a rectifier (relu, ...) are never positive on the probe samples",
     "saturated-units": "most outputs of a sigmoid/tanh sit at the ends of its range",
     "vanishing-gradients": "the first weight's gradient norm is a tiny fraction of the last weight's",
-    "exploding-gradients": "a weight's gradient norm grew tenfold from one step to the next",
+    "exploding-gradients": "a step's weight gradient norm is ten times the epoch's mean before it",
     "update-ratio": "a weight's update-to-weight ratio |dw|/|w| is far from about 1e-3",
     "flat-loss": "the training loss does not move over several epochs",
     "overfitting": "the validation loss rises while the training loss falls",

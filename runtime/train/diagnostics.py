@@ -8,7 +8,7 @@ compiler/metrics_format.py's, documented in docs/diagnostics.md).
 What is sampled, so that it stays cheap enough to leave on: gradient norms
 are taken at every step from the engine's own gradients (one norm per
 parameter tensor; `grad_norm` is their mean over the epoch, `grad_growth` the
-largest step-to-step ratio); the update-to-weight ratio |dw|/|w| is measured
+largest ratio of a step's norm to the mean of the epoch's steps before it); the update-to-weight ratio |dw|/|w| is measured
 on the epoch's last step (and every `every` steps); weight norms and batchnorm
 drift (the relative change of the running statistics since the last record)
 at the end of the epoch; activation statistics on a fixed probe of the first
@@ -40,7 +40,7 @@ DEAD_FRACTION = 0.5          # dead-units: at least this share of a rectifier's 
 SATURATED_FRACTION = 0.5     # saturated-units: at least this share of a sigmoid/tanh's outputs at its ends
 SATURATION_MARGIN = 0.01     # ...within this share of the output range of either end
 VANISHING_RATIO = 1e-3       # vanishing-gradients: first weight's gradient norm below this times the last's
-EXPLODING_GROWTH = 10.0      # exploding-gradients: a gradient norm growing this much from one step to the next
+EXPLODING_GROWTH = 10.0      # exploding-gradients: a step's gradient norm this many times the epoch's mean before it
 UPDATE_RATIO_RANGE = (1e-6, 1e-1)   # update-ratio: |dw|/|w| outside this range (a healthy step is ~1e-3)
 FLAT_LOSS_EPOCHS, FLAT_LOSS_CHANGE = 3, 1e-3   # flat-loss: relative change below this over these epochs
 OVERFIT_EPOCHS = 2           # overfitting: val loss up and train loss down this many epochs in a row
@@ -56,16 +56,16 @@ def _norm(a: np.ndarray) -> float:
 class _ParamTrack:
     grad_sum: float = 0.0
     steps: int = 0
-    last_grad: float | None = None
     growth: float = 0.0
     ratios: list[float] = field(default_factory=list)
 
     def gradient(self, norm: float) -> None:
+        """A step's norm; its growth is against the mean of the epoch's earlier steps (one step's
+        norm dipping near zero would make the next one's ratio to it huge in a healthy run)."""
+        if self.steps and self.grad_sum > 0 and math.isfinite(norm):
+            self.growth = max(self.growth, norm / (self.grad_sum / self.steps))
         self.grad_sum += norm
         self.steps += 1
-        if self.last_grad and self.last_grad > 0 and math.isfinite(norm):
-            self.growth = max(self.growth, norm / self.last_grad)
-        self.last_grad = norm
 
 
 class LayerWatch:
@@ -271,11 +271,11 @@ class Rules:
                                  "try relu instead of sigmoid/tanh, batchnorm, or residual connections")
         for r, f in weights:
             if f.get("grad_growth") is not None and f["grad_growth"] >= EXPLODING_GROWTH:
-                yield self._warn("exploding-gradients", epoch, r, f"gradient norm grew {f['grad_growth']:.0f}x "
-                                 f"in one step in epoch {epoch}", "try a lower lr, gradient clipping or batchnorm")
+                yield self._warn("exploding-gradients", epoch, r, f"gradient norm jumped to {f['grad_growth']:.0f}x "
+                                 f"its mean so far in epoch {epoch}", "try a lower lr, gradient clipping or batchnorm")
             ratio = f.get("update_ratio")
             low, high = UPDATE_RATIO_RANGE
-            if ratio is not None and not low <= ratio <= high:
+            if ratio is not None and ratio > 0 and not low <= ratio <= high:   # (0: nothing flows, named above)
                 yield self._warn("update-ratio", epoch, r, f"update-to-weight ratio {ratio:.1e} in epoch {epoch} "
                                  "(a healthy step is about 1e-3)",
                                  "try a lower lr" if ratio > high else "try a higher lr")

@@ -162,6 +162,15 @@ def test_a_huge_lr_is_named_at_the_layers_it_breaks(compile_src, tmp_path):
     assert "linear_1 (linear): update-to-weight ratio" in ratio and "try a lower lr" in ratio
 
 
+def test_a_huge_lr_on_relus_explodes_their_gradients_in_epoch_1(compile_src, tmp_path):
+    c = mlp(compile_src, act="relu", n=96, batch=16, epochs=1, optimizer="sgd(lr = 50)")
+    _, _, lines = run(c, tmp_path / "r")
+    exploding = [w for w in warnings_of(lines) if "[exploding-gradients]" in w]
+    assert exploding and ": warning: linear_1 (linear): gradient norm jumped to" in exploding[0]
+    assert "its mean so far in epoch 1" in exploding[0]
+    assert not [w for w in warnings_of(lines) if "ratio 0.0e+00" in w]   # a dead layer's zero update is not "too low"
+
+
 def test_a_loss_that_does_not_move_and_overfitting_are_named_with_their_epoch(compile_src, tmp_path):
     from cnnc.runtime.train.diagnostics import Rules
     c = mlp(compile_src)
@@ -175,14 +184,12 @@ def test_a_loss_that_does_not_move_and_overfitting_are_named_with_their_epoch(co
     assert seen[3][0].code == "overfitting" and "rising since epoch 2" in seen[3][0].message
 
 
-def test_allow_silences_a_training_warning_by_name(compile_src, tmp_path):
-    c = mlp(compile_src, allow={"dead-units"})
-
+def test_allow_silences_a_training_warning_by_name_and_no_other(compile_src, tmp_path):
     def kill(t):
         t.engine.params()["linear_1.bias"][:] = -100.0
-    _, _, lines = run(c, tmp_path / "r", prepare=kill)
-    assert not [w for w in warnings_of(lines) if "[dead-units]" in w]
-    assert warnings_of(lines)    # the others still speak (its gradients vanish)
+    for allow, dead in (({"dead-units"}, False), ({"saturated-units"}, True), ({"all"}, False)):
+        _, _, lines = run(mlp(compile_src, allow=allow), tmp_path / "-".join(sorted(allow)), prepare=kill)
+        assert bool([w for w in warnings_of(lines) if "[dead-units]" in w]) == dead, allow
 
 
 def test_every_training_warning_is_documented_with_its_threshold():
