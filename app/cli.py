@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="threads per trial (default 1)")
     p.add_argument("--out", metavar="DIR", help="where trials and results.jsonl go (default runs/search-FILE)")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write each trial's metrics as TensorBoard event files "
+                                                        "into DIR/TRIAL; pip install 'cnnc[tensorboard]'")
     p.add_argument("--resume", action="store_true", help="run only the trials results.jsonl lacks")
     p.add_argument("--overwrite", action="store_true", help="replace the search already in OUT")
 

@@ -36,7 +36,8 @@ EXTRA = "pip install 'cnnc[tensorboard]'"
 EPOCH_SCALARS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
-def _writer_class() -> Any:
+def writer_class() -> Any:
+    """tensorboardX's SummaryWriter, or a one-line error naming the extra."""
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -61,7 +62,7 @@ class EventWriter:
     """TensorBoard event files in `folder`, fed the run's metrics records."""
 
     def __init__(self, folder: Path):
-        writer = _writer_class()
+        writer = writer_class()
         self.folder = check_folder(Path(folder))
         self.writer = writer(logdir=str(self.folder), flush_secs=5)
         self.epoch = 0

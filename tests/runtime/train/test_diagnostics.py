@@ -308,3 +308,31 @@ def test_a_healthy_lenet5_run_gives_no_warning(tmp_path, capsys):
     assert "warning" not in out.out + out.err
     layers = layer_records([json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()])
     assert len(layers) == 3 * 9    # 5 layers with weights, 4 sigmoids, each epoch
+
+
+@pytest.mark.slow
+def test_each_search_trial_writes_its_own_run_folder(write, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    from cnnc.cli import main
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    assert main(["search", str(write(src)), "--grid", "lr=0.1,0.01", "--out", str(tmp_path / "s"),
+                 "--tensorboard", str(tmp_path / "tb")]) == 0
+    trials = sorted(p for p in (tmp_path / "s").iterdir() if (p / "metrics.jsonl").exists())
+    assert len(trials) == 2 and sorted(p.name for p in (tmp_path / "tb").iterdir()) == [p.name for p in trials]
+    for trial in trials:
+        scalars, _ = read_events(tmp_path / "tb" / trial.name)
+        first = json.loads((trial / "metrics.jsonl").read_text().splitlines()[0])
+        assert scalars["lr"] == [(1, pytest.approx(first["lr"]))]
+        assert scalars["train_loss"] == [(1, pytest.approx(first["train_loss"], rel=1e-6))]
+
+
+def test_search_without_the_tensorboard_extra_is_refused_before_any_trial(write, tmp_path, capsys, monkeypatch):
+    import sys
+    from cnnc.cli import main
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    assert main(["search", str(write(src)), "--grid", "lr=0.1,0.01", "--out", str(tmp_path / "s"),
+                 "--tensorboard", str(tmp_path / "tb")]) == 1
+    err = capsys.readouterr().err
+    assert "cnnc: error: --tensorboard: the TensorBoard writer (tensorboardX) is not installed" in err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "tb").exists()
