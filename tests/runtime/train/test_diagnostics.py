@@ -336,3 +336,31 @@ def test_search_without_the_tensorboard_extra_is_refused_before_any_trial(write,
     err = capsys.readouterr().err
     assert "cnnc: error: --tensorboard: the TensorBoard writer (tensorboardX) is not installed" in err
     assert not (tmp_path / "s").exists() and not (tmp_path / "tb").exists()
+
+
+def test_a_warning_clears_the_progress_bar_before_its_line(compile_src, tmp_path):
+    """The bar is the trainer's to advance; every line, a warning too, comes after the bar is cleared."""
+    events: list[str] = []
+
+    class Bar:   # a caller's bar (runtime/progress.py Progress), recording what is asked of it
+        def start_run(self, total, done):
+            events.append("start")
+
+        def set_label(self, label):
+            pass
+
+        def update(self, n, fields):
+            events.append("update")
+
+        def clear(self):
+            events.append("clear")
+
+    c = mlp(compile_src)
+
+    def kill(t):
+        t.engine.params()["linear_1.bias"][:] = -100.0
+    t = Trainer(c, c.net.train, tmp_path / "r", progress=Bar(), log=lambda line: events.append(line))
+    kill(t)
+    t.run()
+    warning = next(i for i, e in enumerate(events) if "[dead-units]" in e)
+    assert events[warning - 1] == "clear" and "update" in events[:warning]
