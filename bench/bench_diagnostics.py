@@ -6,7 +6,7 @@ The cases of bench_epochs.py (LeNet-5 on the embedded digits, ResNet-20 on CIFAR
 `--samples` images), each on each engine, trained by two trainers from the same weights in one process: one
 records the statistics (gradient norms at every step, the update ratio of the last step, the probe's
 activations and the layer records at the end of the epoch, the rules read), the other does not
-(`Trainer(watch=False)`). Their epochs alternate, `--rounds` times; printed: the median of the per-round
+(its `layers` replaced by `Unwatched`). Their epochs alternate, `--rounds` times; printed: the median of the per-round
 ratios (with statistics / without) and their IQR. The default must stay below 1.05 (docs/diagnostics.md).
 """
 from __future__ import annotations

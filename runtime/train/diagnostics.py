@@ -167,7 +167,7 @@ class LayerWatch:
 
 
 class Unwatched:
-    """A run without per-layer statistics (what bench/bench_diagnostics.py compares with)."""
+    """A trainer's `layers` without per-layer statistics (what bench/bench_diagnostics.py compares with)."""
 
     trainable: frozenset[str] = frozenset()
 

@@ -58,6 +58,12 @@ def check_folder(folder: Path) -> Path:
     return folder
 
 
+def check_events(folder: Path) -> Path:
+    """Before a run: the writer is installed and `folder` can hold the event files."""
+    writer_class()
+    return check_folder(folder)
+
+
 class EventWriter:
     """TensorBoard event files in `folder`, fed the run's metrics records."""
 

@@ -57,7 +57,7 @@ from ..plan import Plan
 from ..progress import Progress
 from .diagnostics import PROBE, LayerWatch, Rules, Unwatched
 from .engines import make_engine
-from .events import EventWriter
+from .events import EventWriter, check_events
 from .evaluation import Confusion, report
 from .losses import Objective
 from .monitors import EarlyStop, figure
@@ -136,7 +136,9 @@ class Trainer:
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None,
                  on_epoch: Callable[[dict], bool | None] | None = None, watch_every: int | None = None,
-                 tensorboard: Path | None = None, watch: bool = True):
+                 tensorboard: Path | None = None):
+        if watch_every is not None and watch_every < 1:
+            raise CnncError(f"--watch-every {watch_every}: must be at least 1")
         net = compiled.net
         cfg = for_network(with_data(cfg, data_override, limit), net.outputs)   # --data, --limit replace the data
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
@@ -178,15 +180,14 @@ class Trainer:
         self.best: float | None = None
         self.bad_epochs = 0
         self.history: list[dict] = []
-        self.layers = self._layer_watch(watch_every) if watch else Unwatched()   # (off: bench/bench_diagnostics)
+        self.layers: LayerWatch | Unwatched = self._layer_watch(watch_every)
         self.rules = Rules(net, compiled.allow)
-        # TensorBoard event files (events.py), fed every metrics record: the writer is checked before training
-        self.events = EventWriter(tensorboard) if tensorboard is not None and self.main else None
+        # TensorBoard event files (events.py) fed every metrics record; the writer and folder are checked now
+        self.tensorboard = check_events(Path(tensorboard)) if tensorboard is not None and self.main else None
+        self.events: EventWriter | None = None   # while the epochs run
 
     def _layer_watch(self, every: int | None) -> LayerWatch:
         """Per-layer statistics (diagnostics.py), their activations on the first training samples."""
-        if every is not None and every < 1:
-            raise CnncError(f"--watch-every {every}: must be at least 1")
         probe = inputs(self.ds, self.ds.train.x[:PROBE])
         plan = getattr(self.engine, "plan", None)
         return LayerWatch(self.compiled, probe, every, plan.kernel_set if plan is not None else None)
@@ -337,6 +338,7 @@ class Trainer:
 
     def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
         metrics = run_dir.metrics(self.epoch)
+        self.events = EventWriter(self.tensorboard) if self.tensorboard is not None else None
         if self.events is not None:
             metrics.readers.append(self.events.add)
         try:
