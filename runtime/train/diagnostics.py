@@ -82,9 +82,8 @@ class LayerWatch:
                 OPS[node.op].has("rectifier") or OPS[node.op].has("saturating"))
             if owned or activation:
                 self.layers.append((node, owned, activation))
-        self.keys = {f"{n.name}.{p}" for n, ps, _ in self.layers for p in ps}
-        self.trainable = {k for k in self.keys if specs[k.rpartition(".")[0]][k.rpartition(".")[2]].trainable
-                          and not specs[k.rpartition(".")[0]][k.rpartition(".")[2]].buffer}
+        self.trainable = {f"{n.name}.{p}" for n, ps, _ in self.layers for p in ps
+                          if specs[n.name][p].trainable and not specs[n.name][p].buffer}
         watched = [n.name for n, _, act in self.layers if act]
         self.probe_x = probe
         self.plan = Plan(net, specs, kernels=kernels) if watched else None

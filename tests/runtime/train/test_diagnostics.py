@@ -364,3 +364,25 @@ def test_a_warning_clears_the_progress_bar_before_its_line(compile_src, tmp_path
     t.run()
     warning = next(i for i, e in enumerate(events) if "[dead-units]" in e)
     assert events[warning - 1] == "clear" and "update" in events[:warning]
+
+
+def test_batchnorm_drift_is_the_relative_change_of_its_running_statistics(compile_src, tmp_path):
+    src = MLP.replace("x -> flatten -> linear(12) -> {act}", "x -> conv(4, 3) -> batchnorm -> {act} -> flatten")
+    c = compile_src(src.format(act="relu", n=64, epochs=2, batch=16, optimizer="sgd(lr = 0.1)"))
+    saved = []
+
+    def snapshot(t):
+        save = t._save
+
+        def keep(path):
+            if path.name == "last.npz":
+                saved.append({k: np.array(v, dtype=np.float64) for k, v in t.engine.params().items()})
+            save(path)
+        t._save = keep
+    _, records, _ = run(c, tmp_path / "r", prepare=snapshot)
+    bn = [r for r in layer_records(records) if r["layer"] == "batchnorm"]
+    assert "drift" not in bn[0]     # nothing to compare the first epoch with
+    for stat in ("running_mean", "running_var"):
+        before, after = saved[0][f"batchnorm.{stat}"], saved[1][f"batchnorm.{stat}"]
+        assert bn[1]["drift"][stat] == pytest.approx(np.linalg.norm(after - before) / np.linalg.norm(before),
+                                                     rel=1e-6)
