@@ -288,7 +288,9 @@ class TorchEngine:
         if not have:
             return {}
         with torch.no_grad():
-            norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for _, g in have]).tolist()
+            # in the gradient's own precision, read in one transfer (a float64 norm per tensor costs ~3% of a
+            # LeNet-5 step on the CPU)
+            norms = torch.stack([torch.linalg.vector_norm(g) for _, g in have]).tolist()
         return {k: n for (k, _), n in zip(have, norms)}
 
     def step(self, lr: float) -> None:
