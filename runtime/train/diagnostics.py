@@ -33,7 +33,7 @@ from ...compiler.ops import OPS
 from ...dsl.source import Loc, printable
 from ..plan import Plan
 
-PROBE = 128          # training samples the activation statistics are measured on (the first ones)
+PROBE = 64           # training samples the activation statistics are measured on (the first ones)
 
 # The thresholds of the rules (docs/diagnostics.md gives each with its suggestion).
 DEAD_FRACTION = 0.5          # dead-units: at least this share of a rectifier's units never positive
@@ -187,18 +187,18 @@ def _activation(op: str, y: np.ndarray) -> dict[str, float | None]:
     """mean, std; for rectifiers the share of values not above 0 (`inactive`) and of units (channels,
     or features of a flat tensor) never above 0 over the probe (`dead`); for sigmoid/tanh the share of
     values within SATURATION_MARGIN of the range's ends (`saturated`)."""
-    y = np.asarray(y, dtype=np.float64)
-    r: dict[str, float | None] = {"mean": float(y.mean()), "std": float(y.std()),
+    y = np.asarray(y)          # float32 values, float64 sums (a float64 copy of every map costs more than the probe)
+    r: dict[str, float | None] = {"mean": float(y.mean(dtype=np.float64)), "std": float(y.std(dtype=np.float64)),
                                   "inactive": None, "dead": None, "saturated": None}
     spec = OPS[op]
     if spec.has("rectifier"):
-        r["inactive"] = float((y <= 0).mean())
-        units = np.moveaxis(y, 1, 0).reshape(y.shape[1], -1)
-        r["dead"] = float((units.max(axis=1) <= 0).mean())
+        r["inactive"] = np.count_nonzero(y <= 0) / y.size
+        units = y.max(axis=tuple(a for a in range(y.ndim) if a != 1))   # each channel (feature) over all else
+        r["dead"] = np.count_nonzero(units <= 0) / units.size
     if spec.has("saturating"):
         lo = 0.0 if spec.has("gate") else -1.0
         margin = SATURATION_MARGIN * (1.0 - lo)
-        r["saturated"] = float(((y <= lo + margin) | (y >= 1.0 - margin)).mean())
+        r["saturated"] = np.count_nonzero((y <= lo + margin) | (y >= 1.0 - margin)) / y.size
     return r
 
 
