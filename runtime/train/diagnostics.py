@@ -8,8 +8,9 @@ compiler/metrics_format.py's, documented in docs/diagnostics.md).
 What is sampled, so that it stays cheap enough to leave on: gradient norms
 are taken at every step from the engine's own gradients (one norm per
 parameter tensor; `grad_norm` is their mean over the epoch, `grad_growth` the
-largest ratio of a step's norm to the mean of the epoch's steps before it); the update-to-weight ratio |dw|/|w| is measured
-on the epoch's last step (and every `every` steps); weight norms and batchnorm
+largest ratio of a step's norm to the mean of the epoch's steps before it);
+the update-to-weight ratio |dw|/|w| is measured on the epoch's last step (and
+every `every` steps); weight norms and batchnorm
 drift (the relative change of the running statistics since the last record)
 at the end of the epoch; activation statistics on a fixed probe of the first
 PROBE training samples, run in eval mode through the NumPy runtime (runtime/
@@ -44,7 +45,6 @@ EXPLODING_GROWTH = 10.0      # exploding-gradients: a step's gradient norm this 
 UPDATE_RATIO_RANGE = (1e-6, 1e-1)   # update-ratio: |dw|/|w| outside this range (a healthy step is ~1e-3)
 FLAT_LOSS_EPOCHS, FLAT_LOSS_CHANGE = 3, 1e-3   # flat-loss: relative change below this over these epochs
 OVERFIT_EPOCHS = 2           # overfitting: val loss up and train loss down this many epochs in a row
-
 
 
 def _norm(a: np.ndarray) -> float:

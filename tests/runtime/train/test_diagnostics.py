@@ -12,6 +12,7 @@ import pytest
 from cnnc.compiler.lints import TRAINING_WARNINGS
 from cnnc.compiler.metrics_format import layers_problem
 from cnnc.runtime import checkpoint
+from cnnc.runtime.train import diagnostics
 from cnnc.runtime.train.diagnostics import PROBE
 from cnnc.runtime.train.trainer import Trainer
 
@@ -195,8 +196,22 @@ def test_allow_silences_a_training_warning_by_name_and_no_other(compile_src, tmp
 def test_every_training_warning_is_documented_with_its_threshold():
     from pathlib import Path
     text = (Path(__file__).resolve().parents[3] / "docs" / "diagnostics.md").read_text()
-    for name in TRAINING_WARNINGS:
-        assert f"`{name}`" in text, name
+    rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines() if line.startswith("| `")}
+    assert set(TRAINING_WARNINGS) <= set(rows)
+    d = diagnostics
+
+    def sci(v):   # 1e-3 as the docs write it
+        return f"{v:.0e}".replace("e-0", "e-")
+    thresholds = {"dead-units": [f"{d.DEAD_FRACTION:.0%}"], "saturated-units": [f"{d.SATURATED_FRACTION:.0%}",
+                  f"{d.SATURATION_MARGIN:.0%}"], "vanishing-gradients": [sci(d.VANISHING_RATIO)],
+                  "exploding-gradients": [f"{d.EXPLODING_GROWTH:g}x"],
+                  "update-ratio": [sci(v) for v in d.UPDATE_RATIO_RANGE],
+                  "flat-loss": [sci(d.FLAT_LOSS_CHANGE), f"{d.FLAT_LOSS_EPOCHS} epochs"],
+                  "overfitting": [f"last {d.OVERFIT_EPOCHS} epochs"]}
+    assert set(thresholds) == set(TRAINING_WARNINGS)
+    for name, figures in thresholds.items():
+        for figure in figures:
+            assert figure in rows[name], (name, figure)
 
 
 # ---------------------------------------------------------------- TensorBoard
