@@ -401,3 +401,16 @@ def test_batchnorm_drift_is_the_relative_change_of_its_running_statistics(compil
         before, after = saved[0][f"batchnorm.{stat}"], saved[1][f"batchnorm.{stat}"]
         assert bn[1]["drift"][stat] == pytest.approx(np.linalg.norm(after - before) / np.linalg.norm(before),
                                                      rel=1e-6)
+
+
+def test_the_python_api_takes_tensorboard_and_hands_the_layers_to_the_callback(write, tmp_path):
+    pytest.importorskip("tensorboardX")
+    import cnnc
+    seen = []
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    cnnc.train(str(write(src)), out=tmp_path / "r", tensorboard=tmp_path / "tb", callback=seen.append,
+               log=lambda line: None, progress=False)
+    assert [r["layer"] for r in seen[0]["layers"]] == ["linear_1", "relu", "linear_2"]
+    scalars, _ = read_events(tmp_path / "tb")
+    assert scalars["layers/linear_1/params/weight/grad_norm"] == [
+        (1, pytest.approx(seen[0]["layers"][0]["params"]["weight"]["grad_norm"], rel=1e-6))]
