@@ -17,6 +17,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 from ...dsl import files
 from ...dsl.source import CnncError
@@ -100,7 +101,7 @@ class MetricsFile:
 
     def __init__(self, path: Path, epochs_done: int):
         self.path = path
-        self.readers: list = []   # called with each record once it is written (the TensorBoard writer)
+        self.readers: list[Callable[[dict], None]] = []   # each record once it is written (the TensorBoard writer)
         files.check_output(path, "metrics file")
         self.lines = self._kept(epochs_done) if epochs_done else []
         self._write()
