@@ -233,6 +233,8 @@ class Options:
     log: Callable[[str], None] = print
     callback: Callback | None = None
     kernels: str | None = None
+    tensorboard: str | os.PathLike | None = None    # a folder of TensorBoard event files (k-fold: one per fold)
+    watch_every: int | None = None                  # the update ratio every K steps too (docs/diagnostics.md)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -242,9 +244,13 @@ class Options:
     def trainer(self, compiled: Compiled, cfg: TrainConfig, out: Path, resplit=None, log=None):
         """The trainer of one run (or one fold, with `resplit`)."""
         from .runtime.train.trainer import Trainer
+        events = None
+        if self.tensorboard is not None:   # a fold's events go into a run folder of its own, named as its own
+            events = Path(self.tensorboard) / Path(out).name if resplit is not None else Path(self.tensorboard)
         return Trainer(compiled, cfg, out, data_override=self.data, limit=self.limit, progress=self.progress,
                        log=log or self.log, threads=self.threads, engine=self.engine, device=self.device,
-                       resplit=resplit, kernels=self.kernels, on_epoch=self.callback)
+                       resplit=resplit, kernels=self.kernels, on_epoch=self.callback, watch_every=self.watch_every,
+                       tensorboard=events)
 
 
 @dataclass
@@ -320,7 +326,8 @@ def train(network: Network | Compiled | str | os.PathLike, *, epochs: int | None
           resume: bool = False, overwrite: bool = False, threads: int | None = None, engine: str = "numpy",
           device: str | None = None, kernels: str | None = None, kfold: int | None = None,
           bootstrap: bool | None = None, callback: Callback | None = None, progress: bool | None = None,
-          log: Callable[[str], None] = print):
+          log: Callable[[str], None] = print, tensorboard: str | os.PathLike | None = None,
+          watch_every: int | None = None):
     """Train a network as `cnnc run` does, with its options as keywords; returns a `Run` (with `kfold`,
     runtime/select/kfold.py's `KFoldResult`).
 
@@ -329,14 +336,15 @@ def train(network: Network | Compiled | str | os.PathLike, *, epochs: int | None
     the keywords named after train keys are one layer over the file's section, as `cnnc run`'s flags.
     `callback(record)` is called after every epoch (after its checkpoints are written) with the
     record written to metrics.jsonl (epoch, train_loss, train_accuracy, val_loss, val_accuracy,
-    lr, seconds); returning False or raising `StopTraining` ends the run there (the test split is
+    lr, seconds, and the per-layer `layers` of docs/diagnostics.md); returning False or raising `StopTraining` ends the run there (the test split is
     still scored). `log` receives each line `cnnc run` prints; `progress` draws the progress bar
-    (default: when stderr is a terminal, or in a notebook)."""
+    (default: when stderr is a terminal, or in a notebook). `tensorboard` and `watch_every` are
+    `cnnc run --tensorboard DIR` and `--watch-every K`."""
     layer = train_layer(train, epochs=epochs, batch=batch, seed=seed, lr=lr, kfold=kfold, bootstrap=bootstrap)
     compiled = _compiled(network, layer)
     cfg = override(train_config(compiled.net), layer) if layer else train_config(compiled.net)
     options = Options(data, limit, threads, engine, device, wanted() if progress is None else progress, log,
-                      callback, kernels)
+                      callback, kernels, tensorboard, watch_every)
     return run(compiled, cfg, options, out, resume, overwrite)
 
 

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the number of cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write the metrics as TensorBoard event files into DIR "
+                                                        "(k-fold: DIR/fold-K); pip install 'cnnc[tensorboard]'")
+    p.add_argument("--watch-every", type=int, metavar="K", help="also measure the update ratio every K steps "
+                                                                "(default: each epoch's last step; docs/diagnostics.md)")
     p.add_argument("--engine", choices=ENGINES, default="numpy",
                    help="what computes: the embedded numpy runtime (default) or PyTorch (pip install 'cnnc[torch]')")
     p.add_argument("--kernels", choices=KERNEL_SETS,
@@ -145,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="threads per trial (default 1)")
     p.add_argument("--out", metavar="DIR", help="where trials and results.jsonl go (default runs/search-FILE)")
+    p.add_argument("--tensorboard", metavar="DIR", help="also write each trial's metrics as TensorBoard event files "
+                                                        "into DIR/TRIAL; pip install 'cnnc[tensorboard]'")
     p.add_argument("--resume", action="store_true", help="run only the trials results.jsonl lacks")
     p.add_argument("--overwrite", action="store_true", help="replace the search already in OUT")
 
@@ -210,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                           "the format")
     p.add_argument("--style", choices=STYLES, default="graph",
                    help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
-                        "rf-grid (one unit's field over the input), curves and confusion (from --metrics), activations "
+                        "rf-grid (one unit's field over the input), curves, confusion and diagnostics (per-layer heat "
+                        "strips) from --metrics, activations "
                         "(every layer's feature maps for --image, .png), kernels (convolution weights, .png), html "
                         "(the explorer: one page to fold, click and search; with --image its feature maps)")
     p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N (html: open "
@@ -222,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", metavar="NAME", help="for rf-grid: the layer whose unit to show (default: last "
                                                    "spatial layer)")
     p.add_argument("--unit", metavar="I,J", help="for rf-grid: the unit's position (default: the centre)")
-    p.add_argument("--metrics", metavar="FILE", help="for curves, confusion and html: a metrics.jsonl written by "
+    p.add_argument("--metrics", metavar="FILE", help="for curves, confusion, diagnostics and html: a metrics.jsonl "
+                                                     "written by "
                                                      "cnnc run")
     p.add_argument("--checkpoint", metavar="PATH", help="for activations, kernels and html: trained weights "
                                                         "(default: the file's fixed weights)")

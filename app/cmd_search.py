@@ -38,8 +38,11 @@ def check_flags(args: argparse.Namespace) -> None:
 def search(args: argparse.Namespace) -> int:
     from .runtime.select import search as s
     check_flags(args)
+    if args.tensorboard:   # refused here, once, not in every trial
+        from .runtime.train.events import check_events
+        check_events(Path(args.tensorboard))
     base = s.Base(args.file, args.network, list(args.input), list(args.params), list(args.allow), list(args.train),
-                  args.data, args.limit, args.threads or 1)
+                  args.data, args.limit, args.threads or 1, args.tensorboard)
     params = s.network_parameters(base)
     axes = [s.parse_axis(text, params) for text in args.grid]
     names = [a.name for a in axes]

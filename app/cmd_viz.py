@@ -18,7 +18,7 @@ from .viz.output import PictureOptions, output_format, picture
 
 # (flag, attribute, the styles that read it)
 STYLE_FLAGS = (("--layer", "layer", ("rf-grid",)), ("--unit", "unit", ("rf-grid",)),
-               ("--metrics", "metrics", ("curves", "confusion", "html")),
+               ("--metrics", "metrics", ("curves", "confusion", "diagnostics", "html")),
                ("--checkpoint", "checkpoint", ("activations", "kernels", "html")),
                ("--image", "image", ("activations", "html")), ("--layers", "layers", ("activations", "kernels")),
                ("--resize", "resize", ("activations", "html")), ("--page", "page", ("activations", "kernels")))
@@ -51,7 +51,7 @@ def check_flags(args: argparse.Namespace) -> None:
                 raise CnncError(f"{flag} is for --style graph, not --style {style}")
     if args.page is not None and args.page < 1:
         raise CnncError(f"--page {args.page}: pages are numbered from 1")
-    if style in ("curves", "confusion") and not args.metrics:
+    if style in ("curves", "confusion", "diagnostics") and not args.metrics:
         raise CnncError(f"--style {style} needs --metrics FILE",
                         hint="cnnc run writes metrics.jsonl into its --out folder, e.g. --metrics runs/LeNet5/"
                              "metrics.jsonl")

@@ -21,6 +21,7 @@ from .lints import allowed, check_allowed
 class Compiled:
     net: Network
     analysis: Analysis
+    allow: frozenset[str] = frozenset()   # the `--allow` names: training's warnings obey them too
 
     def __repr__(self) -> str:   # the graph and its analyses are thousands of lines: name them only
         return f"<Compiled {self.net.name}: {len(self.net.layers())} layers, from {self.net.source}>"
@@ -47,8 +48,8 @@ def compile_file(path: str | Path, network: str | None = None, inputs: dict[str,
         raise
     if with_train:
         attach_train(defs, net, train_layers)
-    result = Compiled(net, analyse(net))
-    result.analysis.warnings = allowed(result.analysis.warnings, check_allowed(allow))
+    result = Compiled(net, analyse(net), check_allowed(allow))
+    result.analysis.warnings = allowed(result.analysis.warnings, result.allow)
     return result
 
 

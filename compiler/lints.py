@@ -34,21 +34,34 @@ LINTS: dict[str, str] = {
 }
 ALL = "all"
 
+# The warnings a run gives while it trains (runtime/train/diagnostics.py `Rules` reads the per-layer
+# statistics; its thresholds and docs/diagnostics.md's suggestions are there). `--allow` silences them too.
+TRAINING_WARNINGS: dict[str, str] = {
+    "dead-units": "most units of a rectifier (relu, ...) are never positive on the probe samples",
+    "saturated-units": "most outputs of a sigmoid/tanh sit at the ends of its range",
+    "vanishing-gradients": "the first weight's gradient norm is a tiny fraction of the last weight's",
+    "exploding-gradients": "a step's weight gradient norm is ten times the epoch's mean before it",
+    "update-ratio": "a weight's update-to-weight ratio |dw|/|w| is far from about 1e-3",
+    "flat-loss": "the training loss does not move over several epochs",
+    "overfitting": "the validation loss rises while the training loss falls",
+}
+
 
 def warning(code: str, message: str, loc: Loc | None, hint: str | None = None) -> Diagnostic:
-    """A warning named `code`, which must be declared in LINTS."""
-    if code not in LINTS:
+    """A warning named `code`, which must be declared in LINTS (or TRAINING_WARNINGS)."""
+    if code not in LINTS and code not in TRAINING_WARNINGS:
         raise KeyError(f"undeclared lint '{code}'")
     return Diagnostic("warning", message, loc, hint, code=code)
 
 
 def check_allowed(names: Iterable[str]) -> frozenset[str]:
-    """The `--allow` names, each a declared lint or `all`."""
+    """The `--allow` names, each a declared lint, a training warning or `all`."""
     names = frozenset(names)
+    known = [*LINTS, *TRAINING_WARNINGS]
     for name in sorted(names):
-        if name != ALL and name not in LINTS:
+        if name != ALL and name not in known:
             raise CnncError(f"--allow {name}: no warning has that name",
-                            hint=did_you_mean(name, [*LINTS, ALL], f"the names: {', '.join(LINTS)}, or all"))
+                            hint=did_you_mean(name, [*known, ALL], f"the names: {', '.join(known)}, or all"))
     return names
 
 

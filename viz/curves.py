@@ -2,7 +2,8 @@
 
 Each line is one JSON object: per epoch `{"epoch", "train_loss",
 "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}`, and at the end
-`{"split": "test", "loss", "accuracy"}`. `read_metrics` checks every line and
+`{"split": "test", "loss", "accuracy"}`; an epoch's `layers` are its per-layer records
+(compiler/metrics_format.py). `read_metrics` checks every line and
 names the file and line of anything malformed (a non-finite value, from a run
 that diverged, is drawn as missing); the file is read through the bounded
 reader (regular files only, at most CNNC_MAX_METRICS bytes, 64 MiB by default); `curves_svg` draws loss and
@@ -16,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..compiler.metrics_format import LAYERS, layers_problem
 from ..dsl import files
 from ..dsl.source import CnncError, Loc
 from .svg import Svg, fmt, nice_ticks
@@ -117,6 +119,8 @@ def _add(metrics: Metrics, record: dict, path: str, number: int) -> None:
     for key in EPOCH_KEYS:
         if not _number(record.get(key)):
             raise CnncError(f"malformed metrics line: '{key}' must be a number, got {record[key]!r}", loc)
+    if LAYERS in record and (problem := layers_problem(record[LAYERS])) is not None:
+        raise CnncError(f"malformed metrics line: {problem}", loc)
     metrics.epochs.append(record)
 
 

@@ -27,7 +27,7 @@ from ..dsl.source import CnncError
 from .diagram import diagram, render
 
 FORMATS = ("svg", "png", "pdf", "dot")
-STYLES = ("graph", "figure", "rf", "rf-grid", "curves", "confusion", "activations", "kernels", "html")
+STYLES = ("graph", "figure", "rf", "rf-grid", "curves", "confusion", "diagnostics", "activations", "kernels", "html")
 # Styles of values (feature maps, weights) drawn with Pillow straight to PNG; the caller computes the values.
 RASTER_STYLES = ("activations", "kernels")
 PNG_ZOOM = 2.0              # PNG pixels per SVG pixel: sharp on slides and high-DPI screens
@@ -38,7 +38,7 @@ MAX_PIXELS = 64_000_000     # a raster (256 MB as RGBA) is drawn smaller rather 
 @dataclass(frozen=True)
 class PictureOptions:
     """What the styles read: graph (depth, expand, details, rankdir, fuse), rf-grid (layer, unit),
-    curves and confusion (metrics, a metrics.jsonl path), activations (panels: one `images.Panel` per layer),
+    curves, confusion and diagnostics (metrics, a metrics.jsonl path), activations (panels: one `images.Panel` per layer),
     kernels (kernels: (layer, weight [O, I, kh, kw]) pairs, first: the layer reading the image); both
     of these draw page `page` of their panels."""
 
@@ -96,6 +96,11 @@ def _svg(compiled: Compiled, style: str, options: PictureOptions) -> str:
         from .curves import curves_svg, read_metrics
         metrics = read_metrics(options.metrics)
         return curves_svg(metrics, f"{compiled.net.name}: training curves ({options.metrics})")
+    if style == "diagnostics":
+        from .curves import read_metrics
+        from .diagnostics import diagnostics_svg
+        return diagnostics_svg(read_metrics(options.metrics),
+                               f"{compiled.net.name}: per-layer diagnostics ({options.metrics})")
     if style == "confusion":
         from .confusion import confusion_svg
         from .curves import read_metrics

@@ -257,6 +257,7 @@ class Base:
     data: str | None = None
     limit: int | None = None
     threads: int = 1
+    tensorboard: str | None = None   # --tensorboard DIR: each trial's event files in DIR/TRIAL (its run folder's name)
 
 
 def compile_trial(base: Base, settings: Settings, axes: Sequence[Axis]):
@@ -329,8 +330,9 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("epochs"):
             cfg = set_key_text(cfg, f"epochs={spec['epochs']}", "--halving")
         with threadpool_limits(base.threads):
+            events = Path(base.tensorboard) / Path(spec["out"]).name if base.tensorboard else None
             trainer = Trainer(compiled, cfg, Path(spec["out"]), data_override=base.data, limit=base.limit,
-                              progress=False, log=lambda s: None, threads=base.threads)
+                              progress=False, log=lambda s: None, threads=base.threads, tensorboard=events)
             result = trainer.run(resume=spec.get("resume", False), overwrite=not spec.get("resume", False))
         record.update(train=trainer.record, trained=trained(trainer.cfg, spec["settings"], axes))
         last = result.history[-1] if result.history else {}

@@ -8,6 +8,7 @@ engine or the torch one.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -142,6 +143,10 @@ class NumpyEngine:
         self._grads = grads
         each = objective(pred, yb)[2] if len(objective.outputs) > 1 else {objective.outputs[0]: loss}
         return loss + extra, objective.correct(pred, yb), each
+
+    def grad_norms(self) -> dict[str, float]:
+        """The L2 norm of each parameter's gradient of the last batch (penalty included), before step."""
+        return {k: math.sqrt(float(np.vdot(g, g))) for k, g in self._grads.items()}   # BLAS's dot: no copy
 
     def step(self, lr: float) -> None:
         self.optimizer.step(self._grads, lr)

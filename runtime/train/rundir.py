@@ -17,6 +17,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 from ...dsl import files
 from ...dsl.source import CnncError
@@ -100,6 +101,7 @@ class MetricsFile:
 
     def __init__(self, path: Path, epochs_done: int):
         self.path = path
+        self.readers: list[Callable[[dict], None]] = []   # each record once it is written (the TensorBoard writer)
         files.check_output(path, "metrics file")
         self.lines = self._kept(epochs_done) if epochs_done else []
         self._write()
@@ -120,14 +122,26 @@ class MetricsFile:
         return keep
 
     def append(self, record: dict) -> None:
-        self.lines.append(_json_line(record))
+        line = _json_line(record)
+        self.lines.append(line)
         self._write()
+        for read in self.readers:
+            read(json.loads(line))   # what the file holds, not what the run meant to write
 
     def _write(self) -> None:
         files.write_atomic(self.path, "".join(line + "\n" for line in self.lines), "metrics file")
 
 
 def _json_line(record: dict) -> str:
-    """Strict JSON: a non-finite number (which JSON cannot hold) is written as null."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    return json.dumps(clean, allow_nan=False)
+    """Strict JSON: a non-finite number (which JSON cannot hold), at any depth, is written as null."""
+    return json.dumps(_finite(record), allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...compiler.metrics_format import LAYERS
 from ...compiler.ops import OPS
 from ...compiler.train_spec import Spec, TrainConfig, for_network, record, summary, with_data
 from ...dsl import files
@@ -54,7 +55,9 @@ from ..data.splits import HELD_OUT
 from ..data.targets import CLASS, PIXEL_CLASS, NetworkShapes
 from ..plan import Plan
 from ..progress import Progress
+from .diagnostics import PROBE, LayerWatch, Rules, Unwatched
 from .engines import make_engine
+from .events import EventWriter, check_events
 from .evaluation import Confusion, report
 from .losses import Objective
 from .monitors import EarlyStop, figure
@@ -132,7 +135,10 @@ class Trainer:
                  limit: int | None = None, progress: bool | Progress = True, log: Callable[[str], None] = print,
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None,
-                 on_epoch: Callable[[dict], bool | None] | None = None):
+                 on_epoch: Callable[[dict], bool | None] | None = None, watch_every: int | None = None,
+                 tensorboard: Path | None = None):
+        if watch_every is not None and watch_every < 1:
+            raise CnncError(f"--watch-every {watch_every}: must be at least 1")
         net = compiled.net
         cfg = for_network(with_data(cfg, data_override, limit), net.outputs)   # --data, --limit replace the data
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
@@ -174,6 +180,17 @@ class Trainer:
         self.best: float | None = None
         self.bad_epochs = 0
         self.history: list[dict] = []
+        self.layers: LayerWatch | Unwatched = self._layer_watch(watch_every)
+        self.rules = Rules(net, compiled.allow)
+        # TensorBoard event files (events.py) fed every metrics record; the writer and folder are checked now
+        self.tensorboard = check_events(Path(tensorboard)) if tensorboard is not None and self.main else None
+        self.events: EventWriter | None = None   # while the epochs run
+
+    def _layer_watch(self, every: int | None) -> LayerWatch:
+        """Per-layer statistics (diagnostics.py), their activations on the first training samples."""
+        probe = inputs(self.ds, self.ds.train.x[:PROBE])
+        plan = getattr(self.engine, "plan", None)
+        return LayerWatch(self.compiled, probe, every, plan.kernel_set if plan is not None else None)
 
     @property
     def plan(self) -> Plan:
@@ -192,6 +209,8 @@ class Trainer:
         stats = EpochStats()
         aug_rng, drop_rng = _rng(cfg.seed, epoch, AUGMENT), _rng(cfg.seed, epoch, DROPOUT)
         self.engine.begin_epoch(epoch)
+        self.layers.begin_epoch()
+        steps = batching.num_batches(len(x), cfg.batch, cfg.drop_last)
         start = time.perf_counter()
         if self.bar is not None:
             self.bar.set_label(f"epoch {epoch + 1}/{cfg.epochs}")
@@ -203,7 +222,11 @@ class Trainer:
             loss, counts, each = self.engine.forward_backward(inputs(self.ds, xb), yb, self.objective, drop_rng)
             if not math.isfinite(loss):
                 raise NonFinite(epoch, b, loss)
+            self.layers.gradients(self.engine)
+            before = self.layers.before_step(self.engine.params()) if self.layers.sampled(b, steps) else None
             self.engine.step(lr)
+            if before is not None:
+                self.layers.after_step(before, self.engine.params())
             stats.add(loss, len(xb), counts, each)
             if self.bar is not None:
                 self.bar.update(1, bar_fields(stats, time.perf_counter() - start))
@@ -315,6 +338,16 @@ class Trainer:
 
     def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
         metrics = run_dir.metrics(self.epoch)
+        self.events = EventWriter(self.tensorboard) if self.tensorboard is not None else None
+        if self.events is not None:
+            metrics.readers.append(self.events.add)
+        try:
+            return self._epochs(metrics)
+        finally:
+            if self.events is not None:
+                self.events.close()
+
+    def _epochs(self, metrics) -> RunResult:
         result = RunResult(self.epoch)
         for epoch in range(self.epoch, self.cfg.epochs):
             t0 = time.perf_counter()
@@ -330,15 +363,22 @@ class Trainer:
             record = epoch_record(epoch + 1, train, val, self.schedule.lr(epoch), time.perf_counter() - t0)
             self.epoch = epoch + 1
             improved = self.observe(record)
-            self.history.append(record)
+            self.history.append(record)   # (with its layers: checkpoints keep the history without them)
+            layers = self.layers.records(self.engine.params()) if self.main else []
+            if layers:
+                record[LAYERS] = layers
             if self.main:
                 metrics.append(record)
+                if self.events is not None:
+                    self.events.histograms(self.epoch, self.engine.params(), sorted(self.layers.trainable))
                 self._save(self.out / "last.npz")
                 if improved:
                     self._save(self.out / "best.npz")
                 if self.cfg.snapshots and self.schedule.cycle_end(epoch):
                     self._save(self.out / snapshot_name(self.schedule, epoch))
             self.log(_epoch_line(record, self.cfg.epochs, train.samples))
+            for warning in self.rules.check(record) if self.main else ():
+                self.log(warning.line())
             result.epochs_run = self.epoch
             if self.on_epoch is not None:   # every process has one, or none: all agree with rank 0's answer
                 result.stopped = self.engine.agree(self._callback(record) if self.main else None)
@@ -428,7 +468,8 @@ class Trainer:
     def _save(self, path: Path) -> None:
         meta = {"network": self.compiled.net.name, "epoch": self.epoch,
                 "seed": self.cfg.seed, "best": self.best, "bad_epochs": self.bad_epochs,
-                "schedule": self.schedule.state_dict(), "history": self.history,
+                "schedule": self.schedule.state_dict(),
+                "history": [{k: v for k, v in r.items() if k != LAYERS} for r in self.history],
                 "preprocess": self.records, "classes": self.class_names, "train": self.record,
                 "image_size": self.ds.meta.get(IMAGE_SIZE)}
         checkpoint.save_training_state(path, self.engine.params(), self.engine.optimizer_state(), meta)

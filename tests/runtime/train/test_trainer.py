@@ -82,7 +82,8 @@ def test_metrics_and_checkpoints(compile_src, tmp_path):
     c = tiny(compile_src, epochs=2)
     Trainer(c, c.net.train, tmp_path, progress=False, log=lambda s: None).run()
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                             "layers"}
     assert lines[-1].keys() == {"split", "loss", "accuracy", "confusion", "classes", "precision", "recall", "f1",
                                 "macro_f1"}
     arrays, meta = load_checkpoint(tmp_path / "last.npz")

@@ -1,0 +1,82 @@
+"""Stage 2 (compiler), a file format: the per-layer records of metrics.jsonl, declared once.
+
+The runtime writes them (runtime/train/diagnostics.py `LayerWatch`), viz and the
+TensorBoard writer read them; both ask this module what a record holds, and
+`layers_problem` is the one check of them read back. An epoch's record (one
+line of metrics.jsonl) holds them as `layers`, one per watched layer in the
+order of the network:
+
+    "layers": [{"layer": "conv_1", "op": "conv", "line": 7,
+                "params": {"weight": {"norm", "grad_norm", "grad_growth", "update_ratio"}, "bias": {...}},
+                "activation": {"mean", "std", "inactive", "dead", "saturated"},
+                "drift": {"running_mean", "running_var"}}, ...]
+
+(an epoch stays one line, so every reader of metrics.jsonl by epochs goes on working.)
+
+`params`, `activation` and `drift` are each present only where they apply; a
+figure that was not measured (or was not finite) is null. docs/diagnostics.md
+says what each figure means.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+PARAM_FIGURES = ("norm", "grad_norm", "grad_growth", "update_ratio")
+ACTIVATION_FIGURES = ("mean", "std", "inactive", "dead", "saturated")
+DRIFT_FIGURES = ("running_mean", "running_var")
+# field -> the figures of its object (None: a plain value)
+LAYERS = "layers"   # the field of an epoch's record
+LAYER_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "layer": None, "op": None, "line": None,
+    "params": PARAM_FIGURES, "activation": ACTIVATION_FIGURES, "drift": DRIFT_FIGURES,
+}
+
+
+def _figure(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and math.isfinite(value))
+
+
+def _figures(value: Any, names: tuple[str, ...], where: str) -> str | None:
+    if not isinstance(value, dict):
+        return f"'{where}' must be an object of figures"
+    for name, figure in value.items():
+        if name not in names:
+            return f"'{where}.{name}' is not a figure of a layer record ({', '.join(names)})"
+        if not _figure(figure):
+            return f"'{where}.{name}' must be a number or null, got {figure!r}"
+    return None
+
+
+def layers_problem(value: Any) -> str | None:
+    """What makes an epoch's `layers` other than cnnc run writes them, or None."""
+    if not isinstance(value, list):
+        return f"'{LAYERS}' must be a list of layer records"
+    for i, record in enumerate(value):
+        if not isinstance(record, dict):
+            return f"{LAYERS}[{i}] must be an object"
+        if (problem := layer_record_problem(record)) is not None:
+            return f"{LAYERS}[{i}]: {problem}"
+    return None
+
+
+def layer_record_problem(record: dict) -> str | None:
+    """What makes `record` other than a layer record as cnnc run writes it, or None."""
+    for name in record:
+        if name not in LAYER_FIELDS:
+            return f"unknown field '{name}' in a layer record"
+    if not isinstance(record.get("layer"), str) or not isinstance(record.get("op"), str):
+        return "a layer record needs the layer's name and op as text"
+    if record.get("line") is not None and not isinstance(record["line"], int):
+        return "'line' must be a line number or null"
+    if "params" in record:
+        if not isinstance(record["params"], dict):
+            return "'params' must be an object of parameter names"
+        for p, figures in record["params"].items():
+            if (problem := _figures(figures, PARAM_FIGURES, f"params.{p}")) is not None:
+                return problem
+    for name in ("activation", "drift"):
+        if name in record and (problem := _figures(record[name], LAYER_FIELDS[name], name)) is not None:
+            return problem
+    return None

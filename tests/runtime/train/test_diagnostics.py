@@ -1,0 +1,416 @@
+"""Per-layer statistics in metrics.jsonl (runtime/train/diagnostics.py) and the warnings read from them.
+
+References: the update of plain SGD (|dw| = lr |g|), activations recomputed by hand from the
+checkpoint's weights, and PyTorch (the torch engine computes its own gradients and steps)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cnnc.compiler.lints import TRAINING_WARNINGS
+from cnnc.compiler.metrics_format import layers_problem
+from cnnc.runtime import checkpoint
+from cnnc.runtime.train import diagnostics
+from cnnc.runtime.train.diagnostics import PROBE
+from cnnc.runtime.train.trainer import Trainer
+
+MLP = """
+network Mlp {{
+    input x: [1, 6, 6]
+    x -> flatten -> linear(12) -> {act} -> linear(3)
+}}
+train Mlp {{
+    data      = synthetic(n = {n}, classes = 3, val = 0.25)
+    epochs    = {epochs}
+    batch     = {batch}
+    loss      = cross_entropy
+    optimizer = {optimizer}
+    seed      = 3
+}}
+"""
+
+
+def mlp(compile_src, act="relu", n=64, epochs=2, batch=48, optimizer="sgd(lr = 0.1)", **kw):
+    return compile_src(MLP.format(act=act, n=n, epochs=epochs, batch=batch, optimizer=optimizer), **kw)
+
+
+def run(compiled, out, engine="numpy", prepare=None, **kw):
+    lines: list[str] = []
+    t = Trainer(compiled, compiled.net.train, out, progress=False, log=lines.append, engine=engine, **kw)
+    if prepare is not None:
+        prepare(t)
+    t.run()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return t, records, lines
+
+
+def layer_records(records):
+    """Every epoch's `layers`, each with its epoch."""
+    return [{**layer, "epoch": r["epoch"]} for r in records if "layers" in r for layer in r["layers"]]
+
+
+def test_records_follow_the_format_and_name_the_layers_of_the_source(compile_src, tmp_path):
+    c = mlp(compile_src)
+    _, records, _ = run(c, tmp_path / "r")
+    layers = layer_records(records)
+    assert [r["layer"] for r in layers] == ["linear_1", "relu", "linear_2"] * 2
+    assert [r["epoch"] for r in layers] == [1, 1, 1, 2, 2, 2]
+    assert all(layers_problem(r["layers"]) is None for r in records if "split" not in r)
+    assert {r["line"] for r in layers} == {c.net.node("linear_1").loc.line}
+    # an epoch stays one line: its layers are inside it
+    assert [r.get("epoch", r.get("split")) for r in records] == [1, 2, "test"][:len(records)]
+    params = checkpoint.load(tmp_path / "r" / "last.npz").history
+    assert [set(r) for r in params] == [set(r) - {"layers"} for r in records[:2]]   # checkpoints: without them
+
+
+def test_update_ratio_is_lr_times_the_gradient_over_the_weight_for_plain_sgd(compile_src, tmp_path):
+    """One step per epoch (the batch holds every training sample): |dw| = lr |g| for that step."""
+    c = mlp(compile_src, n=64, batch=48)
+    t, records, _ = run(c, tmp_path / "r")
+    initial = {k: np.array(v, dtype=np.float64) for k, v in Trainer(c, c.net.train, tmp_path / "x",
+               progress=False, log=lambda s: None).engine.params().items()}
+    before = {k: np.linalg.norm(v) for k, v in initial.items()}
+    for epoch in (1, 2):
+        for r in (r for r in layer_records(records) if r["epoch"] == epoch and "params" in r):
+            for p, f in r["params"].items():
+                key = f"{r['layer']}.{p}"
+                assert f["grad_growth"] is None   # one step: no step-to-step ratio
+                if before[key] == 0:              # biases start at zero: no ratio to a zero weight
+                    assert f["update_ratio"] is None
+                else:
+                    assert f["update_ratio"] == pytest.approx(0.1 * f["grad_norm"] / before[key], rel=1e-4)
+                before[key] = f["norm"]
+    params = checkpoint.load(tmp_path / "r" / "last.npz").params
+    last = {r["layer"]: r for r in layer_records(records) if r["epoch"] == 2}
+    assert last["linear_1"]["params"]["weight"]["norm"] == pytest.approx(np.linalg.norm(params["linear_1.weight"]),
+                                                                          rel=1e-6)
+
+
+def test_activation_figures_are_those_of_the_probe_samples(compile_src, tmp_path):
+    c = mlp(compile_src)
+    t, records, _ = run(c, tmp_path / "r")
+    params = checkpoint.load(tmp_path / "r" / "last.npz").params
+    from cnnc.runtime.data.pipeline import inputs
+    x = inputs(t.ds, t.ds.train.x[:PROBE]).reshape(min(PROBE, len(t.ds.train)), -1).astype(np.float64)
+    y = np.maximum(x @ params["linear_1.weight"].T.astype(np.float64) + params["linear_1.bias"], 0)
+    a = next(r for r in layer_records(records) if r["epoch"] == 2 and r["layer"] == "relu")["activation"]
+    assert a["mean"] == pytest.approx(y.mean(), rel=1e-5)
+    assert a["std"] == pytest.approx(y.std(), rel=1e-5)
+    assert a["inactive"] == pytest.approx((y <= 0).mean())
+    assert a["dead"] == pytest.approx((y.max(axis=0) <= 0).mean())
+    assert a["saturated"] is None
+
+
+@pytest.mark.torch
+def test_both_engines_record_the_same_figures(compile_src, tmp_path):
+    pytest.importorskip("torch")
+    c = mlp(compile_src, n=96, batch=16, epochs=2, optimizer="sgd(lr = 0.05, momentum = 0.9)")
+    _, a, _ = run(c, tmp_path / "np")
+    _, b, _ = run(c, tmp_path / "pt", engine="torch")
+    la, lb = layer_records(a), layer_records(b)
+    assert [(r["epoch"], r["layer"]) for r in la] == [(r["epoch"], r["layer"]) for r in lb]
+
+    def figures(r):
+        out = {f"activation.{k}": v for k, v in (r.get("activation") or {}).items()}
+        for p, f in (r.get("params") or {}).items():
+            out.update({f"{p}.{k}": v for k, v in f.items()})
+        return out
+    for ra, rb in zip(la, lb):
+        fa, fb = figures(ra), figures(rb)
+        assert fa.keys() == fb.keys()
+        for k in fa:
+            if fa[k] is None:
+                assert fb[k] is None, (ra["layer"], k)
+            else:
+                assert fb[k] == pytest.approx(fa[k], rel=2e-3, abs=1e-6), (ra["epoch"], ra["layer"], k)
+
+
+# ---------------------------------------------------------------- warnings
+def warnings_of(lines):
+    return [line for line in lines if "warning:" in line]
+
+
+def test_a_relu_layer_with_a_large_negative_bias_is_dead_at_its_line_after_epoch_1(compile_src, tmp_path, write):
+    c = mlp(compile_src)
+
+    def kill(t):
+        t.engine.params()["linear_1.bias"][:] = -100.0
+    _, _, lines = run(c, tmp_path / "r", prepare=kill)
+    dead = [w for w in warnings_of(lines) if "[dead-units]" in w]
+    line = c.net.node("relu").loc.line
+    assert dead == [f"{c.net.source}:{line}: warning: relu (relu): 100% of units dead after epoch 1 — "
+                    "try a lower lr, leaky_relu, or a smaller negative bias [dead-units]"]
+
+
+def test_a_deep_sigmoid_stack_vanishes_at_its_first_layer(compile_src, tmp_path):
+    stack = " -> ".join(["linear(16) -> sigmoid"] * 8)
+    src = MLP.replace("linear(12) -> {act}", stack)
+    c = compile_src(src.format(n=64, epochs=1, batch=16, optimizer="sgd(lr = 0.1)"), allow={"saturating-activations"})
+    _, _, lines = run(c, tmp_path / "r")
+    vanishing = [w for w in warnings_of(lines) if "[vanishing-gradients]" in w]
+    assert len(vanishing) == 1 and ": warning: linear_1 (linear): gradient norm" in vanishing[0]
+    assert "of the last layer's in epoch 1" in vanishing[0]
+
+
+def test_a_huge_lr_is_named_at_the_layers_it_breaks(compile_src, tmp_path):
+    c = mlp(compile_src, act="tanh", n=96, batch=16, epochs=1, optimizer="sgd(lr = 50)")
+    _, _, lines = run(c, tmp_path / "r")
+    codes = {w.rsplit("[", 1)[1].rstrip("]") for w in warnings_of(lines)}
+    assert "update-ratio" in codes
+    ratio = next(w for w in warnings_of(lines) if "[update-ratio]" in w)
+    assert "linear_1 (linear): update-to-weight ratio" in ratio and "try a lower lr" in ratio
+
+
+def test_a_huge_lr_on_relus_explodes_their_gradients_in_epoch_1(compile_src, tmp_path):
+    c = mlp(compile_src, act="relu", n=96, batch=16, epochs=1, optimizer="sgd(lr = 50)")
+    _, _, lines = run(c, tmp_path / "r")
+    exploding = [w for w in warnings_of(lines) if "[exploding-gradients]" in w]
+    assert exploding and ": warning: linear_1 (linear): gradient norm jumped to" in exploding[0]
+    assert "its mean so far in epoch 1" in exploding[0]
+    assert not [w for w in warnings_of(lines) if "ratio 0.0e+00" in w]   # a dead layer's zero update is not "too low"
+
+
+def test_a_loss_that_does_not_move_and_overfitting_are_named_with_their_epoch(compile_src, tmp_path):
+    from cnnc.runtime.train.diagnostics import Rules
+    c = mlp(compile_src)
+    rules = Rules(c.net)
+    flat = [rules.check({"epoch": e, "train_loss": 1.0, "val_loss": None}) for e in (1, 2, 3)]
+    assert [len(w) for w in flat] == [0, 0, 1] and flat[2][0].code == "flat-loss"
+    rules = Rules(c.net)
+    seen = [rules.check({"epoch": e, "train_loss": 2.0 - e / 10, "val_loss": v})
+            for e, v in zip((1, 2, 3, 4), (1.0, 0.9, 0.95, 1.1))]
+    assert [len(w) for w in seen] == [0, 0, 0, 1]
+    assert seen[3][0].code == "overfitting" and "rising since epoch 2" in seen[3][0].message
+
+
+def test_allow_silences_a_training_warning_by_name_and_no_other(compile_src, tmp_path):
+    def kill(t):
+        t.engine.params()["linear_1.bias"][:] = -100.0
+    for allow, dead in (({"dead-units"}, False), ({"saturated-units"}, True), ({"all"}, False)):
+        _, _, lines = run(mlp(compile_src, allow=allow), tmp_path / "-".join(sorted(allow)), prepare=kill)
+        assert bool([w for w in warnings_of(lines) if "[dead-units]" in w]) == dead, allow
+
+
+def test_every_training_warning_is_documented_with_its_threshold():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[3] / "docs" / "diagnostics.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines() if line.startswith("| `")}
+    assert set(TRAINING_WARNINGS) <= set(rows)
+    d = diagnostics
+
+    def sci(v):   # 1e-3 as the docs write it
+        return f"{v:.0e}".replace("e-0", "e-")
+    thresholds = {"dead-units": [f"{d.DEAD_FRACTION:.0%}"], "saturated-units": [f"{d.SATURATED_FRACTION:.0%}",
+                  f"{d.SATURATION_MARGIN:.0%}"], "vanishing-gradients": [sci(d.VANISHING_RATIO)],
+                  "exploding-gradients": [f"{d.EXPLODING_GROWTH:g}x"],
+                  "update-ratio": [sci(v) for v in d.UPDATE_RATIO_RANGE],
+                  "flat-loss": [sci(d.FLAT_LOSS_CHANGE), f"{d.FLAT_LOSS_EPOCHS} epochs"],
+                  "overfitting": [f"last {d.OVERFIT_EPOCHS} epochs"]}
+    assert set(thresholds) == set(TRAINING_WARNINGS)
+    for name, figures in thresholds.items():
+        for figure in figures:
+            assert figure in rows[name], (name, figure)
+
+
+# ---------------------------------------------------------------- TensorBoard
+def read_events(folder):
+    """Every scalar of the event files in `folder`, read by TensorBoard's own reader: tag -> [(step, value)]."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = accumulator.EventAccumulator(str(folder), size_guidance={accumulator.SCALARS: 0,
+                                                                 accumulator.HISTOGRAMS: 0})
+    acc.Reload()
+    scalars = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return scalars, acc.Tags()["histograms"]
+
+
+def test_the_event_files_hold_the_figures_of_metrics_jsonl(compile_src, tmp_path):
+    pytest.importorskip("tensorboardX")
+    c = mlp(compile_src, act="sigmoid")
+    _, records, _ = run(c, tmp_path / "r", tensorboard=tmp_path / "tb")
+    scalars, histograms = read_events(tmp_path / "tb")
+    expected: dict[str, list] = {}
+    epoch = 0
+    for r in records:
+        epoch = r.get("epoch", epoch)
+        for layer in r.get("layers", []):
+            for p, f in layer.get("params", {}).items():
+                for k, v in f.items():
+                    expected.setdefault(f"layers/{layer['layer']}/params/{p}/{k}", []).append((epoch, v))
+            for k, v in layer.get("activation", {}).items():
+                expected.setdefault(f"layers/{layer['layer']}/activation/{k}", []).append((epoch, v))
+        if "split" in r:
+            for k in ("loss", "accuracy"):
+                expected.setdefault(f"{r['split']}/{k}", []).append((epoch, r[k]))
+        else:
+            for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
+                expected.setdefault(k, []).append((epoch, r[k]))
+    expected = {t: [(s, v) for s, v in pairs if v is not None] for t, pairs in expected.items()}
+    expected = {t: pairs for t, pairs in expected.items() if pairs}
+    assert set(scalars) == set(expected)
+    for tag, pairs in expected.items():
+        assert [s for s, _ in scalars[tag]] == [s for s, _ in pairs], tag
+        assert [v for _, v in scalars[tag]] == pytest.approx([v for _, v in pairs], rel=1e-6, abs=1e-30), tag
+    assert set(histograms) == {"weights/linear_1.weight", "weights/linear_1.bias", "weights/linear_2.weight",
+                               "weights/linear_2.bias"}
+
+
+@pytest.mark.slow
+def test_each_fold_of_a_kfold_run_writes_its_own_run_folder(write, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    from cnnc.cli import main
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)").replace(
+        "seed      = 3", "seed      = 3\n    kfold     = 2")
+    assert main(["run", str(write(src)), "--out", str(tmp_path / "r"), "--tensorboard", str(tmp_path / "tb"),
+                 "--quiet"]) == 0
+    for fold in ("fold-1", "fold-2"):
+        scalars, _ = read_events(tmp_path / "tb" / fold)
+        first = json.loads((tmp_path / "r" / fold / "metrics.jsonl").read_text().splitlines()[0])
+        assert scalars["train_loss"] == [(1, pytest.approx(first["train_loss"], rel=1e-6))]
+
+
+def test_a_tensorboard_folder_that_is_a_file_is_a_one_line_error(write, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    from cnnc.cli import main
+    (tmp_path / "taken").write_text("")
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    assert main(["run", str(write(src)), "--out", str(tmp_path / "r"), "--tensorboard", str(tmp_path / "taken"),
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"cnnc: error: --tensorboard '{tmp_path / 'taken'}' is not a directory" in err
+    assert "Traceback" not in err and not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_tensorboard_without_its_extra_names_the_extra(write, tmp_path, capsys, monkeypatch):
+    import sys
+    from cnnc.cli import main
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)    # as if not installed
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    assert main(["run", str(write(src)), "--out", str(tmp_path / "r"), "--tensorboard", str(tmp_path / "tb"),
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cnnc: error: --tensorboard: the TensorBoard writer (tensorboardX) is not installed" in err
+    assert "pip install 'cnnc[tensorboard]'" in err and "Traceback" not in err
+
+
+def test_watch_every_below_one_is_refused(write, tmp_path, capsys):
+    from cnnc.cli import main
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    assert main(["run", str(write(src)), "--out", str(tmp_path / "r"), "--watch-every", "0", "--quiet"]) == 1
+    assert "cnnc: error: --watch-every 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_watch_every_measures_the_update_ratio_on_more_steps(compile_src, tmp_path):
+    """Six steps an epoch: the last step alone, or steps 2, 4 and 6 (a mean of three ratios)."""
+    c = mlp(compile_src, n=128, batch=16)
+    _, plain, _ = run(c, tmp_path / "a")
+    t, every, _ = run(c, tmp_path / "b", watch_every=2)
+    assert t.layers.every == 2
+    a = next(r for r in layer_records(plain) if r["layer"] == "linear_1")["params"]["weight"]
+    b = next(r for r in layer_records(every) if r["layer"] == "linear_1")["params"]["weight"]
+    assert a["grad_norm"] == b["grad_norm"] and a["update_ratio"] != b["update_ratio"]
+
+
+@pytest.mark.slow
+def test_a_healthy_lenet5_run_gives_no_warning(tmp_path, capsys):
+    from pathlib import Path
+    from cnnc.cli import main
+    lenet = Path(__file__).resolve().parents[3] / "examples" / "lenet5.cnn"
+    assert main(["run", str(lenet), "--limit", "600", "--epochs", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "epoch 3/3" in out.out + out.err
+    assert "warning" not in out.out + out.err
+    layers = layer_records([json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()])
+    assert len(layers) == 3 * 9    # 5 layers with weights, 4 sigmoids, each epoch
+
+
+@pytest.mark.slow
+def test_each_search_trial_writes_its_own_run_folder(write, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    from cnnc.cli import main
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    assert main(["search", str(write(src)), "--grid", "lr=0.1,0.01", "--out", str(tmp_path / "s"),
+                 "--tensorboard", str(tmp_path / "tb")]) == 0
+    trials = sorted(p for p in (tmp_path / "s").iterdir() if (p / "metrics.jsonl").exists())
+    assert len(trials) == 2 and sorted(p.name for p in (tmp_path / "tb").iterdir()) == [p.name for p in trials]
+    for trial in trials:
+        scalars, _ = read_events(tmp_path / "tb" / trial.name)
+        first = json.loads((trial / "metrics.jsonl").read_text().splitlines()[0])
+        assert scalars["lr"] == [(1, pytest.approx(first["lr"]))]
+        assert scalars["train_loss"] == [(1, pytest.approx(first["train_loss"], rel=1e-6))]
+
+
+def test_search_without_the_tensorboard_extra_is_refused_before_any_trial(write, tmp_path, capsys, monkeypatch):
+    import sys
+    from cnnc.cli import main
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    assert main(["search", str(write(src)), "--grid", "lr=0.1,0.01", "--out", str(tmp_path / "s"),
+                 "--tensorboard", str(tmp_path / "tb")]) == 1
+    err = capsys.readouterr().err
+    assert "cnnc: error: --tensorboard: the TensorBoard writer (tensorboardX) is not installed" in err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "tb").exists()
+
+
+def test_a_warning_clears_the_progress_bar_before_its_line(compile_src, tmp_path):
+    """The bar is the trainer's to advance; every line, a warning too, comes after the bar is cleared."""
+    events: list[str] = []
+
+    class Bar:   # a caller's bar (runtime/progress.py Progress), recording what is asked of it
+        def start_run(self, total, done):
+            events.append("start")
+
+        def set_label(self, label):
+            pass
+
+        def update(self, n, fields):
+            events.append("update")
+
+        def clear(self):
+            events.append("clear")
+
+    c = mlp(compile_src)
+
+    def kill(t):
+        t.engine.params()["linear_1.bias"][:] = -100.0
+    t = Trainer(c, c.net.train, tmp_path / "r", progress=Bar(), log=lambda line: events.append(line))
+    kill(t)
+    t.run()
+    warning = next(i for i, e in enumerate(events) if "[dead-units]" in e)
+    assert events[warning - 1] == "clear" and "update" in events[:warning]
+
+
+def test_batchnorm_drift_is_the_relative_change_of_its_running_statistics(compile_src, tmp_path):
+    src = MLP.replace("x -> flatten -> linear(12) -> {act}", "x -> conv(4, 3) -> batchnorm -> {act} -> flatten")
+    c = compile_src(src.format(act="relu", n=64, epochs=2, batch=16, optimizer="sgd(lr = 0.1)"))
+    saved = []
+
+    def snapshot(t):
+        save = t._save
+
+        def keep(path):
+            if path.name == "last.npz":
+                saved.append({k: np.array(v, dtype=np.float64) for k, v in t.engine.params().items()})
+            save(path)
+        t._save = keep
+    _, records, _ = run(c, tmp_path / "r", prepare=snapshot)
+    bn = [r for r in layer_records(records) if r["layer"] == "batchnorm"]
+    assert "drift" not in bn[0]     # nothing to compare the first epoch with
+    for stat in ("running_mean", "running_var"):
+        before, after = saved[0][f"batchnorm.{stat}"], saved[1][f"batchnorm.{stat}"]
+        assert bn[1]["drift"][stat] == pytest.approx(np.linalg.norm(after - before) / np.linalg.norm(before),
+                                                     rel=1e-6)
+
+
+def test_the_python_api_takes_tensorboard_and_hands_the_layers_to_the_callback(write, tmp_path):
+    pytest.importorskip("tensorboardX")
+    import cnnc
+    seen = []
+    src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
+    cnnc.train(str(write(src)), out=tmp_path / "r", tensorboard=tmp_path / "tb", callback=seen.append,
+               log=lambda line: None, progress=False)
+    assert [r["layer"] for r in seen[0]["layers"]] == ["linear_1", "relu", "linear_2"]
+    scalars, _ = read_events(tmp_path / "tb")
+    assert scalars["layers/linear_1/params/weight/grad_norm"] == [
+        (1, pytest.approx(seen[0]["layers"][0]["params"]["weight"]["grad_norm"], rel=1e-6))]
