@@ -136,14 +136,13 @@ class Trainer:
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None,
                  on_epoch: Callable[[dict], bool | None] | None = None, watch_every: int | None = None,
-                 tensorboard: Path | None = None, quiet: bool = False):
+                 tensorboard: Path | None = None):
         if watch_every is not None and watch_every < 1:
             raise CnncError(f"--watch-every {watch_every}: must be at least 1")
         net = compiled.net
         cfg = for_network(with_data(cfg, data_override, limit), net.outputs)   # --data, --limit replace the data
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
         self.on_epoch = on_epoch   # sees each epoch's metrics.jsonl record; False (or StopTraining) stops the run
-        self.quiet = quiet         # only warnings, stops and the final figures are logged
         self.objective = Objective.of(cfg, tuple(net.outputs))
         self.loss = self.objective.first
         shapes = NetworkShapes.of(net, {o: loss.target_kind for o, loss in self.objective.losses.items()})
@@ -230,7 +229,7 @@ class Trainer:
                 self.layers.after_step(before, self.engine.params())
             stats.add(loss, len(xb), counts, each)
             if self.bar is not None:
-                self.bar.update(1, bar_fields(stats, time.perf_counter() - start, lr))
+                self.bar.update(1, bar_fields(stats, time.perf_counter() - start))
         return stats
 
     def evaluate(self, split, confusion: dict[str, Confusion] | None = None) -> EpochStats:
@@ -307,7 +306,7 @@ class Trainer:
                     self._record_split()
                 if started is not None and self.main:
                     started()
-                self._say(f"train: {summary(self.cfg)}")
+                self.log(f"train: {summary(self.cfg)}")
                 with self._progress_bar():
                     result = self._run_epochs(run_dir)
             finished = True
@@ -377,7 +376,7 @@ class Trainer:
                     self._save(self.out / "best.npz")
                 if self.cfg.snapshots and self.schedule.cycle_end(epoch):
                     self._save(self.out / snapshot_name(self.schedule, epoch))
-            self._say(_epoch_line(record, self.cfg.epochs, train.samples))
+            self.log(_epoch_line(record, self.cfg.epochs, train.samples))
             for warning in self.rules.check(record) if self.main else ():
                 self.log(warning.line())
             result.epochs_run = self.epoch
@@ -505,11 +504,6 @@ class Trainer:
                             "split of this run's data", hint="the data, its val/test fractions or the seed "
                             "changed since the run started; resume with the same ones")
 
-    def _say(self, line: str) -> None:
-        """A routine line (the record, each epoch, resuming): logged unless the run is quiet."""
-        if not self.quiet:
-            self.log(line)
-
     def _resume(self) -> None:
         """Continue from OUT/last.npz, which rank 0 reads and hands to every process (the other
         machines of a run need not see OUT)."""
@@ -521,7 +515,7 @@ class Trainer:
         self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
         if self.watch is not None:
             self.watch.best, self.watch.wait = best, bad_epochs
-        self._say(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
+        self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
 
     def _resume_checkpoint(self, path: Path) -> checkpoint.Checkpoint:
         if not path.exists():
@@ -573,14 +567,12 @@ def _schedule_spec(spec: Spec) -> Any:
     return (spec.name, opts)
 
 
-def bar_fields(stats: EpochStats, seconds: float, lr: float | None = None) -> dict[str, str]:
+def bar_fields(stats: EpochStats, seconds: float) -> dict[str, str]:
     """The figures shown after the training bar, in order: name -> the text shown (runtime/progress.py
     leaves out, from the end, what the terminal has no room for). Another figure is another entry."""
     fields = {"loss": f"loss {stats.mean_loss:.4f}"}
     if stats.accuracy is not None:
         fields["accuracy"] = f"acc {stats.accuracy:.2%}"
-    if lr is not None:
-        fields["lr"] = f"lr {lr:.3g}"
     if seconds > 0:
         fields["speed"] = f"{stats.samples / seconds:,.0f} samples/s"
     return fields
