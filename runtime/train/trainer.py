@@ -229,7 +229,7 @@ class Trainer:
                 self.layers.after_step(before, self.engine.params())
             stats.add(loss, len(xb), counts, each)
             if self.bar is not None:
-                self.bar.update(1, bar_fields(stats, time.perf_counter() - start))
+                self.bar.update(1, bar_fields(stats, time.perf_counter() - start, lr))
         return stats
 
     def evaluate(self, split, confusion: dict[str, Confusion] | None = None) -> EpochStats:
@@ -567,12 +567,14 @@ def _schedule_spec(spec: Spec) -> Any:
     return (spec.name, opts)
 
 
-def bar_fields(stats: EpochStats, seconds: float) -> dict[str, str]:
+def bar_fields(stats: EpochStats, seconds: float, lr: float | None = None) -> dict[str, str]:
     """The figures shown after the training bar, in order: name -> the text shown (runtime/progress.py
     leaves out, from the end, what the terminal has no room for). Another figure is another entry."""
     fields = {"loss": f"loss {stats.mean_loss:.4f}"}
     if stats.accuracy is not None:
         fields["accuracy"] = f"acc {stats.accuracy:.2%}"
+    if lr is not None:
+        fields["lr"] = f"lr {lr:.3g}"
     if seconds > 0:
         fields["speed"] = f"{stats.samples / seconds:,.0f} samples/s"
     return fields

@@ -35,10 +35,11 @@ def test_fields_are_data_and_those_that_do_not_fit_are_left_out_from_the_end():
     assert render_fields(fields, 200).endswith("3,200 samples/s  lr 0.003")
 
 
-def test_the_training_bar_shows_loss_accuracy_and_samples_per_second():
+def test_the_training_bar_shows_loss_accuracy_lr_and_samples_per_second():
     stats = EpochStats()
     stats.add(0.5, 64, {"y": (32, 64)})
-    assert bar_fields(stats, 8.0) == {"loss": "loss 0.5000", "accuracy": "acc 50.00%", "speed": "8 samples/s"}
+    assert bar_fields(stats, 8.0, 0.003) == {"loss": "loss 0.5000", "accuracy": "acc 50.00%", "lr": "lr 0.003",
+                                             "speed": "8 samples/s"}
 
 
 def test_a_hidden_progress_prints_plain_lines_and_draws_nothing():
