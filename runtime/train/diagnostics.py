@@ -44,7 +44,9 @@ VANISHING_RATIO = 1e-3       # vanishing-gradients: first weight's gradient norm
 EXPLODING_GROWTH = 10.0      # exploding-gradients: a step's gradient norm this many times the epoch's mean before it
 UPDATE_RATIO_RANGE = (1e-6, 1e-1)   # update-ratio: |dw|/|w| outside this range (a healthy step is ~1e-3)
 FLAT_LOSS_EPOCHS, FLAT_LOSS_CHANGE = 3, 1e-3   # flat-loss: relative change below this over these epochs
-OVERFIT_EPOCHS = 2           # overfitting: val loss up and train loss down this many epochs in a row
+OVERFIT_EPOCHS = 3           # overfitting: val loss up and train loss down this many epochs in a row,
+OVERFIT_MARGIN = 0.05        # and the val loss this far (relative) above its best so far
+EXPLODING_EPOCH_GROWTH = 2.0  # exploding-gradients after epoch 1: the epoch's mean norm this many times the last's
 
 
 def _norm(a: np.ndarray) -> float:
@@ -226,6 +228,7 @@ class Rules:
         self.allow = frozenset(allow)
         self.fired: set[tuple[str, str | None]] = set()
         self.history: list[dict] = []
+        self.grad_last: dict[str, float] = {}   # each layer's epoch-mean weight gradient norm in the last epoch
 
     def check(self, record: dict) -> list[TrainingWarning]:
         """The warnings an epoch's record (with its `layers`) gives for the first time."""
@@ -269,7 +272,12 @@ class Rules:
                                  f"of the last layer's in epoch {epoch}",
                                  "try relu instead of sigmoid/tanh, batchnorm, or residual connections")
         for r, f in weights:
-            if f.get("grad_growth") is not None and f["grad_growth"] >= EXPLODING_GROWTH:
+            # After epoch 1 a step's jump counts only while the epoch's mean grows too: late in a healthy
+            # run most batches are learnt and one hard batch is 10x their mean (README's LeNet-5, epoch 28).
+            growth, last = f.get("grad_growth"), self.grad_last.get(r["layer"])
+            self.grad_last[r["layer"]] = f["grad_norm"]
+            if growth is not None and growth >= EXPLODING_GROWTH and \
+                    (last is None or f["grad_norm"] >= EXPLODING_EPOCH_GROWTH * last):
                 yield self._warn("exploding-gradients", epoch, r, f"gradient norm jumped to {f['grad_growth']:.0f}x "
                                  f"its mean so far in epoch {epoch}", "try a lower lr, gradient clipping or batchnorm")
             ratio = f.get("update_ratio")
@@ -291,7 +299,9 @@ class Rules:
         recent = h[-(OVERFIT_EPOCHS + 1):]
         if len(recent) == OVERFIT_EPOCHS + 1 and all(r.get("val_loss") is not None for r in recent):
             pairs = list(zip(recent, recent[1:]))
-            if all(b["val_loss"] > a["val_loss"] and b["train_loss"] < a["train_loss"] for a, b in pairs):
+            best = min(r["val_loss"] for r in h if r.get("val_loss") is not None)
+            if all(b["val_loss"] > a["val_loss"] and b["train_loss"] < a["train_loss"] for a, b in pairs) \
+                    and recent[-1]["val_loss"] >= (1 + OVERFIT_MARGIN) * best:
                 yield self._warn("overfitting", epoch, None, f"validation loss rising since epoch "
                                  f"{recent[0]['epoch']} while the training loss falls (epoch {epoch})",
                                  "try more data or augmentation, dropout, weight decay, or early_stop")
