@@ -93,6 +93,8 @@ class LayerWatch:
             self.plan.outputs = watched
         self.tracks: dict[str, _ParamTrack] = {}
         self.previous_buffers: dict[str, np.ndarray] = {}
+        # the probe's outputs of the watched activations at the last record (TensorBoard's feature maps)
+        self.activations: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------ steps
     def begin_epoch(self) -> None:
@@ -121,7 +123,7 @@ class LayerWatch:
     # ------------------------------------------------------------ records
     def records(self, params: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         """The epoch's record per layer, in the order of the network (its record's `layers`)."""
-        acts = self._activations(params)
+        acts = self.activations = self._activations(params)
         out = []
         for node, owned, activation in self.layers:
             r: dict[str, Any] = {"layer": node.name, "op": node.op,
@@ -171,6 +173,7 @@ class Unwatched:
     """A trainer's `layers` without per-layer statistics (what bench/bench_diagnostics.py compares with)."""
 
     trainable: frozenset[str] = frozenset()
+    activations: dict[str, np.ndarray] = {}
 
     def begin_epoch(self) -> None:
         pass
