@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=STYLES, default="graph",
                    help="graph (Graphviz, default), figure (feature-map boxes), rf (receptive-field growth), "
                         "rf-grid (one unit's field over the input), curves, confusion and diagnostics (per-layer heat "
-                        "strips) from --metrics, activations "
+                        "strips and histograms) from --metrics, activations "
                         "(every layer's feature maps for --image, .png), kernels (convolution weights, .png), html "
                         "(the explorer: one page to fold, click and search; with --image its feature maps)")
     p.add_argument("--depth", type=int, metavar="N", help="collapse blocks nested deeper than N (html: open "
@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(default: the file's fixed weights)")
     p.add_argument("--image", metavar="FILE", help="for activations and html: the input image (default: a shipped "
                                                    "photograph)")
-    p.add_argument("--layers", metavar="A,B,...", help="for activations and kernels: only these layers")
+    p.add_argument("--layers", metavar="A,B,...", help="for activations, kernels and diagnostics: only these layers")
+    p.add_argument("--epochs", metavar="E,F,...", help="for diagnostics: the epochs whose histograms are drawn "
+                                                       "(default: the first, middle and last)")
     add_resize(p)
     p.add_argument("--page", type=int, metavar="N", help="for activations and kernels: which page of panels "
                                                          "(each fits a screen; default 1)")

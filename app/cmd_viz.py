@@ -20,7 +20,8 @@ from .viz.output import PictureOptions, output_format, picture
 STYLE_FLAGS = (("--layer", "layer", ("rf-grid",)), ("--unit", "unit", ("rf-grid",)),
                ("--metrics", "metrics", ("curves", "confusion", "diagnostics", "html")),
                ("--checkpoint", "checkpoint", ("activations", "kernels", "html")),
-               ("--image", "image", ("activations", "html")), ("--layers", "layers", ("activations", "kernels")),
+               ("--image", "image", ("activations", "html")),
+               ("--layers", "layers", ("activations", "kernels", "diagnostics")), ("--epochs", "epochs", ("diagnostics",)),
                ("--resize", "resize", ("activations", "html")), ("--page", "page", ("activations", "kernels")))
 
 
@@ -64,6 +65,25 @@ def _layers(args: argparse.Namespace) -> list[str] | None:
     if not names:
         raise CnncError(f"--layers {args.layers!r}: name at least one layer, e.g. --layers conv1,conv2")
     return names
+
+
+def _epochs(args: argparse.Namespace) -> tuple[int, ...] | None:
+    if args.epochs is None:
+        return None
+    try:
+        epochs = tuple(int(e) for e in args.epochs.split(",") if e.strip())
+    except ValueError:
+        raise CnncError(f"--epochs {args.epochs!r}: give epoch numbers separated by commas, e.g. --epochs 1,10,30") \
+            from None
+    if not epochs or min(epochs) < 1:
+        raise CnncError(f"--epochs {args.epochs!r}: epochs are numbered from 1, e.g. --epochs 1,10,30")
+    return epochs
+
+
+def _chosen(args: argparse.Namespace) -> dict:
+    """What the diagnostics style draws of the metrics: the histograms' epochs and the layers."""
+    layers = _layers(args)
+    return {"epochs": _epochs(args), "layers": tuple(layers) if layers is not None else None}
 
 
 def _values(args: argparse.Namespace, compiled: Compiled) -> dict:
@@ -127,9 +147,10 @@ def viz(args: argparse.Namespace, compiled: Compiled) -> int:
         return _page(args, compiled)
     fmt = output_format(args.output)
     values = _values(args, compiled) if args.style in ("activations", "kernels") else {}
+    chosen = _chosen(args) if args.style == "diagnostics" else {}
     options = PictureOptions(depth=args.depth, expand=args.expand, details=args.details, rankdir=args.rankdir,
                              fuse=args.fuse, layer=args.layer, unit=args.unit, metrics=args.metrics,
-                             page=args.page or 1, **values)
+                             page=args.page or 1, **values, **chosen)
     data = picture(compiled, args.style, fmt, options, args.output)
     inputs = [args.file] + [p for p in (args.metrics, args.checkpoint, args.image) if p]
     write_atomic(args.output, data, "picture", inputs=inputs)

@@ -9,7 +9,13 @@ order of the network:
     "layers": [{"layer": "conv_1", "op": "conv", "line": 7,
                 "params": {"weight": {"norm", "grad_norm", "grad_growth", "update_ratio"}, "bias": {...}},
                 "activation": {"mean", "std", "inactive", "dead", "saturated"},
-                "drift": {"running_mean", "running_var"}}, ...]
+                "drift": {"running_mean", "running_var"},
+                "histograms": {"params": {"weight": H, ...}, "gradients": {"weight": H, ...}, "activation": H}},
+               ...]
+
+where a histogram H = {"lo": min, "hi": max, "counts": [HIST_BINS counts]} counts the finite values in
+HIST_BINS equal bins from lo to hi (all of them in the first bin when lo == hi): `params` the values at the
+end of the epoch, `gradients` those of the epoch's last step, `activation` the probe's outputs.
 
 (an epoch stays one line, so every reader of metrics.jsonl by epochs goes on working.)
 
@@ -25,11 +31,15 @@ from typing import Any
 PARAM_FIGURES = ("norm", "grad_norm", "grad_growth", "update_ratio")
 ACTIVATION_FIGURES = ("mean", "std", "inactive", "dead", "saturated")
 DRIFT_FIGURES = ("running_mean", "running_var")
+HIST_BINS = 30
+HISTOGRAM_FIELDS = ("lo", "hi", "counts")
+HISTOGRAM_GROUPS = ("params", "gradients", "activation")   # the first two by parameter name
 # field -> the figures of its object (None: a plain value)
 LAYERS = "layers"   # the field of an epoch's record
 LAYER_FIELDS: dict[str, tuple[str, ...] | None] = {
     "layer": None, "op": None, "line": None,
     "params": PARAM_FIGURES, "activation": ACTIVATION_FIGURES, "drift": DRIFT_FIGURES,
+    "histograms": HISTOGRAM_GROUPS,
 }
 
 
@@ -46,6 +56,37 @@ def _figures(value: Any, names: tuple[str, ...], where: str) -> str | None:
             return f"'{where}.{name}' is not a figure of a layer record ({', '.join(names)})"
         if not _figure(figure):
             return f"'{where}.{name}' must be a number or null, got {figure!r}"
+    return None
+
+
+def histogram_problem(value: Any, where: str) -> str | None:
+    """What makes `value` other than a histogram H as cnnc run writes it, or None."""
+    if not isinstance(value, dict) or set(value) != set(HISTOGRAM_FIELDS):
+        return f"'{where}' must be an object of {', '.join(HISTOGRAM_FIELDS)}"
+    lo, hi, counts = value["lo"], value["hi"], value["counts"]
+    if not (_figure(lo) and _figure(hi)) or lo is None or hi is None or lo > hi:
+        return f"'{where}' needs lo <= hi, got {lo!r} and {hi!r}"
+    if (not isinstance(counts, list) or len(counts) != HIST_BINS
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
+        return f"'{where}.counts' must be {HIST_BINS} counts"
+    return None
+
+
+def _histograms_problem(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "'histograms' must be an object"
+    for group, entry in value.items():
+        if group not in HISTOGRAM_GROUPS:
+            return f"'histograms.{group}' is not a histogram group ({', '.join(HISTOGRAM_GROUPS)})"
+        if group == "activation":
+            problem = histogram_problem(entry, "histograms.activation")
+        elif not isinstance(entry, dict):
+            problem = f"'histograms.{group}' must be an object of parameter names"
+        else:
+            problem = next((p for name, h in entry.items()
+                            if (p := histogram_problem(h, f"histograms.{group}.{name}")) is not None), None)
+        if problem is not None:
+            return problem
     return None
 
 
@@ -79,4 +120,6 @@ def layer_record_problem(record: dict) -> str | None:
     for name in ("activation", "drift"):
         if name in record and (problem := _figures(record[name], LAYER_FIELDS[name], name)) is not None:
             return problem
+    if "histograms" in record:
+        return _histograms_problem(record["histograms"])
     return None

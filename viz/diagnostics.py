@@ -5,7 +5,14 @@ read and checked by curves.py `read_metrics`), three panels side by side, one ro
 layer (named as in the `.cnn`, with its line), one cell per epoch: the weight's gradient
 norm and its update-to-weight ratio on a log scale, and the share of dead (rectifiers)
 or saturated (sigmoid/tanh) units on 0..1. A cell without a figure is left grey. Each
-panel's colour bar gives its range. Plain SVG by our own code.
+panel's colour bar gives its range.
+
+Below them, the layers' histograms (the records' `histograms`) at chosen epochs
+(`--epochs`, by default the first, the middle and the last), one outline per
+epoch overlaid in a cell: the weight's values, its gradient at the epoch's last
+step, and the activation's outputs on the probe; each cell's x axis spans the
+drawn epochs' values, its y axis the share of values per bin. `--layers` keeps
+only the named layers. Plain SVG by our own code.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..compiler.metrics_format import LAYERS
-from ..dsl.source import CnncError
+from ..dsl.source import CnncError, did_you_mean
 from .curves import Metrics
 from .svg import Svg
 
@@ -29,6 +36,13 @@ PANELS: tuple[tuple[str, Callable[[dict], float | None], bool], ...] = (
 RAMP = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
 MISSING = "#e6e6e6"
 ROW_H, LABEL_W, PANEL_GAP = 16.0, 150.0, 46.0
+# the histograms' columns: (title, the histogram of a layer record's `histograms`)
+HISTOGRAM_COLUMNS: tuple[tuple[str, Callable[[dict], dict | None]], ...] = (
+    ("weights (weight)", lambda h: (h.get("params") or {}).get("weight")),
+    ("gradients (weight, last step)", lambda h: (h.get("gradients") or {}).get("weight")),
+    ("activation (probe)", lambda h: h.get("activation")),
+)
+CELL_W, CELL_H, CELL_GAP = 190.0, 58.0, 26.0
 
 
 def _units(a: dict) -> float | None:
@@ -59,24 +73,139 @@ def _grid(metrics: Metrics, figure) -> tuple[list[tuple[str, int | None]], list[
     return rows, [e["epoch"] for e in metrics.epochs], values
 
 
-def diagnostics_svg(metrics: Metrics, title: str = "") -> str:
+def diagnostics_svg(metrics: Metrics, title: str = "", epochs: tuple[int, ...] | None = None,
+                    layers: list[str] | None = None) -> str:
+    """The heat strips and the histograms at `epochs` (flag `--epochs`) of `layers` (`--layers`; all by default)."""
     if not any(e.get(LAYERS) for e in metrics.epochs):
         raise CnncError(f"{metrics.path}: no per-layer records to draw",
                         hint="cnnc run records them in each epoch's line of metrics.jsonl (docs/diagnostics.md)")
-    epochs = [e["epoch"] for e in metrics.epochs]
-    cell = max(4.0, min(26.0, 360.0 / len(epochs)))
+    if layers is not None:
+        metrics = _only_layers(metrics, layers)
+    all_epochs = [e["epoch"] for e in metrics.epochs]
+    chosen = _chosen_epochs(metrics, epochs)
+    cell = max(4.0, min(26.0, 360.0 / len(all_epochs)))
     grids = [(name, log, *_grid(metrics, figure)) for name, figure, log in PANELS]
     grids = [g for g in grids if g[2]]
-    rows = max(len(g[2]) for g in grids)
-    panel_w = LABEL_W + cell * len(epochs)
+    rows = max((len(g[2]) for g in grids), default=0)
+    panel_w = LABEL_W + cell * len(all_epochs)
     top = 70.0
-    height = top + rows * ROW_H + 90
-    svg = Svg(24 + len(grids) * (panel_w + PANEL_GAP), height, "per-layer diagnostics")
+    hist_rows = _histogram_rows(metrics, chosen)
+    hist_top = top + rows * ROW_H + (110 if grids else 0)
+    width = max(24 + len(grids) * (panel_w + PANEL_GAP),
+                24 + LABEL_W + len(HISTOGRAM_COLUMNS) * (CELL_W + CELL_GAP) if hist_rows else 0)
+    height = hist_top + (50 + len(hist_rows) * (CELL_H + 22) + 20 if hist_rows else 0)
+    svg = Svg(width, height, "per-layer diagnostics")
     svg.text(24, 28, title or f"Per-layer diagnostics — {Path(metrics.path).parent.name or metrics.path}", 15,
              anchor="start", bold=True)
     for k, (name, log, layer_rows, _, values) in enumerate(grids):
-        _panel(svg, 24 + k * (panel_w + PANEL_GAP), top, name, log, layer_rows, epochs, values, cell)
+        _panel(svg, 24 + k * (panel_w + PANEL_GAP), top, name, log, layer_rows, all_epochs, values, cell)
+    if hist_rows:
+        _histograms(svg, 24, hist_top, hist_rows, chosen)
     return svg.render()
+
+
+def _only_layers(metrics: Metrics, names: list[str]) -> Metrics:
+    recorded = list(dict.fromkeys(r["layer"] for e in metrics.epochs for r in e.get(LAYERS) or ()))
+    for name in names:
+        if name not in recorded:
+            raise CnncError(f"--layers {name}: {metrics.path} has no records of '{name}'",
+                            hint=did_you_mean(name, recorded, f"recorded layers: {', '.join(recorded)}"))
+    epochs = [{**e, LAYERS: [r for r in e.get(LAYERS) or () if r["layer"] in names]} for e in metrics.epochs]
+    return Metrics(metrics.path, epochs, metrics.test)
+
+
+def _chosen_epochs(metrics: Metrics, epochs: tuple[int, ...] | None) -> list[int]:
+    """The epochs whose histograms are drawn: those asked for, or the first, middle and last recorded."""
+    have = [e["epoch"] for e in metrics.epochs if any(r.get("histograms") for r in e.get(LAYERS) or ())]
+    if epochs is None:
+        return sorted({have[0], have[len(have) // 2], have[-1]}) if have else []
+    for e in epochs:
+        if e not in have:
+            span = f"epochs {have[0]} to {have[-1]}" if have else "no histograms"
+            raise CnncError(f"--epochs {e}: {metrics.path} has {span}",
+                            hint="histograms are recorded for every epoch of a run (docs/diagnostics.md)")
+    return sorted(set(epochs))
+
+
+def _histogram_rows(metrics: Metrics, chosen: list[int]) -> list[tuple[str, int | None, list[list]]]:
+    """(layer, line, per column the (epoch, histogram) pairs) of the layers with any histogram at `chosen`."""
+    rows: dict[str, tuple[str, int | None, list[list]]] = {}
+    for e in metrics.epochs:
+        if e["epoch"] not in chosen:
+            continue
+        for r in e.get(LAYERS) or ():
+            for k, (_, pick) in enumerate(HISTOGRAM_COLUMNS):
+                h = pick(r.get("histograms") or {})
+                if h is not None and sum(h["counts"]):
+                    row = rows.setdefault(r["layer"], (r["layer"], r.get("line"), [[] for _ in HISTOGRAM_COLUMNS]))
+                    row[2][k].append((e["epoch"], h))
+    return _pair_activations(list(rows.values()))
+
+
+def _pair_activations(rows):
+    """A layer with weights and the activation after it on its line share a row (`conv_1 · relu_1`)."""
+    out = []
+    for row in rows:
+        if out and row[1] is not None and out[-1][1] == row[1] and not row[2][0] and not row[2][1] \
+                and not out[-1][2][2]:
+            name, line, columns = out.pop()
+            row = (f"{name} · {row[0]}", line, [*columns[:2], row[2][2]])
+        out.append(row)
+    return out
+
+
+def _epoch_colour(i: int, n: int) -> str:
+    return colour(0.8 * i / max(n - 1, 1))     # (the ramp's yellow end is too light on white)
+
+
+def _histograms(svg: Svg, x0: float, y0: float, rows, chosen: list[int]) -> None:
+    svg.text(x0, y0, "Histograms at epochs " + ", ".join(map(str, chosen)), 13, anchor="start", bold=True)
+    lx = x0 + LABEL_W + 4
+    for i, e in enumerate(chosen):     # the legend
+        svg.line(lx, y0 + 14, lx + 18, y0 + 14, _epoch_colour(i, len(chosen)), 2.5)
+        svg.text(lx + 22, y0 + 18, f"epoch {e}", 10, anchor="start")
+        lx += 80
+    top = y0 + 46
+    for k, (name, _) in enumerate(HISTOGRAM_COLUMNS):
+        svg.text(x0 + LABEL_W + k * (CELL_W + CELL_GAP) + CELL_W / 2, top - 8, name, 11, bold=True)
+    for j, (layer, line, columns) in enumerate(rows):
+        y = top + j * (CELL_H + 22)
+        svg.text(x0 + LABEL_W - 8, y + CELL_H / 2 + 4, layer + (f" (line {line})" if line else ""), 9.5,
+                 anchor="end")
+        for k, pairs in enumerate(columns):
+            if pairs:
+                _histogram_cell(svg, x0 + LABEL_W + k * (CELL_W + CELL_GAP), y, pairs, chosen)
+
+
+def _histogram_cell(svg: Svg, x: float, y: float, pairs, chosen: list[int]) -> None:
+    """The histograms of one layer and column, one outline per epoch on a shared value axis."""
+    lo = min(h["lo"] for _, h in pairs)
+    hi = max(h["hi"] for _, h in pairs)
+    if hi - lo < 1e-12 * max(1.0, abs(hi)):
+        lo, hi = lo - 0.5, hi + 0.5
+    shares = [[c / sum(h["counts"]) for c in h["counts"]] for _, h in pairs]
+    top = max(max(s) for s in shares)
+    sx = lambda v: x + (v - lo) / (hi - lo) * CELL_W
+    svg.rect(x, y, CELL_W, CELL_H, "#fafafa", "#cccccc", 0.6)
+    for (epoch, h), share in zip(pairs, shares):
+        n = len(h["counts"])
+        if h["hi"] > h["lo"]:
+            edges = [h["lo"] + (h["hi"] - h["lo"]) * b / n for b in range(n + 1)]
+        else:       # all values equal: one narrow bar at the value
+            edges = [h["lo"] - (hi - lo) / 200, h["lo"] + (hi - lo) / 200] + [h["lo"]] * (n - 1)
+        points = [(sx(edges[0]), y + CELL_H)]
+        for b in range(n):
+            top_y = y + CELL_H - share[b] / top * (CELL_H - 4)
+            points += [(sx(edges[b]), top_y), (sx(edges[b + 1]), top_y)]
+            if h["hi"] <= h["lo"]:
+                break
+        points.append((points[-1][0], y + CELL_H))
+        svg.polyline(points, _epoch_colour(chosen.index(epoch), len(chosen)), 1.4)
+    svg.text(x, y + CELL_H + 12, f"{lo:.3g}", 9, anchor="start")
+    svg.text(x + CELL_W, y + CELL_H + 12, f"{hi:.3g}", 9, anchor="end")
+    if lo < 0 < hi:
+        svg.line(sx(0.0), y, sx(0.0), y + CELL_H, "#999999", 0.6, dash="2,2")
+        svg.text(sx(0.0), y + CELL_H + 12, "0", 9)
 
 
 def _panel(svg: Svg, x0: float, y0: float, name: str, log: bool, rows, epochs, values, cell: float) -> None:

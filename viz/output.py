@@ -38,7 +38,8 @@ MAX_PIXELS = 64_000_000     # a raster (256 MB as RGBA) is drawn smaller rather 
 @dataclass(frozen=True)
 class PictureOptions:
     """What the styles read: graph (depth, expand, details, rankdir, fuse), rf-grid (layer, unit),
-    curves, confusion and diagnostics (metrics, a metrics.jsonl path), activations (panels: one `images.Panel` per layer),
+    curves, confusion and diagnostics (metrics, a metrics.jsonl path; diagnostics also epochs and layers: the
+    histograms' epochs and the layers drawn), activations (panels: one `images.Panel` per layer),
     kernels (kernels: (layer, weight [O, I, kh, kw]) pairs, first: the layer reading the image); both
     of these draw page `page` of their panels."""
 
@@ -50,6 +51,8 @@ class PictureOptions:
     layer: str | None = None
     unit: str | None = None
     metrics: str | None = None
+    epochs: tuple[int, ...] | None = None
+    layers: tuple[str, ...] | None = None
     panels: tuple = ()
     kernels: tuple = ()
     first: str | None = None
@@ -100,7 +103,8 @@ def _svg(compiled: Compiled, style: str, options: PictureOptions) -> str:
         from .curves import read_metrics
         from .diagnostics import diagnostics_svg
         return diagnostics_svg(read_metrics(options.metrics),
-                               f"{compiled.net.name}: per-layer diagnostics ({options.metrics})")
+                               f"{compiled.net.name}: per-layer diagnostics ({options.metrics})", options.epochs,
+                               list(options.layers) if options.layers is not None else None)
     if style == "confusion":
         from .confusion import confusion_svg
         from .curves import read_metrics

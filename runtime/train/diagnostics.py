@@ -12,7 +12,8 @@ largest ratio of a step's norm to the mean of the epoch's steps before it);
 the update-to-weight ratio |dw|/|w| is measured on the epoch's last step (and
 every `every` steps); weight norms and batchnorm
 drift (the relative change of the running statistics since the last record)
-at the end of the epoch; activation statistics on a fixed probe of the first
+at the end of the epoch, with the histograms of the weights (then), of the
+gradients (the epoch's last step) and of the activations (the probe); activation statistics on a fixed probe of the first
 PROBE training samples, run in eval mode through the NumPy runtime (runtime/
 plan.py) with the epoch's weights, whichever engine trained them.
 
@@ -29,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ...compiler.lints import ALL, TRAINING_WARNINGS
-from ...compiler.metrics_format import LAYERS
+from ...compiler.metrics_format import HIST_BINS, LAYERS
 from ...compiler.ops import OPS
 from ...dsl.source import Loc, printable
 from ..plan import Plan
@@ -95,17 +96,21 @@ class LayerWatch:
         self.previous_buffers: dict[str, np.ndarray] = {}
         # the probe's outputs of the watched activations at the last record (TensorBoard's feature maps)
         self.activations: dict[str, np.ndarray] = {}
+        self.last_grads: dict[str, np.ndarray] = {}   # the epoch's last step's gradients (their histograms)
 
     # ------------------------------------------------------------ steps
     def begin_epoch(self) -> None:
         self.tracks = {k: _ParamTrack() for k in self.trainable}
 
-    def gradients(self, engine) -> None:
-        """One step's gradient norm per parameter tensor (the engine's `grad_norms`, before its step)."""
+    def gradients(self, engine, step: int, steps: int) -> None:
+        """Step `step` (0-based) of `steps`: its gradient norm per parameter tensor (the engine's `grad_norms`,
+        before its step); the last step's gradients themselves, for their histograms."""
         norms = engine.grad_norms()
         for k, track in self.tracks.items():
             if k in norms:
                 track.gradient(norms[k])
+        if step == steps - 1:
+            self.last_grads = {k: g for k, g in engine.grads().items() if k in self.trainable}
 
     def sampled(self, step: int, steps: int) -> bool:
         """Is the update ratio measured at this step (0-based) of an epoch of `steps`?"""
@@ -137,7 +142,23 @@ class LayerWatch:
                 r["drift"] = drift
             if activation and node.name in acts:
                 r["activation"] = _activation(node.op, acts[node.name])
+            histograms = self._histograms(node.name, owned, params, acts.get(node.name) if activation else None)
+            if histograms:
+                r["histograms"] = histograms
             out.append(r)
+        self.last_grads = {}
+        return out
+
+    def _histograms(self, name: str, owned, params, activation: np.ndarray | None) -> dict[str, Any]:
+        keys = [(p, f"{name}.{p}") for p in owned if f"{name}.{p}" in self.trainable]
+        out: dict[str, Any] = {}
+        if keys:
+            out["params"] = {p: histogram(params[k]) for p, k in keys}
+        grads = {p: histogram(self.last_grads[k]) for p, k in keys if k in self.last_grads}
+        if grads:
+            out["gradients"] = grads
+        if activation is not None:
+            out["activation"] = histogram(activation)
         return out
 
     def _param(self, key: str, params) -> dict[str, float | None] | None:
@@ -178,7 +199,7 @@ class Unwatched:
     def begin_epoch(self) -> None:
         pass
 
-    def gradients(self, engine) -> None:
+    def gradients(self, engine, step: int, steps: int) -> None:
         pass
 
     def sampled(self, step: int, steps: int) -> bool:
@@ -186,6 +207,23 @@ class Unwatched:
 
     def records(self, params) -> list[dict[str, Any]]:
         return []
+
+
+def histogram(values: np.ndarray) -> dict[str, Any]:
+    """A histogram as metrics.jsonl holds it (compiler/metrics_format.py): the finite values in HIST_BINS
+    equal bins from their least to their greatest."""
+    v = np.asarray(values).ravel()
+    if v.size and not (np.isfinite(v.min()) and np.isfinite(v.max())):   # (one pass when all are finite)
+        v = v[np.isfinite(v)]
+    if not v.size:
+        return {"lo": 0.0, "hi": 0.0, "counts": [0] * HIST_BINS}
+    lo, hi = float(v.min()), float(v.max())
+    if hi > lo:
+        counts = np.histogram(v, bins=HIST_BINS, range=(lo, hi))[0]
+    else:
+        counts = np.zeros(HIST_BINS, dtype=np.int64)
+        counts[0] = v.size
+    return {"lo": lo, "hi": hi, "counts": [int(c) for c in counts]}
 
 
 def _activation(op: str, y: np.ndarray) -> dict[str, float | None]:

@@ -11,8 +11,11 @@ at the record's epoch, under a tag spelled from the record's own keys:
   `layers/LAYER/drift/FIGURE`;
 - the test record: `test/loss`, `test/accuracy` (at the last epoch).
 
-A null figure is not written. Besides the records, `histograms` writes each
-trainable parameter's values at the end of an epoch (`weights/KEY`).
+A null figure is not written. The `histograms` of each layer record become
+TensorBoard histograms at the record's epoch: `layers/LAYER/weights/P` (the
+values at the end of the epoch), `layers/LAYER/gradients/P` (the epoch's last
+step) and `layers/LAYER/activation` (the probe's outputs), with the record's
+bins as TensorBoard's buckets.
 
 The writer is tensorboardX (the `cnnc[tensorboard]` extra): the smallest
 well-kept writer of event files (a pure-Python wheel of under 100 KB that
@@ -79,12 +82,8 @@ class EventWriter:
             self.epoch = record["epoch"]
         for tag, value in scalars(record):
             self.writer.add_scalar(tag, value, self.epoch)
-
-    def histograms(self, epoch: int, params: Mapping[str, np.ndarray], keys) -> None:
-        for key in keys:
-            values = np.asarray(params[key], dtype=np.float64)
-            if values.size and np.isfinite(values).all():
-                self.writer.add_histogram(f"weights/{key}", values, epoch)
+        for tag, h in histograms(record):
+            self.writer.add_histogram_raw(tag, global_step=self.epoch, **buckets(h))
 
     def close(self) -> None:
         self.writer.close()
@@ -104,6 +103,37 @@ def scalars(record: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
             yield from _finite(f"{base}/params/{p}", figures)
         for group in ("activation", "drift"):
             yield from _finite(f"{base}/{group}", layer.get(group) or {})
+
+
+HISTOGRAM_TAGS = {"params": "weights", "gradients": "gradients"}   # a record's group -> its tag's word
+
+
+def histograms(record: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(tag, histogram) of each histogram of an epoch record's layers that counts any value."""
+    for layer in record.get(LAYERS) or ():
+        base = f"layers/{layer['layer']}"
+        groups = layer.get("histograms") or {}
+        for group, word in HISTOGRAM_TAGS.items():
+            for p, h in (groups.get(group) or {}).items():
+                if sum(h["counts"]):
+                    yield f"{base}/{word}/{p}", h
+        if "activation" in groups and sum(groups["activation"]["counts"]):
+            yield f"{base}/activation", groups["activation"]
+
+
+def buckets(h: Mapping[str, Any]) -> dict[str, Any]:
+    """add_histogram_raw's arguments for a record's histogram: its bins as buckets (each by its upper edge;
+    one bucket when all values are equal). The record keeps no sums, so TensorBoard's `sum` and
+    `sum_squares` are taken at the bins' centres (its histogram and distribution views draw only buckets)."""
+    lo, hi, counts = float(h["lo"]), float(h["hi"]), np.asarray(h["counts"], dtype=np.float64)
+    if hi > lo:
+        edges = np.linspace(lo, hi, len(counts) + 1)
+        limits, centres = edges[1:], (edges[:-1] + edges[1:]) / 2
+    else:
+        counts = np.array([counts.sum()])
+        limits = centres = np.array([hi])
+    return {"min": lo, "max": hi, "num": int(counts.sum()), "sum": float(counts @ centres),
+            "sum_squares": float(counts @ centres ** 2), "bucket_limits": limits, "bucket_counts": counts}
 
 
 def _finite(prefix: str, figures: Mapping[str, Any]) -> Iterator[tuple[str, float]]:

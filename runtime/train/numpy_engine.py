@@ -148,6 +148,10 @@ class NumpyEngine:
         """The L2 norm of each parameter's gradient of the last batch (penalty included), before step."""
         return {k: math.sqrt(float(np.vdot(g, g))) for k, g in self._grads.items()}   # BLAS's dot: no copy
 
+    def grads(self) -> dict[str, np.ndarray]:
+        """Each parameter's gradient of the last batch (penalty included), before step."""
+        return dict(self._grads)
+
     def step(self, lr: float) -> None:
         self.optimizer.step(self._grads, lr)
         self._grads = {}

@@ -293,6 +293,11 @@ class TorchEngine:
             norms = torch.stack([torch.linalg.vector_norm(g) for _, g in have]).tolist()
         return {k: n for (k, _), n in zip(have, norms)}
 
+    def grads(self) -> dict[str, np.ndarray]:
+        """Each parameter's gradient of the last batch (penalty included), before step."""
+        return {k: p.grad.detach().cpu().numpy().copy() for k, p in zip(self.keys, self.trainable)
+                if p.grad is not None}
+
     def step(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -222,7 +222,7 @@ class Trainer:
             loss, counts, each = self.engine.forward_backward(inputs(self.ds, xb), yb, self.objective, drop_rng)
             if not math.isfinite(loss):
                 raise NonFinite(epoch, b, loss)
-            self.layers.gradients(self.engine)
+            self.layers.gradients(self.engine, b, steps)
             before = self.layers.before_step(self.engine.params()) if self.layers.sampled(b, steps) else None
             self.engine.step(lr)
             if before is not None:
@@ -369,8 +369,6 @@ class Trainer:
                 record[LAYERS] = layers
             if self.main:
                 metrics.append(record)
-                if self.events is not None:
-                    self.events.histograms(self.epoch, self.engine.params(), sorted(self.layers.trainable))
                 self._save(self.out / "last.npz")
                 if improved:
                     self._save(self.out / "best.npz")

@@ -6,6 +6,8 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from cnnc.cli import main
 from cnnc.viz.diagnostics import MISSING, colour, diagnostics_svg
 from cnnc.viz.curves import read_metrics
@@ -79,3 +81,84 @@ def test_an_epoch_without_a_layers_figure_is_a_grey_cell(tmp_path):
     out = tmp_path / "d.svg"
     out.write_text(diagnostics_svg(read_metrics(metrics)))
     assert cells(out) == [colour(0.0), MISSING, colour(1.0)]
+
+
+# ---------------------------------------------------------------- histograms
+def hist(lo, hi, counts):
+    from cnnc.compiler.metrics_format import HIST_BINS
+    return {"lo": lo, "hi": hi, "counts": list(counts) + [0] * (HIST_BINS - len(counts))}
+
+
+def with_histograms(name, line, weight=None, activation=None):
+    r = layer(name, line, grad=1e-3 if weight else None, dead=0.1 if activation else None)
+    r["histograms"] = {"params": {"weight": weight}} if weight else {"activation": activation}
+    return r
+
+
+def outlines(svg_path):
+    """stroke -> the points of each histogram outline (polylines inside the cells' grey boxes)."""
+    root = ET.fromstring(svg_path.read_bytes())
+    out: dict[str, list] = {}
+    for p in root.iter(f"{NS}polyline"):
+        pts = [tuple(map(float, xy.split(","))) for xy in p.get("points").split()]
+        if len(pts) > 2:
+            out.setdefault(p.get("stroke"), []).append(pts)
+    return out
+
+
+def test_histograms_at_the_chosen_epochs_share_a_value_axis(tmp_path, capsys):
+    from cnnc.compiler.metrics_format import HIST_BINS
+    from cnnc.viz.diagnostics import CELL_H, CELL_W, _epoch_colour
+    # epoch 1: every value in the first bin of 0..1; epoch 3: all in the last bin of 0..2
+    epochs = [[with_histograms("conv_a", 3, weight=hist(0.0, 1.0, [10]))],
+              [with_histograms("conv_a", 3, weight=hist(0.0, 1.5, [4, 6]))],
+              [with_histograms("conv_a", 3, weight=hist(0.0, 2.0, [0] * (HIST_BINS - 1) + [5]))]]
+    out = tmp_path / "d.svg"
+    assert main(["viz", LENET, "--style", "diagnostics", "--metrics", str(write_metrics(tmp_path, epochs)),
+                 "--epochs", "1,3", "-o", str(out)]) == 0
+    drawn = outlines(out)
+    first, last = drawn[_epoch_colour(0, 2)][0], drawn[_epoch_colour(1, 2)][0]
+    assert _epoch_colour(0, 2) != _epoch_colour(1, 2) and len(drawn) == 2     # epoch 2 is not drawn
+    x0, bottom = first[0]
+    top = min(y for _, y in first)
+    assert bottom - top == pytest.approx(CELL_H - 4, abs=0.06)                              # a whole share fills the cell
+    # on the shared axis 0..2, epoch 1's first bin is 1/30 of 0..1, i.e. 1/60 of the cell's width
+    tall = [x for x, y in first if y == top]
+    assert (min(tall) - x0, max(tall) - x0) == pytest.approx((0.0, CELL_W / (2 * HIST_BINS)), abs=0.06)
+    tall = [x for x, y in last if y == top]
+    assert (min(tall) - x0, max(tall) - x0) == pytest.approx((CELL_W * (1 - 1 / HIST_BINS), CELL_W), abs=0.06)
+    assert "Histograms at epochs 1, 3" in out.read_text()
+
+
+def test_by_default_the_first_middle_and_last_epochs_and_an_activation_beside_its_layer(tmp_path):
+    epochs = [[with_histograms("conv_a", 3, weight=hist(0.0, 1.0, [e])),
+               with_histograms("relu_a", 3, activation=hist(0.0, 1.0, [1, e])),
+               with_histograms("relu_b", 5, activation=hist(0.0, 1.0, [e]))] for e in range(1, 6)]
+    out = tmp_path / "d.svg"
+    out.write_text(diagnostics_svg(read_metrics(write_metrics(tmp_path, epochs))))
+    text = out.read_text()
+    assert "Histograms at epochs 1, 3, 5" in text
+    assert "conv_a · relu_a (line 3)" in text and "relu_b (line 5)" in text
+    assert sum(len(v) for v in outlines(out).values()) == 3 * 3     # 3 epochs x (weight, relu_a, relu_b)
+
+
+def test_the_histograms_flags_name_what_is_wrong(tmp_path, capsys):
+    epochs = [[with_histograms("conv_a", 3, weight=hist(0.0, 1.0, [1]))]] * 2
+    metrics = str(write_metrics(tmp_path, epochs))
+    out = tmp_path / "d.svg"
+    for flags, message in (
+            (["--epochs", "3"], f"--epochs 3: {metrics} has epochs 1 to 2"),
+            (["--epochs", "1,x"], "--epochs '1,x': give epoch numbers separated by commas"),
+            (["--epochs", "0"], "--epochs '0': epochs are numbered from 1"),
+            (["--layers", "conv_b"], f"--layers conv_b: {metrics} has no records of 'conv_b'"),
+    ):
+        assert main(["viz", LENET, "--style", "diagnostics", "--metrics", metrics, "-o", str(out), *flags]) == 1
+        err = capsys.readouterr().err
+        assert message in err, (flags, err)
+        assert not out.exists()
+    assert "did you mean 'conv_a'" in err
+    assert main(["viz", LENET, "--style", "curves", "--metrics", metrics, "-o", str(out), "--epochs", "1"]) == 1
+    assert "--epochs is for --style diagnostics, not --style curves" in capsys.readouterr().err
+    assert main(["viz", LENET, "--style", "diagnostics", "--metrics", metrics, "-o", str(out),
+                 "--layers", "conv_a", "--epochs", "2"]) == 0
+    assert "Histograms at epochs 2" in out.read_text()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnnc.compiler.lints import TRAINING_WARNINGS
-from cnnc.compiler.metrics_format import layers_problem
+from cnnc.compiler.metrics_format import HIST_BINS, layers_problem
 from cnnc.runtime import checkpoint
 from cnnc.runtime.train import diagnostics
 from cnnc.runtime.train.diagnostics import PROBE
@@ -125,6 +125,81 @@ def test_both_engines_record_the_same_figures(compile_src, tmp_path):
                 assert fb[k] is None, (ra["layer"], k)
             else:
                 assert fb[k] == pytest.approx(fa[k], rel=2e-3, abs=1e-6), (ra["epoch"], ra["layer"], k)
+        ha, hb = histogram_list(ra), histogram_list(rb)
+        assert ha.keys() == hb.keys()
+        for k in ha:    # the bins' edges within float tolerance; a value on an edge may fall either side
+            assert (hb[k]["lo"], hb[k]["hi"]) == pytest.approx((ha[k]["lo"], ha[k]["hi"]), rel=2e-3, abs=1e-6), k
+            assert sum(hb[k]["counts"]) == sum(ha[k]["counts"])
+            assert np.abs(np.subtract(hb[k]["counts"], ha[k]["counts"])).sum() <= 0.02 * sum(ha[k]["counts"]) + 2, k
+
+
+def histogram_list(r):
+    """A layer record's histograms by a flat name: params.P, gradients.P, activation."""
+    h = r.get("histograms") or {}
+    out = {f"{g}.{p}": v for g in ("params", "gradients") for p, v in (h.get(g) or {}).items()}
+    if "activation" in h:
+        out["activation"] = h["activation"]
+    return out
+
+
+def reference_histogram(values):
+    counts, _ = np.histogram(values, bins=HIST_BINS, range=(values.min(), values.max()))
+    return values.min(), values.max(), counts
+
+
+def assert_histogram(h, values, exact=True):
+    lo, hi, counts = reference_histogram(np.asarray(values, dtype=np.float64).ravel())
+    assert (h["lo"], h["hi"]) == pytest.approx((lo, hi), rel=0 if exact else 1e-5, abs=0 if exact else 1e-7)
+    assert sum(h["counts"]) == counts.sum()
+    if exact:
+        assert h["counts"] == counts.tolist()
+    else:     # recomputed in float64 from float32 results: a value on an edge may fall either side
+        assert np.abs(np.subtract(h["counts"], counts)).sum() <= 2
+
+
+def test_histograms_are_those_of_the_weights_the_last_steps_gradient_and_the_probe(compile_src, tmp_path):
+    """One epoch of one step of plain SGD: the gradient is (w0 - w1) / lr; the weights are the checkpoint's;
+    the activations are recomputed by hand from them."""
+    c = mlp(compile_src, n=64, batch=48, epochs=1)
+    t, records, _ = run(c, tmp_path / "r")
+    w0 = Trainer(c, c.net.train, tmp_path / "x", progress=False, log=lambda s: None).engine.params()
+    w1 = checkpoint.load(tmp_path / "r" / "last.npz").params
+    layers = {r["layer"]: r for r in records[0]["layers"]}
+    for layer in ("linear_1", "linear_2"):
+        for p in ("weight", "bias"):
+            key = f"{layer}.{p}"
+            assert_histogram(layers[layer]["histograms"]["params"][p], w1[key])
+            grad = (w0[key].astype(np.float64) - w1[key].astype(np.float64)) / 0.1
+            assert_histogram(layers[layer]["histograms"]["gradients"][p], grad, exact=False)
+    assert set(layers["relu"]["histograms"]) == {"activation"}
+    from cnnc.runtime.data.pipeline import inputs
+    x = inputs(t.ds, t.ds.train.x[:PROBE]).reshape(min(PROBE, len(t.ds.train)), -1).astype(np.float64)
+    y = np.maximum(x @ w1["linear_1.weight"].T.astype(np.float64) + w1["linear_1.bias"], 0)
+    assert_histogram(layers["relu"]["histograms"]["activation"], y, exact=False)
+
+
+def test_a_histogram_counts_the_finite_values_and_equal_values_in_one_bin():
+    h = diagnostics.histogram(np.array([np.nan, 1.0, np.inf, 3.0, 2.0, -np.inf], dtype=np.float32))
+    assert (h["lo"], h["hi"], sum(h["counts"])) == (1.0, 3.0, 3)
+    assert h["counts"][0] == 1 and h["counts"][-1] == 1 and h["counts"][HIST_BINS // 2] == 1
+    assert diagnostics.histogram(np.full(7, 0.5)) == {"lo": 0.5, "hi": 0.5, "counts": [7] + [0] * (HIST_BINS - 1)}
+    assert diagnostics.histogram(np.array([np.nan])) == {"lo": 0.0, "hi": 0.0, "counts": [0] * HIST_BINS}
+    assert layers_problem([{"layer": "a", "op": "relu", "line": 1,
+                            "histograms": {"activation": diagnostics.histogram(np.arange(5.0))}}]) is None
+
+
+@pytest.mark.parametrize("histograms, problem", [
+    ({"weights": {}}, "'histograms.weights' is not a histogram group"),
+    ({"activation": {"lo": 0, "hi": 1}}, "'histograms.activation' must be an object of lo, hi, counts"),
+    ({"activation": {"lo": 2, "hi": 1, "counts": [0] * HIST_BINS}}, "needs lo <= hi"),
+    ({"activation": {"lo": 0, "hi": 1, "counts": [0] * 3}}, f"'histograms.activation.counts' must be {HIST_BINS}"),
+    ({"activation": {"lo": 0, "hi": 1, "counts": [-1] + [0] * (HIST_BINS - 1)}}, "must be 30 counts"),
+    ({"params": {"weight": {"lo": 0, "hi": None, "counts": [0] * HIST_BINS}}}, "'histograms.params.weight' needs"),
+    ({"gradients": [1]}, "'histograms.gradients' must be an object of parameter names"),
+])
+def test_a_histogram_other_than_cnnc_writes_is_named(histograms, problem):
+    found = layers_problem([{"layer": "a", "op": "relu", "histograms": histograms}])
+    assert found is not None and problem in found, found
 
 
 # ---------------------------------------------------------------- warnings
@@ -243,7 +318,8 @@ def read_events(folder):
                                                                  accumulator.HISTOGRAMS: 0})
     acc.Reload()
     scalars = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-    return scalars, acc.Tags()["histograms"]
+    histograms = {tag: [(e.step, e.histogram_value) for e in acc.Histograms(tag)] for tag in acc.Tags()["histograms"]}
+    return scalars, histograms
 
 
 def test_the_event_files_hold_the_figures_of_metrics_jsonl(compile_src, tmp_path):
@@ -273,8 +349,23 @@ def test_the_event_files_hold_the_figures_of_metrics_jsonl(compile_src, tmp_path
     for tag, pairs in expected.items():
         assert [s for s, _ in scalars[tag]] == [s for s, _ in pairs], tag
         assert [v for _, v in scalars[tag]] == pytest.approx([v for _, v in pairs], rel=1e-6, abs=1e-30), tag
-    assert set(histograms) == {"weights/linear_1.weight", "weights/linear_1.bias", "weights/linear_2.weight",
-                               "weights/linear_2.bias"}
+    expected_h: dict[str, list] = {}
+    for r in records:
+        for layer in r.get("layers", []):
+            for name, h in histogram_list(layer).items():
+                group, _, p = name.partition(".")
+                tag = f"layers/{layer['layer']}/" + {"params": f"weights/{p}", "gradients": f"gradients/{p}",
+                                                      "activation": "activation"}[group]
+                expected_h.setdefault(tag, []).append((r["epoch"], h))
+    assert set(histograms) == set(expected_h)
+    assert "layers/linear_1/gradients/weight" in histograms and "layers/sigmoid/activation" in histograms
+    for tag, pairs in expected_h.items():
+        assert [s for s, _ in histograms[tag]] == [s for s, _ in pairs], tag
+        for (_, got), (_, h) in zip(histograms[tag], pairs):
+            assert (got.min, got.max, got.num) == (pytest.approx(h["lo"]), pytest.approx(h["hi"]), sum(h["counts"]))
+            if h["hi"] > h["lo"]:
+                assert list(got.bucket) == h["counts"], tag
+                assert list(got.bucket_limit) == pytest.approx(np.linspace(h["lo"], h["hi"], HIST_BINS + 1)[1:])
 
 
 @pytest.mark.slow
