@@ -234,7 +234,7 @@ class Options:
     callback: Callback | None = None
     kernels: str | None = None
     tensorboard: str | os.PathLike | None = None    # a folder of TensorBoard event files (k-fold: one per fold)
-    watch_every: int | None = None                  # the update ratio every K steps too (docs/diagnostics.md)
+    watch_every: int | None = None                  # a step record every K steps too (docs/diagnostics.md)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

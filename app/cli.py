@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--tensorboard", metavar="DIR", help="also write the metrics as TensorBoard event files into DIR "
                                                         "(k-fold: DIR/fold-K); pip install 'cnnc[tensorboard]'")
-    p.add_argument("--watch-every", type=int, metavar="K", help="also measure the update ratio every K steps "
-                                                                "(default: each epoch's last step; docs/diagnostics.md)")
+    p.add_argument("--watch-every", type=int, metavar="K", help="also record the per-layer statistics every K "
+                                                                "steps (a step record in metrics.jsonl; default: "
+                                                                "per epoch; docs/diagnostics.md)")
     p.add_argument("--engine", choices=ENGINES, default="numpy",
                    help="what computes: the embedded numpy runtime (default) or PyTorch (pip install 'cnnc[torch]')")
     p.add_argument("--kernels", choices=KERNEL_SETS,

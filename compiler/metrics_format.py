@@ -19,6 +19,15 @@ end of the epoch, `gradients` those of the epoch's last step, `activation` the p
 
 (an epoch stays one line, so every reader of metrics.jsonl by epochs goes on working.)
 
+With `--watch-every K`, every K-th step of the run also writes a step record, between the epochs' lines:
+
+    {"step": 40, "epoch": 2, "layers": [...]}
+
+`step` counts the run's optimizer steps from 1, `epoch` is the epoch it falls in (from 1, so a resumed
+run keeps the step records of the epochs it keeps); its layer records hold that step's figures
+(`grad_norm` and `update_ratio` of the step itself, `grad_growth` null) and the probe's activation
+figures, without histograms or drift. A reader of epochs tells them apart by `step`.
+
 `params`, `activation` and `drift` are each present only where they apply; a
 figure that was not measured (or was not finite) is null. docs/diagnostics.md
 says what each figure means.
@@ -36,6 +45,7 @@ HISTOGRAM_FIELDS = ("lo", "hi", "counts")
 HISTOGRAM_GROUPS = ("params", "gradients", "activation")   # the first two by parameter name
 # field -> the figures of its object (None: a plain value)
 LAYERS = "layers"   # the field of an epoch's record
+STEP = "step"       # the field that makes a record a step record
 LAYER_FIELDS: dict[str, tuple[str, ...] | None] = {
     "layer": None, "op": None, "line": None,
     "params": PARAM_FIGURES, "activation": ACTIVATION_FIGURES, "drift": DRIFT_FIGURES,
@@ -88,6 +98,18 @@ def _histograms_problem(value: Any) -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+def step_record_problem(record: dict) -> str | None:
+    """What makes `record` other than a step record as cnnc run writes it, or None."""
+    for name in record:
+        if name not in (STEP, "epoch", LAYERS):
+            return f"unknown field '{name}' in a step record"
+    for name in (STEP, "epoch"):
+        value = record.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"a step record's '{name}' must be a count from 1, got {value!r}"
+    return layers_problem(record.get(LAYERS))
 
 
 def layers_problem(value: Any) -> str | None:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..compiler.metrics_format import LAYERS, layers_problem
+from ..compiler.metrics_format import LAYERS, STEP, layers_problem, step_record_problem
 from ..dsl import files
 from ..dsl.source import CnncError, Loc
 from .svg import Svg, fmt, nice_ticks
@@ -33,6 +33,7 @@ class Metrics:
     path: str
     epochs: list[dict] = field(default_factory=list)
     test: dict | None = None
+    steps: list[dict] = field(default_factory=list)    # `--watch-every K`'s step records
 
     def series(self, key: str) -> list[tuple[float, float]]:
         """(epoch, value) pairs where the value is a finite number."""
@@ -112,6 +113,11 @@ def _add(metrics: Metrics, record: dict, path: str, number: int) -> None:
         return
     if "split" in record and "epoch" not in record:
         return  # another split's summary (e.g. "val"): nothing to plot per epoch
+    if STEP in record:
+        if (problem := step_record_problem(record)) is not None:
+            raise CnncError(f"malformed metrics line: {problem}", loc)
+        metrics.steps.append(record)
+        return
     epoch = record.get("epoch")
     if not _finite(epoch):
         raise CnncError("malformed metrics line: an epoch record needs a numeric 'epoch'", loc,

@@ -10,7 +10,8 @@ are taken at every step from the engine's own gradients (one norm per
 parameter tensor; `grad_norm` is their mean over the epoch, `grad_growth` the
 largest ratio of a step's norm to the mean of the epoch's steps before it);
 the update-to-weight ratio |dw|/|w| is measured on the epoch's last step (and
-every `every` steps); weight norms and batchnorm
+every `every` steps of the run, each of which also writes a step record: that
+step's figures and the probe's activations); weight norms and batchnorm
 drift (the relative change of the running statistics since the last record)
 at the end of the epoch, with the histograms of the weights (then), of the
 gradients (the epoch's last step) and of the activations (the probe); activation statistics on a fixed probe of the first
@@ -30,7 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ...compiler.lints import ALL, TRAINING_WARNINGS
-from ...compiler.metrics_format import HIST_BINS, LAYERS
+from ...compiler.metrics_format import HIST_BINS, LAYERS, STEP
 from ...compiler.ops import OPS
 from ...dsl.source import Loc, printable
 from ..plan import Plan
@@ -97,33 +98,64 @@ class LayerWatch:
         # the probe's outputs of the watched activations at the last record (TensorBoard's feature maps)
         self.activations: dict[str, np.ndarray] = {}
         self.last_grads: dict[str, np.ndarray] = {}   # the epoch's last step's gradients (their histograms)
+        self.epoch = self.first_step = 0
+        self.step_norms: dict[str, float] = {}        # the last step's gradient norms
+        self.step_ratios: dict[str, float] = {}       # and update ratios (a sampled step's)
 
     # ------------------------------------------------------------ steps
-    def begin_epoch(self) -> None:
+    def begin_epoch(self, epoch: int = 0, steps: int = 0) -> None:
+        """Epoch `epoch` (0-based) of `steps` steps begins: its steps are counted on from epoch * steps."""
         self.tracks = {k: _ParamTrack() for k in self.trainable}
+        self.epoch, self.first_step = epoch, epoch * steps
 
     def gradients(self, engine, step: int, steps: int) -> None:
         """Step `step` (0-based) of `steps`: its gradient norm per parameter tensor (the engine's `grad_norms`,
         before its step); the last step's gradients themselves, for their histograms."""
-        norms = engine.grad_norms()
+        norms = self.step_norms = engine.grad_norms()
         for k, track in self.tracks.items():
             if k in norms:
                 track.gradient(norms[k])
         if step == steps - 1:
             self.last_grads = {k: g for k, g in engine.grads().items() if k in self.trainable}
 
+    def watched_step(self, step: int) -> bool:
+        """Does step `step` (0-based, of this epoch) write a step record (`--watch-every K`: every K-th step
+        of the run, counted from its first)?"""
+        return self.every is not None and (self.first_step + step + 1) % self.every == 0
+
     def sampled(self, step: int, steps: int) -> bool:
         """Is the update ratio measured at this step (0-based) of an epoch of `steps`?"""
-        return step == steps - 1 or (self.every is not None and (step + 1) % self.every == 0)
+        return step == steps - 1 or self.watched_step(step)
 
     def before_step(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: np.array(params[k], dtype=np.float64) for k in self.tracks}
 
     def after_step(self, before: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> None:
+        self.step_ratios = {}
         for k, w0 in before.items():
             size = _norm(w0)
             if size > 0:
-                self.tracks[k].ratios.append(_norm(np.asarray(params[k], dtype=np.float64) - w0) / size)
+                ratio = self.step_ratios[k] = _norm(np.asarray(params[k], dtype=np.float64) - w0) / size
+                self.tracks[k].ratios.append(ratio)
+
+    def step_record(self, step: int, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The record of a watched step (0-based, of this epoch), after its optimizer step: the run's step
+        (from 1), the epoch it is in (from 1), and per layer that step's gradient norm and update ratio,
+        the weights' norms and the probe's activation figures (compiler/metrics_format.py)."""
+        acts = self._activations(params)
+        layers = []
+        for node, owned, activation in self.layers:
+            r: dict[str, Any] = {"layer": node.name, "op": node.op, "line": node.loc.line if node.loc else None}
+            figures = {p: {"norm": _norm(params[k]), "grad_norm": self.step_norms.get(k), "grad_growth": None,
+                           "update_ratio": self.step_ratios.get(k)}
+                       for p in owned if (k := f"{node.name}.{p}") in self.trainable}
+            if figures:
+                r["params"] = figures
+            if activation and node.name in acts:
+                r["activation"] = _activation(node.op, acts[node.name])
+            if len(r) > 3:
+                layers.append(r)
+        return {STEP: self.first_step + step + 1, "epoch": self.epoch + 1, LAYERS: layers}
 
     # ------------------------------------------------------------ records
     def records(self, params: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -196,8 +228,11 @@ class Unwatched:
     trainable: frozenset[str] = frozenset()
     activations: dict[str, np.ndarray] = {}
 
-    def begin_epoch(self) -> None:
+    def begin_epoch(self, epoch: int = 0, steps: int = 0) -> None:
         pass
+
+    def watched_step(self, step: int) -> bool:
+        return False
 
     def gradients(self, engine, step: int, steps: int) -> None:
         pass

@@ -9,7 +9,8 @@ at the record's epoch, under a tag spelled from the record's own keys:
   (and `outputs/O/train_loss`, ... for a network with several outputs), and of its `layers`
   (compiler/metrics_format.py) `layers/LAYER/params/P/FIGURE`, `layers/LAYER/activation/FIGURE`,
   `layers/LAYER/drift/FIGURE`;
-- the test record: `test/loss`, `test/accuracy` (at the last epoch).
+- the test record: `test/loss`, `test/accuracy` (at the last epoch);
+- a step record (`--watch-every K`): its layers' figures as `steps/layers/...`, at the run's step.
 
 A null figure is not written. The `histograms` of each layer record become
 TensorBoard histograms at the record's epoch: `layers/LAYER/weights/P` (the
@@ -31,7 +32,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ...compiler.metrics_format import LAYERS
+from ...compiler.metrics_format import LAYERS, STEP
 from ...dsl import files
 from ...dsl.source import CnncError
 
@@ -78,6 +79,10 @@ class EventWriter:
 
     def add(self, record: Mapping[str, Any]) -> None:
         """One metrics.jsonl record, as it is appended."""
+        if STEP in record:      # --watch-every's step record: its layers' figures at the run's step
+            for tag, value in layer_scalars(record.get(LAYERS) or ()):
+                self.writer.add_scalar(f"steps/{tag}", value, record[STEP])
+            return
         if "epoch" in record:
             self.epoch = record["epoch"]
         for tag, value in scalars(record):
@@ -97,7 +102,12 @@ def scalars(record: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
     yield from _finite("", {k: record.get(k) for k in EPOCH_SCALARS})
     for o, figures in (record.get("outputs") or {}).items():
         yield from _finite(f"outputs/{o}", figures)
-    for layer in record.get(LAYERS) or ():
+    yield from layer_scalars(record.get(LAYERS) or ())
+
+
+def layer_scalars(layers) -> Iterator[tuple[str, float]]:
+    """(tag, value) of each finite figure of a record's layer records."""
+    for layer in layers:
         base = f"layers/{layer['layer']}"
         for p, figures in (layer.get("params") or {}).items():
             yield from _finite(f"{base}/params/{p}", figures)

@@ -63,7 +63,7 @@ from .losses import Objective
 from .monitors import EarlyStop, figure
 from .numpy_engine import QUIET_FLOATS
 from .optim import weight_predicate
-from .rundir import RunDirectory
+from .rundir import MetricsFile, RunDirectory
 from .schedules import make_schedule
 
 
@@ -185,6 +185,7 @@ class Trainer:
         # TensorBoard event files (events.py) fed every metrics record; the writer and folder are checked now
         self.tensorboard = check_events(Path(tensorboard)) if tensorboard is not None and self.main else None
         self.events: EventWriter | None = None   # while the epochs run
+        self.metrics: MetricsFile | None = None   # rank 0's metrics.jsonl while the epochs run
 
     def _layer_watch(self, every: int | None) -> LayerWatch:
         """Per-layer statistics (diagnostics.py), their activations on the first training samples."""
@@ -209,8 +210,8 @@ class Trainer:
         stats = EpochStats()
         aug_rng, drop_rng = _rng(cfg.seed, epoch, AUGMENT), _rng(cfg.seed, epoch, DROPOUT)
         self.engine.begin_epoch(epoch)
-        self.layers.begin_epoch()
         steps = batching.num_batches(len(x), cfg.batch, cfg.drop_last)
+        self.layers.begin_epoch(epoch, steps)
         start = time.perf_counter()
         if self.bar is not None:
             self.bar.set_label(f"epoch {epoch + 1}/{cfg.epochs}")
@@ -227,6 +228,8 @@ class Trainer:
             self.engine.step(lr)
             if before is not None:
                 self.layers.after_step(before, self.engine.params())
+            if self.layers.watched_step(b) and self.metrics is not None:     # --watch-every K
+                self.metrics.append(self.layers.step_record(b, self.engine.params()))
             stats.add(loss, len(xb), counts, each)
             if self.bar is not None:
                 self.bar.update(1, bar_fields(stats, time.perf_counter() - start, lr))
@@ -338,12 +341,14 @@ class Trainer:
 
     def _run_epochs(self, run_dir: RunDirectory) -> RunResult:
         metrics = run_dir.metrics(self.epoch)
+        self.metrics = metrics if self.main else None
         self.events = EventWriter(self.tensorboard) if self.tensorboard is not None else None
         if self.events is not None:
             metrics.readers.append(self.events.add)
         try:
             return self._epochs(metrics)
         finally:
+            self.metrics = None
             if self.events is not None:
                 self.events.close()
 

@@ -204,10 +204,10 @@ def test_an_unexpected_os_error_is_an_internal_error_not_a_traceback(monkeypatch
 
 @pytest.mark.parametrize("command, more", [("compile", []), ("check", []), ("viz", ["-o", "x.svg"])])
 def test_a_flag_of_another_command_shows_this_commands_usage(tmp_path, command, more):
-    r = run(command, str(EXAMPLES / "lenet5.cnn"), *more, "--epochs", "3", cwd=tmp_path)
+    r = run(command, str(EXAMPLES / "lenet5.cnn"), *more, "--batch", "3", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.startswith(f"usage: cnnc {command} ")
-    assert r.stderr.rstrip().endswith(f"cnnc {command}: error: unrecognized arguments: --epochs 3")
+    assert r.stderr.rstrip().endswith(f"cnnc {command}: error: unrecognized arguments: --batch 3")
 
 
 COLOUR = """network Colour(classes = 5) {

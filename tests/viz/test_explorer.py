@@ -327,7 +327,7 @@ LENET = str(EXAMPLES / "lenet5.cnn")
 @pytest.mark.parametrize("argv, message", [
     (["-o", "x.svg"], "cnnc: error: -o x.svg: --style html writes one page, .html"),
     (["-o", "x.html", "--depth", "-1"], "cnnc: error: --depth -1: the depth must be 0 or more"),
-    (["-o", "x.html", "--layers", "conv_1"], "cnnc: error: --layers is for --style activations or kernels, not --style html"),
+    (["-o", "x.html", "--layers", "conv_1"], "cnnc: error: --layers is for --style activations, kernels or diagnostics, not --style html"),
     (["-o", "x.html", "--image", str(PHOTO)], "cnnc: error: 'conv_1' has no fixed weight: without --checkpoint"),
     (["-o", "x.html", "--image", str(PHOTO), "--input", "x=1x28x28"],
      "cnnc: error: --input x=1x28x28: with --image or --checkpoint the sizes come from the image"),

@@ -124,7 +124,7 @@ def test_kernels_of_sobel_without_a_checkpoint(tmp_path, capsys):
     (["--style", "kernels", "--image", "x.png", "-o", "k.png"], "--image is for --style activations or html, not --style kernels"),
     (["--style", "graph", "--checkpoint", "c.npz", "-o", "g.svg"],
      "--checkpoint is for --style activations, kernels or html, not --style graph"),
-    (["--style", "figure", "--layers", "a", "-o", "g.svg"], "--layers is for --style activations or kernels"),
+    (["--style", "figure", "--layers", "a", "-o", "g.svg"], "--layers is for --style activations, kernels or diagnostics"),
     (["--style", "activations", "-o", "maps.svg"], "-o maps.svg: --style activations draws pixels and writes .png"),
     (["--style", "activations", "--input", "img=1x9x9", "-o", "m.png"],
      "--input img=1x9x9: --style activations takes the sizes from the image"),

@@ -47,8 +47,9 @@ def run(compiled, out, engine="numpy", prepare=None, **kw):
 
 
 def layer_records(records):
-    """Every epoch's `layers`, each with its epoch."""
-    return [{**layer, "epoch": r["epoch"]} for r in records if "layers" in r for layer in r["layers"]]
+    """Every epoch's `layers`, each with its epoch (not those of --watch-every's step records)."""
+    return [{**layer, "epoch": r["epoch"]} for r in records if "layers" in r and "step" not in r
+            for layer in r["layers"]]
 
 
 def test_records_follow_the_format_and_name_the_layers_of_the_source(compile_src, tmp_path):
@@ -368,6 +369,20 @@ def test_the_event_files_hold_the_figures_of_metrics_jsonl(compile_src, tmp_path
                 assert list(got.bucket_limit) == pytest.approx(np.linspace(h["lo"], h["hi"], HIST_BINS + 1)[1:])
 
 
+def test_step_records_are_scalars_at_the_runs_step(compile_src, tmp_path):
+    pytest.importorskip("tensorboardX")
+    c = mlp(compile_src, n=128, batch=16)
+    _, records, _ = run(c, tmp_path / "r", tensorboard=tmp_path / "tb", watch_every=4)
+    scalars, _ = read_events(tmp_path / "tb")
+    steps = [r for r in records if "step" in r]
+    for tag, pick in (("steps/layers/linear_1/params/weight/grad_norm",
+                       lambda r: r["layers"][0]["params"]["weight"]["grad_norm"]),
+                      ("steps/layers/relu/activation/mean", lambda r: r["layers"][1]["activation"]["mean"])):
+        assert [s for s, _ in scalars[tag]] == [4, 8, 12]
+        assert [v for _, v in scalars[tag]] == pytest.approx([pick(r) for r in steps], rel=1e-6)
+    assert [s for s, _ in scalars["train_loss"]] == [1, 2]      # the epochs' figures stay at their epochs
+
+
 @pytest.mark.slow
 def test_each_fold_of_a_kfold_run_writes_its_own_run_folder(write, tmp_path, capsys):
     pytest.importorskip("tensorboardX")
@@ -422,6 +437,81 @@ def test_watch_every_measures_the_update_ratio_on_more_steps(compile_src, tmp_pa
     a = next(r for r in layer_records(plain) if r["layer"] == "linear_1")["params"]["weight"]
     b = next(r for r in layer_records(every) if r["layer"] == "linear_1")["params"]["weight"]
     assert a["grad_norm"] == b["grad_norm"] and a["update_ratio"] != b["update_ratio"]
+
+
+def test_watch_every_writes_a_step_record_every_k_steps_of_the_run(compile_src, tmp_path):
+    """Six steps an epoch, two epochs, K = 4: steps 4 (epoch 1), 8 and 12 (epoch 2). Plain SGD, so each step's
+    gradient is (w_before - w_after) / lr, read around the engine's own steps."""
+    c = mlp(compile_src, n=128, batch=16)
+    steps: list[tuple[dict, dict]] = []
+
+    def spy(t):
+        step = t.engine.step
+
+        def recorded(lr):
+            before = {k: np.array(v, dtype=np.float64) for k, v in t.engine.params().items()}
+            step(lr)
+            steps.append((before, {k: np.array(v, dtype=np.float64) for k, v in t.engine.params().items()}))
+        t.engine.step = recorded
+    t, records, _ = run(c, tmp_path / "r", prepare=spy, watch_every=4)
+    assert len(steps) == 12
+    assert [(r.get("step"), r["epoch"]) for r in records if "split" not in r] == \
+        [(4, 1), (None, 1), (8, 2), (12, 2), (None, 2)]
+    from cnnc.runtime.data.pipeline import inputs
+    x = inputs(t.ds, t.ds.train.x[:PROBE]).reshape(min(PROBE, len(t.ds.train)), -1).astype(np.float64)
+    for r in (r for r in records if "step" in r):
+        before, after = steps[r["step"] - 1]
+        layers = {layer["layer"]: layer for layer in r["layers"]}
+        assert list(layers) == ["linear_1", "relu", "linear_2"]
+        for layer in ("linear_1", "linear_2"):
+            for p in ("weight", "bias"):
+                key, f = f"{layer}.{p}", layers[layer]["params"][p]
+                moved = np.linalg.norm(before[key] - after[key])
+                assert f["grad_norm"] == pytest.approx(moved / 0.1, rel=1e-4)
+                assert f["norm"] == pytest.approx(np.linalg.norm(after[key]), rel=1e-6)
+                assert f["update_ratio"] == pytest.approx(moved / np.linalg.norm(before[key]), rel=1e-4)
+                assert f["grad_growth"] is None
+        y = np.maximum(x @ after["linear_1.weight"].T + after["linear_1.bias"], 0)
+        assert layers["relu"]["activation"]["mean"] == pytest.approx(y.mean(), rel=1e-5)
+        assert "histograms" not in layers["linear_1"]
+    # the epoch's update ratio: the mean over its watched steps and its last (epoch 1: steps 4 and 6)
+    first = next(r for r in layer_records(records) if r["layer"] == "linear_1")["params"]["weight"]
+    ratios = [np.linalg.norm(b["linear_1.weight"] - a["linear_1.weight"]) / np.linalg.norm(b["linear_1.weight"])
+              for b, a in (steps[3], steps[5])]
+    assert first["update_ratio"] == pytest.approx(np.mean(ratios), rel=1e-4)
+    # the readers of metrics.jsonl take them (the curves by epoch, the step records apart)
+    from cnnc.viz.curves import read_metrics
+    metrics = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert [e["epoch"] for e in metrics.epochs] == [1, 2] and [s["step"] for s in metrics.steps] == [4, 8, 12]
+
+
+def test_a_resumed_run_keeps_the_step_records_of_the_epochs_it_keeps(compile_src, tmp_path):
+    c = mlp(compile_src, n=128, batch=16, epochs=1)
+    run(c, tmp_path / "r", watch_every=4)
+    c2 = mlp(compile_src, n=128, batch=16, epochs=2)
+    t = Trainer(c2, c2.net.train, tmp_path / "r", progress=False, log=lambda s: None, watch_every=4)
+    t.run(resume=True)
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r.get("step"), r["epoch"]) for r in records if "split" not in r] == \
+        [(4, 1), (None, 1), (8, 2), (12, 2), (None, 2)]
+
+
+@pytest.mark.parametrize("record, problem", [
+    ({"step": 0, "epoch": 1, "layers": []}, "a step record's 'step' must be a count from 1, got 0"),
+    ({"step": 3, "epoch": "1", "layers": []}, "a step record's 'epoch' must be a count from 1"),
+    ({"step": 3, "epoch": 1, "layers": [], "loss": 1}, "unknown field 'loss' in a step record"),
+    ({"step": 3, "epoch": 1, "layers": [{"layer": "a"}]}, "layers[0]: a layer record needs"),
+])
+def test_a_malformed_step_record_is_named_at_its_line(tmp_path, record, problem):
+    from cnnc.dsl.source import CnncError
+    from cnnc.viz.curves import read_metrics
+    path = tmp_path / "metrics.jsonl"
+    epoch = {"epoch": 1, "train_loss": 1.0, "train_accuracy": None, "val_loss": None, "val_accuracy": None,
+             "lr": 0.1, "seconds": 1.0}
+    path.write_text(json.dumps(epoch) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(CnncError) as err:
+        read_metrics(path)
+    assert problem in str(err.value) and err.value.loc.line == 2
 
 
 @pytest.mark.slow
