@@ -235,6 +235,7 @@ class Options:
     kernels: str | None = None
     tensorboard: str | os.PathLike | None = None    # a folder of TensorBoard event files (k-fold: one per fold)
     watch_every: int | None = None                  # a step record every K steps too (docs/diagnostics.md)
+    quiet: bool = False                             # only warnings, stops and the final figures are printed
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -250,7 +251,7 @@ class Options:
         return Trainer(compiled, cfg, out, data_override=self.data, limit=self.limit, progress=self.progress,
                        log=log or self.log, threads=self.threads, engine=self.engine, device=self.device,
                        resplit=resplit, kernels=self.kernels, on_epoch=self.callback, watch_every=self.watch_every,
-                       tensorboard=events)
+                       tensorboard=events, quiet=self.quiet)
 
 
 @dataclass
@@ -327,7 +328,7 @@ def train(network: Network | Compiled | str | os.PathLike, *, epochs: int | None
           device: str | None = None, kernels: str | None = None, kfold: int | None = None,
           bootstrap: bool | None = None, callback: Callback | None = None, progress: bool | None = None,
           log: Callable[[str], None] = print, tensorboard: str | os.PathLike | None = None,
-          watch_every: int | None = None):
+          watch_every: int | None = None, quiet: bool = False):
     """Train a network as `cnnc run` does, with its options as keywords; returns a `Run` (with `kfold`,
     runtime/select/kfold.py's `KFoldResult`).
 
@@ -336,15 +337,16 @@ def train(network: Network | Compiled | str | os.PathLike, *, epochs: int | None
     the keywords named after train keys are one layer over the file's section, as `cnnc run`'s flags.
     `callback(record)` is called after every epoch (after its checkpoints are written) with the
     record written to metrics.jsonl (epoch, train_loss, train_accuracy, val_loss, val_accuracy,
-    lr, seconds, and the per-layer `layers` of docs/diagnostics.md); returning False or raising `StopTraining` ends the run there (the test split is
-    still scored). `log` receives each line `cnnc run` prints; `progress` draws the progress bar
-    (default: when stderr is a terminal, or in a notebook). `tensorboard` and `watch_every` are
-    `cnnc run --tensorboard DIR` and `--watch-every K`."""
+    lr, seconds, and the per-layer `layers` of docs/diagnostics.md); returning False or raising
+    `StopTraining` ends the run there (the test split is still scored). `log` receives each line
+    `cnnc run` prints (`quiet`: only warnings, stops and the final figures); `progress` draws the
+    progress bar (default: when stderr is a terminal, or in a notebook). `tensorboard` and
+    `watch_every` are `cnnc run --tensorboard DIR` and `--watch-every K`."""
     layer = train_layer(train, epochs=epochs, batch=batch, seed=seed, lr=lr, kfold=kfold, bootstrap=bootstrap)
     compiled = _compiled(network, layer)
     cfg = override(train_config(compiled.net), layer) if layer else train_config(compiled.net)
     options = Options(data, limit, threads, engine, device, wanted() if progress is None else progress, log,
-                      callback, kernels, tensorboard, watch_every)
+                      callback, kernels, tensorboard, watch_every, quiet)
     return run(compiled, cfg, options, out, resume, overwrite)
 
 
@@ -359,7 +361,8 @@ def run(compiled: Compiled, cfg: TrainConfig, options: Options, out: str | os.Pa
         return _kfold(compiled, cfg, out, options, resume, overwrite)
     trainer = options.trainer(compiled, cfg, out)
     result = trainer.run(resume=resume, overwrite=overwrite,
-                         started=lambda: options.log(_header(compiled, cfg, trainer, options.engine)))
+                         started=lambda: None if options.quiet else options.log(_header(compiled, cfg, trainer,
+                                                                                         options.engine)))
     return Run(Network(compiled), trainer.out, result.epochs_run, result.history, result.test, result.stopped,
                result.non_finite)
 

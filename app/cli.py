@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", metavar="CHECKPOINT", help="only evaluate this checkpoint on the test split")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training samples")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: the number of cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no line per epoch: only warnings, "
+                                                        "stops and the final figures")
     p.add_argument("--tensorboard", metavar="DIR", help="also write the metrics as TensorBoard event files into DIR "
                                                         "(k-fold: DIR/fold-K); pip install 'cnnc[tensorboard]'")
     p.add_argument("--watch-every", type=int, metavar="K", help="also record the per-layer statistics every K "

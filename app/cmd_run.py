@@ -34,7 +34,8 @@ def train_flags(args: argparse.Namespace) -> list[Given]:
 def _options(args: argparse.Namespace) -> api.Options:
     """How the run reads its data and computes, from the flags (checked as api.Options checks them)."""
     return api.Options(args.data, args.limit, args.threads, args.engine, args.device, wanted(sys.stderr, args.quiet),
-                       kernels=args.kernels, tensorboard=args.tensorboard, watch_every=args.watch_every)
+                       kernels=args.kernels, tensorboard=args.tensorboard, watch_every=args.watch_every,
+                       quiet=args.quiet)
 
 
 def run(args: argparse.Namespace, compiled: Compiled) -> int:

@@ -136,13 +136,14 @@ class Trainer:
                  threads: int | None = None, engine: str = "numpy", device: str | None = None,
                  resplit: Callable[[Dataset], Dataset] | None = None, kernels: str | None = None,
                  on_epoch: Callable[[dict], bool | None] | None = None, watch_every: int | None = None,
-                 tensorboard: Path | None = None):
+                 tensorboard: Path | None = None, quiet: bool = False):
         if watch_every is not None and watch_every < 1:
             raise CnncError(f"--watch-every {watch_every}: must be at least 1")
         net = compiled.net
         cfg = for_network(with_data(cfg, data_override, limit), net.outputs)   # --data, --limit replace the data
         self.compiled, self.cfg, self.out = compiled, cfg, Path(out_dir)
         self.on_epoch = on_epoch   # sees each epoch's metrics.jsonl record; False (or StopTraining) stops the run
+        self.quiet = quiet         # only warnings, stops and the final figures are logged
         self.objective = Objective.of(cfg, tuple(net.outputs))
         self.loss = self.objective.first
         shapes = NetworkShapes.of(net, {o: loss.target_kind for o, loss in self.objective.losses.items()})
@@ -309,7 +310,7 @@ class Trainer:
                     self._record_split()
                 if started is not None and self.main:
                     started()
-                self.log(f"train: {summary(self.cfg)}")
+                self._say(f"train: {summary(self.cfg)}")
                 with self._progress_bar():
                     result = self._run_epochs(run_dir)
             finished = True
@@ -379,7 +380,7 @@ class Trainer:
                     self._save(self.out / "best.npz")
                 if self.cfg.snapshots and self.schedule.cycle_end(epoch):
                     self._save(self.out / snapshot_name(self.schedule, epoch))
-            self.log(_epoch_line(record, self.cfg.epochs, train.samples))
+            self._say(_epoch_line(record, self.cfg.epochs, train.samples))
             for warning in self.rules.check(record) if self.main else ():
                 self.log(warning.line())
             result.epochs_run = self.epoch
@@ -507,6 +508,11 @@ class Trainer:
                             "split of this run's data", hint="the data, its val/test fractions or the seed "
                             "changed since the run started; resume with the same ones")
 
+    def _say(self, line: str) -> None:
+        """A routine line (the record, each epoch, resuming): logged unless the run is quiet."""
+        if not self.quiet:
+            self.log(line)
+
     def _resume(self) -> None:
         """Continue from OUT/last.npz, which rank 0 reads and hands to every process (the other
         machines of a run need not see OUT)."""
@@ -518,7 +524,7 @@ class Trainer:
         self.epoch, self.best, self.bad_epochs, self.history = epoch, best, bad_epochs, list(history)
         if self.watch is not None:
             self.watch.best, self.watch.wait = best, bad_epochs
-        self.log(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
+        self._say(f"resuming {self.compiled.net.name} after epoch {self.epoch} from {path}")
 
     def _resume_checkpoint(self, path: Path) -> checkpoint.Checkpoint:
         if not path.exists():

@@ -223,7 +223,7 @@ def test_run_data_synthetic_fits_the_network(tmp_path, capsys, data):
     of the network's input shape and classes, as `data = synthetic(...)` does."""
     source = tmp_path / "colour.cnn"
     source.write_text(COLOUR)
-    assert main(["run", str(source), "--data", data, "--epochs", "1", "--limit", "40", "--quiet",
+    assert main(["run", str(source), "--data", data, "--epochs", "1", "--limit", "40",
                  "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "Colour: 40 training samples, 128 test from synthetic_classes" in out

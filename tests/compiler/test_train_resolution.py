@@ -215,13 +215,12 @@ def test_flags_may_mend_what_the_file_alone_lacks(tmp_path, capsys):
     path.write_text(_source([("data", "synthetic(n = 32)"), ("schedule", "plateau(patience = 0)"), ("epochs", "1")]))
     assert main(["check", str(path)]) == 1
     assert "schedule plateau watches val_loss, but the run has no validation split" in capsys.readouterr().err
-    assert main(["run", str(path), "--train", "val=0.25", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert main(["run", str(path), "--train", "val=0.25", "--out", str(tmp_path / "r")]) == 0
     assert "plateau on val_loss" in capsys.readouterr().out
     two = tmp_path / "two.cnn"
     two.write_text("network T {\n    input x: [1, 4, 4]\n    f = x -> flatten\n    f -> a: linear(3)\n"
                    "    f -> b: linear(2)\n    output a, b\n}\n")
-    argv = ["run", str(two), "--train", "data=synthetic(n = 32)", "--epochs", "1", "--out", str(tmp_path / "t"),
-            "--quiet"]
+    argv = ["run", str(two), "--train", "data=synthetic(n = 32)", "--epochs", "1", "--out", str(tmp_path / "t")]
     assert main(argv) == 1
     assert "the network has 2 outputs (a, b); give a loss for each" in capsys.readouterr().err
     assert main(argv + ["--train", "loss=[cross_entropy, mse]", "--overwrite"]) == 0

@@ -42,6 +42,39 @@ def test_the_training_bar_shows_loss_accuracy_lr_and_samples_per_second():
                                              "speed": "8 samples/s"}
 
 
+def test_quiet_prints_only_warnings_stops_and_the_final_figures(tmp_path):
+    """--quiet (issue 25): no record line, no line per epoch, no header; the warnings and the test figures."""
+    net = tmp_path / "dead.cnn"
+    net.write_text(DEAD_RELU)
+    runs = {}
+    for quiet in (False, True):
+        proc = subprocess.run([sys.executable, "-m", "cnnc", "run", str(net), "--epochs", "2", "--limit", "64",
+                               "--out", str(tmp_path / f"run{quiet}")] + (["--quiet"] if quiet else []),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        runs[quiet] = (proc.stdout + proc.stderr).splitlines()
+    loud, quiet = runs[False], runs[True]
+    assert any(line.startswith("epoch 2/2  train loss") for line in loud), loud
+    assert any(line.startswith("train: ") for line in loud), loud
+    warnings = [line for line in loud if "warning:" in line]
+    assert warnings, loud                                   # the network is built to warn (a dead ReLU layer)
+    assert [line for line in quiet if "warning:" in line] == warnings
+    assert [line for line in quiet if line.startswith("test: ")] == [l for l in loud if l.startswith("test: ")]
+    assert not [line for line in quiet if line.startswith(("epoch ", "train: ", "Dead: "))], quiet
+
+
+DEAD_RELU = """
+network Dead {
+    input x: [1, 28, 28]
+    x -> flatten -> linear(16) -> affine(1, -100) -> relu -> linear(10)
+}
+train Dead {
+    data = mnist10k
+    epochs = 2
+}
+"""
+
+
 def test_a_hidden_progress_prints_plain_lines_and_draws_nothing():
     err, out = io.StringIO(), io.StringIO()
     with Progress("epoch 1/2", 10, shown=False, stream=err, out=out) as bar:

@@ -92,7 +92,7 @@ def test_three_folds_of_the_embedded_digits(write, tmp_path):
 def test_kfold_on_the_command_line(write, tmp_path, capsys):
     path = write(SMALL)
     out = tmp_path / "cv"
-    argv = ["run", str(path), "--kfold", "2", "--limit", "120", "--out", str(out), "--quiet", "--threads", "1"]
+    argv = ["run", str(path), "--kfold", "2", "--limit", "120", "--out", str(out), "--threads", "1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "2-fold cross-validation of 120 training samples" in text
@@ -164,5 +164,5 @@ def test_bootstrap_trains_on_a_resample_of_the_training_split(write, tmp_path, c
     assert len(set(rows)) < 160                                          # drawn with replacement
     assert set(rows) <= _rows(plain.ds.train.x)                          # only training samples
     assert (bagged.ds.test.x == plain.ds.test.x).all()                   # the test split untouched
-    assert main(["run", str(path), "--bootstrap", "--limit", "100", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert main(["run", str(path), "--bootstrap", "--limit", "100", "--out", str(tmp_path / "r")]) == 0
     assert "100 training samples (a bootstrap resample)" in capsys.readouterr().out

@@ -519,7 +519,7 @@ def test_a_healthy_lenet5_run_gives_no_warning(tmp_path, capsys):
     from pathlib import Path
     from cnnc.cli import main
     lenet = Path(__file__).resolve().parents[3] / "examples" / "lenet5.cnn"
-    assert main(["run", str(lenet), "--limit", "600", "--epochs", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert main(["run", str(lenet), "--limit", "600", "--epochs", "3", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr()
     assert "epoch 3/3" in out.out + out.err
     assert "warning" not in out.out + out.err

@@ -148,7 +148,7 @@ def test_early_stopping(compile_src, tmp_path):
 def test_cli_run_eval_and_predict(tmp_path, write, capsys):
     path = write(TINY.format(epochs=1, extra=""))
     out = tmp_path / "run"
-    assert main(["run", str(path), "--out", str(out), "--quiet", "--allow", "all", "--epochs", "2"]) == 0
+    assert main(["run", str(path), "--out", str(out), "--allow", "all", "--epochs", "2"]) == 0
     text = capsys.readouterr().out
     assert "epoch 1/2" in text and "epoch 2/2" in text and "test: loss" in text
     assert main(["run", str(path), "--out", str(out), "--eval", str(out / "best.npz"), "--allow", "all"]) == 0
@@ -414,7 +414,7 @@ def test_in_parallel_raises_a_jobs_error_and_gives_blas_its_threads_back():
 def test_the_resolved_record_is_printed_and_kept_in_every_checkpoint(tmp_path, write, capsys):
     path = write(TINY.format(epochs=1, extra="lr = 0.2").replace("sgd(lr = 0.05, momentum = 0.9, nesterov = true, "
                                                                   "weight_decay = 0.0001)", "adam"))
-    assert main(["run", str(path), "--train", "optimizer=rmsprop", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert main(["run", str(path), "--train", "optimizer=rmsprop", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("train: "))
     assert line == ("train: rmsprop(lr = 0.2), cosine; 1 epoch of batch 16, seed 7; synthetic(n = 96, classes = 3, "
@@ -471,7 +471,7 @@ def test_a_last_batch_of_one_sample_into_batchnorm_is_refused_at_batch_or_droppe
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((193, 4)).astype(np.float32), y=rng.integers(0, 2, 193))
     path = write(LONE.replace("DATA", str(tmp_path / "d.npz")).replace("EXTRA", ""))
-    argv = ["run", str(path), "--engine", engine, "--quiet"]
+    argv = ["run", str(path), "--engine", engine]
     assert main(argv + ["--out", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{path}:9:5: error: the last batch of each epoch holds 1 sample (193 training samples "
