@@ -342,6 +342,8 @@ class Trainer:
         if self.events is not None:
             metrics.readers.append(self.events.add)
         try:
+            if self.events is not None:
+                self.events.graph(self.compiled.net)   # once per run: the Graphs tab
             return self._epochs(metrics)
         finally:
             if self.events is not None:
@@ -371,6 +373,7 @@ class Trainer:
                 metrics.append(record)
                 if self.events is not None:
                     self.events.histograms(self.epoch, self.engine.params(), sorted(self.layers.trainable))
+                    self.events.feature_maps(self.epoch, self.layers.activations)
                 self._save(self.out / "last.npz")
                 if improved:
                     self._save(self.out / "best.npz")
