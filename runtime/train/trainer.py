@@ -347,6 +347,8 @@ class Trainer:
         if self.events is not None:
             metrics.readers.append(self.events.add)
         try:
+            if self.events is not None:
+                self.events.graph(self.compiled.net)   # once per run: the Graphs tab
             return self._epochs(metrics)
         finally:
             self.metrics = None
@@ -375,6 +377,8 @@ class Trainer:
                 record[LAYERS] = layers
             if self.main:
                 metrics.append(record)
+                if self.events is not None:
+                    self.events.feature_maps(self.epoch, self.layers.activations)
                 self._save(self.out / "last.npz")
                 if improved:
                     self._save(self.out / "best.npz")

@@ -421,6 +421,153 @@ def test_tensorboard_without_its_extra_names_the_extra(write, tmp_path, capsys, 
     assert "pip install 'cnnc[tensorboard]'" in err and "Traceback" not in err
 
 
+CONV = """
+network Conv {
+    input x: [1, 6, 6]
+    x -> conv(5, 3, pad = 1) -> relu -> maxpool(2) -> conv(3, 3, pad = 1) -> tanh -> flatten -> linear(3)
+}
+train Conv {
+    data      = synthetic(n = 40, classes = 3, val = 0.25)
+    epochs    = 2
+    batch     = 16
+    loss      = cross_entropy
+    optimizer = sgd(lr = 0.1)
+    seed      = 3
+}
+"""
+
+RESIDUAL = """
+block res(c) {
+    main = conv(c, 3, pad = 1) -> relu -> conv(c, 3, pad = 1)
+    (main + in) -> relu
+}
+network Res {
+    input x: [1, 6, 6]
+    x -> conv(4, 3, pad = 1) -> res(4) -> res(4) -> flatten -> linear(3)
+}
+"""
+
+
+def read_accumulator(folder):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = accumulator.EventAccumulator(str(folder), size_guidance={accumulator.IMAGES: 0})
+    acc.Reload()
+    return acc
+
+
+def graph_of(acc):
+    """TensorBoard's graph: name -> (op, inputs, string attributes, output shape)."""
+    out = {}
+    for n in acc.Graph().node:
+        shapes = n.attr["_output_shapes"].list.shape
+        out[n.name] = (n.op, list(n.input), {k: v.s.decode() for k, v in n.attr.items() if v.s},
+                       [[d.size for d in s.dim] for s in shapes])
+    return out
+
+
+def test_the_graph_tab_shows_the_layers_and_edges_of_the_network(compile_src, tmp_path):
+    pytest.importorskip("tensorboardX")
+    c = compile_src(CONV)
+    run(c, tmp_path / "r", tensorboard=tmp_path / "tb")
+    graph = graph_of(read_accumulator(tmp_path / "tb"))
+    net = c.net
+    assert list(graph) == ["x", "conv_1", "relu", "maxpool", "conv_2", "tanh", "flatten", "linear"]
+    assert {n: g[0] for n, g in graph.items()} == {n.name: n.op for n in net.order()}
+    assert {(i, n) for n, g in graph.items() for i in g[1]} == set(net.graph.edges)
+    assert {n: g[3] for n, g in graph.items()} == {n: [[-1, *net.shapes[n]]] for n in graph}
+    op, inputs, attrs, _ = graph["conv_1"]
+    assert inputs == ["x"]
+    assert attrs["at"] == str(net.node("conv_1").loc) and attrs["at"].endswith(":3:10")
+    assert attrs["line"] == "x -> conv(5, 3, pad = 1) -> relu -> maxpool(2) -> conv(3, 3, pad = 1) -> tanh " \
+                            "-> flatten -> linear(3)"
+    assert attrs["out_channels"] == "5" and attrs["kernel"] == "(3, 3)" and attrs["padding"] == "((1, 1), (1, 1))"
+    assert "weights" not in attrs     # an argument left unset (None) is not shown
+
+
+def test_a_block_call_is_a_name_scope_of_the_graph(compile_src, tmp_path):
+    pytest.importorskip("tensorboardX")
+    from cnnc.runtime.train.events import EventWriter
+    c = compile_src(RESIDUAL, with_train=False)
+    events = EventWriter(tmp_path / "tb")
+    events.graph(c.net)
+    events.close()
+    graph = graph_of(read_accumulator(tmp_path / "tb"))
+    assert list(graph) == ["x", "conv", "res_1/conv_1", "res_1/relu_1", "res_1/conv_2", "res_1/add", "res_1/relu_2",
+                           "res_2/conv_1", "res_2/relu_1", "res_2/conv_2", "res_2/add", "res_2/relu_2",
+                           "flatten", "linear"]
+    assert graph["res_1/add"][1] == ["res_1/conv_2", "conv"]            # the skip edge, in argument order
+    assert graph["res_2/add"][1] == ["res_2/conv_2", "res_1/relu_2"]
+    assert {(i, n) for n, g in graph.items() for i in g[1]} == {
+        (a.replace(".", "/"), b.replace(".", "/")) for a, b in c.net.graph.edges}
+    assert graph["res_1/relu_1"][2]["block"] == "res" and "block" not in graph["conv"][2]
+
+
+def test_tile_lays_the_first_channels_out_in_a_near_square_grid():
+    from cnnc.runtime.train.events import SEPARATOR, tile
+    maps = np.stack([np.full((2, 3), c, dtype=np.float32) for c in range(20)])
+    maps[:, 0, 0] = -1.0                          # each channel: -1 at one corner, c elsewhere
+    grid = tile(maps)
+    assert grid.dtype == np.uint8 and grid.shape == (4 * 3 - 1, 4 * 4 - 1)   # 16 channels, 4 x 4, 1-px lines
+    assert (grid[2::3, :] == SEPARATOR).all() and (grid[:, 3::4] == SEPARATOR).all()
+    assert grid[0, 0] == 0 and grid[0, 1] == 255   # channel 0, its own min-max: -1 -> 0, 0 -> 255
+    assert (grid[3:5, 4:7] == np.array([[0, 255, 255], [255, 255, 255]])).all()   # channel 5: row 1, column 1
+    assert tile(maps[:5]).shape == (2 * 3 - 1, 3 * 4 - 1)   # 5 channels: 3 columns, 2 rows, one tile left blank
+    assert tile(maps[:1]).shape == (2, 3)
+    flat = tile(np.zeros((1, 2, 2)))
+    assert (flat == 0).all()                       # a constant map is black, not a division by zero
+    assert tile(np.array([[[np.nan, 1.0], [3.0, np.inf]]])).tolist() == [[0, 0], [255, 0]]
+    ramp = tile(np.arange(6.0).reshape(1, 2, 3))
+    assert ramp.tolist() == [[0, 51, 102], [153, 204, 255]]
+
+
+def test_feature_maps_are_the_probes_first_sample_tiled_per_epoch(compile_src, tmp_path):
+    """The relu's maps recomputed by hand (a 3x3 convolution of the first probe sample with the last
+    epoch's weights) are the tiles of the image TensorBoard reads back."""
+    pytest.importorskip("tensorboardX")
+    import io
+    from PIL import Image
+    from cnnc.runtime.data.pipeline import inputs
+    c = compile_src(CONV)
+    t, _, _ = run(c, tmp_path / "r", tensorboard=tmp_path / "tb")
+    acc = read_accumulator(tmp_path / "tb")
+    assert acc.Tags()["images"] == ["feature_maps/relu", "feature_maps/tanh"]   # the 2-D activations: none
+    relu, tanh = acc.Images("feature_maps/relu"), acc.Images("feature_maps/tanh")
+    assert [e.step for e in relu] == [1, 2] and [e.step for e in tanh] == [1, 2]
+    assert {(e.width, e.height) for e in relu} == {(3 * 7 - 1, 2 * 7 - 1)}   # 5 maps of 6x6: 3 columns, 2 rows
+    assert {(e.width, e.height) for e in tanh} == {(2 * 4 - 1, 2 * 4 - 1)}   # 3 maps of 3x3: 2 x 2
+    image = np.asarray(Image.open(io.BytesIO(relu[-1].encoded_image_string)))
+    assert image.shape == (13, 20)                                          # greyscale
+    params = checkpoint.load(tmp_path / "r" / "last.npz").params
+    w, b = params["conv_1.weight"].astype(np.float64), params["conv_1.bias"].astype(np.float64)
+    x = np.pad(inputs(t.ds, t.ds.train.x[:1])[0].astype(np.float64), ((0, 0), (1, 1), (1, 1)))
+    y = np.array([[[b[o] + (w[o] * x[:, i:i + 3, j:j + 3]).sum() for j in range(6)] for i in range(6)]
+                  for o in range(5)])
+    y = np.maximum(y, 0)
+    assert sum(len(np.unique(m)) > 2 for m in y) >= 3     # maps with something to show
+    for ch in range(5):
+        r, q = divmod(ch, 3)
+        m = y[ch]
+        expected = (m - m.min()) / (m.max() - m.min()) * 255 if m.max() > m.min() else np.zeros_like(m)
+        got = image[r * 7:r * 7 + 6, q * 7:q * 7 + 6].astype(np.float64)
+        assert np.abs(got - expected).max() <= 1, ch
+    assert (image[6, :] == 255).all() and (image[:, 6] == 255).all()
+
+
+def test_feature_maps_are_drawn_for_the_first_four_image_layers_only(tmp_path):
+    pytest.importorskip("tensorboardX")
+    from cnnc.runtime.train.events import FEATURE_MAP_LAYERS, EventWriter
+    assert FEATURE_MAP_LAYERS == 4
+    acts = {"flat": np.ones((2, 8))}
+    acts.update({f"relu_{i}": np.random.default_rng(i).normal(size=(2, 3, 4, 4)) for i in range(1, 7)})
+    events = EventWriter(tmp_path / "tb")
+    events.feature_maps(1, acts)
+    events.feature_maps(2, {})                    # Unwatched: nothing
+    events.close()
+    acc = read_accumulator(tmp_path / "tb")
+    assert acc.Tags()["images"] == [f"feature_maps/relu_{i}" for i in range(1, 5)]
+    assert [e.step for e in acc.Images("feature_maps/relu_1")] == [1]
+
+
 def test_watch_every_below_one_is_refused(write, tmp_path, capsys):
     from cnnc.cli import main
     src = MLP.format(act="relu", n=60, epochs=1, batch=16, optimizer="sgd(lr = 0.1)")
