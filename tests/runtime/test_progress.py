@@ -132,9 +132,17 @@ def _on_pty(args, columns=70, interrupt_after=None, timeout=120):
 
 
 def _screen(raw: str, columns: int) -> list[str]:
-    """What a terminal of `columns` shows: \\r returns to the line's start, a full line wraps."""
+    """What a terminal of `columns` shows: \\r returns to the line's start, a full line wraps, ESC[2K erases
+    the row and ESC[K (ESC[0K) the row from the cursor on; other escape sequences are ignored."""
     lines, line, col = [], [], 0
-    for ch in re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", raw):
+    for ch in re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", raw.replace("\x1b[2K", "\x00").replace("\x1b[0K", "\x01")
+                     .replace("\x1b[K", "\x01")):
+        if ch == "\x00":
+            line = [" "] * col
+            continue
+        if ch == "\x01":
+            del line[col:]
+            continue
         if ch == "\n":
             lines.append("".join(line).rstrip())
             line, col = [], 0
@@ -151,6 +159,15 @@ def _screen(raw: str, columns: int) -> list[str]:
             col += 1
     lines.append("".join(line).rstrip())
     return lines
+
+
+def test_the_screen_emulation_erases_rows_as_a_terminal_does():
+    """The emulation the terminal tests read: a bar cleared by ESC[2K before a message leaves the message alone
+    on its row (a bar interrupted before tqdm ended its line is cleared this way: runtime/progress.py fresh_row)."""
+    bar = "\repoch 1/30   0%|          | ETA ?"
+    assert _screen(bar + "\r\x1b[2Kcnnc: interrupted\r\n", 70) == ["cnnc: interrupted", ""]
+    assert _screen(bar + "\rcnnc: interrupted\r\n", 70) == ["cnnc: interrupted" + bar[1 + 17:], ""]   # not cleared
+    assert _screen("abcdef\rab\x1b[K\n", 70) == ["ab", ""]
 
 
 @pytest.mark.slow
