@@ -7,7 +7,9 @@ home), its source lines and fused group; the block instances and `block * N`
 repeats as a tree of foldable containers with their totals; and, when given,
 what the network computes on an image (`Inside`: feature maps with the
 display mapping of `cnnc apply`, kernels, top classes, a mask) and the
-training curves of a metrics file. `page_html` writes the page: the data, the
+training curves of a metrics file, with each recorded layer's diagnostics
+(viz/diagnostics.py `layer_diagnostics`: its strips over the epochs and its
+histograms) for its panel. `page_html` writes the page: the data, the
 vendored layout library (assets/dagre.min.js) and assets/explorer.js inline,
 under a Content-Security-Policy that allows no request at all (only the
 live page of `cnnc view` may fetch from its own server).
@@ -165,15 +167,26 @@ def inside_data(c: Compiled, inside: Inside) -> dict[str, Any]:
 
 
 def metrics_data(c: Compiled, path: str) -> dict[str, Any]:
-    """The training curves (and the confusion matrix when the test record has one) as SVG pictures."""
+    """The training curves (and the confusion matrix when the test record has one) as SVG pictures, and
+    `layers`: each layer of the network that has per-layer records, its own diagnostics for its panel."""
     from .confusion import confusion_svg
     from .curves import curves_svg, read_metrics
+    from .diagnostics import layer_diagnostics
     metrics = read_metrics(path)
     out = {"file": describe_path(path), "epochs": len(metrics.epochs),
            "curves": _svg_uri(curves_svg(metrics, f"{c.net.name}: training curves"))}
     if metrics.test and metrics.test.get("confusion") is not None:
         classes = c.net.train.classes if c.net.train is not None else None
         out["confusion"] = _svg_uri(confusion_svg(metrics, f"{c.net.name}: confusion on the test split", classes))
+    # Only the layers with records (by the names of the .cnn, which are the page's), and none for a file
+    # without them. The cost, base64 included: about 12 KiB for a layer with weights (two strips, weights
+    # and gradients at three epochs) and 7 KiB for an activation, at a few epochs; each epoch adds about
+    # 0.15 KiB per strip to the picture and 25 bytes per figure to the numbers. LeNet-5's 9 layers:
+    # 89 KiB after 4 epochs, 150 KiB after 30.
+    layers = layer_diagnostics(metrics, {node.name for node in c.net.order()})
+    if layers:
+        out["layers"] = {name: {"svg": _svg_uri(d["svg"]), "columns": d["columns"], "rows": d["rows"]}
+                         for name, d in layers.items()}
     return out
 
 

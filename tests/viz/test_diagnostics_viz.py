@@ -162,3 +162,62 @@ def test_the_histograms_flags_name_what_is_wrong(tmp_path, capsys):
     assert main(["viz", LENET, "--style", "diagnostics", "--metrics", metrics, "-o", str(out),
                  "--layers", "conv_a", "--epochs", "2"]) == 0
     assert "Histograms at epochs 2" in out.read_text()
+
+
+# ---------------------------------------------------------------- one layer (the explorer's panel)
+def test_each_layer_gets_its_own_picture_and_figures_on_the_range_of_every_layer(tmp_path):
+    import base64
+    from cnnc.compiler.driver import compile_file
+    from cnnc.viz.diagnostics import LAYER_W, layer_diagnostics
+    from cnnc.viz.explorer import metrics_data
+    h = hist(-1.0, 1.0, [2, 3])
+    weights = {"params": {"weight": h}, "gradients": {"weight": h}}
+    epochs = [[{**layer("conv_1", 7, grad=g, ratio=r), "histograms": weights},
+               {**layer("sigmoid_1", 7), "activation": {"mean": 0.5, "std": 0.2, "inactive": None, "dead": None,
+                                                        "saturated": s}, "histograms": {"activation": h}},
+               layer("conv_2", 8, grad=g * 100, ratio=None),
+               layer("not_in_lenet", 9, grad=1.0)]
+              for g, r, s in ((1e-4, 1e-3, 0.25), (1e-3, 1e-1, 0.5))]
+    metrics = read_metrics(write_metrics(tmp_path, epochs))
+    every = layer_diagnostics(metrics)
+    assert list(every) == ["conv_1", "sigmoid_1", "conv_2", "not_in_lenet"]
+    d = layer_diagnostics(metrics, {"conv_1", "sigmoid_1"})
+    assert list(d) == ["conv_1", "sigmoid_1"] and d["conv_1"]["svg"] == every["conv_1"]["svg"]
+    conv, sig = d["conv_1"], d["sigmoid_1"]
+    assert conv["columns"] == [{"title": "gradient norm", "log": True}, {"title": "update ratio |dw|/|w|", "log": True}]
+    assert conv["rows"] == [[1, 1e-4, 1e-3], [2, 1e-3, 1e-1]]
+    assert sig["columns"] == [{"title": "saturated units", "log": False}] and sig["rows"] == [[1, 0.25], [2, 0.5]]
+    out = tmp_path / "conv.svg"
+    out.write_text(conv["svg"])
+    root = ET.fromstring(out.read_bytes())
+    assert float(root.get("width")) == LAYER_W
+    # gradient norms on the range of every layer: log10 from -4 (conv_1, epoch 1) to 0 (not_in_lenet)
+    assert cells(out) == [colour(0.0), colour(0.25), colour(0.0), colour(1.0)]
+    text = conv["svg"]
+    assert "conv_1 (conv, line 7)" in text and "sigmoid" not in text
+    assert ">0.001<" in text and ">0.1<" in text            # the last epoch's figures
+    assert "weights (weight)" in text and "gradients (weight, last step)" in text and "activation" not in text
+    assert "saturated units" in sig["svg"] and ">50.0%<" in sig["svg"] and "activation (probe)" in sig["svg"]
+    # the explorer keeps the layers of its network only, as SVG data URIs
+    data = metrics_data(compile_file(LENET), str(tmp_path / "metrics.jsonl"))
+    assert list(data["layers"]) == ["conv_1", "sigmoid_1", "conv_2"]
+    uri = data["layers"]["conv_1"]["svg"]
+    assert uri.startswith("data:image/svg+xml;base64,") and base64.b64decode(uri.split(",", 1)[1]).decode() == text
+
+
+def test_layers_without_figures_and_files_without_records_add_nothing(tmp_path):
+    from cnnc.compiler.driver import compile_file
+    from cnnc.dsl.source import CnncError
+    from cnnc.viz.diagnostics import layer_diagnostics
+    from cnnc.viz.explorer import metrics_data
+    empty = {"layer": "relu_1", "op": "relu", "line": 3,
+             "activation": {"mean": None, "std": None, "inactive": None, "dead": None, "saturated": None}}
+    assert layer_diagnostics(read_metrics(write_metrics(tmp_path, [[empty], []]))) == {}
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"epoch": 1, "train_loss": 1.0, "train_accuracy": None, "val_loss": None,
+                               "val_accuracy": None, "lr": 0.1, "seconds": 1.0}) + "\n")
+    data = metrics_data(compile_file(LENET), str(old))
+    assert "layers" not in data and data["epochs"] == 1 and data["curves"].startswith("data:image/svg+xml")
+    bad = write_metrics(tmp_path, [[layer("conv_1", 7, grad=1e-4)], [{"layer": "conv_1", "op": "conv", "params": 3}]])
+    with pytest.raises(CnncError, match="malformed metrics line: layers\\[0\\]: 'params' must be an object"):
+        metrics_data(compile_file(LENET), str(bad))

@@ -4,7 +4,9 @@ Pages of several examples open from file:// with no console error and no
 request; clicking a block changes the node count and the layout; search
 selects and centres; the side panel's figures are those of `cnnc compile
 --format json`; a feature-map unit's highlighted field is the receptive-field
-analysis's; screenshots are not blank. Built once per module, one browser.
+analysis's; a layer's panel shows its own training diagnostics from a real
+run's metrics.jsonl, and a layer without records none; screenshots are not
+blank. Built once per module, one browser.
 """
 from __future__ import annotations
 
@@ -344,3 +346,75 @@ def test_page_user_errors(capsys, tmp_path, monkeypatch, argv, message):
 def test_view_refuses_a_negative_depth(capsys):
     assert main(["view", LENET, "--depth", "-2"]) == 1
     assert capsys.readouterr().err.startswith("cnnc: error: --depth -2: the depth must be 0 or more")
+
+
+# ------------------------------------------------------------------ per-layer diagnostics (a real run)
+TINY = textwrap.dedent("""\
+    network Tiny {
+        input x: [1, 8, 8]
+        x -> conv(4, 3, pad = 1) -> relu -> maxpool(2, stride = 2)
+          -> flatten -> linear(3)
+    }
+    train Tiny {
+        data      = synthetic(n = 48, classes = 3, val = 0.25)
+        epochs    = 3
+        batch     = 16
+        loss      = cross_entropy
+        optimizer = sgd(lr = 0.1)
+        seed      = 0
+    }
+    """)
+
+
+def _diagnostics(browser) -> dict | None:
+    """The selected layer's diagnostics as the panel shows them: the picture's SVG text and size, and the
+    figures table's values by epoch."""
+    import base64
+    shown = browser.js("const i = document.getElementById('diagnostics'); if (!i) return null; "
+                       "return {src: i.src, complete: i.complete, width: i.naturalWidth, "
+                       "rows: [...document.querySelectorAll('#diagnostics-figures tr[data-epoch]')].map(r => "
+                       "[Number(r.dataset.epoch), ...[...r.querySelectorAll('td[data-value]')]"
+                       ".map(td => JSON.parse(td.dataset.value))])}")
+    if shown is not None:
+        shown["svg"] = base64.b64decode(shown.pop("src").split(",", 1)[1]).decode("utf-8")
+    return shown
+
+
+def test_a_layer_shows_its_own_diagnostics_of_a_real_run(browser, tmp_path):
+    (tmp_path / "tiny.cnn").write_text(TINY)
+    assert main(["run", str(tmp_path / "tiny.cnn"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    records = {(layer["layer"], r["epoch"]): layer for line in metrics.read_text().splitlines()
+               if "layers" in (r := json.loads(line)) for layer in r["layers"]}
+    assert {name for name, _ in records} == {"conv", "relu", "linear"}
+    page = tmp_path / "tiny.html"
+    cli("viz", str(tmp_path / "tiny.cnn"), "--style", "html", "--metrics", str(metrics), "-o", str(page))
+    browser.open(page.as_uri())
+    line = records[("conv", 3)]["line"]
+    assert line == records[("relu", 3)]["line"] == 3       # the relu shares the conv's line (and its fused group)
+
+    click_node(browser, "conv")
+    browser.wait("const i = document.getElementById('diagnostics'); return i && i.complete")
+    conv = _diagnostics(browser)
+    weight = lambda e: records[("conv", e)]["params"]["weight"]
+    assert conv["width"] == 380 and f"conv (conv, line {line})" in conv["svg"] and "relu" not in conv["svg"]
+    assert f">{weight(3)['grad_norm']:.3g}<" in conv["svg"] and f">{weight(3)['update_ratio']:.3g}<" in conv["svg"]
+    assert "weights (weight)" in conv["svg"] and "Histograms" not in conv["svg"]
+    assert conv["rows"] == [[e, weight(e)["grad_norm"], weight(e)["update_ratio"]] for e in (1, 2, 3)]
+    assert browser.js("return document.getElementById('fused') !== null")
+
+    click_node(browser, "relu")
+    browser.wait("const i = document.getElementById('diagnostics'); return i && i.complete")
+    relu = _diagnostics(browser)
+    dead = [records[("relu", e)]["activation"]["dead"] for e in (1, 2, 3)]
+    assert f"relu (relu, line {line})" in relu["svg"] and "conv (" not in relu["svg"]
+    assert "dead units" in relu["svg"] and f">{dead[-1]:.1%}<" in relu["svg"] and "activation (probe)" in relu["svg"]
+    assert relu["rows"] == [[e, d] for e, d in zip((1, 2, 3), dead)]
+
+    for plain in ("maxpool", "flatten"):             # no records: nothing new on their panels
+        click_node(browser, plain)
+        assert browser.js("return document.getElementById('panel-title').textContent") == plain
+        assert _diagnostics(browser) is None
+        assert browser.js("return document.querySelector('#diagnostics-figures')") is None
+    assert browser.console_errors() == []
+    assert browser.screenshot_colours(tmp_path / "tiny.png") > 20

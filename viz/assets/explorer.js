@@ -394,6 +394,7 @@
       l.fused.members.forEach((n, i) => { if (i) p.appendChild(document.createTextNode(" → ")); p.appendChild(link(n)); });
       box.appendChild(p);
     }
+    diagnosticsPanel(box, id);
     insidePanel(box, id);
   }
   function containerPanel(box, cid) {
@@ -419,6 +420,34 @@
     const img = el("img", { src, class: cls || "", alt: "" });
     wrap.appendChild(img);
     return [wrap, img];
+  }
+  // a layer's own training diagnostics (--metrics with per-layer records): the picture drawn by
+  // viz/diagnostics.py, and its figures per epoch as text for the exact values
+  function diagnosticsPanel(box, name) {
+    const M = D.metrics, d = M && M.layers && M.layers[name];
+    if (!d) return;
+    box.appendChild(el("h3", {}, "training diagnostics (" + M.epochs + " epochs)"));
+    const [wrap, img] = picture(d.svg, "diagnostics");
+    img.id = "diagnostics";
+    img.alt = name + ": strips over the epochs and histograms";
+    box.appendChild(wrap);
+    if (!d.rows.length) return;
+    const more = el("details", { id: "diagnostics-figures" });
+    more.appendChild(el("summary", { class: "hint" }, "figures per epoch"));
+    const t = el("table");
+    const head = el("tr");
+    head.appendChild(el("td", {}, "epoch"));
+    for (const c of d.columns) head.appendChild(el("td", { class: "num" }, c.title));
+    t.appendChild(head);
+    for (const [epoch, ...values] of d.rows) {
+      const tr = el("tr", { "data-epoch": epoch });
+      tr.appendChild(el("td", {}, epoch));
+      values.forEach((v, i) => tr.appendChild(el("td", { class: "num", "data-value": JSON.stringify(v) },
+        v === null ? "–" : d.columns[i].log ? v.toPrecision(3) : pct(v))));
+      t.appendChild(tr);
+    }
+    more.appendChild(t);
+    box.appendChild(more);
   }
   function insidePanel(box, name) {
     const I = D.inside;
