@@ -81,7 +81,10 @@ def test_the_executor_gives_the_plans_outputs(name):
         assert mp.lower_bound <= mp.arena <= mp.naive
         ref, out = p.forward(x)[0], ArenaExecutor(p, mp).run(x)
         for k in ref:
-            np.testing.assert_array_equal(out[k], ref[k])   # same kernels, same order: bit for bit
+            # same kernels, same order: bit for bit on the machines this was written on; on an AMD EPYC
+            # with AVX-512 OpenBLAS's products in the arena's slices differ in the last bits (1e-6), where
+            # a slice shared while live would be wrong by the size of the values
+            np.testing.assert_allclose(out[k], ref[k], rtol=1e-5, atol=1e-5)
 
 
 def test_fused_resnet18_plans_a_fraction_of_the_naive_memory():
@@ -160,7 +163,9 @@ def test_sharded_arena_equals_one_arena(threads, batch):
         assert sum(ex.batch for ex in used) == batch
     finally:
         sharded.close()
-    np.testing.assert_allclose(got, ArenaExecutor(fused).run(x)[out], rtol=1e-5, atol=1e-5)
+    # a shard's products have fewer columns than the whole batch's: another blocking, another rounding
+    # (up to 5e-5 relative after ResNet-20's 20 layers on an AMD EPYC's OpenBLAS)
+    np.testing.assert_allclose(got, ArenaExecutor(fused).run(x)[out], rtol=2e-4, atol=1e-4)
 
 
 def test_sharded_arena_refuses_a_wrong_input_before_any_thread_runs():
