@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LENET = str(ROOT / "examples" / "lenet5.cnn")
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
-RUN = ["run", LENET, "--epochs", "1", "--limit", "64", "--quiet"]
+RUN = ["run", LENET, "--epochs", "1", "--limit", "64"]
 
 
 def cnnc(*argv: str, env: dict | None = None, block_numba: bool = False) -> subprocess.CompletedProcess:

@@ -216,5 +216,5 @@ def test_data_flag_reads_the_layout(tmp_path, capsys):
     root, _ = flat_folder(tmp_path, classes=2)
     net = tmp_path / "seg.cnn"
     net.write_text(SEG_NET.format(classes=2, root="elsewhere"))
-    assert main(["run", str(net), "--data", str(root), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["run", str(net), "--data", str(root), "--out", str(tmp_path / "run")]) == 0
     assert f"3 training samples from {root}" in capsys.readouterr().out
