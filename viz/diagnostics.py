@@ -11,7 +11,8 @@ Below them, the layers' histograms (the records' `histograms`) at chosen epochs
 (`--epochs`, by default the first, the middle and the last), one outline per
 epoch overlaid in a cell: the weight's values, its gradient at the epoch's last
 step, and the activation's outputs on the probe; each cell's x axis spans the
-drawn epochs' values, its y axis the share of values per bin. `--layers` keeps
+drawn epochs' values, its y axis the density (a bin's share of the values over
+its width: each outline encloses the same area, whatever range its epoch spans). `--layers` keeps
 only the named layers. Plain SVG by our own code.
 
 `layer_diagnostics` draws the same for one layer at a time, narrow enough for the
@@ -192,19 +193,23 @@ def _histogram_cell(svg: Svg, x: float, y: float, pairs, chosen: list[int], cw: 
     hi = max(h["hi"] for _, h in pairs)
     if hi - lo < 1e-12 * max(1.0, abs(hi)):
         lo, hi = lo - 0.5, hi + 0.5
-    shares = [[c / sum(h["counts"]) for c in h["counts"]] for _, h in pairs]
-    top = max(max(s) for s in shares)
+    # densities (a bin's share over its width), so that epochs whose values span other ranges (their bins
+    # other widths) compare: each outline encloses the same area
+    spike = (hi - lo) / 100      # the width drawn for a histogram of equal values
+    densities = [[c / sum(h["counts"]) / ((h["hi"] - h["lo"]) / len(h["counts"]) if h["hi"] > h["lo"] else spike)
+                  for c in h["counts"]] for _, h in pairs]
+    top = max(max(d) for d in densities)
     sx = lambda v: x + (v - lo) / (hi - lo) * cw
     svg.rect(x, y, cw, ch, "#fafafa", "#cccccc", 0.6)
-    for (epoch, h), share in zip(pairs, shares):
+    for (epoch, h), density in zip(pairs, densities):
         n = len(h["counts"])
         if h["hi"] > h["lo"]:
             edges = [h["lo"] + (h["hi"] - h["lo"]) * b / n for b in range(n + 1)]
         else:       # all values equal: one narrow bar at the value
-            edges = [h["lo"] - (hi - lo) / 200, h["lo"] + (hi - lo) / 200] + [h["lo"]] * (n - 1)
+            edges = [h["lo"] - spike / 2, h["lo"] + spike / 2] + [h["lo"]] * (n - 1)
         points = [(sx(edges[0]), y + ch)]
         for b in range(n):
-            top_y = y + ch - share[b] / top * (ch - 4)
+            top_y = y + ch - density[b] / top * (ch - 4)
             points += [(sx(edges[b]), top_y), (sx(edges[b + 1]), top_y)]
             if h["hi"] <= h["lo"]:
                 break

@@ -125,7 +125,9 @@ def test_histograms_at_the_chosen_epochs_share_a_value_axis(tmp_path, capsys):
     # on the shared axis 0..2, epoch 1's first bin is 1/30 of 0..1, i.e. 1/60 of the cell's width
     tall = [x for x, y in first if y == top]
     assert (min(tall) - x0, max(tall) - x0) == pytest.approx((0.0, CELL_W / (2 * HIST_BINS)), abs=0.06)
-    tall = [x for x, y in last if y == top]
+    # its bins are twice as wide: half the density, half the height
+    assert bottom - min(y for _, y in last) == pytest.approx((CELL_H - 4) / 2, abs=0.06)
+    tall = [x for x, y in last if y == min(y for _, y in last)]
     assert (min(tall) - x0, max(tall) - x0) == pytest.approx((CELL_W * (1 - 1 / HIST_BINS), CELL_W), abs=0.06)
     assert "Histograms at epochs 1, 3" in out.read_text()
 
