@@ -384,6 +384,12 @@ COMMANDS = {"check": cmd_check, "compile": cmd_compile, "run": cmd_run, "predict
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    from .runtime.processes import leave
+    return leave(code)    # a training process of several ends without the interpreter's teardown
+
+
+def _main(argv: list[str] | None) -> int:
     from .compiler.elaborate import RECURSION_LIMIT
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))  # nested blocks recurse
     args = parse(argv)

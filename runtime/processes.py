@@ -21,6 +21,15 @@ Ctrl-C and Ctrl-Z, and `kill -- -PGID`, reach them too.
 `LostPeer` is the error of a process of several (a DDP rank) that stopped
 because another one is gone: the one line it prints names this process, and
 a launcher that knows which process ended first names that one instead.
+
+A process that joined a process group of several ends with `leave` (cli.py):
+its output flushed, then `os._exit` without the interpreter's teardown. Once a
+peer is gone (or, seen under load, even after a clean `destroy_process_group`),
+the teardown destroys gloo's threads while they are still joinable, and the
+C runtime aborts the process with "terminate called without an active
+exception" on the terminal after cnnc's own message, and SIGABRT for a status.
+Everything the run writes is closed before `leave` (checkpoints and metrics
+are written whole and renamed), so the teardown has nothing left to do.
 """
 from __future__ import annotations
 
@@ -28,12 +37,33 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
 from typing import Mapping, Sequence
 
 from ..dsl.source import CnncError
 
 LIFELINE = "CNNC_LIFELINE_FD"   # the environment variable naming the child's end of the lifeline
+_in_group = False               # this process joined a process group of several (`joined_group`)
+
+
+def joined_group() -> None:
+    """Called once this process has joined a process group of several (the torch engine's DDP)."""
+    global _in_group
+    _in_group = True
+
+
+def leave(code: int) -> int:
+    """The command's exit status; a process that joined a process group ends here, its output flushed,
+    without the interpreter's teardown (see the module docstring)."""
+    if _in_group:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
 
 
 class Lifeline:

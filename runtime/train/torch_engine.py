@@ -45,7 +45,7 @@ from ...dsl.source import CnncError
 from ..export.torch_module import module_source
 from ..export.torch_rules import require_torch
 from ..data.containers import take
-from ..processes import LostPeer
+from ..processes import LostPeer, joined_group
 from .optim import OPTIMIZERS
 from ..plan import initial_parameters, require_concrete
 
@@ -211,6 +211,7 @@ class TorchEngine:
         if not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend, rank=self.world.rank, world_size=self.world.size)
+            joined_group()      # the process ends without the teardown of gloo's threads (processes.py)
 
     # ------------------------------------------------------------ steps
     def begin_epoch(self, epoch: int) -> None:
