@@ -254,7 +254,12 @@ def histogram(values: np.ndarray) -> dict[str, Any]:
         return {"lo": 0.0, "hi": 0.0, "counts": [0] * HIST_BINS}
     lo, hi = float(v.min()), float(v.max())
     if hi > lo:
-        counts = np.histogram(v, bins=HIST_BINS, range=(lo, hi))[0]
+        # a value's bin in the array's own precision and one bincount: 60% of np.histogram's time,
+        # which works in float64 and mends each index against the exact edges (a value within rounding of
+        # an edge may fall in the bin on either side of it here)
+        kind = v.dtype.type if v.dtype.kind == "f" else np.float64
+        bins = ((v - kind(lo)) * kind(HIST_BINS / (hi - lo))).astype(np.int32)
+        counts = np.bincount(np.minimum(bins, HIST_BINS - 1, out=bins), minlength=HIST_BINS)
     else:
         counts = np.zeros(HIST_BINS, dtype=np.int64)
         counts[0] = v.size
