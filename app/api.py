@@ -376,6 +376,8 @@ def _kfold(compiled: Compiled, cfg: TrainConfig, out: Path, options: Options, re
     each = replace(options, progress=bar, log=lambda line: (bar.clear(), options.log(line)))   # lines above the bar
 
     def started(n: int) -> None:
+        if options.quiet:       # (only warnings, stops and the final figures)
+            return
         each.log(f"{compiled.net.name}: {cfg.kfold}-fold cross-validation of {n:,} training samples (the test "
                  f"split is kept out); {_plural(cfg.epochs, 'epoch')} per fold; folds in {describe_path(out)}")
 

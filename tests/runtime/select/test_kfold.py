@@ -103,6 +103,23 @@ def test_kfold_on_the_command_line(write, tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out
 
 
+def test_a_quiet_kfold_run_prints_only_its_final_figures(write, tmp_path, capsys):
+    """--quiet: no header, no fold's record or epoch lines; the same table of folds (same seed, one thread)."""
+    path = write(SMALL)
+    argv = ["run", str(path), "--kfold", "2", "--limit", "120", "--threads", "1"]
+    assert main(argv + ["--out", str(tmp_path / "loud")]) == 0
+    loud = capsys.readouterr().out.splitlines()
+    assert main(argv + ["--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    quiet = capsys.readouterr().out.splitlines()
+
+    def table(lines):
+        return [line for line in lines if ":" not in line and line.split()[:1] in (["fold"], ["1"], ["2"], ["mean"],
+                                                                                   ["std"])]
+    assert any("cross-validation" in line for line in loud) and any(": epoch 1/1 " in line for line in loud)
+    assert not [line for line in quiet if "cross-validation" in line or ": epoch " in line or ": train: " in line]
+    assert len(table(loud)) == 5 and table(quiet) == table(loud)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--kfold", "1"], "--kfold 1: kfold must be an integer >= 2, got the integer 1"),
     (["--train", "kfold=x"], "--train kfold=x: kfold must be an integer >= 2"),
