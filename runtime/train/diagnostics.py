@@ -46,8 +46,11 @@ VANISHING_RATIO = 1e-3       # vanishing-gradients: first weight's gradient norm
 EXPLODING_GROWTH = 10.0      # exploding-gradients: a step's gradient norm this many times the epoch's mean before it
 UPDATE_RATIO_RANGE = (1e-6, 1e-1)   # update-ratio: |dw|/|w| outside this range (a healthy step is ~1e-3)
 FLAT_LOSS_EPOCHS, FLAT_LOSS_CHANGE = 3, 1e-3   # flat-loss: relative change below this over these epochs
-OVERFIT_EPOCHS = 3           # overfitting: val loss up and train loss down this many epochs in a row,
-OVERFIT_MARGIN = 0.05        # and the val loss this far (relative) above its best so far
+# overfitting: val loss up and train loss down this many epochs in a row, and the val loss this far (relative)
+# above its best so far. A validation split of 800 digits wanders by ~10% from epoch to epoch: the README's
+# LeNet-5 rose 4 epochs in a row to 13% above its best, then fell to a new best (a healthy run).
+OVERFIT_EPOCHS = 5
+OVERFIT_MARGIN = 0.10
 EXPLODING_EPOCH_GROWTH = 2.0  # exploding-gradients after epoch 1: the epoch's mean norm this many times the last's
 
 
