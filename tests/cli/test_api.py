@@ -164,3 +164,12 @@ def test_the_api_is_what_import_cnnc_offers():
     assert {"compile", "train", "predict", "StopTraining", "CnncError", "Network", "Run"} <= set(dir(cnnc))
     with pytest.raises(AttributeError):
         cnnc.no_such_thing
+
+
+def test_every_keyword_of_train_is_in_the_python_guide():
+    """docs/python.md names each keyword `cnnc.train` takes (a keyword added to the API and not to the guide
+    is one a user never finds)."""
+    import inspect
+    guide = (ROOT / "docs" / "python.md").read_text()
+    keywords = [p for p in inspect.signature(cnnc.train).parameters if p != "network"]
+    assert [k for k in keywords if f"`{k}`" not in guide] == []
