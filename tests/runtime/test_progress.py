@@ -172,7 +172,9 @@ def test_the_screen_emulation_erases_rows_as_a_terminal_does():
 
 @pytest.mark.slow
 def test_training_on_a_70_column_terminal_leaves_no_stale_lines(tmp_path):
-    raw, code = _on_pty(["run", str(LENET), "--epochs", "2", "--limit", "480", "--out", str(tmp_path / "run")])
+    # 4,000 digits: an epoch of ~110 steps lasts long enough for the bar to be redrawn with its figures
+    # (tqdm redraws at most every 0.1 s; 14 steps of the fast kernels ended before the first redraw)
+    raw, code = _on_pty(["run", str(LENET), "--epochs", "2", "--limit", "4000", "--out", str(tmp_path / "run")])
     assert code == 0, raw
     bars = [seg for seg in re.split(r"[\r\n]", raw) if "%|" in seg]
     assert bars and max(len(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", b)) for b in bars) < 70
