@@ -127,3 +127,24 @@ def build_graph(nodes: list[Node]) -> nx.DiGraph:
         for i, src in enumerate(n.inputs):
             g.add_edge(src, n.name)
     return g
+
+
+def dependency_order(items: list, produced, needed, key=None) -> list | None:
+    """`items` in an order where each comes after the items that produce what it needs (`produced(item)`
+    and `needed(item)` name values; ties: the least `key(item)`, else the earlier item), or None when
+    they depend on each other round a circle. The block scopes of the torch module and of `cnnc import`
+    order their layers and calls with it."""
+    g = nx.DiGraph()
+    owner = {}
+    for k, item in enumerate(items):
+        g.add_node(k)
+        for value in produced(item):
+            owner[value] = k
+    for k, item in enumerate(items):
+        for value in needed(item):
+            if value in owner and owner[value] != k:
+                g.add_edge(owner[value], k)
+    if not nx.is_directed_acyclic_graph(g):
+        return None
+    rank = {k: (key(item), k) if key is not None else k for k, item in enumerate(items)}
+    return [items[k] for k in nx.lexicographical_topological_sort(g, key=rank.__getitem__)]

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
-from ...compiler.graph import Network, Node
+from ...compiler.graph import Network, Node, dependency_order
 from ...dsl.source import CnncError
 from .. import checkpoint as checkpoints
 from ..plan import require_concrete
@@ -123,17 +122,9 @@ def _needed(item) -> list[Value]:
 
 def _item_order(scope: Scope, net: Network) -> list:
     """Its layers and child instances in an order where each runs after what it reads."""
-    g = nx.DiGraph()
-    owner = {}
-    for i, item in enumerate(scope.items):
-        g.add_node(i)
-        for name in _produced(item):
-            owner[name] = i
-    for i, item in enumerate(scope.items):
-        for name, _ in _needed(item):
-            if name in owner and owner[name] != i:
-                g.add_edge(owner[name], i)
-    return [scope.items[i] for i in nx.lexicographical_topological_sort(g)]
+    order = dependency_order(scope.items, _produced, lambda item: [name for name, _ in _needed(item)])
+    assert order is not None, "a compiled network has no circle"
+    return order
 
 
 # ------------------------------------------------------------ class text

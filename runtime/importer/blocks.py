@@ -28,6 +28,7 @@ from typing import Any
 import networkx as nx
 
 from ...compiler.expressions import is_builtin
+from ...compiler.graph import dependency_order
 from ...compiler.ops import OPS, SURFACE
 from .lift import KEYWORDS, Layer, Lifted
 
@@ -338,20 +339,7 @@ class Structurer:
     def item_order(self, scope: Instance) -> list | None:
         """The items in an order where each comes after what it reads (ties: the earlier layer first),
         or None when they depend on each other round a circle."""
-        g = nx.DiGraph()
-        owner = {}
-        for k, item in enumerate(scope.items):
-            g.add_node(k)
-            for lay in produced(item):
-                owner[lay] = k
-        for k, item in enumerate(scope.items):
-            for i in needed(item, self):
-                if i in owner and owner[i] != k:
-                    g.add_edge(owner[i], k)
-        if not nx.is_directed_acyclic_graph(g):
-            return None
-        first = {k: first_layer(item) for k, item in enumerate(scope.items)}
-        return [scope.items[k] for k in nx.lexicographical_topological_sort(g, key=first.__getitem__)]
+        return dependency_order(scope.items, produced, lambda item: needed(item, self), key=first_layer)
 
     def repeats(self, scope: Instance) -> list:
         """Runs of calls of one definition with equal arguments, each reading only the previous one's
