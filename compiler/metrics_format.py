@@ -42,7 +42,8 @@ ACTIVATION_FIGURES = ("mean", "std", "inactive", "dead", "saturated")
 DRIFT_FIGURES = ("running_mean", "running_var")
 HIST_BINS = 30
 HISTOGRAM_FIELDS = ("lo", "hi", "counts")
-HISTOGRAM_GROUPS = ("params", "gradients", "activation")   # the first two by parameter name
+HISTOGRAM_GROUPS = ("params", "gradients", "activation")
+BY_PARAMETER = ("params", "gradients")   # the groups that hold a histogram per parameter (the others: one)
 # field -> the figures of its object (None: a plain value)
 LAYERS = "layers"   # the field of an epoch's record
 STEP = "step"       # the field that makes a record a step record
@@ -88,8 +89,8 @@ def _histograms_problem(value: Any) -> str | None:
     for group, entry in value.items():
         if group not in HISTOGRAM_GROUPS:
             return f"'histograms.{group}' is not a histogram group ({', '.join(HISTOGRAM_GROUPS)})"
-        if group == "activation":
-            problem = histogram_problem(entry, "histograms.activation")
+        if group not in BY_PARAMETER:
+            problem = histogram_problem(entry, f"histograms.{group}")
         elif not isinstance(entry, dict):
             problem = f"'histograms.{group}' must be an object of parameter names"
         else:

@@ -53,7 +53,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ...compiler.graph import Network, Node
-from ...compiler.metrics_format import LAYERS, STEP
+from ...compiler.metrics_format import BY_PARAMETER, HISTOGRAM_GROUPS, LAYERS, STEP
 from ...dsl import files
 from ...dsl.source import CnncError, SourceRegistry
 
@@ -159,20 +159,22 @@ def layer_scalars(layers) -> Iterator[tuple[str, float]]:
             yield from _finite(f"{base}/{group}", layer.get(group) or {})
 
 
-HISTOGRAM_TAGS = {"params": "weights", "gradients": "gradients"}   # a record's group -> its tag's word
+TAG_WORDS = {"params": "weights"}   # a histogram group whose tag says it otherwise (the others: their name)
 
 
 def histograms(record: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(tag, histogram) of each histogram of an epoch record's layers that counts any value."""
+    """(tag, histogram) of each histogram of an epoch record's layers that counts any value: every group of
+    compiler/metrics_format.py's HISTOGRAM_GROUPS, by parameter where it is a group of parameters."""
     for layer in record.get(LAYERS) or ():
         base = f"layers/{layer['layer']}"
         groups = layer.get("histograms") or {}
-        for group, word in HISTOGRAM_TAGS.items():
-            for p, h in (groups.get(group) or {}).items():
-                if sum(h["counts"]):
-                    yield f"{base}/{word}/{p}", h
-        if "activation" in groups and sum(groups["activation"]["counts"]):
-            yield f"{base}/activation", groups["activation"]
+        for group in HISTOGRAM_GROUPS:
+            entry = groups.get(group)
+            if entry is None:
+                continue
+            word = TAG_WORDS.get(group, group)
+            pairs = [(f"{word}/{p}", h) for p, h in entry.items()] if group in BY_PARAMETER else [(word, entry)]
+            yield from ((f"{base}/{tag}", h) for tag, h in pairs if sum(h["counts"]))
 
 
 def buckets(h: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnnc.compiler.lints import TRAINING_WARNINGS
-from cnnc.compiler.metrics_format import HIST_BINS, layers_problem
+from cnnc.compiler.metrics_format import BY_PARAMETER, HIST_BINS, HISTOGRAM_GROUPS, layers_problem
 from cnnc.runtime import checkpoint
 from cnnc.runtime.train import diagnostics
 from cnnc.runtime.train.diagnostics import PROBE
@@ -136,10 +136,9 @@ def test_both_engines_record_the_same_figures(compile_src, tmp_path):
 
 def histogram_list(r):
     """A layer record's histograms by a flat name: params.P, gradients.P, activation."""
-    h = r.get("histograms") or {}
-    out = {f"{g}.{p}": v for g in ("params", "gradients") for p, v in (h.get(g) or {}).items()}
-    if "activation" in h:
-        out["activation"] = h["activation"]
+    h = r.get("histograms") or {}     # every group the format declares (a new one reaches each consumer's test)
+    out = {f"{g}.{p}": v for g in BY_PARAMETER for p, v in (h.get(g) or {}).items()}
+    out.update({g: h[g] for g in HISTOGRAM_GROUPS if g not in BY_PARAMETER and g in h})
     return out
 
 
