@@ -148,15 +148,11 @@ class LayerWatch:
         acts = self._activations(params)
         layers = []
         for node, owned, activation in self.layers:
-            r: dict[str, Any] = {"layer": node.name, "op": node.op, "line": node.loc.line if node.loc else None}
             figures = {p: {"norm": _norm(params[k]), "grad_norm": self.step_norms.get(k), "grad_growth": None,
                            "update_ratio": self.step_ratios.get(k)}
                        for p in owned if (k := f"{node.name}.{p}") in self.trainable}
-            if figures:
-                r["params"] = figures
-            if activation and node.name in acts:
-                r["activation"] = _activation(node.op, acts[node.name])
-            if len(r) > 3:
+            r = _layer_record(node, figures, acts.get(node.name) if activation else None)
+            if len(r) > 3:      # (a layer with a figure)
                 layers.append(r)
         return {STEP: self.first_step + step + 1, "epoch": self.epoch + 1, LAYERS: layers}
 
@@ -166,17 +162,12 @@ class LayerWatch:
         acts = self.activations = self._activations(params)
         out = []
         for node, owned, activation in self.layers:
-            r: dict[str, Any] = {"layer": node.name, "op": node.op,
-                                 "line": node.loc.line if node.loc else None}
             figures = {p: self._param(f"{node.name}.{p}", params) for p in owned}
-            figures = {p: f for p, f in figures.items() if f is not None}
-            if figures:
-                r["params"] = figures
+            r = _layer_record(node, {p: f for p, f in figures.items() if f is not None},
+                              acts.get(node.name) if activation else None)
             drift = self._drift(node.name, owned, params)
             if drift:
                 r["drift"] = drift
-            if activation and node.name in acts:
-                r["activation"] = _activation(node.op, acts[node.name])
             histograms = self._histograms(node.name, owned, params, acts.get(node.name) if activation else None)
             if histograms:
                 r["histograms"] = histograms
@@ -245,6 +236,16 @@ class Unwatched:
 
     def records(self, params) -> list[dict[str, Any]]:
         return []
+
+
+def _layer_record(node, params: dict[str, Any], activation: np.ndarray | None) -> dict[str, Any]:
+    """A layer record's name, op and line, its parameters' figures and its activation's (where it has them)."""
+    r: dict[str, Any] = {"layer": node.name, "op": node.op, "line": node.loc.line if node.loc else None}
+    if params:
+        r["params"] = params
+    if activation is not None:
+        r["activation"] = _activation(node.op, activation)
+    return r
 
 
 def histogram(values: np.ndarray) -> dict[str, Any]:
