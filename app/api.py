@@ -345,8 +345,9 @@ def train(network: Network | Compiled | str | os.PathLike, *, epochs: int | None
     layer = train_layer(train, epochs=epochs, batch=batch, seed=seed, lr=lr, kfold=kfold, bootstrap=bootstrap)
     compiled = _compiled(network, layer)
     cfg = override(train_config(compiled.net), layer) if layer else train_config(compiled.net)
-    options = Options(data, limit, threads, engine, device, wanted() if progress is None else progress, log,
-                      callback, kernels, tensorboard, watch_every, quiet)
+    bar = wanted(quiet=quiet) if progress is None else progress     # quiet: no bar unless asked for
+    options = Options(data, limit, threads, engine, device, bar, log, callback, kernels, tensorboard, watch_every,
+                      quiet)
     return run(compiled, cfg, options, out, resume, overwrite)
 
 

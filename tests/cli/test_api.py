@@ -173,3 +173,15 @@ def test_every_keyword_of_train_is_in_the_python_guide():
     guide = (ROOT / "docs" / "python.md").read_text()
     keywords = [p for p in inspect.signature(cnnc.train).parameters if p != "network"]
     assert [k for k in keywords if f"`{k}`" not in guide] == []
+
+
+def test_quiet_training_logs_only_the_final_figures_and_draws_no_bar(monkeypatch, tmp_path):
+    """cnnc.train(quiet=True) is `cnnc run --quiet`: no bar even where one would be drawn, only the final line."""
+    from cnnc.runtime import progress
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)       # where a bar is drawn by default
+    drawn = []
+    monkeypatch.setattr(progress.Progress, "start_run", lambda self, *a, **k: drawn.append(self))
+    lines: list[str] = []
+    net = cnnc.compile(ROOT / "examples" / "lenet5.cnn")
+    cnnc.train(net, epochs=1, limit=96, out=tmp_path / "r", log=lines.append, quiet=True)
+    assert drawn == [] and [line.split(":")[0] for line in lines] == ["test"], lines
